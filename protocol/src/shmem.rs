@@ -1,0 +1,232 @@
+//! Access to memory shared with another party (a guest, a frontend, another port's owner).
+//!
+//! This is the only module of the crate with `unsafe` code. A [`SharedMem`] is a raw window
+//! `[base, base + len)` that somebody else may write at any time. Every access is bounds-checked
+//! against the window, and the words that carry synchronisation (ring indexes, slot fields) are read
+//! and written as atomics, so concurrent writers never cause undefined behaviour on our side: at
+//! worst we read a value that is garbage, and the callers validate every value before use.
+
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
+
+/// A window of memory shared with another, untrusted, party.
+///
+/// `Copy` on purpose: it is a pointer and a length. Whoever creates one (with the unsafe
+/// [`SharedMem::new`]) guarantees the mapping outlives every copy.
+#[derive(Clone, Copy, Debug)]
+pub struct SharedMem {
+    base: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the window is plain memory accessed only through atomics and bounds-checked copies; the
+// creator of the window guarantees the mapping stays valid while any copy exists.
+unsafe impl Send for SharedMem {}
+// SAFETY: as above; no method hands out references that could alias mutable state.
+unsafe impl Sync for SharedMem {}
+
+impl SharedMem {
+    /// Wraps `len` bytes at `base`.
+    ///
+    /// # Safety
+    /// `base..base + len` must be mapped readable and writable, 8-byte aligned at `base`, and stay
+    /// mapped for as long as this value or any copy of it is used.
+    pub unsafe fn new(base: *mut u8, len: usize) -> Self {
+        debug_assert_eq!(base as usize % 8, 0);
+        Self { base, len }
+    }
+
+    /// Length of the window in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Is the window empty?
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Raw base pointer (for mmap bookkeeping and address translation only).
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.base
+    }
+
+    /// Does `[off, off + size)` lie inside the window?
+    #[inline]
+    pub fn contains(&self, off: usize, size: usize) -> bool {
+        off.checked_add(size).is_some_and(|end| end <= self.len)
+    }
+
+    /// A sub-window `[off, off + len)`, or `None` if it does not fit or is misaligned.
+    pub fn sub(&self, off: usize, len: usize) -> Option<SharedMem> {
+        if !self.contains(off, len) || off % 8 != 0 {
+            return None;
+        }
+        // SAFETY: the sub-window lies inside this window (checked), which the creator guarantees
+        // is mapped; alignment is kept because `off` is a multiple of 8.
+        Some(unsafe { SharedMem::new(self.base.add(off), len) })
+    }
+
+    #[inline]
+    fn atomic<T>(&self, off: usize) -> &T {
+        let size = std::mem::size_of::<T>();
+        assert!(
+            self.contains(off, size) && off % size == 0,
+            "shared memory access at {off} (size {size}) outside window of {} bytes",
+            self.len
+        );
+        // SAFETY: in bounds and naturally aligned (checked above, base is 8-aligned); the atomic
+        // types have the same layout as the integers and tolerate concurrent access from others.
+        unsafe { &*(self.base.add(off) as *const T) }
+    }
+
+    /// Atomic load of a u32 at `off`. Panics if out of bounds (callers check geometry first).
+    #[inline]
+    pub fn load_u32(&self, off: usize, order: Ordering) -> u32 {
+        self.atomic::<AtomicU32>(off).load(order)
+    }
+
+    /// Atomic store of a u32 at `off`.
+    #[inline]
+    pub fn store_u32(&self, off: usize, v: u32, order: Ordering) {
+        self.atomic::<AtomicU32>(off).store(v, order)
+    }
+
+    /// Atomic load of a u16 at `off`.
+    #[inline]
+    pub fn load_u16(&self, off: usize) -> u16 {
+        self.atomic::<AtomicU16>(off).load(Ordering::Relaxed)
+    }
+
+    /// Atomic store of a u16 at `off`.
+    #[inline]
+    pub fn store_u16(&self, off: usize, v: u16) {
+        self.atomic::<AtomicU16>(off).store(v, Ordering::Relaxed)
+    }
+
+    /// Atomic load of a u64 at `off`.
+    #[inline]
+    pub fn load_u64(&self, off: usize) -> u64 {
+        self.atomic::<AtomicU64>(off).load(Ordering::Relaxed)
+    }
+
+    /// Atomic store of a u64 at `off`.
+    #[inline]
+    pub fn store_u64(&self, off: usize, v: u64) {
+        self.atomic::<AtomicU64>(off).store(v, Ordering::Relaxed)
+    }
+
+    /// Copies `dst.len()` bytes from `off` into `dst`. Returns false (copying nothing) when the
+    /// range is outside the window.
+    #[inline]
+    pub fn read(&self, off: usize, dst: &mut [u8]) -> bool {
+        if !self.contains(off, dst.len()) {
+            return false;
+        }
+        // SAFETY: the source range is inside the mapped window; `dst` is a distinct Rust buffer.
+        // Concurrent writes by the other party may tear the bytes, which callers tolerate.
+        unsafe { std::ptr::copy_nonoverlapping(self.base.add(off), dst.as_mut_ptr(), dst.len()) };
+        true
+    }
+
+    /// Copies `src` to `off`. Returns false (copying nothing) when the range is outside the window.
+    #[inline]
+    pub fn write(&self, off: usize, src: &[u8]) -> bool {
+        if !self.contains(off, src.len()) {
+            return false;
+        }
+        // SAFETY: the destination range is inside the mapped window; `src` is a Rust buffer that
+        // cannot overlap shared memory we write through a raw pointer.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.base.add(off), src.len()) };
+        true
+    }
+
+    /// Copies `len` bytes from `src` at `src_off` to `self` at `dst_off`. Returns false (copying
+    /// nothing) when either range is outside its window.
+    #[inline]
+    pub fn copy_from(&self, dst_off: usize, src: &SharedMem, src_off: usize, len: usize) -> bool {
+        if !self.contains(dst_off, len) || !src.contains(src_off, len) {
+            return false;
+        }
+        // SAFETY: both ranges are inside their mapped windows. `copy` (memmove) is used because the
+        // two windows may be the same memory.
+        unsafe { std::ptr::copy(src.base.add(src_off), self.base.add(dst_off), len) };
+        true
+    }
+
+    /// Fills `[off, off + len)` with zeros. Returns false when out of range.
+    pub fn zero(&self, off: usize, len: usize) -> bool {
+        if !self.contains(off, len) {
+            return false;
+        }
+        // SAFETY: inside the mapped window (checked).
+        unsafe { std::ptr::write_bytes(self.base.add(off), 0, len) };
+        true
+    }
+}
+
+/// Heap memory with the alignment shared memory has, for tests and for building layouts.
+pub struct OwnedMem {
+    words: Box<[AtomicU64]>,
+}
+
+impl OwnedMem {
+    /// `len` zeroed bytes (rounded up to 8).
+    pub fn new(len: usize) -> Self {
+        let words = (0..len.div_ceil(8)).map(|_| AtomicU64::new(0)).collect();
+        Self { words }
+    }
+
+    /// A window over the whole allocation, valid while `self` lives.
+    pub fn mem(&self) -> SharedMem {
+        // SAFETY: the boxed slice is 8-aligned, lives as long as `self`, and is only accessed
+        // through atomics or raw copies (AtomicU64 permits shared mutation).
+        unsafe { SharedMem::new(self.words.as_ptr() as *mut u8, self.words.len() * 8) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_are_enforced() {
+        let m = OwnedMem::new(64);
+        let mem = m.mem();
+        assert!(mem.contains(0, 64));
+        assert!(!mem.contains(1, 64));
+        assert!(!mem.contains(usize::MAX, 2));
+        assert!(mem.write(60, &[1, 2, 3, 4]));
+        assert!(!mem.write(61, &[1, 2, 3, 4]));
+        let mut b = [0u8; 4];
+        assert!(mem.read(60, &mut b));
+        assert_eq!(b, [1, 2, 3, 4]);
+        assert!(!mem.read(62, &mut b));
+        assert!(mem.sub(8, 56).is_some());
+        assert!(mem.sub(4, 8).is_none());
+        assert!(mem.sub(8, 57).is_none());
+    }
+
+    #[test]
+    fn atomics_and_copies() {
+        let m = OwnedMem::new(64);
+        let mem = m.mem();
+        mem.store_u32(4, 0xdead_beef, Ordering::Release);
+        assert_eq!(mem.load_u32(4, Ordering::Acquire), 0xdead_beef);
+        mem.store_u16(10, 0xabcd);
+        assert_eq!(mem.load_u16(10), 0xabcd);
+        mem.store_u64(16, u64::MAX);
+        assert_eq!(mem.load_u64(16), u64::MAX);
+        assert!(mem.copy_from(32, &mem, 16, 8));
+        assert_eq!(mem.load_u64(32), u64::MAX);
+        assert!(!mem.copy_from(60, &mem, 0, 8));
+        assert!(mem.zero(32, 8));
+        assert_eq!(mem.load_u64(32), 0);
+    }
+
+    #[test]
+    #[should_panic(expected = "outside window")]
+    fn atomic_out_of_bounds_panics() {
+        let m = OwnedMem::new(8);
+        m.mem().load_u32(8, Ordering::Relaxed);
+    }
+}

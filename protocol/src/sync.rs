@@ -1,0 +1,431 @@
+//! The ring-sync algorithms of both sides of the CSB, written once.
+//!
+//! Guest side ([`GuestKring`]): what the ptnet driver does on txsync/rxsync: publish the
+//! application's `head`/`cur` to the CSB, learn `hwcur`/`hwtail` from it, kick the host only when
+//! the host asked for kicks, and ask for an interrupt only when the ring would block.
+//!
+//! Host side ([`HostKring::tx_pass`], [`HostKring::rx_pass`]): one pass of a host ring's sync loop,
+//! run when the ring is kicked or its port notifies it. It reads the guest's indexes, validates
+//! them, runs the port's own sync ([`PortSync`]), publishes the result, interrupts the guest if it
+//! asked, and, before it lets its caller sleep, asks for kicks and re-checks the CSB, so a guest
+//! update racing with the decision to sleep is never lost.
+//!
+//! Both sides follow netmap's kloop (`netmap_kloop.c`): the same conditions, in the same order.
+
+use crate::csb::{store_load_barrier, Atok, Ktoa, NAF_FORCE_RECLAIM};
+use crate::netmap::{ring_between, ring_dist};
+
+/// Previous index on a ring of `n` slots.
+#[inline]
+pub fn ring_prev(i: u32, n: u32) -> u32 {
+    if i == 0 {
+        n - 1
+    } else {
+        i - 1
+    }
+}
+
+/// Indexes published by the other side that are inconsistent with the ring state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BadIndexes {
+    /// The head that was published.
+    pub head: u32,
+    /// The cur that was published.
+    pub cur: u32,
+}
+
+impl core::fmt::Display for BadIndexes {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "bad ring indexes (head {}, cur {})", self.head, self.cur)
+    }
+}
+
+impl std::error::Error for BadIndexes {}
+
+/// Validates `head` and `cur`: both in range, `head` in `[old_head, tail]` and `cur` in
+/// `[head, tail]`, going forward round the ring.
+#[inline]
+pub fn check_indexes(
+    old_head: u32,
+    tail: u32,
+    head: u32,
+    cur: u32,
+    n: u32,
+) -> Result<(), BadIndexes> {
+    if head < n
+        && cur < n
+        && ring_between(old_head, head, tail, n)
+        && ring_between(head, cur, tail, n)
+    {
+        Ok(())
+    } else {
+        Err(BadIndexes { head, cur })
+    }
+}
+
+/// Guest-side state of one ring (the driver's `kring`).
+#[derive(Clone, Copy, Debug)]
+pub struct GuestKring {
+    /// Slots in the ring.
+    pub num_slots: u32,
+    /// Last hwcur learnt from the host.
+    pub hwcur: u32,
+    /// Last hwtail learnt from the host.
+    pub hwtail: u32,
+    /// head published by the last sync.
+    pub rhead: u32,
+    /// cur published by the last sync.
+    pub rcur: u32,
+    /// Ask for interrupts when the ring would block (false: the application busy-polls).
+    pub want_interrupts: bool,
+}
+
+impl GuestKring {
+    /// State right after CREATE, taken from the host-to-guest entry. The guest-to-host entry is
+    /// aligned to it so the host sees a consistent head from the start.
+    pub fn attach(num_slots: u32, atok: &Atok, ktoa: &Ktoa) -> Self {
+        let mut k = Self {
+            num_slots,
+            hwcur: 0,
+            hwtail: 0,
+            rhead: 0,
+            rcur: 0,
+            want_interrupts: true,
+        };
+        k.read_host(ktoa);
+        k.rhead = k.hwcur;
+        k.rcur = k.hwcur;
+        atok.appl_write(k.rhead, k.rcur);
+        k
+    }
+
+    /// "Would block": no slot for the application after cur (no free TX slot, no received packet).
+    #[inline]
+    pub fn would_block(&self) -> bool {
+        self.rcur == self.hwtail
+    }
+
+    /// Validates and records the application's new head/cur.
+    #[inline]
+    pub fn prologue(&mut self, head: u32, cur: u32) -> Result<(), BadIndexes> {
+        check_indexes(self.rhead, self.hwtail, head, cur, self.num_slots)?;
+        self.rhead = head;
+        self.rcur = cur;
+        Ok(())
+    }
+
+    /// txsync, after [`Self::prologue`]. Returns true when the host must be kicked.
+    pub fn txsync(&mut self, atok: &Atok, ktoa: &Ktoa, flags: u32) -> bool {
+        atok.set_appl_need_kick(false);
+        // Learn hwcur first: a head beyond it is work the host has not seen.
+        self.hwcur = ktoa.hwcur() % self.num_slots;
+        atok.appl_write(self.rhead, self.rcur);
+        let mut kick = false;
+        if ((self.rhead != self.hwcur || self.would_block()) && ktoa.kern_need_kick())
+            || flags & NAF_FORCE_RECLAIM != 0
+        {
+            atok.set_sync_flags(flags);
+            kick = true;
+        }
+        // Reclaim completed slots only when out of space (or asked to).
+        if self.would_block() || flags & NAF_FORCE_RECLAIM != 0 {
+            self.read_host(ktoa);
+        }
+        if self.would_block() && self.want_interrupts {
+            atok.set_appl_need_kick(true);
+            // The host may have freed slots between our read and our request: look again.
+            store_load_barrier();
+            self.read_host(ktoa);
+            if !self.would_block() {
+                atok.set_appl_need_kick(false);
+            }
+        }
+        kick
+    }
+
+    /// rxsync, after [`Self::prologue`]. Returns true when the host must be kicked.
+    pub fn rxsync(&mut self, atok: &Atok, ktoa: &Ktoa, flags: u32) -> bool {
+        atok.set_appl_need_kick(false);
+        self.read_host(ktoa);
+        // Give back the slots the application released.
+        if self.rhead != self.hwcur {
+            atok.appl_write(self.rhead, self.rcur);
+        }
+        if self.would_block() && self.want_interrupts {
+            atok.set_appl_need_kick(true);
+            // Packets may have arrived between our read and our request: look again.
+            store_load_barrier();
+            self.read_host(ktoa);
+            if !self.would_block() {
+                atok.set_appl_need_kick(false);
+            }
+        }
+        if (self.rhead != self.hwcur || self.would_block()) && ktoa.kern_need_kick() {
+            atok.set_sync_flags(flags);
+            return true;
+        }
+        false
+    }
+
+    /// Reads hwtail then hwcur. Values are reduced modulo the ring so a confused host cannot push
+    /// the guest's indexes out of range.
+    #[inline]
+    fn read_host(&mut self, ktoa: &Ktoa) {
+        let (hwtail, hwcur) = ktoa.appl_read();
+        self.hwtail = hwtail % self.num_slots;
+        self.hwcur = hwcur % self.num_slots;
+    }
+}
+
+/// The port side of a host ring: what netmap calls the ring's `nm_sync`.
+pub trait PortSync {
+    /// TX: transmit slots `[k.hwcur, k.rhead)`, advancing `k.hwcur` past what was taken and
+    /// `k.hwtail` past what completed. RX: release `[k.hwcur, k.rhead)` (set `k.hwcur = k.rhead`)
+    /// and receive into the free slots, advancing `k.hwtail`. Must never move `hwcur` beyond
+    /// `rhead` or `hwtail` into the guest's part of the ring.
+    fn sync(&mut self, k: &mut HostKring, flags: u32);
+}
+
+/// Why a host pass stopped, i.e. what its caller should wait for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostStop {
+    /// Nothing to do; kicks are enabled. Sleep until the guest kicks or the port notifies.
+    Idle,
+    /// Busy-wait mode: nothing to do right now; poll again.
+    Poll,
+    /// The port cannot make progress (TX ring full, RX: nothing new). Wait for the port's
+    /// notification (or a kick: kicks stay enabled only on RX when the guest has no free slots).
+    PortBlocked,
+    /// The guest published bad indexes; the ring was re-published as the host sees it and kicks
+    /// are enabled. The caller counts and logs this.
+    Reset(BadIndexes),
+}
+
+/// Host-side state of one ring (netmap's `kring` as the kloop uses it).
+#[derive(Clone, Copy, Debug)]
+pub struct HostKring {
+    /// Slots in the ring (trusted: the port's geometry).
+    pub num_slots: u32,
+    /// First slot the host has not yet consumed (TX) or released (RX).
+    pub hwcur: u32,
+    /// TX: last slot owned by the host going forward (free slots end here); RX: end of received.
+    pub hwtail: u32,
+    /// Guest head as last validated.
+    pub rhead: u32,
+    /// Guest cur as last validated.
+    pub rcur: u32,
+    /// hwtail as last published to the guest.
+    pub rtail: u32,
+    /// Interrupt raised since the last notification was owed (saves duplicate signals).
+    pending_irq: bool,
+}
+
+/// Dry RX passes in a row after which the host stops and waits for the port.
+const RX_DRY_CYCLES_MAX: u32 = 2;
+
+impl HostKring {
+    /// A fresh TX ring: every slot but one free for the guest.
+    pub fn new_tx(num_slots: u32) -> Self {
+        Self::with_state(num_slots, 0, num_slots - 1)
+    }
+
+    /// A fresh RX ring: nothing received.
+    pub fn new_rx(num_slots: u32) -> Self {
+        Self::with_state(num_slots, 0, 0)
+    }
+
+    /// A ring at the given hwcur/hwtail.
+    pub fn with_state(num_slots: u32, hwcur: u32, hwtail: u32) -> Self {
+        Self {
+            num_slots,
+            hwcur,
+            hwtail,
+            rhead: hwcur,
+            rcur: hwcur,
+            rtail: hwtail,
+            pending_irq: false,
+        }
+    }
+
+    /// CREATE: align the guest's view with ours: both CSB entries get our state and we ask for
+    /// kicks. The guest-to-host entry is written too, so a guest that attaches later (after a
+    /// reconnect) starts from where the ring is.
+    pub fn start(&mut self, atok: &Atok, ktoa: &Ktoa) {
+        self.rhead = self.hwcur;
+        self.rcur = self.hwcur;
+        self.rtail = self.hwtail;
+        atok.appl_write(self.hwcur, self.hwcur);
+        ktoa.kernel_write(self.hwcur, self.hwtail);
+        ktoa.set_kern_need_kick(true);
+    }
+
+    /// Free TX slots as the guest sees them.
+    #[inline]
+    fn tx_space(&self) -> u32 {
+        ring_dist(self.rcur, self.hwtail, self.num_slots)
+    }
+
+    /// Reads and validates the guest's indexes against what we published.
+    #[inline]
+    fn read_guest(&self, atok: &Atok) -> Result<(u32, u32), BadIndexes> {
+        let (head, cur) = atok.kernel_read();
+        check_indexes(self.rhead, self.rtail, head, cur, self.num_slots)?;
+        Ok((head, cur))
+    }
+
+    fn reset(&mut self, ktoa: &Ktoa, bad: BadIndexes, busy_wait: bool) -> HostStop {
+        // The guest's view is broken: publish ours again so a sane guest can re-align, and keep
+        // listening for kicks.
+        ktoa.kernel_write(self.hwcur, self.hwtail);
+        if !busy_wait {
+            ktoa.set_kern_need_kick(true);
+        }
+        HostStop::Reset(bad)
+    }
+
+    fn interrupt_if_wanted(&mut self, atok: &Atok, irq: &mut dyn FnMut()) {
+        if self.pending_irq && atok.appl_need_kick() {
+            irq();
+            self.pending_irq = false;
+        }
+    }
+
+    /// One pass of the host TX loop. `irq` raises the guest's interrupt for this ring.
+    pub fn tx_pass(
+        &mut self,
+        atok: &Atok,
+        ktoa: &Ktoa,
+        port: &mut dyn PortSync,
+        busy_wait: bool,
+        irq: &mut dyn FnMut(),
+    ) -> HostStop {
+        if !busy_wait {
+            ktoa.set_kern_need_kick(false);
+        }
+        let mut guest = self.read_guest(atok);
+        let stop = loop {
+            let (head, cur) = match guest {
+                Ok(v) => v,
+                Err(bad) => break self.reset(ktoa, bad, busy_wait),
+            };
+            self.rhead = head;
+            self.rcur = cur;
+            let mut flags = atok.sync_flags();
+            if self.tx_space() <= self.num_slots / 2 {
+                flags |= NAF_FORCE_RECLAIM;
+            }
+            port.sync(self, flags);
+            ktoa.kernel_write(self.hwcur, self.hwtail);
+            if self.rtail != self.hwtail {
+                self.rtail = self.hwtail;
+                self.pending_irq = true;
+            }
+            self.interrupt_if_wanted(atok, irq);
+
+            guest = self.read_guest(atok);
+            if matches!(guest, Ok((h, _)) if h == self.rhead) {
+                if busy_wait {
+                    break HostStop::Poll;
+                }
+                if self.hwcur != self.rhead {
+                    // Packets are left that the port could not take: wait for it, not the guest.
+                    break HostStop::PortBlocked;
+                }
+                ktoa.set_kern_need_kick(true);
+                // The guest may have published more just before seeing our request: look again.
+                store_load_barrier();
+                guest = self.read_guest(atok);
+                if matches!(guest, Ok((h, _)) if h != self.rhead) {
+                    ktoa.set_kern_need_kick(false);
+                    continue;
+                }
+                if guest.is_ok() {
+                    break HostStop::Idle;
+                }
+                continue;
+            }
+            if self.rhead == self.hwtail {
+                // The guest has no free slot left: completions from the port will wake us.
+                break HostStop::PortBlocked;
+            }
+        };
+        self.interrupt_if_wanted(atok, irq);
+        stop
+    }
+
+    /// One pass of the host RX loop.
+    pub fn rx_pass(
+        &mut self,
+        atok: &Atok,
+        ktoa: &Ktoa,
+        port: &mut dyn PortSync,
+        busy_wait: bool,
+        irq: &mut dyn FnMut(),
+    ) -> HostStop {
+        if !busy_wait {
+            ktoa.set_kern_need_kick(false);
+        }
+        let mut dry_cycles = 0;
+        let mut guest = self.read_guest(atok);
+        let stop = loop {
+            let (head, cur) = match guest {
+                Ok(v) => v,
+                Err(bad) => break self.reset(ktoa, bad, busy_wait),
+            };
+            self.rhead = head;
+            self.rcur = cur;
+            port.sync(self, atok.sync_flags());
+            ktoa.kernel_write(self.hwcur, self.hwtail);
+            if self.rtail != self.hwtail {
+                self.rtail = self.hwtail;
+                self.pending_irq = true;
+                dry_cycles = 0;
+            } else {
+                dry_cycles += 1;
+            }
+            self.interrupt_if_wanted(atok, irq);
+
+            guest = self.read_guest(atok);
+            let no_rx_slots = |g: &Result<(u32, u32), BadIndexes>, k: &Self| matches!(g, Ok((h, _)) if k.hwtail == ring_prev(*h, k.num_slots));
+            if no_rx_slots(&guest, self) {
+                if busy_wait {
+                    break HostStop::Poll;
+                }
+                // The guest holds every slot: wait for it to release some.
+                ktoa.set_kern_need_kick(true);
+                store_load_barrier();
+                guest = self.read_guest(atok);
+                if guest.is_ok() && !no_rx_slots(&guest, self) {
+                    ktoa.set_kern_need_kick(false);
+                    continue;
+                }
+                if guest.is_ok() {
+                    break HostStop::Idle;
+                }
+                continue;
+            }
+            if guest.is_ok() && (self.hwtail == self.rhead || dry_cycles >= RX_DRY_CYCLES_MAX) {
+                if busy_wait {
+                    break HostStop::Poll;
+                }
+                // Nothing more from the port for now. New packets come with the port's
+                // notification; slots the guest frees come with a kick, which a blocked
+                // producer on the port may be waiting for, so ask for kicks and re-check.
+                let seen = self.rhead;
+                ktoa.set_kern_need_kick(true);
+                store_load_barrier();
+                guest = self.read_guest(atok);
+                if matches!(guest, Ok((h, _)) if h == seen) {
+                    break HostStop::PortBlocked;
+                }
+                ktoa.set_kern_need_kick(false);
+                continue;
+            }
+        };
+        self.interrupt_if_wanted(atok, irq);
+        stop
+    }
+}
+
+#[cfg(test)]
+mod tests;
