@@ -1,1 +1,12 @@
+//! # ptnet-driver
+//!
+//! The ptnet driver as a library: a netmap-like API (ports, TX/RX rings, slots, buffers,
+//! txsync/rxsync, blocking waits) over two transports, `pci` inside a guest and `vhost-user` from a
+//! host process.
 
+#![warn(missing_docs)]
+
+mod error;
+pub mod transport;
+
+pub use error::Error;

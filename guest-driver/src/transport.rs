@@ -1,0 +1,45 @@
+//! How the driver reaches a ptnet device. The rest of the driver only uses this trait.
+//!
+//! * [`vhost_user`]: a host process attaches to `ptnet-backend`'s socket as QEMU would.
+//! * [`pci`]: inside a Linux guest, through sysfs and `uio_pci_generic`.
+
+use crate::Error;
+use ptnet_protocol::shmem::SharedMem;
+use std::time::Duration;
+
+pub mod pci;
+pub mod vhost_user;
+
+/// The CSB arrays the driver allocated, with the guest-physical addresses to program.
+#[derive(Clone, Copy, Debug)]
+pub struct CsbArrays {
+    /// Guest-to-host array (one 64-byte entry per ring), as the driver writes it.
+    pub atok: SharedMem,
+    /// Its guest-physical address.
+    pub atok_gpa: u64,
+    /// Host-to-guest array.
+    pub ktoa: SharedMem,
+    /// Its guest-physical address.
+    pub ktoa_gpa: u64,
+}
+
+/// A ptnet device as the driver sees it: registers, netmap memory, CSB memory, kicks, interrupts.
+pub trait Transport: Send {
+    /// Reads a ptnet NIC register (offset in BAR0, see `ptnet_protocol::regs::ptnet`).
+    fn read_reg(&mut self, off: u32) -> Result<u32, Error>;
+    /// Writes a ptnet NIC register.
+    fn write_reg(&mut self, off: u32, val: u32) -> Result<(), Error>;
+    /// Reads a memdev register (see `ptnet_protocol::regs::memdev`).
+    fn read_memdev(&mut self, off: u32) -> Result<u32, Error>;
+    /// The port's netmap memory, mapped read-write (the memdev's memory BAR).
+    fn netmap_mem(&mut self) -> Result<SharedMem, Error>;
+    /// Allocates zeroed CSB arrays for `rings` rings in memory the host can reach.
+    fn alloc_csb(&mut self, rings: u32) -> Result<CsbArrays, Error>;
+    /// Kicks ring `ring` (TX rings first, then RX rings). Called on the data path.
+    fn kick(&self, ring: u32);
+    /// Waits until ring `ring` may have been interrupted, or `timeout`. Returns false on timeout.
+    /// Spurious wake-ups are allowed: callers re-sync and check.
+    fn wait(&self, ring: u32, timeout: Option<Duration>) -> Result<bool, Error>;
+    /// A short name for messages ("vhost-user:/tmp/p.sock", "pci:0000:00:04.0").
+    fn name(&self) -> &str;
+}

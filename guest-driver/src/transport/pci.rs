@@ -1,0 +1,1 @@
+//! The `pci` transport: a ptnet device inside a Linux guest (being written).
