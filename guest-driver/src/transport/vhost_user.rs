@@ -1,0 +1,1 @@
+//! The `vhost-user` transport (being written).
