@@ -7,6 +7,8 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod port;
 pub mod transport;
 
 pub use error::Error;
+pub use port::{Port, PortSpec, RingId, RxRing, SlotReader, SlotWriter, TxRing};

@@ -40,6 +40,41 @@ pub trait Transport: Send {
     /// Waits until ring `ring` may have been interrupted, or `timeout`. Returns false on timeout.
     /// Spurious wake-ups are allowed: callers re-sync and check.
     fn wait(&self, ring: u32, timeout: Option<Duration>) -> Result<bool, Error>;
+    /// Waits until any of `rings` may have been interrupted, or `timeout`. Returns false on
+    /// timeout. Spurious wake-ups are allowed.
+    ///
+    /// The default polls each ring without blocking, then blocks on the first one for at most a
+    /// millisecond at a time; transports that can wait on several interrupts at once override it.
+    fn wait_many(&self, rings: &[u32], timeout: Option<Duration>) -> Result<bool, Error> {
+        let Some((&first, _)) = rings.split_first() else {
+            return Ok(false);
+        };
+        if rings.len() == 1 {
+            return self.wait(first, timeout);
+        }
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        loop {
+            for &r in rings {
+                if self.wait(r, Some(Duration::ZERO))? {
+                    return Ok(true);
+                }
+            }
+            let step = Duration::from_millis(1);
+            let step = match deadline {
+                Some(d) => {
+                    let left = d.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        return Ok(false);
+                    }
+                    left.min(step)
+                }
+                None => step,
+            };
+            if self.wait(first, Some(step))? {
+                return Ok(true);
+            }
+        }
+    }
     /// A short name for messages ("vhost-user:/tmp/p.sock", "pci:0000:00:04.0").
     fn name(&self) -> &str;
 }

@@ -1,1 +1,494 @@
-//! The `vhost-user` transport (being written).
+//! The `vhost-user` transport: a host process attaches to `ptnet-backend`'s socket exactly as our
+//! QEMU patch does (see `ptnet_protocol::device`), and plays the guest itself.
+//!
+//! * registers: GET_CONFIG / SET_CONFIG of the [`PtnetConfig`] image;
+//! * netmap memory: the fd the daemon sends with SHMEM_MAP on the backend channel, mapped shared;
+//! * "guest memory" (where the CSB lives): a small memfd of our own, registered with SET_MEM_TABLE
+//!   at [`GUEST_MEM_GPA`];
+//! * kicks and interrupts: one kick and one call eventfd per ring (SET_VRING_KICK/SET_VRING_CALL).
+
+use crate::transport::{CsbArrays, Transport};
+use crate::Error;
+use ptnet_protocol::csb;
+use ptnet_protocol::device::{
+    protocol_features, PtnetConfig, CONFIG_SIZE, MEMDEV_CONFIG_BASE, NETMAP_SHMEM_ID,
+    VHOST_USER_F_PROTOCOL_FEATURES,
+};
+use ptnet_protocol::regs::ptnet;
+use ptnet_protocol::shmem::SharedMem;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use vhost::vhost_user::message::{
+    VhostUserConfigFlags, VhostUserHeaderFlag, VhostUserMMap, VhostUserMMapFlags,
+    VhostUserProtocolFeatures,
+};
+use vhost::vhost_user::{
+    Frontend, FrontendReqHandler, VhostUserFrontend, VhostUserFrontendReqHandlerMut,
+};
+use vhost::{VhostBackend, VhostUserMemoryRegionInfo};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+/// Guest-physical address at which our "guest memory" (the CSB memfd) is registered.
+pub const GUEST_MEM_GPA: u64 = 0x4000_0000;
+/// Size of our "guest memory": two CSB arrays, one page each.
+pub const GUEST_MEM_SIZE: usize = 64 * 1024;
+/// Offset of the host-to-guest CSB array in the guest memory (the guest-to-host one is at 0).
+const KTOA_OFFSET: usize = 4096;
+/// How long we wait for any reply or for the SHMEM_MAP request.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Protocol features we need from the daemon (RESET_DEVICE is optional and not used).
+const WANTED_PROTOCOL_FEATURES: u64 = protocol_features::MQ
+    | protocol_features::REPLY_ACK
+    | protocol_features::BACKEND_REQ
+    | protocol_features::CONFIG
+    | protocol_features::SHMEM;
+
+/// A shared mapping of a file, unmapped on drop.
+struct Mmap {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain shared memory owned by this value; it is only accessed through
+// `SharedMem`, which uses atomics and raw copies.
+unsafe impl Send for Mmap {}
+
+impl Mmap {
+    /// Maps `len` bytes of `fd` at `offset`, shared, read-write.
+    fn map(fd: RawFd, offset: u64, len: usize) -> io::Result<Self> {
+        if len == 0 {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let off = libc::off_t::try_from(offset)
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: a fresh mapping chosen by the kernel (addr NULL) cannot alias Rust memory; the
+        // arguments are checked by the kernel and the result is checked below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                off,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Self {
+            ptr: ptr as *mut u8,
+            len,
+        })
+    }
+
+    fn shared(&self) -> SharedMem {
+        // SAFETY: the mapping is page-aligned, read-write, `len` bytes long, and lives as long as
+        // `self`; the transport that owns it outlives every `SharedMem` handed out (the `Port`
+        // drops its views before the transport).
+        unsafe { SharedMem::new(self.ptr, self.len) }
+    }
+}
+
+impl Drop for Mmap {
+    fn drop(&mut self) {
+        // SAFETY: `ptr..ptr+len` is a mapping this value created and nobody else unmaps.
+        unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
+    }
+}
+
+/// Receives the daemon's SHMEM_MAP on the backend channel.
+#[derive(Default)]
+struct ShmemHandler {
+    /// Size GET_SHMEM_CONFIG announced for region 0.
+    expected_len: u64,
+    /// The mapping, once received.
+    mapped: Option<Mmap>,
+    /// Why a SHMEM_MAP was refused.
+    error: Option<String>,
+}
+
+impl VhostUserFrontendReqHandlerMut for ShmemHandler {
+    fn shmem_map(&mut self, req: &VhostUserMMap, fd: &dyn AsRawFd) -> io::Result<u64> {
+        let (shmid, shm_offset, fd_offset, len, flags) =
+            (req.shmid, req.shm_offset, req.fd_offset, req.len, req.flags);
+        let refuse = |me: &mut Self, why: String| {
+            me.error = Some(why);
+            Err(io::Error::from_raw_os_error(libc::EINVAL))
+        };
+        if shmid != NETMAP_SHMEM_ID || shm_offset != 0 {
+            return refuse(
+                self,
+                format!("SHMEM_MAP of region {shmid} offset {shm_offset}"),
+            );
+        }
+        if len != self.expected_len {
+            return refuse(
+                self,
+                format!(
+                    "SHMEM_MAP of {len} bytes, GET_SHMEM_CONFIG said {}",
+                    self.expected_len
+                ),
+            );
+        }
+        if flags & VhostUserMMapFlags::WRITABLE.bits() == 0 {
+            return refuse(self, "SHMEM_MAP is read-only".into());
+        }
+        if self.mapped.is_some() {
+            return refuse(self, "second SHMEM_MAP".into());
+        }
+        let Ok(len) = usize::try_from(len) else {
+            return refuse(self, format!("SHMEM_MAP of {len} bytes"));
+        };
+        match Mmap::map(fd.as_raw_fd(), fd_offset, len) {
+            Ok(m) => {
+                self.mapped = Some(m);
+                Ok(0)
+            }
+            Err(e) => refuse(self, format!("mmap of the netmap memory: {e}")),
+        }
+    }
+
+    fn shmem_unmap(&mut self, _req: &VhostUserMMap) -> io::Result<u64> {
+        // Unmapping under a running application is not supported: keep the mapping (the memory
+        // stays valid for us) and report it.
+        self.error = Some("daemon sent SHMEM_UNMAP".into());
+        Err(io::Error::from_raw_os_error(libc::ENOTSUP))
+    }
+}
+
+/// A ptnet device reached through a vhost-user socket.
+pub struct VhostUserTransport {
+    name: String,
+    frontend: Frontend,
+    /// Keeps the backend channel open (the daemon may treat its closing as a disconnect).
+    _backend_channel: FrontendReqHandler<Mutex<ShmemHandler>>,
+    config: PtnetConfig,
+    config_valid: bool,
+    netmap: Mmap,
+    guest_mem: Mmap,
+    _guest_memfd: OwnedFd,
+    kicks: Vec<EventFd>,
+    calls: Vec<EventFd>,
+    num_rings: u32,
+}
+
+fn vu(what: &str) -> impl FnOnce(vhost::Error) -> Error + '_ {
+    move |e| Error::VhostUser(format!("{what}: {e}"))
+}
+
+impl VhostUserTransport {
+    /// Connects to the daemon socket at `path` and sets the device up (everything QEMU does before
+    /// the guest touches the registers).
+    pub fn open(path: &Path) -> Result<Self, Error> {
+        let name = format!("vhost-user:{}", path.display());
+        let sock = UnixStream::connect(path)
+            .map_err(|e| Error::io(format!("connect to {}", path.display()), e))?;
+        sock.set_read_timeout(Some(REPLY_TIMEOUT))
+            .map_err(|e| Error::io("socket timeout", e))?;
+        let mut fe = Frontend::from_stream(sock, 1);
+
+        fe.set_owner().map_err(vu("SET_OWNER"))?;
+        let features = fe.get_features().map_err(vu("GET_FEATURES"))?;
+        if features & VHOST_USER_F_PROTOCOL_FEATURES == 0 {
+            return Err(Error::VhostUser(format!(
+                "daemon does not offer VHOST_USER_F_PROTOCOL_FEATURES (features {features:#x})"
+            )));
+        }
+        fe.set_features(VHOST_USER_F_PROTOCOL_FEATURES)
+            .map_err(vu("SET_FEATURES"))?;
+        let offered = fe
+            .get_protocol_features()
+            .map_err(vu("GET_PROTOCOL_FEATURES"))?
+            .bits();
+        if offered & WANTED_PROTOCOL_FEATURES != WANTED_PROTOCOL_FEATURES {
+            return Err(Error::VhostUser(format!(
+                "daemon offers protocol features {offered:#x}, we need {WANTED_PROTOCOL_FEATURES:#x}"
+            )));
+        }
+        fe.set_protocol_features(VhostUserProtocolFeatures::from_bits_retain(
+            offered & WANTED_PROTOCOL_FEATURES,
+        ))
+        .map_err(vu("SET_PROTOCOL_FEATURES"))?;
+        // From now on every request that has no reply of its own is acknowledged (REPLY_ACK).
+        fe.set_hdr_flags(VhostUserHeaderFlag::NEED_REPLY);
+
+        let num_rings = fe.get_queue_num().map_err(vu("GET_QUEUE_NUM"))?;
+        if num_rings == 0 || num_rings > u64::from(ptnet::MAX_RINGS) {
+            return Err(Error::Device(format!(
+                "GET_QUEUE_NUM says {num_rings} rings (1..={} supported)",
+                ptnet::MAX_RINGS
+            )));
+        }
+        let num_rings = num_rings as u32;
+
+        let shmem = fe.get_shmem_config().map_err(vu("GET_SHMEM_CONFIG"))?;
+        let (nregions, size0) = (shmem.nregions, shmem.memory_sizes[0]);
+        if nregions < 1 || size0 == 0 {
+            return Err(Error::Device(format!(
+                "GET_SHMEM_CONFIG: {nregions} regions, region 0 of {size0} bytes"
+            )));
+        }
+
+        // The backend channel, and the one SHMEM_MAP the daemon sends on it.
+        let handler = Arc::new(Mutex::new(ShmemHandler {
+            expected_len: size0,
+            ..Default::default()
+        }));
+        let mut channel = FrontendReqHandler::new(handler.clone())
+            .map_err(|e| Error::VhostUser(format!("backend channel: {e}")))?;
+        channel.set_reply_ack_flag(true);
+        let tx_fd = channel.get_tx_raw_fd();
+        fe.set_backend_request_fd(&tx_fd)
+            .map_err(vu("SET_BACKEND_REQ_FD"))?;
+        if !poll_fds(&[channel.as_raw_fd()], Some(REPLY_TIMEOUT))
+            .map_err(|e| Error::io("poll backend channel", e))?
+        {
+            return Err(Error::VhostUser(
+                "no SHMEM_MAP from the daemon within 10 s of SET_BACKEND_REQ_FD".into(),
+            ));
+        }
+        let res = channel.handle_request();
+        let mut h = handler.lock().unwrap_or_else(|p| p.into_inner());
+        let netmap = match (res, h.mapped.take()) {
+            (Ok(_), Some(m)) => m,
+            (res, _) => {
+                let why = h.error.take().unwrap_or_else(|| match res {
+                    Err(e) => e.to_string(),
+                    Ok(_) => "unexpected request".into(),
+                });
+                return Err(Error::VhostUser(format!(
+                    "backend channel: expected SHMEM_MAP: {why}"
+                )));
+            }
+        };
+        drop(h);
+
+        // Our "guest memory", where the CSB lives.
+        let (guest_memfd, guest_mem) = make_guest_memory()?;
+        fe.set_mem_table(&[VhostUserMemoryRegionInfo {
+            guest_phys_addr: GUEST_MEM_GPA,
+            memory_size: GUEST_MEM_SIZE as u64,
+            userspace_addr: guest_mem.ptr as u64,
+            mmap_offset: 0,
+            mmap_handle: guest_memfd.as_raw_fd(),
+        }])
+        .map_err(vu("SET_MEM_TABLE"))?;
+
+        let mut kicks = Vec::with_capacity(num_rings as usize);
+        let mut calls = Vec::with_capacity(num_rings as usize);
+        for i in 0..num_rings as usize {
+            let kick = EventFd::new(EFD_NONBLOCK).map_err(|e| Error::io("eventfd", e))?;
+            let call = EventFd::new(EFD_NONBLOCK).map_err(|e| Error::io("eventfd", e))?;
+            fe.set_vring_kick(i, &kick).map_err(vu("SET_VRING_KICK"))?;
+            fe.set_vring_call(i, &call).map_err(vu("SET_VRING_CALL"))?;
+            kicks.push(kick);
+            calls.push(call);
+        }
+        for i in 0..num_rings as usize {
+            fe.set_vring_enable(i, true)
+                .map_err(vu("SET_VRING_ENABLE"))?;
+        }
+
+        let mut t = Self {
+            name,
+            frontend: fe,
+            _backend_channel: channel,
+            config: PtnetConfig::default(),
+            config_valid: false,
+            netmap,
+            guest_mem,
+            _guest_memfd: guest_memfd,
+            kicks,
+            calls,
+            num_rings,
+        };
+        t.refresh_config()?;
+        let geo = t.config.geometry();
+        if geo.num_rings() != num_rings {
+            return Err(Error::Device(format!(
+                "GET_QUEUE_NUM says {num_rings} rings, the registers {} + {}",
+                geo.num_tx_rings, geo.num_rx_rings
+            )));
+        }
+        if geo.mem_size != size0 {
+            return Err(Error::Device(format!(
+                "memdev MEMSIZE is {} bytes, the shared memory region {size0}",
+                geo.mem_size
+            )));
+        }
+        Ok(t)
+    }
+
+    fn refresh_config(&mut self) -> Result<(), Error> {
+        let buf = [0u8; CONFIG_SIZE];
+        let (_, payload) = self
+            .frontend
+            .get_config(0, CONFIG_SIZE as u32, VhostUserConfigFlags::empty(), &buf)
+            .map_err(vu("GET_CONFIG"))?;
+        self.config = PtnetConfig::from_bytes(&payload);
+        self.config_valid = true;
+        Ok(())
+    }
+
+    fn config(&mut self) -> Result<&PtnetConfig, Error> {
+        if !self.config_valid {
+            self.refresh_config()?;
+        }
+        Ok(&self.config)
+    }
+}
+
+/// Creates and maps the memfd that stands for guest RAM.
+fn make_guest_memory() -> Result<(OwnedFd, Mmap), Error> {
+    // SAFETY: memfd_create takes a NUL-terminated name and flags; the result is checked.
+    let fd = unsafe { libc::memfd_create(c"ptnet-guest-mem".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(Error::io("memfd_create", io::Error::last_os_error()));
+    }
+    // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let file = std::fs::File::from(fd);
+    file.set_len(GUEST_MEM_SIZE as u64)
+        .map_err(|e| Error::io("size the guest memory", e))?;
+    let map = Mmap::map(file.as_raw_fd(), 0, GUEST_MEM_SIZE)
+        .map_err(|e| Error::io("mmap the guest memory", e))?;
+    Ok((OwnedFd::from(file), map))
+}
+
+/// Waits until one of `fds` is readable. Returns false on timeout.
+fn poll_fds(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<bool> {
+    let mut pfds = [libc::pollfd {
+        fd: -1,
+        events: 0,
+        revents: 0,
+    }; ptnet::MAX_RINGS as usize];
+    let n = fds.len().min(pfds.len());
+    for (p, &fd) in pfds.iter_mut().zip(fds) {
+        p.fd = fd;
+        p.events = libc::POLLIN;
+    }
+    let deadline = timeout.map(|t| Instant::now() + t);
+    loop {
+        let ms = match deadline {
+            None => -1,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                // Round up so a short timeout does not become a busy loop.
+                left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
+            }
+        };
+        // SAFETY: `pfds[..n]` is a valid, initialised array of pollfd that outlives the call.
+        let r = unsafe { libc::poll(pfds.as_mut_ptr(), n as libc::nfds_t, ms) };
+        if r > 0 {
+            return Ok(true);
+        }
+        if r == 0 {
+            if deadline.is_some_and(|d| Instant::now() < d) {
+                continue;
+            }
+            return Ok(false);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+impl Transport for VhostUserTransport {
+    fn read_reg(&mut self, off: u32) -> Result<u32, Error> {
+        if off >= ptnet::END {
+            return Ok(0);
+        }
+        Ok(self.config()?.get(off))
+    }
+
+    fn write_reg(&mut self, off: u32, val: u32) -> Result<(), Error> {
+        if off >= ptnet::KICK_BASE {
+            let ring = (off - ptnet::KICK_BASE) / 4;
+            if ring < self.num_rings {
+                self.kick(ring);
+            }
+            return Ok(());
+        }
+        self.config_valid = false;
+        self.frontend
+            .set_config(off, VhostUserConfigFlags::empty(), &val.to_le_bytes())
+            .map_err(|e| Error::VhostUser(format!("SET_CONFIG of register {off}: {e}")))
+    }
+
+    fn read_memdev(&mut self, off: u32) -> Result<u32, Error> {
+        Ok(self.config()?.get(MEMDEV_CONFIG_BASE + off))
+    }
+
+    fn netmap_mem(&mut self) -> Result<SharedMem, Error> {
+        Ok(self.netmap.shared())
+    }
+
+    fn alloc_csb(&mut self, rings: u32) -> Result<CsbArrays, Error> {
+        let size = csb::array_size(rings);
+        if rings == 0 || size > KTOA_OFFSET {
+            return Err(Error::Device(format!(
+                "cannot allocate a CSB for {rings} rings"
+            )));
+        }
+        let mem = self.guest_mem.shared();
+        mem.zero(0, 2 * KTOA_OFFSET);
+        let atok = mem.sub(0, size).expect("inside the guest memory");
+        let ktoa = mem.sub(KTOA_OFFSET, size).expect("inside the guest memory");
+        Ok(CsbArrays {
+            atok,
+            atok_gpa: GUEST_MEM_GPA,
+            ktoa,
+            ktoa_gpa: GUEST_MEM_GPA + KTOA_OFFSET as u64,
+        })
+    }
+
+    fn kick(&self, ring: u32) {
+        if let Some(k) = self.kicks.get(ring as usize) {
+            // EAGAIN (counter saturated) still leaves the eventfd readable: nothing is lost.
+            let _ = k.write(1);
+        }
+    }
+
+    fn wait(&self, ring: u32, timeout: Option<Duration>) -> Result<bool, Error> {
+        self.wait_many(&[ring], timeout)
+    }
+
+    fn wait_many(&self, rings: &[u32], timeout: Option<Duration>) -> Result<bool, Error> {
+        let mut fds = [-1; ptnet::MAX_RINGS as usize];
+        let mut n = 0;
+        for &r in rings {
+            if let Some(c) = self.calls.get(r as usize) {
+                if n < fds.len() {
+                    fds[n] = c.as_raw_fd();
+                    n += 1;
+                }
+            }
+        }
+        if n == 0 {
+            return Err(Error::Device(format!("wait on unknown rings {rings:?}")));
+        }
+        let ready =
+            poll_fds(&fds[..n], timeout).map_err(|e| Error::io("poll the call eventfds", e))?;
+        if ready {
+            for &r in rings {
+                if let Some(c) = self.calls.get(r as usize) {
+                    // Non-blocking: clears the counter if it was signalled, EAGAIN otherwise.
+                    let _ = c.read();
+                }
+            }
+        }
+        Ok(ready)
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+}

@@ -1,0 +1,852 @@
+//! The netmap-like API: a [`Port`] attached to a ptnet device, its TX and RX rings, and blocking
+//! waits.
+//!
+//! ```no_run
+//! use ptnet_driver::{Port, RingId};
+//! # fn main() -> Result<(), ptnet_driver::Error> {
+//! let mut port = Port::open("vhost-user:/tmp/p/p{1.sock")?;
+//! let mut tx = port.tx_ring(0);
+//! while tx.space() > 0 {
+//!     tx.send(&[0u8; 60]);
+//! }
+//! tx.txsync()?;
+//! port.wait(RingId::Tx(0), None)?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The application owns the slots from `cur` to `tail` (exclusive), exactly as in netmap: TX slots
+//! it may fill, RX slots holding received packets. [`TxRing::send`] and [`RxRing::recv`] advance
+//! `cur` and `head` together (one slot at a time); [`TxRing::txsync`] / [`RxRing::rxsync`] hand the
+//! slots before `head` to the host and learn its progress through the CSB, kicking the host only
+//! when it asked for kicks. Buffers live in shared memory and are only accessed by copying.
+
+use crate::transport::{CsbArrays, Transport};
+use crate::Error;
+use ptnet_protocol::csb::{Atok, Ktoa, NAF_FORCE_RECLAIM};
+use ptnet_protocol::netmap::{nif, ring, ring_add, ring_dist, BufPool, IfView, RingView};
+use ptnet_protocol::regs::{memdev, ptnet, PTCTL_CREATE, PTCTL_DELETE};
+use ptnet_protocol::sync::GuestKring;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Largest slot count per ring we accept from a device (netmap's own limit is 16384... we allow
+/// more, but keep indexes far from overflow).
+const MAX_SLOTS: u32 = 1 << 20;
+
+/// A parsed port string.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PortSpec {
+    /// `vhost-user:PATH`: connect to a `ptnet-backend` socket.
+    VhostUser(PathBuf),
+    /// `ptnetN` or `ptnet:DDDD:BB:DD.F` (or `ptnet:BB:DD.F`): a ptnet PCI device in this guest.
+    /// Holds the original string, which the pci transport interprets.
+    Pci(String),
+}
+
+impl PortSpec {
+    /// Parses a port string; the error names what is wrong.
+    pub fn parse(spec: &str) -> Result<Self, Error> {
+        let bad = |why: &str| Error::BadPort(spec.to_string(), why.to_string());
+        if let Some(path) = spec.strip_prefix("vhost-user:") {
+            if path.is_empty() {
+                return Err(bad("missing socket path after 'vhost-user:'"));
+            }
+            return Ok(PortSpec::VhostUser(PathBuf::from(path)));
+        }
+        if let Some(bdf) = spec.strip_prefix("ptnet:") {
+            if !is_pci_address(bdf) {
+                return Err(bad(
+                    "expected a PCI address after 'ptnet:' (DDDD:BB:DD.F or BB:DD.F)",
+                ));
+            }
+            return Ok(PortSpec::Pci(spec.to_string()));
+        }
+        if let Some(n) = spec.strip_prefix("ptnet") {
+            if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) || n.len() > 4 {
+                return Err(bad("expected 'ptnetN' with a device number N"));
+            }
+            return Ok(PortSpec::Pci(spec.to_string()));
+        }
+        Err(bad(
+            "expected 'vhost-user:PATH', 'ptnetN' or 'ptnet:DDDD:BB:DD.F'",
+        ))
+    }
+}
+
+/// Is `s` a PCI address `DDDD:BB:DD.F` or `BB:DD.F` (hex digits, function 0..7)?
+fn is_pci_address(s: &str) -> bool {
+    let hex = |p: &str, n: usize| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit());
+    let parts: Vec<&str> = s.split(':').collect();
+    let (bus, devfn) = match parts.as_slice() {
+        [dom, bus, devfn] if hex(dom, 4) => (*bus, *devfn),
+        [bus, devfn] => (*bus, *devfn),
+        _ => return false,
+    };
+    let Some((dev, func)) = devfn.split_once('.') else {
+        return false;
+    };
+    hex(bus, 2)
+        && hex(dev, 2)
+        && u8::from_str_radix(dev, 16).is_ok_and(|d| d < 32)
+        && func.len() == 1
+        && matches!(func.as_bytes()[0], b'0'..=b'7')
+}
+
+/// Names a ring of a port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RingId {
+    /// TX ring `i`.
+    Tx(u32),
+    /// RX ring `i`.
+    Rx(u32),
+}
+
+/// Per-ring state: the view of the netmap ring, the CSB entries, the guest sync state and the
+/// application's indexes.
+struct RingState {
+    view: RingView,
+    atok: Atok,
+    ktoa: Ktoa,
+    kring: GuestKring,
+    /// Global ring number (TX rings first): the kick and interrupt index.
+    index: u32,
+    head: u32,
+    cur: u32,
+    tail: u32,
+}
+
+impl RingState {
+    /// Publishes head/cur/tail into the netmap ring header (for anyone inspecting the memory).
+    fn store_indexes(&self) {
+        self.view.set_head(self.head);
+        self.view.set_cur(self.cur);
+        self.view.set_tail(self.tail);
+    }
+
+    fn txsync(&mut self, t: &dyn Transport, flags: u32) -> Result<(), Error> {
+        self.kring
+            .prologue(self.head, self.cur)
+            .map_err(|source| Error::BadIndexes {
+                ring: self.index,
+                source,
+            })?;
+        if self.kring.txsync(&self.atok, &self.ktoa, flags) {
+            t.kick(self.index);
+        }
+        self.tail = self.kring.hwtail;
+        self.store_indexes();
+        Ok(())
+    }
+
+    fn rxsync(&mut self, t: &dyn Transport, flags: u32) -> Result<(), Error> {
+        self.kring
+            .prologue(self.head, self.cur)
+            .map_err(|source| Error::BadIndexes {
+                ring: self.index,
+                source,
+            })?;
+        if self.kring.rxsync(&self.atok, &self.ktoa, flags) {
+            t.kick(self.index);
+        }
+        self.tail = self.kring.hwtail;
+        self.store_indexes();
+        Ok(())
+    }
+
+    /// Slots the application owns after cur (free TX slots, received RX packets).
+    #[inline]
+    fn avail(&self) -> u32 {
+        ring_dist(self.cur, self.tail, self.view.num_slots())
+    }
+}
+
+/// A ptnet port attached through a [`Transport`]: the netmap memory, the rings and the CSB.
+///
+/// Dropping the port stops the host sync loops (PTCTL DELETE) and unprograms the CSB.
+pub struct Port {
+    transport: Box<dyn Transport>,
+    mac: [u8; 6],
+    num_tx_rings: u32,
+    num_rx_rings: u32,
+    num_tx_slots: u32,
+    num_rx_slots: u32,
+    mem_id: u32,
+    bufs: BufPool,
+    rings: Vec<RingState>,
+    busy_poll: bool,
+    _csb: CsbArrays,
+}
+
+impl std::fmt::Debug for Port {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Port")
+            .field("name", &self.transport.name())
+            .field("mac", &self.mac)
+            .field("tx_rings", &self.num_tx_rings)
+            .field("rx_rings", &self.num_rx_rings)
+            .field("tx_slots", &self.num_tx_slots)
+            .field("rx_slots", &self.num_rx_slots)
+            .finish()
+    }
+}
+
+fn dev(msg: String) -> Error {
+    Error::Device(msg)
+}
+
+impl Port {
+    /// Opens a port: `vhost-user:PATH` (a `ptnet-backend` socket) or `ptnetN` /
+    /// `ptnet:DDDD:BB:DD.F` (a ptnet PCI device inside a Linux guest).
+    pub fn open(spec: &str) -> Result<Port, Error> {
+        let transport: Box<dyn Transport> = match PortSpec::parse(spec)? {
+            PortSpec::VhostUser(path) => Box::new(
+                crate::transport::vhost_user::VhostUserTransport::open(&path)?,
+            ),
+            PortSpec::Pci(s) => open_pci(&s)?,
+        };
+        Port::attach(transport)
+    }
+
+    /// Attaches to the device behind `transport`, in the order the ptnet guest drivers use, and
+    /// starts the host sync loops (PTCTL CREATE).
+    pub fn attach(mut transport: Box<dyn Transport>) -> Result<Port, Error> {
+        let t = transport.as_mut();
+        // Features: no virtio-net header.
+        t.write_reg(ptnet::PTFEAT, 0)?;
+        let feat = t.read_reg(ptnet::PTFEAT)?;
+        if feat != 0 {
+            return Err(dev(format!("PTFEAT reads {feat:#x} after writing 0")));
+        }
+        let num_tx_rings = t.read_reg(ptnet::NUM_TX_RINGS)?;
+        let num_rx_rings = t.read_reg(ptnet::NUM_RX_RINGS)?;
+        let num_tx_slots = t.read_reg(ptnet::NUM_TX_SLOTS)?;
+        let num_rx_slots = t.read_reg(ptnet::NUM_RX_SLOTS)?;
+        let num_rings = num_tx_rings
+            .checked_add(num_rx_rings)
+            .filter(|&n| n <= ptnet::MAX_RINGS)
+            .ok_or_else(|| {
+                dev(format!(
+                    "{num_tx_rings} TX + {num_rx_rings} RX rings (at most {} in all)",
+                    ptnet::MAX_RINGS
+                ))
+            })?;
+        if num_tx_rings == 0 || num_rx_rings == 0 {
+            return Err(dev(format!(
+                "{num_tx_rings} TX and {num_rx_rings} RX rings: need at least one of each"
+            )));
+        }
+        for (what, n) in [("TX", num_tx_slots), ("RX", num_rx_slots)] {
+            if !(2..=MAX_SLOTS).contains(&n) {
+                return Err(dev(format!("{n} slots per {what} ring")));
+            }
+        }
+
+        // The CSB.
+        let csb = t.alloc_csb(num_rings)?;
+        t.write_reg(ptnet::CSB_GH_BAH, (csb.atok_gpa >> 32) as u32)?;
+        t.write_reg(ptnet::CSB_GH_BAL, csb.atok_gpa as u32)?;
+        t.write_reg(ptnet::CSB_HG_BAH, (csb.ktoa_gpa >> 32) as u32)?;
+        t.write_reg(ptnet::CSB_HG_BAL, csb.ktoa_gpa as u32)?;
+        // From here on, failures unprogram the CSB.
+        let mut guard = CsbGuard(Some(transport));
+        let t = guard.0.as_mut().expect("set").as_mut();
+
+        let mac = ptnet_protocol::regs::mac_from_regs(
+            t.read_reg(ptnet::MAC_LO)?,
+            t.read_reg(ptnet::MAC_HI)?,
+        );
+        let nifp_ofs = t.read_reg(ptnet::NIFP_OFS)? as usize;
+        let host_mem_id = t.read_reg(ptnet::HOSTMEMID)?;
+
+        // The memdev: identity, size and pools.
+        let mem_id = t.read_memdev(memdev::MEMID)?;
+        if mem_id != host_mem_id {
+            return Err(dev(format!(
+                "memdev MEMID {mem_id} does not match the port's HOSTMEMID {host_mem_id}"
+            )));
+        }
+        let mem_size = u64::from(t.read_memdev(memdev::MEMSIZE_HI)?) << 32
+            | u64::from(t.read_memdev(memdev::MEMSIZE_LO)?);
+        let buf_ofs = t.read_memdev(memdev::BUF_POOL_OFS)? as usize;
+        let buf_num = t.read_memdev(memdev::BUF_POOL_OBJNUM)?;
+        let buf_size = t.read_memdev(memdev::BUF_POOL_OBJSZ)?;
+        let mapped = t.netmap_mem()?;
+        let mem_size = usize::try_from(mem_size)
+            .ok()
+            .filter(|&s| s > 0 && s <= mapped.len())
+            .ok_or_else(|| {
+                dev(format!(
+                    "memdev MEMSIZE {mem_size} does not fit the {} bytes mapped",
+                    mapped.len()
+                ))
+            })?;
+        let mem = mapped.sub(0, mem_size).expect("checked above");
+        let bufs = (buf_num as usize)
+            .checked_mul(buf_size as usize)
+            .and_then(|bytes| mem.sub(buf_ofs, bytes))
+            .and_then(|m| BufPool::new(m, buf_num, buf_size))
+            .ok_or_else(|| {
+                dev(format!(
+                    "buffer pool ({buf_num} x {buf_size} bytes at {buf_ofs}) outside the {mem_size}-byte memory"
+                ))
+            })?;
+        if buf_size < 64 || buf_num <= ptnet_protocol::netmap::RESERVED_BUFS {
+            return Err(dev(format!("buffer pool of {buf_num} x {buf_size} bytes")));
+        }
+
+        // The netmap_if and the rings.
+        let nif_view = mem
+            .sub(nifp_ofs, nif::RING_OFS)
+            .and_then(|_| mem.sub(nifp_ofs, mem_size - nifp_ofs))
+            .and_then(IfView::new)
+            .ok_or_else(|| dev(format!("NIFP_OFS {nifp_ofs} outside the memory")))?;
+        let (if_tx, if_rx) = (nif_view.tx_rings(), nif_view.rx_rings());
+        if if_tx != num_tx_rings || if_rx != num_rx_rings {
+            return Err(dev(format!(
+                "netmap_if has {if_tx} TX and {if_rx} RX rings, the registers {num_tx_rings} and {num_rx_rings}"
+            )));
+        }
+        let host_tx = nif_view.host_tx_rings();
+        if host_tx > ptnet::MAX_RINGS {
+            return Err(dev(format!("netmap_if has {host_tx} host TX rings")));
+        }
+        let mut rings = Vec::with_capacity(num_rings as usize);
+        for index in 0..num_rings {
+            let (is_tx, i, slots) = if index < num_tx_rings {
+                (true, index, num_tx_slots)
+            } else {
+                (false, index - num_tx_rings, num_rx_slots)
+            };
+            // ring_ofs order: NIC TX, host TX, NIC RX, host RX.
+            let k = if is_tx { i } else { num_tx_rings + host_tx + i };
+            let what = format!("{} ring {i}", if is_tx { "TX" } else { "RX" });
+            let ofs = nif_view
+                .ring_ofs(k)
+                .ok_or_else(|| dev(format!("{what}: ring_ofs[{k}] outside the memory")))?;
+            let addr = i64::try_from(nifp_ofs)
+                .ok()
+                .and_then(|n| n.checked_add(ofs))
+                .and_then(|a| usize::try_from(a).ok())
+                .ok_or_else(|| dev(format!("{what}: bad ring offset {ofs}")))?;
+            let view = mem
+                .sub(addr, ring::size(slots))
+                .and_then(|m| RingView::new(m, slots))
+                .ok_or_else(|| {
+                    dev(format!(
+                        "{what}: {slots} slots at {addr} do not fit the memory (or misaligned)"
+                    ))
+                })?;
+            let field = view.num_slots_field();
+            if field != slots {
+                return Err(dev(format!(
+                    "{what}: num_slots {field}, registers say {slots}"
+                )));
+            }
+            let want_dir = if is_tx { ring::DIR_TX } else { ring::DIR_RX };
+            if view.dir() != want_dir {
+                return Err(dev(format!("{what}: direction {}", view.dir())));
+            }
+            if view.nr_buf_size() != buf_size {
+                return Err(dev(format!(
+                    "{what}: nr_buf_size {}, memdev says {buf_size}",
+                    view.nr_buf_size()
+                )));
+            }
+            let pool_at = (addr as i64).checked_add(view.buf_ofs());
+            if pool_at != Some(buf_ofs as i64) {
+                return Err(dev(format!(
+                    "{what}: buf_ofs {} does not point at the buffer pool ({buf_ofs})",
+                    view.buf_ofs()
+                )));
+            }
+            let atok = Atok::new(&csb.atok, index).expect("CSB sized for every ring");
+            let ktoa = Ktoa::new(&csb.ktoa, index).expect("CSB sized for every ring");
+            rings.push((view, atok, ktoa, index));
+        }
+
+        // Start the host.
+        t.write_reg(ptnet::PTCTL, PTCTL_CREATE)?;
+        let errno = t.read_reg(ptnet::PTCTL)?;
+        if errno != 0 {
+            return Err(Error::Ptctl {
+                cmd: PTCTL_CREATE,
+                errno,
+            });
+        }
+        let rings = rings
+            .into_iter()
+            .map(|(view, atok, ktoa, index)| {
+                let kring = GuestKring::attach(view.num_slots(), &atok, &ktoa);
+                let r = RingState {
+                    view,
+                    atok,
+                    ktoa,
+                    kring,
+                    index,
+                    head: kring.rhead,
+                    cur: kring.rcur,
+                    tail: kring.hwtail,
+                };
+                r.store_indexes();
+                r
+            })
+            .collect();
+        let transport = guard.0.take().expect("set");
+        Ok(Port {
+            transport,
+            mac,
+            num_tx_rings,
+            num_rx_rings,
+            num_tx_slots,
+            num_rx_slots,
+            mem_id,
+            bufs,
+            rings,
+            busy_poll: false,
+            _csb: csb,
+        })
+    }
+
+    /// The transport's name for messages (`vhost-user:/path`, `pci:0000:00:04.0`).
+    pub fn name(&self) -> &str {
+        self.transport.name()
+    }
+
+    /// The port's MAC address.
+    pub fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+
+    /// Number of TX rings.
+    pub fn num_tx_rings(&self) -> u32 {
+        self.num_tx_rings
+    }
+
+    /// Number of RX rings.
+    pub fn num_rx_rings(&self) -> u32 {
+        self.num_rx_rings
+    }
+
+    /// Slots per TX ring.
+    pub fn num_tx_slots(&self) -> u32 {
+        self.num_tx_slots
+    }
+
+    /// Slots per RX ring.
+    pub fn num_rx_slots(&self) -> u32 {
+        self.num_rx_slots
+    }
+
+    /// Size of every packet buffer (the largest frame a slot carries).
+    pub fn buf_size(&self) -> u32 {
+        self.bufs.buf_size()
+    }
+
+    /// The netmap memory allocator id.
+    pub fn mem_id(&self) -> u32 {
+        self.mem_id
+    }
+
+    /// Busy-poll mode: when on, syncs never ask the host for interrupts (call [`Port::wait`] only
+    /// in interrupt mode). Off by default.
+    pub fn set_busy_poll(&mut self, on: bool) {
+        self.busy_poll = on;
+        for r in &mut self.rings {
+            r.kring.want_interrupts = !on;
+        }
+    }
+
+    /// Is busy-poll mode on?
+    pub fn busy_poll(&self) -> bool {
+        self.busy_poll
+    }
+
+    fn ring_index(&self, id: RingId) -> usize {
+        match id {
+            RingId::Tx(i) => {
+                assert!(
+                    i < self.num_tx_rings,
+                    "TX ring {i} of {}",
+                    self.num_tx_rings
+                );
+                i as usize
+            }
+            RingId::Rx(i) => {
+                assert!(
+                    i < self.num_rx_rings,
+                    "RX ring {i} of {}",
+                    self.num_rx_rings
+                );
+                (self.num_tx_rings + i) as usize
+            }
+        }
+    }
+
+    /// TX ring `i`. Panics if `i >= num_tx_rings()`.
+    pub fn tx_ring(&mut self, i: u32) -> TxRing<'_> {
+        let idx = self.ring_index(RingId::Tx(i));
+        TxRing {
+            ring: &mut self.rings[idx],
+            transport: self.transport.as_ref(),
+            bufs: &self.bufs,
+        }
+    }
+
+    /// RX ring `i`. Panics if `i >= num_rx_rings()`.
+    pub fn rx_ring(&mut self, i: u32) -> RxRing<'_> {
+        let idx = self.ring_index(RingId::Rx(i));
+        RxRing {
+            ring: &mut self.rings[idx],
+            transport: self.transport.as_ref(),
+            bufs: &self.bufs,
+        }
+    }
+
+    fn sync(&mut self, idx: usize) -> Result<(), Error> {
+        let t = self.transport.as_ref();
+        let r = &mut self.rings[idx];
+        if idx < self.num_tx_rings as usize {
+            r.txsync(t, 0)
+        } else {
+            r.rxsync(t, 0)
+        }
+    }
+
+    /// Waits until ring `id` has something for the application (a free TX slot, a received
+    /// packet), or `timeout` (`None`: forever). Enables interrupts on the ring for the wait.
+    /// Returns true when the ring has slots, false on timeout. The ring is synced either way.
+    pub fn wait(&mut self, id: RingId, timeout: Option<Duration>) -> Result<bool, Error> {
+        self.wait_any(&[id], timeout)
+    }
+
+    /// Like [`Port::wait`] for several rings at once: returns true as soon as one of them has
+    /// slots for the application.
+    pub fn wait_any(&mut self, ids: &[RingId], timeout: Option<Duration>) -> Result<bool, Error> {
+        let mut idx = [0usize; ptnet::MAX_RINGS as usize];
+        let mut nums = [0u32; ptnet::MAX_RINGS as usize];
+        let n = ids.len().min(idx.len());
+        for (k, &id) in ids[..n].iter().enumerate() {
+            idx[k] = self.ring_index(id);
+            nums[k] = idx[k] as u32;
+        }
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        loop {
+            // Sync with interrupts wanted: the sync asks for one (and re-checks) if it would block.
+            let mut ready = false;
+            for &i in &idx[..n] {
+                self.rings[i].kring.want_interrupts = true;
+                self.sync(i)?;
+                self.rings[i].kring.want_interrupts = !self.busy_poll;
+                ready |= self.rings[i].avail() > 0;
+            }
+            if ready {
+                return Ok(true);
+            }
+            let left = match deadline {
+                Some(d) => {
+                    let left = d.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        return Ok(false);
+                    }
+                    Some(left)
+                }
+                None => None,
+            };
+            self.transport.wait_many(&nums[..n], left)?;
+        }
+    }
+
+    /// Syncs every ring once (txsync on TX rings, rxsync on RX rings).
+    pub fn sync_all(&mut self) -> Result<(), Error> {
+        for i in 0..self.rings.len() {
+            self.sync(i)?;
+        }
+        Ok(())
+    }
+}
+
+/// Opens the pci transport (implemented in `transport::pci` by the pci transport's author).
+#[cfg(any())]
+fn open_pci(spec: &str) -> Result<Box<dyn Transport>, Error> {
+    crate::transport::pci::open(spec)
+}
+
+/// The pci transport is not built yet.
+#[cfg(not(any()))]
+fn open_pci(spec: &str) -> Result<Box<dyn Transport>, Error> {
+    Err(Error::NoDevice(format!(
+        "{spec} (this build has no pci transport)"
+    )))
+}
+
+/// Unprograms the CSB if attaching fails after it was programmed.
+struct CsbGuard(Option<Box<dyn Transport>>);
+
+impl Drop for CsbGuard {
+    fn drop(&mut self) {
+        if let Some(t) = self.0.as_mut() {
+            detach(t.as_mut());
+        }
+    }
+}
+
+/// DELETE, then zero the four CSB address registers. Errors are ignored: the device may be gone.
+fn detach(t: &mut dyn Transport) {
+    let _ = t.write_reg(ptnet::PTCTL, PTCTL_DELETE);
+    for reg in [
+        ptnet::CSB_GH_BAH,
+        ptnet::CSB_GH_BAL,
+        ptnet::CSB_HG_BAH,
+        ptnet::CSB_HG_BAL,
+    ] {
+        let _ = t.write_reg(reg, 0);
+    }
+}
+
+impl Drop for Port {
+    fn drop(&mut self) {
+        detach(self.transport.as_mut());
+    }
+}
+
+/// A TX ring of a [`Port`]: fill slots from `cur`, then [`TxRing::txsync`].
+pub struct TxRing<'a> {
+    ring: &'a mut RingState,
+    transport: &'a dyn Transport,
+    bufs: &'a BufPool,
+}
+
+impl TxRing<'_> {
+    /// Number of slots.
+    pub fn num_slots(&self) -> u32 {
+        self.ring.view.num_slots()
+    }
+
+    /// Free slots the application may fill now (from `cur` to `tail`).
+    pub fn space(&self) -> u32 {
+        self.ring.avail()
+    }
+
+    /// Slots handed to the host that it has not completed yet (after the last sync).
+    pub fn pending(&self) -> u32 {
+        let n = self.ring.view.num_slots();
+        n - 1 - ring_dist(self.ring.cur, self.ring.tail, n)
+    }
+
+    /// The ring's (head, cur, tail).
+    pub fn indexes(&self) -> (u32, u32, u32) {
+        (self.ring.head, self.ring.cur, self.ring.tail)
+    }
+
+    /// Copies `frame` into the buffer of the slot at `cur`, sets its length, and advances `cur`
+    /// and `head` past it. Returns false (changing nothing) when the ring has no free slot or the
+    /// frame does not fit a buffer. Call [`TxRing::txsync`] to transmit.
+    #[inline]
+    pub fn send(&mut self, frame: &[u8]) -> bool {
+        self.send_with(frame.len(), |w| w.write(0, frame))
+    }
+
+    /// Fills the buffer of the slot at `cur` with `fill`, which writes through a [`SlotWriter`]
+    /// (shared memory is only reached by copying), then sets the slot length to `len` and advances
+    /// `cur` and `head`. Returns false when there is no free slot, `len` exceeds the buffer size,
+    /// or `fill` returns false.
+    #[inline]
+    pub fn send_with(&mut self, len: usize, fill: impl FnOnce(&SlotWriter<'_>) -> bool) -> bool {
+        let r = &mut *self.ring;
+        if r.cur == r.tail || len > self.bufs.buf_size() as usize {
+            return false;
+        }
+        let idx = r.view.buf_idx(r.cur);
+        if !self.bufs.valid(idx) {
+            return false;
+        }
+        let w = SlotWriter {
+            bufs: self.bufs,
+            idx,
+            len,
+        };
+        if !fill(&w) {
+            return false;
+        }
+        r.view.set_len(r.cur, len as u16);
+        r.view.set_flags(r.cur, 0);
+        r.cur = ring_add(r.cur, 1, r.view.num_slots());
+        r.head = r.cur;
+        true
+    }
+
+    /// Hands the filled slots to the host and learns which ones completed.
+    pub fn txsync(&mut self) -> Result<(), Error> {
+        self.ring.txsync(self.transport, 0)
+    }
+
+    /// Like [`TxRing::txsync`], but also asks the host to report completions now (netmap's forced
+    /// reclaim); always kicks. Use when draining the ring.
+    pub fn txsync_reclaim(&mut self) -> Result<(), Error> {
+        self.ring.txsync(self.transport, NAF_FORCE_RECLAIM)
+    }
+}
+
+/// Write access to one TX buffer, given to the closure of [`TxRing::send_with`].
+pub struct SlotWriter<'a> {
+    bufs: &'a BufPool,
+    idx: u32,
+    len: usize,
+}
+
+impl SlotWriter<'_> {
+    /// Copies `data` into the buffer at byte `at`. Returns false if it would pass the frame
+    /// length given to [`TxRing::send_with`].
+    #[inline]
+    pub fn write(&self, at: usize, data: &[u8]) -> bool {
+        at.checked_add(data.len())
+            .is_some_and(|end| end <= self.len)
+            && self.bufs.write(self.idx, at, data)
+    }
+}
+
+/// An RX ring of a [`Port`]: read packets from `cur`, then [`RxRing::rxsync`] to release them
+/// and learn of new ones.
+pub struct RxRing<'a> {
+    ring: &'a mut RingState,
+    transport: &'a dyn Transport,
+    bufs: &'a BufPool,
+}
+
+impl RxRing<'_> {
+    /// Number of slots.
+    pub fn num_slots(&self) -> u32 {
+        self.ring.view.num_slots()
+    }
+
+    /// Received packets waiting for the application (from `cur` to `tail`).
+    pub fn avail(&self) -> u32 {
+        self.ring.avail()
+    }
+
+    /// The ring's (head, cur, tail).
+    pub fn indexes(&self) -> (u32, u32, u32) {
+        (self.ring.head, self.ring.cur, self.ring.tail)
+    }
+
+    /// Copies the packet at `cur` into `out` (at most `out.len()` bytes) and advances `cur` and
+    /// `head` past it. Returns the packet's length (which may exceed what was copied), or `None`
+    /// when no packet is waiting. A slot the host filled with a bad buffer index or length is
+    /// consumed and reported as a zero-length packet.
+    #[inline]
+    pub fn recv(&mut self, out: &mut [u8]) -> Option<usize> {
+        self.recv_with(|p| {
+            let n = p.len().min(out.len());
+            p.read(0, &mut out[..n]);
+            p.len()
+        })
+    }
+
+    /// Gives the packet at `cur` to `f` as a [`SlotReader`], then advances `cur` and `head` past
+    /// it. Returns what `f` returned, or `None` when no packet is waiting.
+    #[inline]
+    pub fn recv_with<R>(&mut self, f: impl FnOnce(&SlotReader<'_>) -> R) -> Option<R> {
+        let r = &mut *self.ring;
+        if r.cur == r.tail {
+            return None;
+        }
+        let idx = r.view.buf_idx(r.cur);
+        let mut len = r.view.len(r.cur) as usize;
+        if !self.bufs.valid(idx) || len > self.bufs.buf_size() as usize {
+            len = 0;
+        }
+        let p = SlotReader {
+            bufs: self.bufs,
+            idx,
+            len,
+        };
+        let out = f(&p);
+        r.cur = ring_add(r.cur, 1, r.view.num_slots());
+        r.head = r.cur;
+        Some(out)
+    }
+
+    /// Releases the packets read and learns of newly received ones.
+    pub fn rxsync(&mut self) -> Result<(), Error> {
+        self.ring.rxsync(self.transport, 0)
+    }
+}
+
+/// Read access to one received packet, given to the closure of [`RxRing::recv_with`].
+pub struct SlotReader<'a> {
+    bufs: &'a BufPool,
+    idx: u32,
+    len: usize,
+}
+
+impl SlotReader<'_> {
+    /// The packet's length (0 for a slot the host filled with a bad buffer index or length).
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Is the packet empty?
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Copies packet bytes from `at` into `out`. Returns false (copying nothing) if the range
+    /// passes the packet's end.
+    #[inline]
+    pub fn read(&self, at: usize, out: &mut [u8]) -> bool {
+        at.checked_add(out.len()).is_some_and(|end| end <= self.len)
+            && self.bufs.read(self.idx, at, out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_specs() {
+        assert_eq!(
+            PortSpec::parse("vhost-user:/tmp/p{1.sock").unwrap(),
+            PortSpec::VhostUser("/tmp/p{1.sock".into())
+        );
+        assert_eq!(
+            PortSpec::parse("ptnet0").unwrap(),
+            PortSpec::Pci("ptnet0".into())
+        );
+        assert_eq!(
+            PortSpec::parse("ptnet12").unwrap(),
+            PortSpec::Pci("ptnet12".into())
+        );
+        assert_eq!(
+            PortSpec::parse("ptnet:0000:00:04.0").unwrap(),
+            PortSpec::Pci("ptnet:0000:00:04.0".into())
+        );
+        assert_eq!(
+            PortSpec::parse("ptnet:00:1f.7").unwrap(),
+            PortSpec::Pci("ptnet:00:1f.7".into())
+        );
+        for bad in [
+            "",
+            "vhost-user:",
+            "ptnet",
+            "ptnetx",
+            "ptnet-1",
+            "ptnet:",
+            "ptnet:0000:00:04",
+            "ptnet:0000:00:04.8",
+            "ptnet:0000:00:20.0",
+            "ptnet:000:00:04.0",
+            "ptnet:0000:0g:04.0",
+            "netmap:eth0",
+            "/tmp/x.sock",
+        ] {
+            match PortSpec::parse(bad) {
+                Err(Error::BadPort(s, _)) => assert_eq!(s, bad),
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+    }
+}
