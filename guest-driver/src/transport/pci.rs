@@ -1,1 +1,689 @@
-//! The `pci` transport: a ptnet device inside a Linux guest (being written).
+//! The `pci` transport: a ptnet device inside a Linux guest, driven from user space as root.
+//!
+//! * Device discovery: `/sys/bus/pci/devices/*`. The ids 1b36:000d (NIC) and 1b36:000c (memdev)
+//!   collide with upstream QEMU's `qemu-xhci` and `pcie-root-port`, so a device is only taken when its
+//!   class code and BAR types match too (NIC: class 0x020000, BAR0 I/O; memdev: BAR0 I/O, BAR1
+//!   memory).
+//! * Registers: 32-bit `pread`/`pwrite` on the sysfs `resource0` file of the I/O BAR (the kernel
+//!   turns them into `inl`/`outl`); if the kernel refuses, `iopl(3)` and `inl`/`outl` directly.
+//! * Netmap memory: the memdev whose MEMID equals the NIC's HOSTMEMID; its `resource1` (memory BAR)
+//!   is mapped shared, read-write, for MEMSIZE bytes.
+//! * CSB: one locked anonymous page per array; its guest-physical address comes from
+//!   `/proc/self/pagemap`.
+//! * Kicks: a write to the ring's kick register.
+//! * Interrupts: the NIC is bound to `uio_pci_generic` (through `driver_override`, so no other
+//!   device with the same ids is touched); each ring's waiter has its own `/dev/uioN` descriptor
+//!   (every open descriptor sees every interrupt). `uio_pci_generic` uses INTx, which the device
+//!   raises while MSI-X is disabled. Without uio the transport polls: `wait` sleeps briefly.
+//!
+//! Specs: `ptnet0`, `ptnetN` (the N-th ptnet NIC in sysfs order), `ptnet:0000:00:04.0` (by address);
+//! a leading `pci:` is accepted and ignored.
+
+use super::{CsbArrays, Transport};
+use crate::Error;
+use ptnet_protocol::csb;
+use ptnet_protocol::regs::{self, memdev, ptnet};
+use ptnet_protocol::shmem::SharedMem;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+const SYSFS_PCI: &str = "/sys/bus/pci/devices";
+const IORESOURCE_IO: u64 = 0x100;
+const IORESOURCE_MEM: u64 = 0x200;
+const PAGE_SIZE: usize = 4096;
+/// How long `wait` sleeps when no interrupt source is available (polling mode).
+const POLL_INTERVAL: Duration = Duration::from_micros(500);
+/// Upper bound on one `wait` when interrupts are available, so that an interrupt lost to a race
+/// with INTx masking costs at most this much.
+const MAX_IRQ_WAIT: Duration = Duration::from_millis(100);
+
+/// Opens the ptnet device named by `spec` (`ptnet0`, `ptnetN`, `ptnet:0000:00:04.0`).
+pub fn open(spec: &str) -> Result<Box<dyn Transport>, Error> {
+    Ok(Box::new(PciTransport::open(spec)?))
+}
+
+/// Which device a spec designates.
+#[derive(Debug, PartialEq, Eq)]
+enum Selector {
+    Index(usize),
+    Address(String),
+}
+
+fn parse_spec(spec: &str) -> Result<Selector, Error> {
+    let s = spec.strip_prefix("pci:").unwrap_or(spec);
+    let bad = |why: &str| Error::BadPort(spec.to_string(), why.to_string());
+    if let Some(addr) = s.strip_prefix("ptnet:") {
+        let addr = if addr.matches(':').count() == 1 {
+            format!("0000:{addr}")
+        } else {
+            addr.to_string()
+        };
+        let ok = addr.len() == 12
+            && addr.as_bytes()[4] == b':'
+            && addr.as_bytes()[7] == b':'
+            && addr.as_bytes()[10] == b'.'
+            && addr
+                .chars()
+                .enumerate()
+                .all(|(i, c)| matches!(i, 4 | 7 | 10) || c.is_ascii_hexdigit());
+        if !ok {
+            return Err(bad("expected a PCI address like 0000:00:04.0"));
+        }
+        return Ok(Selector::Address(addr.to_ascii_lowercase()));
+    }
+    if let Some(n) = s.strip_prefix("ptnet") {
+        let n = if n.is_empty() { "0" } else { n };
+        return n
+            .parse()
+            .map(Selector::Index)
+            .map_err(|_| bad("expected ptnetN or ptnet:DDDD:BB:DD.F"));
+    }
+    Err(bad("expected ptnetN or ptnet:DDDD:BB:DD.F"))
+}
+
+fn read_trim(p: &Path) -> io::Result<String> {
+    Ok(fs::read_to_string(p)?.trim().to_string())
+}
+
+fn read_hex(p: &Path) -> Option<u64> {
+    let s = read_trim(p).ok()?;
+    u64::from_str_radix(s.trim_start_matches("0x"), 16).ok()
+}
+
+/// (start, end, flags) of each resource line in a device's `resource` file.
+fn resources(dev: &Path) -> Vec<(u64, u64, u64)> {
+    let Ok(text) = fs::read_to_string(dev.join("resource")) else {
+        return Vec::new();
+    };
+    text.lines()
+        .map(|l| {
+            let mut it = l
+                .split_whitespace()
+                .map(|w| u64::from_str_radix(w.trim_start_matches("0x"), 16).unwrap_or(0));
+            (
+                it.next().unwrap_or(0),
+                it.next().unwrap_or(0),
+                it.next().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+fn bar_is(dev: &Path, bar: usize, kind: u64) -> bool {
+    resources(dev)
+        .get(bar)
+        .is_some_and(|&(start, end, flags)| end > start && flags & kind != 0)
+}
+
+fn ids(dev: &Path) -> Option<(u64, u64, u64)> {
+    Some((
+        read_hex(&dev.join("vendor"))?,
+        read_hex(&dev.join("device"))?,
+        read_hex(&dev.join("class"))?,
+    ))
+}
+
+/// Is `dev` a ptnet NIC (ids, class and BAR0 type all match)?
+fn is_ptnet_nic(dev: &Path) -> bool {
+    ids(dev).is_some_and(|(v, d, c)| {
+        v == u64::from(regs::PCI_VENDOR_ID)
+            && d == u64::from(regs::PTNET_PCI_DEVICE_ID)
+            && c >> 8 == u64::from(regs::PTNET_PCI_CLASS)
+    }) && bar_is(dev, 0, IORESOURCE_IO)
+}
+
+/// Is `dev` a ptnet memdev (ids, not a bridge, BAR0 I/O and BAR1 memory)?
+fn is_memdev(dev: &Path) -> bool {
+    ids(dev).is_some_and(|(v, d, c)| {
+        v == u64::from(regs::PCI_VENDOR_ID)
+            && d == u64::from(regs::MEMDEV_PCI_DEVICE_ID)
+            && c >> 16 != 0x06 // pcie-root-port is a bridge (class 0x0604)
+    }) && bar_is(dev, 0, IORESOURCE_IO)
+        && bar_is(dev, regs::MEMDEV_MEM_BAR as usize, IORESOURCE_MEM)
+}
+
+/// All PCI devices in sysfs order (sorted by address).
+fn pci_devices() -> Result<Vec<PathBuf>, Error> {
+    let mut v: Vec<PathBuf> = fs::read_dir(SYSFS_PCI)
+        .map_err(|e| Error::io(format!("reading {SYSFS_PCI}"), e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+/// Makes sure the kernel has enabled the device (I/O and memory decoding).
+fn enable(dev: &Path) {
+    let p = dev.join("enable");
+    if read_trim(&p).map(|s| s == "0").unwrap_or(false) {
+        let _ = fs::write(&p, "1");
+    }
+}
+
+/// 32-bit access to an I/O BAR.
+#[derive(Debug)]
+enum IoBar {
+    /// The sysfs `resourceN` file of the BAR.
+    Sysfs(File),
+    /// Direct port I/O at this base (after `iopl(3)`).
+    #[cfg(target_arch = "x86_64")]
+    Port { base: u16, size: u32 },
+}
+
+impl IoBar {
+    fn open(dev: &Path, bar: usize) -> Result<Self, Error> {
+        let path = dev.join(format!("resource{bar}"));
+        let sysfs = OpenOptions::new().read(true).write(true).open(&path);
+        if let Ok(f) = &sysfs {
+            let mut b = [0u8; 4];
+            if f.read_at(&mut b, 0).map(|n| n == 4).unwrap_or(false) {
+                return Ok(IoBar::Sysfs(sysfs.unwrap()));
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            if let Some(&(start, end, _)) = resources(dev).get(bar) {
+                if end > start && end <= 0xffff {
+                    // SAFETY: iopl only changes this process's I/O privilege level; it has no
+                    // memory-safety effect. We run as root inside a guest we own.
+                    if unsafe { libc::iopl(3) } == 0 {
+                        return Ok(IoBar::Port {
+                            base: start as u16,
+                            size: (end - start + 1) as u32,
+                        });
+                    }
+                }
+            }
+        }
+        Err(match sysfs {
+            Err(e) => Error::io(format!("opening {}", path.display()), e),
+            Ok(_) => Error::Device(format!(
+                "{}: 32-bit reads refused and port I/O unavailable",
+                path.display()
+            )),
+        })
+    }
+
+    fn read(&self, off: u32) -> Result<u32, Error> {
+        match self {
+            IoBar::Sysfs(f) => {
+                let mut b = [0u8; 4];
+                match f.read_at(&mut b, off.into()) {
+                    Ok(4) => Ok(u32::from_le_bytes(b)),
+                    Ok(n) => Err(Error::Device(format!("short register read ({n} bytes)"))),
+                    Err(e) => Err(Error::io(format!("reading register {off}"), e)),
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            IoBar::Port { base, size } => {
+                if !off.is_multiple_of(4) || off + 4 > *size {
+                    return Err(Error::Device(format!("register {off} outside the BAR")));
+                }
+                let port = base + off as u16;
+                let v: u32;
+                // SAFETY: `inl` from a port inside the device's own I/O BAR (checked above); the
+                // process holds iopl(3). Port I/O touches no memory of this process.
+                unsafe {
+                    std::arch::asm!("in eax, dx", out("eax") v, in("dx") port,
+                        options(nomem, nostack, preserves_flags))
+                };
+                Ok(v)
+            }
+        }
+    }
+
+    fn write(&self, off: u32, val: u32) -> Result<(), Error> {
+        match self {
+            IoBar::Sysfs(f) => match f.write_at(&val.to_le_bytes(), off.into()) {
+                Ok(4) => Ok(()),
+                Ok(n) => Err(Error::Device(format!("short register write ({n} bytes)"))),
+                Err(e) => Err(Error::io(format!("writing register {off}"), e)),
+            },
+            #[cfg(target_arch = "x86_64")]
+            IoBar::Port { base, size } => {
+                if !off.is_multiple_of(4) || off + 4 > *size {
+                    return Err(Error::Device(format!("register {off} outside the BAR")));
+                }
+                let port = base + off as u16;
+                // SAFETY: `outl` to a port inside the device's own I/O BAR (checked above); the
+                // process holds iopl(3). Port I/O touches no memory of this process.
+                unsafe {
+                    std::arch::asm!("out dx, eax", in("eax") val, in("dx") port,
+                        options(nomem, nostack, preserves_flags))
+                };
+                Ok(())
+            }
+        }
+    }
+}
+
+/// An `mmap`ed region, unmapped on drop. Stored as integers so the transport stays `Send`.
+#[derive(Debug)]
+struct Mapping {
+    addr: usize,
+    len: usize,
+}
+
+impl Mapping {
+    fn mem(&self) -> SharedMem {
+        // SAFETY: `addr..addr+len` is a live read-write mapping owned by this `Mapping`, page
+        // aligned; the transport keeps it until it is dropped, after the driver stopped using it.
+        unsafe { SharedMem::new(self.addr as *mut u8, self.len) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly the region this value mapped; nothing else owns it.
+        unsafe { libc::munmap(self.addr as *mut libc::c_void, self.len) };
+    }
+}
+
+/// Maps `len` bytes of the memory BAR file `path` shared and read-write.
+fn map_bar(path: &Path, len: usize) -> Result<Mapping, Error> {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    let len = len.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+    // SAFETY: a fresh shared mapping of a device BAR chosen by the kernel (no fixed address), so
+    // no existing Rust memory is affected; the result is checked for MAP_FAILED.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(Error::io(
+            format!("mmap {} ({len} bytes)", path.display()),
+            io::Error::last_os_error(),
+        ));
+    }
+    Ok(Mapping {
+        addr: p as usize,
+        len,
+    })
+}
+
+/// One locked, zeroed, anonymous page and its physical (guest-physical) address.
+fn alloc_locked_page() -> Result<(Mapping, u64), Error> {
+    // SAFETY: a fresh anonymous private mapping at a kernel-chosen address; checked for failure.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            PAGE_SIZE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(Error::io("mmap CSB page", io::Error::last_os_error()));
+    }
+    let m = Mapping {
+        addr: p as usize,
+        len: PAGE_SIZE,
+    };
+    // SAFETY: locking the page we just mapped; no memory effect beyond pinning it in RAM.
+    if unsafe { libc::mlock(p, PAGE_SIZE) } != 0 {
+        return Err(Error::io("mlock CSB page", io::Error::last_os_error()));
+    }
+    // Touch it (write) so that a private physical page backs it, not the shared zero page.
+    m.mem().zero(0, PAGE_SIZE);
+    let gpa = virt_to_phys(m.addr)?;
+    Ok((m, gpa))
+}
+
+/// Physical address of the page holding `vaddr`, from `/proc/self/pagemap` (needs root).
+fn virt_to_phys(vaddr: usize) -> Result<u64, Error> {
+    let f = File::open("/proc/self/pagemap").map_err(|e| Error::io("opening pagemap", e))?;
+    let mut b = [0u8; 8];
+    let off = (vaddr / PAGE_SIZE * 8) as u64;
+    f.read_exact_at(&mut b, off)
+        .map_err(|e| Error::io("reading pagemap", e))?;
+    let entry = u64::from_le_bytes(b);
+    let pfn = entry & ((1u64 << 55) - 1);
+    if entry >> 63 == 0 {
+        return Err(Error::Device("CSB page not present in pagemap".into()));
+    }
+    if pfn == 0 {
+        return Err(Error::Device(
+            "pagemap hides physical frame numbers (need CAP_SYS_ADMIN)".into(),
+        ));
+    }
+    Ok(pfn * PAGE_SIZE as u64 + (vaddr % PAGE_SIZE) as u64)
+}
+
+/// Interrupts through `uio_pci_generic`, one descriptor per ring (opened on first wait).
+#[derive(Debug)]
+struct Uio {
+    dev: PathBuf,
+    fds: Vec<OnceLock<Option<File>>>,
+}
+
+impl Uio {
+    /// Binds `uio_pci_generic` to the device at `dev` (if not yet bound) and finds `/dev/uioN`.
+    fn attach(dev: &Path) -> Result<Uio, String> {
+        let driver = fs::read_link(dev.join("driver"))
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+        match driver.as_deref() {
+            Some("uio_pci_generic") => {}
+            Some(other) => return Err(format!("device is bound to driver {other}")),
+            None => {
+                let drv = Path::new("/sys/bus/pci/drivers/uio_pci_generic");
+                if !drv.exists() {
+                    let _ = Command::new("modprobe").arg("uio_pci_generic").status();
+                }
+                if !drv.exists() {
+                    return Err("uio_pci_generic is not available".into());
+                }
+                let name = dev
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                fs::write(dev.join("driver_override"), "uio_pci_generic")
+                    .map_err(|e| format!("driver_override: {e}"))?;
+                if let Err(e) = fs::write(drv.join("bind"), &name) {
+                    // Another path may have bound it meanwhile; check below.
+                    if !dev.join("uio").exists() {
+                        return Err(format!("binding uio_pci_generic: {e}"));
+                    }
+                }
+            }
+        }
+        let uio = fs::read_dir(dev.join("uio"))
+            .map_err(|e| format!("no uio node: {e}"))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .find(|n| n.starts_with("uio"))
+            .ok_or("no uio node")?;
+        let path = Path::new("/dev").join(&uio);
+        // Check that it opens now, rather than on the data path.
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        uio_unmask(&f);
+        Ok(Uio {
+            dev: path,
+            fds: (0..ptnet::MAX_RINGS).map(|_| OnceLock::new()).collect(),
+        })
+    }
+
+    fn fd(&self, ring: u32) -> Option<&File> {
+        self.fds
+            .get(ring as usize)?
+            .get_or_init(|| {
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&self.dev)
+                    .ok()
+            })
+            .as_ref()
+    }
+}
+
+/// Re-enables INTx delivery (uio_pci_generic masks it in its interrupt handler).
+fn uio_unmask(f: &File) {
+    // uio ignores the offset; write(2) of a 4-byte 1 is the irqcontrol call.
+    let mut w: &File = f;
+    let _ = io::Write::write(&mut w, &1u32.to_ne_bytes());
+}
+
+/// A ptnet NIC inside this guest.
+#[derive(Debug)]
+pub struct PciTransport {
+    name: String,
+    nic: IoBar,
+    mem_regs: IoBar,
+    memdev_dir: PathBuf,
+    netmap: Option<Mapping>,
+    csb: Vec<Mapping>,
+    uio: Option<Uio>,
+    uio_error: Option<String>,
+}
+
+impl PciTransport {
+    /// Finds and attaches to the device `spec` designates.
+    pub fn open(spec: &str) -> Result<Self, Error> {
+        let sel = parse_spec(spec)?;
+        let devices = pci_devices()?;
+        let nics: Vec<&PathBuf> = devices.iter().filter(|d| is_ptnet_nic(d)).collect();
+        let dev = match &sel {
+            Selector::Index(n) => nics.get(*n).copied(),
+            Selector::Address(a) => nics
+                .iter()
+                .copied()
+                .find(|d| d.file_name().is_some_and(|f| f.to_string_lossy() == *a)),
+        }
+        .ok_or_else(|| Error::NoDevice(spec.to_string()))?
+        .clone();
+        let addr = dev
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+
+        // Bind uio first: binding enables the device; without it, enable it ourselves.
+        let (uio, uio_error) = match Uio::attach(&dev) {
+            Ok(u) => (Some(u), None),
+            Err(e) => (None, Some(e)),
+        };
+        enable(&dev);
+        let nic = IoBar::open(&dev, 0)?;
+        let memid = nic.read(ptnet::HOSTMEMID)?;
+
+        let mut found = None;
+        for d in devices.iter().filter(|d| is_memdev(d)) {
+            enable(d);
+            let Ok(bar) = IoBar::open(d, 0) else { continue };
+            if bar.read(memdev::MEMID).ok() == Some(memid) {
+                found = Some((d.clone(), bar));
+                break;
+            }
+        }
+        let (memdev_dir, mem_regs) = found.ok_or_else(|| {
+            Error::Device(format!(
+                "{addr}: no ptnetmap-memdev with MEMID {memid} (HOSTMEMID of the NIC)"
+            ))
+        })?;
+        Ok(PciTransport {
+            name: format!("pci:{addr}"),
+            nic,
+            mem_regs,
+            memdev_dir,
+            netmap: None,
+            csb: Vec::new(),
+            uio,
+            uio_error,
+        })
+    }
+
+    /// Why interrupts are unavailable (the transport polls then), if they are.
+    pub fn irq_unavailable(&self) -> Option<&str> {
+        self.uio_error.as_deref()
+    }
+}
+
+impl Transport for PciTransport {
+    fn read_reg(&mut self, off: u32) -> Result<u32, Error> {
+        self.nic.read(off)
+    }
+
+    fn write_reg(&mut self, off: u32, val: u32) -> Result<(), Error> {
+        self.nic.write(off, val)
+    }
+
+    fn read_memdev(&mut self, off: u32) -> Result<u32, Error> {
+        self.mem_regs.read(off)
+    }
+
+    fn netmap_mem(&mut self) -> Result<SharedMem, Error> {
+        if let Some(m) = &self.netmap {
+            return Ok(m.mem());
+        }
+        let hi = self.mem_regs.read(memdev::MEMSIZE_HI)?;
+        let lo = self.mem_regs.read(memdev::MEMSIZE_LO)?;
+        let size = (u64::from(hi) << 32) | u64::from(lo);
+        let bar = resources(&self.memdev_dir)
+            .get(regs::MEMDEV_MEM_BAR as usize)
+            .map(|&(s, e, _)| if e > s { e - s + 1 } else { 0 })
+            .unwrap_or(0);
+        if size == 0 || size > bar {
+            return Err(Error::Device(format!(
+                "netmap memory size {size} does not fit the memdev BAR ({bar} bytes)"
+            )));
+        }
+        let path = self
+            .memdev_dir
+            .join(format!("resource{}", regs::MEMDEV_MEM_BAR));
+        let m = map_bar(&path, size as usize)?;
+        let mem = m.mem();
+        self.netmap = Some(m);
+        Ok(mem)
+    }
+
+    fn alloc_csb(&mut self, rings: u32) -> Result<CsbArrays, Error> {
+        let size = csb::array_size(rings);
+        if rings == 0 || size > PAGE_SIZE {
+            return Err(Error::Device(format!(
+                "{rings} rings: a CSB array must fit one page (at most 64 rings)"
+            )));
+        }
+        // Best effort: keep compaction from migrating locked pages under the host's feet.
+        let _ = fs::write("/proc/sys/vm/compact_unevictable_allowed", "0");
+        let (a, atok_gpa) = alloc_locked_page()?;
+        let (k, ktoa_gpa) = alloc_locked_page()?;
+        let sub = |m: &Mapping| {
+            m.mem()
+                .sub(0, size)
+                .ok_or_else(|| Error::Device("CSB window".into()))
+        };
+        let arrays = CsbArrays {
+            atok: sub(&a)?,
+            atok_gpa,
+            ktoa: sub(&k)?,
+            ktoa_gpa,
+        };
+        self.csb.push(a);
+        self.csb.push(k);
+        Ok(arrays)
+    }
+
+    fn kick(&self, ring: u32) {
+        let _ = self.nic.write(ptnet::kick(ring), 1);
+    }
+
+    fn wait(&self, ring: u32, timeout: Option<Duration>) -> Result<bool, Error> {
+        let limit = timeout.map_or(MAX_IRQ_WAIT, |t| t.min(MAX_IRQ_WAIT));
+        let Some(f) = self.uio.as_ref().and_then(|u| u.fd(ring)) else {
+            std::thread::sleep(limit.min(POLL_INTERVAL));
+            return Ok(true);
+        };
+        uio_unmask(f);
+        let mut pfd = libc::pollfd {
+            fd: f.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = limit.as_millis().clamp(0, i32::MAX as u128) as i32;
+        // SAFETY: poll on one valid pollfd that lives on this stack frame.
+        let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                return Ok(true);
+            }
+            return Err(Error::io("poll uio", e));
+        }
+        if r == 0 {
+            // Only a timeout the caller asked for is reported as one; our own cap is a
+            // spurious wake-up.
+            return Ok(timeout.is_none_or(|t| t > MAX_IRQ_WAIT));
+        }
+        let mut b = [0u8; 4];
+        let _ = f.read_at(&mut b, 0);
+        uio_unmask(f);
+        Ok(true)
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for PciTransport {
+    fn drop(&mut self) {
+        if !self.csb.is_empty() {
+            // The host must stop writing into the CSB pages before they are freed.
+            let _ = self.nic.write(ptnet::PTCTL, regs::PTCTL_DELETE);
+            for r in [
+                ptnet::CSB_GH_BAH,
+                ptnet::CSB_GH_BAL,
+                ptnet::CSB_HG_BAH,
+                ptnet::CSB_HG_BAL,
+            ] {
+                let _ = self.nic.write(r, 0);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs() {
+        assert_eq!(parse_spec("ptnet0").unwrap(), Selector::Index(0));
+        assert_eq!(parse_spec("ptnet").unwrap(), Selector::Index(0));
+        assert_eq!(parse_spec("pci:ptnet3").unwrap(), Selector::Index(3));
+        assert_eq!(
+            parse_spec("ptnet:0000:00:04.0").unwrap(),
+            Selector::Address("0000:00:04.0".into())
+        );
+        assert_eq!(
+            parse_spec("ptnet:00:0A.0").unwrap(),
+            Selector::Address("0000:00:0a.0".into())
+        );
+        assert!(parse_spec("ptnetx").is_err());
+        assert!(parse_spec("eth0").is_err());
+        assert!(parse_spec("ptnet:00:04").is_err());
+    }
+
+    #[test]
+    fn locked_page_has_a_physical_address() {
+        // Needs root (pagemap hides PFNs otherwise) and mlock permission: skip quietly without.
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return;
+        }
+        if let Ok((m, pa)) = alloc_locked_page() {
+            assert_eq!(pa % PAGE_SIZE as u64, 0);
+            assert!(m.mem().load_u32(0, std::sync::atomic::Ordering::Relaxed) == 0);
+        }
+    }
+
+    #[test]
+    fn no_device_is_an_error() {
+        // On a host without ptnet devices this must fail cleanly, never touch other devices.
+        if let Err(e) = open("ptnet:0000:ff:1f.7") {
+            assert!(matches!(e, Error::NoDevice(_)), "{e}");
+        }
+    }
+}
