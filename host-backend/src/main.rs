@@ -1,1 +1,5 @@
-fn main() {}
+//! `ptnet-backend`: see `ptnet-backend --help`.
+
+fn main() -> std::process::ExitCode {
+    ptnet_backend::cli::run()
+}

@@ -1,0 +1,155 @@
+//! The command line of `ptnet-backend`.
+
+use crate::netmap::build_ports;
+use crate::portspec::PortSpec;
+use crate::server::PortServer;
+use crate::syncloop::LoopOptions;
+use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+const AFTER_HELP: &str = "\
+PORT syntax (netmap's nmport syntax):
+  netmap:NAME{N      end 0 of netmap pipe N of NAME (zero copy, lossless)
+  netmap:NAME}N      end 1 of the same pipe
+  valeX:Y            port Y of VALE learning switch X (one copy, drops when full)
+  null:NAME          discards everything it is sent, receives nothing
+  PORT@conf:OPTS     OPTS: rings=N, tx-rings=N, rx-rings=N, slots=N, tx-slots=N, rx-slots=N
+                     (defaults: 1 TX and 1 RX ring of 1024 slots; at most 32 rings in all)
+
+Each PORT is served on DIR/<PORT without @conf>.sock (--socket-dir), or on --socket PATH when
+a single PORT is given. Without /dev/netmap, the daemon's built-in userspace netmap runs the ports.
+
+Examples:
+  ptnet-backend --socket-dir /tmp/p 'netmap:p{1' 'netmap:p}1'
+  ptnet-backend --socket-dir /run/ptnet vale0:1 vale0:2@conf:rings=2,slots=2048
+  ptnet-backend --socket /tmp/sink.sock null:sink
+
+Then point a frontend at a socket, e.g.
+  qemu-system-x86_64 ... -chardev socket,id=p0,path=/tmp/p/vale0:1.sock,reconnect-ms=1000 \\
+      -device ptnet-pci,chardev=p0
+  ptnet-pkt-gen -i vhost-user:/tmp/p/vale0:1.sock -f tx";
+
+/// Serve netmap ports to ptnet frontends (QEMU's ptnet-pci, or ptnet-driver) over vhost-user.
+#[derive(Parser, Debug)]
+#[command(name = "ptnet-backend", version, about, after_help = AFTER_HELP)]
+pub struct Args {
+    /// Directory for the per-port sockets (created if missing).
+    #[arg(long, value_name = "DIR", conflicts_with = "socket")]
+    pub socket_dir: Option<PathBuf>,
+    /// Socket path, when serving a single port.
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Ring threads never sleep: lowest latency, one busy core per active ring.
+    #[arg(long)]
+    pub busy_poll: bool,
+    /// How long a ring thread keeps polling after its last progress before it sleeps.
+    #[arg(long, value_name = "MICROSECONDS", default_value_t = 50)]
+    pub spin_us: u64,
+    /// Ports to serve.
+    #[arg(value_name = "PORT", required = true)]
+    pub ports: Vec<String>,
+}
+
+/// Runs the daemon; returns when SIGINT or SIGTERM arrives.
+pub fn run() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PTNET_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let fail = |msg: String| {
+        eprintln!("ptnet-backend: {msg}");
+        ExitCode::from(2)
+    };
+    let specs = match args
+        .ports
+        .iter()
+        .map(|p| PortSpec::parse(p))
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(s) => s,
+        Err(e) => return fail(e.to_string()),
+    };
+    let paths: Vec<PathBuf> = match (&args.socket, &args.socket_dir) {
+        (Some(p), _) if specs.len() == 1 => vec![p.clone()],
+        (Some(_), _) => {
+            return fail("--socket takes a single PORT; use --socket-dir for several".into())
+        }
+        (None, dir) => {
+            let dir = dir.clone().unwrap_or_else(|| PathBuf::from("."));
+            if let Err(e) = std::fs::create_dir_all(&dir) {
+                return fail(format!(
+                    "cannot create socket directory {}: {e}",
+                    dir.display()
+                ));
+            }
+            specs
+                .iter()
+                .map(|s| dir.join(format!("{}.sock", s.name)))
+                .collect()
+        }
+    };
+    if std::path::Path::new("/dev/netmap").exists() {
+        tracing::info!("/dev/netmap exists; this build serves its own userspace netmap ports");
+    }
+    let ports = match build_ports(&specs) {
+        Ok(p) => p,
+        Err(e) => return fail(e.to_string()),
+    };
+    // Signals go to the main thread only: block them before any thread starts.
+    crate::sys::block_termination_signals();
+    let opts = LoopOptions {
+        busy_poll: args.busy_poll,
+        spin: Duration::from_micros(args.spin_us),
+    };
+    let mut servers = Vec::new();
+    for (port, path) in ports.iter().zip(&paths) {
+        match PortServer::start(port.clone(), path, opts) {
+            Ok(s) => {
+                let g = port.memory().geometry(port.if_index(), 0, port.mac());
+                tracing::info!(
+                    port = port.name(),
+                    socket = %path.display(),
+                    tx_rings = g.num_tx_rings,
+                    rx_rings = g.num_rx_rings,
+                    slots = g.num_tx_slots,
+                    mem_id = g.mem_id,
+                    mem_size = g.mem_size,
+                    "serving"
+                );
+                servers.push(s);
+            }
+            Err(e) => {
+                for s in servers {
+                    s.stop();
+                }
+                return fail(e.to_string());
+            }
+        }
+    }
+    let sig = crate::sys::wait_for_termination();
+    tracing::info!("signal {sig}: shutting down");
+    for s in servers {
+        s.stop();
+    }
+    for p in &ports {
+        tracing::info!(port = p.name(), "{}", p.stats_line());
+    }
+    ExitCode::SUCCESS
+}

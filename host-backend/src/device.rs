@@ -1,0 +1,473 @@
+//! The vhost-user device: one per port, speaking the contract of `ptnet_protocol::device` with
+//! whichever frontend is connected (QEMU with our patch, or the driver's vhost-user transport).
+//!
+//! Everything the frontend sends is checked here: config offsets and sizes, ring indexes, memory
+//! regions, and the CSB addresses, which must lie inside the guest memory the frontend shared.
+
+use crate::port::Port;
+use crate::syncloop::{csb_entries, LoopOptions, RingIo, RingRunner};
+use crate::sys::{set_nonblocking, MappedFile};
+use ptnet_protocol::csb;
+use ptnet_protocol::device::{
+    is_writable_register, PtnetConfig, CONFIG_SIZE, NETMAP_SHMEM_ID, PROTOCOL_FEATURES,
+    VHOST_USER_F_PROTOCOL_FEATURES,
+};
+use ptnet_protocol::regs::{ptnet, EINVAL, ENXIO, PTCTL_CREATE, PTCTL_DELETE};
+use ptnet_protocol::shmem::SharedMem;
+use std::fs::File;
+use std::sync::Arc;
+use vhost::vhost_user::message::{
+    VhostTransferStateDirection, VhostTransferStatePhase, VhostUserConfigFlags, VhostUserInflight,
+    VhostUserLog, VhostUserMMap, VhostUserMMapFlags, VhostUserMemoryRegion,
+    VhostUserProtocolFeatures, VhostUserShMemConfig, VhostUserSharedMsg,
+    VhostUserSingleMemoryRegion, VhostUserVringAddrFlags, VhostUserVringState,
+};
+use vhost::vhost_user::{
+    Backend, Error as VuError, GpuBackend, Result as VuResult, VhostUserBackendReqHandlerMut,
+};
+use vhost::VhostUserMemoryRegionBase;
+
+/// The frontend's guest memory, as SET_MEM_TABLE described it.
+#[derive(Default)]
+pub struct GuestMemory {
+    regions: Vec<(u64, MappedFile)>,
+}
+
+impl GuestMemory {
+    /// The window `[gpa, gpa + len)`, if it lies inside one region.
+    pub fn translate(&self, gpa: u64, len: usize) -> Option<SharedMem> {
+        self.regions.iter().find_map(|(base, map)| {
+            let off = gpa.checked_sub(*base)?;
+            let off = usize::try_from(off).ok()?;
+            map.mem().sub(off, len)
+        })
+    }
+}
+
+/// Most memory regions accepted in one SET_MEM_TABLE.
+const MAX_REGIONS: usize = 32;
+
+/// The state of one port's vhost-user device across messages of one connection.
+pub struct PtnetDevice {
+    port: Arc<Port>,
+    opts: LoopOptions,
+    config: PtnetConfig,
+    offered_ptfeat: u32,
+    protocol_features: u64,
+    memory: Option<Arc<GuestMemory>>,
+    kicks: Vec<Option<File>>,
+    calls: Vec<Option<File>>,
+    backend: Option<Backend>,
+    shmem_map_pending: bool,
+    runner: Option<RingRunner>,
+}
+
+fn invalid<T>(what: &str, port: &str) -> VuResult<T> {
+    tracing::warn!(port, "frontend sent {what}");
+    Err(VuError::InvalidParam)
+}
+
+impl PtnetDevice {
+    /// A device for `port`, in its state before any frontend talked to it.
+    pub fn new(port: Arc<Port>, opts: LoopOptions) -> Self {
+        let n = port.num_rings() as usize;
+        let geo = port.memory().geometry(port.if_index(), 0, port.mac());
+        Self {
+            offered_ptfeat: geo.features,
+            config: PtnetConfig::new(&geo),
+            port,
+            opts,
+            protocol_features: 0,
+            memory: None,
+            kicks: (0..n).map(|_| None).collect(),
+            calls: (0..n).map(|_| None).collect(),
+            backend: None,
+            shmem_map_pending: false,
+            runner: None,
+        }
+    }
+
+    /// The port this device serves.
+    pub fn port(&self) -> &Arc<Port> {
+        &self.port
+    }
+
+    /// The current config space (for tests and logs).
+    pub fn config(&self) -> &PtnetConfig {
+        &self.config
+    }
+
+    /// Is the sync loop running?
+    pub fn running(&self) -> bool {
+        self.runner.is_some()
+    }
+
+    /// Sends the SHMEM_MAP owed since SET_BACKEND_REQ_FD. Called by the connection loop after
+    /// the request that set up the channel has been acknowledged, so a frontend that waits for
+    /// that acknowledgement before reading its backend channel does not deadlock.
+    pub fn flush_backend_requests(&mut self) {
+        if !std::mem::take(&mut self.shmem_map_pending) {
+            return;
+        }
+        let Some(b) = &self.backend else { return };
+        let mem = self.port.memory();
+        let req = VhostUserMMap {
+            shmid: NETMAP_SHMEM_ID,
+            padding: [0; 7],
+            fd_offset: 0,
+            shm_offset: 0,
+            len: mem.size() as u64,
+            flags: VhostUserMMapFlags::WRITABLE.bits(),
+        };
+        match b.shmem_map(&req, mem.file()) {
+            Ok(_) => tracing::debug!(port = self.port.name(), size = mem.size(), "sent SHMEM_MAP"),
+            Err(e) => tracing::warn!(port = self.port.name(), "SHMEM_MAP failed: {e}"),
+        }
+    }
+
+    /// Stops the rings (PTCTL DELETE; also on disconnect and CSB changes).
+    pub fn stop(&mut self) {
+        if let Some(r) = self.runner.take() {
+            self.port.put_workers(r.stop());
+            tracing::info!(
+                port = self.port.name(),
+                "rings stopped ({})",
+                self.port.stats_line()
+            );
+        }
+    }
+
+    /// The frontend went away: stop, and forget everything it gave us.
+    pub fn disconnect(&mut self) {
+        self.stop();
+        let fresh = Self::new(self.port.clone(), self.opts);
+        *self = fresh;
+    }
+
+    fn create(&mut self) -> u32 {
+        if self.runner.is_some() {
+            return 0;
+        }
+        let name = self.port.name().to_string();
+        let n = self.port.num_rings();
+        let (gh, hg) = self.config.csb_addresses();
+        let size = csb::array_size(n);
+        let Some(mem) = self.memory.clone() else {
+            tracing::warn!(port = name, "CREATE before SET_MEM_TABLE");
+            return ENXIO;
+        };
+        let (Some(atok), Some(ktoa)) = (
+            (gh != 0).then(|| mem.translate(gh, size)).flatten(),
+            (hg != 0).then(|| mem.translate(hg, size)).flatten(),
+        ) else {
+            tracing::warn!(
+                port = name,
+                "CREATE with CSB arrays {gh:#x}/{hg:#x} not inside guest memory"
+            );
+            return ENXIO;
+        };
+        let mut io = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let (a, k) = csb_entries(&atok, &ktoa, i).expect("array sized for every ring");
+            let Some(kick) = self.kicks[i as usize]
+                .as_ref()
+                .and_then(|f| f.try_clone().ok())
+            else {
+                tracing::warn!(
+                    port = name,
+                    ring = i,
+                    "CREATE without a kick eventfd for the ring"
+                );
+                return ENXIO;
+            };
+            let call = self.calls[i as usize]
+                .as_ref()
+                .and_then(|f| f.try_clone().ok());
+            io.push(RingIo {
+                atok: a,
+                ktoa: k,
+                kick,
+                call,
+            });
+        }
+        let Some(mut workers) = self.port.take_workers() else {
+            tracing::warn!(port = name, "rings already running for another connection");
+            return ENXIO;
+        };
+        for (w, io) in workers.iter_mut().zip(&io) {
+            w.kring.start(&io.atok, &io.ktoa);
+        }
+        let keep: crate::syncloop::Keepalive = mem;
+        match RingRunner::start(&name, workers, io, keep, self.opts) {
+            Ok(r) => {
+                self.runner = Some(r);
+                tracing::info!(port = name, rings = n, "rings started");
+                0
+            }
+            Err(e) => {
+                tracing::error!(port = name, "starting ring threads: {e}");
+                libc::EAGAIN as u32
+            }
+        }
+    }
+
+    fn restart_if_running(&mut self) {
+        if self.runner.is_some() {
+            self.stop();
+            let r = self.create();
+            self.config.set(ptnet::PTCTL, r);
+        }
+    }
+
+    fn ring_index(&self, index: u32) -> VuResult<usize> {
+        if index < self.port.num_rings() {
+            Ok(index as usize)
+        } else {
+            invalid(
+                &format!("ring index {index} (port has {})", self.port.num_rings()),
+                self.port.name(),
+            )
+        }
+    }
+
+    /// Handles a register write (SET_CONFIG of 4 bytes).
+    pub fn write_register(&mut self, off: u32, val: u32) -> VuResult<()> {
+        match off {
+            ptnet::PTFEAT => self.config.set(off, self.offered_ptfeat & val),
+            ptnet::PTCTL => {
+                let r = match val {
+                    PTCTL_CREATE => self.create(),
+                    PTCTL_DELETE => {
+                        self.stop();
+                        0
+                    }
+                    _ => EINVAL,
+                };
+                self.config.set(ptnet::PTCTL, r);
+            }
+            ptnet::VNET_HDR_LEN => {
+                // No port here carries a virtio-net header: only 0 is accepted.
+                if val == 0 {
+                    self.config.set(off, 0);
+                }
+            }
+            ptnet::CSB_GH_BAH | ptnet::CSB_HG_BAH => self.config.set(off, val),
+            ptnet::CSB_GH_BAL | ptnet::CSB_HG_BAL => {
+                // Remapping a CSB array implies DELETE.
+                self.stop();
+                self.config.set(off, val);
+            }
+            _ => {
+                return invalid(
+                    &format!("a write to read-only register {off}"),
+                    self.port.name(),
+                )
+            }
+        }
+        Ok(())
+    }
+}
+
+impl VhostUserBackendReqHandlerMut for PtnetDevice {
+    fn set_owner(&mut self) -> VuResult<()> {
+        Ok(())
+    }
+    fn reset_owner(&mut self) -> VuResult<()> {
+        self.stop();
+        Ok(())
+    }
+    fn reset_device(&mut self) -> VuResult<()> {
+        self.stop();
+        Ok(())
+    }
+    fn get_features(&mut self) -> VuResult<u64> {
+        Ok(VHOST_USER_F_PROTOCOL_FEATURES)
+    }
+    fn set_features(&mut self, features: u64) -> VuResult<()> {
+        if features & !VHOST_USER_F_PROTOCOL_FEATURES != 0 {
+            return invalid(
+                &format!("features {features:#x} beyond those offered"),
+                self.port.name(),
+            );
+        }
+        Ok(())
+    }
+    fn set_mem_table(
+        &mut self,
+        ctx: &[VhostUserMemoryRegion],
+        files: Vec<File>,
+        _postcopy_listening: Option<bool>,
+    ) -> VuResult<Option<Vec<VhostUserMemoryRegionBase>>> {
+        if ctx.len() != files.len() || ctx.is_empty() || ctx.len() > MAX_REGIONS {
+            return invalid("a malformed memory table", self.port.name());
+        }
+        let mut mem = GuestMemory::default();
+        for (r, f) in ctx.iter().zip(files) {
+            let size = usize::try_from(r.memory_size).map_err(|_| VuError::InvalidParam)?;
+            if r.guest_phys_addr.checked_add(r.memory_size).is_none() {
+                return invalid("a memory region that wraps around", self.port.name());
+            }
+            let map = MappedFile::map(f, r.mmap_offset, size).map_err(|e| {
+                tracing::warn!(port = self.port.name(), "mapping guest memory: {e}");
+                VuError::InvalidParam
+            })?;
+            mem.regions.push((r.guest_phys_addr, map));
+        }
+        // The rings keep the old table alive until they stop; new CSB lookups use the new one.
+        self.memory = Some(Arc::new(mem));
+        self.restart_if_running();
+        Ok(None)
+    }
+    fn set_vring_num(&mut self, index: u32, _num: u32) -> VuResult<()> {
+        self.ring_index(index).map(|_| ())
+    }
+    fn set_vring_addr(
+        &mut self,
+        index: u32,
+        _flags: VhostUserVringAddrFlags,
+        _descriptor: u64,
+        _used: u64,
+        _available: u64,
+        _log: u64,
+    ) -> VuResult<()> {
+        self.ring_index(index).map(|_| ())
+    }
+    fn set_vring_base(&mut self, index: u32, _base: u32) -> VuResult<()> {
+        self.ring_index(index).map(|_| ())
+    }
+    fn get_vring_base(&mut self, index: u32) -> VuResult<VhostUserVringState> {
+        let i = self.ring_index(index)?;
+        Ok(VhostUserVringState::new(i as u32, 0))
+    }
+    fn set_vring_kick(&mut self, index: u8, fd: Option<File>) -> VuResult<()> {
+        let i = self.ring_index(u32::from(index))?;
+        if let Some(f) = &fd {
+            set_nonblocking(f).map_err(|_| VuError::InvalidParam)?;
+        }
+        self.kicks[i] = fd;
+        self.restart_if_running();
+        Ok(())
+    }
+    fn set_vring_call(&mut self, index: u8, fd: Option<File>) -> VuResult<()> {
+        let i = self.ring_index(u32::from(index))?;
+        self.calls[i] = fd;
+        self.restart_if_running();
+        Ok(())
+    }
+    fn set_vring_err(&mut self, index: u8, _fd: Option<File>) -> VuResult<()> {
+        self.ring_index(u32::from(index)).map(|_| ())
+    }
+    fn get_protocol_features(&mut self) -> VuResult<VhostUserProtocolFeatures> {
+        Ok(VhostUserProtocolFeatures::from_bits_truncate(
+            PROTOCOL_FEATURES,
+        ))
+    }
+    fn set_protocol_features(&mut self, features: u64) -> VuResult<()> {
+        if features & !PROTOCOL_FEATURES != 0 {
+            return invalid(
+                &format!("protocol features {features:#x} beyond those offered"),
+                self.port.name(),
+            );
+        }
+        self.protocol_features = features;
+        Ok(())
+    }
+    fn get_queue_num(&mut self) -> VuResult<u64> {
+        Ok(u64::from(self.port.num_rings()))
+    }
+    fn set_vring_enable(&mut self, index: u32, _enable: bool) -> VuResult<()> {
+        self.ring_index(index).map(|_| ())
+    }
+    fn get_config(
+        &mut self,
+        offset: u32,
+        size: u32,
+        _flags: VhostUserConfigFlags,
+    ) -> VuResult<Vec<u8>> {
+        let (o, s) = (offset as usize, size as usize);
+        if o.checked_add(s).is_none_or(|end| end > CONFIG_SIZE) {
+            return invalid(
+                &format!("GET_CONFIG of {size} bytes at {offset}"),
+                self.port.name(),
+            );
+        }
+        Ok(self.config.as_bytes()[o..o + s].to_vec())
+    }
+    fn set_config(
+        &mut self,
+        offset: u32,
+        buf: &[u8],
+        _flags: VhostUserConfigFlags,
+    ) -> VuResult<()> {
+        let Ok(bytes) = <[u8; 4]>::try_from(buf) else {
+            return invalid(
+                &format!("SET_CONFIG of {} bytes (registers are 4)", buf.len()),
+                self.port.name(),
+            );
+        };
+        if !is_writable_register(offset) {
+            return invalid(
+                &format!("SET_CONFIG at offset {offset}, not a writable register"),
+                self.port.name(),
+            );
+        }
+        self.write_register(offset, u32::from_le_bytes(bytes))
+    }
+    fn set_backend_req_fd(&mut self, backend: Backend) {
+        let shmem = self.protocol_features & ptnet_protocol::device::protocol_features::SHMEM != 0;
+        backend.set_shmem_flag(shmem);
+        // No reply requested: the frontend may be busy waiting for our acknowledgement.
+        backend.set_reply_ack_flag(false);
+        self.backend = Some(backend);
+        self.shmem_map_pending = shmem;
+    }
+    fn set_gpu_socket(&mut self, _gpu_backend: GpuBackend) -> VuResult<()> {
+        Err(VuError::InvalidOperation("not a GPU device"))
+    }
+    fn get_shared_object(&mut self, _uuid: VhostUserSharedMsg) -> VuResult<File> {
+        Err(VuError::InvalidOperation("no shared objects"))
+    }
+    fn get_inflight_fd(
+        &mut self,
+        _inflight: &VhostUserInflight,
+    ) -> VuResult<(VhostUserInflight, File)> {
+        Err(VuError::InvalidOperation("no inflight tracking"))
+    }
+    fn set_inflight_fd(&mut self, _inflight: &VhostUserInflight, _file: File) -> VuResult<()> {
+        Err(VuError::InvalidOperation("no inflight tracking"))
+    }
+    fn get_max_mem_slots(&mut self) -> VuResult<u64> {
+        Ok(MAX_REGIONS as u64)
+    }
+    fn add_mem_region(
+        &mut self,
+        _region: &VhostUserSingleMemoryRegion,
+        _fd: File,
+        _postcopy_listening: Option<bool>,
+    ) -> VuResult<Option<VhostUserMemoryRegionBase>> {
+        Err(VuError::InvalidOperation("memory slots not offered"))
+    }
+    fn remove_mem_region(&mut self, _region: &VhostUserSingleMemoryRegion) -> VuResult<()> {
+        Err(VuError::InvalidOperation("memory slots not offered"))
+    }
+    fn set_device_state_fd(
+        &mut self,
+        _direction: VhostTransferStateDirection,
+        _phase: VhostTransferStatePhase,
+        _fd: File,
+    ) -> VuResult<Option<File>> {
+        Err(VuError::InvalidOperation("no migration"))
+    }
+    fn check_device_state(&mut self) -> VuResult<()> {
+        Err(VuError::InvalidOperation("no migration"))
+    }
+    fn get_shmem_config(&mut self) -> VuResult<VhostUserShMemConfig> {
+        Ok(VhostUserShMemConfig::new(
+            1,
+            &[self.port.memory().size() as u64],
+        ))
+    }
+    fn set_log_base(&mut self, _log: &VhostUserLog, _file: File) -> VuResult<()> {
+        Err(VuError::InvalidOperation("no dirty logging"))
+    }
+}

@@ -1,0 +1,303 @@
+//! The userspace netmap memory allocator: one memfd per memory, laid out as netmap lays out its
+//! own: the interface pool at offset 0, the ring pool after it, the buffer pool after that
+//! (page-aligned), buffers 0 and 1 reserved. Offsets inside are relative to each object, so the
+//! same bytes make sense to the daemon, to QEMU and to the guest, wherever each maps them.
+
+use crate::sys::MappedFile;
+use ptnet_protocol::device::PortGeometry;
+use ptnet_protocol::netmap::{
+    nif, ring, BufPool, IfView, RingView, DEFAULT_BUF_SIZE, RESERVED_BUFS,
+};
+use std::io;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Largest netmap memory we build: it must fit a 32-bit BAR with room to spare.
+pub const MAX_MEM_SIZE: usize = 1 << 30;
+
+const PAGE: usize = 4096;
+
+fn round_up(x: usize, to: usize) -> usize {
+    x.div_ceil(to) * to
+}
+
+/// Allocator ids: netmap's global allocator is 1; every private memory gets its own.
+static NEXT_MEM_ID: AtomicU32 = AtomicU32::new(2);
+
+/// One interface (netmap_if) to lay out in a memory.
+#[derive(Clone, Debug)]
+pub struct IfSpec {
+    /// Name written into `ni_name`.
+    pub name: String,
+    /// TX rings.
+    pub tx_rings: u32,
+    /// RX rings.
+    pub rx_rings: u32,
+    /// Slots per TX ring.
+    pub tx_slots: u32,
+    /// Slots per RX ring.
+    pub rx_slots: u32,
+}
+
+/// Where one interface's objects are.
+#[derive(Clone, Debug)]
+pub struct IfLayout {
+    /// Offset of the netmap_if.
+    pub nifp_offset: usize,
+    /// Spec it was built from.
+    pub spec: IfSpec,
+    /// Offset of each ring, TX rings first.
+    pub ring_offsets: Vec<usize>,
+}
+
+/// A netmap memory region with its layout.
+#[derive(Debug)]
+pub struct NetmapMemory {
+    id: u32,
+    map: MappedFile,
+    ifs: Vec<IfLayout>,
+    if_pool: (u32, u32, u32),
+    ring_pool: (u32, u32, u32),
+    buf_pool: (u32, u32, u32),
+    bufs: BufPool,
+}
+
+impl NetmapMemory {
+    /// Builds a memory holding `ifs`, every ring filled with its own buffers.
+    pub fn new(label: &str, ifs: &[IfSpec]) -> io::Result<Self> {
+        let invalid = |m: String| io::Error::new(io::ErrorKind::InvalidInput, m);
+        let max_rings = ifs
+            .iter()
+            .map(|i| i.tx_rings + i.rx_rings)
+            .max()
+            .unwrap_or(0);
+        let max_slots = ifs
+            .iter()
+            .map(|i| i.tx_slots.max(i.rx_slots))
+            .max()
+            .unwrap_or(0);
+        let if_objsz = round_up(nif::size(max_rings), 64);
+        let ring_objsz = round_up(ring::size(max_slots), 64);
+        let nrings: usize = ifs.iter().map(|i| (i.tx_rings + i.rx_rings) as usize).sum();
+        let nslots: usize = ifs
+            .iter()
+            .map(|i| (i.tx_rings * i.tx_slots + i.rx_rings * i.rx_slots) as usize)
+            .sum();
+        let if_pool_size = if_objsz * ifs.len();
+        let ring_pool_ofs = if_pool_size;
+        let buf_pool_ofs = round_up(ring_pool_ofs + ring_objsz * nrings, PAGE);
+        let nbufs = RESERVED_BUFS as usize + nslots;
+        let buf_size = DEFAULT_BUF_SIZE as usize;
+        let size = round_up(buf_pool_ofs + nbufs * buf_size, PAGE);
+        if size > MAX_MEM_SIZE {
+            return Err(invalid(format!(
+                "{label}: netmap memory of {size} bytes is over the {MAX_MEM_SIZE}-byte limit; use fewer rings or slots"
+            )));
+        }
+        let map = MappedFile::memfd(&format!("netmap:{label}"), size)?;
+        let mem = map.mem();
+        let bufs = BufPool::new(
+            mem.sub(buf_pool_ofs, nbufs * buf_size)
+                .expect("pool inside memory"),
+            nbufs as u32,
+            buf_size as u32,
+        )
+        .expect("pool geometry");
+        let mut layouts = Vec::with_capacity(ifs.len());
+        let mut next_ring = 0usize;
+        let mut next_buf = RESERVED_BUFS;
+        for (k, spec) in ifs.iter().enumerate() {
+            let nifp_offset = k * if_objsz;
+            let mut ring_offsets = Vec::new();
+            let rings = (0..spec.tx_rings)
+                .map(|r| (r, ring::DIR_TX, spec.tx_slots))
+                .chain((0..spec.rx_rings).map(|r| (r, ring::DIR_RX, spec.rx_slots)));
+            for (r, dir, slots) in rings {
+                let off = ring_pool_ofs + next_ring * ring_objsz;
+                next_ring += 1;
+                let view =
+                    RingView::new(mem.sub(off, ring::size(slots)).expect("ring inside"), slots)
+                        .expect("ring geometry");
+                // TX rings start with every slot but one free for the application; RX rings empty.
+                let tail = if dir == ring::DIR_TX { slots - 1 } else { 0 };
+                view.init_header(
+                    (buf_pool_ofs - off) as i64,
+                    buf_size as u32,
+                    r as u16,
+                    dir,
+                    tail,
+                );
+                for s in 0..slots {
+                    view.set_buf_idx(s, next_buf);
+                    view.set_len(s, 0);
+                    view.set_flags(s, 0);
+                    next_buf += 1;
+                }
+                ring_offsets.push(off);
+            }
+            let ofs: Vec<i64> = ring_offsets
+                .iter()
+                .map(|&o| o as i64 - nifp_offset as i64)
+                .collect();
+            let ifv =
+                IfView::new(mem.sub(nifp_offset, if_objsz).expect("if inside")).expect("if fits");
+            ifv.init(
+                &spec.name,
+                nif::FLAG_PRIVATE_MEM,
+                spec.tx_rings,
+                spec.rx_rings,
+                &ofs,
+            );
+            layouts.push(IfLayout {
+                nifp_offset,
+                spec: spec.clone(),
+                ring_offsets,
+            });
+        }
+        Ok(Self {
+            id: NEXT_MEM_ID.fetch_add(1, Ordering::Relaxed),
+            map,
+            ifs: layouts,
+            if_pool: (0, ifs.len() as u32, if_objsz as u32),
+            ring_pool: (ring_pool_ofs as u32, nrings as u32, ring_objsz as u32),
+            buf_pool: (buf_pool_ofs as u32, nbufs as u32, buf_size as u32),
+            bufs,
+        })
+    }
+
+    /// Allocator id (HOSTMEMID / MEMID).
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// Size in bytes.
+    pub fn size(&self) -> usize {
+        self.map.mem().len()
+    }
+
+    /// The memfd, for SHMEM_MAP.
+    pub fn file(&self) -> &std::fs::File {
+        self.map.file()
+    }
+
+    /// The buffer pool.
+    pub fn bufs(&self) -> BufPool {
+        self.bufs
+    }
+
+    /// Layout of interface `k`.
+    pub fn interface(&self, k: usize) -> &IfLayout {
+        &self.ifs[k]
+    }
+
+    /// Ring `r` (TX first) of interface `k`.
+    pub fn ring(&self, k: usize, r: u32) -> RingView {
+        let l = &self.ifs[k];
+        let slots = if r < l.spec.tx_rings {
+            l.spec.tx_slots
+        } else {
+            l.spec.rx_slots
+        };
+        let off = l.ring_offsets[r as usize];
+        RingView::new(
+            self.map
+                .mem()
+                .sub(off, ring::size(slots))
+                .expect("ring inside"),
+            slots,
+        )
+        .expect("ring geometry")
+    }
+
+    /// What the config space tells a frontend about interface `k`.
+    pub fn geometry(&self, k: usize, features: u32, mac: [u8; 6]) -> PortGeometry {
+        let l = &self.ifs[k];
+        PortGeometry {
+            features,
+            mac,
+            nifp_offset: l.nifp_offset as u32,
+            num_tx_rings: l.spec.tx_rings,
+            num_rx_rings: l.spec.rx_rings,
+            num_tx_slots: l.spec.tx_slots,
+            num_rx_slots: l.spec.rx_slots,
+            mem_id: self.id,
+            mem_size: self.size() as u64,
+            if_pool: self.if_pool,
+            ring_pool: self.ring_pool,
+            buf_pool: self.buf_pool,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    fn spec(name: &str, t: u32, r: u32, slots: u32) -> IfSpec {
+        IfSpec {
+            name: name.into(),
+            tx_rings: t,
+            rx_rings: r,
+            tx_slots: slots,
+            rx_slots: slots,
+        }
+    }
+
+    #[test]
+    fn layout_matches_netmap() {
+        let m = NetmapMemory::new("t", &[spec("a", 2, 1, 64), spec("b", 1, 1, 32)]).unwrap();
+        let g = m.geometry(1, 0, [0; 6]);
+        assert_eq!(g.if_pool.0, 0, "interface pool first");
+        assert!(
+            g.ring_pool.0 >= g.if_pool.1 * g.if_pool.2,
+            "ring pool after interfaces"
+        );
+        assert!(g.buf_pool.0 >= g.ring_pool.0 + g.ring_pool.1 * g.ring_pool.2);
+        assert_eq!(g.buf_pool.0 % 4096, 0);
+        assert_eq!(g.buf_pool.1, 2 + 3 * 64 + 2 * 32);
+        assert_eq!(g.buf_pool.2, 2048);
+        assert_eq!(g.mem_size as usize, m.size());
+        assert!(g.buf_pool.0 as u64 + g.buf_pool.1 as u64 * 2048 <= g.mem_size);
+        assert_eq!(g.nifp_offset, m.interface(1).nifp_offset as u32);
+        assert_eq!((g.num_tx_rings, g.num_rx_rings, g.num_tx_slots), (1, 1, 32));
+    }
+
+    #[test]
+    fn rings_are_reachable_from_the_netmap_if_and_own_distinct_buffers() {
+        let m = NetmapMemory::new("t", &[spec("a", 2, 2, 16)]).unwrap();
+        let mem = m.map.mem();
+        let ifv = IfView::new(mem.sub(0, 1024).unwrap()).unwrap();
+        assert_eq!(ifv.name(), "a");
+        assert_eq!(
+            (ifv.tx_rings(), ifv.rx_rings(), ifv.flags()),
+            (2, 2, nif::FLAG_PRIVATE_MEM)
+        );
+        let mut seen = HashSet::new();
+        for r in 0..4u32 {
+            let off = ifv.ring_ofs(r).unwrap() as usize;
+            let ring = RingView::new(mem.sub(off, ring::size(16)).unwrap(), 16).unwrap();
+            assert_eq!(ring.num_slots_field(), 16);
+            assert_eq!(ring.dir(), if r < 2 { ring::DIR_TX } else { ring::DIR_RX });
+            assert_eq!(ring.tail(), if r < 2 { 15 } else { 0 });
+            // buf_ofs leads from the ring to the buffer pool.
+            assert_eq!(
+                off as i64 + ring.buf_ofs(),
+                m.geometry(0, 0, [0; 6]).buf_pool.0 as i64
+            );
+            for s in 0..16 {
+                let b = ring.buf_idx(s);
+                assert!(m.bufs().valid(b));
+                assert!(seen.insert(b), "buffer {b} in two slots");
+            }
+        }
+    }
+
+    #[test]
+    fn ids_are_distinct_and_size_is_bounded() {
+        let a = NetmapMemory::new("a", &[spec("a", 1, 1, 8)]).unwrap();
+        let b = NetmapMemory::new("b", &[spec("b", 1, 1, 8)]).unwrap();
+        assert_ne!(a.id(), b.id());
+        let err = NetmapMemory::new("big", &[spec("x", 16, 16, 8192)]).unwrap_err();
+        assert!(err.to_string().contains("limit"), "{err}");
+    }
+}

@@ -1,0 +1,280 @@
+//! The built-in userspace netmap, used when `/dev/netmap` is absent: the memory allocator and the
+//! port kinds it offers (pipes, VALE switches, null ports).
+
+pub mod mem;
+pub mod null;
+pub mod pipe;
+pub mod rxring;
+pub mod vale;
+
+use crate::port::{Port, RingStats, RingSync, RingWorker};
+use crate::portspec::{PortKind, PortSpec, RingConf};
+use mem::{IfSpec, NetmapMemory};
+use ptnet_protocol::sync::HostKring;
+use rxring::{RxRing, RxRingSync};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use vmm_sys_util::eventfd::EventFd;
+
+/// Why the ports could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The same port was given twice.
+    #[error("port '{0}' given twice")]
+    Duplicate(String),
+    /// The two ends of a pipe disagree on their geometry.
+    #[error("the two ends of pipe '{0}' ask for different rings or slots")]
+    PipeMismatch(String),
+    /// Memory could not be created.
+    #[error("creating the netmap memory of '{0}': {1}")]
+    Memory(String, #[source] std::io::Error),
+}
+
+fn notifier() -> Result<Arc<EventFd>, std::io::Error> {
+    Ok(Arc::new(EventFd::new(
+        libc::EFD_NONBLOCK | libc::EFD_CLOEXEC,
+    )?))
+}
+
+fn if_spec(name: &str, c: &RingConf) -> IfSpec {
+    IfSpec {
+        name: name.to_string(),
+        tx_rings: c.tx_rings,
+        rx_rings: c.rx_rings,
+        tx_slots: c.tx_slots,
+        rx_slots: c.rx_slots,
+    }
+}
+
+/// Ring notifiers and counters of one interface, made before the syncs that need them.
+struct RingParts {
+    notify: Vec<Arc<EventFd>>,
+    stats: Vec<Arc<RingStats>>,
+}
+
+impl RingParts {
+    fn new(n: u32) -> std::io::Result<Self> {
+        Ok(Self {
+            notify: (0..n).map(|_| notifier()).collect::<Result<_, _>>()?,
+            stats: (0..n).map(|_| Arc::new(RingStats::default())).collect(),
+        })
+    }
+}
+
+fn workers(spec: &IfSpec, parts: RingParts, syncs: Vec<Box<dyn RingSync>>) -> Vec<RingWorker> {
+    let mut notify = parts.notify.into_iter();
+    let mut stats = parts.stats.into_iter();
+    syncs
+        .into_iter()
+        .enumerate()
+        .map(|(i, sync)| {
+            let is_tx = (i as u32) < spec.tx_rings;
+            let kring = if is_tx {
+                HostKring::new_tx(spec.tx_slots)
+            } else {
+                HostKring::new_rx(spec.rx_slots)
+            };
+            RingWorker {
+                index: i as u32,
+                is_tx,
+                kring,
+                sync,
+                notify: notify.next().expect("one per ring"),
+                stats: stats.next().expect("one per ring"),
+            }
+        })
+        .collect()
+}
+
+/// Builds every port named on the command line, in the order given.
+pub fn build_ports(specs: &[PortSpec]) -> Result<Vec<Arc<Port>>, BuildError> {
+    let mut seen = HashSet::new();
+    for s in specs {
+        if !seen.insert(s.name.clone()) {
+            return Err(BuildError::Duplicate(s.name.clone()));
+        }
+    }
+    let mut built: BTreeMap<String, Arc<Port>> = BTreeMap::new();
+
+    // Pipes: both ends of each pipe at once, in one memory.
+    let mut pipes: BTreeMap<(String, u32), Vec<&PortSpec>> = BTreeMap::new();
+    for s in specs {
+        if let PortKind::Pipe { name, id, .. } = &s.kind {
+            pipes.entry((name.clone(), *id)).or_default().push(s);
+        }
+    }
+    for ((name, id), ends) in pipes {
+        let label = format!("{name}{{{id}");
+        let explicit: Vec<_> = ends
+            .iter()
+            .filter(|e| e.explicit_conf)
+            .map(|e| (e, e.conf))
+            .collect();
+        // A conf given on the `}` end describes that end; turn it into the `{` end's view.
+        let as_master = |e: &PortSpec, c: RingConf| match e.kind {
+            PortKind::Pipe { slave: true, .. } => RingConf {
+                tx_rings: c.rx_rings,
+                rx_rings: c.tx_rings,
+                tx_slots: c.rx_slots,
+                rx_slots: c.tx_slots,
+            },
+            _ => c,
+        };
+        let confs: Vec<RingConf> = explicit.iter().map(|(e, c)| as_master(e, *c)).collect();
+        if confs.windows(2).any(|w| w[0] != w[1]) {
+            return Err(BuildError::PipeMismatch(label));
+        }
+        let c = confs.first().copied().unwrap_or_default();
+        let master = if_spec(&format!("{name}{{{id}"), &c);
+        let slave = IfSpec {
+            name: format!("{name}}}{id}"),
+            tx_rings: c.rx_rings,
+            rx_rings: c.tx_rings,
+            tx_slots: c.rx_slots,
+            rx_slots: c.tx_slots,
+        };
+        let mem = Arc::new(
+            NetmapMemory::new(&label, &[master.clone(), slave.clone()])
+                .map_err(|e| BuildError::Memory(label.clone(), e))?,
+        );
+        let io = |e| BuildError::Memory(label.clone(), e);
+        let parts = [
+            RingParts::new(master.tx_rings + master.rx_rings).map_err(io)?,
+            RingParts::new(slave.tx_rings + slave.rx_rings).map_err(io)?,
+        ];
+        let specs_ = [&master, &slave];
+        // RX ring r of end e is fed by TX ring r of the other end.
+        let rx_rings: Vec<Vec<Arc<RxRing>>> = (0..2)
+            .map(|e| {
+                let s = specs_[e];
+                (0..s.rx_rings)
+                    .map(|r| {
+                        Arc::new(RxRing::new(
+                            mem.ring(e, s.tx_rings + r),
+                            mem.bufs(),
+                            parts[e].notify[(s.tx_rings + r) as usize].clone(),
+                            Some(parts[1 - e].notify[r as usize].clone()),
+                        ))
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut parts = parts.into_iter();
+        for e in 0..2 {
+            let s = specs_[e];
+            let p = parts.next().expect("two ends");
+            let mut syncs: Vec<Box<dyn RingSync>> = Vec::new();
+            for r in 0..s.tx_rings {
+                syncs.push(Box::new(pipe::PipeTx {
+                    tx: mem.ring(e, r),
+                    peer: rx_rings[1 - e][r as usize].clone(),
+                    bufs: mem.bufs(),
+                    stats: p.stats[r as usize].clone(),
+                }));
+            }
+            for r in 0..s.rx_rings {
+                syncs.push(Box::new(RxRingSync {
+                    rx: rx_rings[e][r as usize].clone(),
+                    stats: p.stats[(s.tx_rings + r) as usize].clone(),
+                }));
+            }
+            let port_name = format!("netmap:{}", s.name);
+            let w = workers(s, p, syncs);
+            built.insert(
+                port_name.clone(),
+                Arc::new(Port::new(&port_name, mem.clone(), e, w)),
+            );
+        }
+    }
+
+    // VALE: every port of a switch has its own memory; the TX syncs need the whole switch.
+    let mut switches: BTreeMap<String, Vec<&PortSpec>> = BTreeMap::new();
+    for s in specs {
+        if let PortKind::Vale { switch, .. } = &s.kind {
+            switches.entry(switch.clone()).or_default().push(s);
+        }
+    }
+    for (sw_name, members) in switches {
+        let mut mems = Vec::new();
+        let mut parts = Vec::new();
+        let mut ports = Vec::new();
+        for m in &members {
+            let spec = if_spec(&m.name, &m.conf);
+            let mem = Arc::new(
+                NetmapMemory::new(&m.name, &[spec.clone()])
+                    .map_err(|e| BuildError::Memory(m.name.clone(), e))?,
+            );
+            let p = RingParts::new(spec.tx_rings + spec.rx_rings)
+                .map_err(|e| BuildError::Memory(m.name.clone(), e))?;
+            let rx = (0..spec.rx_rings)
+                .map(|r| {
+                    Arc::new(RxRing::new(
+                        mem.ring(0, spec.tx_rings + r),
+                        mem.bufs(),
+                        p.notify[(spec.tx_rings + r) as usize].clone(),
+                        None,
+                    ))
+                })
+                .collect();
+            ports.push(vale::SwitchPort { rx });
+            mems.push((spec, mem));
+            parts.push(p);
+        }
+        let switch = Arc::new(vale::Switch {
+            name: sw_name.clone(),
+            ports,
+            table: vale::MacTable::default(),
+        });
+        for (me, ((spec, mem), p)) in mems.into_iter().zip(parts).enumerate() {
+            let mut syncs: Vec<Box<dyn RingSync>> = Vec::new();
+            for r in 0..spec.tx_rings {
+                syncs.push(Box::new(vale::ValeTx::new(
+                    switch.clone(),
+                    me,
+                    r as usize,
+                    mem.ring(0, r),
+                    mem.bufs(),
+                    p.stats[r as usize].clone(),
+                )));
+            }
+            for r in 0..spec.rx_rings {
+                syncs.push(Box::new(RxRingSync {
+                    rx: switch.ports[me].rx[r as usize].clone(),
+                    stats: p.stats[(spec.tx_rings + r) as usize].clone(),
+                }));
+            }
+            let w = workers(&spec, p, syncs);
+            built.insert(
+                spec.name.clone(),
+                Arc::new(Port::new(&spec.name, mem, 0, w)),
+            );
+        }
+    }
+
+    // Null ports.
+    for s in specs {
+        if let PortKind::Null { .. } = s.kind {
+            let spec = if_spec(&s.name, &s.conf);
+            let mem = Arc::new(
+                NetmapMemory::new(&s.name, &[spec.clone()])
+                    .map_err(|e| BuildError::Memory(s.name.clone(), e))?,
+            );
+            let p = RingParts::new(spec.tx_rings + spec.rx_rings)
+                .map_err(|e| BuildError::Memory(s.name.clone(), e))?;
+            let mut syncs: Vec<Box<dyn RingSync>> = Vec::new();
+            for r in 0..spec.tx_rings {
+                syncs.push(Box::new(null::NullTx {
+                    tx: mem.ring(0, r),
+                    stats: p.stats[r as usize].clone(),
+                }));
+            }
+            for _ in 0..spec.rx_rings {
+                syncs.push(Box::new(null::NullRx));
+            }
+            let w = workers(&spec, p, syncs);
+            built.insert(s.name.clone(), Arc::new(Port::new(&s.name, mem, 0, w)));
+        }
+    }
+
+    Ok(specs.iter().map(|s| built[&s.name].clone()).collect())
+}

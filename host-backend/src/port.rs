@@ -1,0 +1,181 @@
+//! A port as the daemon serves it: its netmap memory, its interface in that memory, and one
+//! [`RingWorker`] per ring carrying the port kind's own sync ([`RingSync`]).
+//!
+//! Port kinds (pipes, VALE, null; later NICs) differ only in their `RingSync`s: the sync loop,
+//! the vhost-user device and the validation are shared.
+
+use crate::netmap::mem::NetmapMemory;
+use ptnet_protocol::sync::{HostKring, PortSync};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use vmm_sys_util::eventfd::EventFd;
+
+/// The port side of one ring, as a sync loop drives it.
+pub trait RingSync: PortSync + Send {
+    /// Asks the port to signal this ring's notifier when the ring can make progress without the
+    /// guest (RX: packets arrived; TX: room freed for packets left pending). Returns true when it
+    /// already can, so the caller must not sleep.
+    fn arm(&mut self, k: &HostKring) -> bool;
+}
+
+/// Counters of one ring. Written by its sync loop only; read by anyone.
+#[derive(Debug, Default)]
+pub struct RingStats {
+    /// Packets moved (TX: sent or dropped by the port; RX: received).
+    pub packets: AtomicU64,
+    /// Bytes moved.
+    pub bytes: AtomicU64,
+    /// Packets dropped for lack of room at a destination.
+    pub drops: AtomicU64,
+    /// Slots refused for a bad buffer index or length.
+    pub bad_slots: AtomicU64,
+    /// Ring resets for bad head/cur values.
+    pub resets: AtomicU64,
+}
+
+impl RingStats {
+    /// Adds `n` to a counter (single writer, so a plain load/store pair suffices).
+    #[inline]
+    pub fn add(counter: &AtomicU64, n: u64) {
+        if n != 0 {
+            counter.store(counter.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+        }
+    }
+}
+
+/// One ring of a port: its host state (kept across frontend connections), the port's sync for
+/// it, the eventfd the port signals, and its counters.
+pub struct RingWorker {
+    /// Ring number (TX rings first, then RX rings): also the vhost-user queue index.
+    pub index: u32,
+    /// TX or RX.
+    pub is_tx: bool,
+    /// The host kring.
+    pub kring: HostKring,
+    /// The port kind's sync.
+    pub sync: Box<dyn RingSync>,
+    /// Signalled by the port when this ring can make progress (after [`RingSync::arm`]).
+    pub notify: Arc<EventFd>,
+    /// Counters.
+    pub stats: Arc<RingStats>,
+}
+
+/// A port served by the daemon.
+pub struct Port {
+    name: String,
+    memory: Arc<NetmapMemory>,
+    if_index: usize,
+    mac: [u8; 6],
+    workers: Mutex<Option<Vec<RingWorker>>>,
+    stats: Vec<Arc<RingStats>>,
+}
+
+impl Port {
+    /// A port over interface `if_index` of `memory`, with one worker per ring in ring order.
+    pub fn new(
+        name: &str,
+        memory: Arc<NetmapMemory>,
+        if_index: usize,
+        workers: Vec<RingWorker>,
+    ) -> Self {
+        let stats = workers.iter().map(|w| w.stats.clone()).collect();
+        Self {
+            mac: mac_for(name),
+            name: name.to_string(),
+            memory,
+            if_index,
+            workers: Mutex::new(Some(workers)),
+            stats,
+        }
+    }
+
+    /// The port's name (as given on the command line, without `@conf`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The netmap memory.
+    pub fn memory(&self) -> &Arc<NetmapMemory> {
+        &self.memory
+    }
+
+    /// The interface index in the memory.
+    pub fn if_index(&self) -> usize {
+        self.if_index
+    }
+
+    /// A locally administered MAC derived from the name (stable across restarts).
+    pub fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+
+    /// Total rings (TX + RX).
+    pub fn num_rings(&self) -> u32 {
+        let s = &self.memory.interface(self.if_index).spec;
+        s.tx_rings + s.rx_rings
+    }
+
+    /// Takes the ring workers to run them; `None` while they run.
+    pub fn take_workers(&self) -> Option<Vec<RingWorker>> {
+        self.workers.lock().expect("workers lock").take()
+    }
+
+    /// Gives the ring workers back after running them.
+    pub fn put_workers(&self, w: Vec<RingWorker>) {
+        *self.workers.lock().expect("workers lock") = Some(w);
+    }
+
+    /// Per-ring counters, in ring order.
+    pub fn stats(&self) -> &[Arc<RingStats>] {
+        &self.stats
+    }
+
+    /// A one-line summary of the counters.
+    pub fn stats_line(&self) -> String {
+        let sum = |f: fn(&RingStats) -> &AtomicU64| -> u64 {
+            self.stats
+                .iter()
+                .map(|s| f(s).load(Ordering::Relaxed))
+                .sum()
+        };
+        let tx = self.memory.interface(self.if_index).spec.tx_rings as usize;
+        let dir = |r: std::ops::Range<usize>| -> u64 {
+            self.stats[r]
+                .iter()
+                .map(|s| s.packets.load(Ordering::Relaxed))
+                .sum()
+        };
+        format!(
+            "tx_packets={} rx_packets={} bytes={} drops={} bad_slots={} resets={}",
+            dir(0..tx),
+            dir(tx..self.stats.len()),
+            sum(|s| &s.bytes),
+            sum(|s| &s.drops),
+            sum(|s| &s.bad_slots),
+            sum(|s| &s.resets),
+        )
+    }
+}
+
+/// A locally administered unicast MAC derived from a port name (FNV-1a).
+pub fn mac_for(name: &str) -> [u8; 6] {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+    }
+    let b = h.to_le_bytes();
+    [0x02, b[0], b[1], b[2], b[3], b[4]]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs_are_local_unicast_and_stable() {
+        let a = mac_for("vale0:1");
+        assert_eq!(a[0] & 0x03, 0x02);
+        assert_eq!(a, mac_for("vale0:1"));
+        assert_ne!(a, mac_for("vale0:2"));
+    }
+}

@@ -1,0 +1,331 @@
+//! Port names as given on the command line, in netmap's nmport syntax.
+//!
+//! ```text
+//! netmap:NAME{N        end 0 ("master") of pipe N of NAME
+//! netmap:NAME}N        end 1 ("slave") of pipe N of NAME
+//! valeX:Y              port Y of VALE switch X (X and Y: letters, digits, '_')
+//! null:NAME            a port that discards what it is sent and never receives
+//! ...@conf:OPT=V,...   options: rings, tx-rings, rx-rings, slots, tx-slots, rx-slots
+//! ```
+
+use std::fmt;
+
+/// Most rings (TX + RX) a ptnet port can have: the kick registers end at 252.
+pub const MAX_RINGS: u32 = ptnet_protocol::regs::ptnet::MAX_RINGS;
+/// Fewest slots per ring.
+pub const MIN_SLOTS: u32 = 2;
+/// Most slots per ring (netmap's limit).
+pub const MAX_SLOTS: u32 = 8192;
+/// Default slots per ring.
+pub const DEFAULT_SLOTS: u32 = 1024;
+
+/// What kind of port a name designates.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum PortKind {
+    /// One end of a netmap pipe.
+    Pipe {
+        /// Pipe name (NAME in `netmap:NAME{N`).
+        name: String,
+        /// Pipe number N.
+        id: u32,
+        /// true for `}` (end 1), false for `{` (end 0).
+        slave: bool,
+    },
+    /// A port of a VALE switch.
+    Vale {
+        /// Switch name including "vale" (`vale0`).
+        switch: String,
+        /// Port name on that switch.
+        port: String,
+    },
+    /// A port that discards.
+    Null {
+        /// Name, possibly empty.
+        name: String,
+    },
+}
+
+/// Ring geometry asked for with `@conf:`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingConf {
+    /// TX rings.
+    pub tx_rings: u32,
+    /// RX rings.
+    pub rx_rings: u32,
+    /// Slots per TX ring.
+    pub tx_slots: u32,
+    /// Slots per RX ring.
+    pub rx_slots: u32,
+}
+
+impl Default for RingConf {
+    fn default() -> Self {
+        Self {
+            tx_rings: 1,
+            rx_rings: 1,
+            tx_slots: DEFAULT_SLOTS,
+            rx_slots: DEFAULT_SLOTS,
+        }
+    }
+}
+
+/// A parsed PORT argument.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortSpec {
+    /// The name without its `@conf:` part (also the socket's file name, plus ".sock").
+    pub name: String,
+    /// The kind of port.
+    pub kind: PortKind,
+    /// Ring geometry.
+    pub conf: RingConf,
+    /// Whether `@conf:` gave anything (pipes must agree only when both ends say something).
+    pub explicit_conf: bool,
+}
+
+/// Why a PORT argument was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortSpecError {
+    /// The argument as given.
+    pub spec: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl fmt::Display for PortSpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "bad port '{}': {}", self.spec, self.reason)
+    }
+}
+
+impl std::error::Error for PortSpecError {}
+
+fn valid_ident(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+}
+
+impl PortSpec {
+    /// Parses one PORT argument.
+    pub fn parse(spec: &str) -> Result<Self, PortSpecError> {
+        let err = |reason: String| PortSpecError {
+            spec: spec.to_string(),
+            reason,
+        };
+        let (name, conf_str) = match spec.split_once("@conf:") {
+            Some((n, c)) => (n, Some(c)),
+            None => (spec, None),
+        };
+        if name.contains('@') {
+            return Err(err(
+                "options go after '@conf:' (e.g. vale0:1@conf:rings=2)".into()
+            ));
+        }
+        let kind = if let Some(rest) = name.strip_prefix("netmap:") {
+            let pos = rest
+                .find(['{', '}'])
+                .ok_or_else(|| err("only netmap pipes are supported as 'netmap:' ports here (netmap:NAME{N or netmap:NAME}N); NIC ports need kernel netmap".into()))?;
+            let (pname, tail) = rest.split_at(pos);
+            let slave = tail.starts_with('}');
+            let id: u32 = tail[1..]
+                .parse()
+                .map_err(|_| err(format!("pipe number '{}' is not a number", &tail[1..])))?;
+            if !valid_ident(pname) {
+                return Err(err(
+                    "pipe name must be letters, digits, '_', '-' or '.'".into()
+                ));
+            }
+            PortKind::Pipe {
+                name: pname.to_string(),
+                id,
+                slave,
+            }
+        } else if name.starts_with("vale") {
+            let (switch, port) = name
+                .split_once(':')
+                .ok_or_else(|| err("a VALE port is valeX:Y".into()))?;
+            if !valid_ident(switch) || !valid_ident(port) {
+                return Err(err(
+                    "VALE switch and port names must be letters, digits, '_', '-' or '.'".into(),
+                ));
+            }
+            PortKind::Vale {
+                switch: switch.to_string(),
+                port: port.to_string(),
+            }
+        } else if let Some(n) = name.strip_prefix("null:") {
+            if !n.is_empty() && !valid_ident(n) {
+                return Err(err(
+                    "null port name must be letters, digits, '_', '-' or '.'".into(),
+                ));
+            }
+            PortKind::Null {
+                name: n.to_string(),
+            }
+        } else {
+            return Err(err(
+                "unknown port kind (expected netmap:NAME{N, netmap:NAME}N, valeX:Y or null:NAME)"
+                    .into(),
+            ));
+        };
+        let mut conf = RingConf::default();
+        if let Some(c) = conf_str {
+            for opt in c.split(',').filter(|o| !o.is_empty()) {
+                let (k, v) = opt
+                    .split_once('=')
+                    .ok_or_else(|| err(format!("option '{opt}' is not KEY=VALUE")))?;
+                let v: u32 = v
+                    .parse()
+                    .map_err(|_| err(format!("option '{k}' wants a number, got '{v}'")))?;
+                match k {
+                    "rings" => (conf.tx_rings, conf.rx_rings) = (v, v),
+                    "tx-rings" => conf.tx_rings = v,
+                    "rx-rings" => conf.rx_rings = v,
+                    "slots" => (conf.tx_slots, conf.rx_slots) = (v, v),
+                    "tx-slots" => conf.tx_slots = v,
+                    "rx-slots" => conf.rx_slots = v,
+                    _ => {
+                        return Err(err(format!(
+                            "unknown option '{k}' (known: rings, tx-rings, rx-rings, slots, tx-slots, rx-slots)"
+                        )))
+                    }
+                }
+            }
+        }
+        if conf.tx_rings == 0 || conf.rx_rings == 0 || conf.tx_rings + conf.rx_rings > MAX_RINGS {
+            return Err(err(format!(
+                "{} TX + {} RX rings: each must be at least 1 and together at most {MAX_RINGS}",
+                conf.tx_rings, conf.rx_rings
+            )));
+        }
+        for s in [conf.tx_slots, conf.rx_slots] {
+            if !(MIN_SLOTS..=MAX_SLOTS).contains(&s) {
+                return Err(err(format!(
+                    "{s} slots: must be between {MIN_SLOTS} and {MAX_SLOTS}"
+                )));
+            }
+        }
+        Ok(Self {
+            name: name.to_string(),
+            kind,
+            conf,
+            explicit_conf: conf_str.is_some(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_pipes() {
+        let p = PortSpec::parse("netmap:p{1").unwrap();
+        assert_eq!(
+            p.kind,
+            PortKind::Pipe {
+                name: "p".into(),
+                id: 1,
+                slave: false
+            }
+        );
+        assert_eq!(p.name, "netmap:p{1");
+        let p = PortSpec::parse("netmap:pipe_a}7@conf:slots=256").unwrap();
+        assert_eq!(
+            p.kind,
+            PortKind::Pipe {
+                name: "pipe_a".into(),
+                id: 7,
+                slave: true
+            }
+        );
+        assert_eq!(p.name, "netmap:pipe_a}7");
+        assert_eq!(
+            p.conf,
+            RingConf {
+                tx_rings: 1,
+                rx_rings: 1,
+                tx_slots: 256,
+                rx_slots: 256
+            }
+        );
+        assert!(p.explicit_conf);
+    }
+
+    #[test]
+    fn parses_vale_and_null() {
+        let p = PortSpec::parse("vale0:1@conf:rings=2,slots=1024").unwrap();
+        assert_eq!(
+            p.kind,
+            PortKind::Vale {
+                switch: "vale0".into(),
+                port: "1".into()
+            }
+        );
+        assert_eq!(
+            p.conf,
+            RingConf {
+                tx_rings: 2,
+                rx_rings: 2,
+                tx_slots: 1024,
+                rx_slots: 1024
+            }
+        );
+        assert_eq!(p.name, "vale0:1");
+        let p =
+            PortSpec::parse("valeA:x@conf:tx-rings=3,rx-rings=1,tx-slots=64,rx-slots=128").unwrap();
+        assert_eq!(
+            p.conf,
+            RingConf {
+                tx_rings: 3,
+                rx_rings: 1,
+                tx_slots: 64,
+                rx_slots: 128
+            }
+        );
+        assert_eq!(
+            PortSpec::parse("null:sink").unwrap().kind,
+            PortKind::Null {
+                name: "sink".into()
+            }
+        );
+        assert_eq!(
+            PortSpec::parse("null:").unwrap().kind,
+            PortKind::Null { name: "".into() }
+        );
+        assert!(!PortSpec::parse("null:").unwrap().explicit_conf);
+    }
+
+    #[test]
+    fn refuses_bad_ports_naming_them() {
+        for bad in [
+            "eth0",
+            "netmap:eth0",
+            "netmap:p{x",
+            "netmap:{1",
+            "vale0",
+            "vale0:",
+            "vale0:1@conf:rings=0",
+            "vale0:1@conf:rings=17",
+            "vale0:1@conf:tx-rings=31,rx-rings=2",
+            "vale0:1@conf:slots=1",
+            "vale0:1@conf:slots=9000",
+            "vale0:1@conf:bogus=1",
+            "vale0:1@conf:rings",
+            "vale0:1@conf:rings=two",
+            "vale0:1@2",
+            "null:a/b",
+            "",
+        ] {
+            let e = PortSpec::parse(bad).unwrap_err();
+            assert_eq!(e.spec, bad);
+            assert!(e.to_string().contains(&format!("'{bad}'")), "{e}");
+        }
+    }
+
+    #[test]
+    fn ring_limit_is_the_kick_space() {
+        assert!(PortSpec::parse("vale0:1@conf:tx-rings=16,rx-rings=16").is_ok());
+        assert_eq!(MAX_RINGS, 32);
+    }
+}

@@ -1,0 +1,199 @@
+//! The host sync loops: one thread per ring, running the protocol's host pass
+//! ([`HostKring::tx_pass`] / [`HostKring::rx_pass`]) whenever the guest kicks or the port
+//! notifies, spinning briefly while traffic flows and sleeping in `poll` otherwise.
+//!
+//! Nothing here allocates, locks or makes a per-packet syscall: a pass handles a whole batch, and
+//! the only syscalls are the eventfd writes the CSB flags ask for and the `poll` before sleeping.
+
+use crate::port::{RingStats, RingWorker};
+use crate::sys::poll_readable;
+use ptnet_protocol::csb::{Atok, Ktoa};
+use ptnet_protocol::shmem::SharedMem;
+use ptnet_protocol::sync::HostStop;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use vmm_sys_util::eventfd::EventFd;
+
+/// How the loops wait.
+#[derive(Clone, Copy, Debug)]
+pub struct LoopOptions {
+    /// Never sleep: poll the CSB and the port continuously.
+    pub busy_poll: bool,
+    /// How long to keep polling after the last progress before sleeping.
+    pub spin: Duration,
+}
+
+impl Default for LoopOptions {
+    fn default() -> Self {
+        Self {
+            busy_poll: false,
+            spin: Duration::from_micros(50),
+        }
+    }
+}
+
+/// What one ring thread needs besides its worker.
+pub struct RingIo {
+    /// Guest-to-host CSB entry.
+    pub atok: Atok,
+    /// Host-to-guest CSB entry.
+    pub ktoa: Ktoa,
+    /// Kick eventfd from the frontend.
+    pub kick: File,
+    /// Interrupt eventfd to the frontend, if it gave one.
+    pub call: Option<File>,
+}
+
+/// Running ring threads of one port.
+pub struct RingRunner {
+    stop_flag: Arc<AtomicBool>,
+    stop_fd: Arc<EventFd>,
+    threads: Vec<JoinHandle<RingWorker>>,
+}
+
+/// Keeps what the CSB entries point into alive for as long as the threads run.
+pub type Keepalive = Arc<dyn Send + Sync>;
+
+impl RingRunner {
+    /// Starts one thread per worker. `io[i]` belongs to `workers[i]`.
+    pub fn start(
+        port_name: &str,
+        workers: Vec<RingWorker>,
+        io: Vec<RingIo>,
+        keep: Keepalive,
+        opts: LoopOptions,
+    ) -> std::io::Result<Self> {
+        let stop_flag = Arc::new(AtomicBool::new(false));
+        let stop_fd = Arc::new(EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)?);
+        let mut threads = Vec::with_capacity(workers.len());
+        for (w, io) in workers.into_iter().zip(io) {
+            let (flag, fd, keep) = (stop_flag.clone(), stop_fd.clone(), keep.clone());
+            let name = format!(
+                "{}-{}{}",
+                port_name,
+                if w.is_tx { "tx" } else { "rx" },
+                w.index
+            );
+            let port = port_name.to_string();
+            let t = std::thread::Builder::new()
+                .name(name.chars().take(15).collect())
+                .spawn(move || {
+                    let _keep = keep;
+                    ring_loop(&port, w, io, &flag, &fd, opts)
+                })?;
+            threads.push(t);
+        }
+        Ok(Self {
+            stop_flag,
+            stop_fd,
+            threads,
+        })
+    }
+
+    /// Stops the threads and returns the workers with their ring state.
+    pub fn stop(self) -> Vec<RingWorker> {
+        self.stop_flag.store(true, Ordering::SeqCst);
+        let _ = self.stop_fd.write(1);
+        self.threads
+            .into_iter()
+            .map(|t| t.join().expect("ring thread panicked"))
+            .collect()
+    }
+}
+
+/// Rate limit for ring-reset log lines.
+const RESET_LOG_EVERY: Duration = Duration::from_secs(1);
+
+fn ring_loop(
+    port: &str,
+    mut w: RingWorker,
+    mut io: RingIo,
+    stop: &AtomicBool,
+    stop_fd: &EventFd,
+    opts: LoopOptions,
+) -> RingWorker {
+    let fds = [
+        io.kick.as_raw_fd(),
+        w.notify.as_raw_fd(),
+        stop_fd.as_raw_fd(),
+    ];
+    let mut spin_until = Instant::now();
+    let mut last_reset_log: Option<Instant> = None;
+    let irq = |call: &mut Option<File>| {
+        if let Some(c) = call {
+            let _ = c.write(&1u64.to_ne_bytes());
+        }
+    };
+    // Drain stale kicks and notifications from before CREATE, then make a first pass: the guest
+    // may have published work before we started.
+    drain(&io.kick);
+    let _ = w.notify.read();
+    while !stop.load(Ordering::Relaxed) {
+        let before = (w.kring.hwcur, w.kring.hwtail, w.kring.rhead);
+        let now = Instant::now();
+        let busy = opts.busy_poll || now < spin_until;
+        let call = &mut io.call;
+        let result = if w.is_tx {
+            w.kring
+                .tx_pass(&io.atok, &io.ktoa, w.sync.as_mut(), busy, &mut || irq(call))
+        } else {
+            w.kring
+                .rx_pass(&io.atok, &io.ktoa, w.sync.as_mut(), busy, &mut || irq(call))
+        };
+        if (w.kring.hwcur, w.kring.hwtail, w.kring.rhead) != before {
+            spin_until = now + opts.spin;
+        }
+        match result {
+            HostStop::Poll => {
+                std::hint::spin_loop();
+                continue;
+            }
+            HostStop::Reset(bad) => {
+                RingStats::add(&w.stats.resets, 1);
+                if last_reset_log.is_none_or(|t| t.elapsed() >= RESET_LOG_EVERY) {
+                    last_reset_log = Some(Instant::now());
+                    tracing::warn!(
+                        port,
+                        ring = w.index,
+                        resets = w.stats.resets.load(Ordering::Relaxed),
+                        "guest published {bad}; ring reset"
+                    );
+                }
+            }
+            HostStop::Idle | HostStop::PortBlocked => {}
+        }
+        if w.sync.arm(&w.kring) {
+            continue;
+        }
+        match poll_readable(&fds, -1) {
+            Ok(mask) => {
+                if mask & 1 != 0 {
+                    drain(&io.kick);
+                }
+                if mask & 2 != 0 {
+                    let _ = w.notify.read();
+                }
+            }
+            Err(e) => {
+                tracing::error!(port, ring = w.index, "poll failed: {e}; ring stopped");
+                break;
+            }
+        }
+    }
+    w
+}
+
+fn drain(f: &File) {
+    let mut b = [0u8; 8];
+    let _ = std::io::Read::read(&mut &*f, &mut b);
+}
+
+/// Views CSB entry `ring` of both arrays.
+pub fn csb_entries(atok: &SharedMem, ktoa: &SharedMem, ring: u32) -> Option<(Atok, Ktoa)> {
+    Some((Atok::new(atok, ring)?, Ktoa::new(ktoa, ring)?))
+}

@@ -1,0 +1,178 @@
+//! The daemon's small `unsafe` corner: memfds, mmap and poll. Everything above is safe Rust.
+
+use ptnet_protocol::shmem::SharedMem;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+
+/// A file mapped shared and read-write; unmapped on drop.
+#[derive(Debug)]
+pub struct MappedFile {
+    file: File,
+    mem: SharedMem,
+}
+
+impl MappedFile {
+    /// Creates a memfd of `size` bytes named `name` and maps it.
+    pub fn memfd(name: &str, size: usize) -> io::Result<Self> {
+        let cname = std::ffi::CString::new(name.replace('\0', "_")).expect("no NUL left");
+        // SAFETY: plain syscall with a valid NUL-terminated name.
+        let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor we own.
+        let file = unsafe { File::from_raw_fd(fd) };
+        file.set_len(size as u64)?;
+        Self::map(file, 0, size)
+    }
+
+    /// Maps `len` bytes of `file` from `offset`, shared and read-write.
+    pub fn map(file: File, offset: u64, len: usize) -> io::Result<Self> {
+        if len == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty mapping"));
+        }
+        let off = libc::off_t::try_from(offset)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
+        // SAFETY: a fresh shared mapping of a file we hold; the kernel checks fd and ranges.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                off,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the mapping is `len` bytes, page-aligned, and lives until `drop` unmaps it; all
+        // users hold an `Arc` to this object (or copies of the window bounded by its lifetime).
+        let mem = unsafe { SharedMem::new(p as *mut u8, len) };
+        Ok(Self { file, mem })
+    }
+
+    /// The mapped window.
+    pub fn mem(&self) -> SharedMem {
+        self.mem
+    }
+
+    /// The file behind the mapping.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+}
+
+impl Drop for MappedFile {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping created in `map`; no copies of the window outlive
+        // the owner by construction (they are handed out together with an Arc of the owner).
+        unsafe { libc::munmap(self.mem.as_ptr() as *mut libc::c_void, self.mem.len()) };
+    }
+}
+
+/// Waits until one of `fds` is readable or `timeout_ms` passes (-1: forever). Returns a bitmask
+/// of the readable entries (at most 64 fds).
+pub fn poll_readable(fds: &[RawFd], timeout_ms: i32) -> io::Result<u64> {
+    let mut pfds = [libc::pollfd {
+        fd: -1,
+        events: 0,
+        revents: 0,
+    }; 8];
+    let n = fds.len().min(pfds.len());
+    for (p, &fd) in pfds.iter_mut().zip(fds) {
+        *p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+    }
+    // SAFETY: `pfds[..n]` is a valid array of pollfd structures.
+    let r = unsafe { libc::poll(pfds.as_mut_ptr(), n as libc::nfds_t, timeout_ms) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return if e.kind() == io::ErrorKind::Interrupted {
+            Ok(0)
+        } else {
+            Err(e)
+        };
+    }
+    let mut mask = 0;
+    for (i, p) in pfds[..n].iter().enumerate() {
+        if p.revents != 0 {
+            mask |= 1 << i;
+        }
+    }
+    Ok(mask)
+}
+
+/// Blocks SIGINT and SIGTERM in the calling thread (and the threads it spawns afterwards), so
+/// that [`wait_for_termination`] receives them.
+pub fn block_termination_signals() {
+    // SAFETY: sigset manipulation on a local set; pthread_sigmask only changes this thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Waits for SIGINT or SIGTERM (blocked beforehand with [`block_termination_signals`]).
+pub fn wait_for_termination() -> i32 {
+    // SAFETY: as above; sigwait stores the signal number in a local.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        let mut sig = 0;
+        libc::sigwait(&set, &mut sig);
+        sig
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    #[test]
+    fn memfd_maps_and_shares() {
+        let m = MappedFile::memfd("t", 8192).unwrap();
+        m.mem().store_u32(4096, 77, Ordering::Relaxed);
+        let again = MappedFile::map(m.file().try_clone().unwrap(), 4096, 4096).unwrap();
+        assert_eq!(again.mem().load_u32(0, Ordering::Relaxed), 77);
+        assert!(MappedFile::map(m.file().try_clone().unwrap(), 0, 0).is_err());
+    }
+
+    #[test]
+    fn poll_reports_readable() {
+        let e = vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let f = vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        assert_eq!(
+            poll_readable(&[e.as_raw_fd(), f.as_raw_fd()], 0).unwrap(),
+            0
+        );
+        f.write(1).unwrap();
+        assert_eq!(
+            poll_readable(&[e.as_raw_fd(), f.as_raw_fd()], 0).unwrap(),
+            0b10
+        );
+    }
+}
+
+/// Puts `f` in non-blocking mode (eventfds from a frontend may come blocking).
+pub fn set_nonblocking(f: &File) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor we hold; only the status flags change.
+    unsafe {
+        let flags = libc::fcntl(f.as_raw_fd(), libc::F_GETFL);
+        if flags < 0 || libc::fcntl(f.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
