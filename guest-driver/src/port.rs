@@ -39,7 +39,8 @@ const MAX_SLOTS: u32 = 1 << 20;
 pub enum PortSpec {
     /// `vhost-user:PATH`: connect to a `ptnet-backend` socket.
     VhostUser(PathBuf),
-    /// `ptnetN` or `ptnet:DDDD:BB:DD.F` (or `ptnet:BB:DD.F`): a ptnet PCI device in this guest.
+    /// `ptnetN` or `ptnet:DDDD:BB:DD.F` (also `ptnet:BB:DD.F`, `pci:DDDD:BB:DD.F`): a ptnet PCI
+    /// device in this guest.
     /// Holds the original string, which the pci transport interprets.
     Pci(String),
 }
@@ -54,10 +55,13 @@ impl PortSpec {
             }
             return Ok(PortSpec::VhostUser(PathBuf::from(path)));
         }
-        if let Some(bdf) = spec.strip_prefix("ptnet:") {
+        if let Some(bdf) = spec
+            .strip_prefix("ptnet:")
+            .or_else(|| spec.strip_prefix("pci:"))
+        {
             if !is_pci_address(bdf) {
                 return Err(bad(
-                    "expected a PCI address after 'ptnet:' (DDDD:BB:DD.F or BB:DD.F)",
+                    "expected a PCI address after 'ptnet:' or 'pci:' (DDDD:BB:DD.F or BB:DD.F)",
                 ));
             }
             return Ok(PortSpec::Pci(spec.to_string()));
@@ -566,18 +570,9 @@ impl Port {
     }
 }
 
-/// Opens the pci transport (implemented in `transport::pci` by the pci transport's author).
-#[cfg(any())]
+/// Opens the pci transport (`transport::pci`, written against the [`Transport`] trait).
 fn open_pci(spec: &str) -> Result<Box<dyn Transport>, Error> {
     crate::transport::pci::open(spec)
-}
-
-/// The pci transport is not built yet.
-#[cfg(not(any()))]
-fn open_pci(spec: &str) -> Result<Box<dyn Transport>, Error> {
-    Err(Error::NoDevice(format!(
-        "{spec} (this build has no pci transport)"
-    )))
 }
 
 /// Unprograms the CSB if attaching fails after it was programmed.
@@ -827,6 +822,10 @@ mod tests {
         assert_eq!(
             PortSpec::parse("ptnet:00:1f.7").unwrap(),
             PortSpec::Pci("ptnet:00:1f.7".into())
+        );
+        assert_eq!(
+            PortSpec::parse("pci:0000:00:04.0").unwrap(),
+            PortSpec::Pci("pci:0000:00:04.0".into())
         );
         for bad in [
             "",
