@@ -1,0 +1,402 @@
+//! Host-side processes: building and locating binaries, the daemon, host pkt-gen runs.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The workspace root (parent of this crate).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("integration crate lives in the workspace")
+        .to_path_buf()
+}
+
+/// A directory removed on drop.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates `$TMPDIR/ptnet-<tag>-<pid>-<n>`.
+    pub fn new(tag: &str) -> std::io::Result<Self> {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "ptnet-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p)?;
+        Ok(Self(p))
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Output of a process run to completion (or killed at its deadline).
+#[derive(Debug)]
+pub struct RunOutput {
+    /// Exit status; `None` when it was killed at the deadline.
+    pub status: Option<ExitStatus>,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl RunOutput {
+    /// Exited on its own with status 0.
+    pub fn success(&self) -> bool {
+        self.status.is_some_and(|s| s.success())
+    }
+
+    /// The last non-empty line of stdout.
+    pub fn last_line(&self) -> Option<&str> {
+        self.stdout.lines().rev().find(|l| !l.trim().is_empty())
+    }
+}
+
+fn reader<R: Read + Send + 'static>(r: R) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let mut r = BufReader::new(r);
+        let mut buf = Vec::new();
+        while let Ok(n) = r.read_until(b'\n', &mut buf) {
+            if n == 0 {
+                break;
+            }
+            s.push_str(&String::from_utf8_lossy(&buf));
+            buf.clear();
+        }
+        s
+    })
+}
+
+/// Runs `cmd` with captured stdout/stderr; kills it after `timeout`.
+pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> std::io::Result<RunOutput> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let out = reader(child.stdout.take().expect("piped"));
+    let err = reader(child.stderr.take().expect("piped"));
+    let status = wait_deadline(&mut child, Instant::now() + timeout);
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    Ok(RunOutput {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    })
+}
+
+/// Waits for `child` until `deadline`; `None` if it is still running then.
+pub fn wait_deadline(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
+    loop {
+        match child.try_wait() {
+            Ok(Some(s)) => return Some(s),
+            Ok(None) => {}
+            Err(_) => return None,
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs a build script whose last stdout line is the artifact path; its stderr goes to ours.
+pub fn run_build_script(script: &Path, timeout: Duration) -> Result<PathBuf, String> {
+    if !script.exists() {
+        return Err(format!("{} is missing", script.display()));
+    }
+    let mut child = Command::new("bash")
+        .arg(script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("running {}: {e}", script.display()))?;
+    let out = reader(child.stdout.take().expect("piped"));
+    let status = wait_deadline(&mut child, Instant::now() + timeout);
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let stdout = out.join().unwrap_or_default();
+    match status {
+        Some(s) if s.success() => {}
+        Some(s) => return Err(format!("{} failed: {s}", script.display())),
+        None => return Err(format!("{} timed out after {timeout:?}", script.display())),
+    }
+    let last = stdout
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .ok_or_else(|| format!("{} printed nothing", script.display()))?;
+    let p = PathBuf::from(last.trim());
+    if !p.exists() {
+        return Err(format!(
+            "{} printed {}, which does not exist",
+            script.display(),
+            p.display()
+        ));
+    }
+    Ok(p)
+}
+
+/// The workspace's host binaries.
+#[derive(Clone, Debug)]
+pub struct Bins {
+    /// `ptnet-backend`.
+    pub backend: PathBuf,
+    /// `ptnet-pkt-gen` for the host (dynamically linked is fine).
+    pub pkt_gen: PathBuf,
+}
+
+/// Builds (once per process) and locates `ptnet-backend` and `ptnet-pkt-gen`.
+///
+/// Runs `cargo build -p ptnet-backend -p ptnet-driver --bins --message-format=json` with the cargo
+/// that runs the tests (`$CARGO`), so the paths are the ones cargo itself reports, whatever the
+/// target directory. `PTNET_BACKEND` and `PTNET_PKTGEN_HOST` override. `PTNET_HOST_PROFILE=release`
+/// builds optimised binaries.
+pub fn bins() -> Result<Bins, String> {
+    static BINS: OnceLock<Result<Bins, String>> = OnceLock::new();
+    BINS.get_or_init(build_bins).clone()
+}
+
+fn build_bins() -> Result<Bins, String> {
+    let env_path = |k: &str| std::env::var_os(k).map(PathBuf::from);
+    if let (Some(backend), Some(pkt_gen)) =
+        (env_path("PTNET_BACKEND"), env_path("PTNET_PKTGEN_HOST"))
+    {
+        return Ok(Bins { backend, pkt_gen });
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace_root()).args([
+        "build",
+        "-p",
+        "ptnet-backend",
+        "-p",
+        "ptnet-driver",
+        "--bins",
+        "--message-format=json",
+    ]);
+    if std::env::var("PTNET_HOST_PROFILE").is_ok_and(|p| p == "release") {
+        cmd.arg("--release");
+    }
+    let out = run_with_timeout(&mut cmd, Duration::from_secs(1200))
+        .map_err(|e| format!("running cargo build: {e}"))?;
+    if !out.success() {
+        return Err(format!(
+            "cargo build of the host binaries failed:\n{}",
+            out.stderr
+        ));
+    }
+    let found = |name: &str| -> Option<PathBuf> {
+        out.stdout
+            .lines()
+            .filter(|l| l.contains("\"reason\":\"compiler-artifact\""))
+            .filter_map(|l| {
+                let key = "\"executable\":\"";
+                let s = l.find(key)? + key.len();
+                let e = l[s..].find('"')?;
+                Some(PathBuf::from(&l[s..s + e]))
+            })
+            .find(|p| p.file_name().is_some_and(|f| f == name))
+    };
+    let backend = env_path("PTNET_BACKEND")
+        .or_else(|| found("ptnet-backend"))
+        .ok_or("cargo did not report a ptnet-backend executable")?;
+    let pkt_gen = env_path("PTNET_PKTGEN_HOST")
+        .or_else(|| found("ptnet-pkt-gen"))
+        .ok_or("cargo did not report a ptnet-pkt-gen executable")?;
+    Ok(Bins { backend, pkt_gen })
+}
+
+/// A running `ptnet-backend`, killed on drop. Its stderr goes to `log`.
+#[derive(Debug)]
+pub struct Backend {
+    child: Option<Child>,
+    dir: PathBuf,
+    log: PathBuf,
+    ports: Vec<String>,
+    extra: Vec<String>,
+    bin: PathBuf,
+}
+
+impl Backend {
+    /// Starts `ptnet-backend --socket-dir DIR EXTRA... PORTS...` and waits for every socket.
+    pub fn start(dir: &Path, ports: &[&str], extra: &[&str]) -> Result<Self, String> {
+        let bins = bins()?;
+        let mut b = Backend {
+            child: None,
+            dir: dir.to_path_buf(),
+            log: dir.join("backend.log"),
+            ports: ports.iter().map(|s| s.to_string()).collect(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            bin: bins.backend,
+        };
+        b.spawn()?;
+        Ok(b)
+    }
+
+    fn spawn(&mut self) -> Result<(), String> {
+        for p in &self.ports {
+            let _ = std::fs::remove_file(self.socket(p));
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .map_err(|e| format!("{}: {e}", self.log.display()))?;
+        let child = Command::new(&self.bin)
+            .arg("--socket-dir")
+            .arg(&self.dir)
+            .args(&self.extra)
+            .args(&self.ports)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", self.bin.display()))?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if self.ports.iter().all(|p| self.socket(p).exists()) {
+                return Ok(());
+            }
+            if let Some(Ok(Some(s))) = self.child.as_mut().map(|c| c.try_wait()) {
+                return Err(format!("ptnet-backend exited ({s}):\n{}", self.log_text()));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "ptnet-backend sockets did not appear:\n{}",
+                    self.log_text()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Socket path of `port` (`DIR/<port without @conf>.sock`).
+    pub fn socket(&self, port: &str) -> PathBuf {
+        let name = port.split("@conf:").next().unwrap_or(port);
+        self.dir.join(format!("{name}.sock"))
+    }
+
+    /// The daemon's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Kills the daemon (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops it with SIGTERM (then SIGKILL after 5 s).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on the pid of a child we own and have not reaped.
+            unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
+            if wait_deadline(&mut c, Instant::now() + Duration::from_secs(5)).is_none() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+
+    /// Kills and starts it again with the same arguments.
+    pub fn restart(&mut self) -> Result<(), String> {
+        self.kill();
+        self.spawn()
+    }
+
+    /// Is it still running?
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs a host `ptnet-pkt-gen` with `args` to completion (killed after `timeout`).
+pub fn pkt_gen(args: &[&str], timeout: Duration) -> Result<RunOutput, String> {
+    let b = bins()?;
+    run_with_timeout(Command::new(&b.pkt_gen).args(args), timeout)
+        .map_err(|e| format!("running {}: {e}", b.pkt_gen.display()))
+}
+
+/// Starts a host `ptnet-pkt-gen` in the background; collect it with [`finish`].
+pub fn spawn_pkt_gen(args: &[&str]) -> Result<Spawned, String> {
+    let b = bins()?;
+    let mut child = Command::new(&b.pkt_gen)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("running {}: {e}", b.pkt_gen.display()))?;
+    let out = reader(child.stdout.take().expect("piped"));
+    let err = reader(child.stderr.take().expect("piped"));
+    Ok(Spawned {
+        child,
+        out: Some(out),
+        err: Some(err),
+    })
+}
+
+/// A background process with captured output, killed on drop.
+#[derive(Debug)]
+pub struct Spawned {
+    child: Child,
+    out: Option<std::thread::JoinHandle<String>>,
+    err: Option<std::thread::JoinHandle<String>>,
+}
+
+/// Waits for a [`Spawned`] process until `timeout`, then kills it; returns its output.
+pub fn finish(mut s: Spawned, timeout: Duration) -> RunOutput {
+    let status = wait_deadline(&mut s.child, Instant::now() + timeout);
+    if status.is_none() {
+        let _ = s.child.kill();
+        let _ = s.child.wait();
+    }
+    RunOutput {
+        status,
+        stdout: s.out.take().and_then(|h| h.join().ok()).unwrap_or_default(),
+        stderr: s.err.take().and_then(|h| h.join().ok()).unwrap_or_default(),
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
