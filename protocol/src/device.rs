@@ -74,6 +74,10 @@ pub const PROTOCOL_FEATURES: u64 = protocol_features::MQ
 /// Shared memory region id of the netmap memory in GET_SHMEM_CONFIG and SHMEM_MAP.
 pub const NETMAP_SHMEM_ID: u8 = 0;
 
+// The NIC block ends before the memdev block starts, and the memdev block inside the space.
+const _: () = assert!(ptnet::END <= MEMDEV_CONFIG_BASE);
+const _: () = assert!(MEMDEV_CONFIG_BASE + memdev::END <= CONFIG_SIZE as u32);
+
 /// Offsets (in the config space) a frontend may write with SET_CONFIG.
 pub const WRITABLE_REGISTERS: [u32; 7] = [
     ptnet::PTFEAT,
@@ -182,7 +186,7 @@ impl PtnetConfig {
     /// Reads the 32-bit register at config offset `off` (0 outside the config space or unaligned).
     pub fn get(&self, off: u32) -> u32 {
         let off = off as usize;
-        if off % 4 != 0 || off + 4 > CONFIG_SIZE {
+        if !off.is_multiple_of(4) || off + 4 > CONFIG_SIZE {
             return 0;
         }
         u32::from_le_bytes(self.bytes[off..off + 4].try_into().expect("4 bytes"))
@@ -191,7 +195,7 @@ impl PtnetConfig {
     /// Stores the 32-bit register at config offset `off`. Offsets outside the space are ignored.
     pub fn set(&mut self, off: u32, value: u32) {
         let off = off as usize;
-        if off % 4 == 0 && off + 4 <= CONFIG_SIZE {
+        if off.is_multiple_of(4) && off + 4 <= CONFIG_SIZE {
             self.bytes[off..off + 4].copy_from_slice(&value.to_le_bytes());
         }
     }
@@ -287,10 +291,6 @@ mod tests {
         assert_eq!(c.as_bytes()[132..136], 1u32.to_le_bytes());
         assert_eq!(c.as_bytes()[128 + 92..128 + 96], 4096u32.to_le_bytes());
         assert_eq!(c.as_bytes()[128 + 96..128 + 100], 2048u32.to_le_bytes());
-        // The memdev block ends before the config space does.
-        assert!(MEMDEV_CONFIG_BASE + memdev::END <= CONFIG_SIZE as u32);
-        // The NIC block ends before the memdev block starts.
-        assert!(ptnet::END <= MEMDEV_CONFIG_BASE);
         // Nothing is stored past the register blocks.
         assert!(c.as_bytes()[ptnet::END as usize..128]
             .iter()

@@ -58,7 +58,7 @@ impl SharedMem {
 
     /// A sub-window `[off, off + len)`, or `None` if it does not fit or is misaligned.
     pub fn sub(&self, off: usize, len: usize) -> Option<SharedMem> {
-        if !self.contains(off, len) || off % 8 != 0 {
+        if !self.contains(off, len) || !off.is_multiple_of(8) {
             return None;
         }
         // SAFETY: the sub-window lies inside this window (checked), which the creator guarantees
@@ -70,7 +70,7 @@ impl SharedMem {
     fn atomic<T>(&self, off: usize) -> &T {
         let size = std::mem::size_of::<T>();
         assert!(
-            self.contains(off, size) && off % size == 0,
+            self.contains(off, size) && off.is_multiple_of(size),
             "shared memory access at {off} (size {size}) outside window of {} bytes",
             self.len
         );

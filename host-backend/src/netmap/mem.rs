@@ -297,7 +297,8 @@ mod tests {
         let a = NetmapMemory::new("a", &[spec("a", 1, 1, 8)]).unwrap();
         let b = NetmapMemory::new("b", &[spec("b", 1, 1, 8)]).unwrap();
         assert_ne!(a.id(), b.id());
-        let err = NetmapMemory::new("big", &[spec("x", 16, 16, 8192)]).unwrap_err();
+        let big = spec("x", 16, 16, 8192);
+        let err = NetmapMemory::new("big", &[big.clone(), big]).unwrap_err();
         assert!(err.to_string().contains("limit"), "{err}");
     }
 }

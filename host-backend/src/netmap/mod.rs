@@ -201,7 +201,7 @@ pub fn build_ports(specs: &[PortSpec]) -> Result<Vec<Arc<Port>>, BuildError> {
         for m in &members {
             let spec = if_spec(&m.name, &m.conf);
             let mem = Arc::new(
-                NetmapMemory::new(&m.name, &[spec.clone()])
+                NetmapMemory::new(&m.name, std::slice::from_ref(&spec))
                     .map_err(|e| BuildError::Memory(m.name.clone(), e))?,
             );
             let p = RingParts::new(spec.tx_rings + spec.rx_rings)
@@ -256,7 +256,7 @@ pub fn build_ports(specs: &[PortSpec]) -> Result<Vec<Arc<Port>>, BuildError> {
         if let PortKind::Null { .. } = s.kind {
             let spec = if_spec(&s.name, &s.conf);
             let mem = Arc::new(
-                NetmapMemory::new(&s.name, &[spec.clone()])
+                NetmapMemory::new(&s.name, std::slice::from_ref(&spec))
                     .map_err(|e| BuildError::Memory(s.name.clone(), e))?,
             );
             let p = RingParts::new(spec.tx_rings + spec.rx_rings)

@@ -99,7 +99,7 @@ impl RxRing {
         while self.hwtail.load(Ordering::Acquire) != r.start {
             // An earlier producer is still copying: wait for it, politely on two cores.
             spins += 1;
-            if spins % 64 == 0 {
+            if spins.is_multiple_of(64) {
                 std::thread::yield_now();
             } else {
                 std::hint::spin_loop();
