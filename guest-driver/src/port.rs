@@ -167,7 +167,9 @@ impl RingState {
 
 /// A ptnet port attached through a [`Transport`]: the netmap memory, the rings and the CSB.
 ///
-/// Dropping the port stops the host sync loops (PTCTL DELETE) and unprograms the CSB.
+/// Dropping the port quiesces it ([`Port::quiesce`]: releases the RX slots read, publishes the TX
+/// slots filled and waits briefly for the host to take them), then stops the host sync loops
+/// (PTCTL DELETE) and unprograms the CSB.
 pub struct Port {
     transport: Box<dyn Transport>,
     mac: [u8; 6],
@@ -561,6 +563,27 @@ impl Port {
         }
     }
 
+    /// Syncs every ring, then waits (at most `limit`) until the host has caught up with every
+    /// ring's head: RX slots read are released, TX slots filled are transmitted. The host keeps
+    /// its rings across connections and DELETE stops its loops wherever they are, so without this
+    /// the next user of the port would see released RX slots again. Called on drop.
+    pub fn quiesce(&mut self, limit: Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        if self.sync_all().is_err() {
+            return;
+        }
+        loop {
+            let caught_up = self
+                .rings
+                .iter()
+                .all(|r| r.ktoa.hwcur() % r.view.num_slots() == r.kring.rhead);
+            if caught_up || std::time::Instant::now() >= deadline {
+                return;
+            }
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+
     /// Syncs every ring once (txsync on TX rings, rxsync on RX rings).
     pub fn sync_all(&mut self) -> Result<(), Error> {
         for i in 0..self.rings.len() {
@@ -601,6 +624,7 @@ fn detach(t: &mut dyn Transport) {
 
 impl Drop for Port {
     fn drop(&mut self) {
+        self.quiesce(Duration::from_millis(200));
         detach(self.transport.as_mut());
     }
 }
