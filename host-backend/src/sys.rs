@@ -135,6 +135,18 @@ pub fn wait_for_termination() -> i32 {
     }
 }
 
+/// Puts `f` in non-blocking mode (eventfds from a frontend may come blocking).
+pub fn set_nonblocking(f: &File) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor we hold; only the status flags change.
+    unsafe {
+        let flags = libc::fcntl(f.as_raw_fd(), libc::F_GETFL);
+        if flags < 0 || libc::fcntl(f.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,16 +175,4 @@ mod tests {
             0b10
         );
     }
-}
-
-/// Puts `f` in non-blocking mode (eventfds from a frontend may come blocking).
-pub fn set_nonblocking(f: &File) -> io::Result<()> {
-    // SAFETY: fcntl on a descriptor we hold; only the status flags change.
-    unsafe {
-        let flags = libc::fcntl(f.as_raw_fd(), libc::F_GETFL);
-        if flags < 0 || libc::fcntl(f.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
 }
