@@ -528,11 +528,6 @@ impl Run<'_> {
         let mut seq = SeqTracker::default();
         let mut errors = 0u64;
         let mut first: Option<Instant> = None;
-        let mut trace = if std::env::var_os("PKTGEN_TRACE").is_some() {
-            20
-        } else {
-            0
-        };
         let mut last: Instant = Instant::now();
         let mut last_rx = Instant::now();
         'outer: loop {
