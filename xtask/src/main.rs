@@ -1,1 +1,226 @@
-fn main() {}
+//! `cargo xtask`: the project's automation, one entry point.
+//!
+//! ```text
+//! cargo xtask test          everything README promises: deps, QEMU, guest image, all tests
+//! cargo xtask ci            fmt + clippy + test (what .ci/run runs)
+//! cargo xtask demo          daemon + two guests exchanging packets (Ctrl-C stops)
+//! cargo xtask bench         ptnet vs DPDK vhost-user benchmark
+//! cargo xtask build-qemu    patched QEMU (cached); prints its path
+//! cargo xtask guest-image   the guest kernel + initramfs (cached); prints its directory
+//! cargo xtask deps          install the Debian packages the tests need
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+
+/// Debian packages the tests and tools need (QEMU's own build deps are installed by its script).
+const APT_PACKAGES: &[&str] = &[
+    "iproute2",
+    "iputils-ping",
+    "ethtool",
+    "python3",
+    "procps",
+    "file",
+];
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+fn run(cmd: &mut Command) -> Result<(), String> {
+    eprintln!("xtask: running {cmd:?}");
+    let st = cmd.status().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd:?} failed: {st}"))
+    }
+}
+
+/// Runs a script whose last stdout line is a path, passing the rest of its output through.
+fn run_for_path(cmd: &mut Command) -> Result<PathBuf, String> {
+    eprintln!("xtask: running {cmd:?}");
+    let out = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("{cmd:?}: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines: Vec<&str> = text.lines().collect();
+    let last = lines.pop().unwrap_or("").trim().to_string();
+    for l in lines {
+        eprintln!("{l}");
+    }
+    if !out.status.success() || last.is_empty() {
+        return Err(format!("{cmd:?} failed: {}", out.status));
+    }
+    Ok(PathBuf::from(last))
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn deps() -> Result<(), String> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            !Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", p])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+                .unwrap_or(false)
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    run(Command::new("apt-get").arg("update").arg("-q"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+fn build_qemu() -> Result<PathBuf, String> {
+    run_for_path(Command::new("bash").arg(root().join("qemu-patches/build")))
+}
+
+fn guest_image() -> Result<PathBuf, String> {
+    run_for_path(Command::new("bash").arg(root().join("integration/guest/build-image.sh")))
+}
+
+/// Builds QEMU and the guest image and exports their locations for the VM tests.
+fn vm_prereqs() -> Result<Vec<(String, PathBuf)>, String> {
+    let qemu = build_qemu()?;
+    let image = guest_image()?;
+    Ok(vec![
+        ("PTNET_QEMU".into(), qemu),
+        ("PTNET_GUEST_DIR".into(), image),
+    ])
+}
+
+fn test(extra: &[String]) -> Result<(), String> {
+    deps()?;
+    let env = vm_prereqs()?;
+    // Binaries the integration tests start (daemon, pkt-gen) are built first, in one go.
+    run(cargo().args(["build", "--workspace", "--bins"]))?;
+    let mut c = cargo();
+    c.args(["test", "--workspace"]).args(extra);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    run(&mut c)
+}
+
+fn ci() -> Result<(), String> {
+    run(cargo().args(["fmt", "--all", "--check"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    test(&[])
+}
+
+fn demo(extra: &[String]) -> Result<(), String> {
+    deps()?;
+    let env = vm_prereqs()?;
+    run(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "ptnet-backend",
+        "-p",
+        "ptnet-driver",
+        "-p",
+        "ptnet-integration",
+        "--bins",
+    ]))?;
+    let mut c = cargo();
+    c.args([
+        "run",
+        "--release",
+        "-q",
+        "-p",
+        "ptnet-integration",
+        "--bin",
+        "ptnet-demo",
+        "--",
+    ])
+    .args(extra);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    run(&mut c)
+}
+
+fn bench(extra: &[String]) -> Result<(), String> {
+    deps()?;
+    run(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "ptnet-backend",
+        "-p",
+        "ptnet-driver",
+        "-p",
+        "ptnet-integration",
+        "--bins",
+    ]))?;
+    run(cargo()
+        .args([
+            "run",
+            "--release",
+            "-q",
+            "-p",
+            "ptnet-integration",
+            "--bin",
+            "ptnet-bench",
+            "--",
+        ])
+        .args(extra))
+}
+
+const USAGE: &str = "usage: cargo xtask <test|ci|demo|bench|build-qemu|guest-image|deps> [ARGS...]";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(cmd) = args.first() else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let rest = &args[1..];
+    let r = match cmd.as_str() {
+        "test" => test(rest),
+        "ci" => ci(),
+        "demo" => demo(rest),
+        "bench" => bench(rest),
+        "build-qemu" => build_qemu().map(|p| println!("{}", p.display())),
+        "guest-image" => guest_image().map(|p| println!("{}", p.display())),
+        "deps" => deps(),
+        "-h" | "--help" | "help" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => {
+            eprintln!("xtask: unknown command '{other}'\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
