@@ -1,0 +1,329 @@
+//! End to end through the patched QEMU: `ptnet-backend` + `ptnet-pci` guests running the static
+//! `ptnet-pkt-gen` over the pci transport (sysfs BARs, uio interrupts), under TCG by default
+//! (`PTNET_ACCEL=kvm|auto` to change).
+//!
+//! QEMU (`qemu-patches/build`) and the guest image (`integration/guest/build-image.sh`) are built
+//! by their scripts on first use (cached); the host binaries with `cargo build` (see the crate
+//! docs). A missing or failing piece fails these tests; only `PTNET_SKIP_VM=1` skips them.
+//! `PTNET_VM_LOG=1` prints every guest's serial console and QEMU log.
+
+use ptnet_integration::host::{finish, spawn_pkt_gen, Backend, TempDir};
+use ptnet_integration::vm::{vm_lock, Nic, Vm, VmConfig, VmResult};
+use ptnet_integration::{json_num, skip_vm_tests};
+use std::time::Duration;
+
+/// Packets per guest-to-guest run.
+const COUNT: u64 = 100_000;
+/// Transmit rate (pps) a TCG guest keeps up with on 2 busy cores, with the receiver in another
+/// TCG guest. Override with PTNET_VM_RATE (0 = unlimited).
+const RATE: u64 = 20_000;
+
+fn rate() -> u64 {
+    std::env::var("PTNET_VM_RATE")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(RATE)
+}
+
+/// Marker pkt-gen prints on stderr once its port is open (and the host loops started).
+const READY: &str = "ptnet-pkt-gen: pci:";
+
+fn skip() -> bool {
+    if skip_vm_tests() {
+        eprintln!("PTNET_SKIP_VM=1: skipped");
+        return true;
+    }
+    false
+}
+
+fn guest(name: &str, cmd: &str, nic: Nic, timeout_s: u64) -> VmConfig {
+    VmConfig {
+        timeout: Duration::from_secs(timeout_s),
+        ..VmConfig::new(name, cmd)
+    }
+    .nic(nic)
+}
+
+/// The pkt-gen summary line of a guest (the last JSON line with "mode").
+fn summary(r: &VmResult) -> String {
+    r.json
+        .iter()
+        .rev()
+        .find(|l| l.contains("\"mode\""))
+        .cloned()
+        .unwrap_or_else(|| panic!("no pkt-gen JSON line\n{}", r.report()))
+}
+
+fn num(line: &str, key: &str) -> u64 {
+    json_num(line, key).unwrap_or_else(|| panic!("no {key} in {line}")) as u64
+}
+
+/// Receiver guest on `rx_sock`, transmitter guest on `tx_sock`; asserts a lossless, clean run.
+fn guest_to_guest(tag: &str, ports: &[&str]) {
+    let _g = vm_lock();
+    let dir = TempDir::new(tag).unwrap();
+    let be = Backend::start(dir.path(), ports, &[]).unwrap_or_else(|e| panic!("{e}"));
+    let rx_cmd = format!("ptnet-pkt-gen -i ptnet0 -f rx -n {COUNT} --timeout 60 --json");
+    let tx_cmd = format!(
+        "ptnet-pkt-gen -i ptnet0 -f tx -n {COUNT} -R {} --timeout 30 --json",
+        rate()
+    );
+    let mut rx = Vm::start(&guest(
+        &format!("{tag}-rx"),
+        &rx_cmd,
+        Nic::new(be.socket(ports[0])),
+        300,
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    if !rx.wait_for(READY, Duration::from_secs(120)) {
+        let r = rx.wait().unwrap();
+        panic!(
+            "receiver never opened its port\n{}\n--- backend ---\n{}",
+            r.report(),
+            be.log_text()
+        );
+    }
+    let tx = Vm::start(&guest(
+        &format!("{tag}-tx"),
+        &tx_cmd,
+        Nic::new(be.socket(ports[1])),
+        300,
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let tr = tx.wait().unwrap();
+    let rr = rx.wait().unwrap();
+    let ctx = format!(
+        "--- tx ---\n{}\n--- rx ---\n{}\n--- backend ---\n{}",
+        tr.report(),
+        rr.report(),
+        be.log_text()
+    );
+    assert_eq!(tr.rc, Some(0), "transmitter failed\n{ctx}");
+    assert_eq!(rr.rc, Some(0), "receiver failed\n{ctx}");
+    let (t, r) = (summary(&tr), summary(&rr));
+    assert_eq!(num(&t, "packets"), COUNT, "{ctx}");
+    assert_eq!(num(&r, "packets"), COUNT, "{ctx}");
+    assert_eq!(num(&r, "errors"), 0, "payload errors\n{ctx}");
+    assert_eq!(num(&r, "lost"), 0, "{ctx}");
+    eprintln!(
+        "{tag}: guest tx {:.4} Mpps, guest rx {:.4} Mpps (TCG, rate limit {} pps)",
+        json_num(&t, "mpps").unwrap_or(0.0),
+        json_num(&r, "mpps").unwrap_or(0.0),
+        rate()
+    );
+}
+
+#[test]
+fn vm_guest_to_guest_over_vale() {
+    if skip() {
+        return;
+    }
+    guest_to_guest("vale", &["vale0:1", "vale0:2"]);
+}
+
+#[test]
+fn vm_guest_to_guest_over_pipe() {
+    if skip() {
+        return;
+    }
+    guest_to_guest("pipe", &["netmap:p{1", "netmap:p}1"]);
+}
+
+/// A guest and a host process (vhost-user transport) on one VALE switch, both directions.
+#[test]
+fn vm_guest_and_host_process_on_vale() {
+    if skip() {
+        return;
+    }
+    let _g = vm_lock();
+    let dir = TempDir::new("mixed").unwrap();
+    let ports = ["vale1:1", "vale1:2"];
+    let be = Backend::start(dir.path(), &ports, &[]).unwrap_or_else(|e| panic!("{e}"));
+    let host_port = format!("vhost-user:{}", be.socket(ports[1]).display());
+    let n = 20_000u64;
+    // Host receives what the guest sends, then the guest receives what the host sends.
+    let host_rx = spawn_pkt_gen(&[
+        "-i",
+        &host_port,
+        "-f",
+        "rx",
+        "-n",
+        &n.to_string(),
+        "--timeout",
+        "120",
+        "--json",
+    ])
+    .unwrap();
+    let cmd = format!(
+        "ptnet-pkt-gen -i ptnet0 -f tx -n {n} -R {} --json || exit 1; \
+         echo GUEST-RX-START; ptnet-pkt-gen -i ptnet0 -f rx -n {n} --timeout 60 --json",
+        rate()
+    );
+    let mut vm = Vm::start(&guest("mixed", &cmd, Nic::new(be.socket(ports[0])), 300))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let hr = finish(host_rx, Duration::from_secs(240));
+    assert!(
+        hr.success(),
+        "host rx failed: {:?}\n{}\n{}\n--- guest ---\n{}\n--- backend ---\n{}",
+        hr.status,
+        hr.stdout,
+        hr.stderr,
+        vm.serial(),
+        be.log_text()
+    );
+    let l = hr.last_line().unwrap_or_default().to_string();
+    assert_eq!(num(&l, "packets"), n);
+    assert_eq!(num(&l, "errors"), 0);
+    // Guest receiver: wait until its port is open again, then send from the host.
+    assert!(
+        vm.wait_for("GUEST-RX-START", Duration::from_secs(60)),
+        "{}",
+        vm.serial()
+    );
+    let seen = vm.serial().matches(READY).count();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while vm.serial().matches(READY).count() <= seen && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ht = ptnet_integration::host::pkt_gen(
+        &[
+            "-i",
+            &host_port,
+            "-f",
+            "tx",
+            "-n",
+            &n.to_string(),
+            "-R",
+            &rate().to_string(),
+            "--json",
+        ],
+        Duration::from_secs(120),
+    )
+    .unwrap();
+    assert!(ht.success(), "host tx failed: {}\n{}", ht.stdout, ht.stderr);
+    let r = vm.wait().unwrap();
+    assert_eq!(
+        r.rc,
+        Some(0),
+        "{}\n--- backend ---\n{}",
+        r.report(),
+        be.log_text()
+    );
+    let s = summary(&r);
+    assert_eq!(num(&s, "packets"), n, "{}", r.report());
+    assert_eq!(num(&s, "errors"), 0, "{}", r.report());
+}
+
+/// The daemon dies and comes back while the guest runs; QEMU reconnects (reconnect-ms) and
+/// traffic flows again without a guest reboot.
+#[test]
+fn vm_traffic_resumes_after_daemon_restart() {
+    if skip() {
+        return;
+    }
+    let _g = vm_lock();
+    let dir = TempDir::new("restart").unwrap();
+    let ports = ["vale2:1", "vale2:2"];
+    let mut be = Backend::start(dir.path(), &ports, &[]).unwrap_or_else(|e| panic!("{e}"));
+    let host_port = format!("vhost-user:{}", be.socket(ports[1]).display());
+    let n = 5_000u64;
+    let cmd = format!(
+        "ptnet-pkt-gen -i ptnet0 -f rx -n {n} --timeout 60 --json || exit 1; \
+         echo FIRST-DONE; sleep 1; \
+         i=0; until ptnet-pkt-gen -i ptnet0 -f rx -n {n} --timeout 90 --json; do \
+           i=$((i+1)); [ $i -lt 5 ] || exit 2; sleep 2; done"
+    );
+    let mut nic = Nic::new(be.socket(ports[0]));
+    nic.reconnect_ms = 500;
+    let mut vm = Vm::start(&guest("restart", &cmd, nic, 400)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        vm.wait_for(READY, Duration::from_secs(120)),
+        "{}",
+        vm.serial()
+    );
+    let send = |what: &str| {
+        let o = ptnet_integration::host::pkt_gen(
+            &[
+                "-i",
+                &host_port,
+                "-f",
+                "tx",
+                "-n",
+                &n.to_string(),
+                "-R",
+                &rate().to_string(),
+            ],
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        assert!(
+            o.success(),
+            "host tx ({what}) failed: {}\n{}",
+            o.stdout,
+            o.stderr
+        );
+    };
+    send("before restart");
+    assert!(
+        vm.wait_for("FIRST-DONE", Duration::from_secs(60)),
+        "{}\n--- backend ---\n{}",
+        vm.serial(),
+        be.log_text()
+    );
+    be.restart().unwrap_or_else(|e| panic!("{e}"));
+    // The second receiver opens once QEMU has reconnected.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while vm.serial().matches(READY).count() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "guest never re-opened the port after the restart\n{}\n--- qemu ---\n{}\n--- backend ---\n{}",
+            vm.serial(),
+            vm.qemu_log(),
+            be.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    send("after restart");
+    let r = vm.wait().unwrap();
+    assert_eq!(
+        r.rc,
+        Some(0),
+        "{}\n--- backend ---\n{}",
+        r.report(),
+        be.log_text()
+    );
+    let last = summary(&r);
+    assert!(r.json.len() >= 2, "{}", r.report());
+    assert_eq!(num(&last, "packets"), n, "{}", r.report());
+    assert_eq!(num(&last, "errors"), 0, "{}", r.report());
+}
+
+/// QEMU pointed at a socket nobody serves fails at once, with a message naming it.
+#[test]
+fn vm_missing_socket_is_a_clear_error() {
+    if skip() {
+        return;
+    }
+    let _g = vm_lock();
+    let dir = TempDir::new("nosock").unwrap();
+    let sock = dir.path().join("nobody-here.sock");
+    let vm =
+        Vm::start(&guest("nosock", "true", Nic::new(&sock), 60)).unwrap_or_else(|e| panic!("{e}"));
+    let r = vm.wait().unwrap();
+    let status = r
+        .status
+        .unwrap_or_else(|| panic!("QEMU hung\n{}", r.report()));
+    assert!(!status.success(), "{}", r.report());
+    assert_eq!(r.rc, None, "the guest must not run\n{}", r.report());
+    assert!(
+        r.qemu_log.contains("nobody-here.sock"),
+        "QEMU's error should name the socket\n{}",
+        r.report()
+    );
+    assert!(
+        r.elapsed < Duration::from_secs(30),
+        "took {:?}\n{}",
+        r.elapsed,
+        r.report()
+    );
+}
