@@ -622,6 +622,15 @@ impl Transport for PciTransport {
         Ok(true)
     }
 
+    fn wait_many(&self, rings: &[u32], timeout: Option<Duration>) -> Result<bool, Error> {
+        // One INTx line serves every ring and each descriptor sees every interrupt: waiting on
+        // the first ring's descriptor covers them all.
+        match rings.first() {
+            Some(&r) => self.wait(r, timeout),
+            None => Ok(false),
+        }
+    }
+
     fn name(&self) -> &str {
         &self.name
     }
