@@ -824,6 +824,414 @@ impl SlotReader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ptnet_protocol::device::{PortGeometry, PtnetConfig};
+    use ptnet_protocol::regs::mac_from_regs;
+    use ptnet_protocol::shmem::OwnedMem;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    const SLOTS: u32 = 8;
+    const BUF: u32 = 2048;
+    const CSB_GPA: u64 = 0x1_0000_2000;
+
+    /// What the mock device records and lets a test change.
+    struct MockState {
+        cfg: PtnetConfig,
+        writes: Vec<(u32, u32)>,
+        ptctl_errno: u32,
+    }
+
+    /// A ptnet device in plain memory, with a host that does nothing unless the test acts.
+    #[derive(Clone)]
+    struct Mock {
+        state: Arc<Mutex<MockState>>,
+        mem: Arc<OwnedMem>,
+        csb: Arc<OwnedMem>,
+        kicks: Arc<AtomicU32>,
+        rings: u32,
+    }
+
+    impl Mock {
+        /// One TX and one RX ring of SLOTS slots; nifp at 0, rings after it, then the buffers.
+        fn new() -> Self {
+            let (tx, rx) = (1, 1);
+            let ring_pool = 1024usize;
+            let ring_size = ring::size(SLOTS).next_multiple_of(64);
+            let buf_pool = (ring_pool + 2 * ring_size).next_multiple_of(4096);
+            let nbufs = 2 + 2 * SLOTS + 4;
+            let mem_size = buf_pool + (nbufs * BUF) as usize;
+            let mem = OwnedMem::new(mem_size);
+            let m = mem.mem();
+            let mut ofs = Vec::new();
+            for k in 0..2u32 {
+                let addr = ring_pool + k as usize * ring_size;
+                let view = RingView::new(m.sub(addr, ring::size(SLOTS)).unwrap(), SLOTS).unwrap();
+                let (dir, tail) = if k == 0 {
+                    (ring::DIR_TX, SLOTS - 1)
+                } else {
+                    (ring::DIR_RX, 0)
+                };
+                view.init_header(buf_pool as i64 - addr as i64, BUF, 0, dir, tail);
+                for i in 0..SLOTS {
+                    view.set_buf_idx(i, 2 + k * SLOTS + i);
+                }
+                ofs.push(addr as i64);
+            }
+            IfView::new(m.sub(0, 1024).unwrap())
+                .unwrap()
+                .init("mock", 1, tx, rx, &ofs);
+            let geo = PortGeometry {
+                features: 1,
+                mac: [2, 0, 0, 0, 0, 9],
+                nifp_offset: 0,
+                num_tx_rings: tx,
+                num_rx_rings: rx,
+                num_tx_slots: SLOTS,
+                num_rx_slots: SLOTS,
+                mem_id: 7,
+                mem_size: mem_size as u64,
+                if_pool: (0, 1, 1024),
+                ring_pool: (ring_pool as u32, 2, ring_size as u32),
+                buf_pool: (buf_pool as u32, nbufs, BUF),
+            };
+            Mock {
+                state: Arc::new(Mutex::new(MockState {
+                    cfg: PtnetConfig::new(&geo),
+                    writes: Vec::new(),
+                    ptctl_errno: 0,
+                })),
+                mem: Arc::new(mem),
+                csb: Arc::new(OwnedMem::new(8192)),
+                kicks: Arc::new(AtomicU32::new(0)),
+                rings: tx + rx,
+            }
+        }
+
+        fn set_memdev(&self, reg: u32, v: u32) {
+            let mut st = self.state.lock().unwrap();
+            st.cfg
+                .set(ptnet_protocol::device::MEMDEV_CONFIG_BASE + reg, v);
+        }
+
+        fn ring_view(&self, k: u32) -> RingView {
+            let nif = IfView::new(self.mem.mem()).unwrap();
+            let ofs = nif.ring_ofs(k).unwrap() as usize;
+            RingView::new(self.mem.mem().sub(ofs, ring::size(SLOTS)).unwrap(), SLOTS).unwrap()
+        }
+
+        fn bufs(&self) -> BufPool {
+            let st = self.state.lock().unwrap();
+            let (ofs, num, sz) = st.cfg.geometry().buf_pool;
+            BufPool::new(
+                self.mem
+                    .mem()
+                    .sub(ofs as usize, (num * sz) as usize)
+                    .unwrap(),
+                num,
+                sz,
+            )
+            .unwrap()
+        }
+
+        fn atok(&self, ring: u32) -> Atok {
+            Atok::new(&self.csb.mem(), ring).unwrap()
+        }
+
+        fn ktoa(&self, ring: u32) -> Ktoa {
+            Ktoa::new(&self.csb.mem().sub(4096, 4096).unwrap(), ring).unwrap()
+        }
+
+        fn writes(&self) -> Vec<(u32, u32)> {
+            self.state.lock().unwrap().writes.clone()
+        }
+    }
+
+    impl Transport for Mock {
+        fn read_reg(&mut self, off: u32) -> Result<u32, Error> {
+            Ok(self.state.lock().unwrap().cfg.get(off))
+        }
+
+        fn write_reg(&mut self, off: u32, val: u32) -> Result<(), Error> {
+            let mut st = self.state.lock().unwrap();
+            st.writes.push((off, val));
+            match off {
+                ptnet::PTFEAT => {
+                    let offered = st.cfg.get(ptnet::PTFEAT);
+                    st.cfg.set(off, offered & val);
+                }
+                ptnet::PTCTL => {
+                    let errno = st.ptctl_errno;
+                    if val == PTCTL_CREATE && errno == 0 {
+                        // Host-to-guest entries from the ring state; the host wants kicks.
+                        self.ktoa(0).kernel_write(0, SLOTS - 1);
+                        self.ktoa(1).kernel_write(0, 0);
+                        self.ktoa(0).set_kern_need_kick(true);
+                        self.ktoa(1).set_kern_need_kick(true);
+                    }
+                    st.cfg.set(off, errno);
+                }
+                _ => st.cfg.set(off, val),
+            }
+            Ok(())
+        }
+
+        fn read_memdev(&mut self, off: u32) -> Result<u32, Error> {
+            Ok(self.state.lock().unwrap().cfg.memdev(off))
+        }
+
+        fn netmap_mem(&mut self) -> Result<SharedMem, Error> {
+            Ok(self.mem.mem())
+        }
+
+        fn alloc_csb(&mut self, rings: u32) -> Result<CsbArrays, Error> {
+            assert_eq!(rings, self.rings);
+            let m = self.csb.mem();
+            Ok(CsbArrays {
+                atok: m.sub(0, 4096).unwrap(),
+                atok_gpa: CSB_GPA,
+                ktoa: m.sub(4096, 4096).unwrap(),
+                ktoa_gpa: CSB_GPA + 4096,
+            })
+        }
+
+        fn kick(&self, _ring: u32) {
+            self.kicks.fetch_add(1, Ordering::Relaxed);
+        }
+
+        fn wait(&self, _ring: u32, timeout: Option<Duration>) -> Result<bool, Error> {
+            std::thread::sleep(
+                timeout
+                    .unwrap_or(Duration::from_millis(1))
+                    .min(Duration::from_millis(1)),
+            );
+            Ok(false)
+        }
+
+        fn name(&self) -> &str {
+            "mock"
+        }
+    }
+
+    use ptnet_protocol::shmem::SharedMem;
+
+    #[test]
+    fn attach_follows_the_driver_order_and_detach_undoes_it() {
+        let mock = Mock::new();
+        let port = Port::attach(Box::new(mock.clone())).unwrap();
+        assert_eq!(port.mac(), [2, 0, 0, 0, 0, 9]);
+        assert_eq!((port.num_tx_rings(), port.num_rx_rings()), (1, 1));
+        assert_eq!((port.num_tx_slots(), port.num_rx_slots()), (SLOTS, SLOTS));
+        assert_eq!((port.buf_size(), port.mem_id()), (BUF, 7));
+        assert_eq!(
+            mock.writes(),
+            vec![
+                (ptnet::PTFEAT, 0),
+                (ptnet::CSB_GH_BAH, 1),
+                (ptnet::CSB_GH_BAL, 0x2000),
+                (ptnet::CSB_HG_BAH, 1),
+                (ptnet::CSB_HG_BAL, 0x3000),
+                (ptnet::PTCTL, PTCTL_CREATE),
+            ]
+        );
+        // The guest-to-host entries start aligned with the host's hwcur.
+        assert_eq!(mock.atok(0).kernel_read(), (0, 0));
+        // The netmap ring headers carry the application's view.
+        assert_eq!(
+            (mock.ring_view(0).head(), mock.ring_view(0).tail()),
+            (0, SLOTS - 1)
+        );
+        drop(port);
+        let w = mock.writes();
+        assert_eq!(
+            w[6..],
+            [
+                (ptnet::PTCTL, PTCTL_DELETE),
+                (ptnet::CSB_GH_BAH, 0),
+                (ptnet::CSB_GH_BAL, 0),
+                (ptnet::CSB_HG_BAH, 0),
+                (ptnet::CSB_HG_BAL, 0),
+            ]
+        );
+        let st = mock.state.lock().unwrap();
+        assert_eq!(
+            mac_from_regs(st.cfg.get(8), st.cfg.get(12)),
+            [2, 0, 0, 0, 0, 9]
+        );
+    }
+
+    #[test]
+    fn tx_fills_slots_and_publishes_head() {
+        let mock = Mock::new();
+        let mut port = Port::attach(Box::new(mock.clone())).unwrap();
+        let mut tx = port.tx_ring(0);
+        assert_eq!(tx.space(), SLOTS - 1);
+        assert!(tx.send(&[0xaa; 60]));
+        assert!(tx.send(&[0xbb; 100]));
+        assert!(!tx.send(&vec![0; BUF as usize + 1]), "too long");
+        assert!(tx.send_with(64, |w| w.write(0, &[1, 2, 3]) && w.write(61, &[4, 5, 6])));
+        assert!(
+            !tx.send_with(64, |w| w.write(62, &[0; 3])),
+            "past the frame"
+        );
+        assert_eq!(tx.space(), SLOTS - 4);
+        assert_eq!(tx.indexes(), (3, 3, SLOTS - 1));
+        assert_eq!(mock.kicks.load(Ordering::Relaxed), 0);
+        tx.txsync().unwrap();
+        // The host asked for kicks: one kick, and head/cur published.
+        assert_eq!(mock.kicks.load(Ordering::Relaxed), 1);
+        assert_eq!(mock.atok(0).kernel_read(), (3, 3));
+        let view = mock.ring_view(0);
+        assert_eq!((view.len(0), view.len(1), view.len(2)), (60, 100, 64));
+        let bufs = mock.bufs();
+        let mut b = [0u8; 3];
+        bufs.read(view.buf_idx(1), 97, &mut b);
+        assert_eq!(b, [0xbb; 3]);
+        bufs.read(view.buf_idx(2), 61, &mut b);
+        assert_eq!(b, [4, 5, 6]);
+        // Fill the ring: the last free slot is taken, the next send fails.
+        let mut tx = port.tx_ring(0);
+        while tx.send(&[0; 60]) {}
+        assert_eq!(tx.space(), 0);
+        assert_eq!(tx.pending(), SLOTS - 1);
+        // The host "transmits" everything: hwcur = head, hwtail = head - 1.
+        mock.ktoa(0).kernel_write(SLOTS - 1, SLOTS - 2);
+        tx.txsync().unwrap();
+        assert_eq!(tx.space(), SLOTS - 1);
+        assert_eq!(tx.pending(), 0);
+    }
+
+    #[test]
+    fn rx_reads_what_the_host_published_and_releases_it() {
+        let mock = Mock::new();
+        let mut port = Port::attach(Box::new(mock.clone())).unwrap();
+        let view = mock.ring_view(1);
+        let bufs = mock.bufs();
+        for (i, len) in [(0u32, 60u16), (1, 1514)] {
+            bufs.write(view.buf_idx(i), 0, &vec![i as u8 + 1; len as usize]);
+            view.set_len(i, len);
+        }
+        let mut rx = port.rx_ring(0);
+        assert_eq!(rx.avail(), 0);
+        rx.rxsync().unwrap();
+        assert_eq!(rx.avail(), 0);
+        // Nothing there: the guest asked for an interrupt.
+        assert!(mock.atok(1).appl_need_kick());
+        mock.ktoa(1).kernel_write(0, 2);
+        rx.rxsync().unwrap();
+        assert!(!mock.atok(1).appl_need_kick());
+        assert_eq!(rx.avail(), 2);
+        let mut out = [0u8; 2048];
+        assert_eq!(rx.recv(&mut out), Some(60));
+        assert_eq!(out[..60], [1; 60]);
+        let got = rx.recv_with(|p| {
+            let mut b = [0u8; 4];
+            assert!(p.read(1510, &mut b));
+            assert!(!p.read(1511, &mut b));
+            (p.len(), b)
+        });
+        assert_eq!(got, Some((1514, [2; 4])));
+        assert_eq!(rx.recv(&mut out), None);
+        rx.rxsync().unwrap();
+        assert_eq!(mock.atok(1).kernel_read(), (2, 2));
+    }
+
+    #[test]
+    fn bad_slots_from_the_host_are_contained() {
+        let mock = Mock::new();
+        let mut port = Port::attach(Box::new(mock.clone())).unwrap();
+        let view = mock.ring_view(1);
+        view.set_buf_idx(0, 1); // reserved
+        view.set_buf_idx(1, 2);
+        view.set_len(1, 4000); // longer than a buffer
+        mock.ktoa(1).kernel_write(0, 2);
+        let mut rx = port.rx_ring(0);
+        rx.rxsync().unwrap();
+        let mut out = [0u8; 64];
+        assert_eq!(rx.recv(&mut out), Some(0));
+        assert_eq!(rx.recv(&mut out), Some(0));
+        // A TX slot with a bad buffer index is refused.
+        mock.ring_view(0).set_buf_idx(0, u32::MAX);
+        assert!(!port.tx_ring(0).send(&[0; 60]));
+        // Out-of-range host indexes are reduced modulo the ring.
+        mock.ktoa(1).kernel_write(1000, 1003);
+        let mut rx = port.rx_ring(0);
+        rx.rxsync().unwrap();
+        assert!(rx.indexes().2 < SLOTS);
+    }
+
+    #[test]
+    fn attach_refuses_bad_devices() {
+        let expect_device_error = |mock: Mock, what: &str| {
+            match Port::attach(Box::new(mock.clone())) {
+                Err(Error::Device(msg)) => assert!(msg.contains(what), "{msg}"),
+                other => panic!("{what}: {other:?}"),
+            }
+            // The CSB is unprogrammed again.
+            let w = mock.writes();
+            assert_eq!(w[w.len() - 4..], [(52, 0), (56, 0), (60, 0), (64, 0)]);
+        };
+        let m = Mock::new();
+        m.set_memdev(memdev::MEMID, 8);
+        expect_device_error(m, "MEMID");
+        let m = Mock::new();
+        let size = m.state.lock().unwrap().cfg.geometry().mem_size as u32;
+        m.set_memdev(memdev::MEMSIZE_LO, size + 4096);
+        expect_device_error(m, "MEMSIZE");
+        let m = Mock::new();
+        m.set_memdev(memdev::BUF_POOL_OBJNUM, 100_000);
+        expect_device_error(m, "buffer pool");
+        let m = Mock::new();
+        let v = m.ring_view(0);
+        v.init_header(v.buf_ofs() + 2048, BUF, 0, ring::DIR_TX, SLOTS - 1);
+        expect_device_error(m, "buf_ofs");
+        let m = Mock::new();
+        m.ring_view(1).init_header(0, BUF, 0, ring::DIR_TX, 0);
+        expect_device_error(m, "direction");
+        let m = Mock::new();
+        m.state.lock().unwrap().cfg.set(ptnet::NIFP_OFS, 1 << 30);
+        expect_device_error(m, "NIFP_OFS");
+
+        // Before the CSB is programmed: nothing to undo.
+        let m = Mock::new();
+        m.state.lock().unwrap().cfg.set(ptnet::NUM_RX_RINGS, 40);
+        assert!(matches!(
+            Port::attach(Box::new(m.clone())),
+            Err(Error::Device(_))
+        ));
+        assert_eq!(m.writes(), vec![(ptnet::PTFEAT, 0)]);
+
+        // PTCTL CREATE failing.
+        let m = Mock::new();
+        m.state.lock().unwrap().ptctl_errno = 6;
+        match Port::attach(Box::new(m.clone())) {
+            Err(Error::Ptctl { cmd: 1, errno: 6 }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn wait_times_out_and_restores_the_interrupt_mode() {
+        let mock = Mock::new();
+        let mut port = Port::attach(Box::new(mock.clone())).unwrap();
+        port.set_busy_poll(true);
+        let t = std::time::Instant::now();
+        assert!(!port
+            .wait(RingId::Rx(0), Some(Duration::from_millis(20)))
+            .unwrap());
+        assert!(t.elapsed() >= Duration::from_millis(20));
+        // While waiting it asked for an interrupt.
+        assert!(mock.atok(1).appl_need_kick());
+        // A TX ring with space is ready at once.
+        assert!(port
+            .wait_any(&[RingId::Rx(0), RingId::Tx(0)], None)
+            .unwrap());
+        // Busy-poll syncs never ask for interrupts.
+        port.rx_ring(0).rxsync().unwrap();
+        assert!(!mock.atok(1).appl_need_kick());
+        mock.ktoa(1).kernel_write(0, 1);
+        assert!(port.wait(RingId::Rx(0), None).unwrap());
+        assert_eq!(port.rx_ring(0).avail(), 1);
+    }
 
     #[test]
     fn port_specs() {
