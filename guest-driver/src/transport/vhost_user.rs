@@ -246,8 +246,9 @@ impl VhostUserTransport {
         let tx_fd = channel.get_tx_raw_fd();
         fe.set_backend_request_fd(&tx_fd)
             .map_err(vu("SET_BACKEND_REQ_FD"))?;
-        if !poll_fds(&[channel.as_raw_fd()], Some(REPLY_TIMEOUT))
+        if poll_fds(&[channel.as_raw_fd()], Some(REPLY_TIMEOUT))
             .map_err(|e| Error::io("poll backend channel", e))?
+            == 0
         {
             return Err(Error::VhostUser(
                 "no SHMEM_MAP from the daemon within 10 s of SET_BACKEND_REQ_FD".into(),
@@ -361,13 +362,14 @@ fn make_guest_memory() -> Result<(OwnedFd, Mmap), Error> {
     Ok((OwnedFd::from(file), map))
 }
 
-/// Waits until one of `fds` is readable. Returns false on timeout.
-fn poll_fds(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<bool> {
+/// Waits until one of `fds` (at most 64) is readable or hung up. Returns a bit mask of the ready
+/// ones, 0 on timeout.
+fn poll_fds(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<u64> {
     let mut pfds = [libc::pollfd {
         fd: -1,
         events: 0,
         revents: 0,
-    }; ptnet::MAX_RINGS as usize];
+    }; 64];
     let n = fds.len().min(pfds.len());
     for (p, &fd) in pfds.iter_mut().zip(fds) {
         p.fd = fd;
@@ -386,13 +388,18 @@ fn poll_fds(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<bool> {
         // SAFETY: `pfds[..n]` is a valid, initialised array of pollfd that outlives the call.
         let r = unsafe { libc::poll(pfds.as_mut_ptr(), n as libc::nfds_t, ms) };
         if r > 0 {
-            return Ok(true);
+            let ready = pfds[..n]
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.revents != 0)
+                .fold(0u64, |m, (i, _)| m | 1 << i);
+            return Ok(ready);
         }
         if r == 0 {
             if deadline.is_some_and(|d| Instant::now() < d) {
                 continue;
             }
-            return Ok(false);
+            return Ok(0);
         }
         let e = io::Error::last_os_error();
         if e.kind() != io::ErrorKind::Interrupted {
@@ -462,11 +469,13 @@ impl Transport for VhostUserTransport {
     }
 
     fn wait_many(&self, rings: &[u32], timeout: Option<Duration>) -> Result<bool, Error> {
-        let mut fds = [-1; ptnet::MAX_RINGS as usize];
+        // The call eventfds, and the main socket last: with no request outstanding, it becomes
+        // readable only when the daemon hangs up (or misbehaves).
+        let mut fds = [-1; ptnet::MAX_RINGS as usize + 1];
         let mut n = 0;
         for &r in rings {
             if let Some(c) = self.calls.get(r as usize) {
-                if n < fds.len() {
+                if n < ptnet::MAX_RINGS as usize {
                     fds[n] = c.as_raw_fd();
                     n += 1;
                 }
@@ -475,9 +484,16 @@ impl Transport for VhostUserTransport {
         if n == 0 {
             return Err(Error::Device(format!("wait on unknown rings {rings:?}")));
         }
+        fds[n] = self.frontend.as_raw_fd();
         let ready =
-            poll_fds(&fds[..n], timeout).map_err(|e| Error::io("poll the call eventfds", e))?;
-        if ready {
+            poll_fds(&fds[..n + 1], timeout).map_err(|e| Error::io("poll the call eventfds", e))?;
+        if ready & 1 << n != 0 {
+            return Err(Error::VhostUser(format!(
+                "{}: the daemon closed the connection",
+                self.name
+            )));
+        }
+        if ready != 0 {
             for &r in rings {
                 if let Some(c) = self.calls.get(r as usize) {
                     // Non-blocking: clears the counter if it was signalled, EAGAIN otherwise.
@@ -485,7 +501,7 @@ impl Transport for VhostUserTransport {
                 }
             }
         }
-        Ok(ready)
+        Ok(ready != 0)
     }
 
     fn name(&self) -> &str {
