@@ -1,0 +1,139 @@
+//! `cargo xtask demo`: the main job. `ptnet-backend` serves two ports of a VALE switch (or the two
+//! ends of a pipe with `--pipe`), two QEMU guests boot with a ptnet NIC each, one runs
+//! `ptnet-pkt-gen -f tx` and the other `-f rx`, and their live rates are printed here. Ctrl-C
+//! (or `--seconds N`) stops everything and removes what the demo created.
+
+use ptnet_integration::vm::{Nic, Vm, VmConfig};
+use ptnet_integration::{Backend, TempDir};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+struct Opts {
+    pipe: bool,
+    seconds: Option<u64>,
+    rate: Option<u64>,
+}
+
+fn parse() -> Result<Opts, String> {
+    let mut o = Opts {
+        pipe: false,
+        seconds: None,
+        rate: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut num = |name: &str| -> Result<u64, String> {
+            it.next()
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| format!("{name} wants a number"))
+        };
+        match a.as_str() {
+            "--pipe" => o.pipe = true,
+            "--seconds" => o.seconds = Some(num("--seconds")?),
+            "--rate" => o.rate = Some(num("--rate")?),
+            "-h" | "--help" => {
+                println!(
+                    "usage: ptnet-demo [--pipe] [--seconds N] [--rate PPS]\n\
+                     Boots two guests on ptnet ports of one ptnet-backend (VALE switch, or a pipe\n\
+                     with --pipe); one transmits, one receives; live rates until Ctrl-C."
+                );
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument '{other}' (try --help)")),
+        }
+    }
+    Ok(o)
+}
+
+fn main() {
+    let opts = match parse() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("ptnet-demo: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = run(&opts) {
+        eprintln!("ptnet-demo: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(opts: &Opts) -> Result<(), String> {
+    // SAFETY: installs an async-signal-safe handler that only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    let dir = TempDir::new("demo").map_err(|e| format!("temp dir: {e}"))?;
+    let ports: [&str; 2] = if opts.pipe {
+        ["netmap:demo{0", "netmap:demo}0"]
+    } else {
+        ["vale0:1", "vale0:2"]
+    };
+    println!(
+        "== starting ptnet-backend {} {} (sockets in {})",
+        ports[0],
+        ports[1],
+        dir.path().display()
+    );
+    let mut backend = Backend::start(dir.path(), &ports, &[])?;
+    let rate = opts.rate.map(|r| format!(" -R {r}")).unwrap_or_default();
+    let rx_cmd = "ptnet-pkt-gen -i ptnet0 -f rx -n 0 -T 1000 2>&1";
+    let tx_cmd = format!("ptnet-pkt-gen -i ptnet0 -f tx -n 0 -l 60 -T 1000{rate} 2>&1");
+    let boot = |name: &str, port: &str, cmd: &str| -> Result<Vm, String> {
+        let mut cfg = VmConfig::new(name, cmd).nic(Nic {
+            reconnect_ms: 1000,
+            ..Nic::new(backend.socket(port))
+        });
+        cfg.timeout = Duration::from_secs(opts.seconds.map_or(24 * 3600, |s| s + 120));
+        println!("== booting guest '{name}' on {port}: {cmd}");
+        Vm::start(&cfg)
+    };
+    let mut rx = boot("rx", ports[1], rx_cmd)?;
+    let mut tx = boot("tx", ports[0], &tx_cmd)?;
+    println!(
+        "== guests boot under {:?} (Ctrl-C stops everything)",
+        ptnet_integration::vm::Accel::from_env()
+    );
+    let start = Instant::now();
+    let mut shown = [0usize; 2];
+    while !STOP.load(Ordering::SeqCst)
+        && opts
+            .seconds
+            .is_none_or(|s| start.elapsed() < Duration::from_secs(s))
+    {
+        for (k, (name, vm)) in [("rx", &mut rx), ("tx", &mut tx)].into_iter().enumerate() {
+            let serial = vm.serial();
+            for line in serial.lines().skip(shown[k]) {
+                let l = line.trim_end();
+                if !l.is_empty() {
+                    println!("[{name}] {l}");
+                }
+            }
+            shown[k] = serial.lines().count();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!("== stopping guests and ptnet-backend");
+    drop(tx);
+    drop(rx);
+    backend.stop();
+    for l in backend
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("rings stopped") || l.contains("tx_packets="))
+        .take(6)
+    {
+        println!("[backend] {l}");
+    }
+    drop(dir);
+    println!("== done: sockets, guests and temporary files removed");
+    Ok(())
+}
