@@ -283,6 +283,26 @@ impl HostKring {
         HostStop::Reset(bad)
     }
 
+    /// Publishes hwcur/hwtail to the guest. Returns true when hwtail moved (TX: slots completed,
+    /// RX: packets received), which owes the guest an interrupt if it asks for one.
+    fn publish(&mut self, ktoa: &Ktoa) -> bool {
+        ktoa.kernel_write(self.hwcur, self.hwtail);
+        if self.rtail == self.hwtail {
+            return false;
+        }
+        self.rtail = self.hwtail;
+        self.pending_irq = true;
+        true
+    }
+
+    /// Asks the guest for kicks, then reads its indexes again: the guest may have published just
+    /// before it could see the request, and would then not kick (the lost wake-up).
+    fn ask_for_kicks(&self, atok: &Atok, ktoa: &Ktoa) -> Result<(u32, u32), BadIndexes> {
+        ktoa.set_kern_need_kick(true);
+        store_load_barrier();
+        self.read_guest(atok)
+    }
+
     fn interrupt_if_wanted(&mut self, atok: &Atok, irq: &mut dyn FnMut()) {
         if self.pending_irq && atok.appl_need_kick() {
             irq();
@@ -315,11 +335,7 @@ impl HostKring {
                 flags |= NAF_FORCE_RECLAIM;
             }
             port.sync(self, flags);
-            ktoa.kernel_write(self.hwcur, self.hwtail);
-            if self.rtail != self.hwtail {
-                self.rtail = self.hwtail;
-                self.pending_irq = true;
-            }
+            self.publish(ktoa);
             self.interrupt_if_wanted(atok, irq);
 
             guest = self.read_guest(atok);
@@ -331,10 +347,7 @@ impl HostKring {
                     // Packets are left that the port could not take: wait for it, not the guest.
                     break HostStop::PortBlocked;
                 }
-                ktoa.set_kern_need_kick(true);
-                // The guest may have published more just before seeing our request: look again.
-                store_load_barrier();
-                guest = self.read_guest(atok);
+                guest = self.ask_for_kicks(atok, ktoa);
                 if matches!(guest, Ok((h, _)) if h != self.rhead) {
                     ktoa.set_kern_need_kick(false);
                     continue;
@@ -375,10 +388,7 @@ impl HostKring {
             self.rhead = head;
             self.rcur = cur;
             port.sync(self, atok.sync_flags());
-            ktoa.kernel_write(self.hwcur, self.hwtail);
-            if self.rtail != self.hwtail {
-                self.rtail = self.hwtail;
-                self.pending_irq = true;
+            if self.publish(ktoa) {
                 dry_cycles = 0;
             } else {
                 dry_cycles += 1;
@@ -392,9 +402,7 @@ impl HostKring {
                     break HostStop::Poll;
                 }
                 // The guest holds every slot: wait for it to release some.
-                ktoa.set_kern_need_kick(true);
-                store_load_barrier();
-                guest = self.read_guest(atok);
+                guest = self.ask_for_kicks(atok, ktoa);
                 if guest.is_ok() && !no_rx_slots(&guest, self) {
                     ktoa.set_kern_need_kick(false);
                     continue;
@@ -411,11 +419,8 @@ impl HostKring {
                 // Nothing more from the port for now. New packets come with the port's
                 // notification; slots the guest frees come with a kick, which a blocked
                 // producer on the port may be waiting for, so ask for kicks and re-check.
-                let seen = self.rhead;
-                ktoa.set_kern_need_kick(true);
-                store_load_barrier();
-                guest = self.read_guest(atok);
-                if matches!(guest, Ok((h, _)) if h == seen) {
+                guest = self.ask_for_kicks(atok, ktoa);
+                if matches!(guest, Ok((h, _)) if h == self.rhead) {
                     break HostStop::PortBlocked;
                 }
                 ktoa.set_kern_need_kick(false);
