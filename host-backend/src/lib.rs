@@ -5,6 +5,7 @@
 //!
 //! * [`portspec`]: PORT arguments (nmport syntax);
 //! * [`netmap`]: the built-in userspace netmap (memory allocator, pipes, VALE, null);
+//! * [`nic`]: host interfaces (tap, AF_PACKET, AF_XDP, kernel netmap);
 //! * [`port`]: a served port and its ring workers;
 //! * [`syncloop`]: the per-ring host sync threads;
 //! * [`device`]: the vhost-user device (the frontend contract);
@@ -17,6 +18,7 @@
 pub mod cli;
 pub mod device;
 pub mod netmap;
+pub mod nic;
 pub mod port;
 pub mod portspec;
 pub mod server;

@@ -16,6 +16,14 @@ pub trait RingSync: PortSync + Send {
     /// guest (RX: packets arrived; TX: room freed for packets left pending). Returns true when it
     /// already can, so the caller must not sleep.
     fn arm(&mut self, k: &HostKring) -> bool;
+
+    /// A descriptor the sync loop also polls (for readability) while it sleeps after
+    /// [`Self::arm`] returned false: NIC ports hand their socket or tap here, so frames arriving
+    /// wake the ring. Asked after every `arm`, so a port returns `None` when it does not want
+    /// waking (an RX ring with no free slot, say: a level-triggered fd would spin the loop).
+    fn wake_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
 }
 
 /// Counters of one ring. Written by its sync loop only; read by anyone.

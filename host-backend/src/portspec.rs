@@ -5,6 +5,10 @@
 //! netmap:NAME}N        end 1 ("slave") of pipe N of NAME
 //! valeX:Y              port Y of VALE switch X (X and Y: letters, digits, '_')
 //! null:NAME            a port that discards what it is sent and never receives
+//! netmap:IFNAME        a host interface through kernel netmap (/dev/netmap)
+//! tap:NAME             a tap device (created if missing), see [`crate::nic`]
+//! packet:IFNAME        a host interface through AF_PACKET rings
+//! xdp:IFNAME[@QUEUE]   a host interface through AF_XDP, from queue QUEUE (default 0)
 //! ...@conf:OPT=V,...   options: rings, tx-rings, rx-rings, slots, tx-slots, rx-slots
 //! ```
 
@@ -42,6 +46,28 @@ pub enum PortKind {
     Null {
         /// Name, possibly empty.
         name: String,
+    },
+    /// A tap device (`tap:NAME`).
+    Tap {
+        /// Device name.
+        name: String,
+    },
+    /// A host interface through AF_PACKET (`packet:IFNAME`).
+    Packet {
+        /// Interface name.
+        ifname: String,
+    },
+    /// A host interface through AF_XDP (`xdp:IFNAME[@QUEUE]`); ring i uses queue `queue + i`.
+    Xdp {
+        /// Interface name.
+        ifname: String,
+        /// First queue.
+        queue: u32,
+    },
+    /// A host interface through kernel netmap (`netmap:IFNAME`).
+    KernelNetmap {
+        /// Interface name.
+        ifname: String,
     },
 }
 
@@ -105,6 +131,16 @@ fn valid_ident(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
 }
 
+/// A Linux interface name: 1 to 15 bytes, no '/', ':', '@' or white space.
+fn valid_ifname(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() < 16
+        && s != "."
+        && s != ".."
+        && s.chars()
+            .all(|c| c.is_ascii_graphic() && !matches!(c, '/' | ':' | '@'))
+}
+
 impl PortSpec {
     /// Parses one PORT argument.
     pub fn parse(spec: &str) -> Result<Self, PortSpecError> {
@@ -116,15 +152,24 @@ impl PortSpec {
             Some((n, c)) => (n, Some(c)),
             None => (spec, None),
         };
-        if name.contains('@') {
+        // `xdp:IFNAME@QUEUE` is the one kind with an '@' of its own.
+        if name.contains('@') && !name.starts_with("xdp:") {
             return Err(err(
                 "options go after '@conf:' (e.g. vale0:1@conf:rings=2)".into()
             ));
         }
-        let kind = if let Some(rest) = name.strip_prefix("netmap:") {
-            let pos = rest
-                .find(['{', '}'])
-                .ok_or_else(|| err("only netmap pipes are supported as 'netmap:' ports here (netmap:NAME{N or netmap:NAME}N); NIC ports need kernel netmap".into()))?;
+        let kind = if let Some(rest) = name
+            .strip_prefix("netmap:")
+            .filter(|r| !r.contains(['{', '}']))
+        {
+            if !valid_ifname(rest) {
+                return Err(err(format!("'{rest}' is not an interface name")));
+            }
+            PortKind::KernelNetmap {
+                ifname: rest.to_string(),
+            }
+        } else if let Some(rest) = name.strip_prefix("netmap:") {
+            let pos = rest.find(['{', '}']).expect("filtered above");
             let (pname, tail) = rest.split_at(pos);
             let slave = tail.starts_with('}');
             let id: u32 = tail[1..]
@@ -162,9 +207,40 @@ impl PortSpec {
             PortKind::Null {
                 name: n.to_string(),
             }
+        } else if let Some(n) = name.strip_prefix("tap:") {
+            if !valid_ifname(n) {
+                return Err(err(format!("'{n}' is not an interface name")));
+            }
+            PortKind::Tap {
+                name: n.to_string(),
+            }
+        } else if let Some(n) = name.strip_prefix("packet:") {
+            if !valid_ifname(n) {
+                return Err(err(format!("'{n}' is not an interface name")));
+            }
+            PortKind::Packet {
+                ifname: n.to_string(),
+            }
+        } else if let Some(rest) = name.strip_prefix("xdp:") {
+            let (n, queue) = match rest.split_once('@') {
+                Some((n, q)) => (
+                    n,
+                    q.parse().map_err(|_| {
+                        err(format!("queue '{q}' is not a number (xdp:IFNAME@QUEUE)"))
+                    })?,
+                ),
+                None => (rest, 0),
+            };
+            if !valid_ifname(n) {
+                return Err(err(format!("'{n}' is not an interface name")));
+            }
+            PortKind::Xdp {
+                ifname: n.to_string(),
+                queue,
+            }
         } else {
             return Err(err(
-                "unknown port kind (expected netmap:NAME{N, netmap:NAME}N, valeX:Y or null:NAME)"
+                "unknown port kind (expected netmap:NAME{N, netmap:NAME}N, valeX:Y, null:NAME, netmap:IFNAME, tap:NAME, packet:IFNAME or xdp:IFNAME[@QUEUE])"
                     .into(),
             ));
         };
@@ -300,7 +376,6 @@ mod tests {
     fn refuses_bad_ports_naming_them() {
         for bad in [
             "eth0",
-            "netmap:eth0",
             "netmap:p{x",
             "netmap:{1",
             "vale0",
@@ -316,11 +391,58 @@ mod tests {
             "vale0:1@2",
             "null:a/b",
             "",
+            "tap:",
+            "tap:a/b",
+            "tap:abcdefghijklmnop",
+            "packet:",
+            "packet:eth0@1",
+            "xdp:eth0@x",
+            "xdp:@1",
+            "xdp:eth0@1@2",
+            "netmap:",
+            "netmap:eth 0",
         ] {
             let e = PortSpec::parse(bad).unwrap_err();
             assert_eq!(e.spec, bad);
             assert!(e.to_string().contains(&format!("'{bad}'")), "{e}");
         }
+    }
+
+    #[test]
+    fn parses_nic_ports() {
+        let k = |s: &str| PortSpec::parse(s).unwrap().kind;
+        assert_eq!(k("tap:pt0"), PortKind::Tap { name: "pt0".into() });
+        assert_eq!(
+            k("packet:veth0@conf:rings=2"),
+            PortKind::Packet {
+                ifname: "veth0".into()
+            }
+        );
+        assert_eq!(
+            k("xdp:eth0"),
+            PortKind::Xdp {
+                ifname: "eth0".into(),
+                queue: 0
+            }
+        );
+        let p = PortSpec::parse("xdp:eth0@2@conf:slots=512").unwrap();
+        assert_eq!(
+            p.kind,
+            PortKind::Xdp {
+                ifname: "eth0".into(),
+                queue: 2
+            }
+        );
+        assert_eq!(p.name, "xdp:eth0@2");
+        assert_eq!(p.conf.tx_slots, 512);
+        assert_eq!(
+            k("netmap:eth0"),
+            PortKind::KernelNetmap {
+                ifname: "eth0".into()
+            }
+        );
+        // Pipes keep their syntax.
+        assert!(matches!(k("netmap:eth0{1"), PortKind::Pipe { .. }));
     }
 
     #[test]

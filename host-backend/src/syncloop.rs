@@ -117,10 +117,13 @@ fn ring_loop(
     stop_fd: &EventFd,
     opts: LoopOptions,
 ) -> RingWorker {
-    let fds = [
+    // The fourth entry is the port's own descriptor (`RingSync::wake_fd`, NIC ports), -1 (ignored
+    // by poll) when it has none.
+    let mut fds = [
         io.kick.as_raw_fd(),
         w.notify.as_raw_fd(),
         stop_fd.as_raw_fd(),
+        -1,
     ];
     let mut spin_until = Instant::now();
     let mut last_reset_log: Option<Instant> = None;
@@ -170,6 +173,7 @@ fn ring_loop(
         if w.sync.arm(&w.kring) {
             continue;
         }
+        fds[3] = w.sync.wake_fd().unwrap_or(-1);
         match poll_readable(&fds, -1) {
             Ok(mask) => {
                 if mask & 1 != 0 {

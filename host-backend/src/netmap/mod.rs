@@ -28,6 +28,9 @@ pub enum BuildError {
     /// Memory could not be created.
     #[error("creating the netmap memory of '{0}': {1}")]
     Memory(String, #[source] std::io::Error),
+    /// A host interface port could not be opened (see [`crate::nic`]).
+    #[error(transparent)]
+    Nic(#[from] crate::nic::NicError),
 }
 
 fn notifier() -> Result<Arc<EventFd>, std::io::Error> {
@@ -274,6 +277,11 @@ pub fn build_ports(specs: &[PortSpec]) -> Result<Vec<Arc<Port>>, BuildError> {
             let w = workers(&spec, p, syncs);
             built.insert(s.name.clone(), Arc::new(Port::new(&s.name, mem, 0, w)));
         }
+    }
+
+    // Host interfaces (tap, AF_PACKET, AF_XDP, kernel netmap): see crate::nic.
+    for s in specs.iter().filter(|s| crate::nic::is_nic(&s.kind)) {
+        built.insert(s.name.clone(), crate::nic::build_port(s)?);
     }
 
     Ok(specs.iter().map(|s| built[&s.name].clone()).collect())

@@ -1,0 +1,386 @@
+//! `packet:IFNAME`: a host interface through AF_PACKET sockets with TPACKET_V2 mmap'ed rings.
+//!
+//! * TX ring i: a socket bound to the interface for protocol 0 (it receives nothing) with a TX
+//!   ring of as many frames as the netmap ring has slots; a sync copies each slot into the next
+//!   free frame and makes one `sendto(MSG_DONTWAIT)` for the batch. PACKET_QDISC_BYPASS is on
+//!   (like netmap, frames go straight to the driver) and PACKET_LOSS too (a frame the kernel
+//!   refuses is skipped rather than blocking the ring).
+//! * RX ring i: a socket bound for ETH_P_ALL with an RX ring, ignoring outgoing frames; with more
+//!   than one RX ring the sockets join one PACKET_FANOUT_HASH group, so a flow stays on one ring.
+//!   VLAN tags the kernel took out (TP_STATUS_VLAN_VALID) are put back into the frame.
+//!
+//! Unlike kernel netmap, AF_PACKET does not take the interface away from the host stack: the
+//! stack still receives what arrives, and the port sees a copy.
+
+use super::{link_error, require_if, sys, NicError, NicParts, PortBufs};
+use crate::port::{Port, RingStats, RingSync};
+use crate::portspec::PortSpec;
+use ptnet_protocol::netmap::{ring_add, RingView};
+use ptnet_protocol::shmem::SharedMem;
+use ptnet_protocol::sync::{ring_prev, HostKring, PortSync};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+/// Bytes per kernel ring frame: the tpacket2 header, the link address, alignment and a full
+/// netmap buffer fit in a page.
+const FRAME_SIZE: usize = 4096;
+/// Where TX frame data starts: TPACKET2_HDRLEN - sizeof(struct sockaddr_ll) = 52 - 20.
+const TX_DATA_OFS: usize = 32;
+
+// struct tpacket2_hdr fields.
+const TP_STATUS: usize = 0;
+const TP_LEN: usize = 4;
+const TP_SNAPLEN: usize = 8;
+const TP_MAC: usize = 12;
+const TP_VLAN_TCI: usize = 24;
+const TP_VLAN_TPID: usize = 26;
+
+const TP_STATUS_KERNEL: u32 = 0;
+const TP_STATUS_USER: u32 = 1;
+const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
+const TP_STATUS_VLAN_TPID_VALID: u32 = 1 << 6;
+const TP_STATUS_AVAILABLE: u32 = 0;
+const TP_STATUS_SEND_REQUEST: u32 = 1;
+const TP_STATUS_WRONG_FORMAT: u32 = 1 << 2;
+
+const ETH_P_ALL: u16 = 0x0003;
+const ETH_HLEN: usize = 14;
+
+/// Fanout group ids: one per port, distinct within the daemon.
+static NEXT_FANOUT: AtomicU32 = AtomicU32::new(0);
+
+/// One socket with one mmap'ed ring.
+struct RingSocket {
+    // Field order: unmap before closing.
+    ring: sys::Mmap,
+    fd: OwnedFd,
+    frames: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct TpacketReq {
+    block_size: u32,
+    block_nr: u32,
+    frame_size: u32,
+    frame_nr: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct TpacketStats {
+    packets: u32,
+    drops: u32,
+}
+
+fn ring_socket(
+    port: &str,
+    ifindex: u32,
+    tx: bool,
+    frames: u32,
+    fanout: Option<u32>,
+) -> Result<RingSocket, NicError> {
+    let io = |what: &str, e| NicError::io(port, what.to_string(), e);
+    let proto = if tx { 0 } else { ETH_P_ALL };
+    let fd = sys::socket(libc::AF_PACKET, i32::from(proto.to_be()))
+        .map_err(|e| io("creating an AF_PACKET socket", e))?;
+    let raw = fd.as_raw_fd();
+    let v2: libc::c_int = libc::tpacket_versions::TPACKET_V2 as libc::c_int;
+    sys::setsockopt(raw, libc::SOL_PACKET, libc::PACKET_VERSION, &v2)
+        .map_err(|e| io("PACKET_VERSION TPACKET_V2", e))?;
+    let one: libc::c_int = 1;
+    if tx {
+        sys::setsockopt(raw, libc::SOL_PACKET, libc::PACKET_LOSS, &one)
+            .map_err(|e| io("PACKET_LOSS", e))?;
+        // Best effort: without it frames go through the qdisc, which is correct too.
+        let _ = sys::setsockopt(raw, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, &one);
+    } else {
+        let _ = sys::setsockopt(raw, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, &one);
+    }
+    let req = TpacketReq {
+        block_size: FRAME_SIZE as u32,
+        block_nr: frames,
+        frame_size: FRAME_SIZE as u32,
+        frame_nr: frames,
+    };
+    let opt = if tx {
+        libc::PACKET_TX_RING
+    } else {
+        libc::PACKET_RX_RING
+    };
+    sys::setsockopt(raw, libc::SOL_PACKET, opt, &req)
+        .map_err(|e| io("setting up the packet ring", e))?;
+    let ring = sys::Mmap::new(raw, FRAME_SIZE * frames as usize, 0)
+        .map_err(|e| io("mapping the packet ring", e))?;
+    sys::bind_packet(raw, ifindex, proto).map_err(|e| io("binding to the interface", e))?;
+    if let Some(group) = fanout {
+        let arg: libc::c_int =
+            (group & 0xffff) as libc::c_int | ((libc::PACKET_FANOUT_HASH as libc::c_int) << 16);
+        sys::setsockopt(raw, libc::SOL_PACKET, libc::PACKET_FANOUT, &arg)
+            .map_err(|e| io("joining the PACKET_FANOUT group", e))?;
+    }
+    Ok(RingSocket { ring, fd, frames })
+}
+
+pub(crate) fn build(spec: &PortSpec, ifname: &str) -> Result<Arc<Port>, NicError> {
+    let ifindex = require_if(&spec.name, ifname)?;
+    let parts = NicParts::new(spec)?;
+    let (t, r) = (parts.spec.tx_rings, parts.spec.rx_rings);
+    let fanout = (r > 1).then(|| {
+        (std::process::id() as u32
+            ^ NEXT_FANOUT
+                .fetch_add(1, Ordering::Relaxed)
+                .wrapping_mul(7919))
+            & 0xffff
+    });
+    let mut syncs: Vec<Box<dyn RingSync>> = Vec::new();
+    for i in 0..t {
+        let s = ring_socket(&spec.name, ifindex, true, parts.spec.tx_slots, None)?;
+        syncs.push(Box::new(PacketTx {
+            sock: s,
+            next: 0,
+            tx: parts.ring(i),
+            bufs: parts.bufs.clone(),
+            stats: parts.stats[i as usize].clone(),
+        }));
+    }
+    for i in 0..r {
+        let s = ring_socket(&spec.name, ifindex, false, parts.spec.rx_slots, fanout)?;
+        syncs.push(Box::new(PacketRx {
+            sock: s,
+            next: 0,
+            rx: parts.ring(t + i),
+            bufs: parts.bufs.clone(),
+            stats: parts.stats[(t + i) as usize].clone(),
+            want_wake: false,
+        }));
+    }
+    tracing::info!(
+        port = spec.name,
+        ifname,
+        ifindex,
+        "AF_PACKET rings attached"
+    );
+    Ok(parts.into_port(&spec.name, syncs))
+}
+
+/// TX ring i through its socket's TX ring.
+pub struct PacketTx {
+    sock: RingSocket,
+    /// Next kernel frame to fill.
+    next: u32,
+    tx: RingView,
+    bufs: PortBufs,
+    stats: Arc<RingStats>,
+}
+
+impl PacketTx {
+    fn kmem(&self) -> SharedMem {
+        self.sock.ring.mem()
+    }
+
+    /// Hands the queued frames to the kernel. On a link error, the frames it did not take are
+    /// given back (and counted as dropped) so a link that is down never fills the ring.
+    fn flush(&mut self, dontwait: bool) -> u64 {
+        match sys::kick_tx(self.sock.fd.as_raw_fd(), dontwait) {
+            Ok(_) => 0,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
+            Err(e) => {
+                if !link_error(&e) {
+                    tracing::debug!("packet TX: {e}");
+                }
+                let m = self.kmem();
+                let mut dropped = 0;
+                for f in 0..self.sock.frames as usize {
+                    let o = f * FRAME_SIZE + TP_STATUS;
+                    if m.load_u32(o, Ordering::Acquire) == TP_STATUS_SEND_REQUEST {
+                        m.store_u32(o, TP_STATUS_AVAILABLE, Ordering::Release);
+                        dropped += 1;
+                    }
+                }
+                dropped
+            }
+        }
+    }
+}
+
+impl PortSync for PacketTx {
+    fn sync(&mut self, k: &mut HostKring, _flags: u32) {
+        let n = k.num_slots;
+        let m = self.kmem();
+        let (mut packets, mut bytes, mut bad, mut drops) = (0u64, 0u64, 0u64, 0u64);
+        let mut queued = 0u32;
+        let mut waited = false;
+        let mut j = k.hwcur;
+        while j != k.rhead {
+            let f = self.next as usize * FRAME_SIZE;
+            let st = m.load_u32(f + TP_STATUS, Ordering::Acquire);
+            if st == TP_STATUS_WRONG_FORMAT {
+                bad += 1;
+            } else if st != TP_STATUS_AVAILABLE {
+                // The kernel still holds this frame (the interface is slower than us): push
+                // what we have and wait a little for completions, once per sync.
+                if waited {
+                    break;
+                }
+                waited = true;
+                if queued > 0 {
+                    drops += self.flush(true);
+                    queued = 0;
+                }
+                let _ = sys::poll_one(self.sock.fd.as_raw_fd(), libc::POLLOUT, 1);
+                continue;
+            }
+            let (idx, len) = (self.tx.buf_idx(j), usize::from(self.tx.len(j)));
+            match self.bufs.offset(idx) {
+                Some(off) if (ETH_HLEN..=self.bufs.buf_size()).contains(&len) => {
+                    m.copy_from(f + TX_DATA_OFS, self.bufs.pool(), off, len);
+                    m.store_u32(f + TP_LEN, len as u32, Ordering::Relaxed);
+                    m.store_u32(f + TP_STATUS, TP_STATUS_SEND_REQUEST, Ordering::Release);
+                    self.next = (self.next + 1) % self.sock.frames;
+                    queued += 1;
+                    packets += 1;
+                    bytes += len as u64;
+                }
+                _ => bad += 1,
+            }
+            j = ring_add(j, 1, n);
+        }
+        if queued > 0 {
+            drops += self.flush(true);
+        }
+        k.hwcur = j;
+        k.hwtail = ring_prev(j, n);
+        RingStats::add(&self.stats.packets, packets.saturating_sub(drops));
+        RingStats::add(&self.stats.bytes, bytes);
+        RingStats::add(&self.stats.drops, drops);
+        RingStats::add(&self.stats.bad_slots, bad);
+    }
+}
+
+impl RingSync for PacketTx {
+    fn arm(&mut self, k: &HostKring) -> bool {
+        // Slots left only while the kernel ring is full: the sync waits (briefly) for room.
+        k.hwcur != k.rhead
+    }
+}
+
+/// RX ring i from its socket's RX ring.
+pub struct PacketRx {
+    sock: RingSocket,
+    /// Next kernel frame to look at.
+    next: u32,
+    rx: RingView,
+    bufs: PortBufs,
+    stats: Arc<RingStats>,
+    want_wake: bool,
+}
+
+impl PacketRx {
+    /// Copies kernel frame `f` into buffer offset `off`; returns the length, or None when it does
+    /// not fit a buffer.
+    fn copy_frame(&self, m: &SharedMem, f: usize, status: u32, off: usize) -> Option<usize> {
+        let snap = m.load_u32(f + TP_SNAPLEN, Ordering::Relaxed) as usize;
+        let len = m.load_u32(f + TP_LEN, Ordering::Relaxed) as usize;
+        let mac = usize::from(m.load_u16(f + TP_MAC));
+        let vlan = status & TP_STATUS_VLAN_VALID != 0;
+        let total = snap + if vlan { 4 } else { 0 };
+        if snap < len || total > self.bufs.buf_size() || mac + snap > FRAME_SIZE {
+            return None;
+        }
+        let pool = self.bufs.pool();
+        if vlan && snap >= 12 {
+            // Put the tag the kernel took out back after the MAC addresses.
+            let tpid = if status & TP_STATUS_VLAN_TPID_VALID != 0 {
+                m.load_u16(f + TP_VLAN_TPID)
+            } else {
+                0x8100
+            };
+            let tci = m.load_u16(f + TP_VLAN_TCI);
+            let mut tag = [0u8; 4];
+            tag[..2].copy_from_slice(&tpid.to_be_bytes());
+            tag[2..].copy_from_slice(&tci.to_be_bytes());
+            pool.copy_from(off, m, f + mac, 12);
+            pool.write(off + 12, &tag);
+            pool.copy_from(off + 16, m, f + mac + 12, snap - 12);
+        } else {
+            pool.copy_from(off, m, f + mac, snap);
+        }
+        Some(total)
+    }
+}
+
+impl PortSync for PacketRx {
+    fn sync(&mut self, k: &mut HostKring, _flags: u32) {
+        let n = k.num_slots;
+        k.hwcur = k.rhead;
+        let stop = ring_prev(k.hwcur, n);
+        let m = self.sock.ring.mem();
+        let (mut packets, mut bytes, mut drops, mut bad) = (0u64, 0u64, 0u64, 0u64);
+        while k.hwtail != stop {
+            let f = self.next as usize * FRAME_SIZE;
+            let status = m.load_u32(f + TP_STATUS, Ordering::Acquire);
+            if status & TP_STATUS_USER == 0 {
+                break;
+            }
+            let slot = k.hwtail;
+            match self.bufs.offset(self.rx.buf_idx(slot)) {
+                Some(off) => match self.copy_frame(&m, f, status, off) {
+                    Some(len) => {
+                        self.rx.set_len(slot, len as u16);
+                        self.rx.set_flags(slot, 0);
+                        packets += 1;
+                        bytes += len as u64;
+                        k.hwtail = ring_add(slot, 1, n);
+                    }
+                    None => drops += 1,
+                },
+                None => {
+                    // The guest put a bad buffer in a free slot: it gets the slot back empty
+                    // and the frame is lost.
+                    self.rx.set_len(slot, 0);
+                    self.rx.set_flags(slot, 0);
+                    bad += 1;
+                    k.hwtail = ring_add(slot, 1, n);
+                }
+            }
+            m.store_u32(f + TP_STATUS, TP_STATUS_KERNEL, Ordering::Release);
+            self.next = (self.next + 1) % self.sock.frames;
+        }
+        RingStats::add(&self.stats.packets, packets);
+        RingStats::add(&self.stats.bytes, bytes);
+        RingStats::add(&self.stats.drops, drops);
+        RingStats::add(&self.stats.bad_slots, bad);
+    }
+}
+
+impl RingSync for PacketRx {
+    fn arm(&mut self, k: &HostKring) -> bool {
+        let fd = self.sock.fd.as_raw_fd();
+        // Before sleeping: collect the kernel's drops (its ring was full) and clear a pending
+        // socket error (ENETDOWN when the link went down), which would otherwise keep poll
+        // reporting POLLERR.
+        let mut st = TpacketStats::default();
+        if sys::getsockopt(fd, libc::SOL_PACKET, libc::PACKET_STATISTICS, &mut st).is_ok() {
+            RingStats::add(&self.stats.drops, u64::from(st.drops));
+        }
+        let _ = sys::take_socket_error(fd);
+        self.want_wake = k.hwtail != ring_prev(k.hwcur, k.num_slots);
+        if !self.want_wake {
+            return false;
+        }
+        let f = self.next as usize * FRAME_SIZE;
+        self.sock
+            .ring
+            .mem()
+            .load_u32(f + TP_STATUS, Ordering::Acquire)
+            & TP_STATUS_USER
+            != 0
+    }
+
+    fn wake_fd(&self) -> Option<RawFd> {
+        self.want_wake.then(|| self.sock.fd.as_raw_fd())
+    }
+}

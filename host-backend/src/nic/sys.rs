@@ -1,0 +1,329 @@
+//! The `unsafe` corner of the NIC ports: descriptors, ioctls, sockets and the kernel's mmap'ed
+//! packet rings. Everything here is a thin, bounds-checked wrapper over one system call; the port
+//! modules above are safe Rust.
+
+use ptnet_protocol::shmem::SharedMem;
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+fn cvt_size(r: libc::ssize_t) -> io::Result<usize> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+/// The index of interface `name` in the daemon's network namespace, if it exists.
+pub fn if_index(name: &str) -> Option<u32> {
+    let c = CString::new(name).ok()?;
+    // SAFETY: `c` is a valid NUL-terminated string; the call only reads it.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (i != 0).then_some(i)
+}
+
+/// `struct ifreq` as TUNSETIFF reads it: the name, then the flags (the union is 24 bytes).
+#[repr(C)]
+struct IfReqFlags {
+    name: [u8; libc::IFNAMSIZ],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+/// Opens `/dev/net/tun` and attaches it to tap `name` (created when missing), non-blocking,
+/// without packet information, as one queue of a multi-queue tap when `multi_queue`.
+pub fn open_tap(name: &str, multi_queue: bool) -> io::Result<OwnedFd> {
+    if name.len() >= libc::IFNAMSIZ {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "name too long"));
+    }
+    // SAFETY: plain open of a constant NUL-terminated path.
+    let fd = cvt(unsafe {
+        libc::open(
+            c"/dev/net/tun".as_ptr(),
+            libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    })?;
+    // SAFETY: `fd` is a fresh descriptor we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut req = IfReqFlags {
+        name: [0; libc::IFNAMSIZ],
+        flags: (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short,
+        _pad: [0; 22],
+    };
+    if multi_queue {
+        req.flags |= libc::IFF_MULTI_QUEUE as libc::c_short;
+    }
+    req.name[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: TUNSETIFF reads (and writes back) one `struct ifreq`, which `req` is, laid out as
+    // the kernel expects (40 bytes, name first).
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF as _, &mut req) })?;
+    Ok(fd)
+}
+
+/// `read(2)` into `len` bytes of `mem` at `off`.
+pub fn read_into(fd: RawFd, mem: &SharedMem, off: usize, len: usize) -> io::Result<usize> {
+    if !mem.contains(off, len) {
+        return Err(io::Error::from_raw_os_error(libc::EFAULT));
+    }
+    // SAFETY: the range was checked to lie inside the mapping, which outlives the call. Other
+    // parties may read these bytes concurrently only if they break the ring protocol, and then
+    // they see garbage, never memory outside the window.
+    cvt_size(unsafe { libc::read(fd, mem.as_ptr().add(off).cast(), len) })
+}
+
+/// `write(2)` of `len` bytes of `mem` at `off`.
+pub fn write_from(fd: RawFd, mem: &SharedMem, off: usize, len: usize) -> io::Result<usize> {
+    if !mem.contains(off, len) {
+        return Err(io::Error::from_raw_os_error(libc::EFAULT));
+    }
+    // SAFETY: as in `read_into`; the kernel only reads the range.
+    cvt_size(unsafe { libc::write(fd, mem.as_ptr().add(off).cast(), len) })
+}
+
+/// Waits up to `timeout_ms` for `events` on `fd`; returns the events seen (0 on timeout).
+pub fn poll_one(fd: RawFd, events: libc::c_short, timeout_ms: i32) -> io::Result<libc::c_short> {
+    let mut p = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    match cvt(unsafe { libc::poll(&mut p, 1, timeout_ms) }) {
+        Ok(_) => Ok(p.revents),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+/// A raw socket of `family` (AF_PACKET, AF_XDP), non-blocking and close-on-exec.
+pub fn socket(family: libc::c_int, protocol: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2).
+    let fd = cvt(unsafe {
+        libc::socket(
+            family,
+            libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            protocol,
+        )
+    })?;
+    // SAFETY: fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `setsockopt(2)` with a plain-data value.
+pub fn setsockopt<T: Copy>(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    v: &T,
+) -> io::Result<()> {
+    // SAFETY: `v` points to `size_of::<T>()` readable bytes; T is plain data (Copy, repr(C) at
+    // the call sites).
+    cvt(unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (v as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+/// `getsockopt(2)` into a plain-data value; returns the length the kernel wrote.
+pub fn getsockopt<T: Copy>(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    v: &mut T,
+) -> io::Result<usize> {
+    let mut len = std::mem::size_of::<T>() as libc::socklen_t;
+    // SAFETY: `v` points to `len` writable bytes of plain data.
+    cvt(unsafe { libc::getsockopt(fd, level, name, (v as *mut T).cast(), &mut len) })?;
+    Ok(len as usize)
+}
+
+/// Reads and clears the socket's pending error (SO_ERROR), 0 when none.
+pub fn take_socket_error(fd: RawFd) -> i32 {
+    let mut e: libc::c_int = 0;
+    match getsockopt(fd, libc::SOL_SOCKET, libc::SO_ERROR, &mut e) {
+        Ok(_) => e,
+        Err(_) => 0,
+    }
+}
+
+/// Binds an AF_PACKET socket to interface `ifindex` for ethertype `protocol` (host order; 0:
+/// receive nothing).
+pub fn bind_packet(fd: RawFd, ifindex: u32, protocol: u16) -> io::Result<()> {
+    // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
+    let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sa.sll_family = libc::AF_PACKET as u16;
+    sa.sll_protocol = protocol.to_be();
+    sa.sll_ifindex = ifindex as i32;
+    // SAFETY: `sa` is a complete sockaddr_ll of the length given.
+    cvt(unsafe {
+        libc::bind(
+            fd,
+            (&sa as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+/// `bind(2)` with an arbitrary plain-data address (AF_XDP's sockaddr_xdp).
+pub fn bind_raw<T: Copy>(fd: RawFd, addr: &T) -> io::Result<()> {
+    // SAFETY: `addr` is a complete socket address of the length given.
+    cvt(unsafe {
+        libc::bind(
+            fd,
+            (addr as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+/// `sendto(fd, NULL, 0, flags, NULL, 0)`: asks the kernel to transmit what a packet or XDP TX
+/// ring holds.
+pub fn kick_tx(fd: RawFd, dontwait: bool) -> io::Result<usize> {
+    let flags = if dontwait { libc::MSG_DONTWAIT } else { 0 };
+    // SAFETY: a zero-length send with null buffer and address is valid for these sockets.
+    cvt_size(unsafe { libc::sendto(fd, std::ptr::null(), 0, flags, std::ptr::null(), 0) })
+}
+
+/// `recvfrom(fd, NULL, 0, MSG_DONTWAIT, NULL, NULL)`: wakes the kernel's AF_XDP RX processing
+/// (needed with XDP_USE_NEED_WAKEUP).
+pub fn kick_rx(fd: RawFd) -> io::Result<usize> {
+    // SAFETY: a zero-length receive with null buffer and address.
+    cvt_size(unsafe {
+        libc::recvfrom(
+            fd,
+            std::ptr::null_mut(),
+            0,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+    })
+}
+
+/// A shared mapping of a socket's rings (or any fd region); unmapped on drop.
+#[derive(Debug)]
+pub struct Mmap {
+    mem: SharedMem,
+}
+
+impl Mmap {
+    /// Maps `len` bytes of `fd` at `offset`, shared and read-write, pre-faulted.
+    pub fn new(fd: RawFd, len: usize, offset: u64) -> io::Result<Self> {
+        let off = libc::off_t::try_from(offset)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
+        // SAFETY: a fresh shared mapping; the kernel checks the fd, the length and the offset.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
+                fd,
+                off,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the mapping is `len` bytes and lives until `drop`; every `SharedMem` handed out
+        // is used only by the owner of this `Mmap`.
+        Ok(Self {
+            mem: unsafe { SharedMem::new(p.cast(), len) },
+        })
+    }
+
+    /// The mapped window.
+    pub fn mem(&self) -> SharedMem {
+        self.mem
+    }
+}
+
+impl Drop for Mmap {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `new`.
+        unsafe { libc::munmap(self.mem.as_ptr().cast(), self.mem.len()) };
+    }
+}
+
+// SAFETY: the mapping is plain shared memory; `SharedMem` accesses are atomic or bounds-checked
+// copies, so the owner may move between threads.
+unsafe impl Send for Mmap {}
+// SAFETY: as above.
+unsafe impl Sync for Mmap {}
+
+/// Anonymous page-aligned memory (an AF_XDP UMEM), unmapped on drop.
+pub fn anon(len: usize) -> io::Result<Mmap> {
+    // SAFETY: a fresh private anonymous mapping.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as in `Mmap::new`.
+    Ok(Mmap {
+        mem: unsafe { SharedMem::new(p.cast(), len) },
+    })
+}
+
+/// `ioctl(fd, req, arg)` with a pointer argument.
+///
+/// # Safety
+/// `arg` must point to the structure `req` expects, with every pointer inside it valid for the
+/// duration of the call.
+pub unsafe fn ioctl_ptr<T>(fd: RawFd, req: libc::c_ulong, arg: *mut T) -> io::Result<()> {
+    // SAFETY: the caller's contract.
+    cvt(unsafe { libc::ioctl(fd, req as _, arg) }).map(drop)
+}
+
+/// `bpf(2)`.
+///
+/// # Safety
+/// `attr` must be the union member command `cmd` expects, with every pointer inside it valid for
+/// the duration of the call.
+pub unsafe fn bpf<T>(cmd: libc::c_int, attr: &mut T) -> io::Result<libc::c_int> {
+    // SAFETY: the caller's contract.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            (attr as *mut T).cast::<libc::c_void>(),
+            std::mem::size_of::<T>() as libc::c_uint,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as libc::c_int)
+    }
+}
+
+/// Wraps a descriptor returned by a system call.
+pub fn own(fd: libc::c_int) -> OwnedFd {
+    // SAFETY: the callers pass descriptors the kernel has just returned to us.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}

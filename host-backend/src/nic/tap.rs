@@ -1,0 +1,189 @@
+//! `tap:NAME`: a tap device (IFF_TAP | IFF_NO_PI, non-blocking), created when missing (and then
+//! gone when the daemon exits) or attached when it exists. With N rings, the tap is opened
+//! multi-queue with N descriptors; TX ring i and RX ring i share queue i.
+//!
+//! A tap moves one frame per system call (`read`/`write`), straight between the descriptor and
+//! the slot's buffer: no intermediate copy, no allocation.
+
+use super::{sys, NicError, NicParts, PortBufs};
+use crate::port::{Port, RingStats, RingSync};
+use crate::portspec::PortSpec;
+use ptnet_protocol::netmap::{ring_add, RingView};
+use ptnet_protocol::sync::{ring_prev, HostKring, PortSync};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+
+/// Shortest frame we hand to the kernel (an Ethernet header).
+const ETH_HLEN: usize = 14;
+
+pub(crate) fn build(spec: &PortSpec, name: &str) -> Result<Arc<Port>, NicError> {
+    let parts = NicParts::new(spec)?;
+    let (t, r) = (parts.spec.tx_rings, parts.spec.rx_rings);
+    let queues = t.max(r);
+    let fds: Vec<Arc<OwnedFd>> = (0..queues)
+        .map(|_| {
+            sys::open_tap(name, queues > 1).map(Arc::new).map_err(|e| {
+                let hint = match e.raw_os_error() {
+                    Some(libc::EINVAL) => {
+                        " (is it an interface of another kind, or a tap with other flags, e.g. not multi-queue?)"
+                    }
+                    Some(libc::EBUSY) => " (another process holds it)",
+                    Some(libc::EPERM) => " (needs CAP_NET_ADMIN, or a tap owned by this user)",
+                    _ => "",
+                };
+                NicError::io(&spec.name, format!("attaching tap '{name}'{hint}"), e)
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let mut syncs: Vec<Box<dyn RingSync>> = Vec::new();
+    for i in 0..t {
+        syncs.push(Box::new(TapTx {
+            fd: fds[i as usize].clone(),
+            tx: parts.ring(i),
+            bufs: parts.bufs.clone(),
+            stats: parts.stats[i as usize].clone(),
+        }));
+    }
+    for i in 0..r {
+        syncs.push(Box::new(TapRx {
+            fd: fds[i as usize].clone(),
+            rx: parts.ring(t + i),
+            bufs: parts.bufs.clone(),
+            stats: parts.stats[(t + i) as usize].clone(),
+            want_wake: false,
+            dead: false,
+        }));
+    }
+    tracing::info!(port = spec.name, tap = name, queues, "tap attached");
+    Ok(parts.into_port(&spec.name, syncs))
+}
+
+/// TX ring i: one `write` per frame.
+pub struct TapTx {
+    fd: Arc<OwnedFd>,
+    tx: RingView,
+    bufs: PortBufs,
+    stats: Arc<RingStats>,
+}
+
+impl PortSync for TapTx {
+    fn sync(&mut self, k: &mut HostKring, _flags: u32) {
+        let n = k.num_slots;
+        let (mut packets, mut bytes, mut drops, mut bad) = (0u64, 0u64, 0u64, 0u64);
+        let mut j = k.hwcur;
+        while j != k.rhead {
+            let (idx, len) = (self.tx.buf_idx(j), usize::from(self.tx.len(j)));
+            match self.bufs.offset(idx) {
+                Some(off) if (ETH_HLEN..=self.bufs.buf_size()).contains(&len) => {
+                    match sys::write_from(self.fd.as_raw_fd(), self.bufs.pool(), off, len) {
+                        Ok(_) => {
+                            packets += 1;
+                            bytes += len as u64;
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            // The tap's queue is full: wait a little for room, then go on (or
+                            // leave the rest for the next pass).
+                            let _ = sys::poll_one(self.fd.as_raw_fd(), libc::POLLOUT, 1);
+                            break;
+                        }
+                        // Link down, device gone, queue full: the frame is dropped.
+                        Err(_) => drops += 1,
+                    }
+                }
+                _ => bad += 1,
+            }
+            j = ring_add(j, 1, n);
+        }
+        k.hwcur = j;
+        k.hwtail = ring_prev(j, n);
+        RingStats::add(&self.stats.packets, packets);
+        RingStats::add(&self.stats.bytes, bytes);
+        RingStats::add(&self.stats.drops, drops);
+        RingStats::add(&self.stats.bad_slots, bad);
+    }
+}
+
+impl RingSync for TapTx {
+    fn arm(&mut self, k: &HostKring) -> bool {
+        // Frames left behind only when the tap was full: try again.
+        k.hwcur != k.rhead
+    }
+}
+
+/// RX ring i: one `read` per frame, into the free slots' buffers.
+pub struct TapRx {
+    fd: Arc<OwnedFd>,
+    rx: RingView,
+    bufs: PortBufs,
+    stats: Arc<RingStats>,
+    want_wake: bool,
+    /// The tap device went away (deleted under us): stop polling it.
+    dead: bool,
+}
+
+impl PortSync for TapRx {
+    fn sync(&mut self, k: &mut HostKring, _flags: u32) {
+        let n = k.num_slots;
+        k.hwcur = k.rhead;
+        if self.dead {
+            return;
+        }
+        let stop = ring_prev(k.hwcur, n);
+        let (mut packets, mut bytes, mut drops, mut bad) = (0u64, 0u64, 0u64, 0u64);
+        let size = self.bufs.buf_size();
+        // Bounded: at most a ring's worth of failed reads per pass.
+        let mut errors = 0;
+        while k.hwtail != stop && errors < n {
+            let slot = k.hwtail;
+            let Some(off) = self.bufs.offset(self.rx.buf_idx(slot)) else {
+                // The guest put a bad buffer in a free slot: it gets the slot back empty.
+                self.rx.set_len(slot, 0);
+                self.rx.set_flags(slot, 0);
+                bad += 1;
+                k.hwtail = ring_add(slot, 1, n);
+                continue;
+            };
+            match sys::read_into(self.fd.as_raw_fd(), self.bufs.pool(), off, size) {
+                Ok(len) if len > 0 && len <= size => {
+                    self.rx.set_len(slot, len as u16);
+                    self.rx.set_flags(slot, 0);
+                    packets += 1;
+                    bytes += len as u64;
+                    k.hwtail = ring_add(slot, 1, n);
+                }
+                Ok(_) => {
+                    // Empty or truncated (longer than a buffer): dropped.
+                    drops += 1;
+                    errors += 1;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EBADFD)) => {
+                    tracing::warn!("tap detached from its device: {e}; ring stopped");
+                    self.dead = true;
+                    break;
+                }
+                Err(_) => {
+                    drops += 1;
+                    errors += 1;
+                }
+            }
+        }
+        RingStats::add(&self.stats.packets, packets);
+        RingStats::add(&self.stats.bytes, bytes);
+        RingStats::add(&self.stats.drops, drops);
+        RingStats::add(&self.stats.bad_slots, bad);
+    }
+}
+
+impl RingSync for TapRx {
+    fn arm(&mut self, k: &HostKring) -> bool {
+        // Wake on frames only while there is room for them; the tap's readability is level
+        // triggered, so frames already queued wake the poll at once.
+        self.want_wake = !self.dead && k.hwtail != ring_prev(k.hwcur, k.num_slots);
+        false
+    }
+
+    fn wake_fd(&self) -> Option<RawFd> {
+        self.want_wake.then(|| self.fd.as_raw_fd())
+    }
+}
