@@ -15,7 +15,21 @@ use clap::{Parser, ValueEnum};
 use ptnet_driver::{Error, Port, RingId};
 use std::fmt::Write as _;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+/// Set by SIGINT/SIGTERM: stop, print the summary, detach cleanly.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // Only an atomic store: async-signal-safe.
+    STOP.store(true, Ordering::Relaxed);
+}
+
+#[inline]
+fn stopped() -> bool {
+    STOP.load(Ordering::Relaxed)
+}
 
 /// Offset of the magic number in a frame (after Ethernet, IPv4 and UDP headers).
 const MAGIC_OFS: usize = 42;
@@ -436,7 +450,7 @@ impl Run<'_> {
         } else {
             u64::from(a.burst)
         };
-        while a.count == 0 || c.packets < a.count {
+        while (a.count == 0 || c.packets < a.count) && !stopped() {
             let now = Instant::now();
             rep.tick(now, c);
             let mut budget = chunk;
@@ -563,7 +577,7 @@ impl Run<'_> {
             }
             rep.tick(now, c);
             let idle_deadline = self.timeout.map(|t| last_rx + t);
-            if idle_deadline.is_some_and(|d| now >= d) {
+            if idle_deadline.is_some_and(|d| now >= d) || stopped() {
                 break;
             }
             if got == 0 && !a.busy_poll {
@@ -664,7 +678,7 @@ impl Run<'_> {
             }
             rep.tick(now, c);
             let idle_deadline = self.timeout.map(|t| last_rx + t);
-            if idle_deadline.is_some_and(|d| now >= d) {
+            if idle_deadline.is_some_and(|d| now >= d) || stopped() {
                 break;
             }
             if got == 0 && !a.busy_poll {
@@ -716,7 +730,7 @@ impl Run<'_> {
         let mut sent = 0u64;
         let start = Instant::now();
         let interval = (a.rate > 0).then(|| Duration::from_secs_f64(1.0 / a.rate as f64));
-        while a.count == 0 || sent < a.count {
+        while (a.count == 0 || sent < a.count) && !stopped() {
             let seq = sent;
             // Send one frame.
             let t0 = loop {
@@ -839,6 +853,11 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     port.set_busy_poll(args.busy_poll);
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        if let Err(e) = vmm_sys_util::signal::register_signal_handler(sig, on_stop_signal) {
+            eprintln!("ptnet-pkt-gen: cannot handle signal {sig}: {e}");
+        }
+    }
     eprintln!(
         "ptnet-pkt-gen: {} mac {} rings {}/{} slots {}/{} buffers {} bytes",
         port.name(),
