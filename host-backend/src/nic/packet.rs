@@ -191,14 +191,22 @@ impl PacketTx {
                 if !link_error(&e) {
                     tracing::debug!("packet TX: {e}");
                 }
+                // The kernel's ring head is at the oldest frame still asking to be sent: the
+                // run of SEND_REQUEST frames just behind `next`. Take them back and rewind, so
+                // the kernel's head and ours agree again (it stops at the first frame that does
+                // not ask to be sent, so a hole would stall the ring).
                 let m = self.kmem();
+                let frames = self.sock.frames;
                 let mut dropped = 0;
-                for f in 0..self.sock.frames as usize {
-                    let o = f * FRAME_SIZE + TP_STATUS;
-                    if m.load_u32(o, Ordering::Acquire) == TP_STATUS_SEND_REQUEST {
-                        m.store_u32(o, TP_STATUS_AVAILABLE, Ordering::Release);
-                        dropped += 1;
+                while dropped < u64::from(frames) {
+                    let prev = (self.next + frames - 1) % frames;
+                    let o = prev as usize * FRAME_SIZE + TP_STATUS;
+                    if m.load_u32(o, Ordering::Acquire) != TP_STATUS_SEND_REQUEST {
+                        break;
                     }
+                    m.store_u32(o, TP_STATUS_AVAILABLE, Ordering::Release);
+                    self.next = prev;
+                    dropped += 1;
                 }
                 dropped
             }
