@@ -127,11 +127,6 @@ fn ring_loop(
     ];
     let mut spin_until = Instant::now();
     let mut last_reset_log: Option<Instant> = None;
-    let irq = |call: &mut Option<File>| {
-        if let Some(c) = call {
-            let _ = c.write(&1u64.to_ne_bytes());
-        }
-    };
     // Drain stale kicks and notifications from before CREATE, then make a first pass: the guest
     // may have published work before we started.
     drain(&io.kick);
@@ -140,14 +135,7 @@ fn ring_loop(
         let before = (w.kring.hwcur, w.kring.hwtail, w.kring.rhead);
         let now = Instant::now();
         let busy = opts.busy_poll || now < spin_until;
-        let call = &mut io.call;
-        let result = if w.is_tx {
-            w.kring
-                .tx_pass(&io.atok, &io.ktoa, w.sync.as_mut(), busy, &mut || irq(call))
-        } else {
-            w.kring
-                .rx_pass(&io.atok, &io.ktoa, w.sync.as_mut(), busy, &mut || irq(call))
-        };
+        let result = pass(&mut w, &mut io, busy);
         if (w.kring.hwcur, w.kring.hwtail, w.kring.rhead) != before {
             spin_until = now + opts.spin;
         }
@@ -189,7 +177,29 @@ fn ring_loop(
             }
         }
     }
+    // A last pass on the way out takes in what the guest published since it was last seen
+    // (released RX slots, queued TX packets): the next frontend then starts from the state this
+    // guest left, and released slots are never delivered twice. Busy mode leaves the kick
+    // request as it is.
+    let _ = pass(&mut w, &mut io, true);
     w
+}
+
+/// One host pass over the ring, raising the guest's interrupt through the call eventfd.
+fn pass(w: &mut RingWorker, io: &mut RingIo, busy: bool) -> HostStop {
+    let RingIo {
+        atok, ktoa, call, ..
+    } = io;
+    let mut irq = || {
+        if let Some(c) = call {
+            let _ = c.write(&1u64.to_ne_bytes());
+        }
+    };
+    if w.is_tx {
+        w.kring.tx_pass(atok, ktoa, w.sync.as_mut(), busy, &mut irq)
+    } else {
+        w.kring.rx_pass(atok, ktoa, w.sync.as_mut(), busy, &mut irq)
+    }
 }
 
 fn drain(f: &File) {

@@ -535,3 +535,35 @@ fn sigterm_removes_the_sockets() {
     assert!(!d.path().join("null:x.sock").exists());
     assert!(b.log_text().contains("shutting down"));
 }
+
+#[test]
+fn slots_released_just_before_a_disconnect_are_not_delivered_again() {
+    let (_d, b) = backend("release", &["netmap:st{1", "netmap:st}1"]);
+    let mut tx = Port::open(&vu(&b, "netmap:st{1")).unwrap();
+    let mut g = RawGuest::attach(&b.socket("netmap:st}1"));
+    g.program_csb(g.csb.atok_gpa, g.csb.ktoa_gpa);
+    assert_eq!(g.create(), 0);
+    let rx_ring = g.tx_rings;
+    let (atok, ktoa) = g.entries(rx_ring);
+    send(
+        &mut tx,
+        0,
+        &(0..10)
+            .map(|i| frame([2; 6], [4; 6], i))
+            .collect::<Vec<_>>(),
+    );
+    wait_for("ten packets", || ktoa.appl_read().0 == 10);
+    // Release all ten without kicking (the host asked for no kick), then vanish.
+    atok.appl_write(10, 10);
+    drop(g);
+    wait_for("the disconnect", || {
+        b.log_text().contains("frontend disconnected")
+    });
+    let mut rx = Port::open(&vu(&b, "netmap:st}1")).unwrap();
+    assert!(
+        receive(&mut rx, 1, Duration::from_millis(300)).is_empty(),
+        "released slots came back"
+    );
+    send(&mut tx, 0, &[frame([2; 6], [4; 6], 42)]);
+    assert_eq!(receive(&mut rx, 1, Duration::from_secs(2))[0][14], 42);
+}
