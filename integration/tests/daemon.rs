@@ -332,8 +332,7 @@ impl RawGuest {
 fn stopped_counter(log: &str, port: &str, key: &str) -> u64 {
     let line = log
         .lines()
-        .filter(|l| l.contains("rings stopped") && l.contains(&format!("port=\"{port}\"")))
-        .last()
+        .rfind(|l| l.contains("rings stopped") && l.contains(&format!("port=\"{port}\"")))
         .unwrap_or_else(|| panic!("no 'rings stopped' line for {port}:\n{log}"));
     let pat = format!("{key}=");
     let v = &line[line.find(&pat).expect("counter in line") + pat.len()..];
