@@ -106,8 +106,8 @@ impl RingRunner {
     }
 }
 
-/// Rate limit for ring-reset log lines.
-const RESET_LOG_EVERY: Duration = Duration::from_secs(1);
+/// Rate limit for log lines about what a guest did wrong.
+const LOG_EVERY: Duration = Duration::from_secs(1);
 
 fn ring_loop(
     port: &str,
@@ -127,6 +127,8 @@ fn ring_loop(
     ];
     let mut spin_until = Instant::now();
     let mut last_reset_log: Option<Instant> = None;
+    let mut last_bad_log: Option<Instant> = None;
+    let mut bad_slots_logged = w.stats.bad_slots.load(Ordering::Relaxed);
     // Drain stale kicks and notifications from before CREATE, then make a first pass: the guest
     // may have published work before we started.
     drain(&io.kick);
@@ -138,6 +140,17 @@ fn ring_loop(
         let result = pass(&mut w, &mut io, busy);
         if (w.kring.hwcur, w.kring.hwtail, w.kring.rhead) != before {
             spin_until = now + opts.spin;
+            let bad = w.stats.bad_slots.load(Ordering::Relaxed);
+            if bad != bad_slots_logged && last_bad_log.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
+                last_bad_log = Some(now);
+                tracing::warn!(
+                    port,
+                    ring = w.index,
+                    bad_slots = bad,
+                    "guest slots with a buffer index outside the port's pool or a length over the buffer size were dropped"
+                );
+                bad_slots_logged = bad;
+            }
         }
         match result {
             HostStop::Poll => {
@@ -146,7 +159,7 @@ fn ring_loop(
             }
             HostStop::Reset(bad) => {
                 RingStats::add(&w.stats.resets, 1);
-                if last_reset_log.is_none_or(|t| t.elapsed() >= RESET_LOG_EVERY) {
+                if last_reset_log.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
                     last_reset_log = Some(Instant::now());
                     tracing::warn!(
                         port,
