@@ -438,6 +438,13 @@ fn bad_buffer_indexes_and_lengths_are_dropped() {
         "{}",
         b.log_text()
     );
+    assert!(
+        b.log_text()
+            .lines()
+            .any(|l| l.contains("were dropped") && l.contains("vale4:a")),
+        "bad slots are logged with the port name:\n{}",
+        b.log_text()
+    );
 }
 
 #[test]
