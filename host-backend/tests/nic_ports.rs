@@ -611,11 +611,36 @@ fn stats_field(log: &str, key: &str) -> u64 {
 
 /// Namespaces `a` (daemon, veth end va0) and `b` (kernel, vb0 10.0.0.2/24).
 fn veth_pair() -> (Netns, Netns) {
+    veth_pair_queues(1)
+}
+
+/// The same with `q` queues each way on both ends.
+fn veth_pair_queues(q: u32) -> (Netns, Netns) {
     let a = Netns::new("a");
     let b = Netns::new("b");
+    let q = q.to_string();
     sh(&[
-        "ip", "link", "add", "va0", "netns", &a.name, "type", "veth", "peer", "name", "vb0",
-        "netns", &b.name,
+        "ip",
+        "link",
+        "add",
+        "va0",
+        "netns",
+        &a.name,
+        "numtxqueues",
+        &q,
+        "numrxqueues",
+        &q,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "vb0",
+        "netns",
+        &b.name,
+        "numtxqueues",
+        &q,
+        "numrxqueues",
+        &q,
     ]);
     a.ip("link set va0 up");
     b.ip("link set vb0 up");
@@ -694,6 +719,103 @@ fn nic_packet_link_down_and_up() {
     drop(port);
     let log = d.stop();
     assert!(stats_field(&log, "drops") >= 50, "{log}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// xdp:
+
+fn has_xdp_program(ns: &Netns, dev: &str) -> bool {
+    let out = Command::new("ip")
+        .args(["-n", &ns.name, "-o", "link", "show", dev])
+        .output()
+        .expect("ip link show");
+    String::from_utf8_lossy(&out.stdout).contains(" xdp")
+}
+
+#[test]
+fn nic_xdp_udp_both_ways_and_ping() {
+    let (a, b) = veth_pair();
+    let d = Daemon::start(&a, "xdp:va0");
+    assert!(has_xdp_program(&a, "va0"), "no XDP program on va0");
+    let mut port = d.open();
+    let p = VETH(&b);
+    port_to_kernel(&mut port, &p, 0, 200, 4321);
+    kernel_to_port(&mut port, &p, 200, 4, 5555);
+    kernel_pings_pong(&mut port, &p, 50);
+    drop(port);
+    let log = d.stop();
+    assert_eq!(stats_field(&log, "bad_slots"), 0, "{log}");
+    assert!(
+        !has_xdp_program(&a, "va0"),
+        "the XDP program outlived the daemon"
+    );
+}
+
+#[test]
+fn nic_xdp_multi_queue() {
+    let (a, b) = veth_pair_queues(2);
+    let d = Daemon::start(&a, "xdp:va0@conf:rings=2");
+    let mut port = d.open();
+    assert_eq!((port.num_tx_rings(), port.num_rx_rings()), (2, 2));
+    let p = VETH(&b);
+    port_to_kernel(&mut port, &p, 0, 100, 4321);
+    port_to_kernel(&mut port, &p, 1, 100, 4322);
+    let per_ring = kernel_to_port(&mut port, &p, 400, 16, 5555);
+    assert_eq!(per_ring.iter().sum::<usize>(), 400);
+}
+
+#[test]
+fn nic_xdp_queue_beyond_the_interface_is_refused() {
+    let (a, _b) = veth_pair();
+    let ns_dir = std::env::temp_dir().join(format!("{}-q", a.name));
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &a.name,
+            env!("CARGO_BIN_EXE_ptnet-backend"),
+        ])
+        .arg("--socket")
+        .arg(ns_dir.join("x.sock"))
+        .arg("xdp:va0@3")
+        .output()
+        .expect("run ptnet-backend");
+    let _ = std::fs::remove_dir_all(&ns_dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("queue 3"), "{err}");
+    assert!(!has_xdp_program(&a, "va0"));
+}
+
+#[test]
+fn nic_xdp_link_down_and_up() {
+    let (a, b) = veth_pair();
+    let d = Daemon::start(&a, "xdp:va0");
+    let mut port = d.open();
+    let p = VETH(&b);
+    port_to_kernel(&mut port, &p, 0, 20, 4321);
+    a.ip("link set va0 down");
+    let kmac = b.mac("vb0");
+    // More than the socket's TX ring holds: the rest must be dropped, not stuck.
+    let frames: Vec<Vec<u8>> = (0..3000)
+        .map(|i| {
+            udp_frame(
+                kmac,
+                port.mac(),
+                ([10, 0, 0, 1], [10, 0, 0, 2]),
+                (1, 9),
+                &[i as u8; 20],
+            )
+        })
+        .collect();
+    driver_send(&mut port, 0, &frames);
+    a.ip("link set va0 up");
+    std::thread::sleep(Duration::from_millis(200));
+    port_to_kernel(&mut port, &p, 0, 20, 4323);
+    kernel_to_port(&mut port, &p, 20, 2, 5555);
+    drop(port);
+    let log = d.stop();
+    assert!(stats_field(&log, "drops") > 0, "{log}");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@
 //! link that is down (ENETDOWN, ENXIO, EIO) count as drops; the port keeps working when the link
 //! comes back.
 
+pub mod bpf;
 pub mod kernel_netmap;
 pub mod packet;
 pub mod sys;

@@ -1,14 +1,505 @@
-//! `xdp:IFNAME[@QUEUE]`: a host interface through AF_XDP (not built yet).
+//! `xdp:IFNAME[@QUEUE]`: a host interface through AF_XDP sockets in copy mode, one per queue.
+//!
+//! Ring i (TX and RX) is the socket on queue `QUEUE + i`. Each socket has its own UMEM (a private
+//! anonymous mapping: the guest's memory is never handed to the kernel): the first half of its
+//! chunks circulate through the fill and RX rings, the second half carry TX frames and come back
+//! through the completion ring. Syncs copy between those chunks and the netmap buffers, a batch at
+//! a time; one `sendto(MSG_DONTWAIT)` (the kernel sends at most 32 frames per call in copy mode, so
+//! a few) pushes a TX batch out.
+//!
+//! No libbpf: the XDP program redirecting each queue to its socket is six hand-assembled
+//! instructions ([`super::bpf`]), attached through a BPF link (native mode, else generic); it goes
+//! away with the daemon. Frames of other queues, or of queues without a socket, go to the host
+//! stack (XDP_PASS). Like kernel netmap, and unlike `packet:`, the port's queues are taken away
+//! from the host stack while the port exists. One `xdp:` port per interface (the interface has
+//! one XDP program).
 
-use super::NicError;
-use crate::port::Port;
+use super::{bpf, link_error, require_if, sys, NicError, NicParts, PortBufs};
+use crate::port::{Port, RingStats, RingSync};
 use crate::portspec::PortSpec;
+use ptnet_protocol::netmap::{ring_add, RingView};
+use ptnet_protocol::shmem::SharedMem;
+use ptnet_protocol::sync::{ring_prev, HostKring, PortSync};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-pub(crate) fn build(spec: &PortSpec, ifname: &str, _queue: u32) -> Result<Arc<Port>, NicError> {
-    super::require_if(&spec.name, ifname)?;
-    Err(NicError::Unsupported {
-        port: spec.name.clone(),
-        reason: "AF_XDP ports are not available in this build".into(),
-    })
+/// UMEM chunk size (one netmap buffer).
+const CHUNK: u64 = 2048;
+/// `sizeof(struct xdp_desc)`.
+const DESC: usize = 16;
+const ETH_HLEN: usize = 14;
+
+/// The XDP program, its map and the link keeping it attached (dropped with the last ring).
+struct Attachment {
+    _link: OwnedFd,
+    _prog: OwnedFd,
+    _map: OwnedFd,
+}
+
+/// One of the four rings of a socket, in its mapping.
+#[derive(Clone, Copy)]
+struct XskRing {
+    mem: SharedMem,
+    producer: usize,
+    consumer: usize,
+    desc: usize,
+    mask: u32,
+}
+
+impl XskRing {
+    fn new(mem: SharedMem, off: &libc::xdp_ring_offset, size: u32) -> Self {
+        Self {
+            mem,
+            producer: off.producer as usize,
+            consumer: off.consumer as usize,
+            desc: off.desc as usize,
+            mask: size - 1,
+        }
+    }
+
+    fn producer(&self) -> u32 {
+        self.mem.load_u32(self.producer, Ordering::Acquire)
+    }
+    fn set_producer(&self, v: u32) {
+        self.mem.store_u32(self.producer, v, Ordering::Release)
+    }
+    fn consumer(&self) -> u32 {
+        self.mem.load_u32(self.consumer, Ordering::Acquire)
+    }
+    fn set_consumer(&self, v: u32) {
+        self.mem.store_u32(self.consumer, v, Ordering::Release)
+    }
+    /// Offset of entry `i` (entries of `size` bytes).
+    fn entry(&self, i: u32, size: usize) -> usize {
+        self.desc + (i & self.mask) as usize * size
+    }
+}
+
+/// One AF_XDP socket with its UMEM and rings.
+struct Xsk {
+    // Mappings first: unmapped before the socket closes.
+    _maps: Vec<sys::Mmap>,
+    umem: sys::Mmap,
+    fd: OwnedFd,
+    rx: Option<XskRing>,
+    tx: Option<XskRing>,
+    fill: XskRing,
+    comp: XskRing,
+    /// Chunks 0..rx_chunks feed RX; the next tx_chunks carry TX.
+    rx_chunks: u32,
+    tx_chunks: u32,
+}
+
+fn ring_map(
+    fd: RawFd,
+    off: &libc::xdp_ring_offset,
+    entry: usize,
+    size: u32,
+    pgoff: u64,
+) -> std::io::Result<sys::Mmap> {
+    sys::Mmap::new(fd, off.desc as usize + size as usize * entry, pgoff)
+}
+
+impl Xsk {
+    fn open(
+        port: &str,
+        ifindex: u32,
+        queue: u32,
+        rx_size: Option<u32>,
+        tx_size: Option<u32>,
+    ) -> Result<Self, NicError> {
+        let io = |what: String, e| NicError::io(port, what, e);
+        let fd =
+            sys::socket(libc::AF_XDP, 0).map_err(|e| io("creating an AF_XDP socket".into(), e))?;
+        let raw = fd.as_raw_fd();
+        let fill_size = rx_size.unwrap_or(2);
+        let comp_size = tx_size.unwrap_or(2);
+        let (rx_chunks, tx_chunks) = (rx_size.unwrap_or(0), tx_size.unwrap_or(0));
+        let umem = sys::anon(((rx_chunks + tx_chunks).max(2) as u64 * CHUNK) as usize)
+            .map_err(|e| io("allocating the UMEM".into(), e))?;
+        let reg = libc::xdp_umem_reg {
+            addr: umem.mem().as_ptr() as u64,
+            len: umem.mem().len() as u64,
+            chunk_size: CHUNK as u32,
+            headroom: 0,
+            flags: 0,
+            tx_metadata_len: 0,
+        };
+        sys::setsockopt(raw, libc::SOL_XDP, libc::XDP_UMEM_REG, &reg)
+            .map_err(|e| io("registering the UMEM".into(), e))?;
+        let set = |opt, size: u32, what: &str| {
+            sys::setsockopt(raw, libc::SOL_XDP, opt, &size).map_err(|e| io(what.into(), e))
+        };
+        set(libc::XDP_UMEM_FILL_RING, fill_size, "sizing the fill ring")?;
+        set(
+            libc::XDP_UMEM_COMPLETION_RING,
+            comp_size,
+            "sizing the completion ring",
+        )?;
+        if let Some(s) = rx_size {
+            set(libc::XDP_RX_RING, s, "sizing the RX ring")?;
+        }
+        if let Some(s) = tx_size {
+            set(libc::XDP_TX_RING, s, "sizing the TX ring")?;
+        }
+        // SAFETY: plain data, all-zero valid.
+        let mut off: libc::xdp_mmap_offsets = unsafe { std::mem::zeroed() };
+        sys::getsockopt(raw, libc::SOL_XDP, libc::XDP_MMAP_OFFSETS, &mut off)
+            .map_err(|e| io("XDP_MMAP_OFFSETS".into(), e))?;
+        let mut maps = Vec::new();
+        let mut map =
+            |o: &libc::xdp_ring_offset, entry, size, pgoff| -> Result<XskRing, NicError> {
+                let m = ring_map(raw, o, entry, size, pgoff)
+                    .map_err(|e| io("mapping an AF_XDP ring".into(), e))?;
+                let r = XskRing::new(m.mem(), o, size);
+                maps.push(m);
+                Ok(r)
+            };
+        let fill = map(&off.fr, 8, fill_size, libc::XDP_UMEM_PGOFF_FILL_RING)?;
+        let comp = map(&off.cr, 8, comp_size, libc::XDP_UMEM_PGOFF_COMPLETION_RING)?;
+        let rx = rx_size
+            .map(|s| map(&off.rx, DESC, s, libc::XDP_PGOFF_RX_RING as u64))
+            .transpose()?;
+        let tx = tx_size
+            .map(|s| map(&off.tx, DESC, s, libc::XDP_PGOFF_TX_RING as u64))
+            .transpose()?;
+        // Every RX chunk starts in the fill ring.
+        for c in 0..rx_chunks {
+            fill.mem.store_u64(fill.entry(c, 8), u64::from(c) * CHUNK);
+        }
+        fill.set_producer(rx_chunks);
+        // SAFETY: plain data, all-zero valid.
+        let mut sa: libc::sockaddr_xdp = unsafe { std::mem::zeroed() };
+        sa.sxdp_family = libc::AF_XDP as u16;
+        sa.sxdp_flags = libc::XDP_COPY;
+        sa.sxdp_ifindex = ifindex;
+        sa.sxdp_queue_id = queue;
+        sys::bind_raw(raw, &sa).map_err(|e| {
+            let hint = if e.raw_os_error() == Some(libc::EINVAL) {
+                " (does the interface have that many queues?)"
+            } else {
+                ""
+            };
+            io(format!("binding to queue {queue}{hint}"), e)
+        })?;
+        Ok(Self {
+            _maps: maps,
+            umem,
+            fd,
+            rx,
+            tx,
+            fill,
+            comp,
+            rx_chunks,
+            tx_chunks,
+        })
+    }
+}
+
+pub(crate) fn build(spec: &PortSpec, ifname: &str, queue: u32) -> Result<Arc<Port>, NicError> {
+    let port = spec.name.as_str();
+    let ifindex = require_if(port, ifname)?;
+    let parts = NicParts::new(spec)?;
+    let (t, r) = (parts.spec.tx_rings, parts.spec.rx_rings);
+    let n = t.max(r);
+    let map = bpf::xskmap(queue + n).map_err(|e| {
+        NicError::io(
+            port,
+            "creating the XSKMAP (bpf(2); needs CAP_BPF/CAP_NET_ADMIN)",
+            e,
+        )
+    })?;
+    let mut socks = Vec::new();
+    for i in 0..n {
+        let x = Xsk::open(
+            port,
+            ifindex,
+            queue + i,
+            (i < r).then(|| parts.spec.rx_slots.next_power_of_two()),
+            (i < t).then(|| parts.spec.tx_slots.next_power_of_two()),
+        )?;
+        bpf::map_set(&map, queue + i, x.fd.as_raw_fd())
+            .map_err(|e| NicError::io(port, "adding the socket to the XSKMAP", e))?;
+        socks.push(Arc::new(x));
+    }
+    let prog = bpf::load_redirect(&map)
+        .map_err(|e| NicError::io(port, "loading the XDP redirect program", e))?;
+    let (link, mode) = match bpf::attach_xdp(&prog, ifindex, bpf::XDP_FLAGS_DRV_MODE) {
+        Ok(l) => (l, "native"),
+        Err(_) => (
+            bpf::attach_xdp(&prog, ifindex, bpf::XDP_FLAGS_SKB_MODE).map_err(|e| {
+                let hint = if e.raw_os_error() == Some(libc::EBUSY) {
+                    " (the interface already has an XDP program)"
+                } else {
+                    ""
+                };
+                NicError::io(
+                    port,
+                    format!("attaching the XDP program to {ifname}{hint}"),
+                    e,
+                )
+            })?,
+            "generic",
+        ),
+    };
+    let att = Arc::new(Attachment {
+        _link: link,
+        _prog: prog,
+        _map: map,
+    });
+    let mut syncs: Vec<Box<dyn RingSync>> = Vec::new();
+    for i in 0..t {
+        let x = socks[i as usize].clone();
+        let free = (x.rx_chunks..x.rx_chunks + x.tx_chunks)
+            .map(|c| u64::from(c) * CHUNK)
+            .collect();
+        syncs.push(Box::new(XdpTx {
+            x,
+            _att: att.clone(),
+            free,
+            tx_prod: 0,
+            comp_cons: 0,
+            link_down: false,
+            tx: parts.ring(i),
+            bufs: parts.bufs.clone(),
+            stats: parts.stats[i as usize].clone(),
+        }));
+    }
+    for i in 0..r {
+        let x = socks[i as usize].clone();
+        let fill_prod = x.rx_chunks;
+        syncs.push(Box::new(XdpRx {
+            x,
+            _att: att.clone(),
+            rx_cons: 0,
+            fill_prod,
+            kernel_drops: 0,
+            want_wake: false,
+            rx: parts.ring(t + i),
+            bufs: parts.bufs.clone(),
+            stats: parts.stats[(t + i) as usize].clone(),
+        }));
+    }
+    tracing::info!(
+        port,
+        ifname,
+        ifindex,
+        queue,
+        queues = n,
+        mode,
+        "AF_XDP sockets attached (copy mode)"
+    );
+    Ok(parts.into_port(port, syncs))
+}
+
+/// TX ring i: netmap slots -> TX chunks -> the socket's TX ring.
+pub struct XdpTx {
+    x: Arc<Xsk>,
+    _att: Arc<Attachment>,
+    /// TX chunk addresses not in flight (capacity: every TX chunk, so never reallocates).
+    free: Vec<u64>,
+    tx_prod: u32,
+    comp_cons: u32,
+    /// The last kick found the link down: frames that find no chunk are dropped, not kept.
+    link_down: bool,
+    tx: RingView,
+    bufs: PortBufs,
+    stats: Arc<RingStats>,
+}
+
+impl XdpTx {
+    fn reclaim(&mut self) {
+        let c = &self.x.comp;
+        let prod = c.producer();
+        while self.comp_cons != prod {
+            let addr = c.mem.load_u64(c.entry(self.comp_cons, 8));
+            if self.free.len() < self.free.capacity() {
+                self.free.push(addr & !(CHUNK - 1));
+            }
+            self.comp_cons = self.comp_cons.wrapping_add(1);
+        }
+        c.set_consumer(prod);
+    }
+
+    /// Asks the kernel to send what the TX ring holds: copy mode sends at most 32 frames per
+    /// call, so call until it has taken everything (bounded). Also how a link that was down is
+    /// found up again (the call fails with ENETDOWN while it is down).
+    fn kick(&mut self) {
+        let Some(txr) = self.x.tx else { return };
+        let mut budget = self.tx_prod.wrapping_sub(txr.consumer()) / 32 + 4;
+        while budget > 0 {
+            budget -= 1;
+            match sys::kick_tx(self.x.fd.as_raw_fd(), true) {
+                Ok(_) => {
+                    self.link_down = false;
+                    if txr.consumer() == self.tx_prod {
+                        return;
+                    }
+                }
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EAGAIN | libc::EBUSY | libc::EINTR)
+                    ) => {}
+                Err(e) => {
+                    self.link_down = link_error(&e);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl PortSync for XdpTx {
+    fn sync(&mut self, k: &mut HostKring, _flags: u32) {
+        let n = k.num_slots;
+        let Some(txr) = self.x.tx else { return };
+        self.reclaim();
+        if self.link_down {
+            self.kick();
+        }
+        let umem = self.x.umem.mem();
+        let (mut packets, mut bytes, mut bad, mut drops) = (0u64, 0u64, 0u64, 0u64);
+        let mut queued = 0;
+        let mut j = k.hwcur;
+        while j != k.rhead {
+            let (idx, len) = (self.tx.buf_idx(j), usize::from(self.tx.len(j)));
+            match self.bufs.offset(idx) {
+                Some(_) if self.link_down => {
+                    // The link is down: drop rather than queue frames for later.
+                    drops += 1;
+                }
+                Some(off) if (ETH_HLEN..=self.bufs.buf_size()).contains(&len) => {
+                    let Some(addr) = self.free.pop() else {
+                        break;
+                    };
+                    umem.copy_from(addr as usize, self.bufs.pool(), off, len);
+                    let d = txr.entry(self.tx_prod, DESC);
+                    txr.mem.store_u64(d, addr);
+                    txr.mem.store_u32(d + 8, len as u32, Ordering::Relaxed);
+                    txr.mem.store_u32(d + 12, 0, Ordering::Relaxed);
+                    self.tx_prod = self.tx_prod.wrapping_add(1);
+                    queued += 1;
+                    packets += 1;
+                    bytes += len as u64;
+                }
+                _ => bad += 1,
+            }
+            j = ring_add(j, 1, n);
+        }
+        if queued > 0 {
+            txr.set_producer(self.tx_prod);
+        }
+        if queued > 0 || (!self.link_down && txr.consumer() != self.tx_prod) {
+            self.kick();
+            self.reclaim();
+        }
+        k.hwcur = j;
+        k.hwtail = ring_prev(j, n);
+        RingStats::add(&self.stats.packets, packets);
+        RingStats::add(&self.stats.bytes, bytes);
+        RingStats::add(&self.stats.drops, drops);
+        RingStats::add(&self.stats.bad_slots, bad);
+    }
+}
+
+impl RingSync for XdpTx {
+    fn arm(&mut self, k: &HostKring) -> bool {
+        if k.hwcur != k.rhead {
+            // Waiting for completions: the kernel completes copy-mode frames as it sends them,
+            // so give it a moment rather than spin.
+            let _ = sys::poll_one(self.x.fd.as_raw_fd(), libc::POLLOUT, 1);
+            return true;
+        }
+        // Frames the kernel has not taken yet: kick again.
+        !self.link_down && self.x.tx.is_some_and(|t| t.consumer() != self.tx_prod)
+    }
+}
+
+/// RX ring i: the socket's RX ring -> netmap buffers; chunks go straight back to the fill ring.
+pub struct XdpRx {
+    x: Arc<Xsk>,
+    _att: Arc<Attachment>,
+    rx_cons: u32,
+    fill_prod: u32,
+    /// Kernel drops (RX ring full, no fill chunk) already counted.
+    kernel_drops: u64,
+    want_wake: bool,
+    rx: RingView,
+    bufs: PortBufs,
+    stats: Arc<RingStats>,
+}
+
+impl PortSync for XdpRx {
+    fn sync(&mut self, k: &mut HostKring, _flags: u32) {
+        let n = k.num_slots;
+        k.hwcur = k.rhead;
+        let Some(rxr) = self.x.rx else { return };
+        let stop = ring_prev(k.hwcur, n);
+        let (fill, umem) = (self.x.fill, self.x.umem.mem());
+        let prod = rxr.producer();
+        let (mut packets, mut bytes, mut drops, mut bad) = (0u64, 0u64, 0u64, 0u64);
+        let mut taken = 0;
+        while self.rx_cons != prod && k.hwtail != stop {
+            let d = rxr.entry(self.rx_cons, DESC);
+            let addr = rxr.mem.load_u64(d);
+            let len = rxr.mem.load_u32(d + 8, Ordering::Relaxed) as usize;
+            let slot = k.hwtail;
+            match self.bufs.offset(self.rx.buf_idx(slot)) {
+                Some(off) if len <= self.bufs.buf_size() => {
+                    if self.bufs.pool().copy_from(off, &umem, addr as usize, len) {
+                        self.rx.set_len(slot, len as u16);
+                        packets += 1;
+                        bytes += len as u64;
+                    } else {
+                        self.rx.set_len(slot, 0);
+                        drops += 1;
+                    }
+                    self.rx.set_flags(slot, 0);
+                    k.hwtail = ring_add(slot, 1, n);
+                }
+                Some(_) => drops += 1,
+                None => {
+                    self.rx.set_len(slot, 0);
+                    self.rx.set_flags(slot, 0);
+                    bad += 1;
+                    k.hwtail = ring_add(slot, 1, n);
+                }
+            }
+            fill.mem
+                .store_u64(fill.entry(self.fill_prod, 8), addr & !(CHUNK - 1));
+            self.fill_prod = self.fill_prod.wrapping_add(1);
+            self.rx_cons = self.rx_cons.wrapping_add(1);
+            taken += 1;
+        }
+        if taken > 0 {
+            rxr.set_consumer(self.rx_cons);
+            fill.set_producer(self.fill_prod);
+        }
+        RingStats::add(&self.stats.packets, packets);
+        RingStats::add(&self.stats.bytes, bytes);
+        RingStats::add(&self.stats.drops, drops);
+        RingStats::add(&self.stats.bad_slots, bad);
+    }
+}
+
+impl RingSync for XdpRx {
+    fn arm(&mut self, k: &HostKring) -> bool {
+        let fd = self.x.fd.as_raw_fd();
+        // SAFETY: plain data, all-zero valid.
+        let mut st: libc::xdp_statistics = unsafe { std::mem::zeroed() };
+        if sys::getsockopt(fd, libc::SOL_XDP, libc::XDP_STATISTICS, &mut st).is_ok() {
+            let total = st.rx_dropped + st.rx_ring_full;
+            RingStats::add(&self.stats.drops, total.saturating_sub(self.kernel_drops));
+            self.kernel_drops = total;
+        }
+        let _ = sys::take_socket_error(fd);
+        self.want_wake = k.hwtail != ring_prev(k.hwcur, k.num_slots);
+        self.want_wake && self.x.rx.is_some_and(|r| r.producer() != self.rx_cons)
+    }
+
+    fn wake_fd(&self) -> Option<RawFd> {
+        self.want_wake.then(|| self.x.fd.as_raw_fd())
+    }
 }

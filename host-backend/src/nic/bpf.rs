@@ -1,0 +1,188 @@
+//! The little of `bpf(2)` AF_XDP needs, without libbpf: an XSKMAP, a hand-assembled XDP program
+//! that redirects each frame to the socket of its receive queue, and a BPF link attaching it to
+//! an interface (closing the link detaches the program).
+
+use super::sys;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+const BPF_MAP_CREATE: i32 = 0;
+const BPF_MAP_UPDATE_ELEM: i32 = 2;
+const BPF_PROG_LOAD: i32 = 5;
+const BPF_LINK_CREATE: i32 = 28;
+const BPF_MAP_TYPE_XSKMAP: u32 = 17;
+const BPF_PROG_TYPE_XDP: u32 = 6;
+/// `enum bpf_attach_type` BPF_XDP.
+const BPF_XDP: u32 = 37;
+const BPF_FUNC_REDIRECT_MAP: i32 = 51;
+const XDP_PASS: i32 = 2;
+/// XDP attach flags.
+pub const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
+/// Native (driver) mode.
+pub const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+
+/// One `struct bpf_insn`: code, dst_reg:4 | src_reg:4, off, imm.
+const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
+    (code as u64)
+        | (((dst & 0xf) | ((src & 0xf) << 4)) as u64) << 8
+        | ((off as u16) as u64) << 16
+        | ((imm as u32) as u64) << 32
+}
+
+/// The program, for the XSKMAP `map_fd`:
+///
+/// ```text
+/// r2 = *(u32 *)(r1 + 16)          ; ctx->rx_queue_index
+/// r1 = map_fd ll                  ; the XSKMAP (pseudo map fd, two slots)
+/// r3 = XDP_PASS                   ; no socket on this queue: to the stack
+/// call bpf_redirect_map
+/// exit
+/// ```
+pub fn redirect_program(map_fd: i32) -> [u64; 6] {
+    [
+        insn(0x61, 2, 1, 16, 0),     // BPF_LDX | BPF_MEM | BPF_W
+        insn(0x18, 1, 1, 0, map_fd), // BPF_LD | BPF_DW | BPF_IMM, src = BPF_PSEUDO_MAP_FD
+        insn(0, 0, 0, 0, 0),
+        insn(0xb7, 3, 0, 0, XDP_PASS), // BPF_ALU64 | BPF_MOV | BPF_K
+        insn(0x85, 0, 0, 0, BPF_FUNC_REDIRECT_MAP), // BPF_JMP | BPF_CALL
+        insn(0x95, 0, 0, 0, 0),        // BPF_JMP | BPF_EXIT
+    ]
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct MapCreate {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct MapUpdate {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct ProgLoad {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct LinkCreate {
+    prog_fd: u32,
+    target_ifindex: u32,
+    attach_type: u32,
+    flags: u32,
+}
+
+/// An XSKMAP of `entries` queues.
+pub fn xskmap(entries: u32) -> io::Result<OwnedFd> {
+    let mut a = MapCreate {
+        map_type: BPF_MAP_TYPE_XSKMAP,
+        key_size: 4,
+        value_size: 4,
+        max_entries: entries,
+        map_flags: 0,
+    };
+    // SAFETY: BPF_MAP_CREATE with its attribute prefix; no pointers inside.
+    unsafe { sys::bpf(BPF_MAP_CREATE, &mut a) }.map(sys::own)
+}
+
+/// `map[key] = fd` (an AF_XDP socket).
+pub fn map_set(map: &OwnedFd, key: u32, fd: i32) -> io::Result<()> {
+    let (k, v) = (key, fd as u32);
+    let mut a = MapUpdate {
+        map_fd: map.as_raw_fd() as u32,
+        key: &k as *const u32 as u64,
+        value: &v as *const u32 as u64,
+        ..Default::default()
+    };
+    // SAFETY: key and value point to live u32s for the duration of the call.
+    unsafe { sys::bpf(BPF_MAP_UPDATE_ELEM, &mut a) }.map(drop)
+}
+
+/// Loads the redirect program for `map`; on a verifier refusal the error carries its log.
+pub fn load_redirect(map: &OwnedFd) -> io::Result<OwnedFd> {
+    let prog = redirect_program(map.as_raw_fd());
+    let license = c"GPL";
+    let mut log = vec![0u8; 4096];
+    let mut a = ProgLoad {
+        prog_type: BPF_PROG_TYPE_XDP,
+        insn_cnt: prog.len() as u32,
+        insns: prog.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        log_level: 1,
+        log_size: log.len() as u32,
+        log_buf: log.as_mut_ptr() as u64,
+        ..Default::default()
+    };
+    a.prog_name[..9].copy_from_slice(b"ptnet_xsk");
+    // SAFETY: the instructions, the license and the log buffer outlive the call; the sizes given
+    // are theirs.
+    match unsafe { sys::bpf(BPF_PROG_LOAD, &mut a) } {
+        Ok(fd) => Ok(sys::own(fd)),
+        Err(e) => {
+            let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+            let msg = String::from_utf8_lossy(&log[..end]).trim().to_string();
+            Err(io::Error::new(
+                e.kind(),
+                format!(
+                    "{e}{}{msg}",
+                    if msg.is_empty() { "" } else { "; verifier: " }
+                ),
+            ))
+        }
+    }
+}
+
+/// Attaches `prog` to interface `ifindex` as its XDP program (`flags`: a mode); the program stays
+/// attached while the returned link is open.
+pub fn attach_xdp(prog: &OwnedFd, ifindex: u32, flags: u32) -> io::Result<OwnedFd> {
+    let mut a = LinkCreate {
+        prog_fd: prog.as_raw_fd() as u32,
+        target_ifindex: ifindex,
+        attach_type: BPF_XDP,
+        flags,
+    };
+    // SAFETY: BPF_LINK_CREATE's attribute prefix; no pointers inside.
+    unsafe { sys::bpf(BPF_LINK_CREATE, &mut a) }.map(sys::own)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instructions_encode_like_the_kernel_header() {
+        let p = redirect_program(7);
+        // ldxw r2, [r1+16]
+        assert_eq!(p[0].to_le_bytes(), [0x61, 0x12, 16, 0, 0, 0, 0, 0]);
+        // lddw r1, map fd 7 (src_reg 1 = BPF_PSEUDO_MAP_FD)
+        assert_eq!(p[1].to_le_bytes(), [0x18, 0x11, 0, 0, 7, 0, 0, 0]);
+        assert_eq!(p[2], 0);
+        assert_eq!(p[3].to_le_bytes(), [0xb7, 0x03, 0, 0, 2, 0, 0, 0]);
+        assert_eq!(p[4].to_le_bytes(), [0x85, 0, 0, 0, 51, 0, 0, 0]);
+        assert_eq!(p[5].to_le_bytes(), [0x95, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(std::mem::size_of::<ProgLoad>(), 72);
+    }
+}
