@@ -106,6 +106,7 @@ def main():
     ap.add_argument("qemu")
     ap.add_argument("socket")
     ap.add_argument("--expect-word", type=lambda x: int(x, 0))
+    ap.add_argument("--expect-ifname", help="name in the port's netmap_if (ptnet-backend: the port name)")
     ap.add_argument("--restart-cmd", help="shell command that kills and restarts the backend")
     args = ap.parse_args()
 
@@ -179,6 +180,13 @@ def run(q, args):
     check("buffer pool inside the memory", bufofs + bufs * bufsz <= memsz,
           "ofs 0x%x n %d sz %d" % (bufofs, bufs, bufsz))
     # The daemon's SHMEM_MAP is handled by the main loop right after realize
+    nifp = q.inl(IO + 24)
+    name = b"".join(q.readl(MEM + nifp + 4 * i).to_bytes(4, "little") for i in range(4))
+    name = name.split(b"\0")[0].decode("latin-1")
+    if args.expect_ifname is not None:
+        check("netmap_if name through BAR1 at NIFP_OFS", name == args.expect_ifname, repr(name))
+    else:
+        print("info: netmap_if name at NIFP_OFS 0x%x: %r" % (nifp, name))
     w = q.readl(MEM)
     if args.expect_word is not None:
         check("netmap memory visible through BAR1", w == args.expect_word, hex(w))
@@ -232,6 +240,11 @@ def run(q, args):
         check("CSB addresses kept", (q.inl(IO + 56), q.inl(IO + 64)) == (GH, HG))
         check("MEMSIZE kept", (q.inl(MDIO + 4) << 32 | q.inl(MDIO + 0)) == memsz)
         w2 = q.readl(MEM)
+        if args.expect_ifname is not None:
+            name2 = b"".join(q.readl(MEM + nifp + 4 * i).to_bytes(4, "little") for i in range(4))
+            name2 = name2.split(b"\0")[0].decode("latin-1")
+            check("netmap memory mapped after reconnection", name2 == args.expect_ifname, repr(name2))
+        print("info: CSB ktoa[0] after replay hwcur=%d hwtail=%d" % (q.readl(HG), q.readl(HG + 4)))
         if args.expect_word is not None:
             check("netmap memory remapped after reconnection", w2 == args.expect_word, hex(w2))
 
