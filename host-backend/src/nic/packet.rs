@@ -38,6 +38,7 @@ const TP_VLAN_TPID: usize = 26;
 
 const TP_STATUS_KERNEL: u32 = 0;
 const TP_STATUS_USER: u32 = 1;
+const TP_STATUS_CSUMNOTREADY: u32 = 1 << 3;
 const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
 const TP_STATUS_VLAN_TPID_VALID: u32 = 1 << 6;
 const TP_STATUS_AVAILABLE: u32 = 0;
@@ -154,6 +155,7 @@ pub(crate) fn build(spec: &PortSpec, ifname: &str) -> Result<Arc<Port>, NicError
             bufs: parts.bufs.clone(),
             stats: parts.stats[(t + i) as usize].clone(),
             want_wake: false,
+            scratch: Box::new([0; FRAME_SIZE]),
         }));
     }
     tracing::info!(
@@ -284,12 +286,14 @@ pub struct PacketRx {
     bufs: PortBufs,
     stats: Arc<RingStats>,
     want_wake: bool,
+    /// Room to finish a checksum in (allocated once).
+    scratch: Box<[u8; FRAME_SIZE]>,
 }
 
 impl PacketRx {
     /// Copies kernel frame `f` into buffer offset `off`; returns the length, or None when it does
     /// not fit a buffer.
-    fn copy_frame(&self, m: &SharedMem, f: usize, status: u32, off: usize) -> Option<usize> {
+    fn copy_frame(&mut self, m: &SharedMem, f: usize, status: u32, off: usize) -> Option<usize> {
         let snap = m.load_u32(f + TP_SNAPLEN, Ordering::Relaxed) as usize;
         let len = m.load_u32(f + TP_LEN, Ordering::Relaxed) as usize;
         let mac = usize::from(m.load_u16(f + TP_MAC));
@@ -316,8 +320,60 @@ impl PacketRx {
         } else {
             pool.copy_from(off, m, f + mac, snap);
         }
+        if status & TP_STATUS_CSUMNOTREADY != 0 {
+            // A frame of the local stack (over veth, say) whose TCP/UDP checksum was left for
+            // the hardware: finish it, the guest gets complete frames.
+            let frame = &mut self.scratch[..total];
+            if pool.read(off, frame) {
+                if let Some((at, sum)) = l4_checksum(frame) {
+                    pool.write(off + at, &sum.to_be_bytes());
+                }
+            }
+        }
         Some(total)
     }
+}
+
+/// The checksum a TCP or UDP packet (IPv4, or IPv6 without extension headers) should carry, and
+/// where it goes, when its checksum field holds only the pseudo-header sum (CHECKSUM_PARTIAL).
+pub fn l4_checksum(f: &[u8]) -> Option<(usize, u16)> {
+    let mut l3 = 14;
+    let mut ty = u16::from_be_bytes([*f.get(12)?, *f.get(13)?]);
+    if ty == 0x8100 || ty == 0x88a8 {
+        ty = u16::from_be_bytes([*f.get(16)?, *f.get(17)?]);
+        l3 = 18;
+    }
+    let (proto, l4, end) = match ty {
+        0x0800 => {
+            let ihl = usize::from(f.get(l3)? & 0xf) * 4;
+            let tot = usize::from(u16::from_be_bytes([*f.get(l3 + 2)?, *f.get(l3 + 3)?]));
+            (*f.get(l3 + 9)?, l3 + ihl, l3 + tot)
+        }
+        0x86dd => {
+            let plen = usize::from(u16::from_be_bytes([*f.get(l3 + 4)?, *f.get(l3 + 5)?]));
+            (*f.get(l3 + 6)?, l3 + 40, l3 + 40 + plen)
+        }
+        _ => return None,
+    };
+    let at = l4
+        + match proto {
+            6 => 16,
+            17 => 6,
+            _ => return None,
+        };
+    let seg = f.get(l4..end)?;
+    if at + 2 > end {
+        return None;
+    }
+    let mut sum: u64 = 0;
+    for c in seg.chunks(2) {
+        sum += u64::from(u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let c = !(sum as u16);
+    Some((at, if proto == 17 && c == 0 { 0xffff } else { c }))
 }
 
 impl PortSync for PacketRx {
@@ -390,5 +446,56 @@ impl RingSync for PacketRx {
 
     fn wake_fd(&self) -> Option<RawFd> {
         self.want_wake.then(|| self.sock.fd.as_raw_fd())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::l4_checksum;
+
+    #[test]
+    fn partial_udp_and_tcp_checksums_are_completed() {
+        // IPv4 UDP 10.0.0.2:20000 -> 10.0.0.1:5555, payload "abc", padded to 60 bytes; the
+        // checksum field holds the pseudo-header sum as the kernel leaves it.
+        let mut f = vec![0u8; 60];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&31u16.to_be_bytes());
+        f[23] = 17;
+        f[26..30].copy_from_slice(&[10, 0, 0, 2]);
+        f[30..34].copy_from_slice(&[10, 0, 0, 1]);
+        f[34..36].copy_from_slice(&20000u16.to_be_bytes());
+        f[36..38].copy_from_slice(&5555u16.to_be_bytes());
+        f[38..40].copy_from_slice(&11u16.to_be_bytes());
+        f[42..45].copy_from_slice(b"abc");
+        // Pseudo-header sum: addresses, protocol, UDP length.
+        let pseudo: u32 = 0x0a00 + 0x0002 + 0x0a00 + 0x0001 + 17 + 11;
+        f[40..42].copy_from_slice(&(pseudo as u16).to_be_bytes());
+        let (at, c) = l4_checksum(&f).unwrap();
+        assert_eq!(at, 40);
+        // Check: the full checksum over pseudo-header + segment with `c` in place is 0.
+        f[40..42].copy_from_slice(&c.to_be_bytes());
+        let mut v: Vec<u8> = Vec::new();
+        v.extend_from_slice(&f[26..34]);
+        v.extend_from_slice(&[0, 17, 0, 11]);
+        v.extend_from_slice(&f[34..45]);
+        let mut s: u32 = v
+            .chunks(2)
+            .map(|c| u32::from(u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)])))
+            .sum();
+        while s > 0xffff {
+            s = (s & 0xffff) + (s >> 16);
+        }
+        assert_eq!(s, 0xffff);
+        // TCP goes at offset 16 of its header; other protocols are left alone.
+        f[23] = 6;
+        f[16..18].copy_from_slice(&40u16.to_be_bytes());
+        assert_eq!(l4_checksum(&f).unwrap().0, 50);
+        f[23] = 1;
+        assert!(l4_checksum(&f).is_none());
+        f[12] = 0x86;
+        f[13] = 0xdd;
+        f[20] = 58;
+        assert!(l4_checksum(&f).is_none());
     }
 }
