@@ -914,11 +914,44 @@ fn nic_tap_link_down_and_up() {
     kernel_to_port(&mut port, &p, 20, 2, 5555);
 }
 
+#[test]
+fn nic_tap_attaches_to_existing_taps() {
+    // A persistent single-queue tap, then a persistent multi-queue one served with two rings.
+    for (flags, conf) in [("", ""), ("multi_queue", "@conf:rings=2")] {
+        let a = Netns::new("ptap");
+        let mut cmd = format!("tuntap add dev ptper0 mode tap {flags}");
+        cmd = cmd.trim().to_string();
+        a.ip(&cmd);
+        a.ip("addr add 10.0.1.2/24 dev ptper0");
+        a.ip("link set ptper0 up");
+        let d = Daemon::start(&a, &format!("tap:ptper0{conf}"));
+        let mut port = d.open();
+        let p = tap_peer(&a, "ptper0");
+        port_to_kernel(&mut port, &p, 0, 20, 4321);
+        kernel_to_port(&mut port, &p, 20, 2, 5555);
+        drop(port);
+        drop(d);
+        // The tap outlives the daemon: it was not ours.
+        a.wait_for_link("ptper0");
+    }
+}
+
+#[test]
+fn nic_tap_with_other_flags_is_refused() {
+    // A multi-queue port on a single-queue persistent tap: refused with a hint.
+    let a = Netns::new("ptapbad");
+    a.ip("tuntap add dev ptper1 mode tap");
+    daemon_refuses_in(&a, "tap:ptper1@conf:rings=2", &["ptper1", "multi-queue"]);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Refusals
 
 fn daemon_refuses(port: &str, needles: &[&str]) {
-    let ns = Netns::new("bad");
+    daemon_refuses_in(&Netns::new("bad"), port, needles)
+}
+
+fn daemon_refuses_in(ns: &Netns, port: &str, needles: &[&str]) {
     let dir = std::env::temp_dir().join(format!("{}-d", ns.name));
     let out = Command::new("ip")
         .args([
