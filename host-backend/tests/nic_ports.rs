@@ -782,7 +782,11 @@ fn nic_xdp_multi_queue() {
     port_to_kernel(&mut port, &p, 0, 100, 4321);
     port_to_kernel(&mut port, &p, 1, 100, 4322);
     let per_ring = kernel_to_port(&mut port, &p, 400, 16, 5555);
-    assert_eq!(per_ring.iter().sum::<usize>(), 400);
+    // 16 flows over 2 queues: both get some (all on one: a 1 in 32768 chance).
+    assert!(
+        per_ring.iter().all(|&n| n > 0),
+        "a ring got nothing: {per_ring:?}"
+    );
 }
 
 #[test]
@@ -886,7 +890,11 @@ fn nic_tap_multi_queue() {
     port_to_kernel(&mut port, &p, 0, 100, 4321);
     port_to_kernel(&mut port, &p, 1, 100, 4322);
     let per_ring = kernel_to_port(&mut port, &p, 400, 16, 5555);
-    assert_eq!(per_ring.iter().sum::<usize>(), 400);
+    // 16 flows over 2 queues: both get some (all on one: a 1 in 32768 chance).
+    assert!(
+        per_ring.iter().all(|&n| n > 0),
+        "a ring got nothing: {per_ring:?}"
+    );
 }
 
 #[test]
