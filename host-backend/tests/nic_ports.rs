@@ -685,6 +685,19 @@ fn nic_packet_udp_both_ways_and_ping() {
 }
 
 #[test]
+fn nic_packet_survives_frontend_reconnects() {
+    let (a, b) = veth_pair();
+    let d = Daemon::start(&a, "packet:va0");
+    let p = VETH(&b);
+    for round in 0..3u16 {
+        let mut port = d.open();
+        port_to_kernel(&mut port, &p, 0, 50, 4400 + round);
+        kernel_to_port(&mut port, &p, 50, 2, 5500 + round);
+        drop(port);
+    }
+}
+
+#[test]
 fn nic_packet_multi_queue() {
     let (a, b) = veth_pair();
     let d = Daemon::start(&a, "packet:va0@conf:rings=2");
