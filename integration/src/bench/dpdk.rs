@@ -1,0 +1,260 @@
+//! DPDK runs: `dpdk-testpmd` with virtio-user (the guest side) against `dpdk-testpmd` with the
+//! vhost PMD (the host side), over vhost-user sockets, on hugepages.
+
+use super::proc::{Line, Proc};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The testpmd binary.
+pub const TESTPMD: &str = "dpdk-testpmd";
+
+/// How DPDK is configured (the same for every DPDK run).
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// testpmd `--burst` (at most 512).
+    pub burst: u32,
+    /// Descriptors per queue (`--rxd`/`--txd`, virtio-user `queue_size`).
+    pub ring: u32,
+    /// Extra virtio-user devargs (e.g. `packed_vq=1,in_order=1,mrg_rxbuf=0`).
+    pub virtio_opts: String,
+    /// Hugepage memory per process (MB).
+    pub mem_mb: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            burst: 64,
+            ring: 1024,
+            virtio_opts: "packed_vq=1,in_order=1,mrg_rxbuf=0".into(),
+            mem_mb: 256,
+        }
+    }
+}
+
+/// One testpmd process.
+pub struct Testpmd {
+    /// The process.
+    pub proc: Proc,
+    prefix: String,
+}
+
+/// One testpmd to start: where, which devices, which forwarding mode.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    /// Name, also the EAL `--file-prefix`.
+    pub name: String,
+    /// The CPU both its lcores (main, forwarding) run on.
+    pub cpu: usize,
+    /// `--vdev` arguments.
+    pub vdevs: Vec<String>,
+    /// `--forward-mode`.
+    pub fwd: String,
+}
+
+impl Spec {
+    /// A virtio-user port (vhost-user client) on `sock`.
+    pub fn virtio_user(cfg: &Config, idx: usize, sock: &Path) -> String {
+        let mut s = format!(
+            "net_virtio_user{idx},path={},queues=1,queue_size={}",
+            sock.display(),
+            cfg.ring
+        );
+        if !cfg.virtio_opts.is_empty() {
+            s.push(',');
+            s.push_str(&cfg.virtio_opts);
+        }
+        s
+    }
+
+    /// A vhost port (vhost-user server) on `sock`.
+    pub fn vhost(idx: usize, sock: &Path) -> String {
+        format!("net_vhost{idx},iface={},queues=1", sock.display())
+    }
+}
+
+fn cleanup_prefix(prefix: &str) {
+    if let Ok(rd) = std::fs::read_dir("/dev/hugepages") {
+        for e in rd.flatten() {
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{prefix}map_"))
+            {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(PathBuf::from("/var/run/dpdk").join(prefix));
+}
+
+impl Testpmd {
+    /// Starts it; `len` is the txonly frame length.
+    pub fn start(cfg: &Config, spec: &Spec, len: usize) -> Result<Self, String> {
+        cleanup_prefix(&spec.name);
+        let c = spec.cpu;
+        let mut a: Vec<String> = vec![
+            "-oL".into(),
+            TESTPMD.into(),
+            format!("--lcores=0@{c},1@{c}"),
+            "--main-lcore=0".into(),
+            "--no-pci".into(),
+            format!("--file-prefix={}", spec.name),
+            "--single-file-segments".into(),
+            "--iova-mode=va".into(),
+            "-m".into(),
+            cfg.mem_mb.to_string(),
+        ];
+        for v in &spec.vdevs {
+            a.push(format!("--vdev={v}"));
+        }
+        a.extend([
+            "--".into(),
+            format!("--forward-mode={}", spec.fwd),
+            "--stats-period=1".into(),
+            "--nb-cores=1".into(),
+            format!("--rxd={}", cfg.ring),
+            format!("--txd={}", cfg.ring),
+            format!("--burst={}", cfg.burst),
+            format!("--txpkts={len}"),
+            "--total-num-mbufs=8192".into(),
+        ]);
+        let mut proc = Proc::spawn(&spec.name, None, Path::new("stdbuf"), &a)?;
+        // Forwarding has started once the first statistics block shows up.
+        proc.wait_line(Duration::from_secs(60), |l| l.contains("Port statistics"))?;
+        Ok(Self {
+            proc,
+            prefix: spec.name.clone(),
+        })
+    }
+
+    /// Stops it (SIGINT, as Ctrl-C) and removes its hugepage files.
+    pub fn stop(&mut self) {
+        self.proc.stop(libc::SIGINT, Duration::from_secs(5));
+        cleanup_prefix(&self.prefix);
+    }
+}
+
+impl Drop for Testpmd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One statistics sample of one port.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    /// When it was printed.
+    pub at: Instant,
+    /// Port id.
+    pub port: u32,
+    /// Rx-pps.
+    pub rx_pps: f64,
+    /// Tx-pps.
+    pub tx_pps: f64,
+}
+
+/// Parses testpmd's periodic port statistics.
+pub fn samples(lines: &[Line]) -> Vec<Sample> {
+    let mut out = Vec::new();
+    let mut port = None;
+    let mut rx = None;
+    let num_after = |t: &str, key: &str| -> Option<f64> {
+        let s = &t[t.find(key)? + key.len()..];
+        s.split_whitespace().next()?.parse().ok()
+    };
+    for l in lines {
+        let t = &l.text;
+        if let Some(i) = t.find("NIC statistics for port") {
+            port = t[i + "NIC statistics for port".len()..]
+                .split_whitespace()
+                .next()
+                .and_then(|p| p.parse().ok());
+            rx = None;
+        } else if t.contains("Rx-pps:") {
+            rx = num_after(t, "Rx-pps:");
+        } else if t.contains("Tx-pps:") {
+            if let (Some(p), Some(r), Some(tx)) = (port, rx, num_after(t, "Tx-pps:")) {
+                out.push(Sample {
+                    at: l.at,
+                    port: p,
+                    rx_pps: r,
+                    tx_pps: tx,
+                });
+            }
+            rx = None;
+        }
+    }
+    out
+}
+
+/// Mean Rx-pps (or Tx-pps) of `port` over samples printed in `[from, to]`, in Mpps.
+pub fn window_mpps(lines: &[Line], port: u32, rx: bool, from: Instant, to: Instant) -> Option<f64> {
+    let v: Vec<f64> = samples(lines)
+        .into_iter()
+        .filter(|s| s.port == port && s.at >= from && s.at <= to)
+        .map(|s| if rx { s.rx_pps } else { s.tx_pps })
+        .collect();
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64 / 1e6)
+}
+
+/// The sum over `ports` of [`window_mpps`].
+pub fn window_mpps_sum(lines: &[Line], ports: &[u32], from: Instant, to: Instant) -> Option<f64> {
+    ports
+        .iter()
+        .map(|&p| window_mpps(lines, p, true, from, to))
+        .sum()
+}
+
+/// Waits until `path` exists (a vhost socket).
+pub fn wait_socket(path: &Path, owner: &mut Proc) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !path.exists() {
+        if !owner.running() {
+            return Err(format!("{} exited:\n{}", owner.name, owner.tail(30)));
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{} did not appear", path.display()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// DPDK's version (the Debian package's, else unknown).
+pub fn version() -> String {
+    super::proc::sh("dpkg-query", &["-W", "-f", "${Version}", "dpdk"])
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stats() {
+        let now = Instant::now();
+        let text = "\
+  ######################## NIC statistics for port 0  ########################
+  RX-packets: 10         RX-missed: 0          RX-bytes:  600
+  TX-packets: 0          TX-errors: 0          TX-bytes:  0
+  Throughput (since last show)
+  Rx-pps:      1234567          Rx-bps:    182211496
+  Tx-pps:            7          Tx-bps:            0
+  ######################## NIC statistics for port 1  ########################
+  Rx-pps:            0          Rx-bps:            0
+  Tx-pps:      2000000          Tx-bps:            0";
+        let lines: Vec<Line> = text
+            .lines()
+            .map(|t| Line {
+                at: now,
+                text: t.to_string(),
+            })
+            .collect();
+        let s = samples(&lines);
+        assert_eq!(s.len(), 2);
+        assert_eq!((s[0].port, s[0].rx_pps, s[0].tx_pps), (0, 1234567.0, 7.0));
+        assert_eq!((s[1].port, s[1].tx_pps), (1, 2000000.0));
+        let m = window_mpps(&lines, 0, true, now, now).unwrap();
+        assert!((m - 1.234567).abs() < 1e-9);
+    }
+}
