@@ -15,6 +15,10 @@ PORT syntax (netmap's nmport syntax):
   netmap:NAME}N      end 1 of the same pipe
   valeX:Y            port Y of VALE learning switch X (one copy, drops when full)
   null:NAME          discards everything it is sent, receives nothing
+  tap:NAME           a tap device (created if missing); frames copied in the sync loop
+  packet:IFNAME      a host interface through AF_PACKET memory-mapped rings
+  xdp:IFNAME[@Q]     a host interface through AF_XDP (copy mode), rings on queues Q, Q+1, ...
+  netmap:IFNAME      a NIC through kernel netmap (needs /dev/netmap: the netmap module)
   PORT@conf:OPTS     OPTS: rings=N, tx-rings=N, rx-rings=N, slots=N, tx-slots=N, rx-slots=N
                      (defaults: 1 TX and 1 RX ring of 1024 slots; at most 32 rings in all)
 
@@ -25,6 +29,7 @@ Examples:
   ptnet-backend --socket-dir /tmp/p 'netmap:p{1' 'netmap:p}1'
   ptnet-backend --socket-dir /run/ptnet vale0:1 vale0:2@conf:rings=2,slots=2048
   ptnet-backend --socket /tmp/sink.sock null:sink
+  ptnet-backend --socket-dir /tmp/p tap:ptap0 packet:eth1@conf:rings=2
 
 Then point a frontend at a socket, e.g.
   qemu-system-x86_64 ... -chardev socket,id=p0,path=/tmp/p/vale0:1.sock,reconnect-ms=1000 \\
