@@ -12,7 +12,8 @@ equals --expect-word if given); PTFEAT write/read-back; CSB programming;
 PTCTL CREATE/DELETE results; kicks; and, with --reconnect-cmd, the link
 going down (CREATE -> ENXIO) and the state replay after reconnection.
 
-usage: qtest-smoke.py QEMU SOCKET [--expect-word 0x...] [--restart-cmd CMD]
+usage: qtest-smoke.py QEMU SOCKET [--expect-word 0x...] [--expect-ifname NAME]
+                     [--irq-echo] [--restart-cmd CMD]
 """
 import argparse
 import os
@@ -61,6 +62,7 @@ class QTest:
     def outl(self, port, v): self.cmd("outl 0x%x 0x%x" % (port, v))
     def inl(self, port): return self.cmd("inl 0x%x" % port)
     def readl(self, a): return self.cmd("readl 0x%x" % a)
+    def writel(self, a, v): self.cmd("writel 0x%x 0x%x" % (a, v))
 
     def cfg_addr(self, devfn, off):
         return 0x80000000 | (devfn << 8) | (off & 0xFC)
@@ -107,6 +109,8 @@ def main():
     ap.add_argument("socket")
     ap.add_argument("--expect-word", type=lambda x: int(x, 0))
     ap.add_argument("--expect-ifname", help="name in the port's netmap_if (ptnet-backend: the port name)")
+    ap.add_argument("--irq-echo", action="store_true",
+                    help="the backend signals ring i's call fd on each kick (mock-backend.py --kick-echo)")
     ap.add_argument("--restart-cmd", help="shell command that kills and restarts the backend")
     args = ap.parse_args()
 
@@ -151,6 +155,7 @@ def run(q, args):
         hdr = q.cfg_read(nic, cap)
         if hdr & 0xFF == 0x11:
             found_msix = True
+            msix_cap = cap
             nvec = ((hdr >> 16) & 0x7FF) + 1
         cap = (hdr >> 8) & 0xFF
     check("ptnet MSI-X capability", found_msix)
@@ -213,6 +218,32 @@ def run(q, args):
     for i in range(ntx + nrx):
         q.outl(IO + 128 + 4 * i, 1)
     time.sleep(0.2)
+    if args.irq_echo:
+        # MSI-X is off: the backend's call (echoed kicks) holds INTx until the
+        # guest masks it in the command register (uio_pci_generic's way).
+        st = q.cfg_read(nic, 4)
+        check("INTx asserted after a call (PCI status bit 3)", (st >> 16) & 0x8 != 0, hex(st))
+        q.cfg_write(nic, 4, (st & 0xFFFF) | 0x400)
+        st2 = q.cfg_read(nic, 4)
+        check("INTx deasserted once masked", (st2 >> 16) & 0x8 == 0, hex(st2))
+        q.cfg_write(nic, 4, st & 0xFFFF & ~0x400)
+        # MSI-X on, vectors masked (their reset state): a call sets the
+        # pending bit; unmasking the vector delivers it and clears the bit.
+        ctl = q.cfg_read(nic, msix_cap)
+        q.cfg_write(nic, msix_cap, ctl | 0x80000000)
+        q.outl(IO + 128 + 4, 1)     # kick ring 1 -> call 1
+        time.sleep(0.3)
+        pba_off = q.cfg_read(nic, msix_cap + 8) & ~7
+        pba = q.readl(MSIX + pba_off)
+        check("MSI-X: call on a masked vector sets its pending bit", pba & 2 != 0, hex(pba))
+        q.writel(MSIX + 16, 0xFEE00000)
+        q.writel(MSIX + 20, 0)
+        q.writel(MSIX + 24, 0x31)
+        q.writel(MSIX + 28, 0)      # unmask vector 1
+        pba = q.readl(MSIX + pba_off)
+        check("MSI-X: unmasking delivers it (pending bit clear)", pba & 2 == 0, hex(pba))
+        q.writel(MSIX + 28, 1)
+        q.cfg_write(nic, msix_cap, ctl & ~0x80000000)
     # host-to-guest CSB entry 0 as published by the daemon (hwcur, hwtail)
     print("info: CSB ktoa[0] hwcur=%d hwtail=%d kern_need_kick=%d" %
           (q.readl(HG), q.readl(HG + 4), q.readl(HG + 8)))
