@@ -273,3 +273,65 @@ pub fn window_mean(
         Some((v.iter().sum::<f64>() / v.len() as f64, v.len()))
     }
 }
+
+fn pin_self(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and sched_setaffinity only touch
+    // that local set.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+fn efd_write(fd: i32) {
+    let v = 1u64;
+    // SAFETY: writes 8 bytes from a live u64 to an eventfd we own.
+    unsafe { libc::write(fd, (&v as *const u64).cast(), 8) };
+}
+
+fn efd_read(fd: i32) {
+    let mut v = 0u64;
+    // SAFETY: reads 8 bytes into a live u64 from an eventfd we own.
+    unsafe { libc::read(fd, (&mut v as *mut u64).cast(), 8) };
+}
+
+/// The machine's floor for a sleeping hand-off: two threads on CPUs 0 and 1 bouncing a token
+/// through two eventfds (two cross-CPU wake-ups per round trip). (p50, p99, p99.9) in us.
+pub fn eventfd_floor(rounds: usize) -> (f64, f64, f64) {
+    // SAFETY: eventfd(2) with valid flags; the fds are closed below.
+    let (a, b) = unsafe { (libc::eventfd(0, 0), libc::eventfd(0, 0)) };
+    let t = std::thread::spawn(move || {
+        pin_self(1);
+        for _ in 0..rounds {
+            efd_read(a);
+            efd_write(b);
+        }
+    });
+    pin_self(0);
+    let mut v: Vec<u64> = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let t0 = Instant::now();
+        efd_write(a);
+        efd_read(b);
+        v.push(t0.elapsed().as_nanos() as u64);
+    }
+    let _ = t.join();
+    // SAFETY: closing the fds created above, no longer used.
+    unsafe {
+        libc::close(a);
+        libc::close(b);
+    }
+    // Undo the pinning of this (main) thread.
+    // SAFETY: as in pin_self.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for c in 0..libc::CPU_SETSIZE as usize {
+            libc::CPU_SET(c, &mut set);
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+    v.sort_unstable();
+    let q = |p: f64| v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1] as f64 / 1e3;
+    (q(0.5), q(0.99), q(0.999))
+}

@@ -83,6 +83,27 @@ pub struct Case {
     pub tx: Gen,
     /// The receiver, if any (its rate is what is measured; else the sender's).
     pub rx: Option<Gen>,
+    /// Daemon threads to pin once both sides attached: (thread name contains, CPUs).
+    pub thread_pins: Vec<(String, String)>,
+}
+
+/// Pins the threads of `pid` whose name contains a rule's pattern; returns "name -> cpus" lines.
+pub fn pin_threads(pid: u32, rules: &[(String, String)]) -> Vec<String> {
+    let mut done = Vec::new();
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return done;
+    };
+    for t in rd.flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        let comm = comm.trim();
+        if let Some((_, cpus)) = rules.iter().find(|(pat, _)| comm.contains(pat.as_str())) {
+            let tid = t.file_name().to_string_lossy().into_owned();
+            if super::proc::sh("taskset", &["-p", "-c", cpus, &tid]).is_ok() {
+                done.push(format!("{comm} -> cpu {cpus}"));
+            }
+        }
+    }
+    done
 }
 
 /// Report interval of the pkt-gens (ms).
@@ -122,6 +143,9 @@ pub fn throughput(bins: &Bins, case: &Case, warm: f64, secs: f64) -> Result<f64,
         None => None,
     };
     let mut tx = spawn_gen(bins, &d, &case.tx, "pkt-gen tx")?;
+    if !case.thread_pins.is_empty() {
+        pin_threads(d.proc.pid(), &case.thread_pins);
+    }
     // Traffic has started: the sender attached.
     let t0 = Instant::now();
     let from = t0 + Duration::from_secs_f64(warm);
