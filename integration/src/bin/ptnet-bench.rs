@@ -130,6 +130,33 @@ fn utc_now() -> String {
         .to_string()
 }
 
+/// The commit, plus "+dirty" and the modified paths of the measured crates, if any.
+fn git_head() -> String {
+    let root = workspace_root();
+    let r = root.display().to_string();
+    let head = proc::sh("git", &["-C", &r, "rev-parse", "--short", "HEAD"]).unwrap_or_default();
+    let dirty = proc::sh(
+        "git",
+        &[
+            "-C",
+            &r,
+            "status",
+            "--porcelain",
+            "--",
+            "host-backend",
+            "guest-driver",
+            "protocol",
+        ],
+    )
+    .unwrap_or_default();
+    let files: Vec<&str> = dirty.lines().map(|l| l.get(3..).unwrap_or(l)).collect();
+    if files.is_empty() {
+        head.trim().to_string()
+    } else {
+        format!("{}+dirty ({})", head.trim(), files.join(", "))
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Setup
 
@@ -698,6 +725,7 @@ fn run(o: &Opts) -> Result<(), String> {
         .set("dpdk_burst", u64::from(o.dpdk_cfg.burst))
         .set("dpdk_ring", u64::from(o.dpdk_cfg.ring))
         .set("dpdk_virtio_opts", o.dpdk_cfg.virtio_opts.as_str())
+        .set("git_head", git_head())
         .set("ptnet_backend", bins.backend.display().to_string())
         .set("ptnet_pkt_gen", bins.pkt_gen.display().to_string());
     res.set("meta", meta.clone());
