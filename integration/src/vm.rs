@@ -280,20 +280,36 @@ impl VmResult {
     /// A multi-line description for assertion messages.
     pub fn report(&self) -> String {
         format!(
-            "qemu: {}\nstatus {:?}, rc {:?}, {:.1} s\n--- qemu log ---\n{}\n--- serial (tail) ---\n{}",
+            "qemu: {}\nstatus {:?}, rc {:?}, {:.1} s\n--- qemu log ---\n{}\n--- serial ---\n{}",
             self.cmdline,
             self.status,
             self.rc,
             self.elapsed.as_secs_f64(),
             self.qemu_log.trim_end(),
-            tail(&self.serial, 60)
+            guest_part(&self.serial, 80)
         )
     }
 }
 
-fn tail(s: &str, n: usize) -> String {
+/// The serial output from the init's first line on (firmware and kernel boot noise dropped),
+/// at most `n` lines: the first n/4 and the last 3n/4.
+fn guest_part(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
+    let start = lines
+        .iter()
+        .position(|l| l.contains("PTNET-BOOTED"))
+        .unwrap_or(0);
+    let lines = &lines[start..];
+    if lines.len() <= n {
+        return lines.join("\n");
+    }
+    let head = n / 4;
+    format!(
+        "{}\n[... {} lines ...]\n{}",
+        lines[..head].join("\n"),
+        lines.len() - n,
+        lines[lines.len() - (n - head)..].join("\n")
+    )
 }
 
 impl Vm {

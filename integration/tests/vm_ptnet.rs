@@ -63,9 +63,9 @@ fn guest_to_guest(tag: &str, ports: &[&str]) {
     let _g = vm_lock();
     let dir = TempDir::new(tag).unwrap();
     let be = Backend::start(dir.path(), ports, &[]).unwrap_or_else(|e| panic!("{e}"));
-    let rx_cmd = format!("ptnet-pkt-gen -i ptnet0 -f rx -n {COUNT} --timeout 60 --json");
+    let rx_cmd = format!("ptnet-pkt-gen -T 0 -i ptnet0 -f rx -n {COUNT} --timeout 60 --json");
     let tx_cmd = format!(
-        "ptnet-pkt-gen -i ptnet0 -f tx -n {COUNT} -R {} --timeout 30 --json",
+        "ptnet-pkt-gen -T 0 -i ptnet0 -f tx -n {COUNT} -R {} --timeout 30 --json",
         rate()
     );
     let mut rx = Vm::start(&guest(
@@ -155,8 +155,8 @@ fn vm_guest_and_host_process_on_vale() {
     ])
     .unwrap();
     let cmd = format!(
-        "ptnet-pkt-gen -i ptnet0 -f tx -n {n} -R {} --json || exit 1; \
-         echo GUEST-RX-START; ptnet-pkt-gen -i ptnet0 -f rx -n {n} --timeout 60 --json",
+        "ptnet-pkt-gen -T 0 -i ptnet0 -f tx -n {n} -R {} --json || exit 1; \
+         echo GUEST-RX-START; ptnet-pkt-gen -T 0 -i ptnet0 -f rx -n {n} --timeout 60 --json",
         rate()
     );
     let mut vm = Vm::start(&guest("mixed", &cmd, Nic::new(be.socket(ports[0])), 300))
@@ -180,9 +180,9 @@ fn vm_guest_and_host_process_on_vale() {
         "{}",
         vm.serial()
     );
-    let seen = vm.serial().matches(READY).count();
+    // The second READY line is the receiver's (the first was the transmitter's).
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while vm.serial().matches(READY).count() <= seen && std::time::Instant::now() < deadline {
+    while vm.serial().matches(READY).count() < 2 && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
     let ht = ptnet_integration::host::pkt_gen(
@@ -228,9 +228,9 @@ fn vm_traffic_resumes_after_daemon_restart() {
     let host_port = format!("vhost-user:{}", be.socket(ports[1]).display());
     let n = 5_000u64;
     let cmd = format!(
-        "ptnet-pkt-gen -i ptnet0 -f rx -n {n} --timeout 60 --json || exit 1; \
+        "ptnet-pkt-gen -T 0 -i ptnet0 -f rx -n {n} --timeout 60 --json || exit 1; \
          echo FIRST-DONE; sleep 1; \
-         i=0; until ptnet-pkt-gen -i ptnet0 -f rx -n {n} --timeout 90 --json; do \
+         i=0; until ptnet-pkt-gen -T 0 -i ptnet0 -f rx -n {n} --timeout 90 --json; do \
            i=$((i+1)); [ $i -lt 5 ] || exit 2; sleep 2; done"
     );
     let mut nic = Nic::new(be.socket(ports[0]));
