@@ -31,6 +31,7 @@ use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -40,11 +41,13 @@ const IORESOURCE_MEM: u64 = 0x200;
 const PAGE_SIZE: usize = 4096;
 /// How long `wait` sleeps when no interrupt source is available (polling mode).
 const POLL_INTERVAL: Duration = Duration::from_micros(500);
-/// Upper bound on one `wait` when interrupts are available, so that a lost interrupt costs at most
-/// this much. INTx is fragile from user space: `uio_pci_generic` only accepts an interrupt while
-/// the device's PCI status still shows it, so a device that pulses its line (assert, deassert) is
-/// seen as spurious; the cap keeps such a device working, as a slow poll.
-const MAX_IRQ_WAIT: Duration = Duration::from_millis(2);
+/// Upper bound on one `wait` until the first interrupt has been seen. INTx is fragile from user
+/// space: `uio_pci_generic` only accepts an interrupt while the device's PCI status still shows
+/// it, so a device that pulses its line (assert, deassert) is seen as spurious and never wakes
+/// us; the short cap keeps such a device working, as a slow poll.
+const FIRST_IRQ_WAIT: Duration = Duration::from_millis(2);
+/// Upper bound on one `wait` once interrupts are known to arrive (a lost one costs this much).
+const MAX_IRQ_WAIT: Duration = Duration::from_millis(100);
 
 /// Opens the ptnet device named by `spec` (`ptnet0`, `ptnetN`, `ptnet:0000:00:04.0`).
 pub fn open(spec: &str) -> Result<Box<dyn Transport>, Error> {
@@ -374,6 +377,8 @@ fn virt_to_phys(vaddr: usize) -> Result<u64, Error> {
 #[derive(Debug)]
 struct Uio {
     dev: PathBuf,
+    /// Has any interrupt come through? Until then waits are capped at [`FIRST_IRQ_WAIT`].
+    seen: AtomicBool,
     fds: Vec<OnceLock<Option<File>>>,
 }
 
@@ -424,6 +429,7 @@ impl Uio {
         uio_unmask(&f);
         Ok(Uio {
             dev: path,
+            seen: AtomicBool::new(false),
             fds: (0..ptnet::MAX_RINGS).map(|_| OnceLock::new()).collect(),
         })
     }
@@ -598,18 +604,24 @@ impl Transport for PciTransport {
     }
 
     fn wait(&self, ring: u32, timeout: Option<Duration>) -> Result<bool, Error> {
-        let limit = timeout.map_or(MAX_IRQ_WAIT, |t| t.min(MAX_IRQ_WAIT));
-        let Some(f) = self.uio.as_ref().and_then(|u| u.fd(ring)) else {
-            std::thread::sleep(limit.min(POLL_INTERVAL));
+        let Some((uio, f)) = self.uio.as_ref().and_then(|u| Some((u, u.fd(ring)?))) else {
+            let limit = timeout.map_or(POLL_INTERVAL, |t| t.min(POLL_INTERVAL));
+            std::thread::sleep(limit);
             return Ok(true);
         };
+        let cap = if uio.seen.load(Ordering::Relaxed) {
+            MAX_IRQ_WAIT
+        } else {
+            FIRST_IRQ_WAIT
+        };
+        let limit = timeout.map_or(cap, |t| t.min(cap));
         uio_unmask(f);
         let mut pfd = libc::pollfd {
             fd: f.as_raw_fd(),
             events: libc::POLLIN,
             revents: 0,
         };
-        let ms = limit.as_millis().clamp(0, i32::MAX as u128) as i32;
+        let ms = limit.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
         // SAFETY: poll on one valid pollfd that lives on this stack frame.
         let r = unsafe { libc::poll(&mut pfd, 1, ms) };
         if r < 0 {
@@ -622,10 +634,17 @@ impl Transport for PciTransport {
         if r == 0 {
             // Only a timeout the caller asked for is reported as one; our own cap is a
             // spurious wake-up.
-            return Ok(timeout.is_none_or(|t| t > MAX_IRQ_WAIT));
+            return Ok(timeout.is_none_or(|t| t > cap));
+        }
+        if pfd.revents & (libc::POLLERR | libc::POLLNVAL) != 0 {
+            // uio without an interrupt line: behave as the polling fallback.
+            std::thread::sleep(limit.min(POLL_INTERVAL));
+            return Ok(true);
         }
         let mut b = [0u8; 4];
-        let _ = f.read_at(&mut b, 0);
+        if f.read_at(&mut b, 0).is_ok_and(|n| n == 4) {
+            uio.seen.store(true, Ordering::Relaxed);
+        }
         uio_unmask(f);
         Ok(true)
     }
