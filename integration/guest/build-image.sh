@@ -165,5 +165,7 @@ cp "$tmp/k/$vmlinuz" "$tmp/out/vmlinuz"
 } >"$tmp/out/manifest"
 rm -rf "$out"
 mv "$tmp/out" "$out"
+# Keep the cache small: the three most recent images stay.
+ls -1dt "$cache"/guest-* 2>/dev/null | tail -n +4 | xargs -r rm -rf
 log "built $out ($(du -sh "$out" | cut -f1))"
 echo "$out"
