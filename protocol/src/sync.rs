@@ -416,9 +416,14 @@ impl HostKring {
                 if busy_wait {
                     break HostStop::Poll;
                 }
-                // Nothing more from the port for now. New packets come with the port's
-                // notification; slots the guest frees come with a kick, which a blocked
-                // producer on the port may be waiting for, so ask for kicks and re-check.
+                // Nothing more from the port for now; new packets come with its notification.
+                if self.hwtail == self.rhead {
+                    // The guest holds no packet, so it has nothing to give back: no kicks
+                    // wanted (an idle guest that re-checks its ring costs the host nothing).
+                    break HostStop::PortBlocked;
+                }
+                // The guest holds packets; the slots it frees come with a kick (a blocked
+                // producer on the port may be waiting for them), so ask and re-check.
                 guest = self.ask_for_kicks(atok, ktoa);
                 if matches!(guest, Ok((h, _)) if h == self.rhead) {
                     break HostStop::PortBlocked;

@@ -279,3 +279,40 @@ fn interrupts_only_when_asked() {
     guest.txsync(&f.atok, &f.ktoa, 0);
     assert!(!f.atok.appl_need_kick());
 }
+
+#[test]
+fn an_idle_receiver_does_not_kick_the_host() {
+    let n = 8;
+    let f = fixture(n);
+    let mut host = HostKring::new_rx(n);
+    host.start(&f.atok, &f.ktoa);
+    let mut guest = GuestKring::attach(n, &f.atok, &f.ktoa);
+    let mut port = Source {
+        ring: f.ring,
+        next: 0,
+        limit: 3,
+        budget: 8,
+    };
+    // Three packets arrive; the guest holds them, so the host wants to hear when they are freed.
+    host.rx_pass(&f.atok, &f.ktoa, &mut port, false, &mut || {});
+    assert!(f.ktoa.kern_need_kick());
+    guest.prologue(0, 0).unwrap();
+    guest.rxsync(&f.atok, &f.ktoa, 0);
+    assert_eq!(guest.hwtail, 3);
+    // The guest consumes and releases them: that kick is wanted.
+    guest.prologue(3, 3).unwrap();
+    assert!(guest.rxsync(&f.atok, &f.ktoa, 0));
+    assert_eq!(
+        host.rx_pass(&f.atok, &f.ktoa, &mut port, false, &mut || {}),
+        HostStop::PortBlocked
+    );
+    // Now the guest holds nothing: its idle re-checks must not wake the host.
+    assert!(!f.ktoa.kern_need_kick());
+    for _ in 0..3 {
+        guest.prologue(3, 3).unwrap();
+        assert!(
+            !guest.rxsync(&f.atok, &f.ktoa, 0),
+            "idle rxsync kicked the host"
+        );
+    }
+}
