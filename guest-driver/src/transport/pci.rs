@@ -14,8 +14,10 @@
 //! * Interrupts: the NIC is bound to `uio_pci_generic` (through `driver_override`, so no other
 //!   device with the same ids is touched); each ring's waiter has its own `/dev/uioN` descriptor
 //!   (every open descriptor sees every interrupt). `uio_pci_generic` uses INTx, which the device
-//!   raises while MSI-X is disabled. Without uio (or with `PTNET_PCI_IRQ=poll`) the transport
-//!   polls: `wait` sleeps briefly.
+//!   raises (level, until masked) while MSI-X is disabled. The kernel's handler masks INTx in the
+//!   command register; `wait` unmasks it through the sysfs `config` file (uio_pci_generic has no
+//!   irqcontrol). Without uio (or with `PTNET_PCI_IRQ=poll`) the transport polls: `wait` sleeps
+//!   briefly.
 //!
 //! Specs: `ptnet0`, `ptnetN` (the N-th ptnet NIC in sysfs order), `ptnet:0000:00:04.0` (by address);
 //! a leading `pci:` is accepted and ignored.
@@ -377,6 +379,8 @@ fn virt_to_phys(vaddr: usize) -> Result<u64, Error> {
 #[derive(Debug)]
 struct Uio {
     dev: PathBuf,
+    /// The device's PCI config space (sysfs), to unmask INTx.
+    config: File,
     /// Has any interrupt come through? Until then waits are capped at [`FIRST_IRQ_WAIT`].
     seen: AtomicBool,
     fds: Vec<OnceLock<Option<File>>>,
@@ -426,12 +430,20 @@ impl Uio {
             .write(true)
             .open(&path)
             .map_err(|e| format!("{}: {e}", path.display()))?;
-        uio_unmask(&f);
-        Ok(Uio {
+        drop(f);
+        let config = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dev.join("config"))
+            .map_err(|e| format!("{}/config: {e}", dev.display()))?;
+        let uio = Uio {
             dev: path,
+            config,
             seen: AtomicBool::new(false),
             fds: (0..ptnet::MAX_RINGS).map(|_| OnceLock::new()).collect(),
-        })
+        };
+        uio.unmask();
+        Ok(uio)
     }
 
     fn fd(&self, ring: u32) -> Option<&File> {
@@ -448,11 +460,23 @@ impl Uio {
     }
 }
 
-/// Re-enables INTx delivery (uio_pci_generic masks it in its interrupt handler).
-fn uio_unmask(f: &File) {
-    // uio ignores the offset; write(2) of a 4-byte 1 is the irqcontrol call.
-    let mut w: &File = f;
-    let _ = io::Write::write(&mut w, &1u32.to_ne_bytes());
+/// Byte of the PCI command register holding INTx Disable (bit 10 = bit 2 of byte 5).
+const PCI_COMMAND_HI: u64 = 5;
+const INTX_DISABLE_HI: u8 = 0x04;
+
+impl Uio {
+    /// Re-enables INTx delivery. `uio_pci_generic` masks INTx (command register bit 10) in its
+    /// interrupt handler and has no irqcontrol (writing to /dev/uioN fails with ENOSYS), so, as
+    /// DPDK does, the bit is cleared through the device's config space.
+    fn unmask(&self) {
+        let mut b = [0u8; 1];
+        if self.config.read_exact_at(&mut b, PCI_COMMAND_HI).is_ok() && b[0] & INTX_DISABLE_HI != 0
+        {
+            let _ = self
+                .config
+                .write_all_at(&[b[0] & !INTX_DISABLE_HI], PCI_COMMAND_HI);
+        }
+    }
 }
 
 /// A ptnet NIC inside this guest.
@@ -615,7 +639,7 @@ impl Transport for PciTransport {
             FIRST_IRQ_WAIT
         };
         let limit = timeout.map_or(cap, |t| t.min(cap));
-        uio_unmask(f);
+        uio.unmask();
         let mut pfd = libc::pollfd {
             fd: f.as_raw_fd(),
             events: libc::POLLIN,
@@ -645,7 +669,7 @@ impl Transport for PciTransport {
         if f.read_at(&mut b, 0).is_ok_and(|n| n == 4) {
             uio.seen.store(true, Ordering::Relaxed);
         }
-        uio_unmask(f);
+        uio.unmask();
         Ok(true)
     }
 
