@@ -48,8 +48,10 @@ const POLL_INTERVAL: Duration = Duration::from_micros(500);
 /// it, so a device that pulses its line (assert, deassert) is seen as spurious and never wakes
 /// us; the short cap keeps such a device working, as a slow poll.
 const FIRST_IRQ_WAIT: Duration = Duration::from_millis(2);
-/// Upper bound on one `wait` once interrupts are known to arrive (a lost one costs this much).
-const MAX_IRQ_WAIT: Duration = Duration::from_millis(100);
+/// Upper bound on one `wait` once interrupts are known to arrive: a lost wake-up (anywhere on the
+/// path: daemon, QEMU, kernel) costs at most this much, less than a default ring's worth of
+/// packets at the rates a TCG guest sees; an idle waiter wakes 100 times a second.
+const MAX_IRQ_WAIT: Duration = Duration::from_millis(10);
 
 /// Opens the ptnet device named by `spec` (`ptnet0`, `ptnetN`, `ptnet:0000:00:04.0`).
 pub fn open(spec: &str) -> Result<Box<dyn Transport>, Error> {
