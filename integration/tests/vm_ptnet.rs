@@ -333,3 +333,64 @@ fn vm_missing_socket_is_a_clear_error() {
         r.report()
     );
 }
+
+/// One guest receiver spans a daemon restart. Known gap: the restarted daemon's fresh rings (head
+/// 0) disagree with the guest's indexes after QEMU replays the CSB and CREATE; the daemon resets
+/// the ring over and over and nothing flows until the guest re-opens the port (which
+/// `vm_traffic_resumes_after_daemon_restart` covers). Run with `--ignored` once either side
+/// resynchronises.
+#[test]
+#[ignore = "known gap: a running guest port does not resynchronise with a restarted daemon"]
+fn vm_one_receiver_spans_daemon_restart() {
+    if skip() {
+        return;
+    }
+    let _g = vm_lock();
+    let dir = TempDir::new("restart1").unwrap();
+    let ports = ["vale3:1", "vale3:2"];
+    let mut be = Backend::start(dir.path(), &ports, &[]).unwrap_or_else(|e| panic!("{e}"));
+    let host_port = format!("vhost-user:{}", be.socket(ports[1]).display());
+    let n = 2_000u64;
+    let cmd = format!(
+        "ptnet-pkt-gen -T 0 -i ptnet0 -f rx -n {} --timeout 60 --json",
+        2 * n
+    );
+    let mut nic = Nic::new(be.socket(ports[0]));
+    nic.reconnect_ms = 500;
+    let mut vm = Vm::start(&guest("restart1", &cmd, nic, 240)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        vm.wait_for(READY, Duration::from_secs(120)),
+        "{}",
+        vm.serial()
+    );
+    let send = || {
+        ptnet_integration::host::pkt_gen(
+            &[
+                "-i",
+                &host_port,
+                "-f",
+                "tx",
+                "-n",
+                &n.to_string(),
+                "-R",
+                "2000",
+                "-b",
+                "32",
+            ],
+            Duration::from_secs(60),
+        )
+        .unwrap()
+    };
+    assert!(send().success());
+    be.restart().unwrap_or_else(|e| panic!("{e}"));
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(send().success());
+    let r = vm.wait().unwrap();
+    let s = summary(&r);
+    assert!(
+        num(&s, "packets") > n,
+        "{}\n--- backend ---\n{}",
+        r.report(),
+        be.log_text()
+    );
+}
