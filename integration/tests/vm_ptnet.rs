@@ -336,7 +336,8 @@ fn vm_missing_socket_is_a_clear_error() {
 
 /// One guest receiver spans a daemon restart. Known gap: the restarted daemon's fresh rings (head
 /// 0) disagree with the guest's indexes after QEMU replays the CSB and CREATE; the daemon resets
-/// the ring over and over and nothing flows until the guest re-opens the port (which
+/// the ring over and over (a busy loop: 2.5e8 resets in a minute, one core), the guest sees a few
+/// stale buffers as payload errors, and nothing flows until the guest re-opens the port (which
 /// `vm_traffic_resumes_after_daemon_restart` covers). Run with `--ignored` once either side
 /// resynchronises.
 #[test]
@@ -387,10 +388,8 @@ fn vm_one_receiver_spans_daemon_restart() {
     assert!(send().success());
     let r = vm.wait().unwrap();
     let s = summary(&r);
-    assert!(
-        num(&s, "packets") > n,
-        "{}\n--- backend ---\n{}",
-        r.report(),
-        be.log_text()
-    );
+    let ctx = format!("{}\n--- backend ---\n{}", r.report(), be.log_text());
+    assert_eq!(r.rc, Some(0), "{ctx}");
+    assert_eq!(num(&s, "packets"), 2 * n, "{ctx}");
+    assert_eq!(num(&s, "errors"), 0, "{ctx}");
 }
