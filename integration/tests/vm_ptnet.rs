@@ -129,6 +129,18 @@ fn vm_guest_to_guest_over_pipe() {
     guest_to_guest("pipe", &["netmap:p{1", "netmap:p}1"]);
 }
 
+/// Two TX and two RX rings per port: ring numbering, kicks and the shared INTx over several rings.
+#[test]
+fn vm_guest_to_guest_multiring_pipe() {
+    if skip() {
+        return;
+    }
+    guest_to_guest(
+        "mpipe",
+        &["netmap:q{1@conf:rings=2", "netmap:q}1@conf:rings=2"],
+    );
+}
+
 /// A guest and a host process (vhost-user transport) on one VALE switch, both directions.
 #[test]
 fn vm_guest_and_host_process_on_vale() {
