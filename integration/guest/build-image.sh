@@ -10,6 +10,7 @@
 # Environment:
 #   PTNET_CACHE_DIR   cache root (default ~/.cache/ptnet)
 #   PTNET_PKTGEN      use this static ptnet-pkt-gen instead of building one
+#   PTNET_NO_MUSL=1   link glibc statically (+crt-static) even if the musl target is there
 #   PTNET_KERNEL_PKG  kernel package (default: what linux-image-amd64 depends on, or a cached one)
 set -euo pipefail
 
@@ -72,8 +73,10 @@ if [ -n "${PTNET_PKTGEN:-}" ]; then
     pktgen="$PTNET_PKTGEN"
 else
     pktgen=""
-    if rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl ||
-        timeout 120 rustup target add x86_64-unknown-linux-musl >&2 2>/dev/null; then
+    if [ "${PTNET_NO_MUSL:-}" != 1 ] && {
+        rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl ||
+            timeout 120 rustup target add x86_64-unknown-linux-musl >&2 2>/dev/null
+    }; then
         if (cd "$root" && cargo build --release -q -p ptnet-driver --bin ptnet-pkt-gen \
             --target x86_64-unknown-linux-musl >&2); then
             pktgen="$root/target/x86_64-unknown-linux-musl/release/ptnet-pkt-gen"
