@@ -125,7 +125,13 @@ fn ring_loop(
         stop_fd.as_raw_fd(),
         -1,
     ];
+    // Spin-then-sleep: after progress the ring keeps polling for `opts.spin` rather than going
+    // to sleep, but only while work comes densely (the last sleep was shorter than the spin
+    // window): for sparse work a spin would only take the CPU from the threads producing it.
+    let mut spinning = false;
     let mut spin_until = Instant::now();
+    let mut dense = true;
+    let mut idle_polls = 0u32;
     let mut last_reset_log: Option<Instant> = None;
     let mut last_bad_log: Option<Instant> = None;
     let mut bad_slots_logged = w.stats.bad_slots.load(Ordering::Relaxed);
@@ -135,14 +141,16 @@ fn ring_loop(
     let _ = w.notify.read();
     while !stop.load(Ordering::Relaxed) {
         let before = (w.kring.hwcur, w.kring.hwtail, w.kring.rhead);
-        let now = Instant::now();
-        let busy = opts.busy_poll || now < spin_until;
-        let result = pass(&mut w, &mut io, busy);
+        let result = pass(&mut w, &mut io, opts.busy_poll || spinning);
         if (w.kring.hwcur, w.kring.hwtail, w.kring.rhead) != before {
-            spin_until = now + opts.spin;
+            if dense && !opts.spin.is_zero() {
+                spinning = true;
+                spin_until = Instant::now() + opts.spin;
+            }
+            idle_polls = 0;
             let bad = w.stats.bad_slots.load(Ordering::Relaxed);
             if bad != bad_slots_logged && last_bad_log.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
-                last_bad_log = Some(now);
+                last_bad_log = Some(Instant::now());
                 tracing::warn!(
                     port,
                     ring = w.index,
@@ -154,6 +162,11 @@ fn ring_loop(
         }
         match result {
             HostStop::Poll => {
+                // The clock is read once every 32 empty polls, not on every one.
+                idle_polls = idle_polls.wrapping_add(1);
+                if spinning && idle_polls.is_multiple_of(32) && Instant::now() >= spin_until {
+                    spinning = false;
+                }
                 std::hint::spin_loop();
                 continue;
             }
@@ -171,11 +184,17 @@ fn ring_loop(
             }
             HostStop::Idle | HostStop::PortBlocked => {}
         }
-        if w.sync.arm(&w.kring) {
+        // After a reset only the guest can repair its indexes: wait for its kick. (Asking the
+        // port would spin: the pass stopped before the port's news was taken in.)
+        let reset = matches!(result, HostStop::Reset(_));
+        if !reset && w.sync.arm(&w.kring) {
             continue;
         }
         fds[3] = w.sync.wake_fd().unwrap_or(-1);
-        match poll_readable(&fds, -1) {
+        let asleep = Instant::now();
+        let woken = poll_readable(&fds, -1);
+        dense = asleep.elapsed() < opts.spin;
+        match woken {
             Ok(mask) => {
                 if mask & 1 != 0 {
                     drain(&io.kick);

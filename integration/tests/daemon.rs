@@ -573,3 +573,38 @@ fn slots_released_just_before_a_disconnect_are_not_delivered_again() {
     send(&mut tx, 0, &[frame([2; 6], [4; 6], 42)]);
     assert_eq!(receive(&mut rx, 1, Duration::from_secs(2))[0][14], 42);
 }
+
+#[test]
+fn a_reset_ring_waits_for_the_guest_instead_of_spinning() {
+    let (_d, mut b) = backend("resetspin", &["netmap:rs{1", "netmap:rs}1"]);
+    let mut tx = Port::open(&vu(&b, "netmap:rs{1")).unwrap();
+    let mut g = RawGuest::attach(&b.socket("netmap:rs}1"));
+    g.program_csb(g.csb.atok_gpa, g.csb.ktoa_gpa);
+    assert_eq!(g.create(), 0);
+    let rx_ring = g.tx_rings;
+    let (atok, ktoa) = g.entries(rx_ring);
+    // The receiver publishes nonsense, then packets arrive for it: the port has news, but the
+    // ring cannot take it in until the guest repairs its indexes.
+    atok.appl_write(5000, 5000);
+    g.t.kick(rx_ring);
+    send(
+        &mut tx,
+        0,
+        &(0..10)
+            .map(|i| frame([2; 6], [4; 6], i))
+            .collect::<Vec<_>>(),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    // Repaired, the ring delivers what waited.
+    atok.appl_write(0, 0);
+    g.t.kick(rx_ring);
+    wait_for("the waiting packets", || ktoa.appl_read().0 == 10);
+    drop(g);
+    b.stop();
+    let resets = stopped_counter(&b.log_text(), "netmap:rs}1", "resets");
+    assert!(
+        (1..100).contains(&resets),
+        "{resets} resets: the ring spun\n{}",
+        b.log_text()
+    );
+}

@@ -4,7 +4,7 @@
 //! Layouts are given as byte offsets (this memory is shared with C code and with untrusted guests,
 //! so we never form Rust references to it) and accessed through [`SharedMem`].
 
-use crate::shmem::SharedMem;
+use crate::shmem::{Records, SharedMem};
 use std::sync::atomic::Ordering;
 
 /// Byte offsets and size of `struct netmap_slot`.
@@ -154,6 +154,7 @@ pub fn ring_between(lo: u32, x: u32, hi: u32, num_slots: u32) -> bool {
 #[derive(Clone, Copy, Debug)]
 pub struct RingView {
     mem: SharedMem,
+    slots: Records,
     num_slots: u32,
 }
 
@@ -164,7 +165,12 @@ impl RingView {
         if num_slots == 0 || !mem.contains(0, ring::size(num_slots)) {
             return None;
         }
-        Some(Self { mem, num_slots })
+        let slots = mem.records(ring::SLOTS, num_slots, slot::SIZE)?;
+        Some(Self {
+            mem,
+            slots,
+            num_slots,
+        })
     }
 
     /// Number of slots.
@@ -204,44 +210,36 @@ impl RingView {
         self.mem.store_u32(ring::TAIL, v, Ordering::Relaxed)
     }
 
-    #[inline]
-    fn slot_off(&self, i: u32) -> usize {
-        debug_assert!(i < self.num_slots);
-        // Indexes are reduced modulo the trusted slot count so no value can leave the ring.
-        ring::SLOTS + (i % self.num_slots) as usize * slot::SIZE
-    }
-
-    /// Buffer index of slot `i` (untrusted).
+    /// Buffer index of slot `i` (untrusted). Slot accessors clamp `i` to the ring, so no
+    /// index can reach outside it.
     #[inline]
     pub fn buf_idx(&self, i: u32) -> u32 {
-        self.mem
-            .load_u32(self.slot_off(i) + slot::BUF_IDX, Ordering::Relaxed)
+        self.slots.load_u32(i, slot::BUF_IDX)
     }
     /// Length of slot `i` (untrusted).
     #[inline]
     pub fn len(&self, i: u32) -> u16 {
-        self.mem.load_u16(self.slot_off(i) + slot::LEN)
+        self.slots.load_u16(i, slot::LEN)
     }
     /// Flags of slot `i`.
     #[inline]
     pub fn flags(&self, i: u32) -> u16 {
-        self.mem.load_u16(self.slot_off(i) + slot::FLAGS)
+        self.slots.load_u16(i, slot::FLAGS)
     }
     /// Sets the buffer index of slot `i`.
     #[inline]
     pub fn set_buf_idx(&self, i: u32, v: u32) {
-        self.mem
-            .store_u32(self.slot_off(i) + slot::BUF_IDX, v, Ordering::Relaxed)
+        self.slots.store_u32(i, slot::BUF_IDX, v)
     }
     /// Sets the length of slot `i`.
     #[inline]
     pub fn set_len(&self, i: u32, v: u16) {
-        self.mem.store_u16(self.slot_off(i) + slot::LEN, v)
+        self.slots.store_u16(i, slot::LEN, v)
     }
     /// Sets the flags of slot `i`.
     #[inline]
     pub fn set_flags(&self, i: u32, v: u16) {
-        self.mem.store_u16(self.slot_off(i) + slot::FLAGS, v)
+        self.slots.store_u16(i, slot::FLAGS, v)
     }
 
     /// Writes the ring header: geometry, direction, and head = cur = 0, tail as given.

@@ -164,6 +164,87 @@ impl SharedMem {
     }
 }
 
+/// An array of `count` fixed-size records inside a [`SharedMem`] (ring slots), checked once when
+/// made: element accesses then cost no bounds check, only a clamp of the index, so the hot path
+/// stays free of divisions and branches that could fail.
+#[derive(Clone, Copy, Debug)]
+pub struct Records {
+    base: *mut u8,
+    count: u32,
+    stride: usize,
+}
+
+// SAFETY: as for `SharedMem`, of which a `Records` is a checked sub-window.
+unsafe impl Send for Records {}
+// SAFETY: as above.
+unsafe impl Sync for Records {}
+
+impl SharedMem {
+    /// `count` records of `stride` bytes from `off`; `None` unless they fit, `count > 0`, and
+    /// `off` and `stride` are multiples of 8.
+    pub fn records(&self, off: usize, count: u32, stride: usize) -> Option<Records> {
+        let bytes = (count as usize).checked_mul(stride)?;
+        if count == 0 || stride == 0 || !stride.is_multiple_of(8) || self.sub(off, bytes).is_none()
+        {
+            return None;
+        }
+        // SAFETY: `off + bytes <= len` was checked by `sub`.
+        Some(Records {
+            base: unsafe { self.base.add(off) },
+            count,
+            stride,
+        })
+    }
+}
+
+impl Records {
+    /// Number of records.
+    #[inline]
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// The atomic at byte `field` of record `i`. An index past the end is clamped to the last
+    /// record, so no value, however corrupt, reaches outside the array.
+    #[inline]
+    fn field<T>(&self, i: u32, field: usize) -> &T {
+        let size = std::mem::size_of::<T>();
+        // Field offsets are constants of the record layout: this folds away.
+        assert!(field + size <= self.stride && field.is_multiple_of(size));
+        let i = i.min(self.count - 1) as usize;
+        // SAFETY: `i < count` and `field + size <= stride`, so the access lies inside the window
+        // checked in `SharedMem::records`; it is naturally aligned because the base, the stride
+        // and the field offset are.
+        unsafe { &*(self.base.add(i * self.stride + field) as *const T) }
+    }
+
+    /// Relaxed load of the u32 at `field` of record `i`.
+    #[inline]
+    pub fn load_u32(&self, i: u32, field: usize) -> u32 {
+        self.field::<AtomicU32>(i, field).load(Ordering::Relaxed)
+    }
+
+    /// Relaxed store of the u32 at `field` of record `i`.
+    #[inline]
+    pub fn store_u32(&self, i: u32, field: usize, v: u32) {
+        self.field::<AtomicU32>(i, field)
+            .store(v, Ordering::Relaxed)
+    }
+
+    /// Relaxed load of the u16 at `field` of record `i`.
+    #[inline]
+    pub fn load_u16(&self, i: u32, field: usize) -> u16 {
+        self.field::<AtomicU16>(i, field).load(Ordering::Relaxed)
+    }
+
+    /// Relaxed store of the u16 at `field` of record `i`.
+    #[inline]
+    pub fn store_u16(&self, i: u32, field: usize, v: u16) {
+        self.field::<AtomicU16>(i, field)
+            .store(v, Ordering::Relaxed)
+    }
+}
+
 /// Heap memory with the alignment shared memory has, for tests and for building layouts.
 pub struct OwnedMem {
     words: Box<[AtomicU64]>,
@@ -221,6 +302,22 @@ mod tests {
         assert!(!mem.copy_from(60, &mem, 0, 8));
         assert!(mem.zero(32, 8));
         assert_eq!(mem.load_u64(32), 0);
+    }
+
+    #[test]
+    fn records_clamp_indexes_to_the_array() {
+        let m = OwnedMem::new(64);
+        let r = m.mem().records(16, 3, 16).unwrap();
+        r.store_u32(2, 4, 7);
+        assert_eq!(m.mem().load_u32(16 + 32 + 4, Ordering::Relaxed), 7);
+        // Past the end: the last record, never beyond.
+        r.store_u16(u32::MAX, 0, 9);
+        assert_eq!(r.load_u16(2, 0), 9);
+        assert_eq!(r.count(), 3);
+        assert!(m.mem().records(16, 4, 16).is_none());
+        assert!(m.mem().records(16, 0, 16).is_none());
+        assert!(m.mem().records(16, 2, 12).is_none());
+        assert!(m.mem().records(4, 2, 16).is_none());
     }
 
     #[test]

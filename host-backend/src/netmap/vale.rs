@@ -27,8 +27,8 @@ impl Default for MacTable {
     }
 }
 
-fn mac_u64(b: &[u8]) -> u64 {
-    b.iter().take(6).fold(0, |a, &x| a << 8 | u64::from(x))
+fn mac_u64(b: &[u8; 6]) -> u64 {
+    u64::from_be_bytes([0, 0, b[0], b[1], b[2], b[3], b[4], b[5]])
 }
 
 impl MacTable {
@@ -165,7 +165,8 @@ impl PortSync for ValeTx {
             } else {
                 packets += 1;
                 bytes += len as u64;
-                let (dst, src) = (mac_u64(&hdr[..6]), mac_u64(&hdr[6..]));
+                let dst = mac_u64(hdr[..6].try_into().expect("6 bytes"));
+                let src = mac_u64(hdr[6..].try_into().expect("6 bytes"));
                 if hdr[6] & 1 == 0 && flags & slot_flags::NO_LEARN == 0 {
                     self.switch.table.learn(src, self.me);
                 }
