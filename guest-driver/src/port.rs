@@ -135,8 +135,14 @@ impl RingState {
                 ring: self.index,
                 source,
             })?;
+        let resets = self.kring.host_resets;
         if self.kring.txsync(&self.atok, &self.ktoa, flags) {
             t.kick(self.index);
+        }
+        if self.kring.host_resets != resets {
+            // The host started over (a restarted daemon): continue from its state.
+            self.head = self.kring.rhead;
+            self.cur = self.kring.rcur;
         }
         self.tail = self.kring.hwtail;
         self.store_indexes();
@@ -150,8 +156,14 @@ impl RingState {
                 ring: self.index,
                 source,
             })?;
+        let resets = self.kring.host_resets;
         if self.kring.rxsync(&self.atok, &self.ktoa, flags) {
             t.kick(self.index);
+        }
+        if self.kring.host_resets != resets {
+            // The host started over (a restarted daemon): continue from its state.
+            self.head = self.kring.rhead;
+            self.cur = self.kring.rcur;
         }
         self.tail = self.kring.hwtail;
         self.store_indexes();

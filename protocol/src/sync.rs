@@ -78,6 +78,8 @@ pub struct GuestKring {
     pub rcur: u32,
     /// Ask for interrupts when the ring would block (false: the application busy-polls).
     pub want_interrupts: bool,
+    /// Times the host was seen starting over (see [`GuestKring::host_restarted`]).
+    pub host_resets: u32,
 }
 
 impl GuestKring {
@@ -91,8 +93,11 @@ impl GuestKring {
             rhead: 0,
             rcur: 0,
             want_interrupts: true,
+            host_resets: 0,
         };
-        k.read_host(ktoa);
+        let (hwtail, hwcur) = ktoa.appl_read();
+        k.hwtail = hwtail % num_slots;
+        k.hwcur = hwcur % num_slots;
         k.rhead = k.hwcur;
         k.rcur = k.hwcur;
         atok.appl_write(k.rhead, k.rcur);
@@ -118,7 +123,12 @@ impl GuestKring {
     pub fn txsync(&mut self, atok: &Atok, ktoa: &Ktoa, flags: u32) -> bool {
         atok.set_appl_need_kick(false);
         // Learn hwcur first: a head beyond it is work the host has not seen.
-        self.hwcur = ktoa.hwcur() % self.num_slots;
+        let hwcur = ktoa.hwcur() % self.num_slots;
+        if !self.host_restarted(hwcur) {
+            self.hwcur = hwcur;
+        } else {
+            self.realign(atok, ktoa);
+        }
         atok.appl_write(self.rhead, self.rcur);
         let mut kick = false;
         if ((self.rhead != self.hwcur || self.would_block()) && ktoa.kern_need_kick())
@@ -129,13 +139,13 @@ impl GuestKring {
         }
         // Reclaim completed slots only when out of space (or asked to).
         if self.would_block() || flags & NAF_FORCE_RECLAIM != 0 {
-            self.read_host(ktoa);
+            self.read_host(atok, ktoa);
         }
         if self.would_block() && self.want_interrupts {
             atok.set_appl_need_kick(true);
             // The host may have freed slots between our read and our request: look again.
             store_load_barrier();
-            self.read_host(ktoa);
+            self.read_host(atok, ktoa);
             if !self.would_block() {
                 atok.set_appl_need_kick(false);
             }
@@ -146,7 +156,7 @@ impl GuestKring {
     /// rxsync, after [`Self::prologue`]. Returns true when the host must be kicked.
     pub fn rxsync(&mut self, atok: &Atok, ktoa: &Ktoa, flags: u32) -> bool {
         atok.set_appl_need_kick(false);
-        self.read_host(ktoa);
+        self.read_host(atok, ktoa);
         // Give back the slots the application released.
         if self.rhead != self.hwcur {
             atok.appl_write(self.rhead, self.rcur);
@@ -155,7 +165,7 @@ impl GuestKring {
             atok.set_appl_need_kick(true);
             // Packets may have arrived between our read and our request: look again.
             store_load_barrier();
-            self.read_host(ktoa);
+            self.read_host(atok, ktoa);
             if !self.would_block() {
                 atok.set_appl_need_kick(false);
             }
@@ -170,10 +180,35 @@ impl GuestKring {
     /// Reads hwtail then hwcur. Values are reduced modulo the ring so a confused host cannot push
     /// the guest's indexes out of range.
     #[inline]
-    fn read_host(&mut self, ktoa: &Ktoa) {
+    fn read_host(&mut self, atok: &Atok, ktoa: &Ktoa) {
+        let (hwtail, hwcur) = ktoa.appl_read();
+        if self.host_restarted(hwcur % self.num_slots) {
+            self.realign(atok, ktoa);
+            return;
+        }
+        self.hwtail = hwtail % self.num_slots;
+        self.hwcur = hwcur % self.num_slots;
+    }
+
+    /// The host only ever moves hwcur forward, and never past the head the guest published. A
+    /// hwcur outside `[hwcur, rhead]` means the host side started over: a restarted daemon
+    /// whose frontend reconnected and replayed CREATE, with fresh rings.
+    #[inline]
+    fn host_restarted(&self, hwcur: u32) -> bool {
+        !ring_between(self.hwcur, hwcur, self.rhead, self.num_slots)
+    }
+
+    /// Takes the host's state as after attach, dropping what was in flight: the slots and
+    /// buffers the guest had belong to memory that is gone. The application learns it from
+    /// [`GuestKring::host_resets`] and its indexes from `rhead`/`rcur`.
+    fn realign(&mut self, atok: &Atok, ktoa: &Ktoa) {
         let (hwtail, hwcur) = ktoa.appl_read();
         self.hwtail = hwtail % self.num_slots;
         self.hwcur = hwcur % self.num_slots;
+        self.rhead = self.hwcur;
+        self.rcur = self.hwcur;
+        self.host_resets = self.host_resets.wrapping_add(1);
+        atok.appl_write(self.rhead, self.rcur);
     }
 }
 

@@ -228,6 +228,8 @@ struct SeqTracker {
     next: [u64; MAX_STREAMS],
     out_of_order: u64,
     lost: u64,
+    /// Streams that started again from sequence 0: a new sender (e.g. after a restart).
+    restarts: u64,
 }
 
 impl SeqTracker {
@@ -239,6 +241,9 @@ impl SeqTracker {
         } else if seq > *next {
             self.lost += seq - *next;
             *next = seq + 1;
+        } else if seq == 0 {
+            self.restarts += 1;
+            *next = 1;
         } else {
             self.out_of_order += 1;
         }
@@ -319,6 +324,7 @@ struct Summary {
     errors: u64,
     out_of_order: u64,
     lost: u64,
+    restarts: u64,
     /// ping: (p50, p99, p99.9) in microseconds and how many pings were answered.
     rtt_us: Option<(f64, f64, f64)>,
     sent: Option<u64>,
@@ -354,6 +360,9 @@ impl Summary {
             self.out_of_order,
             self.lost
         );
+        if self.restarts > 0 {
+            let _ = write!(s, ",\"sender_restarts\":{}", self.restarts);
+        }
         if let Some(sent) = self.sent {
             let _ = write!(s, ",\"sent\":{sent}");
         }
@@ -594,6 +603,7 @@ impl Run<'_> {
             errors,
             out_of_order: seq.out_of_order,
             lost: seq.lost,
+            restarts: seq.restarts,
             ..Default::default()
         })
     }
@@ -806,6 +816,7 @@ impl Run<'_> {
             lost,
             rtt_us: Some((us(0.5), us(0.99), us(0.999))),
             sent: Some(sent),
+            ..Default::default()
         })
     }
 }
@@ -964,6 +975,10 @@ mod tests {
         t.see(1, 0);
         t.see(1, 1);
         assert_eq!((t.lost, t.out_of_order), (5, 1));
+        // A sender that starts over at 0 is a new stream, not 16 packets out of order.
+        t.see(0, 0);
+        t.see(0, 1);
+        assert_eq!((t.lost, t.out_of_order, t.restarts), (5, 1, 1));
     }
 
     #[test]

@@ -316,3 +316,41 @@ fn an_idle_receiver_does_not_kick_the_host() {
         );
     }
 }
+
+#[test]
+fn guest_follows_a_host_that_started_over() {
+    let n = 16;
+    let f = fixture(n);
+    let mut host = HostKring::new_tx(n);
+    host.start(&f.atok, &f.ktoa);
+    let mut guest = GuestKring::attach(n, &f.atok, &f.ktoa);
+    let mut sink = Sink {
+        ring: &f.ring,
+        budget: 100,
+        out: Vec::new(),
+    };
+    // Ten packets go through; the guest is at 10.
+    guest.prologue(10, 10).unwrap();
+    guest.txsync(&f.atok, &f.ktoa, 0);
+    host.tx_pass(&f.atok, &f.ktoa, &mut sink, false, &mut || {});
+    guest.prologue(12, 12).unwrap();
+    guest.txsync(&f.atok, &f.ktoa, 0);
+    assert_eq!(guest.host_resets, 0);
+    // A new host (restarted daemon) starts from zero.
+    let mut host = HostKring::new_tx(n);
+    host.start(&f.atok, &f.ktoa);
+    guest.prologue(14, 14).unwrap();
+    guest.txsync(&f.atok, &f.ktoa, 0);
+    assert_eq!(guest.host_resets, 1);
+    assert_eq!((guest.rhead, guest.rcur, guest.hwcur), (0, 0, 0));
+    // Traffic continues from the new host's state, without a reset on the host side.
+    guest.prologue(3, 3).unwrap();
+    guest.txsync(&f.atok, &f.ktoa, 0);
+    sink.out.clear();
+    assert_eq!(
+        host.tx_pass(&f.atok, &f.ktoa, &mut sink, false, &mut || {}),
+        HostStop::Idle
+    );
+    assert_eq!(sink.out.len(), 3);
+    assert_eq!(guest.host_resets, 1);
+}
