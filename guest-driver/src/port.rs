@@ -129,27 +129,22 @@ impl RingState {
     }
 
     fn txsync(&mut self, t: &dyn Transport, flags: u32) -> Result<(), Error> {
-        self.kring
-            .prologue(self.head, self.cur)
-            .map_err(|source| Error::BadIndexes {
-                ring: self.index,
-                source,
-            })?;
-        let resets = self.kring.host_resets;
-        if self.kring.txsync(&self.atok, &self.ktoa, flags) {
-            t.kick(self.index);
-        }
-        if self.kring.host_resets != resets {
-            // The host started over (a restarted daemon): continue from its state.
-            self.head = self.kring.rhead;
-            self.cur = self.kring.rcur;
-        }
-        self.tail = self.kring.hwtail;
-        self.store_indexes();
-        Ok(())
+        self.sync_with(t, flags, GuestKring::txsync)
     }
 
     fn rxsync(&mut self, t: &dyn Transport, flags: u32) -> Result<(), Error> {
+        self.sync_with(t, flags, GuestKring::rxsync)
+    }
+
+    /// The body both syncs share: validate the application's indexes, run the protocol's sync,
+    /// kick when it says so, and take the ring's new tail.
+    #[inline]
+    fn sync_with(
+        &mut self,
+        t: &dyn Transport,
+        flags: u32,
+        sync: fn(&mut GuestKring, &Atok, &Ktoa, u32) -> bool,
+    ) -> Result<(), Error> {
         self.kring
             .prologue(self.head, self.cur)
             .map_err(|source| Error::BadIndexes {
@@ -157,7 +152,7 @@ impl RingState {
                 source,
             })?;
         let resets = self.kring.host_resets;
-        if self.kring.rxsync(&self.atok, &self.ktoa, flags) {
+        if sync(&mut self.kring, &self.atok, &self.ktoa, flags) {
             t.kick(self.index);
         }
         if self.kring.host_resets != resets {
