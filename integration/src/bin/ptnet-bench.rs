@@ -3,7 +3,7 @@
 //! ```text
 //! cargo xtask bench                 # the full spec: 3+3 alternating runs of 10 s per workload
 //! cargo xtask bench --quick         # 1+1 runs of 2 s, for development
-//! cargo xtask bench --only p1,p5    # a subset (p1 p2 p3 p4 p5 batch rings size)
+//! cargo xtask bench --only p1,p5    # a subset (p1 p2 p3 p4 p5 nic batch rings size)
 //! ```
 //!
 //! Workloads (60-byte frames, batch 512 unless varied):
@@ -40,7 +40,7 @@ const USAGE: &str = "\
 usage: ptnet-bench [--quick] [--only LIST] [--secs S] [--warm S] [--reps N] [--no-dpdk]
                    [--dpdk-burst N] [--dpdk-virtio OPTS] [--daemon-args ARGS] [--out PATH]
   --quick            2 s runs after 1 s of warm-up, 1 run of each side (default: 10 s, 2 s, 3)
-  --only LIST        comma-separated subset of: p1,p2,p3,p4,p5,batch,rings,size
+  --only LIST        comma-separated subset of: p1,p2,p3,p4,p5,nic,batch,rings,size
   --secs S           measured seconds per run        --warm S   warm-up seconds per run
   --reps N           runs of each side per workload  --no-dpdk  skip the DPDK side
   --dpdk-burst N     testpmd --burst (default 64)
@@ -681,6 +681,76 @@ fn scaling(o: &Opts, bins: &Bins, what: &str) -> Result<Json, String> {
     Ok(o)
 }
 
+/// Mpps per host-interface port kind: pkt-gen tx into `tap:`, `packet:` and `xdp:` ports over a
+/// veth pair and a tap made here (and removed after). The copies into the kernel are the cost.
+fn nic_ports(o: &Opts, bins: &Bins) -> Result<Json, String> {
+    let cleanup = || {
+        let _ = proc::sh("ip", &["link", "del", "ptbench0"]);
+        let _ = proc::sh("ip", &["link", "del", "ptbencht"]);
+    };
+    cleanup();
+    let setup = || -> Result<(), String> {
+        proc::sh(
+            "ip",
+            &[
+                "link", "add", "ptbench0", "type", "veth", "peer", "name", "ptbench1",
+            ],
+        )?;
+        proc::sh("ip", &["tuntap", "add", "dev", "ptbencht", "mode", "tap"])?;
+        for dev in ["ptbench0", "ptbench1", "ptbencht"] {
+            proc::sh("ip", &["link", "set", dev, "up"])?;
+        }
+        Ok(())
+    };
+    if let Err(e) = setup() {
+        cleanup();
+        return Err(format!("nic workload setup: {e}"));
+    }
+    let mut out = Json::obj();
+    for (kind, port) in [
+        ("tap", "tap:ptbencht"),
+        ("packet", "packet:ptbench0"),
+        ("xdp", "xdp:ptbench0"),
+    ] {
+        let case = ptnet::Case {
+            ports: vec![port.into()],
+            daemon_cpus: PT_P1.1.into(),
+            daemon_args: o.daemon_args.clone(),
+            tx: ptnet::Gen {
+                port: port.into(),
+                cpus: PT_P1.0.into(),
+                args: s(&["-f", "tx", "-l", "60", "-b", "512"]),
+            },
+            rx: None,
+            thread_pins: Vec::new(),
+        };
+        let mut r = Runs::default();
+        for rep in 0..o.reps {
+            match ptnet::throughput(bins, &case, o.warm, o.secs) {
+                Ok(m) => {
+                    eprintln!("bench: nic {kind} run {} ptnet {m:.3} Mpps", rep + 1);
+                    r.0.push(m);
+                }
+                Err(e) => {
+                    cleanup();
+                    return Err(format!("nic {kind}: {e}"));
+                }
+            }
+        }
+        let mut e = Json::obj();
+        e.set("port", port)
+            .set("mpps", r.median())
+            .set("ptnet", r.json())
+            .set(
+                "placement",
+                pl(&[("ptnet-pkt-gen tx", "cpu 0"), ("ptnet-backend", "cpu 1")]).json(),
+            );
+        out.set(kind, e);
+    }
+    cleanup();
+    Ok(out)
+}
+
 // ---------------------------------------------------------------------------------------------
 
 fn run(o: &Opts) -> Result<(), String> {
@@ -861,6 +931,27 @@ fn run(o: &Opts) -> Result<(), String> {
             "p99 < 20 us".into(),
             if p99.median() < 20.0 { "yes" } else { "NO" }.into(),
         ]);
+        save(&res)?;
+    }
+    if o.wants("nic") {
+        let nic = nic_ports(o, &bins)?;
+        if let Json::Obj(m) = &nic {
+            for (kind, v) in m {
+                if let Json::Obj(e) = v {
+                    if let Some((_, Json::Num(mpps))) = e.iter().find(|(k, _)| k == "mpps") {
+                        table.push([
+                            format!("NIC port {kind}: tx -> daemon -> kernel"),
+                            format!("{mpps:.3}"),
+                            "-".into(),
+                            "-".into(),
+                            "-".into(),
+                            "-".into(),
+                        ]);
+                    }
+                }
+            }
+        }
+        res.set("nic", nic);
         save(&res)?;
     }
     let mut sc = Json::obj();
