@@ -101,7 +101,7 @@ fn vale_two_ports_lossless_below_the_drain_rate() {
         "vale2",
         &["vale0:1@conf:slots=4096", "vale0:2@conf:slots=4096"],
     );
-    let (rx, _) = rx_tx(&b, "vale0:2", "vale0:1", 200_000, &["-R", "200000"]);
+    let (rx, _) = rx_tx(&b, "vale0:2", "vale0:1", 200_000, &["-R", "100000"]);
     assert_all_received(&rx, 200_000);
 }
 

@@ -118,7 +118,12 @@ fn vm_guest_to_guest_over_vale() {
     if skip() {
         return;
     }
-    guest_to_guest("vale", &["vale0:1", "vale0:2"]);
+    // VALE drops when a receiver falls a ring behind; a TCG guest can stall for tens of ms on a
+    // busy host, so the rings get room for 200 ms at the test's rate.
+    guest_to_guest(
+        "vale",
+        &["vale0:1@conf:slots=4096", "vale0:2@conf:slots=4096"],
+    );
 }
 
 #[test]
@@ -149,7 +154,7 @@ fn vm_guest_and_host_process_on_vale() {
     }
     let _g = vm_lock();
     let dir = TempDir::new("mixed").unwrap();
-    let ports = ["vale1:1", "vale1:2"];
+    let ports = ["vale1:1@conf:slots=4096", "vale1:2@conf:slots=4096"];
     let be = Backend::start(dir.path(), &ports, &[]).unwrap_or_else(|e| panic!("{e}"));
     let host_port = format!("vhost-user:{}", be.socket(ports[1]).display());
     let n = 20_000u64;
