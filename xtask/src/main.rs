@@ -131,9 +131,9 @@ fn ci() -> Result<(), String> {
     test(&[])
 }
 
-fn demo(extra: &[String]) -> Result<(), String> {
-    deps()?;
-    let env = vm_prereqs()?;
+/// Builds the release binaries, then runs the integration crate's binary `bin` with `extra`
+/// arguments and `env`: the demo and the bench start the same way.
+fn run_release_bin(bin: &str, extra: &[String], env: Vec<(String, PathBuf)>) -> Result<(), String> {
     run(cargo().args([
         "build",
         "--release",
@@ -153,7 +153,7 @@ fn demo(extra: &[String]) -> Result<(), String> {
         "-p",
         "ptnet-integration",
         "--bin",
-        "ptnet-demo",
+        bin,
         "--",
     ])
     .args(extra);
@@ -163,31 +163,15 @@ fn demo(extra: &[String]) -> Result<(), String> {
     run(&mut c)
 }
 
+fn demo(extra: &[String]) -> Result<(), String> {
+    deps()?;
+    let env = vm_prereqs()?;
+    run_release_bin("ptnet-demo", extra, env)
+}
+
 fn bench(extra: &[String]) -> Result<(), String> {
     deps()?;
-    run(cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "ptnet-backend",
-        "-p",
-        "ptnet-driver",
-        "-p",
-        "ptnet-integration",
-        "--bins",
-    ]))?;
-    run(cargo()
-        .args([
-            "run",
-            "--release",
-            "-q",
-            "-p",
-            "ptnet-integration",
-            "--bin",
-            "ptnet-bench",
-            "--",
-        ])
-        .args(extra))
+    run_release_bin("ptnet-bench", extra, Vec::new())
 }
 
 const USAGE: &str = "usage: cargo xtask <test|ci|demo|bench|build-qemu|guest-image|deps> [ARGS...]";
