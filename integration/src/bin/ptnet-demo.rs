@@ -112,8 +112,10 @@ fn run(opts: &Opts) -> Result<(), String> {
         for (k, (name, vm)) in [("rx", &mut rx), ("tx", &mut tx)].into_iter().enumerate() {
             let serial = vm.serial();
             for line in serial.lines().skip(shown[k]) {
+                // The console also carries firmware and kernel output: show what pkt-gen and
+                // the guest's init say.
                 let l = line.trim_end();
-                if !l.is_empty() {
+                if l.contains("ptnet-pkt-gen") || l.contains("Mpps") || l.contains("PTNET") {
                     println!("[{name}] {l}");
                 }
             }
