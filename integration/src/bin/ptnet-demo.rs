@@ -87,17 +87,20 @@ fn run(opts: &Opts) -> Result<(), String> {
     let rate = opts.rate.map(|r| format!(" -R {r}")).unwrap_or_default();
     let rx_cmd = "ptnet-pkt-gen -i ptnet0 -f rx -n 0 -T 1000 2>&1";
     let tx_cmd = format!("ptnet-pkt-gen -i ptnet0 -f tx -n 0 -l 60 -T 1000{rate} 2>&1");
-    let boot = |name: &str, port: &str, cmd: &str| -> Result<Vm, String> {
+    // Each guest gets its own MAC: QEMU's default is the same in every QEMU process, and a
+    // learning switch would see both guests at one address.
+    let boot = |name: &str, port: &str, cmd: &str, mac: &str| -> Result<Vm, String> {
         let mut cfg = VmConfig::new(name, cmd).nic(Nic {
             reconnect_ms: 1000,
+            mac: Some(mac.into()),
             ..Nic::new(backend.socket(port))
         });
         cfg.timeout = Duration::from_secs(opts.seconds.map_or(24 * 3600, |s| s + 120));
         println!("== booting guest '{name}' on {port}: {cmd}");
         Vm::start(&cfg)
     };
-    let mut rx = boot("rx", ports[1], rx_cmd)?;
-    let mut tx = boot("tx", ports[0], &tx_cmd)?;
+    let mut rx = boot("rx", ports[1], rx_cmd, "52:54:00:00:00:02")?;
+    let mut tx = boot("tx", ports[0], &tx_cmd, "52:54:00:00:00:01")?;
     println!(
         "== guests boot under {:?} (Ctrl-C stops everything)",
         ptnet_integration::vm::Accel::from_env()
