@@ -127,7 +127,7 @@ pub fn run() -> ExitCode {
     for (port, path) in ports.iter().zip(&paths) {
         match PortServer::start(port.clone(), path, opts) {
             Ok(s) => {
-                let g = port.memory().geometry(port.if_index(), 0, port.mac());
+                let g = port.geometry();
                 tracing::info!(
                     port = port.name(),
                     socket = %path.display(),

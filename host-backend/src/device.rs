@@ -4,8 +4,9 @@
 //! Everything the frontend sends is checked here: config offsets and sizes, ring indexes, memory
 //! regions, and the CSB addresses, which must lie inside the guest memory the frontend shared.
 
-use crate::port::Port;
-use crate::syncloop::{csb_entries, LoopOptions, RingIo, RingRunner};
+use crate::nic::kernel_netmap::KernelLoop;
+use crate::port::{Datapath, Port};
+use crate::syncloop::{csb_entries, Keepalive, LoopOptions, RingIo, RingRunner};
 use crate::sys::{set_nonblocking, MappedFile};
 use ptnet_protocol::csb;
 use ptnet_protocol::device::{
@@ -60,7 +61,15 @@ pub struct PtnetDevice {
     calls: Vec<Option<File>>,
     backend: Option<Backend>,
     shmem_map_pending: bool,
-    runner: Option<RingRunner>,
+    running: Option<Running>,
+}
+
+/// The rings of a started device.
+enum Running {
+    /// Our threads, one per ring.
+    Threads(RingRunner),
+    /// The kernel's sync loop (kernel netmap ports).
+    Kernel(KernelLoop),
 }
 
 fn invalid<T>(what: &str, port: &str) -> VuResult<T> {
@@ -72,7 +81,7 @@ impl PtnetDevice {
     /// A device for `port`, in its state before any frontend talked to it.
     pub fn new(port: Arc<Port>, opts: LoopOptions) -> Self {
         let n = port.num_rings() as usize;
-        let geo = port.memory().geometry(port.if_index(), 0, port.mac());
+        let geo = *port.geometry();
         Self {
             offered_ptfeat: geo.features,
             config: PtnetConfig::new(&geo),
@@ -84,7 +93,7 @@ impl PtnetDevice {
             calls: (0..n).map(|_| None).collect(),
             backend: None,
             shmem_map_pending: false,
-            runner: None,
+            running: None,
         }
     }
 
@@ -100,7 +109,7 @@ impl PtnetDevice {
 
     /// Is the sync loop running?
     pub fn running(&self) -> bool {
-        self.runner.is_some()
+        self.running.is_some()
     }
 
     /// Sends the SHMEM_MAP owed since SET_BACKEND_REQ_FD. Called by the connection loop after
@@ -111,31 +120,33 @@ impl PtnetDevice {
             return;
         }
         let Some(b) = &self.backend else { return };
-        let mem = self.port.memory();
+        let (file, size) = self.port.memory_file();
         let req = VhostUserMMap {
             shmid: NETMAP_SHMEM_ID,
             padding: [0; 7],
             fd_offset: 0,
             shm_offset: 0,
-            len: mem.size() as u64,
+            len: size,
             flags: VhostUserMMapFlags::WRITABLE.bits(),
         };
-        match b.shmem_map(&req, mem.file()) {
-            Ok(_) => tracing::debug!(port = self.port.name(), size = mem.size(), "sent SHMEM_MAP"),
+        match b.shmem_map(&req, file) {
+            Ok(_) => tracing::debug!(port = self.port.name(), size, "sent SHMEM_MAP"),
             Err(e) => tracing::warn!(port = self.port.name(), "SHMEM_MAP failed: {e}"),
         }
     }
 
     /// Stops the rings (PTCTL DELETE; also on disconnect and CSB changes).
     pub fn stop(&mut self) {
-        if let Some(r) = self.runner.take() {
-            self.port.put_workers(r.stop());
-            tracing::info!(
-                port = self.port.name(),
-                "rings stopped ({})",
-                self.port.stats_line()
-            );
+        match self.running.take() {
+            Some(Running::Threads(r)) => self.port.put_workers(r.stop()),
+            Some(Running::Kernel(k)) => k.stop(),
+            None => return,
         }
+        tracing::info!(
+            port = self.port.name(),
+            "rings stopped ({})",
+            self.port.stats_line()
+        );
     }
 
     /// The frontend went away: stop, and forget everything it gave us.
@@ -146,7 +157,7 @@ impl PtnetDevice {
     }
 
     fn create(&mut self) -> u32 {
-        if self.runner.is_some() {
+        if self.running.is_some() {
             return 0;
         }
         let name = self.port.name().to_string();
@@ -167,13 +178,9 @@ impl PtnetDevice {
             );
             return ENXIO;
         };
-        let mut io = Vec::with_capacity(n as usize);
-        for i in 0..n {
-            let (a, k) = csb_entries(&atok, &ktoa, i).expect("array sized for every ring");
-            let Some(kick) = self.kicks[i as usize]
-                .as_ref()
-                .and_then(|f| f.try_clone().ok())
-            else {
+        let mut kicks = Vec::with_capacity(n as usize);
+        for (i, k) in self.kicks.iter().enumerate() {
+            let Some(kick) = k.as_ref().and_then(|f| f.try_clone().ok()) else {
                 tracing::warn!(
                     port = name,
                     ring = i,
@@ -181,39 +188,78 @@ impl PtnetDevice {
                 );
                 return ENXIO;
             };
-            let call = self.calls[i as usize]
-                .as_ref()
-                .and_then(|f| f.try_clone().ok());
-            io.push(RingIo {
-                atok: a,
-                ktoa: k,
-                kick,
-                call,
-            });
+            kicks.push(kick);
         }
+        let calls: Vec<Option<File>> = self
+            .calls
+            .iter()
+            .map(|c| c.as_ref().and_then(|f| f.try_clone().ok()))
+            .collect();
+        let keep: Keepalive = mem;
+        let started = match self.port.datapath() {
+            Datapath::Threads { .. } => self.start_threads(&name, &atok, &ktoa, kicks, calls, keep),
+            Datapath::Kernel(k) => {
+                KernelLoop::start(k.clone(), &name, &atok, &ktoa, kicks, calls, keep)
+                    .map(Running::Kernel)
+                    .map_err(|e| {
+                        tracing::error!(port = name, "the kernel refused its sync loop: {e}");
+                        e.raw_os_error()
+                            .and_then(|c| u32::try_from(c).ok())
+                            .unwrap_or(ENXIO)
+                    })
+            }
+        };
+        match started {
+            Ok(r) => {
+                self.running = Some(r);
+                tracing::info!(port = name, rings = n, "rings started");
+                0
+            }
+            Err(code) => code,
+        }
+    }
+
+    /// Starts one sync thread per ring (userspace netmap ports). Errors are PTCTL results.
+    fn start_threads(
+        &self,
+        name: &str,
+        atok: &SharedMem,
+        ktoa: &SharedMem,
+        kicks: Vec<File>,
+        calls: Vec<Option<File>>,
+        keep: Keepalive,
+    ) -> Result<Running, u32> {
+        let io: Vec<RingIo> = kicks
+            .into_iter()
+            .zip(calls)
+            .enumerate()
+            .map(|(i, (kick, call))| {
+                let (a, k) = csb_entries(atok, ktoa, i as u32).expect("array sized for every ring");
+                RingIo {
+                    atok: a,
+                    ktoa: k,
+                    kick,
+                    call,
+                }
+            })
+            .collect();
         let Some(mut workers) = self.port.take_workers() else {
             tracing::warn!(port = name, "rings already running for another connection");
-            return ENXIO;
+            return Err(ENXIO);
         };
         for (w, io) in workers.iter_mut().zip(&io) {
             w.kring.start(&io.atok, &io.ktoa);
         }
-        let keep: crate::syncloop::Keepalive = mem;
-        match RingRunner::start(&name, workers, io, keep, self.opts) {
-            Ok(r) => {
-                self.runner = Some(r);
-                tracing::info!(port = name, rings = n, "rings started");
-                0
-            }
-            Err(e) => {
+        RingRunner::start(name, workers, io, keep, self.opts)
+            .map(Running::Threads)
+            .map_err(|e| {
                 tracing::error!(port = name, "starting ring threads: {e}");
                 libc::EAGAIN as u32
-            }
-        }
+            })
     }
 
     fn restart_if_running(&mut self) {
-        if self.runner.is_some() {
+        if self.running.is_some() {
             self.stop();
             let r = self.create();
             self.config.set(ptnet::PTCTL, r);
@@ -463,10 +509,7 @@ impl VhostUserBackendReqHandlerMut for PtnetDevice {
         Err(VuError::InvalidOperation("no migration"))
     }
     fn get_shmem_config(&mut self) -> VuResult<VhostUserShMemConfig> {
-        Ok(VhostUserShMemConfig::new(
-            1,
-            &[self.port.memory().size() as u64],
-        ))
+        Ok(VhostUserShMemConfig::new(1, &[self.port.memory_file().1]))
     }
     fn set_log_base(&mut self, _log: &VhostUserLog, _file: File) -> VuResult<()> {
         Err(VuError::InvalidOperation("no dirty logging"))

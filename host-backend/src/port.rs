@@ -1,10 +1,14 @@
-//! A port as the daemon serves it: its netmap memory, its interface in that memory, and one
-//! [`RingWorker`] per ring carrying the port kind's own sync ([`RingSync`]).
+//! A port as the daemon serves it: its netmap memory and the data path that syncs its rings
+//! ([`Datapath`]).
 //!
-//! Port kinds (pipes, VALE, null; later NICs) differ only in their `RingSync`s: the sync loop,
-//! the vhost-user device and the validation are shared.
+//! Ports of the userspace netmap (pipes, VALE, null, and the NIC ports that copy into it) have
+//! one [`RingWorker`] per ring carrying the port kind's own sync ([`RingSync`]): the sync loop,
+//! the vhost-user device and the validation are shared, and kinds differ only in their
+//! `RingSync`s. Kernel netmap ports have the kernel's memory and the kernel's sync loop.
 
 use crate::netmap::mem::NetmapMemory;
+use crate::nic::kernel_netmap::KernelNetmap;
+use ptnet_protocol::device::PortGeometry;
 use ptnet_protocol::sync::{HostKring, PortSync};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -68,13 +72,27 @@ pub struct RingWorker {
     pub stats: Arc<RingStats>,
 }
 
+/// How a port's rings are synced with the guest.
+pub enum Datapath {
+    /// The daemon's own sync loop over memory it allocated: one thread per ring.
+    Threads {
+        /// The netmap memory (a memfd).
+        memory: Arc<NetmapMemory>,
+        /// The port's interface in that memory.
+        if_index: usize,
+        /// The rings, while no frontend runs them.
+        workers: Mutex<Option<Vec<RingWorker>>>,
+    },
+    /// A kernel netmap port: the kernel's memory and the kernel's sync loop.
+    Kernel(Arc<KernelNetmap>),
+}
+
 /// A port served by the daemon.
 pub struct Port {
     name: String,
-    memory: Arc<NetmapMemory>,
-    if_index: usize,
     mac: [u8; 6],
-    workers: Mutex<Option<Vec<RingWorker>>>,
+    geometry: PortGeometry,
+    datapath: Datapath,
     stats: Vec<Arc<RingStats>>,
 }
 
@@ -86,15 +104,31 @@ impl Port {
         if_index: usize,
         workers: Vec<RingWorker>,
     ) -> Self {
+        let mac = mac_for(name);
         let stats = workers.iter().map(|w| w.stats.clone()).collect();
         Self {
-            mac: mac_for(name),
+            geometry: memory.geometry(if_index, 0, mac),
+            mac,
             name: name.to_string(),
-            memory,
-            if_index,
-            workers: Mutex::new(Some(workers)),
+            datapath: Datapath::Threads {
+                memory,
+                if_index,
+                workers: Mutex::new(Some(workers)),
+            },
             stats,
         }
+    }
+
+    /// A kernel netmap port, as the kernel answered its registration.
+    pub fn kernel(name: &str, k: KernelNetmap) -> Result<Self, String> {
+        let mac = mac_for(name);
+        Ok(Self {
+            geometry: k.geometry(mac)?,
+            mac,
+            name: name.to_string(),
+            datapath: Datapath::Kernel(Arc::new(k)),
+            stats: Vec::new(),
+        })
     }
 
     /// The port's name (as given on the command line, without `@conf`).
@@ -102,14 +136,22 @@ impl Port {
         &self.name
     }
 
-    /// The netmap memory.
-    pub fn memory(&self) -> &Arc<NetmapMemory> {
-        &self.memory
+    /// The port as the ptnet and memdev registers describe it (offered features 0).
+    pub fn geometry(&self) -> &PortGeometry {
+        &self.geometry
     }
 
-    /// The interface index in the memory.
-    pub fn if_index(&self) -> usize {
-        self.if_index
+    /// The descriptor of the port's netmap memory (what SHMEM_MAP sends) and its size.
+    pub fn memory_file(&self) -> (&std::fs::File, u64) {
+        match &self.datapath {
+            Datapath::Threads { memory, .. } => (memory.file(), memory.size() as u64),
+            Datapath::Kernel(k) => (k.file(), self.geometry.mem_size),
+        }
+    }
+
+    /// How the rings are synced.
+    pub fn datapath(&self) -> &Datapath {
+        &self.datapath
     }
 
     /// A locally administered MAC derived from the name (stable across restarts).
@@ -119,18 +161,22 @@ impl Port {
 
     /// Total rings (TX + RX).
     pub fn num_rings(&self) -> u32 {
-        let s = &self.memory.interface(self.if_index).spec;
-        s.tx_rings + s.rx_rings
+        self.geometry.num_rings()
     }
 
-    /// Takes the ring workers to run them; `None` while they run.
+    /// Takes the ring workers to run them; `None` while they run, and for kernel ports.
     pub fn take_workers(&self) -> Option<Vec<RingWorker>> {
-        self.workers.lock().expect("workers lock").take()
+        match &self.datapath {
+            Datapath::Threads { workers, .. } => workers.lock().expect("workers lock").take(),
+            Datapath::Kernel(_) => None,
+        }
     }
 
     /// Gives the ring workers back after running them.
     pub fn put_workers(&self, w: Vec<RingWorker>) {
-        *self.workers.lock().expect("workers lock") = Some(w);
+        if let Datapath::Threads { workers, .. } = &self.datapath {
+            *workers.lock().expect("workers lock") = Some(w);
+        }
     }
 
     /// Per-ring counters, in ring order.
@@ -140,13 +186,16 @@ impl Port {
 
     /// A one-line summary of the counters.
     pub fn stats_line(&self) -> String {
+        if let Datapath::Kernel(_) = self.datapath {
+            return "counters are the kernel's (netmap)".to_string();
+        }
         let sum = |f: fn(&RingStats) -> &AtomicU64| -> u64 {
             self.stats
                 .iter()
                 .map(|s| f(s).load(Ordering::Relaxed))
                 .sum()
         };
-        let tx = self.memory.interface(self.if_index).spec.tx_rings as usize;
+        let tx = self.geometry.num_tx_rings as usize;
         let dir = |r: std::ops::Range<usize>| -> u64 {
             self.stats[r]
                 .iter()

@@ -1,27 +1,36 @@
-//! `netmap:IFNAME`: a host interface through kernel netmap (`/dev/netmap`), with the request API
-//! of NETMAP_API 14 (`NIOCCTRL` and `struct nmreq_header`).
+//! Kernel netmap ports (`/dev/netmap`, request API of NETMAP_API 14: `NIOCCTRL` and
+//! `struct nmreq_header`): `netmap:IFNAME`, and with `--netmap kernel` also pipe and VALE names.
 //!
 //! The layouts below are those of `sys/net/netmap.h` in luigirizzo/netmap (the version with
 //! `NETMAP_REQ_OPT_SYNC_KLOOP_MODE` and host ring counts in `nmreq_register`); the tests pin every
 //! size and offset to the header's numbers on x86-64.
 //!
-//! How a kernel netmap port is served: register the interface in CSB mode (NETMAP_REQ_REGISTER
-//! with option NETMAP_REQ_OPT_CSB pointing at the guest's CSB arrays, mapped in the daemon), map
-//! `/dev/netmap` (the memory the frontend gets with SHMEM_MAP is this fd), then run the kernel's
-//! own sync loop: NETMAP_REQ_SYNC_KLOOP_START with option NETMAP_REQ_OPT_SYNC_KLOOP_EVENTFDS (per
-//! ring: the frontend's kick eventfd as `ioeventfd`, its call eventfd as `irqfd`) blocks in the
-//! ioctl until NETMAP_REQ_SYNC_KLOOP_STOP. [`KernelNetmap`] does these steps; wiring it into the
-//! vhost-user device (hand the eventfds to the kernel instead of running our sync threads, send the
-//! `/dev/netmap` fd with SHMEM_MAP) is not done: see the README.
+//! How a kernel netmap port is served (the daemon only sets up and tears down; the kernel moves
+//! the packets):
+//! 1. When the daemon starts: bind the port on a `/dev/netmap` descriptor (REGISTER, all hardware
+//!    rings, `NR_EXCLUSIVE`, which CSB mode requires) and ask where its pools lie
+//!    (POOLS_INFO_GET). The registers the guest reads come from these answers, and that
+//!    descriptor is the memory SHMEM_MAP sends: the frontend maps `/dev/netmap` itself.
+//! 2. On PTCTL CREATE: CSB_ENABLE with option CSB pointing at the guest's CSB arrays as mapped in
+//!    the daemon (the kernel reaches them as user memory of the thread that runs its loop), then
+//!    SYNC_KLOOP_START with option SYNC_KLOOP_EVENTFDS (per ring: the frontend's kick eventfd as
+//!    `ioeventfd`, its call eventfd as `irqfd`) on a thread of its own, where it blocks.
+//! 3. On DELETE or disconnect: SYNC_KLOOP_STOP, and join that thread.
 
 use super::{sys, NicError};
 use crate::port::Port;
-use crate::portspec::PortSpec;
+use crate::portspec::{PortKind, PortSpec, RingConf, MAX_RINGS};
+use crate::syncloop::Keepalive;
+use ptnet_protocol::device::PortGeometry;
+use ptnet_protocol::shmem::SharedMem;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::path::Path;
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// The netmap device.
 pub const DEV_NETMAP: &str = "/dev/netmap";
@@ -244,26 +253,120 @@ pub fn kloop_eventfds_option(fds: &[KloopEventfds]) -> Vec<u64> {
     words
 }
 
-/// A control device bound to one interface in CSB mode.
+/// `struct nmreq_pools_info` (64 bytes): where the pools lie in the port's memory.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NmreqPoolsInfo {
+    /// Out: memory size.
+    pub nr_memsize: u64,
+    /// In/out: memory allocator id.
+    pub nr_mem_id: u16,
+    /// Padding.
+    pub pad1: [u16; 3],
+    /// Interface pool offset.
+    pub nr_if_pool_offset: u64,
+    /// Interface pool object count.
+    pub nr_if_pool_objtotal: u32,
+    /// Interface pool object size.
+    pub nr_if_pool_objsize: u32,
+    /// Ring pool offset.
+    pub nr_ring_pool_offset: u64,
+    /// Ring pool object count.
+    pub nr_ring_pool_objtotal: u32,
+    /// Ring pool object size.
+    pub nr_ring_pool_objsize: u32,
+    /// Buffer pool offset.
+    pub nr_buf_pool_offset: u64,
+    /// Buffer pool object count.
+    pub nr_buf_pool_objtotal: u32,
+    /// Buffer pool object size.
+    pub nr_buf_pool_objsize: u32,
+}
+
+/// `nr_flags`: exclusive use of the bound rings (CSB mode requires it).
+pub const NR_EXCLUSIVE: u64 = 0x800;
+
+/// A control device bound to one kernel netmap port (all its hardware rings, exclusively), whose
+/// memory the frontend maps and whose rings the kernel's sync loop serves in CSB mode.
 pub struct KernelNetmap {
     dev: File,
     /// What the kernel answered to REGISTER.
     pub reg: NmreqRegister,
+    /// Where the pools lie.
+    pub pools: NmreqPoolsInfo,
 }
 
 impl KernelNetmap {
-    /// Opens `/dev/netmap` and registers `ifname` (all hardware rings) in CSB mode with the CSB
-    /// arrays at `csb_atok` and `csb_ktoa` (daemon addresses; they must stay mapped while the
-    /// port is registered).
-    pub fn register(ifname: &str, csb_atok: u64, csb_ktoa: u64) -> io::Result<Self> {
+    /// Opens `/dev/netmap` and binds `nmport` (`netmap:eth0`, `vale0:1`, `netmap:p{1`, ...):
+    /// all of its hardware rings, exclusively, with `conf`'s ring counts and sizes as a request
+    /// (NICs keep their own). CSB mode is entered later, per frontend, by [`Self::enable_csb`].
+    pub fn open(nmport: &str, conf: &RingConf) -> io::Result<Self> {
         let dev = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .open(DEV_NETMAP)?;
-        let mut reg = NmreqRegister {
-            nr_mode: mode::NR_REG_ALL_NIC,
+        let mut reg = register_request(conf);
+        let mut hdr = NmreqHeader::new(req::REGISTER, nmport);
+        hdr.nr_body = &mut reg as *mut NmreqRegister as u64;
+        // SAFETY: NIOCCTRL reads the header and the body it points to, both alive on this stack
+        // frame, and writes the answer back into the body.
+        unsafe { sys::ioctl_ptr(dev.as_raw_fd(), NIOCCTRL, &mut hdr)? };
+        let mut pools = NmreqPoolsInfo {
+            nr_mem_id: reg.nr_mem_id,
             ..Default::default()
         };
+        let mut hdr = NmreqHeader::new(req::POOLS_INFO_GET, nmport);
+        hdr.nr_body = &mut pools as *mut NmreqPoolsInfo as u64;
+        // SAFETY: as above, with the pools body.
+        unsafe { sys::ioctl_ptr(dev.as_raw_fd(), NIOCCTRL, &mut hdr)? };
+        Ok(Self { dev, reg, pools })
+    }
+
+    /// The control device: SHMEM_MAP sends it; mapping it gives the port's memory.
+    pub fn file(&self) -> &File {
+        &self.dev
+    }
+
+    /// The port as the ptnet registers describe it.
+    pub fn geometry(&self, mac: [u8; 6]) -> Result<PortGeometry, String> {
+        let (r, p) = (&self.reg, &self.pools);
+        let u32_of = |v: u64, what: &str| {
+            u32::try_from(v).map_err(|_| {
+                format!("the kernel's {what} ({v:#x}) does not fit the 32-bit register")
+            })
+        };
+        Ok(PortGeometry {
+            features: 0,
+            mac,
+            nifp_offset: u32_of(r.nr_offset, "netmap_if offset")?,
+            num_tx_rings: u32::from(r.nr_tx_rings),
+            num_rx_rings: u32::from(r.nr_rx_rings),
+            num_tx_slots: r.nr_tx_slots,
+            num_rx_slots: r.nr_rx_slots,
+            mem_id: u32::from(r.nr_mem_id),
+            mem_size: r.nr_memsize,
+            if_pool: (
+                u32_of(p.nr_if_pool_offset, "interface pool offset")?,
+                p.nr_if_pool_objtotal,
+                p.nr_if_pool_objsize,
+            ),
+            ring_pool: (
+                u32_of(p.nr_ring_pool_offset, "ring pool offset")?,
+                p.nr_ring_pool_objtotal,
+                p.nr_ring_pool_objsize,
+            ),
+            buf_pool: (
+                u32_of(p.nr_buf_pool_offset, "buffer pool offset")?,
+                p.nr_buf_pool_objtotal,
+                p.nr_buf_pool_objsize,
+            ),
+        })
+    }
+
+    /// Puts the bound rings in CSB mode with the arrays at `csb_atok` and `csb_ktoa` (daemon
+    /// addresses, 64-byte aligned, one entry per ring, TX rings first). The kernel checks it can
+    /// reach both, then initialises them from its ring state, as our own CREATE does.
+    pub fn enable_csb(&self, csb_atok: u64, csb_ktoa: u64) -> io::Result<()> {
         let mut csb = NmreqOptCsb {
             nro_opt: NmreqOption {
                 nro_reqtype: opt::CSB,
@@ -272,21 +375,15 @@ impl KernelNetmap {
             csb_atok,
             csb_ktoa,
         };
-        let mut hdr = NmreqHeader::new(req::REGISTER, &format!("netmap:{ifname}"));
-        hdr.nr_body = &mut reg as *mut NmreqRegister as u64;
+        let mut hdr = NmreqHeader::new(req::CSB_ENABLE, "");
         hdr.nr_options = &mut csb as *mut NmreqOptCsb as u64;
-        // SAFETY: NIOCCTRL reads the header, the body and the option chain it points to, all
-        // alive on this stack frame, and writes results back into them.
-        unsafe { sys::ioctl_ptr(dev.as_raw_fd(), NIOCCTRL, &mut hdr)? };
-        if csb.nro_opt.nro_status != 0 {
-            return Err(io::Error::from_raw_os_error(csb.nro_opt.nro_status as i32));
+        // SAFETY: a header with one option, alive on this stack frame; the kernel writes the
+        // option's status back.
+        unsafe { sys::ioctl_ptr(self.dev.as_raw_fd(), NIOCCTRL, &mut hdr)? };
+        match csb.nro_opt.nro_status {
+            0 => Ok(()),
+            e => Err(io::Error::from_raw_os_error(e as i32)),
         }
-        Ok(Self { dev, reg })
-    }
-
-    /// The control device (mmap it for the memory; SHMEM_MAP sends it).
-    pub fn fd(&self) -> RawFd {
-        self.dev.as_raw_fd()
     }
 
     /// Runs the kernel's sync loop on the calling thread until [`Self::stop_kloop`]. `fds` has one
@@ -297,7 +394,7 @@ impl KernelNetmap {
         let mut hdr = NmreqHeader::new(req::SYNC_KLOOP_START, "");
         hdr.nr_body = &mut body as *mut NmreqSyncKloopStart as u64;
         hdr.nr_options = opt.as_mut_ptr() as u64;
-        // SAFETY: as in `register`; `opt` is a complete option with its array.
+        // SAFETY: as in `open`; `opt` is a complete option with its array.
         unsafe { sys::ioctl_ptr(self.dev.as_raw_fd(), NIOCCTRL, &mut hdr) }
     }
 
@@ -309,20 +406,140 @@ impl KernelNetmap {
     }
 }
 
-pub(crate) fn build(spec: &PortSpec, ifname: &str) -> Result<Arc<Port>, NicError> {
+/// The REGISTER body: all hardware rings, exclusively (CSB mode is refused without
+/// `NR_EXCLUSIVE`), asking for `conf`'s geometry (VALE ports and pipes take it; NICs keep theirs).
+fn register_request(conf: &RingConf) -> NmreqRegister {
+    NmreqRegister {
+        nr_mode: mode::NR_REG_ALL_NIC,
+        nr_flags: NR_EXCLUSIVE,
+        nr_tx_rings: u16::try_from(conf.tx_rings).unwrap_or(u16::MAX),
+        nr_rx_rings: u16::try_from(conf.rx_rings).unwrap_or(u16::MAX),
+        nr_tx_slots: conf.tx_slots,
+        nr_rx_slots: conf.rx_slots,
+        ..Default::default()
+    }
+}
+
+/// How long CREATE waits for the kernel to refuse its loop before taking it as running: the
+/// kernel checks the options and the CSB before it enters the loop, so a refusal comes at once.
+const KLOOP_REFUSAL_WINDOW: Duration = Duration::from_millis(100);
+
+/// The kernel's sync loop running for one frontend: a thread blocked in SYNC_KLOOP_START, owning
+/// the frontend's kick and call eventfds (the kernel holds references to them while it runs) and
+/// keeping the guest memory that holds the CSB mapped.
+pub struct KernelLoop {
+    port: Arc<KernelNetmap>,
+    thread: JoinHandle<io::Result<()>>,
+}
+
+impl KernelLoop {
+    /// Enters CSB mode with the guest's arrays (`atok` and `ktoa`, windows of mapped guest
+    /// memory holding one entry per ring) and starts the kernel's loop with one kick and one call
+    /// eventfd per ring. Returns the kernel's refusal, if it refuses.
+    pub fn start(
+        port: Arc<KernelNetmap>,
+        name: &str,
+        atok: &SharedMem,
+        ktoa: &SharedMem,
+        kicks: Vec<File>,
+        calls: Vec<Option<File>>,
+        keep: Keepalive,
+    ) -> io::Result<Self> {
+        let entry = ptnet_protocol::csb::ENTRY_SIZE;
+        let (a, k) = (atok.as_ptr() as u64, ktoa.as_ptr() as u64);
+        if a % entry as u64 != 0 || k % entry as u64 != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("CSB arrays must be {entry}-byte aligned"),
+            ));
+        }
+        port.enable_csb(a, k)?;
+        let fds: Vec<KloopEventfds> = kicks
+            .iter()
+            .zip(&calls)
+            .map(|(kick, call)| KloopEventfds {
+                ioeventfd: kick.as_raw_fd(),
+                irqfd: call.as_ref().map_or(-1, |c| c.as_raw_fd()),
+            })
+            .collect();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = port.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("{name}-kloop").chars().take(15).collect())
+            .spawn(move || {
+                // The descriptors and the guest memory stay open and mapped until the loop ends.
+                let _held = (kicks, calls, keep);
+                let r = p.run_kloop(&fds, 0);
+                let _ = tx.send(());
+                r
+            })?;
+        match rx.recv_timeout(KLOOP_REFUSAL_WINDOW) {
+            Err(RecvTimeoutError::Timeout) => Ok(Self { port, thread }),
+            _ => match thread.join() {
+                Ok(Err(e)) => Err(e),
+                Ok(Ok(())) => Err(io::Error::other("the kernel's sync loop returned at once")),
+                Err(_) => Err(io::Error::other("the kernel loop thread panicked")),
+            },
+        }
+    }
+
+    /// Stops the loop and waits for its thread. STOP is repeated until the thread is out, in case
+    /// it came before the kernel entered the loop.
+    pub fn stop(self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.thread.is_finished() {
+            if let Err(e) = self.port.stop_kloop() {
+                tracing::debug!("SYNC_KLOOP_STOP: {e}");
+            }
+            if Instant::now() >= deadline {
+                tracing::error!(
+                    "the kernel's sync loop did not stop within 5 s; leaving its thread"
+                );
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        match self.thread.join() {
+            Ok(Err(e)) => tracing::warn!("the kernel's sync loop ended with: {e}"),
+            Ok(Ok(())) => {}
+            Err(_) => tracing::error!("the kernel loop thread panicked"),
+        }
+    }
+}
+
+pub(crate) fn build(spec: &PortSpec, nmport: &str) -> Result<Arc<Port>, NicError> {
     if !Path::new(DEV_NETMAP).exists() {
         return Err(NicError::NoNetmap {
             port: spec.name.clone(),
-            ifname: ifname.to_string(),
+            ifname: nmport.to_string(),
         });
     }
-    super::require_if(&spec.name, ifname)?;
-    Err(NicError::Unsupported {
-        port: spec.name.clone(),
-        reason: format!(
-            "{DEV_NETMAP} is present, but serving kernel netmap ports (the kernel's sync loop on the frontend's eventfds, its memory sent with SHMEM_MAP) is not wired into the vhost-user device yet; use packet:{ifname} or xdp:{ifname}"
-        ),
-    })
+    if let PortKind::KernelNetmap { ifname } = &spec.kind {
+        super::require_if(&spec.name, ifname)?;
+    }
+    let k = KernelNetmap::open(nmport, &spec.conf).map_err(|e| {
+        NicError::io(
+            &spec.name,
+            format!("registering {nmport} with kernel netmap"),
+            e,
+        )
+    })?;
+    let rings = u32::from(k.reg.nr_tx_rings) + u32::from(k.reg.nr_rx_rings);
+    if rings > MAX_RINGS {
+        return Err(NicError::Unsupported {
+            port: spec.name.clone(),
+            reason: format!(
+                "the kernel port has {} TX and {} RX rings; a ptnet device has at most {MAX_RINGS} in all (reduce the NIC's queues, e.g. ethtool -L IFNAME combined N)",
+                k.reg.nr_tx_rings, k.reg.nr_rx_rings
+            ),
+        });
+    }
+    Port::kernel(&spec.name, k)
+        .map(Arc::new)
+        .map_err(|reason| NicError::Unsupported {
+            port: spec.name.clone(),
+            reason,
+        })
 }
 
 #[cfg(test)]
@@ -368,6 +585,94 @@ mod tests {
         assert_eq!(offset_of!(NmreqOptSyncKloopMode, mode), 24);
         assert_eq!(size_of::<NmreqSyncKloopStart>(), 8);
         assert_eq!(size_of::<KloopEventfds>(), 8);
+
+        assert_eq!(size_of::<NmreqPoolsInfo>(), 64);
+        assert_eq!(offset_of!(NmreqPoolsInfo, nr_memsize), 0);
+        assert_eq!(offset_of!(NmreqPoolsInfo, nr_mem_id), 8);
+        assert_eq!(offset_of!(NmreqPoolsInfo, nr_if_pool_offset), 16);
+        assert_eq!(offset_of!(NmreqPoolsInfo, nr_if_pool_objtotal), 24);
+        assert_eq!(offset_of!(NmreqPoolsInfo, nr_if_pool_objsize), 28);
+        assert_eq!(offset_of!(NmreqPoolsInfo, nr_ring_pool_offset), 32);
+        assert_eq!(offset_of!(NmreqPoolsInfo, nr_ring_pool_objtotal), 40);
+        assert_eq!(offset_of!(NmreqPoolsInfo, nr_ring_pool_objsize), 44);
+        assert_eq!(offset_of!(NmreqPoolsInfo, nr_buf_pool_offset), 48);
+        assert_eq!(offset_of!(NmreqPoolsInfo, nr_buf_pool_objtotal), 56);
+        assert_eq!(offset_of!(NmreqPoolsInfo, nr_buf_pool_objsize), 60);
+    }
+
+    fn answered(reg: NmreqRegister, pools: NmreqPoolsInfo) -> KernelNetmap {
+        KernelNetmap {
+            dev: File::open("/dev/null").unwrap(),
+            reg,
+            pools,
+        }
+    }
+
+    #[test]
+    fn registers_come_from_the_kernel_answers() {
+        let reg = NmreqRegister {
+            nr_offset: 0x1_2340,
+            nr_memsize: 0x1000_0000,
+            nr_tx_slots: 512,
+            nr_rx_slots: 1024,
+            nr_tx_rings: 4,
+            nr_rx_rings: 2,
+            nr_mem_id: 3,
+            ..Default::default()
+        };
+        let pools = NmreqPoolsInfo {
+            nr_memsize: 0x1000_0000,
+            nr_mem_id: 3,
+            nr_if_pool_offset: 0,
+            nr_if_pool_objtotal: 100,
+            nr_if_pool_objsize: 1024,
+            nr_ring_pool_offset: 0x19000,
+            nr_ring_pool_objtotal: 200,
+            nr_ring_pool_objsize: 36864,
+            nr_buf_pool_offset: 0x71_0000,
+            nr_buf_pool_objtotal: 163840,
+            nr_buf_pool_objsize: 2048,
+            ..Default::default()
+        };
+        let g = answered(reg, pools).geometry([2, 0, 0, 0, 0, 1]).unwrap();
+        assert_eq!(
+            (g.nifp_offset, g.mem_size, g.mem_id),
+            (0x1_2340, 0x1000_0000, 3)
+        );
+        assert_eq!((g.num_tx_rings, g.num_rx_rings), (4, 2));
+        assert_eq!((g.num_tx_slots, g.num_rx_slots), (512, 1024));
+        assert_eq!(g.if_pool, (0, 100, 1024));
+        assert_eq!(g.ring_pool, (0x19000, 200, 36864));
+        assert_eq!(g.buf_pool, (0x71_0000, 163840, 2048));
+        assert_eq!(g.mac, [2, 0, 0, 0, 0, 1]);
+
+        // Offsets past 4 GiB cannot be told through the 32-bit registers: refused, not cut.
+        let far = NmreqPoolsInfo {
+            nr_buf_pool_offset: 1 << 32,
+            ..pools
+        };
+        let e = answered(reg, far).geometry([0; 6]).unwrap_err();
+        assert!(e.contains("buffer pool offset"), "{e}");
+    }
+
+    #[test]
+    fn register_request_asks_exclusive_access_to_all_hardware_rings() {
+        let conf = RingConf {
+            tx_rings: 2,
+            rx_rings: 3,
+            tx_slots: 256,
+            rx_slots: 512,
+        };
+        let r = register_request(&conf);
+        assert_eq!(r.nr_flags, 0x800, "NR_EXCLUSIVE and nothing else");
+        assert_eq!(r.nr_mode, 1, "NR_REG_ALL_NIC");
+        assert_eq!((r.nr_tx_rings, r.nr_rx_rings), (2, 3));
+        assert_eq!((r.nr_tx_slots, r.nr_rx_slots), (256, 512));
+        assert_eq!(
+            (r.nr_offset, r.nr_memsize, r.nr_mem_id),
+            (0, 0, 0),
+            "outputs start zeroed"
+        );
     }
 
     #[test]
@@ -428,7 +733,7 @@ mod tests {
             return; // only meaningful without the module
         }
         let spec = PortSpec::parse("netmap:eth0").unwrap();
-        let e = build(&spec, "eth0").err().expect("no /dev/netmap");
+        let e = build(&spec, "netmap:eth0").err().expect("no /dev/netmap");
         let msg = e.to_string();
         assert!(
             msg.contains("/dev/netmap") && msg.contains("netmap kernel module"),

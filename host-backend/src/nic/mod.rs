@@ -99,7 +99,7 @@ pub fn build_port(spec: &PortSpec) -> Result<Arc<Port>, NicError> {
         PortKind::Tap { name } => tap::build(spec, name),
         PortKind::Packet { ifname } => packet::build(spec, ifname),
         PortKind::Xdp { ifname, queue } => xdp::build(spec, ifname, *queue),
-        PortKind::KernelNetmap { ifname } => kernel_netmap::build(spec, ifname),
+        PortKind::KernelNetmap { ifname } => kernel_netmap::build(spec, &format!("netmap:{ifname}")),
         _ => Err(NicError::Unsupported {
             port: spec.name.clone(),
             reason: "not a host interface port".into(),
