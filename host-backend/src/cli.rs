@@ -1,6 +1,6 @@
 //! The command line of `ptnet-backend`.
 
-use crate::netmap::build_ports;
+use crate::netmap::{build_ports, NetmapImpl};
 use crate::portspec::PortSpec;
 use crate::server::PortServer;
 use crate::syncloop::LoopOptions;
@@ -23,7 +23,8 @@ PORT syntax (netmap's nmport syntax):
                      (defaults: 1 TX and 1 RX ring of 1024 slots; at most 32 rings in all)
 
 Each PORT is served on DIR/<PORT without @conf>.sock (--socket-dir), or on --socket PATH when
-a single PORT is given. Without /dev/netmap, the daemon's built-in userspace netmap runs the ports.
+a single PORT is given. Pipe and VALE ports run on kernel netmap when /dev/netmap exists, on the
+daemon's built-in userspace netmap otherwise (--netmap chooses).
 
 Examples:
   ptnet-backend --socket-dir /tmp/p 'netmap:p{1' 'netmap:p}1'
@@ -52,9 +53,24 @@ pub struct Args {
     /// How long a ring thread keeps polling after its last progress before it sleeps.
     #[arg(long, value_name = "MICROSECONDS", default_value_t = 50)]
     pub spin_us: u64,
+    /// Which netmap runs pipe and VALE ports: the kernel's (needs /dev/netmap), the daemon's
+    /// own, or the kernel's when /dev/netmap exists. netmap:IFNAME always needs the kernel's.
+    #[arg(long, value_enum, value_name = "IMPL", default_value_t = NetmapArg::Auto)]
+    pub netmap: NetmapArg,
     /// Ports to serve.
     #[arg(value_name = "PORT", required = true)]
     pub ports: Vec<String>,
+}
+
+/// `--netmap`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetmapArg {
+    /// The kernel's when /dev/netmap exists, else the daemon's.
+    Auto,
+    /// The kernel's.
+    Kernel,
+    /// The daemon's built-in userspace netmap.
+    User,
 }
 
 /// Runs the daemon; returns when SIGINT or SIGTERM arrives.
@@ -110,10 +126,25 @@ pub fn run() -> ExitCode {
                 .collect()
         }
     };
-    if std::path::Path::new("/dev/netmap").exists() {
-        tracing::info!("/dev/netmap exists; this build serves its own userspace netmap ports");
-    }
-    let ports = match build_ports(&specs) {
+    let have_kernel = std::path::Path::new(crate::nic::kernel_netmap::DEV_NETMAP).exists();
+    let netmap = match (args.netmap, have_kernel) {
+        (NetmapArg::Kernel, false) => {
+            return fail(
+                "--netmap kernel: /dev/netmap does not exist (load the netmap kernel module, netmap.ko)".into(),
+            )
+        }
+        (NetmapArg::Kernel, true) | (NetmapArg::Auto, true) => NetmapImpl::Kernel,
+        (NetmapArg::User, _) | (NetmapArg::Auto, false) => NetmapImpl::User,
+    };
+    tracing::info!(
+        "pipe and VALE ports run on {}",
+        if netmap == NetmapImpl::Kernel {
+            "kernel netmap (/dev/netmap)"
+        } else {
+            "the built-in userspace netmap"
+        }
+    );
+    let ports = match build_ports(&specs, netmap) {
         Ok(p) => p,
         Err(e) => return fail(e.to_string()),
     };

@@ -533,6 +533,30 @@ fn bad_port_string_is_named_and_exits_2() {
 }
 
 #[test]
+fn netmap_choice_is_checked() {
+    let bins = ptnet_integration::bins().unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(&bins.backend)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--netmap", "bogus", "vale0:1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("kernel, user"));
+    if std::path::Path::new("/dev/netmap").exists() {
+        return; // the rest needs a machine without the netmap module
+    }
+    let out = run(&["--socket-dir", "/tmp", "--netmap", "kernel", "vale0:1"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/dev/netmap") && err.contains("netmap.ko"),
+        "{err}"
+    );
+}
+
+#[test]
 fn sigterm_removes_the_sockets() {
     let (d, mut b) = backend("sigterm", &["vale5:a", "null:x"]);
     assert!(b.socket("vale5:a").exists());

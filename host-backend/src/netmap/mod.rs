@@ -1,5 +1,6 @@
-//! The built-in userspace netmap, used when `/dev/netmap` is absent: the memory allocator and the
-//! port kinds it offers (pipes, VALE switches, null ports).
+//! The built-in userspace netmap, used when `/dev/netmap` is absent (or with `--netmap user`):
+//! the memory allocator and the port kinds it offers (pipes, VALE switches, null ports), and
+//! [`build_ports`], which builds every port of the command line.
 
 pub mod mem;
 pub mod null;
@@ -89,15 +90,37 @@ fn workers(spec: &IfSpec, parts: RingParts, syncs: Vec<Box<dyn RingSync>>) -> Ve
         .collect()
 }
 
-/// Builds every port named on the command line, in the order given.
-pub fn build_ports(specs: &[PortSpec]) -> Result<Vec<Arc<Port>>, BuildError> {
+/// Which netmap serves pipe and VALE ports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetmapImpl {
+    /// The kernel's (`/dev/netmap`): ports are registered with the kernel, which runs their sync.
+    Kernel,
+    /// The daemon's own userspace netmap.
+    User,
+}
+
+/// Builds every port named on the command line, in the order given. With [`NetmapImpl::Kernel`],
+/// pipe and VALE names go to the kernel as they are; `netmap:IFNAME` always does.
+pub fn build_ports(all: &[PortSpec], netmap: NetmapImpl) -> Result<Vec<Arc<Port>>, BuildError> {
     let mut seen = HashSet::new();
-    for s in specs {
+    for s in all {
         if !seen.insert(s.name.clone()) {
             return Err(BuildError::Duplicate(s.name.clone()));
         }
     }
     let mut built: BTreeMap<String, Arc<Port>> = BTreeMap::new();
+    let in_kernel = |s: &PortSpec| {
+        netmap == NetmapImpl::Kernel
+            && matches!(s.kind, PortKind::Pipe { .. } | PortKind::Vale { .. })
+    };
+    for s in all.iter().filter(|s| in_kernel(s)) {
+        built.insert(
+            s.name.clone(),
+            crate::nic::kernel_netmap::build(s, &s.name)?,
+        );
+    }
+    let specs: Vec<PortSpec> = all.iter().filter(|s| !in_kernel(s)).cloned().collect();
+    let specs = &specs[..];
 
     // Pipes: both ends of each pipe at once, in one memory.
     let mut pipes: BTreeMap<(String, u32), Vec<&PortSpec>> = BTreeMap::new();
@@ -284,5 +307,5 @@ pub fn build_ports(specs: &[PortSpec]) -> Result<Vec<Arc<Port>>, BuildError> {
         built.insert(s.name.clone(), crate::nic::build_port(s)?);
     }
 
-    Ok(specs.iter().map(|s| built[&s.name].clone()).collect())
+    Ok(all.iter().map(|s| built[&s.name].clone()).collect())
 }
