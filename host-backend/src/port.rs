@@ -21,12 +21,52 @@ pub trait RingSync: PortSync + Send {
     /// already can, so the caller must not sleep.
     fn arm(&mut self, k: &HostKring) -> bool;
 
-    /// A descriptor the sync loop also polls (for readability) while it sleeps after
-    /// [`Self::arm`] returned false: NIC ports hand their socket or tap here, so frames arriving
-    /// wake the ring. Asked after every `arm`, so a port returns `None` when it does not want
-    /// waking (an RX ring with no free slot, say: a level-triggered fd would spin the loop).
-    fn wake_fd(&self) -> Option<std::os::fd::RawFd> {
+    /// A descriptor of the port, and the `poll(2)` events on it, that the sync loop also waits
+    /// for while it sleeps after [`Self::arm`] returned false: NIC ports hand their socket or tap
+    /// here, so frames arriving ([`Wake::readable`]) or room in a kernel queue that was full
+    /// ([`Wake::writable`]) wake the ring.
+    ///
+    /// The contract:
+    /// - Asked after every `arm` that returned false, never after a ring reset (then only the
+    ///   guest can move the ring on). `None` (the default): no wake-up wanted.
+    /// - `poll` is level-triggered: it returns at once while the event holds, so ask only while
+    ///   the event means the ring can move (RX: frames may arrive *and* the guest left free
+    ///   slots; TX: slots are pending *and* the kernel's queue is full). Anything else spins the
+    ///   loop. A port whose descriptor has no event that says so hands another one
+    ///   (`packet:`/`xdp:` TX: an epoll descriptor that turns readable on the socket's wake-ups,
+    ///   `nic::sys::EdgeWait`).
+    /// - POLLERR and POLLHUP (which `poll` reports whatever was asked) wake the ring too: the
+    ///   pass that follows runs the port's own error handling, and `arm` must clear the error
+    ///   (e.g. read `SO_ERROR`) or stop asking, or the loop spins.
+    fn wake_fd(&self) -> Option<Wake> {
         None
+    }
+}
+
+/// What a ring's sync loop polls on the port's behalf ([`RingSync::wake_fd`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Wake {
+    /// The descriptor.
+    pub fd: std::os::fd::RawFd,
+    /// The `poll(2)` events that wake the ring (`POLLIN`, `POLLOUT`).
+    pub events: i16,
+}
+
+impl Wake {
+    /// Wake when `fd` is readable.
+    pub fn readable(fd: std::os::fd::RawFd) -> Self {
+        Self {
+            fd,
+            events: libc::POLLIN,
+        }
+    }
+
+    /// Wake when `fd` is writable.
+    pub fn writable(fd: std::os::fd::RawFd) -> Self {
+        Self {
+            fd,
+            events: libc::POLLOUT,
+        }
     }
 }
 

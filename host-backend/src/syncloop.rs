@@ -6,7 +6,7 @@
 //! the only syscalls are the eventfd writes the CSB flags ask for and the `poll` before sleeping.
 
 use crate::port::{RingStats, RingWorker};
-use crate::sys::poll_readable;
+use crate::sys::poll_fds;
 use ptnet_protocol::csb::{Atok, Ktoa};
 use ptnet_protocol::shmem::SharedMem;
 use ptnet_protocol::sync::HostStop;
@@ -117,13 +117,15 @@ fn ring_loop(
     stop_fd: &EventFd,
     opts: LoopOptions,
 ) -> RingWorker {
-    // The fourth entry is the port's own descriptor (`RingSync::wake_fd`, NIC ports), -1 (ignored
-    // by poll) when it has none.
+    // The fourth entry is the port's own descriptor with the events it asks for
+    // (`RingSync::wake_fd`, NIC ports: readable for RX, writable for a TX ring blocked on a full
+    // kernel queue), -1 (ignored by poll) when it has none. An error or hang-up on it wakes the
+    // ring like the events asked: the next pass runs the port's error handling.
     let mut fds = [
-        io.kick.as_raw_fd(),
-        w.notify.as_raw_fd(),
-        stop_fd.as_raw_fd(),
-        -1,
+        (io.kick.as_raw_fd(), libc::POLLIN),
+        (w.notify.as_raw_fd(), libc::POLLIN),
+        (stop_fd.as_raw_fd(), libc::POLLIN),
+        (-1, 0),
     ];
     // Spin-then-sleep: after progress the ring keeps polling for `opts.spin` rather than going
     // to sleep, but only while work comes densely (the last sleep was shorter than the spin
@@ -190,9 +192,14 @@ fn ring_loop(
         if !reset && w.sync.arm(&w.kring) {
             continue;
         }
-        fds[3] = w.sync.wake_fd().unwrap_or(-1);
+        // Not the port's descriptor after a reset either: what it asked for at its last `arm` may
+        // hold at once and spin the loop.
+        fds[3] = match w.sync.wake_fd().filter(|_| !reset) {
+            Some(wake) => (wake.fd, wake.events),
+            None => (-1, 0),
+        };
         let asleep = Instant::now();
-        let woken = poll_readable(&fds, -1);
+        let woken = poll_fds(&fds, -1);
         dense = asleep.elapsed() < opts.spin;
         match woken {
             Ok(mask) => {

@@ -73,19 +73,22 @@ impl Drop for MappedFile {
     }
 }
 
-/// Waits until one of `fds` is readable or `timeout_ms` passes (-1: forever). Returns a bitmask
-/// of the readable entries (at most 64 fds).
-pub fn poll_readable(fds: &[RawFd], timeout_ms: i32) -> io::Result<u64> {
+/// Waits until one of `fds` (descriptor, `poll(2)` events) reports an event, or `timeout_ms`
+/// passes (-1: forever). Returns a bitmask of the entries that reported anything: the events
+/// asked, or POLLERR / POLLHUP / POLLNVAL, which `poll` reports whatever was asked (a caller
+/// treats them as a wake-up and lets the owner of the descriptor handle them). Descriptors below
+/// 0 are ignored. At most 8 entries (the rest are ignored); EINTR returns an empty mask.
+pub fn poll_fds(fds: &[(RawFd, i16)], timeout_ms: i32) -> io::Result<u64> {
     let mut pfds = [libc::pollfd {
         fd: -1,
         events: 0,
         revents: 0,
     }; 8];
     let n = fds.len().min(pfds.len());
-    for (p, &fd) in pfds.iter_mut().zip(fds) {
+    for (p, &(fd, events)) in pfds.iter_mut().zip(fds) {
         *p = libc::pollfd {
             fd,
-            events: libc::POLLIN,
+            events,
             revents: 0,
         };
     }
@@ -165,14 +168,57 @@ mod tests {
     fn poll_reports_readable() {
         let e = vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK).unwrap();
         let f = vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let fds = [(e.as_raw_fd(), libc::POLLIN), (f.as_raw_fd(), libc::POLLIN)];
+        assert_eq!(poll_fds(&fds, 0).unwrap(), 0);
+        f.write(1).unwrap();
+        assert_eq!(poll_fds(&fds, 0).unwrap(), 0b10);
+        // Negative descriptors are skipped.
+        assert_eq!(poll_fds(&[(-1, libc::POLLIN), fds[1]], 0).unwrap(), 0b10);
+    }
+
+    /// A pipe (read end, write end), both non-blocking.
+    fn pipe() -> (File, File) {
+        let mut p = [0; 2];
+        // SAFETY: `p` has room for the two descriptors pipe2 returns, which we then own.
+        unsafe {
+            assert_eq!(
+                libc::pipe2(p.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC),
+                0
+            );
+            (File::from_raw_fd(p[0]), File::from_raw_fd(p[1]))
+        }
+    }
+
+    #[test]
+    fn poll_waits_for_the_events_asked_per_descriptor() {
+        use std::io::Write;
+        let (r, mut w) = pipe();
+        let e = vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let rd = (r.as_raw_fd(), libc::POLLIN);
+        let wr = (w.as_raw_fd(), libc::POLLOUT);
+        let ev = (e.as_raw_fd(), libc::POLLIN);
+        // An empty pipe: the write end is writable, the read end is not readable.
+        assert_eq!(poll_fds(&[ev, rd, wr], 0).unwrap(), 0b100);
+        // Asked for readability only, a writable descriptor does not wake.
         assert_eq!(
-            poll_readable(&[e.as_raw_fd(), f.as_raw_fd()], 0).unwrap(),
+            poll_fds(&[ev, (w.as_raw_fd(), libc::POLLIN)], 0).unwrap(),
             0
         );
-        f.write(1).unwrap();
-        assert_eq!(
-            poll_readable(&[e.as_raw_fd(), f.as_raw_fd()], 0).unwrap(),
-            0b10
-        );
+        // Fill the pipe: the write end stops being writable, the read end becomes readable.
+        while w.write(&[0u8; 4096]).is_ok() {}
+        assert_eq!(poll_fds(&[ev, rd, wr], 0).unwrap(), 0b010);
+        assert_eq!(poll_fds(&[ev, wr], 0).unwrap(), 0);
+    }
+
+    #[test]
+    fn poll_reports_errors_and_hangups_whatever_was_asked() {
+        // The read end closed: the write end reports POLLERR, though no event was asked.
+        let (r, w) = pipe();
+        drop(r);
+        assert_eq!(poll_fds(&[(-1, 0), (w.as_raw_fd(), 0)], 0).unwrap(), 0b10);
+        // The write end closed: the read end reports POLLHUP though only POLLOUT was asked.
+        let (r, w) = pipe();
+        drop(w);
+        assert_eq!(poll_fds(&[(r.as_raw_fd(), libc::POLLOUT)], 0).unwrap(), 0b1);
     }
 }

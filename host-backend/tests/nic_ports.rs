@@ -616,6 +616,42 @@ fn stats_field(log: &str, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {key}= in the daemon log:\n{log}"))
 }
 
+/// CPU time (user + system, in clock ticks: 100 a second) of the daemon's thread named `thread`,
+/// or of the whole daemon.
+fn cpu_ticks(d: &Daemon, thread: Option<&str>) -> u64 {
+    let pid = d.child.id();
+    let stat = match thread {
+        None => format!("/proc/{pid}/stat"),
+        Some(name) => {
+            let task = std::fs::read_dir(format!("/proc/{pid}/task"))
+                .expect("daemon tasks")
+                .filter_map(|e| e.ok())
+                .find(|e| {
+                    std::fs::read_to_string(e.path().join("comm"))
+                        .is_ok_and(|c| c.trim_end() == name)
+                })
+                .unwrap_or_else(|| panic!("no daemon thread named {name}"));
+            task.path().join("stat").display().to_string()
+        }
+    };
+    let s = std::fs::read_to_string(&stat).unwrap_or_else(|e| panic!("{stat}: {e}"));
+    // Fields after the command name (which ends with the last ')'): state is field 3, utime 14,
+    // stime 15.
+    let f: Vec<&str> = s[s.rfind(')').unwrap() + 1..].split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// CPU the daemon (or its thread `thread`) uses over the next second: far below a second when
+/// its rings sleep, about a whole one when one spins.
+fn cpu_over_a_second(d: &Daemon, thread: Option<&str>) -> Duration {
+    let t0 = cpu_ticks(d, thread);
+    std::thread::sleep(Duration::from_secs(1));
+    Duration::from_millis((cpu_ticks(d, thread) - t0) * 10)
+}
+
+/// Most CPU a sleeping daemon may use in a second (a spinning ring uses about all of it).
+const IDLE_CPU: Duration = Duration::from_millis(200);
+
 // ---------------------------------------------------------------------------------------------
 // packet:
 
@@ -735,6 +771,12 @@ fn nic_packet_link_down_and_up() {
         })
         .collect();
     driver_send(&mut port, 0, &frames);
+    // A link that is down (the RX socket has ENETDOWN pending) does not spin the rings.
+    let cpu = cpu_over_a_second(&d, None);
+    assert!(
+        cpu < IDLE_CPU,
+        "the daemon used {cpu:?} of a second with the link down"
+    );
     a.ip("link set va0 up");
     std::thread::sleep(Duration::from_millis(200));
     port_to_kernel(&mut port, &p, 0, 20, 4323);
@@ -847,6 +889,11 @@ fn nic_xdp_link_down_and_up() {
         })
         .collect();
     driver_send(&mut port, 0, &frames);
+    let cpu = cpu_over_a_second(&d, None);
+    assert!(
+        cpu < IDLE_CPU,
+        "the daemon used {cpu:?} of a second with the link down"
+    );
     a.ip("link set va0 up");
     std::thread::sleep(Duration::from_millis(200));
     port_to_kernel(&mut port, &p, 0, 20, 4323);
@@ -854,6 +901,89 @@ fn nic_xdp_link_down_and_up() {
     drop(port);
     let log = d.stop();
     assert!(stats_field(&log, "drops") > 0, "{log}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// A kernel TX queue that fills
+
+/// [`veth_pair`] plus macvlan `mv0` on va0 (in `a`), and a token bucket on va0 letting 100 kbit/s
+/// through (about 200 60-byte frames a second). A `packet:` or `xdp:` port on mv0 hands its frames
+/// to mv0 (no qdisc: AF_PACKET bypasses it anyway), which queues them on va0's bucket: the kernel
+/// holds the port's frames (packet ring frames, AF_XDP chunks) until they leave, so its TX queue
+/// fills.
+fn slow_macvlan() -> (Netns, Netns) {
+    let (a, b) = veth_pair();
+    a.ip("link add link va0 name mv0 type macvlan mode private");
+    a.ip("link set mv0 up");
+    sh(&[
+        "ip", "netns", "exec", &a.name, "tc", "qdisc", "replace", "dev", "va0", "root", "tbf",
+        "rate", "100kbit", "burst", "1600", "limit", "1000000",
+    ]);
+    (a, b)
+}
+
+/// The guest sends four times what the port's 64-slot ring and the kernel's 64-frame queue hold,
+/// through a link that takes about 4 s to carry it: the TX ring waits for the kernel most of that
+/// time. Its thread sleeps meanwhile (CPU over a second while blocked), and every frame arrives,
+/// in order.
+fn tx_waits_for_room(kind: &str) {
+    let (a, b) = slow_macvlan();
+    let d = Daemon::start(&a, &format!("{kind}:mv0@conf:slots=64"));
+    let mut port = d.open();
+    let thread = format!("{kind}:mv0-tx0");
+    let n = 800;
+    let sock = b.run(|| UdpSocket::bind("10.0.0.2:4444").expect("bind kernel socket"));
+    let kmac = b.mac("vb0");
+    let want: Vec<Vec<u8>> = (0..n).map(|i| format!("slow {i}").into_bytes()).collect();
+    let frames: Vec<Vec<u8>> = want
+        .iter()
+        .map(|pl| {
+            udp_frame(
+                kmac,
+                port.mac(),
+                ([10, 0, 0, 1], [10, 0, 0, 2]),
+                (1000, 4444),
+                pl,
+            )
+        })
+        .collect();
+    std::thread::scope(|s| {
+        let rx = s.spawn(|| recv_all(&sock, n, Duration::from_secs(30)));
+        let meter = s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(500));
+            cpu_over_a_second(&d, Some(&thread))
+        });
+        let start = Instant::now();
+        driver_send(&mut port, 0, &frames);
+        let sending = start.elapsed();
+        let cpu = meter.join().expect("meter");
+        let got = rx.join().expect("receiver");
+        // The last slots were taken after the measured second: the ring was blocked all of it.
+        assert!(
+            sending > Duration::from_millis(1700),
+            "the kernel queue never filled: all sent in {sending:?}"
+        );
+        assert!(
+            cpu < IDLE_CPU,
+            "{thread} used {cpu:?} of a second while waiting for the kernel"
+        );
+        assert_eq!(got.len(), n, "kernel received {} of {n}", got.len());
+        assert_eq!(got, want);
+        eprintln!("{kind}: {n} frames in {sending:?}; TX thread CPU while blocked: {cpu:?}/s");
+    });
+    drop(port);
+    let log = d.stop();
+    assert_eq!(stats_field(&log, "drops"), 0, "{log}");
+}
+
+#[test]
+fn nic_packet_tx_waits_for_room_in_the_kernel_ring() {
+    tx_waits_for_room("packet");
+}
+
+#[test]
+fn nic_xdp_tx_waits_for_room_in_the_kernel_ring() {
+    tx_waits_for_room("xdp");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -929,6 +1059,11 @@ fn nic_tap_link_down_and_up() {
         })
         .collect();
     driver_send(&mut port, 0, &frames);
+    let cpu = cpu_over_a_second(&d, None);
+    assert!(
+        cpu < IDLE_CPU,
+        "the daemon used {cpu:?} of a second with the tap down"
+    );
     a.ip(&format!("link set {name} up"));
     std::thread::sleep(Duration::from_millis(200));
     port_to_kernel(&mut port, &p, 0, 20, 4323);

@@ -9,10 +9,13 @@
 //! | `xdp:IFNAME[@Q]` ([`xdp`]) | AF_XDP in copy mode, with a 6-instruction XDP program (loaded with `bpf(2)`) redirecting queue q to the socket | ring i on queue Q+i |
 //! | `netmap:IFNAME` ([`kernel_netmap`]) | kernel netmap (`/dev/netmap`, NETMAP_API 14) | the NIC's rings |
 //!
-//! RX rings wake their sync loop through [`crate::port::RingSync::wake_fd`] (the socket or tap
-//! descriptor). TX completes at once: frames are handed to the kernel in the sync. Errors of a
-//! link that is down (ENETDOWN, ENXIO, EIO) count as drops; the port keeps working when the link
-//! comes back.
+//! Rings wake their sync loop through [`crate::port::RingSync::wake_fd`]: RX rings with their
+//! socket or tap readable (while the guest has free slots). TX hands frames to the kernel in the
+//! sync; when the kernel's queue is full the slots left wait, and the ring sleeps until there is
+//! room: a tap's POLLOUT, and for `packet:` / `xdp:` the socket's own wake-ups (write space: sent
+//! frames completing), edge-triggered through an epoll descriptor ([`sys::EdgeWait`]), because
+//! their POLLOUT holds while every frame is still in flight. Errors of a link that is down
+//! (ENETDOWN, ENXIO, EIO) count as drops; the port keeps working when the link comes back.
 
 pub mod bpf;
 pub mod kernel_netmap;
@@ -99,7 +102,9 @@ pub fn build_port(spec: &PortSpec) -> Result<Arc<Port>, NicError> {
         PortKind::Tap { name } => tap::build(spec, name),
         PortKind::Packet { ifname } => packet::build(spec, ifname),
         PortKind::Xdp { ifname, queue } => xdp::build(spec, ifname, *queue),
-        PortKind::KernelNetmap { ifname } => kernel_netmap::build(spec, &format!("netmap:{ifname}")),
+        PortKind::KernelNetmap { ifname } => {
+            kernel_netmap::build(spec, &format!("netmap:{ifname}"))
+        }
         _ => Err(NicError::Unsupported {
             port: spec.name.clone(),
             reason: "not a host interface port".into(),

@@ -13,12 +13,12 @@
 //! stack still receives what arrives, and the port sees a copy.
 
 use super::{link_error, require_if, sys, NicError, NicParts, PortBufs};
-use crate::port::{Port, RingStats, RingSync};
+use crate::port::{Port, RingStats, RingSync, Wake};
 use crate::portspec::PortSpec;
 use ptnet_protocol::netmap::{ring_add, RingView};
 use ptnet_protocol::shmem::SharedMem;
 use ptnet_protocol::sync::{ring_prev, HostKring, PortSync};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
@@ -138,8 +138,12 @@ pub(crate) fn build(spec: &PortSpec, ifname: &str) -> Result<Arc<Port>, NicError
     let mut syncs: Vec<Box<dyn RingSync>> = Vec::new();
     for i in 0..t {
         let s = ring_socket(&spec.name, ifindex, true, parts.spec.tx_slots, None)?;
+        let room = sys::EdgeWait::writable(s.fd.as_raw_fd(), None)
+            .map_err(|e| NicError::io(&spec.name, "watching the TX socket (epoll)", e))?;
         syncs.push(Box::new(PacketTx {
             sock: s,
+            room,
+            blocked: false,
             next: 0,
             tx: parts.ring(i),
             bufs: parts.bufs.clone(),
@@ -170,6 +174,10 @@ pub(crate) fn build(spec: &PortSpec, ifname: &str) -> Result<Arc<Port>, NicError
 /// TX ring i through its socket's TX ring.
 pub struct PacketTx {
     sock: RingSocket,
+    /// Wake-ups of the socket for room (frames completed), while the kernel ring is full.
+    room: sys::EdgeWait,
+    /// Slots are pending and the kernel ring is full: wake on `room`.
+    blocked: bool,
     /// Next kernel frame to fill.
     next: u32,
     tx: RingView,
@@ -222,7 +230,7 @@ impl PortSync for PacketTx {
         let m = self.kmem();
         let (mut packets, mut bytes, mut bad, mut drops) = (0u64, 0u64, 0u64, 0u64);
         let mut queued = 0u32;
-        let mut waited = false;
+        let mut kicked = false;
         let mut j = k.hwcur;
         while j != k.rhead {
             let f = self.next as usize * FRAME_SIZE;
@@ -230,17 +238,16 @@ impl PortSync for PacketTx {
             if st == TP_STATUS_WRONG_FORMAT {
                 bad += 1;
             } else if st != TP_STATUS_AVAILABLE {
-                // The kernel still holds this frame (the interface is slower than us): push
-                // what we have and wait a little for completions, once per sync.
-                if waited {
+                // The kernel still holds this frame: in flight (the interface is slower than
+                // us), or still asking to be sent (an earlier send found the socket's send
+                // buffer full). Push what is queued, and what is left, once per sync; if that
+                // frees nothing the rest waits for room (see `arm`).
+                if kicked {
                     break;
                 }
-                waited = true;
-                if queued > 0 {
-                    drops += self.flush(true);
-                    queued = 0;
-                }
-                let _ = sys::poll_one(self.sock.fd.as_raw_fd(), libc::POLLOUT, 1);
+                kicked = true;
+                drops += self.flush(true);
+                queued = 0;
                 continue;
             }
             let (idx, len) = (self.tx.buf_idx(j), usize::from(self.tx.len(j)));
@@ -272,8 +279,33 @@ impl PortSync for PacketTx {
 
 impl RingSync for PacketTx {
     fn arm(&mut self, k: &HostKring) -> bool {
-        // Slots left only while the kernel ring is full: the sync waits (briefly) for room.
-        k.hwcur != k.rhead
+        // Slots are left only while the kernel ring is full. The socket's POLLOUT cannot say
+        // when it has room again: it holds while the send buffer is under half full, which a
+        // ring of fewer frames than that holds (a small ring, every frame in flight) would spin
+        // on. Its wake-ups can: the kernel wakes the socket (write space) as sent frames
+        // complete, and when an error is reported. So forget the wake-ups so far, look at the
+        // frame the next slot goes to, and sleep until the next wake-up if the kernel still
+        // holds it (a wake-up in between is kept).
+        self.blocked = false;
+        if k.hwcur == k.rhead {
+            return false;
+        }
+        self.room.clear();
+        // A pending error would be reported again at every wake-up.
+        let _ = sys::take_socket_error(self.sock.fd.as_raw_fd());
+        let st = self.kmem().load_u32(
+            self.next as usize * FRAME_SIZE + TP_STATUS,
+            Ordering::Acquire,
+        );
+        if st == TP_STATUS_AVAILABLE || st == TP_STATUS_WRONG_FORMAT {
+            return true;
+        }
+        self.blocked = true;
+        false
+    }
+
+    fn wake_fd(&self) -> Option<Wake> {
+        self.blocked.then(|| Wake::readable(self.room.fd()))
     }
 }
 
@@ -444,8 +476,9 @@ impl RingSync for PacketRx {
             != 0
     }
 
-    fn wake_fd(&self) -> Option<RawFd> {
-        self.want_wake.then(|| self.sock.fd.as_raw_fd())
+    fn wake_fd(&self) -> Option<Wake> {
+        self.want_wake
+            .then(|| Wake::readable(self.sock.fd.as_raw_fd()))
     }
 }
 

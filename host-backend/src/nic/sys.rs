@@ -89,18 +89,83 @@ pub fn write_from(fd: RawFd, mem: &SharedMem, off: usize, len: usize) -> io::Res
     cvt_size(unsafe { libc::write(fd, mem.as_ptr().add(off).cast(), len) })
 }
 
-/// Waits up to `timeout_ms` for `events` on `fd`; returns the events seen (0 on timeout).
-pub fn poll_one(fd: RawFd, events: libc::c_short, timeout_ms: i32) -> io::Result<libc::c_short> {
-    let mut p = libc::pollfd {
-        fd,
-        events,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    match cvt(unsafe { libc::poll(&mut p, 1, timeout_ms) }) {
-        Ok(_) => Ok(p.revents),
-        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
-        Err(e) => Err(e),
+/// One descriptor watched edge-triggered for writability through an epoll instance of its own:
+/// the epoll descriptor turns readable when the watched one is woken for room (its socket's
+/// write-space callback: a sent frame completed, send buffer freed) or for an error, and is then
+/// writable (or in error). [`Self::clear`] forgets the wake-ups seen so far.
+///
+/// For sockets whose level-triggered POLLOUT does not mean what the caller waits for (AF_XDP:
+/// room in the TX ring, not completed frames; AF_PACKET: the send buffer under half full, which
+/// holds while a small TX ring has every frame in flight), so that polling them for POLLOUT would
+/// spin: each wake-up here follows the kernel making progress on that socket.
+///
+/// With a backstop, a timer in the same epoll set also makes it readable that long after the
+/// last [`Self::clear`]: for a caller that may wait for something the socket is never woken for.
+#[derive(Debug)]
+pub struct EdgeWait {
+    // The timer first: closed before the epoll instance that watches it.
+    timer: Option<(OwnedFd, std::time::Duration)>,
+    ep: OwnedFd,
+}
+
+impl EdgeWait {
+    /// Watches `fd` (which must outlive the watch: epoll drops it when it closes).
+    pub fn writable(fd: RawFd, backstop: Option<std::time::Duration>) -> io::Result<Self> {
+        // SAFETY: plain epoll_create1.
+        let ep = own(cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?);
+        let add = |fd: RawFd, events: libc::c_int| {
+            let mut ev = libc::epoll_event {
+                events: events as u32,
+                u64: 0,
+            };
+            // SAFETY: `ev` is a valid epoll_event the call reads; both descriptors are open.
+            cvt(unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) })
+        };
+        add(fd, libc::EPOLLOUT | libc::EPOLLET)?;
+        let timer = match backstop {
+            Some(d) => {
+                // SAFETY: plain timerfd_create.
+                let t = own(cvt(unsafe {
+                    libc::timerfd_create(
+                        libc::CLOCK_MONOTONIC,
+                        libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+                    )
+                })?);
+                add(t.as_raw_fd(), libc::EPOLLIN)?;
+                Some((t, d))
+            }
+            None => None,
+        };
+        Ok(Self { timer, ep })
+    }
+
+    /// The epoll descriptor, to poll for readability.
+    pub fn fd(&self) -> RawFd {
+        self.ep.as_raw_fd()
+    }
+
+    /// Consumes the wake-ups reported so far and restarts the backstop: until the next wake-up
+    /// the epoll descriptor is not readable. Call it before checking for room, then sleep: a
+    /// wake-up in between is kept.
+    pub fn clear(&self) {
+        let mut ev = [libc::epoll_event { events: 0, u64: 0 }; 2];
+        // SAFETY: room for the two events asked for.
+        let _ = unsafe { libc::epoll_wait(self.ep.as_raw_fd(), ev.as_mut_ptr(), 2, 0) };
+        if let Some((t, d)) = &self.timer {
+            let spec = libc::itimerspec {
+                it_interval: libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                },
+                it_value: libc::timespec {
+                    tv_sec: d.as_secs() as libc::time_t,
+                    tv_nsec: libc::c_long::from(d.subsec_nanos().max(1)),
+                },
+            };
+            // SAFETY: `spec` is a valid itimerspec the call reads; no old value asked for.
+            // Setting the timer also resets its expiration count (not readable until it fires).
+            let _ = unsafe { libc::timerfd_settime(t.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
+        }
     }
 }
 
@@ -326,4 +391,62 @@ pub unsafe fn bpf<T>(cmd: libc::c_int, attr: &mut T) -> io::Result<libc::c_int> 
 pub fn own(fd: libc::c_int) -> OwnedFd {
     // SAFETY: the callers pass descriptors the kernel has just returned to us.
     unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edge_wait_wakes_on_new_room_only() {
+        let mut sv = [0; 2];
+        // SAFETY: `sv` has room for the two descriptors socketpair returns, which we then own.
+        let (a, b) = unsafe {
+            assert_eq!(
+                libc::socketpair(
+                    libc::AF_UNIX,
+                    libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                    0,
+                    sv.as_mut_ptr()
+                ),
+                0
+            );
+            (own(sv[0]), own(sv[1]))
+        };
+        let readable = |fd: RawFd| {
+            let mut p = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            unsafe { libc::poll(&mut p, 1, 0) == 1 }
+        };
+        let w = EdgeWait::writable(a.as_raw_fd(), None).unwrap();
+        // Writable when watched: reported once, then forgotten though still writable.
+        assert!(readable(w.fd()));
+        w.clear();
+        assert!(!readable(w.fd()));
+        // Fill `a`, then let `b` read: the room that frees is a new wake-up.
+        let buf = [0u8; 4096];
+        // SAFETY: `buf` is readable for its length.
+        while unsafe { libc::write(a.as_raw_fd(), buf.as_ptr().cast(), buf.len()) } > 0 {}
+        w.clear();
+        assert!(!readable(w.fd()));
+        let mut rbuf = [0u8; 4096];
+        // SAFETY: `rbuf` is writable for its length.
+        while unsafe { libc::read(b.as_raw_fd(), rbuf.as_mut_ptr().cast(), rbuf.len()) } > 0 {}
+        assert!(readable(w.fd()));
+        w.clear();
+        assert!(!readable(w.fd()));
+        // The backstop: readable that long after a clear, whatever the socket does.
+        let w =
+            EdgeWait::writable(a.as_raw_fd(), Some(std::time::Duration::from_millis(30))).unwrap();
+        w.clear();
+        assert!(!readable(w.fd()));
+        std::thread::sleep(std::time::Duration::from_millis(60));
+        assert!(readable(w.fd()));
+        w.clear();
+        assert!(!readable(w.fd()));
+    }
 }

@@ -6,11 +6,11 @@
 //! the slot's buffer: no intermediate copy, no allocation.
 
 use super::{sys, NicError, NicParts, PortBufs};
-use crate::port::{Port, RingStats, RingSync};
+use crate::port::{Port, RingStats, RingSync, Wake};
 use crate::portspec::PortSpec;
 use ptnet_protocol::netmap::{ring_add, RingView};
 use ptnet_protocol::sync::{ring_prev, HostKring, PortSync};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 
 /// Shortest frame we hand to the kernel (an Ethernet header).
@@ -42,6 +42,7 @@ pub(crate) fn build(spec: &PortSpec, name: &str) -> Result<Arc<Port>, NicError> 
             tx: parts.ring(i),
             bufs: parts.bufs.clone(),
             stats: parts.stats[i as usize].clone(),
+            blocked: false,
         }));
     }
     for i in 0..r {
@@ -64,6 +65,8 @@ pub struct TapTx {
     tx: RingView,
     bufs: PortBufs,
     stats: Arc<RingStats>,
+    /// Frames are left because a write found the tap full: wake on POLLOUT.
+    blocked: bool,
 }
 
 impl PortSync for TapTx {
@@ -81,9 +84,7 @@ impl PortSync for TapTx {
                             bytes += len as u64;
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            // The tap's queue is full: wait a little for room, then go on (or
-                            // leave the rest for the next pass).
-                            let _ = sys::poll_one(self.fd.as_raw_fd(), libc::POLLOUT, 1);
+                            // The tap is full: the rest waits for room (see `arm`).
                             break;
                         }
                         // Link down, device gone, queue full: the frame is dropped.
@@ -105,8 +106,21 @@ impl PortSync for TapTx {
 
 impl RingSync for TapTx {
     fn arm(&mut self, k: &HostKring) -> bool {
-        // Frames left behind only when the tap was full: try again.
-        k.hwcur != k.rhead
+        // Frames are left behind only when a write failed with EAGAIN. A tap write takes an skb
+        // charged to the tap file's socket, and fails with EAGAIN only when the socket's unsent
+        // bytes reach its send buffer; tun's poll reports POLLOUT when the tap is up and they are
+        // under half of it (`tun_sock_writeable`), and `tun_sock_write_space` wakes the poller
+        // when they get there. So POLLOUT means a write will succeed: waiting for it cannot spin.
+        // (The default send buffer of a tap is INT_MAX, so writes never block unless someone set
+        // a smaller one with TUNSETSNDBUF, e.g. QEMU's `sndbuf=`. A tap that is down fails
+        // writes with EIO, dropped rather than left; a deleted one reports POLLERR, and the
+        // writes then fail and drop what is left.)
+        self.blocked = k.hwcur != k.rhead;
+        false
+    }
+
+    fn wake_fd(&self) -> Option<Wake> {
+        self.blocked.then(|| Wake::writable(self.fd.as_raw_fd()))
     }
 }
 
@@ -183,7 +197,7 @@ impl RingSync for TapRx {
         false
     }
 
-    fn wake_fd(&self) -> Option<RawFd> {
-        self.want_wake.then(|| self.fd.as_raw_fd())
+    fn wake_fd(&self) -> Option<Wake> {
+        self.want_wake.then(|| Wake::readable(self.fd.as_raw_fd()))
     }
 }

@@ -15,7 +15,7 @@
 //! one XDP program).
 
 use super::{bpf, link_error, require_if, sys, NicError, NicParts, PortBufs};
-use crate::port::{Port, RingStats, RingSync};
+use crate::port::{Port, RingStats, RingSync, Wake};
 use crate::portspec::PortSpec;
 use ptnet_protocol::netmap::{ring_add, RingView};
 use ptnet_protocol::shmem::SharedMem;
@@ -29,6 +29,10 @@ const CHUNK: u64 = 2048;
 /// `sizeof(struct xdp_desc)`.
 const DESC: usize = 16;
 const ETH_HLEN: usize = 14;
+/// How long a TX ring waiting for the kernel sleeps at most: the socket is not woken when the
+/// link goes down (its poll then reports nothing), nor when a busy driver queue restarts with
+/// none of our frames in flight; the ring finds out this long after, on its own.
+const TX_BACKSTOP: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// The XDP program, its map and the link keeping it attached (dropped with the last ring).
 struct Attachment {
@@ -254,8 +258,12 @@ pub(crate) fn build(spec: &PortSpec, ifname: &str, queue: u32) -> Result<Arc<Por
         let free = (x.rx_chunks..x.rx_chunks + x.tx_chunks)
             .map(|c| u64::from(c) * CHUNK)
             .collect();
+        let room = sys::EdgeWait::writable(x.fd.as_raw_fd(), Some(TX_BACKSTOP))
+            .map_err(|e| NicError::io(port, "watching the AF_XDP socket (epoll)", e))?;
         syncs.push(Box::new(XdpTx {
             x,
+            room,
+            blocked: false,
             _att: att.clone(),
             free,
             tx_prod: 0,
@@ -296,6 +304,10 @@ pub(crate) fn build(spec: &PortSpec, ifname: &str, queue: u32) -> Result<Arc<Por
 /// TX ring i: netmap slots -> TX chunks -> the socket's TX ring.
 pub struct XdpTx {
     x: Arc<Xsk>,
+    /// Wake-ups of the socket for room (frames sent or completed).
+    room: sys::EdgeWait,
+    /// Waiting for the kernel: wake on `room`.
+    blocked: bool,
     _att: Arc<Attachment>,
     /// TX chunk addresses not in flight (capacity: every TX chunk, so never reallocates).
     free: Vec<u64>,
@@ -406,14 +418,37 @@ impl PortSync for XdpTx {
 
 impl RingSync for XdpTx {
     fn arm(&mut self, k: &HostKring) -> bool {
-        if k.hwcur != k.rhead {
-            // Waiting for completions: the kernel completes copy-mode frames as it sends them,
-            // so give it a moment rather than spin.
-            let _ = sys::poll_one(self.x.fd.as_raw_fd(), libc::POLLOUT, 1);
+        // Two things wait for the kernel: slots left because every TX chunk is in flight (sent,
+        // not completed), and descriptors the kernel has not taken from the TX ring (the kick
+        // found the send buffer full or the driver busy). POLLOUT says neither: it means the TX
+        // ring is at most half full, which it is while the chunks are in flight (a spin). The
+        // socket's wake-ups do: the kernel wakes it (write space) as frames complete and as it
+        // sends some. And in copy mode every poll of the socket, these included, also sends
+        // what the TX ring holds (the kick the kernel needs: `xsk_poll` calls the generic xmit),
+        // so waiting makes progress too. A link going down wakes nothing (`xsk_poll` reports
+        // nothing then): the backstop timer ([`TX_BACKSTOP`]) covers it. A link that is down
+        // drops slots and waits for nothing.
+        self.blocked = false;
+        let Some(txr) = self.x.tx else { return false };
+        if self.link_down {
+            return false;
+        }
+        let pending = k.hwcur != k.rhead;
+        if !pending && txr.consumer() == self.tx_prod {
+            return false;
+        }
+        // Forget the wake-ups so far, then look (a wake-up in between is kept).
+        self.room.clear();
+        self.reclaim();
+        if pending && !self.free.is_empty() {
             return true;
         }
-        // Frames the kernel has not taken yet: kick again.
-        !self.link_down && self.x.tx.is_some_and(|t| t.consumer() != self.tx_prod)
+        self.blocked = pending || txr.consumer() != self.tx_prod;
+        false
+    }
+
+    fn wake_fd(&self) -> Option<Wake> {
+        self.blocked.then(|| Wake::readable(self.room.fd()))
     }
 }
 
@@ -499,7 +534,8 @@ impl RingSync for XdpRx {
         self.want_wake && self.x.rx.is_some_and(|r| r.producer() != self.rx_cons)
     }
 
-    fn wake_fd(&self) -> Option<RawFd> {
-        self.want_wake.then(|| self.x.fd.as_raw_fd())
+    fn wake_fd(&self) -> Option<Wake> {
+        self.want_wake
+            .then(|| Wake::readable(self.x.fd.as_raw_fd()))
     }
 }
