@@ -17,6 +17,7 @@ use ptnet_protocol::regs::{ptnet, EINVAL, ENXIO, PTCTL_CREATE, PTCTL_DELETE};
 use ptnet_protocol::shmem::SharedMem;
 use std::fs::File;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use vhost::vhost_user::message::{
     VhostTransferStateDirection, VhostTransferStatePhase, VhostUserConfigFlags, VhostUserInflight,
     VhostUserLog, VhostUserMMap, VhostUserMMapFlags, VhostUserMemoryRegion,
@@ -62,6 +63,8 @@ pub struct PtnetDevice {
     backend: Option<Backend>,
     shmem_map_pending: bool,
     running: Option<Running>,
+    refusals: RefusalLog,
+    config_refused: bool,
 }
 
 /// The rings of a started device.
@@ -72,10 +75,15 @@ enum Running {
     Kernel(KernelLoop),
 }
 
-fn invalid<T>(what: &str, port: &str) -> VuResult<T> {
-    tracing::warn!(port, "frontend sent {what}");
-    Err(VuError::InvalidParam)
+/// Log lines about a frontend's refused requests: at most one a second per device, each telling
+/// how many were refused without a line since the last, so a hostile frontend cannot flood the log.
+#[derive(Default)]
+struct RefusalLog {
+    last: Option<Instant>,
+    unlogged: u64,
 }
+
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(1);
 
 impl PtnetDevice {
     /// A device for `port`, in its state before any frontend talked to it.
@@ -94,7 +102,30 @@ impl PtnetDevice {
             backend: None,
             shmem_map_pending: false,
             running: None,
+            refusals: RefusalLog::default(),
+            config_refused: false,
         }
+    }
+
+    /// Refuses a request: NACK, and a log line unless one was written less than a second ago.
+    fn refuse<T>(&mut self, what: &str) -> VuResult<T> {
+        let now = Instant::now();
+        let log = &mut self.refusals;
+        if log
+            .last
+            .is_none_or(|t| now.duration_since(t) >= REFUSAL_LOG_EVERY)
+        {
+            tracing::warn!(
+                port = self.port.name(),
+                refused_unlogged = log.unlogged,
+                "frontend sent {what}; refused"
+            );
+            log.last = Some(now);
+            log.unlogged = 0;
+        } else {
+            log.unlogged += 1;
+        }
+        Err(VuError::InvalidParam)
     }
 
     /// The port this device serves.
@@ -152,7 +183,9 @@ impl PtnetDevice {
     /// The frontend went away: stop, and forget everything it gave us.
     pub fn disconnect(&mut self) {
         self.stop();
-        let fresh = Self::new(self.port.clone(), self.opts);
+        let mut fresh = Self::new(self.port.clone(), self.opts);
+        // The rate limit outlives connections: reconnecting does not buy log lines.
+        fresh.refusals = std::mem::take(&mut self.refusals);
         *self = fresh;
     }
 
@@ -266,15 +299,39 @@ impl PtnetDevice {
         }
     }
 
-    fn ring_index(&self, index: u32) -> VuResult<usize> {
+    fn ring_index(&mut self, index: u32) -> VuResult<usize> {
         if index < self.port.num_rings() {
             Ok(index as usize)
         } else {
-            invalid(
-                &format!("ring index {index} (port has {})", self.port.num_rings()),
-                self.port.name(),
-            )
+            self.refuse(&format!(
+                "ring index {index} (port has {})",
+                self.port.num_rings()
+            ))
         }
+    }
+
+    /// A SET_CONFIG: one 4-byte write to a writable register.
+    fn set_config_register(&mut self, offset: u32, buf: &[u8]) -> VuResult<()> {
+        let Ok(bytes) = <[u8; 4]>::try_from(buf) else {
+            return self.refuse(&format!(
+                "SET_CONFIG of {} bytes (registers are 4)",
+                buf.len()
+            ));
+        };
+        if !is_writable_register(offset) {
+            return self.refuse(&format!(
+                "SET_CONFIG at offset {offset}, not a writable register"
+            ));
+        }
+        self.write_register(offset, u32::from_le_bytes(bytes))
+    }
+
+    /// Was the last request a refused SET_CONFIG? The frontend had its NACK (REPLY_ACK) or asked
+    /// for no answer, and the message was read whole, so the connection can go on: a register
+    /// write is refused, not punished. (Other refusals close the connection: a frontend may be
+    /// waiting for a reply that will not come.)
+    pub fn take_config_refusal(&mut self) -> bool {
+        std::mem::take(&mut self.config_refused)
     }
 
     /// Handles a register write (SET_CONFIG of 4 bytes).
@@ -304,12 +361,7 @@ impl PtnetDevice {
                 self.stop();
                 self.config.set(off, val);
             }
-            _ => {
-                return invalid(
-                    &format!("a write to read-only register {off}"),
-                    self.port.name(),
-                )
-            }
+            _ => return self.refuse(&format!("a write to read-only register {off}")),
         }
         Ok(())
     }
@@ -332,10 +384,7 @@ impl VhostUserBackendReqHandlerMut for PtnetDevice {
     }
     fn set_features(&mut self, features: u64) -> VuResult<()> {
         if features & !VHOST_USER_F_PROTOCOL_FEATURES != 0 {
-            return invalid(
-                &format!("features {features:#x} beyond those offered"),
-                self.port.name(),
-            );
+            return self.refuse(&format!("features {features:#x} beyond those offered"));
         }
         Ok(())
     }
@@ -346,13 +395,13 @@ impl VhostUserBackendReqHandlerMut for PtnetDevice {
         _postcopy_listening: Option<bool>,
     ) -> VuResult<Option<Vec<VhostUserMemoryRegionBase>>> {
         if ctx.len() != files.len() || ctx.is_empty() || ctx.len() > MAX_REGIONS {
-            return invalid("a malformed memory table", self.port.name());
+            return self.refuse("a malformed memory table");
         }
         let mut mem = GuestMemory::default();
         for (r, f) in ctx.iter().zip(files) {
             let size = usize::try_from(r.memory_size).map_err(|_| VuError::InvalidParam)?;
             if r.guest_phys_addr.checked_add(r.memory_size).is_none() {
-                return invalid("a memory region that wraps around", self.port.name());
+                return self.refuse("a memory region that wraps around");
             }
             let map = MappedFile::map(f, r.mmap_offset, size).map_err(|e| {
                 tracing::warn!(port = self.port.name(), "mapping guest memory: {e}");
@@ -411,10 +460,9 @@ impl VhostUserBackendReqHandlerMut for PtnetDevice {
     }
     fn set_protocol_features(&mut self, features: u64) -> VuResult<()> {
         if features & !PROTOCOL_FEATURES != 0 {
-            return invalid(
-                &format!("protocol features {features:#x} beyond those offered"),
-                self.port.name(),
-            );
+            return self.refuse(&format!(
+                "protocol features {features:#x} beyond those offered"
+            ));
         }
         self.protocol_features = features;
         Ok(())
@@ -433,10 +481,7 @@ impl VhostUserBackendReqHandlerMut for PtnetDevice {
     ) -> VuResult<Vec<u8>> {
         let (o, s) = (offset as usize, size as usize);
         if o.checked_add(s).is_none_or(|end| end > CONFIG_SIZE) {
-            return invalid(
-                &format!("GET_CONFIG of {size} bytes at {offset}"),
-                self.port.name(),
-            );
+            return self.refuse(&format!("GET_CONFIG of {size} bytes at {offset}"));
         }
         Ok(self.config.as_bytes()[o..o + s].to_vec())
     }
@@ -446,19 +491,9 @@ impl VhostUserBackendReqHandlerMut for PtnetDevice {
         buf: &[u8],
         _flags: VhostUserConfigFlags,
     ) -> VuResult<()> {
-        let Ok(bytes) = <[u8; 4]>::try_from(buf) else {
-            return invalid(
-                &format!("SET_CONFIG of {} bytes (registers are 4)", buf.len()),
-                self.port.name(),
-            );
-        };
-        if !is_writable_register(offset) {
-            return invalid(
-                &format!("SET_CONFIG at offset {offset}, not a writable register"),
-                self.port.name(),
-            );
-        }
-        self.write_register(offset, u32::from_le_bytes(bytes))
+        let res = self.set_config_register(offset, buf);
+        self.config_refused = res.is_err();
+        res
     }
     fn set_backend_req_fd(&mut self, backend: Backend) {
         let shmem = self.protocol_features & ptnet_protocol::device::protocol_features::SHMEM != 0;

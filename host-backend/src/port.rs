@@ -75,7 +75,8 @@ impl Wake {
 pub struct RingStats {
     /// Packets moved (TX: sent or dropped by the port; RX: received).
     pub packets: AtomicU64,
-    /// Bytes moved.
+    /// Bytes moved: counted where the frames are handled (TX rings, and RX rings of NIC ports;
+    /// the RX rings of pipes and VALE only move indexes, their bytes are the sender's).
     pub bytes: AtomicU64,
     /// Packets dropped for lack of room at a destination.
     pub drops: AtomicU64,
@@ -236,17 +237,18 @@ impl Port {
                 .sum()
         };
         let tx = self.geometry.num_tx_rings as usize;
-        let dir = |r: std::ops::Range<usize>| -> u64 {
+        let dir = |r: std::ops::Range<usize>, f: fn(&RingStats) -> &AtomicU64| -> u64 {
             self.stats[r]
                 .iter()
-                .map(|s| s.packets.load(Ordering::Relaxed))
+                .map(|s| f(s).load(Ordering::Relaxed))
                 .sum()
         };
+        let (txr, rxr) = (0..tx, tx..self.stats.len());
         format!(
-            "tx_packets={} rx_packets={} bytes={} drops={} bad_slots={} resets={}",
-            dir(0..tx),
-            dir(tx..self.stats.len()),
-            sum(|s| &s.bytes),
+            "tx_packets={} tx_bytes={} rx_packets={} drops={} bad_slots={} resets={}",
+            dir(txr.clone(), |s| &s.packets),
+            dir(txr, |s| &s.bytes),
+            dir(rxr, |s| &s.packets),
             sum(|s| &s.drops),
             sum(|s| &s.bad_slots),
             sum(|s| &s.resets),

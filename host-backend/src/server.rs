@@ -108,6 +108,11 @@ fn serve(
         loop {
             match handler.handle_request() {
                 Ok(()) => device.lock().expect("device lock").flush_backend_requests(),
+                Err(VuError::InvalidParam)
+                    if device.lock().expect("device lock").take_config_refusal() =>
+                {
+                    continue;
+                }
                 Err(VuError::Disconnected | VuError::PartialMessage) => {
                     tracing::info!(port = port.name(), "frontend disconnected");
                     break;

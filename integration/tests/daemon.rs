@@ -368,6 +368,42 @@ fn csb_outside_guest_memory_is_refused() {
 }
 
 #[test]
+fn refused_requests_are_logged_at_most_once_a_second() {
+    let (_d, mut b) = backend("refusals", &["vale4:a"]);
+    let mut g = RawGuest::attach(&b.socket("vale4:a"));
+    let started = Instant::now();
+    for _ in 0..300 {
+        assert!(
+            g.t.write_reg(ptnet::NUM_TX_RINGS, 7).is_err(),
+            "a write to a read-only register is NACKed"
+        );
+    }
+    let burst = started.elapsed();
+    // The connection goes on: the device still works.
+    g.program_csb(g.csb.atok_gpa, g.csb.ktoa_gpa);
+    assert_eq!(g.create(), 0);
+    std::thread::sleep(Duration::from_millis(1100));
+    assert!(g.t.write_reg(ptnet::NUM_TX_RINGS, 7).is_err());
+    b.stop();
+    let log = b.log_text();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("; refused")).collect();
+    let windows = burst.as_secs() as usize + 1;
+    assert!(
+        lines.len() >= 2 && lines.len() <= windows + 1,
+        "{} lines for 301 refusals over {burst:?}: {log}",
+        lines.len()
+    );
+    assert!(lines[0].contains("not a writable register"), "{}", lines[0]);
+    // The line after the pause accounts for what was not logged.
+    let unlogged: u64 = lines
+        .iter()
+        .filter_map(|l| l.split("refused_unlogged=").nth(1))
+        .filter_map(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(unlogged as usize + lines.len(), 301, "{log}");
+}
+
+#[test]
 fn bad_ring_indexes_reset_the_ring_and_traffic_resumes() {
     let (_d, mut b) = backend("badidx", &["vale3:a", "vale3:b"]);
     let mut recv_port = Port::open(&vu(&b, "vale3:b")).unwrap();
