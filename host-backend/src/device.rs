@@ -285,8 +285,9 @@ impl PtnetDevice {
         }
         RingRunner::start(name, workers, io, keep, self.opts)
             .map(Running::Threads)
-            .map_err(|e| {
+            .map_err(|(e, workers)| {
                 tracing::error!(port = name, "starting ring threads: {e}");
+                self.port.put_workers(workers);
                 libc::EAGAIN as u32
             })
     }

@@ -14,7 +14,7 @@ use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use vmm_sys_util::eventfd::EventFd;
@@ -60,19 +60,33 @@ pub struct RingRunner {
 pub type Keepalive = Arc<dyn Send + Sync>;
 
 impl RingRunner {
-    /// Starts one thread per worker. `io[i]` belongs to `workers[i]`.
+    /// Starts one thread per worker. `io[i]` belongs to `workers[i]`. When a thread cannot be
+    /// started, the ones already running are stopped and every worker comes back with the error,
+    /// so the port keeps its rings for the next CREATE.
     pub fn start(
         port_name: &str,
         workers: Vec<RingWorker>,
         io: Vec<RingIo>,
         keep: Keepalive,
         opts: LoopOptions,
-    ) -> std::io::Result<Self> {
+    ) -> Result<Self, (std::io::Error, Vec<RingWorker>)> {
         let stop_flag = Arc::new(AtomicBool::new(false));
-        let stop_fd = Arc::new(EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)?);
-        let mut threads = Vec::with_capacity(workers.len());
-        for (w, io) in workers.into_iter().zip(io) {
-            let (flag, fd, keep) = (stop_flag.clone(), stop_fd.clone(), keep.clone());
+        let stop_fd = match EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) {
+            Ok(fd) => Arc::new(fd),
+            Err(e) => return Err((e, workers)),
+        };
+        let mut runner = Self {
+            stop_flag,
+            stop_fd,
+            threads: Vec::with_capacity(workers.len()),
+        };
+        let mut pending = workers.into_iter().zip(io);
+        while let Some((w, io)) = pending.next() {
+            let (flag, fd, keep) = (
+                runner.stop_flag.clone(),
+                runner.stop_fd.clone(),
+                keep.clone(),
+            );
             let name = format!(
                 "{}-{}{}",
                 port_name,
@@ -80,19 +94,37 @@ impl RingRunner {
                 w.index
             );
             let port = port_name.to_string();
-            let t = std::thread::Builder::new()
+            // The worker goes to its thread through a slot, so a failed spawn (which drops the
+            // closure) leaves it here rather than losing it.
+            let slot = Arc::new(Mutex::new(Some((w, io))));
+            let theirs = slot.clone();
+            let spawned = std::thread::Builder::new()
                 .name(name.chars().take(15).collect())
                 .spawn(move || {
                     let _keep = keep;
+                    let (w, io) = theirs
+                        .lock()
+                        .expect("worker slot")
+                        .take()
+                        .expect("the worker waits in its slot");
                     ring_loop(&port, w, io, &flag, &fd, opts)
-                })?;
-            threads.push(t);
+                });
+            match spawned {
+                Ok(t) => runner.threads.push(t),
+                Err(e) => {
+                    let mut back = runner.stop();
+                    let (w, _) = slot
+                        .lock()
+                        .expect("worker slot")
+                        .take()
+                        .expect("no thread took it");
+                    back.push(w);
+                    back.extend(pending.map(|(w, _)| w));
+                    return Err((e, back));
+                }
+            }
         }
-        Ok(Self {
-            stop_flag,
-            stop_fd,
-            threads,
-        })
+        Ok(runner)
     }
 
     /// Stops the threads and returns the workers with their ring state.
