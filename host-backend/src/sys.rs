@@ -3,13 +3,80 @@
 use ptnet_protocol::shmem::SharedMem;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, RawFd};
 
-/// A file mapped shared and read-write; unmapped on drop.
+/// A read-write mapping (of a file, a socket's rings, or anonymous memory); unmapped on drop.
+#[derive(Debug)]
+pub struct Mapping {
+    mem: SharedMem,
+}
+
+impl Mapping {
+    /// Maps `len` bytes of `fd` from `offset`, shared and read-write; `flags` adds to MAP_SHARED
+    /// (MAP_POPULATE to pre-fault). The mapping does not keep `fd` open.
+    pub fn shared(
+        fd: BorrowedFd<'_>,
+        offset: u64,
+        len: usize,
+        flags: libc::c_int,
+    ) -> io::Result<Self> {
+        let off = libc::off_t::try_from(offset)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
+        Self::new(fd.as_raw_fd(), off, len, libc::MAP_SHARED | flags)
+    }
+
+    /// `len` bytes of private anonymous memory (an AF_XDP UMEM), page-aligned, pre-faulted.
+    pub fn anonymous(len: usize) -> io::Result<Self> {
+        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE;
+        Self::new(-1, 0, len, flags)
+    }
+
+    fn new(fd: RawFd, off: libc::off_t, len: usize, flags: libc::c_int) -> io::Result<Self> {
+        if len == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty mapping"));
+        }
+        // SAFETY: a fresh mapping at an address the kernel picks, so no existing memory is
+        // touched; the kernel checks the descriptor, the length and the offset.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                flags,
+                fd,
+                off,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the mapping is `len` bytes, page-aligned, and lives until `drop` unmaps it; the
+        // windows handed out are used only by the owner of this mapping, or with an `Arc` of it
+        // (or bounded by its lifetime).
+        let mem = unsafe { SharedMem::new(p.cast(), len) };
+        Ok(Self { mem })
+    }
+
+    /// The mapped window.
+    pub fn mem(&self) -> SharedMem {
+        self.mem
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `new`; no copies of the window outlive the
+        // owner by construction (see `new`).
+        unsafe { libc::munmap(self.mem.as_ptr().cast(), self.mem.len()) };
+    }
+}
+
+/// A file mapped shared and read-write, kept open while mapped; unmapped on drop.
 #[derive(Debug)]
 pub struct MappedFile {
+    // The mapping first: unmapped before the file closes.
+    map: Mapping,
     file: File,
-    mem: SharedMem,
 }
 
 impl MappedFile {
@@ -29,47 +96,18 @@ impl MappedFile {
 
     /// Maps `len` bytes of `file` from `offset`, shared and read-write.
     pub fn map(file: File, offset: u64, len: usize) -> io::Result<Self> {
-        if len == 0 {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty mapping"));
-        }
-        let off = libc::off_t::try_from(offset)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
-        // SAFETY: a fresh shared mapping of a file we hold; the kernel checks fd and ranges.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                file.as_raw_fd(),
-                off,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: the mapping is `len` bytes, page-aligned, and lives until `drop` unmaps it; all
-        // users hold an `Arc` to this object (or copies of the window bounded by its lifetime).
-        let mem = unsafe { SharedMem::new(p as *mut u8, len) };
-        Ok(Self { file, mem })
+        let map = Mapping::shared(file.as_fd(), offset, len, 0)?;
+        Ok(Self { map, file })
     }
 
     /// The mapped window.
     pub fn mem(&self) -> SharedMem {
-        self.mem
+        self.map.mem()
     }
 
     /// The file behind the mapping.
     pub fn file(&self) -> &File {
         &self.file
-    }
-}
-
-impl Drop for MappedFile {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping created in `map`; no copies of the window outlive
-        // the owner by construction (they are handed out together with an Arc of the owner).
-        unsafe { libc::munmap(self.mem.as_ptr() as *mut libc::c_void, self.mem.len()) };
     }
 }
 

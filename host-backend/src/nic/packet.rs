@@ -18,7 +18,7 @@ use crate::portspec::PortSpec;
 use ptnet_protocol::netmap::{ring_add, RingView};
 use ptnet_protocol::shmem::SharedMem;
 use ptnet_protocol::sync::{ring_prev, HostKring, PortSync};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
@@ -54,7 +54,7 @@ static NEXT_FANOUT: AtomicU32 = AtomicU32::new(0);
 /// One socket with one mmap'ed ring.
 struct RingSocket {
     // Field order: unmap before closing.
-    ring: sys::Mmap,
+    ring: sys::Mapping,
     fd: OwnedFd,
     frames: u32,
 }
@@ -112,8 +112,13 @@ fn ring_socket(
     };
     sys::setsockopt(raw, libc::SOL_PACKET, opt, &req)
         .map_err(|e| io("setting up the packet ring", e))?;
-    let ring = sys::Mmap::new(raw, FRAME_SIZE * frames as usize, 0)
-        .map_err(|e| io("mapping the packet ring", e))?;
+    let ring = sys::Mapping::shared(
+        fd.as_fd(),
+        0,
+        FRAME_SIZE * frames as usize,
+        libc::MAP_POPULATE,
+    )
+    .map_err(|e| io("mapping the packet ring", e))?;
     sys::bind_packet(raw, ifindex, proto).map_err(|e| io("binding to the interface", e))?;
     if let Some(group) = fanout {
         let arg: libc::c_int =

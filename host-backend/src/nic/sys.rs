@@ -1,7 +1,8 @@
 //! The `unsafe` corner of the NIC ports: descriptors, ioctls, sockets and the kernel's mmap'ed
-//! packet rings. Everything here is a thin, bounds-checked wrapper over one system call; the port
-//! modules above are safe Rust.
+//! packet rings (mapped with [`Mapping`], from the crate's `sys`). Everything here is a thin,
+//! bounds-checked wrapper over one system call; the port modules above are safe Rust.
 
+pub use crate::sys::Mapping;
 use ptnet_protocol::shmem::SharedMem;
 use std::ffi::CString;
 use std::io;
@@ -279,79 +280,6 @@ pub fn kick_rx(fd: RawFd) -> io::Result<usize> {
             std::ptr::null_mut(),
             std::ptr::null_mut(),
         )
-    })
-}
-
-/// A shared mapping of a socket's rings (or any fd region); unmapped on drop.
-#[derive(Debug)]
-pub struct Mmap {
-    mem: SharedMem,
-}
-
-impl Mmap {
-    /// Maps `len` bytes of `fd` at `offset`, shared and read-write, pre-faulted.
-    pub fn new(fd: RawFd, len: usize, offset: u64) -> io::Result<Self> {
-        let off = libc::off_t::try_from(offset)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
-        // SAFETY: a fresh shared mapping; the kernel checks the fd, the length and the offset.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_POPULATE,
-                fd,
-                off,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: the mapping is `len` bytes and lives until `drop`; every `SharedMem` handed out
-        // is used only by the owner of this `Mmap`.
-        Ok(Self {
-            mem: unsafe { SharedMem::new(p.cast(), len) },
-        })
-    }
-
-    /// The mapped window.
-    pub fn mem(&self) -> SharedMem {
-        self.mem
-    }
-}
-
-impl Drop for Mmap {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping made in `new`.
-        unsafe { libc::munmap(self.mem.as_ptr().cast(), self.mem.len()) };
-    }
-}
-
-// SAFETY: the mapping is plain shared memory; `SharedMem` accesses are atomic or bounds-checked
-// copies, so the owner may move between threads.
-unsafe impl Send for Mmap {}
-// SAFETY: as above.
-unsafe impl Sync for Mmap {}
-
-/// Anonymous page-aligned memory (an AF_XDP UMEM), unmapped on drop.
-pub fn anon(len: usize) -> io::Result<Mmap> {
-    // SAFETY: a fresh private anonymous mapping.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: as in `Mmap::new`.
-    Ok(Mmap {
-        mem: unsafe { SharedMem::new(p.cast(), len) },
     })
 }
 

@@ -20,7 +20,7 @@ use crate::portspec::PortSpec;
 use ptnet_protocol::netmap::{ring_add, RingView};
 use ptnet_protocol::shmem::SharedMem;
 use ptnet_protocol::sync::{ring_prev, HostKring, PortSync};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -83,8 +83,8 @@ impl XskRing {
 /// One AF_XDP socket with its UMEM and rings.
 struct Xsk {
     // Mappings first: unmapped before the socket closes.
-    _maps: Vec<sys::Mmap>,
-    umem: sys::Mmap,
+    _maps: Vec<sys::Mapping>,
+    umem: sys::Mapping,
     fd: OwnedFd,
     rx: Option<XskRing>,
     tx: Option<XskRing>,
@@ -96,13 +96,14 @@ struct Xsk {
 }
 
 fn ring_map(
-    fd: RawFd,
+    fd: BorrowedFd<'_>,
     off: &libc::xdp_ring_offset,
     entry: usize,
     size: u32,
     pgoff: u64,
-) -> std::io::Result<sys::Mmap> {
-    sys::Mmap::new(fd, off.desc as usize + size as usize * entry, pgoff)
+) -> std::io::Result<sys::Mapping> {
+    let len = off.desc as usize + size as usize * entry;
+    sys::Mapping::shared(fd, pgoff, len, libc::MAP_POPULATE)
 }
 
 impl Xsk {
@@ -120,8 +121,9 @@ impl Xsk {
         let fill_size = rx_size.unwrap_or(2);
         let comp_size = tx_size.unwrap_or(2);
         let (rx_chunks, tx_chunks) = (rx_size.unwrap_or(0), tx_size.unwrap_or(0));
-        let umem = sys::anon(((rx_chunks + tx_chunks).max(2) as u64 * CHUNK) as usize)
-            .map_err(|e| io("allocating the UMEM".into(), e))?;
+        let umem =
+            sys::Mapping::anonymous(((rx_chunks + tx_chunks).max(2) as u64 * CHUNK) as usize)
+                .map_err(|e| io("allocating the UMEM".into(), e))?;
         let reg = libc::xdp_umem_reg {
             addr: umem.mem().as_ptr() as u64,
             len: umem.mem().len() as u64,
@@ -154,7 +156,7 @@ impl Xsk {
         let mut maps = Vec::new();
         let mut map =
             |o: &libc::xdp_ring_offset, entry, size, pgoff| -> Result<XskRing, NicError> {
-                let m = ring_map(raw, o, entry, size, pgoff)
+                let m = ring_map(fd.as_fd(), o, entry, size, pgoff)
                     .map_err(|e| io("mapping an AF_XDP ring".into(), e))?;
                 let r = XskRing::new(m.mem(), o, size);
                 maps.push(m);
