@@ -433,6 +433,34 @@ fn wait_time(rep: &Reporter, now: Instant, idle_deadline: Option<Instant>) -> Du
     d
 }
 
+/// The state a receiving mode (rx, pong) keeps across its rounds: the RX rings it waits on, its
+/// reporter, and when packets came.
+struct RxRounds {
+    rx_ids: Vec<RingId>,
+    rep: Reporter,
+    first: Option<Instant>,
+    last: Instant,
+    last_rx: Instant,
+}
+
+impl RxRounds {
+    fn new(nrx: u32, report_ms: u64) -> Self {
+        Self {
+            rx_ids: (0..nrx).map(RingId::Rx).collect(),
+            rep: Reporter::new(report_ms),
+            first: None,
+            last: Instant::now(),
+            last_rx: Instant::now(),
+        }
+    }
+
+    /// From the first packet to the last, 0 when none came.
+    fn seconds(&self) -> f64 {
+        self.first
+            .map_or(0.0, |f| self.last.duration_since(f).as_secs_f64())
+    }
+}
+
 impl Run<'_> {
     fn src_mac(&self) -> [u8; 6] {
         self.args.src_mac.unwrap_or(self.port.mac())
@@ -440,6 +468,32 @@ impl Run<'_> {
 
     fn dst_mac(&self) -> [u8; 6] {
         self.args.dst_mac.unwrap_or([0xff; 6])
+    }
+
+    /// Ends a round of a receiving mode that got `got` packets (`c` so far): notes when packets
+    /// came (restarting the reporter at the first), prints a due report, and when nothing came
+    /// waits on the RX rings (unless busy-polling). False when the mode should stop: idle for the
+    /// timeout, or signalled.
+    fn end_rx_round(&mut self, r: &mut RxRounds, got: u64, c: Counters) -> Result<bool, Error> {
+        let now = Instant::now();
+        if got > 0 {
+            if r.first.is_none() {
+                r.first = Some(now);
+                r.rep.restart(now);
+            }
+            r.last = now;
+            r.last_rx = now;
+        }
+        r.rep.tick(now, c);
+        let idle_deadline = self.timeout.map(|t| r.last_rx + t);
+        if idle_deadline.is_some_and(|d| now >= d) || stopped() {
+            return Ok(false);
+        }
+        if got == 0 && !self.args.busy_poll {
+            self.port
+                .wait_any(&r.rx_ids, Some(wait_time(&r.rep, now, idle_deadline)))?;
+        }
+        Ok(true)
     }
 
     fn tx(&mut self) -> Result<Summary, Error> {
@@ -544,15 +598,11 @@ impl Run<'_> {
     fn rx(&mut self) -> Result<Summary, Error> {
         let a = self.args;
         let nrx = self.port.num_rx_rings();
-        let rx_ids: Vec<RingId> = (0..nrx).map(RingId::Rx).collect();
+        let mut r = RxRounds::new(nrx, a.report_ms);
         let mut buf = vec![0u8; self.port.buf_size() as usize];
-        let mut rep = Reporter::new(a.report_ms);
         let mut c = Counters::default();
         let mut seq = SeqTracker::default();
         let mut errors = 0u64;
-        let mut first: Option<Instant> = None;
-        let mut last: Instant = Instant::now();
-        let mut last_rx = Instant::now();
         'outer: loop {
             let mut got = 0u64;
             for i in 0..nrx {
@@ -570,31 +620,16 @@ impl Run<'_> {
                     }
                     if a.count > 0 && c.packets >= a.count {
                         rx.rxsync()?;
-                        last = Instant::now();
+                        r.last = Instant::now();
                         break 'outer;
                     }
                 }
             }
-            let now = Instant::now();
-            if got > 0 {
-                if first.is_none() {
-                    first = Some(now);
-                    rep.restart(now);
-                }
-                last = now;
-                last_rx = now;
-            }
-            rep.tick(now, c);
-            let idle_deadline = self.timeout.map(|t| last_rx + t);
-            if idle_deadline.is_some_and(|d| now >= d) || stopped() {
+            if !self.end_rx_round(&mut r, got, c)? {
                 break;
             }
-            if got == 0 && !a.busy_poll {
-                self.port
-                    .wait_any(&rx_ids, Some(wait_time(&rep, now, idle_deadline)))?;
-            }
         }
-        let seconds = first.map_or(0.0, |f| last.duration_since(f).as_secs_f64());
+        let seconds = r.seconds();
         Ok(Summary {
             mode: "rx",
             packets: c.packets,
@@ -612,15 +647,11 @@ impl Run<'_> {
         let a = self.args;
         let nrx = self.port.num_rx_rings();
         let ntx = self.port.num_tx_rings();
-        let rx_ids: Vec<RingId> = (0..nrx).map(RingId::Rx).collect();
+        let mut r = RxRounds::new(nrx, a.report_ms);
         let mymac = self.src_mac();
         let mut buf = vec![0u8; self.port.buf_size() as usize];
-        let mut rep = Reporter::new(a.report_ms);
         let mut c = Counters::default();
         let mut errors = 0u64;
-        let mut first: Option<Instant> = None;
-        let mut last_rx = Instant::now();
-        let mut last = Instant::now();
         'outer: loop {
             let mut got = 0u64;
             for i in 0..nrx {
@@ -669,7 +700,7 @@ impl Run<'_> {
                     if a.count > 0 && c.packets >= a.count {
                         tx.txsync()?;
                         self.port.rx_ring(i).rxsync()?;
-                        last = Instant::now();
+                        r.last = Instant::now();
                         break 'outer;
                     }
                 }
@@ -677,23 +708,8 @@ impl Run<'_> {
                     self.port.tx_ring(t).txsync()?;
                 }
             }
-            let now = Instant::now();
-            if got > 0 {
-                if first.is_none() {
-                    first = Some(now);
-                    rep.restart(now);
-                }
-                last = now;
-                last_rx = now;
-            }
-            rep.tick(now, c);
-            let idle_deadline = self.timeout.map(|t| last_rx + t);
-            if idle_deadline.is_some_and(|d| now >= d) || stopped() {
+            if !self.end_rx_round(&mut r, got, c)? {
                 break;
-            }
-            if got == 0 && !a.busy_poll {
-                self.port
-                    .wait_any(&rx_ids, Some(wait_time(&rep, now, idle_deadline)))?;
             }
         }
         // Push the last reflections out before detaching.
@@ -708,7 +724,7 @@ impl Run<'_> {
                 std::thread::sleep(Duration::from_micros(100));
             }
         }
-        let seconds = first.map_or(0.0, |f| last.duration_since(f).as_secs_f64());
+        let seconds = r.seconds();
         Ok(Summary {
             mode: "pong",
             packets: c.packets,
