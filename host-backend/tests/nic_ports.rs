@@ -653,6 +653,54 @@ fn cpu_over_a_second(d: &Daemon, thread: Option<&str>) -> Duration {
 const IDLE_CPU: Duration = Duration::from_millis(200);
 
 // ---------------------------------------------------------------------------------------------
+// Test bodies the packet:, xdp: and tap: tests share
+
+/// UDP from the port to the kernel (200 frames) and back (200 frames, 4 flows), then 50 pings
+/// answered by the port.
+fn udp_both_ways_and_ping(port: &mut Port, p: &Peer) {
+    port_to_kernel(port, p, 0, 200, 4321);
+    kernel_to_port(port, p, 200, 4, 5555);
+    kernel_pings_pong(port, p, 50);
+}
+
+/// A two-ring port: each TX ring reaches the kernel, and 16 kernel flows reach both RX rings
+/// (`empty` explains a ring that got nothing).
+fn two_rings_both_ways(port: &mut Port, p: &Peer, empty: &str) {
+    assert_eq!((port.num_tx_rings(), port.num_rx_rings()), (2, 2));
+    port_to_kernel(port, p, 0, 100, 4321);
+    port_to_kernel(port, p, 1, 100, 4322);
+    let per_ring = kernel_to_port(port, p, 400, 16, 5555);
+    assert!(per_ring.iter().all(|&n| n > 0), "{empty}: {per_ring:?}");
+}
+
+/// Traffic, then `dev` (in `ns`) down: `n` frames to `dst` sent meanwhile do not spin the daemon
+/// (`what` names the link in the message); then `dev` up, and traffic both ways again.
+fn link_down_and_up(
+    d: &Daemon,
+    port: &mut Port,
+    p: &Peer,
+    (ns, dev, what): (&Netns, &str, &str),
+    dst: [u8; 6],
+    n: usize,
+) {
+    port_to_kernel(port, p, 0, 20, 4321);
+    ns.ip(&format!("link set {dev} down"));
+    let frames: Vec<Vec<u8>> = (0..n)
+        .map(|i| udp_frame(dst, port.mac(), (p.pip, p.kip), (1, 9), &[i as u8; 20]))
+        .collect();
+    driver_send(port, 0, &frames);
+    let cpu = cpu_over_a_second(d, None);
+    assert!(
+        cpu < IDLE_CPU,
+        "the daemon used {cpu:?} of a second with the {what} down"
+    );
+    ns.ip(&format!("link set {dev} up"));
+    std::thread::sleep(Duration::from_millis(200));
+    port_to_kernel(port, p, 0, 20, 4323);
+    kernel_to_port(port, p, 20, 2, 5555);
+}
+
+// ---------------------------------------------------------------------------------------------
 // packet:
 
 /// Namespaces `a` (daemon, veth end va0) and `b` (kernel, vb0 10.0.0.2/24).
@@ -711,10 +759,7 @@ fn nic_packet_udp_both_ways_and_ping() {
     let (a, b) = veth_pair();
     let d = Daemon::start(&a, "packet:va0");
     let mut port = d.open();
-    let p = VETH(&b);
-    port_to_kernel(&mut port, &p, 0, 200, 4321);
-    kernel_to_port(&mut port, &p, 200, 4, 5555);
-    kernel_pings_pong(&mut port, &p, 50);
+    udp_both_ways_and_ping(&mut port, &VETH(&b));
     drop(port);
     let log = d.stop();
     assert_eq!(stats_field(&log, "bad_slots"), 0, "{log}");
@@ -737,16 +782,7 @@ fn nic_packet_survives_frontend_reconnects() {
 fn nic_packet_multi_queue() {
     let (a, b) = veth_pair();
     let d = Daemon::start(&a, "packet:va0@conf:rings=2");
-    let mut port = d.open();
-    assert_eq!((port.num_tx_rings(), port.num_rx_rings()), (2, 2));
-    let p = VETH(&b);
-    port_to_kernel(&mut port, &p, 0, 100, 4321);
-    port_to_kernel(&mut port, &p, 1, 100, 4322);
-    let per_ring = kernel_to_port(&mut port, &p, 400, 16, 5555);
-    assert!(
-        per_ring.iter().all(|&n| n > 0),
-        "fanout left a ring empty: {per_ring:?}"
-    );
+    two_rings_both_ways(&mut d.open(), &VETH(&b), "fanout left a ring empty");
 }
 
 #[test]
@@ -754,33 +790,10 @@ fn nic_packet_link_down_and_up() {
     let (a, b) = veth_pair();
     let d = Daemon::start(&a, "packet:va0");
     let mut port = d.open();
-    let p = VETH(&b);
-    port_to_kernel(&mut port, &p, 0, 20, 4321);
-    a.ip("link set va0 down");
-    // Frames sent while the link is down are dropped (and counted), never stuck.
-    let kmac = b.mac("vb0");
-    let frames: Vec<Vec<u8>> = (0..50)
-        .map(|i| {
-            udp_frame(
-                kmac,
-                port.mac(),
-                ([10, 0, 0, 1], [10, 0, 0, 2]),
-                (1, 9),
-                &[i as u8; 20],
-            )
-        })
-        .collect();
-    driver_send(&mut port, 0, &frames);
-    // A link that is down (the RX socket has ENETDOWN pending) does not spin the rings.
-    let cpu = cpu_over_a_second(&d, None);
-    assert!(
-        cpu < IDLE_CPU,
-        "the daemon used {cpu:?} of a second with the link down"
-    );
-    a.ip("link set va0 up");
-    std::thread::sleep(Duration::from_millis(200));
-    port_to_kernel(&mut port, &p, 0, 20, 4323);
-    kernel_to_port(&mut port, &p, 20, 2, 5555);
+    // Frames sent while the link is down are dropped (and counted), never stuck; a link that is
+    // down (the RX socket has ENETDOWN pending) does not spin the rings.
+    let link = (&a, "va0", "link");
+    link_down_and_up(&d, &mut port, &VETH(&b), link, b.mac("vb0"), 50);
     drop(port);
     let log = d.stop();
     assert!(stats_field(&log, "drops") >= 50, "{log}");
@@ -814,10 +827,7 @@ fn nic_xdp_udp_both_ways_and_ping() {
     let d = Daemon::start(&a, "xdp:va0");
     assert!(has_xdp_program(&a, "va0"), "no XDP program on va0");
     let mut port = d.open();
-    let p = VETH(&b);
-    port_to_kernel(&mut port, &p, 0, 200, 4321);
-    kernel_to_port(&mut port, &p, 200, 4, 5555);
-    kernel_pings_pong(&mut port, &p, 50);
+    udp_both_ways_and_ping(&mut port, &VETH(&b));
     drop(port);
     let log = d.stop();
     assert_eq!(stats_field(&log, "bad_slots"), 0, "{log}");
@@ -831,17 +841,8 @@ fn nic_xdp_udp_both_ways_and_ping() {
 fn nic_xdp_multi_queue() {
     let (a, b) = xdp_veth_pair(2);
     let d = Daemon::start(&a, "xdp:va0@conf:rings=2");
-    let mut port = d.open();
-    assert_eq!((port.num_tx_rings(), port.num_rx_rings()), (2, 2));
-    let p = VETH(&b);
-    port_to_kernel(&mut port, &p, 0, 100, 4321);
-    port_to_kernel(&mut port, &p, 1, 100, 4322);
-    let per_ring = kernel_to_port(&mut port, &p, 400, 16, 5555);
     // 16 flows over 2 queues: both get some (all on one: a 1 in 32768 chance).
-    assert!(
-        per_ring.iter().all(|&n| n > 0),
-        "a ring got nothing: {per_ring:?}"
-    );
+    two_rings_both_ways(&mut d.open(), &VETH(&b), "a ring got nothing");
 }
 
 #[test]
@@ -872,32 +873,10 @@ fn nic_xdp_link_down_and_up() {
     let (a, b) = xdp_veth_pair(1);
     let d = Daemon::start(&a, "xdp:va0");
     let mut port = d.open();
-    let p = VETH(&b);
-    port_to_kernel(&mut port, &p, 0, 20, 4321);
-    a.ip("link set va0 down");
-    let kmac = b.mac("vb0");
-    // More than the socket's TX ring holds: the rest must be dropped, not stuck.
-    let frames: Vec<Vec<u8>> = (0..3000)
-        .map(|i| {
-            udp_frame(
-                kmac,
-                port.mac(),
-                ([10, 0, 0, 1], [10, 0, 0, 2]),
-                (1, 9),
-                &[i as u8; 20],
-            )
-        })
-        .collect();
-    driver_send(&mut port, 0, &frames);
-    let cpu = cpu_over_a_second(&d, None);
-    assert!(
-        cpu < IDLE_CPU,
-        "the daemon used {cpu:?} of a second with the link down"
-    );
-    a.ip("link set va0 up");
-    std::thread::sleep(Duration::from_millis(200));
-    port_to_kernel(&mut port, &p, 0, 20, 4323);
-    kernel_to_port(&mut port, &p, 20, 2, 5555);
+    // More than the socket's TX ring holds while the link is down: the rest must be dropped, not
+    // stuck.
+    let link = (&a, "va0", "link");
+    link_down_and_up(&d, &mut port, &VETH(&b), link, b.mac("vb0"), 3000);
     drop(port);
     let log = d.stop();
     assert!(stats_field(&log, "drops") > 0, "{log}");
@@ -1018,56 +997,22 @@ fn tap_peer<'a>(a: &'a Netns, name: &'a str) -> Peer<'a> {
 fn nic_tap_udp_both_ways_and_ping() {
     let (a, d, name) = tap_setup("");
     let mut port = d.open();
-    let p = tap_peer(&a, &name);
-    port_to_kernel(&mut port, &p, 0, 200, 4321);
-    kernel_to_port(&mut port, &p, 200, 4, 5555);
-    kernel_pings_pong(&mut port, &p, 50);
+    udp_both_ways_and_ping(&mut port, &tap_peer(&a, &name));
 }
 
 #[test]
 fn nic_tap_multi_queue() {
     let (a, d, name) = tap_setup("@conf:rings=2");
-    let mut port = d.open();
-    assert_eq!((port.num_tx_rings(), port.num_rx_rings()), (2, 2));
-    let p = tap_peer(&a, &name);
-    port_to_kernel(&mut port, &p, 0, 100, 4321);
-    port_to_kernel(&mut port, &p, 1, 100, 4322);
-    let per_ring = kernel_to_port(&mut port, &p, 400, 16, 5555);
     // 16 flows over 2 queues: both get some (all on one: a 1 in 32768 chance).
-    assert!(
-        per_ring.iter().all(|&n| n > 0),
-        "a ring got nothing: {per_ring:?}"
-    );
+    two_rings_both_ways(&mut d.open(), &tap_peer(&a, &name), "a ring got nothing");
 }
 
 #[test]
 fn nic_tap_link_down_and_up() {
     let (a, d, name) = tap_setup("");
     let mut port = d.open();
-    let p = tap_peer(&a, &name);
-    port_to_kernel(&mut port, &p, 0, 20, 4321);
-    a.ip(&format!("link set {name} down"));
-    let frames: Vec<Vec<u8>> = (0..50)
-        .map(|i| {
-            udp_frame(
-                [0xff; 6],
-                port.mac(),
-                ([10, 0, 1, 1], [10, 0, 1, 2]),
-                (1, 9),
-                &[i as u8; 20],
-            )
-        })
-        .collect();
-    driver_send(&mut port, 0, &frames);
-    let cpu = cpu_over_a_second(&d, None);
-    assert!(
-        cpu < IDLE_CPU,
-        "the daemon used {cpu:?} of a second with the tap down"
-    );
-    a.ip(&format!("link set {name} up"));
-    std::thread::sleep(Duration::from_millis(200));
-    port_to_kernel(&mut port, &p, 0, 20, 4323);
-    kernel_to_port(&mut port, &p, 20, 2, 5555);
+    let link = (&a, name.as_str(), "tap");
+    link_down_and_up(&d, &mut port, &tap_peer(&a, &name), link, [0xff; 6], 50);
 }
 
 #[test]
