@@ -6,7 +6,7 @@
 
 use crate::nic::kernel_netmap::KernelLoop;
 use crate::port::{Datapath, Port};
-use crate::syncloop::{csb_entries, Keepalive, LoopOptions, RingIo, RingRunner};
+use crate::syncloop::{csb_entries, FrontendRings, LoopOptions, RingIo, RingRunner};
 use crate::sys::{set_nonblocking, MappedFile};
 use ptnet_protocol::csb;
 use ptnet_protocol::device::{
@@ -228,19 +228,23 @@ impl PtnetDevice {
             .iter()
             .map(|c| c.as_ref().and_then(|f| f.try_clone().ok()))
             .collect();
-        let keep: Keepalive = mem;
+        let fe = FrontendRings {
+            atok,
+            ktoa,
+            kicks,
+            calls,
+            keep: mem,
+        };
         let started = match self.port.datapath() {
-            Datapath::Threads { .. } => self.start_threads(&name, &atok, &ktoa, kicks, calls, keep),
-            Datapath::Kernel(k) => {
-                KernelLoop::start(k.clone(), &name, &atok, &ktoa, kicks, calls, keep)
-                    .map(Running::Kernel)
-                    .map_err(|e| {
-                        tracing::error!(port = name, "the kernel refused its sync loop: {e}");
-                        e.raw_os_error()
-                            .and_then(|c| u32::try_from(c).ok())
-                            .unwrap_or(ENXIO)
-                    })
-            }
+            Datapath::Threads { .. } => self.start_threads(&name, fe),
+            Datapath::Kernel(k) => KernelLoop::start(k.clone(), &name, fe)
+                .map(Running::Kernel)
+                .map_err(|e| {
+                    tracing::error!(port = name, "the kernel refused its sync loop: {e}");
+                    e.raw_os_error()
+                        .and_then(|c| u32::try_from(c).ok())
+                        .unwrap_or(ENXIO)
+                }),
         };
         match started {
             Ok(r) => {
@@ -253,21 +257,21 @@ impl PtnetDevice {
     }
 
     /// Starts one sync thread per ring (userspace netmap ports). Errors are PTCTL results.
-    fn start_threads(
-        &self,
-        name: &str,
-        atok: &SharedMem,
-        ktoa: &SharedMem,
-        kicks: Vec<File>,
-        calls: Vec<Option<File>>,
-        keep: Keepalive,
-    ) -> Result<Running, u32> {
+    fn start_threads(&self, name: &str, fe: FrontendRings) -> Result<Running, u32> {
+        let FrontendRings {
+            atok,
+            ktoa,
+            kicks,
+            calls,
+            keep,
+        } = fe;
         let io: Vec<RingIo> = kicks
             .into_iter()
             .zip(calls)
             .enumerate()
             .map(|(i, (kick, call))| {
-                let (a, k) = csb_entries(atok, ktoa, i as u32).expect("array sized for every ring");
+                let (a, k) =
+                    csb_entries(&atok, &ktoa, i as u32).expect("array sized for every ring");
                 RingIo {
                     atok: a,
                     ktoa: k,

@@ -49,6 +49,22 @@ pub struct RingIo {
     pub call: Option<File>,
 }
 
+/// What a frontend gives for running a port's rings, whichever loop runs them: its CSB arrays
+/// (windows of its memory, checked to hold an entry per ring), one kick and one optional call
+/// eventfd per ring (TX rings first), and what keeps that memory mapped while the rings run.
+pub struct FrontendRings {
+    /// Guest-to-host CSB array.
+    pub atok: SharedMem,
+    /// Host-to-guest CSB array.
+    pub ktoa: SharedMem,
+    /// Kick eventfds.
+    pub kicks: Vec<File>,
+    /// Interrupt eventfds.
+    pub calls: Vec<Option<File>>,
+    /// Keeps the guest memory mapped.
+    pub keep: Keepalive,
+}
+
 /// Running ring threads of one port.
 pub struct RingRunner {
     stop_flag: Arc<AtomicBool>,

@@ -20,9 +20,8 @@
 use super::{sys, NicError};
 use crate::port::Port;
 use crate::portspec::{PortKind, PortSpec, RingConf, MAX_RINGS};
-use crate::syncloop::Keepalive;
+use crate::syncloop::FrontendRings;
 use ptnet_protocol::device::PortGeometry;
-use ptnet_protocol::shmem::SharedMem;
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
@@ -436,17 +435,9 @@ impl KernelLoop {
     /// Enters CSB mode with the guest's arrays (`atok` and `ktoa`, windows of mapped guest
     /// memory holding one entry per ring) and starts the kernel's loop with one kick and one call
     /// eventfd per ring. Returns the kernel's refusal, if it refuses.
-    pub fn start(
-        port: Arc<KernelNetmap>,
-        name: &str,
-        atok: &SharedMem,
-        ktoa: &SharedMem,
-        kicks: Vec<File>,
-        calls: Vec<Option<File>>,
-        keep: Keepalive,
-    ) -> io::Result<Self> {
+    pub fn start(port: Arc<KernelNetmap>, name: &str, fe: FrontendRings) -> io::Result<Self> {
         let entry = ptnet_protocol::csb::ENTRY_SIZE;
-        let (a, k) = (atok.as_ptr() as u64, ktoa.as_ptr() as u64);
+        let (a, k) = (fe.atok.as_ptr() as u64, fe.ktoa.as_ptr() as u64);
         if a % entry as u64 != 0 || k % entry as u64 != 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -454,6 +445,10 @@ impl KernelLoop {
             ));
         }
         port.enable_csb(a, k)?;
+        // The arrays stay mapped through `keep` (the guest memory they are windows of).
+        let FrontendRings {
+            kicks, calls, keep, ..
+        } = fe;
         let fds: Vec<KloopEventfds> = kicks
             .iter()
             .zip(&calls)
