@@ -7,10 +7,11 @@
 //! docs). A missing or failing piece fails these tests; only `PTNET_SKIP_VM=1` skips them.
 //! `PTNET_VM_LOG=1` prints every guest's serial console and QEMU log.
 
-use ptnet_integration::host::{finish, spawn_pkt_gen, Backend, TempDir};
+use ptnet_integration::host::{finish, spawn_pkt_gen, Backend, RunOutput, TempDir};
 use ptnet_integration::vm::{vm_lock, Nic, Vm, VmConfig, VmResult};
 use ptnet_integration::{json_num, skip_vm_tests};
-use std::time::Duration;
+use std::sync::MutexGuard;
+use std::time::{Duration, Instant};
 
 /// Packets per guest-to-guest run.
 const COUNT: u64 = 100_000;
@@ -56,6 +57,52 @@ fn summary(r: &VmResult) -> String {
 
 fn num(line: &str, key: &str) -> u64 {
     json_num(line, key).unwrap_or_else(|| panic!("no {key} in {line}")) as u64
+}
+
+/// A host pkt-gen (vhost-user transport) sending `n` packets to `port` at `rate` pps in bursts of
+/// 32; `extra`: more options.
+fn host_tx(port: &str, n: u64, rate: u64, extra: &[&str], timeout: Duration) -> RunOutput {
+    let (n, rate) = (n.to_string(), rate.to_string());
+    let mut args = vec!["-i", port, "-f", "tx", "-n", &n, "-R", &rate, "-b", "32"];
+    args.extend_from_slice(extra);
+    ptnet_integration::host::pkt_gen(&args, timeout).unwrap()
+}
+
+/// Waits up to `timeout` for the guest's console to show READY `n` times (the `n`th pkt-gen has
+/// opened its port); false if it does not.
+fn wait_for_ready(vm: &Vm, n: usize, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while vm.serial().matches(READY).count() < n {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
+
+/// For the daemon restart tests: under the VM lock, a daemon serving `ports` and a guest named
+/// `tag` running `cmd` on the first one, its QEMU reconnecting every 500 ms; returned once the
+/// guest's pkt-gen has opened the port, with the second port's address for a host pkt-gen.
+fn guest_on_restartable_daemon(
+    tag: &str,
+    ports: &[&str],
+    cmd: &str,
+    timeout_s: u64,
+) -> (MutexGuard<'static, ()>, TempDir, Backend, String, Vm) {
+    let g = vm_lock();
+    let dir = TempDir::new(tag).unwrap();
+    let be = Backend::start(dir.path(), ports, &[]).unwrap_or_else(|e| panic!("{e}"));
+    let host_port = format!("vhost-user:{}", be.socket(ports[1]).display());
+    let mut nic = Nic::new(be.socket(ports[0]));
+    nic.reconnect_ms = 500;
+    let mut vm = Vm::start(&guest(tag, cmd, nic, timeout_s)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        vm.wait_for(READY, Duration::from_secs(120)),
+        "{}",
+        vm.serial()
+    );
+    (g, dir, be, host_port, vm)
 }
 
 /// Receiver guest on `rx_sock`, transmitter guest on `tx_sock`; asserts a lossless, clean run.
@@ -198,29 +245,16 @@ fn vm_guest_and_host_process_on_vale() {
         vm.serial()
     );
     // The second READY line is the receiver's (the first was the transmitter's).
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while vm.serial().matches(READY).count() < 2 && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let ht = ptnet_integration::host::pkt_gen(
-        &[
-            "-i",
-            &host_port,
-            "-f",
-            "tx",
-            "-n",
-            &n.to_string(),
-            // VALE drops what a full ring cannot take: small bursts at a modest rate, which a
-            // TCG guest's receiver keeps up with.
-            "-R",
-            &(rate() / 4).to_string(),
-            "-b",
-            "32",
-            "--json",
-        ],
+    wait_for_ready(&vm, 2, Duration::from_secs(60));
+    // VALE drops what a full ring cannot take: small bursts at a modest rate, which a TCG guest's
+    // receiver keeps up with.
+    let ht = host_tx(
+        &host_port,
+        n,
+        rate() / 4,
+        &["--json"],
         Duration::from_secs(120),
-    )
-    .unwrap();
+    );
     assert!(ht.success(), "host tx failed: {}\n{}", ht.stdout, ht.stderr);
     let r = vm.wait().unwrap();
     assert_eq!(
@@ -242,11 +276,6 @@ fn vm_traffic_resumes_after_daemon_restart() {
     if skip() {
         return;
     }
-    let _g = vm_lock();
-    let dir = TempDir::new("restart").unwrap();
-    let ports = ["vale2:1", "vale2:2"];
-    let mut be = Backend::start(dir.path(), &ports, &[]).unwrap_or_else(|e| panic!("{e}"));
-    let host_port = format!("vhost-user:{}", be.socket(ports[1]).display());
     let n = 5_000u64;
     let cmd = format!(
         "ptnet-pkt-gen -T 0 -i ptnet0 -f rx -n {n} --timeout 60 --json || exit 1; \
@@ -254,31 +283,10 @@ fn vm_traffic_resumes_after_daemon_restart() {
          i=0; until ptnet-pkt-gen -T 0 -i ptnet0 -f rx -n {n} --timeout 90 --json; do \
            i=$((i+1)); [ $i -lt 5 ] || exit 2; sleep 2; done"
     );
-    let mut nic = Nic::new(be.socket(ports[0]));
-    nic.reconnect_ms = 500;
-    let mut vm = Vm::start(&guest("restart", &cmd, nic, 400)).unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        vm.wait_for(READY, Duration::from_secs(120)),
-        "{}",
-        vm.serial()
-    );
+    let (_g, _dir, mut be, host_port, mut vm) =
+        guest_on_restartable_daemon("restart", &["vale2:1", "vale2:2"], &cmd, 400);
     let send = |what: &str| {
-        let o = ptnet_integration::host::pkt_gen(
-            &[
-                "-i",
-                &host_port,
-                "-f",
-                "tx",
-                "-n",
-                &n.to_string(),
-                "-R",
-                &(rate() / 4).to_string(),
-                "-b",
-                "32",
-            ],
-            Duration::from_secs(60),
-        )
-        .unwrap();
+        let o = host_tx(&host_port, n, rate() / 4, &[], Duration::from_secs(60));
         assert!(
             o.success(),
             "host tx ({what}) failed: {}\n{}",
@@ -295,17 +303,13 @@ fn vm_traffic_resumes_after_daemon_restart() {
     );
     be.restart().unwrap_or_else(|e| panic!("{e}"));
     // The second receiver opens once QEMU has reconnected.
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while vm.serial().matches(READY).count() < 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "guest never re-opened the port after the restart\n{}\n--- qemu ---\n{}\n--- backend ---\n{}",
-            vm.serial(),
-            vm.qemu_log(),
-            be.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    assert!(
+        wait_for_ready(&vm, 2, Duration::from_secs(120)),
+        "guest never re-opened the port after the restart\n{}\n--- qemu ---\n{}\n--- backend ---\n{}",
+        vm.serial(),
+        vm.qemu_log(),
+        be.log_text()
+    );
     send("after restart");
     let r = vm.wait().unwrap();
     assert_eq!(
@@ -361,42 +365,14 @@ fn vm_one_receiver_spans_daemon_restart() {
     if skip() {
         return;
     }
-    let _g = vm_lock();
-    let dir = TempDir::new("restart1").unwrap();
-    let ports = ["vale3:1", "vale3:2"];
-    let mut be = Backend::start(dir.path(), &ports, &[]).unwrap_or_else(|e| panic!("{e}"));
-    let host_port = format!("vhost-user:{}", be.socket(ports[1]).display());
     let n = 2_000u64;
     let cmd = format!(
         "ptnet-pkt-gen -T 0 -i ptnet0 -f rx -n {} --timeout 60 --json",
         2 * n
     );
-    let mut nic = Nic::new(be.socket(ports[0]));
-    nic.reconnect_ms = 500;
-    let mut vm = Vm::start(&guest("restart1", &cmd, nic, 240)).unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        vm.wait_for(READY, Duration::from_secs(120)),
-        "{}",
-        vm.serial()
-    );
-    let send = || {
-        ptnet_integration::host::pkt_gen(
-            &[
-                "-i",
-                &host_port,
-                "-f",
-                "tx",
-                "-n",
-                &n.to_string(),
-                "-R",
-                "2000",
-                "-b",
-                "32",
-            ],
-            Duration::from_secs(60),
-        )
-        .unwrap()
-    };
+    let (_g, _dir, mut be, host_port, vm) =
+        guest_on_restartable_daemon("restart1", &["vale3:1", "vale3:2"], &cmd, 240);
+    let send = || host_tx(&host_port, n, 2000, &[], Duration::from_secs(60));
     assert!(send().success());
     be.restart().unwrap_or_else(|e| panic!("{e}"));
     std::thread::sleep(Duration::from_secs(3));
