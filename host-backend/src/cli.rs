@@ -1,13 +1,15 @@
 //! The command line of `ptnet-backend`.
 
 use crate::netmap::{build_ports, NetmapImpl};
+use crate::port::Port;
 use crate::portspec::PortSpec;
 use crate::server::PortServer;
 use crate::syncloop::LoopOptions;
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 const AFTER_HELP: &str = "\
 PORT syntax (netmap's nmport syntax):
@@ -53,6 +55,9 @@ pub struct Args {
     /// How long a ring thread keeps polling after its last progress before it sleeps.
     #[arg(long, value_name = "MICROSECONDS", default_value_t = 50)]
     pub spin_us: u64,
+    /// Log every port's counters and packet rates every SECONDS (0: only on SIGUSR1 and at exit).
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    pub stats_every: u64,
     /// Which netmap runs pipe and VALE ports: the kernel's (needs /dev/netmap), the daemon's
     /// own, or the kernel's when /dev/netmap exists. netmap:IFNAME always needs the kernel's.
     #[arg(long, value_enum, value_name = "IMPL", default_value_t = NetmapArg::Auto)]
@@ -60,6 +65,54 @@ pub struct Args {
     /// Ports to serve.
     #[arg(value_name = "PORT", required = true)]
     pub ports: Vec<String>,
+}
+
+/// Packet rates per port between two looks at the counters (`--stats-every`).
+struct RateMeter {
+    since: Instant,
+    packets: Vec<(u64, u64)>,
+}
+
+impl RateMeter {
+    fn new(ports: &[Arc<Port>]) -> Self {
+        Self {
+            since: Instant::now(),
+            packets: ports.iter().map(|p| packets(p)).collect(),
+        }
+    }
+
+    /// Logs each port's counters and its rates since the last call.
+    fn log(&mut self, ports: &[Arc<Port>]) {
+        let secs = self.since.elapsed().as_secs_f64().max(1e-6);
+        for (p, prev) in ports.iter().zip(&mut self.packets) {
+            let now = packets(p);
+            let rate = |a: u64, b: u64| (a.saturating_sub(b)) as f64 / secs / 1e6;
+            tracing::info!(
+                port = p.name(),
+                tx_mpps = format!("{:.3}", rate(now.0, prev.0)),
+                rx_mpps = format!("{:.3}", rate(now.1, prev.1)),
+                "{}",
+                p.stats_line()
+            );
+            *prev = now;
+        }
+        self.since = Instant::now();
+    }
+}
+
+/// Packets a port's TX and RX rings moved so far (0 for kernel ports: the kernel counts).
+fn packets(p: &Port) -> (u64, u64) {
+    let tx = p.geometry().num_tx_rings as usize;
+    let sum = |s: &[Arc<crate::port::RingStats>]| {
+        s.iter()
+            .map(|r| r.packets.load(std::sync::atomic::Ordering::Relaxed))
+            .sum()
+    };
+    let st = p.stats();
+    if st.len() < tx {
+        return (0, 0);
+    }
+    (sum(&st[..tx]), sum(&st[tx..]))
 }
 
 /// `--netmap`.
@@ -149,7 +202,7 @@ pub fn run() -> ExitCode {
         Err(e) => return fail(e.to_string()),
     };
     // Signals go to the main thread only: block them before any thread starts.
-    crate::sys::block_termination_signals();
+    crate::sys::block_daemon_signals();
     let opts = LoopOptions {
         busy_poll: args.busy_poll,
         spin: Duration::from_micros(args.spin_us),
@@ -179,8 +232,25 @@ pub fn run() -> ExitCode {
             }
         }
     }
-    let sig = crate::sys::wait_for_termination();
-    tracing::info!("signal {sig}: shutting down");
+    // The main thread waits for signals, logging the counters on SIGUSR1 and every
+    // --stats-every seconds.
+    let every = (args.stats_every > 0).then(|| Duration::from_secs(args.stats_every));
+    let mut rates = RateMeter::new(&ports);
+    loop {
+        let timeout = every.map(|e| e.saturating_sub(rates.since.elapsed()));
+        match crate::sys::wait_for_signal(timeout) {
+            Some(libc::SIGUSR1) => {
+                for p in &ports {
+                    tracing::info!(port = p.name(), "{}", p.stats_line());
+                }
+            }
+            Some(sig) => {
+                tracing::info!("signal {sig}: shutting down");
+                break;
+            }
+            None => rates.log(&ports),
+        }
+    }
     for s in servers {
         s.stop();
     }

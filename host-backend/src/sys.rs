@@ -149,30 +149,50 @@ pub fn poll_fds(fds: &[(RawFd, i16)], timeout_ms: i32) -> io::Result<u64> {
     Ok(mask)
 }
 
-/// Blocks SIGINT and SIGTERM in the calling thread (and the threads it spawns afterwards), so
-/// that [`wait_for_termination`] receives them.
-pub fn block_termination_signals() {
-    // SAFETY: sigset manipulation on a local set; pthread_sigmask only changes this thread's mask.
+/// The signals the daemon's main thread takes: SIGINT and SIGTERM stop it, SIGUSR1 asks for the
+/// counters.
+fn daemon_signals() -> libc::sigset_t {
+    // SAFETY: sigemptyset initialises the local set before sigaddset adds to it.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        libc::sigaddset(&mut set, libc::SIGUSR1);
+        set
     }
 }
 
-/// Waits for SIGINT or SIGTERM (blocked beforehand with [`block_termination_signals`]).
-pub fn wait_for_termination() -> i32 {
-    // SAFETY: as above; sigwait stores the signal number in a local.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        let mut sig = 0;
-        libc::sigwait(&set, &mut sig);
-        sig
+/// Blocks the daemon's signals (SIGINT, SIGTERM, SIGUSR1) in the calling thread and the threads
+/// it spawns afterwards, so that [`wait_for_signal`] receives them.
+pub fn block_daemon_signals() {
+    let set = daemon_signals();
+    // SAFETY: pthread_sigmask only changes this thread's mask; the set is initialised.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+}
+
+/// Waits up to `timeout` (forever with `None`) for one of the signals blocked with
+/// [`block_daemon_signals`]; `None` when the time ran out.
+pub fn wait_for_signal(timeout: Option<std::time::Duration>) -> Option<i32> {
+    let set = daemon_signals();
+    let ts = timeout.map(|t| libc::timespec {
+        tv_sec: t.as_secs().min(i32::MAX as u64) as libc::time_t,
+        tv_nsec: libc::c_long::from(t.subsec_nanos() as i32),
+    });
+    loop {
+        let tsp = ts
+            .as_ref()
+            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        // SAFETY: the set is initialised, `tsp` is null or points to a live local, and no
+        // siginfo is asked for.
+        let r = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), tsp) };
+        if r > 0 {
+            return Some(r);
+        }
+        match io::Error::last_os_error().raw_os_error() {
+            Some(libc::EAGAIN) => return None,
+            _ => continue, // EINTR: another signal's handler ran; wait again
+        }
     }
 }
 

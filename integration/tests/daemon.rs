@@ -593,6 +593,80 @@ fn netmap_choice_is_checked() {
 }
 
 #[test]
+fn counters_are_logged_on_sigusr1_and_periodically() {
+    let bins = ptnet_integration::bins().unwrap();
+    let dir = TempDir::new("stats").expect("temp dir");
+    let log = dir.path().join("log");
+    let mut child = std::process::Command::new(&bins.backend)
+        .arg("--socket-dir")
+        .arg(dir.path())
+        .args(["--stats-every", "1", "netmap:st{0", "netmap:st}0"])
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let sock = |end: &str| dir.path().join(format!("netmap:st{end}0.sock"));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !(sock("{").exists() && sock("}").exists()) {
+        assert!(Instant::now() < deadline, "sockets did not appear");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let rx = spawn_pkt_gen(&[
+        "-i",
+        &format!("vhost-user:{}", sock("}").display()),
+        "-f",
+        "rx",
+        "-n",
+        "5000",
+        "--json",
+    ])
+    .unwrap();
+    let tx = pkt_gen(
+        &[
+            "-i",
+            &format!("vhost-user:{}", sock("{").display()),
+            "-f",
+            "tx",
+            "-n",
+            "5000",
+            "-l",
+            "60",
+        ],
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    assert!(tx.success(), "tx failed");
+    assert!(finish(rx, Duration::from_secs(60)).success(), "rx failed");
+    let kill = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    };
+    kill("-USR1");
+    std::thread::sleep(Duration::from_millis(1500));
+    kill("-TERM");
+    assert!(child.wait().unwrap().success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    // SIGUSR1: the totals, the daemon still running after it.
+    assert!(
+        text.contains("tx_packets=5000 tx_bytes=300000 rx_packets=0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tx_packets=0 tx_bytes=0 rx_packets=5000"),
+        "{text}"
+    );
+    // --stats-every 1: lines with rates.
+    assert!(
+        text.contains("tx_mpps=") && text.contains("rx_mpps="),
+        "{text}"
+    );
+    assert!(text.contains("shutting down"), "{text}");
+}
+
+#[test]
 fn sigterm_removes_the_sockets() {
     let (d, mut b) = backend("sigterm", &["vale5:a", "null:x"]);
     assert!(b.socket("vale5:a").exists());
