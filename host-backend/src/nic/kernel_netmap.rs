@@ -305,7 +305,8 @@ impl KernelNetmap {
             .write(true)
             .open(DEV_NETMAP)?;
         let mut reg = register_request(conf);
-        let mut hdr = NmreqHeader::new(req::REGISTER, nmport);
+        let name = kernel_port_name(nmport);
+        let mut hdr = NmreqHeader::new(req::REGISTER, name);
         hdr.nr_body = &mut reg as *mut NmreqRegister as u64;
         // SAFETY: NIOCCTRL reads the header and the body it points to, both alive on this stack
         // frame, and writes the answer back into the body.
@@ -314,7 +315,7 @@ impl KernelNetmap {
             nr_mem_id: reg.nr_mem_id,
             ..Default::default()
         };
-        let mut hdr = NmreqHeader::new(req::POOLS_INFO_GET, nmport);
+        let mut hdr = NmreqHeader::new(req::POOLS_INFO_GET, name);
         hdr.nr_body = &mut pools as *mut NmreqPoolsInfo as u64;
         // SAFETY: as above, with the pools body.
         unsafe { sys::ioctl_ptr(dev.as_raw_fd(), NIOCCTRL, &mut hdr)? };
@@ -403,6 +404,12 @@ impl KernelNetmap {
         // SAFETY: a header without body or options.
         unsafe { sys::ioctl_ptr(self.dev.as_raw_fd(), NIOCCTRL, &mut hdr) }
     }
+}
+
+/// The name the kernel takes for an nmport name: `netmap:` is the userspace scope and is not
+/// passed (`netmap:eth0` is `eth0`, `netmap:p{1` is `p{1`); VALE names go as they are.
+fn kernel_port_name(nmport: &str) -> &str {
+    nmport.strip_prefix("netmap:").unwrap_or(nmport)
 }
 
 /// The REGISTER body: all hardware rings, exclusively (CSB mode is refused without
@@ -648,6 +655,14 @@ mod tests {
         };
         let e = answered(reg, far).geometry([0; 6]).unwrap_err();
         assert!(e.contains("buffer pool offset"), "{e}");
+    }
+
+    #[test]
+    fn the_kernel_gets_names_without_the_netmap_scope() {
+        assert_eq!(kernel_port_name("netmap:eth0"), "eth0");
+        assert_eq!(kernel_port_name("netmap:p{1"), "p{1");
+        assert_eq!(kernel_port_name("netmap:p}1"), "p}1");
+        assert_eq!(kernel_port_name("vale0:vm1"), "vale0:vm1");
     }
 
     #[test]
