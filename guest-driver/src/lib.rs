@@ -8,6 +8,7 @@
 
 mod error;
 pub mod port;
+mod sys;
 pub mod transport;
 
 pub use error::Error;

@@ -7,6 +7,7 @@
 //!   at [`GUEST_MEM_GPA`];
 //! * kicks and interrupts: one kick and one call eventfd per ring (SET_VRING_KICK/SET_VRING_CALL).
 
+use crate::sys::{self, Mapping};
 use crate::transport::{CsbArrays, Transport};
 use crate::Error;
 use ptnet_protocol::csb;
@@ -17,7 +18,7 @@ use ptnet_protocol::device::{
 use ptnet_protocol::regs::ptnet;
 use ptnet_protocol::shmem::SharedMem;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -48,67 +49,13 @@ const WANTED_PROTOCOL_FEATURES: u64 = protocol_features::MQ
     | protocol_features::CONFIG
     | protocol_features::SHMEM;
 
-/// A shared mapping of a file, unmapped on drop.
-struct Mmap {
-    ptr: *mut u8,
-    len: usize,
-}
-
-// SAFETY: the mapping is plain shared memory owned by this value; it is only accessed through
-// `SharedMem`, which uses atomics and raw copies.
-unsafe impl Send for Mmap {}
-
-impl Mmap {
-    /// Maps `len` bytes of `fd` at `offset`, shared, read-write.
-    fn map(fd: RawFd, offset: u64, len: usize) -> io::Result<Self> {
-        if len == 0 {
-            return Err(io::Error::from_raw_os_error(libc::EINVAL));
-        }
-        let off = libc::off_t::try_from(offset)
-            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-        // SAFETY: a fresh mapping chosen by the kernel (addr NULL) cannot alias Rust memory; the
-        // arguments are checked by the kernel and the result is checked below.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
-                off,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Self {
-            ptr: ptr as *mut u8,
-            len,
-        })
-    }
-
-    fn shared(&self) -> SharedMem {
-        // SAFETY: the mapping is page-aligned, read-write, `len` bytes long, and lives as long as
-        // `self`; the transport that owns it outlives every `SharedMem` handed out (the `Port`
-        // drops its views before the transport).
-        unsafe { SharedMem::new(self.ptr, self.len) }
-    }
-}
-
-impl Drop for Mmap {
-    fn drop(&mut self) {
-        // SAFETY: `ptr..ptr+len` is a mapping this value created and nobody else unmaps.
-        unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
-    }
-}
-
 /// Receives the daemon's SHMEM_MAP on the backend channel.
 #[derive(Default)]
 struct ShmemHandler {
     /// Size GET_SHMEM_CONFIG announced for region 0.
     expected_len: u64,
     /// The mapping, once received.
-    mapped: Option<Mmap>,
+    mapped: Option<Mapping>,
     /// Why a SHMEM_MAP was refused.
     error: Option<String>,
 }
@@ -145,7 +92,7 @@ impl VhostUserFrontendReqHandlerMut for ShmemHandler {
         let Ok(len) = usize::try_from(len) else {
             return refuse(self, format!("SHMEM_MAP of {len} bytes"));
         };
-        match Mmap::map(fd.as_raw_fd(), fd_offset, len) {
+        match Mapping::map_shared(fd.as_raw_fd(), fd_offset, len) {
             Ok(m) => {
                 self.mapped = Some(m);
                 Ok(0)
@@ -170,8 +117,8 @@ pub struct VhostUserTransport {
     _backend_channel: FrontendReqHandler<Mutex<ShmemHandler>>,
     config: PtnetConfig,
     config_valid: bool,
-    netmap: Mmap,
-    guest_mem: Mmap,
+    netmap: Mapping,
+    guest_mem: Mapping,
     _guest_memfd: OwnedFd,
     kicks: Vec<EventFd>,
     calls: Vec<EventFd>,
@@ -275,7 +222,7 @@ impl VhostUserTransport {
         fe.set_mem_table(&[VhostUserMemoryRegionInfo {
             guest_phys_addr: GUEST_MEM_GPA,
             memory_size: GUEST_MEM_SIZE as u64,
-            userspace_addr: guest_mem.ptr as u64,
+            userspace_addr: guest_mem.addr() as u64,
             mmap_offset: 0,
             mmap_handle: guest_memfd.as_raw_fd(),
         }])
@@ -346,18 +293,12 @@ impl VhostUserTransport {
 }
 
 /// Creates and maps the memfd that stands for guest RAM.
-fn make_guest_memory() -> Result<(OwnedFd, Mmap), Error> {
-    // SAFETY: memfd_create takes a NUL-terminated name and flags; the result is checked.
-    let fd = unsafe { libc::memfd_create(c"ptnet-guest-mem".as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(Error::io("memfd_create", io::Error::last_os_error()));
-    }
-    // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+fn make_guest_memory() -> Result<(OwnedFd, Mapping), Error> {
+    let fd = sys::memfd_create(c"ptnet-guest-mem").map_err(|e| Error::io("memfd_create", e))?;
     let file = std::fs::File::from(fd);
     file.set_len(GUEST_MEM_SIZE as u64)
         .map_err(|e| Error::io("size the guest memory", e))?;
-    let map = Mmap::map(file.as_raw_fd(), 0, GUEST_MEM_SIZE)
+    let map = Mapping::map_shared(file.as_raw_fd(), 0, GUEST_MEM_SIZE)
         .map_err(|e| Error::io("mmap the guest memory", e))?;
     Ok((OwnedFd::from(file), map))
 }
@@ -385,25 +326,23 @@ fn poll_fds(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<u64> {
                 left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
             }
         };
-        // SAFETY: `pfds[..n]` is a valid, initialised array of pollfd that outlives the call.
-        let r = unsafe { libc::poll(pfds.as_mut_ptr(), n as libc::nfds_t, ms) };
-        if r > 0 {
-            let ready = pfds[..n]
-                .iter()
-                .enumerate()
-                .filter(|(_, p)| p.revents != 0)
-                .fold(0u64, |m, (i, _)| m | 1 << i);
-            return Ok(ready);
-        }
-        if r == 0 {
-            if deadline.is_some_and(|d| Instant::now() < d) {
-                continue;
+        match sys::poll(&mut pfds[..n], ms) {
+            Ok(0) => {
+                if deadline.is_some_and(|d| Instant::now() < d) {
+                    continue;
+                }
+                return Ok(0);
             }
-            return Ok(0);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
+            Ok(_) => {
+                let ready = pfds[..n]
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| p.revents != 0)
+                    .fold(0u64, |m, (i, _)| m | 1 << i);
+                return Ok(ready);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
 }
