@@ -24,6 +24,30 @@ fn cvt_size(r: libc::ssize_t) -> io::Result<usize> {
     }
 }
 
+/// A plain C struct for which all-zero bytes are a valid value (integers and arrays of them, no
+/// references, no enums with invalid discriminants, no `NonNull`), so that [`zeroed`] may make one.
+///
+/// # Safety
+/// Implement it only for such types: [`zeroed`] relies on it to produce a valid value.
+pub unsafe trait Zeroable: Sized {}
+
+// SAFETY: each of these libc structs holds only integers (and arrays of integers): all-zero bytes
+// are a valid value.
+unsafe impl Zeroable for libc::sockaddr_ll {}
+// SAFETY: as above.
+unsafe impl Zeroable for libc::sockaddr_xdp {}
+// SAFETY: as above (four `xdp_ring_offset`s of u64s).
+unsafe impl Zeroable for libc::xdp_mmap_offsets {}
+// SAFETY: as above.
+unsafe impl Zeroable for libc::xdp_statistics {}
+
+/// A zero-initialised `T`, as C's `struct foo x = {0};` (padding included). The caller then sets
+/// the fields it needs.
+pub fn zeroed<T: Zeroable>() -> T {
+    // SAFETY: `T: Zeroable` promises that all-zero bytes are a valid `T`.
+    unsafe { std::mem::zeroed() }
+}
+
 /// The index of interface `name` in the daemon's network namespace, if it exists.
 pub fn if_index(name: &str) -> Option<u32> {
     let c = CString::new(name).ok()?;
@@ -230,8 +254,7 @@ pub fn take_socket_error(fd: RawFd) -> i32 {
 /// Binds an AF_PACKET socket to interface `ifindex` for ethertype `protocol` (host order; 0:
 /// receive nothing).
 pub fn bind_packet(fd: RawFd, ifindex: u32, protocol: u16) -> io::Result<()> {
-    // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
-    let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    let mut sa: libc::sockaddr_ll = zeroed();
     sa.sll_family = libc::AF_PACKET as u16;
     sa.sll_protocol = protocol.to_be();
     sa.sll_ifindex = ifindex as i32;

@@ -149,8 +149,7 @@ impl Xsk {
         if let Some(s) = tx_size {
             set(libc::XDP_TX_RING, s, "sizing the TX ring")?;
         }
-        // SAFETY: plain data, all-zero valid.
-        let mut off: libc::xdp_mmap_offsets = unsafe { std::mem::zeroed() };
+        let mut off: libc::xdp_mmap_offsets = sys::zeroed();
         sys::getsockopt(raw, libc::SOL_XDP, libc::XDP_MMAP_OFFSETS, &mut off)
             .map_err(|e| io("XDP_MMAP_OFFSETS".into(), e))?;
         let mut maps = Vec::new();
@@ -175,8 +174,7 @@ impl Xsk {
             fill.mem.store_u64(fill.entry(c, 8), u64::from(c) * CHUNK);
         }
         fill.set_producer(rx_chunks);
-        // SAFETY: plain data, all-zero valid.
-        let mut sa: libc::sockaddr_xdp = unsafe { std::mem::zeroed() };
+        let mut sa: libc::sockaddr_xdp = sys::zeroed();
         sa.sxdp_family = libc::AF_XDP as u16;
         sa.sxdp_flags = libc::XDP_COPY;
         sa.sxdp_ifindex = ifindex;
@@ -524,8 +522,7 @@ impl PortSync for XdpRx {
 impl RingSync for XdpRx {
     fn arm(&mut self, k: &HostKring) -> bool {
         let fd = self.x.fd.as_raw_fd();
-        // SAFETY: plain data, all-zero valid.
-        let mut st: libc::xdp_statistics = unsafe { std::mem::zeroed() };
+        let mut st: libc::xdp_statistics = sys::zeroed();
         if sys::getsockopt(fd, libc::SOL_XDP, libc::XDP_STATISTICS, &mut st).is_ok() {
             let total = st.rx_dropped + st.rx_ring_full;
             RingStats::add(&self.stats.drops, total.saturating_sub(self.kernel_drops));
