@@ -6,10 +6,19 @@
 //! Needs root (namespaces, veth, tap). A missing facility (the `ip` tool, /dev/net/tun, veth)
 //! fails the test: nothing is skipped.
 
+use nix::net::if_::if_nametoindex;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sched::{setns, CloneFlags};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::socket::{
+    recv, send, socket, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType,
+};
+use nix::unistd::Pid;
+use ptnet_backend::nic::sys as nic_sys;
 use ptnet_driver::{Port, RingId};
 use std::fs::File;
 use std::net::UdpSocket;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -63,10 +72,10 @@ impl Netns {
         std::thread::scope(|s| {
             s.spawn(|| {
                 let ns = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-                // SAFETY: setns on a namespace fd we hold; it changes only this thread's network
-                // namespace, and the thread ends with the closure.
-                let r = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(r, 0, "setns {path}: {}", std::io::Error::last_os_error());
+                // Changes only this thread's network namespace; the thread ends with the closure.
+                if let Err(e) = setns(&ns, CloneFlags::CLONE_NEWNET) {
+                    panic!("setns {path}: {}", std::io::Error::from(e));
+                }
                 f()
             })
             .join()
@@ -179,8 +188,8 @@ impl Daemon {
     }
 
     fn terminate(&mut self) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        // Our own child's pid.
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(5);
         while self.child.try_wait().ok().flatten().is_none() {
             if Instant::now() > deadline {
@@ -441,11 +450,8 @@ fn kernel_to_port(port: &mut Port, p: &Peer, n: usize, flows: u16, dport: u16) -
 fn kernel_pings_pong(port: &mut Port, p: &Peer, count: u32) {
     let kmac = p.kns.mac(p.kdev);
     let pmac = port.mac();
-    let ifindex = p.kns.run(|| {
-        let c = std::ffi::CString::new(p.kdev).unwrap();
-        // SAFETY: NUL-terminated name.
-        unsafe { libc::if_nametoindex(c.as_ptr()) }
-    });
+    // 0 (any interface) if it is missing, as if_nametoindex(3) returns.
+    let ifindex = p.kns.run(|| if_nametoindex(p.kdev).unwrap_or(0));
     let raw = p.kns.run(|| RawSock::open(ifindex));
     let stop = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|s| {
@@ -525,54 +531,30 @@ struct RawSock {
 
 impl RawSock {
     fn open(ifindex: u32) -> Self {
-        use std::os::fd::FromRawFd;
-        let proto = (libc::ETH_P_ALL as u16).to_be();
-        // SAFETY: plain socket(2).
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
-        assert!(
-            fd >= 0,
-            "AF_PACKET socket: {}",
-            std::io::Error::last_os_error()
-        );
-        // SAFETY: fresh descriptor we own.
-        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        let fd = socket(
+            AddressFamily::Packet,
+            SockType::Raw,
+            SockFlag::empty(),
+            SockProtocol::EthAll,
+        )
+        .unwrap_or_else(|e| panic!("AF_PACKET socket: {}", std::io::Error::from(e)));
+        // No safe API in `nix` for these two: the daemon's own wrappers (ptnet_backend::nic::sys).
         let one: libc::c_int = 1;
-        // SAFETY: an int option.
-        unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_PACKET,
-                libc::PACKET_IGNORE_OUTGOING,
-                (&one as *const libc::c_int).cast(),
-                4,
-            )
-        };
-        // SAFETY: sockaddr_ll is plain data.
-        let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sa.sll_family = libc::AF_PACKET as u16;
-        sa.sll_protocol = proto;
-        sa.sll_ifindex = ifindex as i32;
-        // SAFETY: a complete sockaddr_ll.
-        let r = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&sa as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        assert_eq!(r, 0, "bind: {}", std::io::Error::last_os_error());
+        let _ = nic_sys::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_IGNORE_OUTGOING,
+            &one,
+        );
+        if let Err(e) = nic_sys::bind_packet(fd.as_raw_fd(), ifindex, libc::ETH_P_ALL as u16) {
+            panic!("bind: {e}");
+        }
         Self { fd }
     }
 
     fn send(&self, f: &[u8]) {
-        // SAFETY: `f` is a readable buffer of its length.
-        let r = unsafe { libc::send(self.fd.as_raw_fd(), f.as_ptr().cast(), f.len(), 0) };
-        assert_eq!(
-            r,
-            f.len() as isize,
-            "send: {}",
-            std::io::Error::last_os_error()
-        );
+        let r = send(self.fd.as_raw_fd(), f, MsgFlags::empty()).map_err(std::io::Error::from);
+        assert!(matches!(r, Ok(n) if n == f.len()), "send: {r:?}");
     }
 
     fn recv(&self, deadline: Instant) -> Option<Vec<u8>> {
@@ -582,24 +564,16 @@ impl RawSock {
             if left.is_zero() {
                 return None;
             }
-            let mut p = libc::pollfd {
-                fd: self.fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one pollfd.
-            unsafe { libc::poll(&mut p, 1, left.as_millis().max(1) as i32) };
-            // SAFETY: `buf` is writable for its length.
-            let r = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            if r > 0 {
-                return Some(buf[..r as usize].to_vec());
+            let ms = left.as_millis().max(1) as i32;
+            let mut p = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
+            let _ = poll(
+                &mut p,
+                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+            );
+            if let Ok(n) = recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+                if n > 0 {
+                    return Some(buf[..n].to_vec());
+                }
             }
         }
     }

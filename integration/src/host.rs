@@ -1,5 +1,7 @@
 //! Host-side processes: building and locating binaries, the daemon, host pkt-gen runs.
 
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -317,8 +319,8 @@ impl Backend {
     /// Stops it with SIGTERM (then SIGKILL after 5 s).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            // SAFETY: kill(2) on the pid of a child we own and have not reaped.
-            unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
+            // The pid of a child we own and have not reaped.
+            let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
             if wait_deadline(&mut c, Instant::now() + Duration::from_secs(5)).is_none() {
                 let _ = c.kill();
                 let _ = c.wait();

@@ -19,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod host;
+pub mod sys;
 pub mod vm;
 
 pub use host::{bins, Backend, Bins, TempDir};

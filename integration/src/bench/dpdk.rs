@@ -2,6 +2,7 @@
 //! vhost PMD (the host side), over vhost-user sockets, on hugepages.
 
 use super::proc::{Line, Proc};
+use nix::sys::signal::Signal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -129,7 +130,7 @@ impl Testpmd {
 
     /// Stops it (SIGINT, as Ctrl-C) and removes its hugepage files.
     pub fn stop(&mut self) {
-        self.proc.stop(libc::SIGINT, Duration::from_secs(5));
+        self.proc.stop(Signal::SIGINT, Duration::from_secs(5));
         cleanup_prefix(&self.prefix);
     }
 }

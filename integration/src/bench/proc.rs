@@ -1,12 +1,16 @@
 //! Processes for the benchmark: spawned pinned, their output captured line by line with arrival
 //! times (so rates can be taken over a window), stopped with a signal.
 
+use nix::sched::{sched_setaffinity, CpuSet};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::{sysconf, Pid, SysconfVar};
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use vmm_sys_util::eventfd::EventFd;
 
 /// One captured output line and when it arrived.
 #[derive(Clone, Debug)]
@@ -190,16 +194,16 @@ impl Proc {
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
-        self.stop(libc::SIGKILL, Duration::ZERO);
+        self.stop(Signal::SIGKILL, Duration::ZERO);
         exited
     }
 
     /// Sends `sig`, waits up to `grace`, then SIGKILL; collects the output readers.
-    pub fn stop(&mut self, sig: i32, grace: Duration) {
+    pub fn stop(&mut self, sig: Signal, grace: Duration) {
         if let Some(mut c) = self.child.take() {
             if let Ok(None) = c.try_wait() {
-                // SAFETY: kill(2) on the pid of a child we own and have not reaped.
-                unsafe { libc::kill(c.id() as libc::pid_t, sig) };
+                // The pid of a child we own and have not reaped.
+                let _ = kill(Pid::from_raw(c.id() as i32), sig);
                 let deadline = Instant::now() + grace;
                 while Instant::now() < deadline {
                     if let Ok(Some(_)) = c.try_wait() {
@@ -219,7 +223,7 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        self.stop(libc::SIGKILL, Duration::ZERO);
+        self.stop(Signal::SIGKILL, Duration::ZERO);
     }
 }
 
@@ -250,8 +254,7 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     let f: Vec<&str> = rest.split_whitespace().collect();
     let utime: f64 = f.get(11)?.parse().ok()?;
     let stime: f64 = f.get(12)?.parse().ok()?;
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let hz = sysconf(SysconfVar::CLK_TCK).ok().flatten()? as f64;
     Some((utime + stime) / hz)
 }
 
@@ -274,63 +277,47 @@ pub fn window_mean(
     }
 }
 
-fn pin_self(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and sched_setaffinity only touch
-    // that local set.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+/// Pins the calling thread to the CPUs in `cpus` (best effort, as a benchmark helper).
+fn pin_self_to(cpus: impl IntoIterator<Item = usize>) {
+    let mut set = CpuSet::new();
+    for c in cpus {
+        let _ = set.set(c);
     }
+    // Pid 0: the calling thread.
+    let _ = sched_setaffinity(Pid::from_raw(0), &set);
 }
 
-fn efd_write(fd: i32) {
-    let v = 1u64;
-    // SAFETY: writes 8 bytes from a live u64 to an eventfd we own.
-    unsafe { libc::write(fd, (&v as *const u64).cast(), 8) };
-}
-
-fn efd_read(fd: i32) {
-    let mut v = 0u64;
-    // SAFETY: reads 8 bytes into a live u64 from an eventfd we own.
-    unsafe { libc::read(fd, (&mut v as *mut u64).cast(), 8) };
+fn pin_self(cpu: usize) {
+    pin_self_to([cpu]);
 }
 
 /// The machine's floor for a sleeping hand-off: two threads on CPUs 0 and 1 bouncing a token
 /// through two eventfds (two cross-CPU wake-ups per round trip). (p50, p99, p99.9) in us.
 pub fn eventfd_floor(rounds: usize) -> (f64, f64, f64) {
-    // SAFETY: eventfd(2) with valid flags; the fds are closed below.
-    let (a, b) = unsafe { (libc::eventfd(0, 0), libc::eventfd(0, 0)) };
-    let t = std::thread::spawn(move || {
-        pin_self(1);
+    // Blocking eventfds (flags 0), closed when dropped at the end.
+    let (a, b) = (
+        EventFd::new(0).expect("eventfd"),
+        EventFd::new(0).expect("eventfd"),
+    );
+    let mut v: Vec<u64> = Vec::with_capacity(rounds);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            pin_self(1);
+            for _ in 0..rounds {
+                let _ = a.read();
+                let _ = b.write(1);
+            }
+        });
+        pin_self(0);
         for _ in 0..rounds {
-            efd_read(a);
-            efd_write(b);
+            let t0 = Instant::now();
+            let _ = a.write(1);
+            let _ = b.read();
+            v.push(t0.elapsed().as_nanos() as u64);
         }
     });
-    pin_self(0);
-    let mut v: Vec<u64> = Vec::with_capacity(rounds);
-    for _ in 0..rounds {
-        let t0 = Instant::now();
-        efd_write(a);
-        efd_read(b);
-        v.push(t0.elapsed().as_nanos() as u64);
-    }
-    let _ = t.join();
-    // SAFETY: closing the fds created above, no longer used.
-    unsafe {
-        libc::close(a);
-        libc::close(b);
-    }
     // Undo the pinning of this (main) thread.
-    // SAFETY: as in pin_self.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        for c in 0..libc::CPU_SETSIZE as usize {
-            libc::CPU_SET(c, &mut set);
-        }
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
+    pin_self_to(0..CpuSet::count());
     v.sort_unstable();
     let q = |p: f64| v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1] as f64 / 1e3;
     (q(0.5), q(0.99), q(0.999))

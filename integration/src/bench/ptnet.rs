@@ -1,6 +1,7 @@
 //! ptnet runs: `ptnet-backend` plus host `ptnet-pkt-gen` processes over vhost-user.
 
 use super::proc::{cpu_seconds, window_mean, Proc};
+use nix::sys::signal::Signal;
 use ptnet_integration::{json_num, Bins, TempDir};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -163,11 +164,11 @@ pub fn throughput(bins: &Bins, case: &Case, warm: f64, secs: f64) -> Result<f64,
     let measured = rx.as_ref().unwrap_or(&tx);
     let r = window_mean(&measured.stderr(), from, to, parse_report);
     let text = measured.tail(20);
-    tx.stop(libc::SIGKILL, Duration::ZERO);
+    tx.stop(Signal::SIGKILL, Duration::ZERO);
     if let Some(r) = rx.as_mut() {
-        r.stop(libc::SIGKILL, Duration::ZERO);
+        r.stop(Signal::SIGKILL, Duration::ZERO);
     }
-    d.proc.stop(libc::SIGTERM, Duration::from_secs(3));
+    d.proc.stop(Signal::SIGTERM, Duration::from_secs(3));
     r.map(|(m, _)| m)
         .ok_or_else(|| format!("no rate reports in the window:\n{text}"))
 }
@@ -216,8 +217,8 @@ pub fn ping_pong(
         .rev()
         .find(|l| l.text.contains("\"rtt_us\""))
         .map(|l| l.text.clone());
-    pong.stop(libc::SIGKILL, Duration::ZERO);
-    d.proc.stop(libc::SIGTERM, Duration::from_secs(3));
+    pong.stop(Signal::SIGKILL, Duration::ZERO);
+    d.proc.stop(Signal::SIGTERM, Duration::from_secs(3));
     let line =
         line.ok_or_else(|| format!("ping printed no summary (exited: {ok}):\n{}", ping.tail(20)))?;
     let g = |k| json_num(&line, k).ok_or_else(|| format!("no {k} in {line}"));
@@ -272,9 +273,9 @@ pub fn idle_cpu(
     std::thread::sleep(Duration::from_secs(1));
     let attached = measure(secs)?;
     for mut g in gens {
-        g.stop(libc::SIGKILL, Duration::ZERO);
+        g.stop(Signal::SIGKILL, Duration::ZERO);
     }
-    d.proc.stop(libc::SIGTERM, Duration::from_secs(3));
+    d.proc.stop(Signal::SIGTERM, Duration::from_secs(3));
     Ok((attached, unattached))
 }
 

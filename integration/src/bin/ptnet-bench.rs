@@ -226,8 +226,9 @@ fn setup_dpdk() -> Result<(), String> {
 
 fn setup_bins() -> Result<Bins, String> {
     if std::env::var_os("PTNET_HOST_PROFILE").is_none() {
-        // SAFETY: still single-threaded; nothing else reads the environment concurrently.
-        unsafe { std::env::set_var("PTNET_HOST_PROFILE", "release") };
+        // Safe in edition 2021; done while still single-threaded, so nothing reads the
+        // environment concurrently.
+        std::env::set_var("PTNET_HOST_PROFILE", "release");
     }
     ptnet_integration::bins()
 }

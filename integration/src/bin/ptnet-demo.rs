@@ -5,14 +5,7 @@
 
 use ptnet_integration::vm::{Nic, Vm, VmConfig};
 use ptnet_integration::{Backend, TempDir};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
 
 struct Opts {
     pipe: bool,
@@ -66,11 +59,7 @@ fn main() {
 }
 
 fn run(opts: &Opts) -> Result<(), String> {
-    // SAFETY: installs an async-signal-safe handler that only stores to an atomic.
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-    }
+    ptnet_integration::sys::catch_stop_signals();
     let dir = TempDir::new("demo").map_err(|e| format!("temp dir: {e}"))?;
     let ports: [&str; 2] = if opts.pipe {
         ["netmap:demo{0", "netmap:demo}0"]
@@ -107,7 +96,7 @@ fn run(opts: &Opts) -> Result<(), String> {
     );
     let start = Instant::now();
     let mut shown = [0usize; 2];
-    while !STOP.load(Ordering::SeqCst)
+    while !ptnet_integration::sys::stop_requested()
         && opts
             .seconds
             .is_none_or(|s| start.elapsed() < Duration::from_secs(s))
