@@ -17,6 +17,15 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The cache the build scripts share (`PTNET_CACHE_DIR`, default `~/.cache/ptnet`).
+pub fn cache_dir() -> PathBuf {
+    match std::env::var_os("PTNET_CACHE_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => Path::new(&std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+            .join(".cache/ptnet"),
+    }
+}
+
 /// A directory removed on drop.
 #[derive(Debug)]
 pub struct TempDir(PathBuf);

@@ -72,28 +72,31 @@ pub fn vm_lock() -> MutexGuard<'static, ()> {
 /// The QEMU accelerator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Accel {
-    /// Software emulation (always works; the default).
+    /// Software emulation (always works).
     Tcg,
     /// KVM.
     Kvm,
 }
 
 impl Accel {
-    /// From `PTNET_ACCEL`: `tcg` (default), `kvm`, or `auto` (KVM if a probe guest boots with it
-    /// within 30 s, else TCG). On the development machines KVM opens but guests hang, hence the
-    /// default.
+    /// From `PTNET_ACCEL`: `tcg`, `kvm`, or `auto` (the default): KVM where a probe guest boots
+    /// with it, else TCG. The probe's answer is kept in the cache directory per host kernel,
+    /// QEMU and guest kernel, so one machine probes once (some hosts open /dev/kvm but hang their
+    /// guests, nested virtualisation without the needed support, say: there the probe costs its
+    /// timeout once).
     pub fn from_env() -> Accel {
         static ACCEL: OnceLock<Accel> = OnceLock::new();
         *ACCEL.get_or_init(|| match std::env::var("PTNET_ACCEL").as_deref() {
             Ok("kvm") => Accel::Kvm,
-            Ok("auto") => {
-                if probe_kvm() {
-                    Accel::Kvm
-                } else {
-                    Accel::Tcg
-                }
+            Ok("tcg") => Accel::Tcg,
+            _ => {
+                let a = auto_accel();
+                eprintln!(
+                    "vm: accelerator {} (PTNET_ACCEL=auto; set tcg or kvm to choose)",
+                    a.arg()
+                );
+                a
             }
-            _ => Accel::Tcg,
         })
     }
 
@@ -105,6 +108,50 @@ impl Accel {
     }
 }
 
+/// How long a KVM guest gets to boot and run `true` before KVM is taken as not working (TCG
+/// boots the same guest in about 6 s on a 2-core machine; KVM in about 1 s).
+const KVM_PROBE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// KVM if it works here: the cached answer, or a probe whose answer is cached.
+fn auto_accel() -> Accel {
+    if std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_err()
+    {
+        return Accel::Tcg;
+    }
+    let key = format!(
+        "{} {} {}",
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim(),
+        qemu_binary()
+            .map(|q| q.display().to_string())
+            .unwrap_or_default(),
+        // The guest kernel by size: image directories change with pkt-gen, the kernel rarely.
+        guest_image()
+            .ok()
+            .and_then(|g| std::fs::metadata(&g.kernel).ok())
+            .map_or(0, |m| m.len()),
+    );
+    let cache = crate::host::cache_dir().join("accel-probe");
+    if let Ok(text) = std::fs::read_to_string(&cache) {
+        if let Some(answer) = text.strip_prefix(&format!("{key} = ")) {
+            match answer.trim() {
+                "kvm" => return Accel::Kvm,
+                "tcg" => return Accel::Tcg,
+                _ => {}
+            }
+        }
+    }
+    let a = if probe_kvm() { Accel::Kvm } else { Accel::Tcg };
+    let _ = std::fs::create_dir_all(crate::host::cache_dir());
+    let _ = std::fs::write(&cache, format!("{key} = {}\n", a.arg()));
+    a
+}
+
 /// Boots a guest under KVM that runs `true`; true if it reports back in time.
 pub fn probe_kvm() -> bool {
     if std::fs::File::open("/dev/kvm").is_err() {
@@ -112,7 +159,7 @@ pub fn probe_kvm() -> bool {
     }
     let cfg = VmConfig {
         accel: Some(Accel::Kvm),
-        timeout: Duration::from_secs(30),
+        timeout: KVM_PROBE_TIMEOUT,
         ..VmConfig::new("kvm-probe", "true")
     };
     Vm::start(&cfg)

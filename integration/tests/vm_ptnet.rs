@@ -1,6 +1,6 @@
 //! End to end through the patched QEMU: `ptnet-backend` + `ptnet-pci` guests running the static
-//! `ptnet-pkt-gen` over the pci transport (sysfs BARs, uio interrupts), under TCG by default
-//! (`PTNET_ACCEL=kvm|auto` to change).
+//! `ptnet-pkt-gen` over the pci transport (sysfs BARs, uio interrupts), under KVM where it works
+//! and TCG otherwise (`PTNET_ACCEL=tcg|kvm` to choose; see `ptnet_integration::vm::Accel`).
 //!
 //! QEMU (`qemu-patches/build`) and the guest image (`integration/guest/build-image.sh`) are built
 //! by their scripts on first use (cached); the host binaries with `cargo build` (see the crate
