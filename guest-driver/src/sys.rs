@@ -1,6 +1,7 @@
-//! The system calls of the vhost-user transport that the standard library does not wrap: shared
-//! file mappings, `memfd_create` and `poll`. Each `unsafe` block here carries its own `// SAFETY:`
-//! comment; the transports above use only the safe functions of this module.
+//! What the transports need of the system that the standard library does not wrap: shared file
+//! mappings, a locked anonymous page, `memfd_create`, `poll`, and x86 port I/O confined to one
+//! device's I/O BAR. Each `unsafe` block here carries its own `// SAFETY:` comment; the
+//! transports above use only the safe functions of this module.
 
 use ptnet_protocol::shmem::SharedMem;
 use std::ffi::CStr;
@@ -43,6 +44,38 @@ impl Mapping {
             addr: ptr as usize,
             len,
         })
+    }
+
+    /// `len` bytes of anonymous private memory, populated, zeroed and locked in RAM (so that it
+    /// keeps its physical page: the pci transport hands that page's address to the device).
+    pub(crate) fn anonymous_locked(len: usize) -> io::Result<Self> {
+        if len == 0 {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        // SAFETY: a fresh anonymous mapping at a kernel-chosen address cannot alias Rust memory;
+        // the result is checked below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let m = Self {
+            addr: ptr as usize,
+            len,
+        };
+        // SAFETY: pins the pages just mapped (owned by `m`); no effect on memory contents.
+        if unsafe { libc::mlock(ptr, len) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(m)
     }
 
     /// Address of the first byte of the mapping in this process.
@@ -88,4 +121,68 @@ pub(crate) fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<usiz
         return Err(io::Error::last_os_error());
     }
     Ok(r as usize)
+}
+
+/// Is this process running as root? (Tests that need root skip themselves without it.)
+#[cfg(test)]
+pub(crate) fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Port I/O on one range of x86 I/O ports (a device's I/O BAR), for guests whose kernel refuses
+/// 32-bit accesses through the BAR's sysfs file. Every access is checked to lie inside the range,
+/// so this value cannot reach other devices' ports.
+#[cfg(target_arch = "x86_64")]
+#[derive(Debug)]
+pub(crate) struct PortIo {
+    base: u16,
+    size: u32,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl PortIo {
+    /// Raises the process's I/O privilege level (`iopl(3)`, needs root) for ports
+    /// `base..base + size`.
+    pub(crate) fn open(base: u16, size: u32) -> io::Result<Self> {
+        if size == 0 || u32::from(base) + size > 0x1_0000 {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        // SAFETY: iopl changes only this process's I/O privilege level; it has no effect on
+        // memory.
+        if unsafe { libc::iopl(3) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Self { base, size })
+    }
+
+    fn port(&self, off: u32) -> Option<u16> {
+        (off.is_multiple_of(4) && off.checked_add(4)? <= self.size).then(|| self.base + off as u16)
+    }
+
+    /// `inl` from the 32-bit register at `off`; `None` outside the range or unaligned.
+    pub(crate) fn read(&self, off: u32) -> Option<u32> {
+        let port = self.port(off)?;
+        let v: u32;
+        // SAFETY: `in` from a port inside this device's range (checked above) with iopl(3)
+        // held; port I/O touches no memory of this process.
+        unsafe {
+            std::arch::asm!("in eax, dx", out("eax") v, in("dx") port,
+                options(nomem, nostack, preserves_flags))
+        };
+        Some(v)
+    }
+
+    /// `outl` to the 32-bit register at `off`; false outside the range or unaligned.
+    pub(crate) fn write(&self, off: u32, val: u32) -> bool {
+        let Some(port) = self.port(off) else {
+            return false;
+        };
+        // SAFETY: as in `read`: a port inside this device's range, iopl(3) held, no memory.
+        unsafe {
+            std::arch::asm!("out dx, eax", in("eax") val, in("dx") port,
+                options(nomem, nostack, preserves_flags))
+        };
+        true
+    }
 }

@@ -23,6 +23,7 @@
 //! a leading `pci:` is accepted and ignored.
 
 use super::{CsbArrays, Transport};
+use crate::sys::{self, Mapping};
 use crate::Error;
 use ptnet_protocol::csb;
 use ptnet_protocol::regs::{self, memdev, ptnet};
@@ -181,9 +182,9 @@ fn enable(dev: &Path) {
 enum IoBar {
     /// The sysfs `resourceN` file of the BAR.
     Sysfs(File),
-    /// Direct port I/O at this base (after `iopl(3)`).
+    /// Direct port I/O on the BAR's ports (after `iopl(3)`).
     #[cfg(target_arch = "x86_64")]
-    Port { base: u16, size: u32 },
+    Port(sys::PortIo),
 }
 
 impl IoBar {
@@ -200,13 +201,8 @@ impl IoBar {
         {
             if let Some(&(start, end, _)) = resources(dev).get(bar) {
                 if end > start && end <= 0xffff {
-                    // SAFETY: iopl only changes this process's I/O privilege level; it has no
-                    // memory-safety effect. We run as root inside a guest we own.
-                    if unsafe { libc::iopl(3) } == 0 {
-                        return Ok(IoBar::Port {
-                            base: start as u16,
-                            size: (end - start + 1) as u32,
-                        });
+                    if let Ok(p) = sys::PortIo::open(start as u16, (end - start + 1) as u32) {
+                        return Ok(IoBar::Port(p));
                     }
                 }
             }
@@ -231,20 +227,9 @@ impl IoBar {
                 }
             }
             #[cfg(target_arch = "x86_64")]
-            IoBar::Port { base, size } => {
-                if !off.is_multiple_of(4) || off + 4 > *size {
-                    return Err(Error::Device(format!("register {off} outside the BAR")));
-                }
-                let port = base + off as u16;
-                let v: u32;
-                // SAFETY: `inl` from a port inside the device's own I/O BAR (checked above); the
-                // process holds iopl(3). Port I/O touches no memory of this process.
-                unsafe {
-                    std::arch::asm!("in eax, dx", out("eax") v, in("dx") port,
-                        options(nomem, nostack, preserves_flags))
-                };
-                Ok(v)
-            }
+            IoBar::Port(p) => p
+                .read(off)
+                .ok_or_else(|| Error::Device(format!("register {off} outside the BAR"))),
         }
     }
 
@@ -256,42 +241,14 @@ impl IoBar {
                 Err(e) => Err(Error::io(format!("writing register {off}"), e)),
             },
             #[cfg(target_arch = "x86_64")]
-            IoBar::Port { base, size } => {
-                if !off.is_multiple_of(4) || off + 4 > *size {
-                    return Err(Error::Device(format!("register {off} outside the BAR")));
+            IoBar::Port(p) => {
+                if p.write(off, val) {
+                    Ok(())
+                } else {
+                    Err(Error::Device(format!("register {off} outside the BAR")))
                 }
-                let port = base + off as u16;
-                // SAFETY: `outl` to a port inside the device's own I/O BAR (checked above); the
-                // process holds iopl(3). Port I/O touches no memory of this process.
-                unsafe {
-                    std::arch::asm!("out dx, eax", in("eax") val, in("dx") port,
-                        options(nomem, nostack, preserves_flags))
-                };
-                Ok(())
             }
         }
-    }
-}
-
-/// An `mmap`ed region, unmapped on drop. Stored as integers so the transport stays `Send`.
-#[derive(Debug)]
-struct Mapping {
-    addr: usize,
-    len: usize,
-}
-
-impl Mapping {
-    fn mem(&self) -> SharedMem {
-        // SAFETY: `addr..addr+len` is a live read-write mapping owned by this `Mapping`, page
-        // aligned; the transport keeps it until it is dropped, after the driver stopped using it.
-        unsafe { SharedMem::new(self.addr as *mut u8, self.len) }
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly the region this value mapped; nothing else owns it.
-        unsafe { libc::munmap(self.addr as *mut libc::c_void, self.len) };
     }
 }
 
@@ -303,57 +260,16 @@ fn map_bar(path: &Path, len: usize) -> Result<Mapping, Error> {
         .open(path)
         .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
     let len = len.div_ceil(PAGE_SIZE) * PAGE_SIZE;
-    // SAFETY: a fresh shared mapping of a device BAR chosen by the kernel (no fixed address), so
-    // no existing Rust memory is affected; the result is checked for MAP_FAILED.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            f.as_raw_fd(),
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(Error::io(
-            format!("mmap {} ({len} bytes)", path.display()),
-            io::Error::last_os_error(),
-        ));
-    }
-    Ok(Mapping {
-        addr: p as usize,
-        len,
-    })
+    Mapping::map_shared(f.as_raw_fd(), 0, len)
+        .map_err(|e| Error::io(format!("mmap {} ({len} bytes)", path.display()), e))
 }
 
 /// One locked, zeroed, anonymous page and its physical (guest-physical) address.
 fn alloc_locked_page() -> Result<(Mapping, u64), Error> {
-    // SAFETY: a fresh anonymous private mapping at a kernel-chosen address; checked for failure.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            PAGE_SIZE,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(Error::io("mmap CSB page", io::Error::last_os_error()));
-    }
-    let m = Mapping {
-        addr: p as usize,
-        len: PAGE_SIZE,
-    };
-    // SAFETY: locking the page we just mapped; no memory effect beyond pinning it in RAM.
-    if unsafe { libc::mlock(p, PAGE_SIZE) } != 0 {
-        return Err(Error::io("mlock CSB page", io::Error::last_os_error()));
-    }
+    let m = Mapping::anonymous_locked(PAGE_SIZE).map_err(|e| Error::io("CSB page", e))?;
     // Touch it (write) so that a private physical page backs it, not the shared zero page.
-    m.mem().zero(0, PAGE_SIZE);
-    let gpa = virt_to_phys(m.addr)?;
+    m.shared().zero(0, PAGE_SIZE);
+    let gpa = virt_to_phys(m.addr())?;
     Ok((m, gpa))
 }
 
@@ -575,7 +491,7 @@ impl Transport for PciTransport {
 
     fn netmap_mem(&mut self) -> Result<SharedMem, Error> {
         if let Some(m) = &self.netmap {
-            return Ok(m.mem());
+            return Ok(m.shared());
         }
         let hi = self.mem_regs.read(memdev::MEMSIZE_HI)?;
         let lo = self.mem_regs.read(memdev::MEMSIZE_LO)?;
@@ -593,7 +509,7 @@ impl Transport for PciTransport {
             .memdev_dir
             .join(format!("resource{}", regs::MEMDEV_MEM_BAR));
         let m = map_bar(&path, size as usize)?;
-        let mem = m.mem();
+        let mem = m.shared();
         self.netmap = Some(m);
         Ok(mem)
     }
@@ -610,7 +526,7 @@ impl Transport for PciTransport {
         let (a, atok_gpa) = alloc_locked_page()?;
         let (k, ktoa_gpa) = alloc_locked_page()?;
         let sub = |m: &Mapping| {
-            m.mem()
+            m.shared()
                 .sub(0, size)
                 .ok_or_else(|| Error::Device("CSB window".into()))
         };
@@ -642,27 +558,23 @@ impl Transport for PciTransport {
         };
         let limit = timeout.map_or(cap, |t| t.min(cap));
         uio.unmask();
-        let mut pfd = libc::pollfd {
+        let mut pfd = [libc::pollfd {
             fd: f.as_raw_fd(),
             events: libc::POLLIN,
             revents: 0,
-        };
+        }];
         let ms = limit.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-        // SAFETY: poll on one valid pollfd that lives on this stack frame.
-        let r = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                return Ok(true);
-            }
-            return Err(Error::io("poll uio", e));
-        }
+        let r = match sys::poll(&mut pfd, ms) {
+            Ok(r) => r,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(true),
+            Err(e) => return Err(Error::io("poll uio", e)),
+        };
         if r == 0 {
             // Only a timeout the caller asked for is reported as one; our own cap is a
             // spurious wake-up.
             return Ok(timeout.is_none_or(|t| t > cap));
         }
-        if pfd.revents & (libc::POLLERR | libc::POLLNVAL) != 0 {
+        if pfd[0].revents & (libc::POLLERR | libc::POLLNVAL) != 0 {
             // uio without an interrupt line: behave as the polling fallback.
             std::thread::sleep(limit.min(POLL_INTERVAL));
             return Ok(true);
@@ -731,13 +643,12 @@ mod tests {
     #[test]
     fn locked_page_has_a_physical_address() {
         // Needs root (pagemap hides PFNs otherwise) and mlock permission: skip quietly without.
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
+        if !sys::is_root() {
             return;
         }
         if let Ok((m, pa)) = alloc_locked_page() {
             assert_eq!(pa % PAGE_SIZE as u64, 0);
-            assert!(m.mem().load_u32(0, std::sync::atomic::Ordering::Relaxed) == 0);
+            assert!(m.shared().load_u32(0, std::sync::atomic::Ordering::Relaxed) == 0);
         }
     }
 
