@@ -20,13 +20,22 @@
 //! `cur` and `head` together (one slot at a time); [`TxRing::txsync`] / [`RxRing::rxsync`] hand the
 //! slots before `head` to the host and learn its progress through the CSB, kicking the host only
 //! when it asked for kicks. Buffers live in shared memory and are only accessed by copying.
+//!
+//! Forwarding between ports (an NFV middlebox, `ptnet-bridge`): [`TxRing::forward_from`] moves a
+//! batch of received packets from an RX ring into a TX ring, of the same port or another one,
+//! either by copying each packet into the TX slot's buffer ([`ForwardMode::Copy`]) or, when both
+//! ports live in one netmap memory ([`Port::shares_memory_with`]), by swapping the two slots'
+//! buffer indexes and setting `BUF_CHANGED` on both ([`ForwardMode::SwapBuffers`], netmap's zero
+//! copy). [`Port::wait_ports`] sleeps on the interrupts of rings of several ports at once.
 
 use crate::transport::{CsbArrays, Transport};
 use crate::Error;
 use ptnet_protocol::csb::{Atok, Ktoa, NAF_FORCE_RECLAIM};
-use ptnet_protocol::netmap::{nif, ring, ring_add, ring_dist, BufPool, IfView, RingView};
+use ptnet_protocol::netmap::{
+    nif, ring, ring_add, ring_dist, slot_flags, BufPool, IfView, RingView,
+};
 use ptnet_protocol::regs::{memdev, ptnet, PTCTL_CREATE, PTCTL_DELETE};
-use ptnet_protocol::sync::GuestKring;
+use ptnet_protocol::sync::{ring_prev, GuestKring};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -536,6 +545,84 @@ impl Port {
     /// Like [`Port::wait`] for several rings at once: returns true as soon as one of them has
     /// slots for the application.
     pub fn wait_any(&mut self, ids: &[RingId], timeout: Option<Duration>) -> Result<bool, Error> {
+        let (idx, nums, n) = self.ring_numbers(ids);
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        loop {
+            if self.arm(&idx[..n])? {
+                return Ok(true);
+            }
+            let Some(left) = time_left(deadline) else {
+                return Ok(false);
+            };
+            self.transport.wait_many(&nums[..n], left)?;
+        }
+    }
+
+    /// Like [`Port::wait_any`] over rings of several ports (a bridge sleeping on both of its
+    /// ports): returns true as soon as one of the rings has slots for the application, false at
+    /// `timeout`. Every ring is synced with interrupts enabled, exactly as `wait_any` does.
+    ///
+    /// Transports wait on their own interrupts only, so with several ports this blocks on one
+    /// port's interrupts at a time for at most [`WAIT_PORTS_SLICE`], polling the others without
+    /// blocking in between (taking turns): an interrupt of another port is noticed within a
+    /// slice. An empty `waits` (or only empty ring lists) sleeps until `timeout` and returns
+    /// false.
+    pub fn wait_ports(
+        waits: &mut [(&mut Port, &[RingId])],
+        timeout: Option<Duration>,
+    ) -> Result<bool, Error> {
+        if let [(port, ids)] = waits {
+            return port.wait_any(ids, timeout);
+        }
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        let mut turn = 0;
+        loop {
+            let mut ready = false;
+            for (port, ids) in waits.iter_mut() {
+                let (idx, _, n) = port.ring_numbers(ids);
+                ready |= port.arm(&idx[..n])?;
+            }
+            if ready {
+                return Ok(true);
+            }
+            let Some(left) = time_left(deadline) else {
+                return Ok(false);
+            };
+            let active: usize = waits.iter().filter(|(_, ids)| !ids.is_empty()).count();
+            if active == 0 {
+                std::thread::sleep(left.unwrap_or(WAIT_PORTS_SLICE).min(WAIT_PORTS_SLICE));
+                continue;
+            }
+            // Without blocking: did any port but the one whose turn it is get an interrupt?
+            let mut signalled = false;
+            for (k, (port, ids)) in waits.iter().enumerate() {
+                if k != turn % waits.len() && !ids.is_empty() {
+                    let (_, nums, n) = port.ring_numbers(ids);
+                    signalled |= port.transport.wait_many(&nums[..n], Some(Duration::ZERO))?;
+                }
+            }
+            if !signalled {
+                let (port, ids) = &waits[turn % waits.len()];
+                if !ids.is_empty() {
+                    let (_, nums, n) = port.ring_numbers(ids);
+                    let slice = left.map_or(WAIT_PORTS_SLICE, |l| l.min(WAIT_PORTS_SLICE));
+                    port.transport.wait_many(&nums[..n], Some(slice))?;
+                }
+            }
+            turn = (turn + 1) % waits.len();
+        }
+    }
+
+    /// The `rings` index and the kick/interrupt number of each ring of `ids` (at most
+    /// `MAX_RINGS` of them), and how many there are.
+    fn ring_numbers(
+        &self,
+        ids: &[RingId],
+    ) -> (
+        [usize; ptnet::MAX_RINGS as usize],
+        [u32; ptnet::MAX_RINGS as usize],
+        usize,
+    ) {
         let mut idx = [0usize; ptnet::MAX_RINGS as usize];
         let mut nums = [0u32; ptnet::MAX_RINGS as usize];
         let n = ids.len().min(idx.len());
@@ -543,31 +630,61 @@ impl Port {
             idx[k] = self.ring_index(id);
             nums[k] = idx[k] as u32;
         }
-        let deadline = timeout.map(|t| std::time::Instant::now() + t);
-        loop {
-            // Sync with interrupts wanted: the sync asks for one (and re-checks) if it would block.
-            let mut ready = false;
-            for &i in &idx[..n] {
-                self.rings[i].kring.want_interrupts = true;
-                self.sync(i)?;
-                self.rings[i].kring.want_interrupts = !self.busy_poll;
-                ready |= self.rings[i].avail() > 0;
-            }
-            if ready {
-                return Ok(true);
-            }
-            let left = match deadline {
-                Some(d) => {
-                    let left = d.saturating_duration_since(std::time::Instant::now());
-                    if left.is_zero() {
-                        return Ok(false);
-                    }
-                    Some(left)
-                }
-                None => None,
-            };
-            self.transport.wait_many(&nums[..n], left)?;
+        (idx, nums, n)
+    }
+
+    /// Syncs the rings `idx` with interrupts wanted (the sync asks for one, and re-checks, if it
+    /// would block), then restores the port's interrupt mode. True if one of them has slots for
+    /// the application.
+    fn arm(&mut self, idx: &[usize]) -> Result<bool, Error> {
+        let mut ready = false;
+        for &i in idx {
+            self.rings[i].kring.want_interrupts = true;
+            self.sync(i)?;
+            self.rings[i].kring.want_interrupts = !self.busy_poll;
+            ready |= self.rings[i].avail() > 0;
         }
+        Ok(ready)
+    }
+
+    /// Do this port and `other` live in one netmap memory, so that buffer indexes of one are
+    /// buffers of the other (the two ends of a netmap pipe, ports of one kernel netmap
+    /// allocator)? Then [`TxRing::forward_from`] may swap buffers between their rings
+    /// ([`ForwardMode::SwapBuffers`]).
+    ///
+    /// Equal memory ids (the memdev's MEMID) are necessary but not enough: ids are only unique
+    /// within one host (two daemons both have a memory 2). So the buffer pools must have the same
+    /// geometry, and a probe decides: two random values written into the buffer of a free TX
+    /// slot of this port (a buffer the application owns and has not published) must read back
+    /// through `other`'s mapping of the same buffer index. False when this port has no free TX
+    /// slot to probe with.
+    pub fn shares_memory_with(&mut self, other: &Port) -> bool {
+        if self.mem_id != other.mem_id
+            || self.bufs.num() != other.bufs.num()
+            || self.bufs.buf_size() != other.bufs.buf_size()
+        {
+            return false;
+        }
+        let Some(r) = self.rings[..self.num_tx_rings as usize]
+            .iter()
+            .find(|r| r.avail() > 0)
+        else {
+            return false;
+        };
+        let idx = r.view.buf_idx(r.cur);
+        if !self.bufs.valid(idx) {
+            return false;
+        }
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(idx);
+        let nonce = h.finish();
+        [nonce, !nonce].into_iter().all(|v| {
+            let mut back = [0u8; 8];
+            self.bufs.write(idx, 0, &v.to_le_bytes())
+                && other.bufs.read(idx, 0, &mut back)
+                && u64::from_le_bytes(back) == v
+        })
     }
 
     /// Syncs every ring, then waits (at most `limit`) until the host has caught up with every
@@ -597,6 +714,21 @@ impl Port {
             self.sync(i)?;
         }
         Ok(())
+    }
+}
+
+/// The longest [`Port::wait_ports`] blocks on one port's interrupts before it looks at the
+/// others.
+pub const WAIT_PORTS_SLICE: Duration = Duration::from_millis(1);
+
+/// Time left until `deadline`: `Some(None)` without a deadline, `None` once it has passed.
+fn time_left(deadline: Option<std::time::Instant>) -> Option<Option<Duration>> {
+    match deadline {
+        None => Some(None),
+        Some(d) => {
+            let left = d.saturating_duration_since(std::time::Instant::now());
+            (!left.is_zero()).then_some(Some(left))
+        }
     }
 }
 
@@ -712,6 +844,84 @@ impl TxRing<'_> {
     pub fn txsync_reclaim(&mut self) -> Result<(), Error> {
         self.ring.txsync(self.transport, NAF_FORCE_RECLAIM)
     }
+
+    /// Moves up to `max` received packets from `rx` (from its `cur`) into this ring's free slots
+    /// (from `cur`), in order, advancing `cur` and `head` of both rings; returns what it did.
+    /// Call [`TxRing::txsync`] to transmit and [`RxRing::rxsync`] to release the RX slots.
+    ///
+    /// * [`ForwardMode::Copy`]: each packet is copied into the TX slot's own buffer (one copy,
+    ///   any two ports).
+    /// * [`ForwardMode::SwapBuffers`]: the RX and TX slots exchange buffer indexes and both get
+    ///   `BUF_CHANGED` (no copy). Only for rings of ports in one memory
+    ///   ([`Port::shares_memory_with`]); across memories the indexes would name other buffers (the
+    ///   packets would be garbage, though no memory outside the pools is ever touched).
+    ///
+    /// A received slot with a bad buffer index or a length over either buffer size is consumed
+    /// and counted in `dropped`, with no TX slot used. Allocates nothing.
+    #[inline]
+    pub fn forward_from(&mut self, rx: &mut RxRing<'_>, max: u32, mode: ForwardMode) -> Forwarded {
+        let (t, r) = (&mut *self.ring, &mut *rx.ring);
+        let (tbufs, rbufs) = (self.bufs, rx.bufs);
+        let (tn, rn) = (t.view.num_slots(), r.view.num_slots());
+        let max_len = tbufs.buf_size().min(rbufs.buf_size());
+        let mut out = Forwarded::default();
+        let (mut j, mut k) = (t.cur, r.cur);
+        let mut budget = max;
+        while budget > 0 && j != t.tail && k != r.tail {
+            budget -= 1;
+            let (ridx, len) = (r.view.buf_idx(k), r.view.len(k));
+            let tidx = t.view.buf_idx(j);
+            let ok = u32::from(len) <= max_len
+                && match mode {
+                    ForwardMode::Copy => tbufs.copy_from(tidx, rbufs, ridx, usize::from(len)),
+                    ForwardMode::SwapBuffers => rbufs.valid(ridx) && tbufs.valid(tidx),
+                };
+            k = ring_add(k, 1, rn);
+            if !ok {
+                out.dropped += 1;
+                continue;
+            }
+            match mode {
+                ForwardMode::Copy => t.view.set_flags(j, 0),
+                ForwardMode::SwapBuffers => {
+                    t.view.set_buf_idx(j, ridx);
+                    t.view.set_flags(j, slot_flags::BUF_CHANGED);
+                    let rk = ring_prev(k, rn);
+                    r.view.set_buf_idx(rk, tidx);
+                    r.view.set_flags(rk, slot_flags::BUF_CHANGED);
+                }
+            }
+            t.view.set_len(j, len);
+            j = ring_add(j, 1, tn);
+            out.packets += 1;
+            out.bytes += u64::from(len);
+        }
+        t.cur = j;
+        t.head = j;
+        r.cur = k;
+        r.head = k;
+        out
+    }
+}
+
+/// How [`TxRing::forward_from`] moves a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForwardMode {
+    /// Copy the packet into the TX slot's buffer.
+    Copy,
+    /// Swap the RX and TX slots' buffer indexes (netmap's zero copy; ports in one memory only).
+    SwapBuffers,
+}
+
+/// What one [`TxRing::forward_from`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Forwarded {
+    /// Packets placed in the TX ring.
+    pub packets: u32,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Received slots consumed but not forwarded (bad buffer index or length).
+    pub dropped: u32,
 }
 
 /// Write access to one TX buffer, given to the closure of [`TxRing::send_with`].
@@ -853,6 +1063,8 @@ mod tests {
     struct Mock {
         state: Arc<Mutex<MockState>>,
         mem: Arc<OwnedMem>,
+        /// Where this device's netmap_if is in `mem`.
+        nifp: usize,
         csb: Arc<OwnedMem>,
         kicks: Arc<AtomicU32>,
         rings: u32,
@@ -861,57 +1073,74 @@ mod tests {
     impl Mock {
         /// One TX and one RX ring of SLOTS slots; nifp at 0, rings after it, then the buffers.
         fn new() -> Self {
+            Self::sharing_memory(1).remove(0)
+        }
+
+        /// `ports` devices (one TX and one RX ring of SLOTS slots each) in one netmap memory,
+        /// as the two ends of a netmap pipe: netmap_ifs every 512 bytes from 0, then the rings
+        /// (port after port), then the buffers.
+        fn sharing_memory(ports: u32) -> Vec<Self> {
             let (tx, rx) = (1, 1);
-            let ring_pool = 1024usize;
+            let ring_pool = (ports as usize * 512).max(1024);
             let ring_size = ring::size(SLOTS).next_multiple_of(64);
-            let buf_pool = (ring_pool + 2 * ring_size).next_multiple_of(4096);
-            let nbufs = 2 + 2 * SLOTS + 4;
+            let nrings = 2 * ports;
+            let buf_pool = (ring_pool + nrings as usize * ring_size).next_multiple_of(4096);
+            let nbufs = 2 + nrings * SLOTS + 4;
             let mem_size = buf_pool + (nbufs * BUF) as usize;
-            let mem = OwnedMem::new(mem_size);
+            let mem = Arc::new(OwnedMem::new(mem_size));
             let m = mem.mem();
-            let mut ofs = Vec::new();
-            for k in 0..2u32 {
-                let addr = ring_pool + k as usize * ring_size;
-                let view = RingView::new(m.sub(addr, ring::size(SLOTS)).unwrap(), SLOTS).unwrap();
-                let (dir, tail) = if k == 0 {
-                    (ring::DIR_TX, SLOTS - 1)
-                } else {
-                    (ring::DIR_RX, 0)
-                };
-                view.init_header(buf_pool as i64 - addr as i64, BUF, 0, dir, tail);
-                for i in 0..SLOTS {
-                    view.set_buf_idx(i, 2 + k * SLOTS + i);
+            let mut mocks = Vec::new();
+            for p in 0..ports {
+                let nifp = if ports == 1 { 0 } else { p as usize * 512 };
+                let mut ofs = Vec::new();
+                for r in 0..2u32 {
+                    let k = 2 * p + r;
+                    let addr = ring_pool + k as usize * ring_size;
+                    let view =
+                        RingView::new(m.sub(addr, ring::size(SLOTS)).unwrap(), SLOTS).unwrap();
+                    let (dir, tail) = if r == 0 {
+                        (ring::DIR_TX, SLOTS - 1)
+                    } else {
+                        (ring::DIR_RX, 0)
+                    };
+                    view.init_header(buf_pool as i64 - addr as i64, BUF, 0, dir, tail);
+                    for i in 0..SLOTS {
+                        view.set_buf_idx(i, 2 + k * SLOTS + i);
+                    }
+                    ofs.push(addr as i64 - nifp as i64);
                 }
-                ofs.push(addr as i64);
+                let if_len = if ports == 1 { 1024 } else { 512 };
+                IfView::new(m.sub(nifp, if_len).unwrap())
+                    .unwrap()
+                    .init("mock", 1, tx, rx, &ofs);
+                let geo = PortGeometry {
+                    features: 1,
+                    mac: [2, 0, 0, 0, 0, 9 + p as u8],
+                    nifp_offset: nifp as u32,
+                    num_tx_rings: tx,
+                    num_rx_rings: rx,
+                    num_tx_slots: SLOTS,
+                    num_rx_slots: SLOTS,
+                    mem_id: 7,
+                    mem_size: mem_size as u64,
+                    if_pool: (0, ports, if_len as u32),
+                    ring_pool: (ring_pool as u32, nrings, ring_size as u32),
+                    buf_pool: (buf_pool as u32, nbufs, BUF),
+                };
+                mocks.push(Mock {
+                    state: Arc::new(Mutex::new(MockState {
+                        cfg: PtnetConfig::new(&geo),
+                        writes: Vec::new(),
+                        ptctl_errno: 0,
+                    })),
+                    mem: mem.clone(),
+                    nifp,
+                    csb: Arc::new(OwnedMem::new(8192)),
+                    kicks: Arc::new(AtomicU32::new(0)),
+                    rings: tx + rx,
+                });
             }
-            IfView::new(m.sub(0, 1024).unwrap())
-                .unwrap()
-                .init("mock", 1, tx, rx, &ofs);
-            let geo = PortGeometry {
-                features: 1,
-                mac: [2, 0, 0, 0, 0, 9],
-                nifp_offset: 0,
-                num_tx_rings: tx,
-                num_rx_rings: rx,
-                num_tx_slots: SLOTS,
-                num_rx_slots: SLOTS,
-                mem_id: 7,
-                mem_size: mem_size as u64,
-                if_pool: (0, 1, 1024),
-                ring_pool: (ring_pool as u32, 2, ring_size as u32),
-                buf_pool: (buf_pool as u32, nbufs, BUF),
-            };
-            Mock {
-                state: Arc::new(Mutex::new(MockState {
-                    cfg: PtnetConfig::new(&geo),
-                    writes: Vec::new(),
-                    ptctl_errno: 0,
-                })),
-                mem: Arc::new(mem),
-                csb: Arc::new(OwnedMem::new(8192)),
-                kicks: Arc::new(AtomicU32::new(0)),
-                rings: tx + rx,
-            }
+            mocks
         }
 
         fn set_memdev(&self, reg: u32, v: u32) {
@@ -921,8 +1150,9 @@ mod tests {
         }
 
         fn ring_view(&self, k: u32) -> RingView {
-            let nif = IfView::new(self.mem.mem()).unwrap();
-            let ofs = nif.ring_ofs(k).unwrap() as usize;
+            let m = self.mem.mem();
+            let nif = IfView::new(m.sub(self.nifp, m.len() - self.nifp).unwrap()).unwrap();
+            let ofs = self.nifp + nif.ring_ofs(k).unwrap() as usize;
             RingView::new(self.mem.mem().sub(ofs, ring::size(SLOTS)).unwrap(), SLOTS).unwrap()
         }
 
@@ -1238,6 +1468,163 @@ mod tests {
         mock.ktoa(1).kernel_write(0, 1);
         assert!(port.wait(RingId::Rx(0), None).unwrap());
         assert_eq!(port.rx_ring(0).avail(), 1);
+    }
+
+    /// The host side of a mock puts `frames` into RX ring 0 (slots from 0) and publishes them.
+    fn host_receives(mock: &Mock, frames: &[&[u8]]) {
+        let view = mock.ring_view(1);
+        let bufs = mock.bufs();
+        for (i, f) in frames.iter().enumerate() {
+            bufs.write(view.buf_idx(i as u32), 0, f);
+            view.set_len(i as u32, f.len() as u16);
+        }
+        mock.ktoa(1).kernel_write(0, frames.len() as u32);
+    }
+
+    /// The frame in TX slot `i` of a mock, as the host would transmit it.
+    fn host_sees(mock: &Mock, i: u32) -> Vec<u8> {
+        let view = mock.ring_view(0);
+        let mut out = vec![0u8; view.len(i) as usize];
+        assert!(mock.bufs().read(view.buf_idx(i), 0, &mut out));
+        out
+    }
+
+    #[test]
+    fn forward_copies_between_ports_in_different_memories() {
+        let (ma, mb) = (Mock::new(), Mock::new());
+        let mut a = Port::attach(Box::new(ma.clone())).unwrap();
+        let mut b = Port::attach(Box::new(mb.clone())).unwrap();
+        // Same memory id (7), different memories: the probe tells them apart.
+        assert_eq!(a.mem_id(), b.mem_id());
+        assert!(!a.shares_memory_with(&b));
+        assert!(!b.shares_memory_with(&a));
+        let frames: [&[u8]; 4] = [&[1; 60], &[2; 1514], &[3; 61], &[4; 60]];
+        host_receives(&ma, &frames);
+        // Slot 2 carries a length over the buffer size: consumed, dropped, not forwarded.
+        ma.ring_view(1).set_len(2, (BUF + 1) as u16);
+        let rx_bufs: Vec<u32> = (0..4).map(|i| ma.ring_view(1).buf_idx(i)).collect();
+        let tx_bufs: Vec<u32> = (0..4).map(|i| mb.ring_view(0).buf_idx(i)).collect();
+        a.rx_ring(0).rxsync().unwrap();
+        let mut rx = a.rx_ring(0);
+        let mut tx = b.tx_ring(0);
+        // A budget of one moves one packet.
+        let f = tx.forward_from(&mut rx, 1, ForwardMode::Copy);
+        assert_eq!(
+            f,
+            Forwarded {
+                packets: 1,
+                bytes: 60,
+                dropped: 0
+            }
+        );
+        let f = tx.forward_from(&mut rx, 64, ForwardMode::Copy);
+        assert_eq!(
+            f,
+            Forwarded {
+                packets: 2,
+                bytes: 1574,
+                dropped: 1
+            }
+        );
+        assert_eq!(rx.avail(), 0);
+        assert_eq!(rx.indexes(), (4, 4, 4));
+        assert_eq!(tx.indexes(), (3, 3, SLOTS - 1));
+        tx.txsync().unwrap();
+        rx.rxsync().unwrap();
+        assert_eq!(mb.atok(0).kernel_read(), (3, 3));
+        assert_eq!(ma.atok(1).kernel_read(), (4, 4));
+        // Copied, in order, into the TX slots' own buffers; nothing swapped.
+        assert_eq!(host_sees(&mb, 0), vec![1; 60]);
+        assert_eq!(host_sees(&mb, 1), vec![2; 1514]);
+        assert_eq!(host_sees(&mb, 2), vec![4; 60]);
+        for i in 0..4 {
+            assert_eq!(ma.ring_view(1).buf_idx(i), rx_bufs[i as usize]);
+            assert_eq!(mb.ring_view(0).buf_idx(i), tx_bufs[i as usize]);
+            assert_eq!(mb.ring_view(0).flags(i), 0);
+        }
+    }
+
+    #[test]
+    fn forward_swaps_buffers_between_ports_in_one_memory() {
+        let mocks = Mock::sharing_memory(2);
+        let (ma, mb) = (&mocks[0], &mocks[1]);
+        let mut a = Port::attach(Box::new(ma.clone())).unwrap();
+        let mut b = Port::attach(Box::new(mb.clone())).unwrap();
+        assert!(a.shares_memory_with(&b));
+        assert!(b.shares_memory_with(&a));
+        let frames: [&[u8]; 3] = [&[7; 60], &[8; 100], &[9; 60]];
+        host_receives(ma, &frames);
+        // Slot 1 names a reserved buffer: dropped, its index left alone.
+        ma.ring_view(1).set_buf_idx(1, 1);
+        let rx_bufs: Vec<u32> = (0..3).map(|i| ma.ring_view(1).buf_idx(i)).collect();
+        let tx_bufs: Vec<u32> = (0..2).map(|i| mb.ring_view(0).buf_idx(i)).collect();
+        a.rx_ring(0).rxsync().unwrap();
+        let mut rx = a.rx_ring(0);
+        let mut tx = b.tx_ring(0);
+        let f = tx.forward_from(&mut rx, 64, ForwardMode::SwapBuffers);
+        assert_eq!(
+            f,
+            Forwarded {
+                packets: 2,
+                bytes: 120,
+                dropped: 1
+            }
+        );
+        tx.txsync().unwrap();
+        rx.rxsync().unwrap();
+        assert_eq!(mb.atok(0).kernel_read(), (2, 2));
+        let (rv, tv) = (ma.ring_view(1), mb.ring_view(0));
+        // The TX slots carry the received buffers, the RX slots the TX slots' free ones.
+        assert_eq!((tv.buf_idx(0), tv.buf_idx(1)), (rx_bufs[0], rx_bufs[2]));
+        assert_eq!((rv.buf_idx(0), rv.buf_idx(2)), (tx_bufs[0], tx_bufs[1]));
+        assert_eq!(rv.buf_idx(1), 1);
+        for (v, i) in [(&tv, 0), (&tv, 1), (&rv, 0), (&rv, 2)] {
+            assert_eq!(v.flags(i), slot_flags::BUF_CHANGED);
+        }
+        assert_eq!(rv.flags(1), 0);
+        assert_eq!(host_sees(mb, 0), vec![7; 60]);
+        assert_eq!(host_sees(mb, 1), vec![9; 60]);
+        // A full TX ring takes nothing and consumes nothing.
+        let mut tx = b.tx_ring(0);
+        while tx.send(&[0; 60]) {}
+        let mut rx = a.rx_ring(0);
+        assert_eq!(
+            tx.forward_from(&mut rx, 64, ForwardMode::SwapBuffers),
+            Forwarded::default()
+        );
+    }
+
+    #[test]
+    fn wait_ports_sleeps_on_both_ports_and_wakes_on_either() {
+        let (ma, mb) = (Mock::new(), Mock::new());
+        let mut a = Port::attach(Box::new(ma.clone())).unwrap();
+        let mut b = Port::attach(Box::new(mb.clone())).unwrap();
+        let rx0 = [RingId::Rx(0)];
+        let t = std::time::Instant::now();
+        let got = Port::wait_ports(
+            &mut [(&mut a, &rx0[..]), (&mut b, &rx0[..])],
+            Some(Duration::from_millis(20)),
+        )
+        .unwrap();
+        assert!(!got);
+        assert!(t.elapsed() >= Duration::from_millis(20));
+        // Both ports asked for interrupts while waiting.
+        assert!(ma.atok(1).appl_need_kick());
+        assert!(mb.atok(1).appl_need_kick());
+        // A packet on the second port ends the wait.
+        host_receives(&mb, &[&[5; 60]]);
+        let got = Port::wait_ports(&mut [(&mut a, &rx0[..]), (&mut b, &rx0[..])], None).unwrap();
+        assert!(got);
+        assert_eq!(b.rx_ring(0).avail(), 1);
+        assert_eq!(a.rx_ring(0).avail(), 0);
+        // A TX ring with space is ready at once; nothing to wait on sleeps until the timeout.
+        let tx0 = [RingId::Tx(0)];
+        assert!(Port::wait_ports(&mut [(&mut a, &rx0[..]), (&mut b, &tx0[..])], None).unwrap());
+        assert!(!Port::wait_ports(
+            &mut [(&mut a, &[][..]), (&mut b, &[][..])],
+            Some(Duration::from_millis(5))
+        )
+        .unwrap());
     }
 
     #[test]
