@@ -7,6 +7,7 @@
 //! `RingSync`s. Kernel netmap ports have the kernel's memory and the kernel's sync loop.
 
 use crate::netmap::mem::NetmapMemory;
+use crate::netmap::rxring::RxRing;
 use crate::nic::kernel_netmap::KernelNetmap;
 use ptnet_protocol::device::PortGeometry;
 use ptnet_protocol::sync::{HostKring, PortSync};
@@ -39,6 +40,13 @@ pub trait RingSync: PortSync + Send {
     ///   pass that follows runs the port's own error handling, and `arm` must clear the error
     ///   (e.g. read `SO_ERROR`) or stop asking, or the loop spins.
     fn wake_fd(&self) -> Option<Wake> {
+        None
+    }
+
+    /// An RX ring whose producers can run its host pass themselves (direct delivery, see
+    /// [`crate::netmap::rxring`]): the sync loop lends the ring its host state while it runs and
+    /// syncs through it. `None` (the default): the loop alone runs the ring's passes.
+    fn direct_rx(&self) -> Option<Arc<RxRing>> {
         None
     }
 }

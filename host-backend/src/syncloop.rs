@@ -4,7 +4,12 @@
 //!
 //! Nothing here allocates, locks or makes a per-packet syscall: a pass handles a whole batch, and
 //! the only syscalls are the eventfd writes the CSB flags ask for and the `poll` before sleeping.
+//!
+//! RX rings that other rings fill (pipes, VALE) use direct delivery when the loop sleeps: the
+//! producer runs the ring's host pass itself after it commits packets (see
+//! [`crate::netmap::rxring`]), so the ring's own thread wakes only for its guest's kicks.
 
+use crate::netmap::rxring::{RxHost, RxRing};
 use crate::port::{RingStats, RingWorker};
 use crate::sys::poll_fds;
 use ptnet_protocol::csb::{Atok, Ktoa};
@@ -189,10 +194,31 @@ fn ring_loop(
     // may have published work before we started.
     drain(&io.kick);
     let _ = w.notify.read();
+    // Direct delivery: the ring's host state goes to the ring while the loop runs, and every pass,
+    // this loop's too, runs through it. A busy-polling loop keeps its state: it sees a producer's
+    // packets as soon as the producer's own pass would.
+    let direct = if opts.busy_poll {
+        None
+    } else {
+        w.sync.direct_rx()
+    };
+    if let Some(rx) = &direct {
+        rx.lend(RxHost {
+            kring: w.kring,
+            atok: io.atok,
+            ktoa: io.ktoa,
+            call: io.call.take(),
+            stats: w.stats.clone(),
+        });
+    }
     while !stop.load(Ordering::Relaxed) {
-        let before = (w.kring.hwcur, w.kring.hwtail, w.kring.rhead);
-        let result = pass(&mut w, &mut io, opts.busy_poll || spinning);
-        if (w.kring.hwcur, w.kring.hwtail, w.kring.rhead) != before {
+        let (result, moved) = pass(
+            &mut w,
+            &mut io,
+            direct.as_deref(),
+            opts.busy_poll || spinning,
+        );
+        if moved {
             if dense && !opts.spin.is_zero() {
                 spinning = true;
                 spin_until = Instant::now() + opts.spin;
@@ -221,7 +247,10 @@ fn ring_loop(
                 continue;
             }
             HostStop::Reset(bad) => {
-                RingStats::add(&w.stats.resets, 1);
+                if direct.is_none() {
+                    // (A lent ring counts its resets itself, whoever ran the pass.)
+                    RingStats::add(&w.stats.resets, 1);
+                }
                 if last_reset_log.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
                     last_reset_log = Some(Instant::now());
                     tracing::warn!(
@@ -236,8 +265,10 @@ fn ring_loop(
         }
         // After a reset only the guest can repair its indexes: wait for its kick. (Asking the
         // port would spin: the pass stopped before the port's news was taken in.)
+        // With direct delivery there is nothing to ask the port: its producers run a pass after
+        // each commit, and the guest kicks for what only this thread handles.
         let reset = matches!(result, HostStop::Reset(_));
-        if !reset && w.sync.arm(&w.kring) {
+        if !reset && direct.is_none() && w.sync.arm(&w.kring) {
             continue;
         }
         // Not the port's descriptor after a reset either: what it asked for at its last `arm` may
@@ -267,13 +298,35 @@ fn ring_loop(
     // A last pass on the way out takes in what the guest published since it was last seen
     // (released RX slots, queued TX packets): the next frontend then starts from the state this
     // guest left, and released slots are never delivered twice. Busy mode leaves the kick
-    // request as it is.
-    let _ = pass(&mut w, &mut io, true);
+    // request as it is. A lent state comes back first (waiting for a producer's pass to end):
+    // from then on producers only commit, and notify the next loop's first pass.
+    if let Some(h) = direct.as_ref().and_then(|rx| rx.take_back()) {
+        w.kring = h.kring;
+        io.call = h.call;
+    }
+    let _ = pass(&mut w, &mut io, None, true);
     w
 }
 
-/// One host pass over the ring, raising the guest's interrupt through the call eventfd.
-fn pass(w: &mut RingWorker, io: &mut RingIo, busy: bool) -> HostStop {
+/// One host pass over the ring, raising the guest's interrupt through the call eventfd. Returns
+/// why it stopped and whether it moved the ring (hwcur, hwtail or the guest's head).
+///
+/// With direct delivery (`direct`) the pass runs through the ring, which holds the state. If a
+/// producer is running one there, it runs ours too before it lets go (it starts after our call,
+/// so it sees the kick we drained); this thread then has nothing to wait for and may sleep: the
+/// producer's pass asks the guest for a kick if one is needed.
+fn pass(
+    w: &mut RingWorker,
+    io: &mut RingIo,
+    direct: Option<&RxRing>,
+    busy: bool,
+) -> (HostStop, bool) {
+    if let Some(rx) = direct {
+        return rx
+            .host_pass(busy)
+            .map_or((HostStop::PortBlocked, false), |d| (d.stop, d.moved));
+    }
+    let before = (w.kring.hwcur, w.kring.hwtail, w.kring.rhead);
     let RingIo {
         atok, ktoa, call, ..
     } = io;
@@ -282,11 +335,15 @@ fn pass(w: &mut RingWorker, io: &mut RingIo, busy: bool) -> HostStop {
             let _ = c.write(&1u64.to_ne_bytes());
         }
     };
-    if w.is_tx {
+    let stop = if w.is_tx {
         w.kring.tx_pass(atok, ktoa, w.sync.as_mut(), busy, &mut irq)
     } else {
         w.kring.rx_pass(atok, ktoa, w.sync.as_mut(), busy, &mut irq)
-    }
+    };
+    (
+        stop,
+        (w.kring.hwcur, w.kring.hwtail, w.kring.rhead) != before,
+    )
 }
 
 fn drain(f: &File) {

@@ -219,6 +219,15 @@ pub trait PortSync {
     /// and receive into the free slots, advancing `k.hwtail`. Must never move `hwcur` beyond
     /// `rhead` or `hwtail` into the guest's part of the ring.
     fn sync(&mut self, k: &mut HostKring, flags: u32);
+
+    /// RX: whether the port needs to hear at once of slots the guest releases, i.e. whether the
+    /// host should ask for the guest's kick when it stops with packets in the guest's hands.
+    /// True (the default) when a producer of the port may be waiting for those slots. A port
+    /// whose producers run the ring's host pass themselves (and so take released slots in as
+    /// they go) answers false while none waits for room.
+    fn wants_released_slots(&self) -> bool {
+        true
+    }
 }
 
 /// Why a host pass stopped, i.e. what its caller should wait for.
@@ -452,9 +461,10 @@ impl HostKring {
                     break HostStop::Poll;
                 }
                 // Nothing more from the port for now; new packets come with its notification.
-                if self.hwtail == self.rhead {
-                    // The guest holds no packet, so it has nothing to give back: no kicks
-                    // wanted (an idle guest that re-checks its ring costs the host nothing).
+                if self.hwtail == self.rhead || !port.wants_released_slots() {
+                    // The guest holds no packet, so it has nothing to give back, or the port
+                    // does not need what it gives back yet: no kicks wanted (an idle guest that
+                    // re-checks its ring costs the host nothing).
                     break HostStop::PortBlocked;
                 }
                 // The guest holds packets; the slots it frees come with a kick (a blocked

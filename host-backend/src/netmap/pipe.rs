@@ -1,6 +1,11 @@
 //! netmap pipes: two ports sharing one memory; what one end transmits on TX ring `i` arrives on
 //! the other end's RX ring `i`, with no copy: the TX slot's buffer and the free RX slot's buffer
 //! swap indexes. Lossless: when the receiver is full, the sender waits (backpressure).
+//!
+//! Direct delivery: after it commits, the TX ring runs the peer RX ring's host pass itself
+//! ([`RxRing::host_pass`]), which publishes the packets to the peer guest and interrupts it; the
+//! peer's RX thread stays asleep. Short of room, it runs one first to take in the slots the peer
+//! guest released without a kick.
 
 use super::rxring::RxRing;
 use crate::port::{RingStats, RingSync};
@@ -24,6 +29,12 @@ impl PortSync for PipeTx {
     fn sync(&mut self, k: &mut HostKring, _flags: u32) {
         let n = k.num_slots;
         let pending = ring_dist(k.hwcur, k.rhead, n);
+        if pending > self.peer.space() {
+            // The peer guest may have released slots no pass has taken in yet (with direct
+            // delivery it kicks for them only while we wait): take them in. Once per sync, only
+            // when short of room.
+            self.peer.host_pass(false);
+        }
         if pending > 0 {
             if let Some(res) = self.peer.reserve(pending) {
                 let (rx, buf_size) = (&self.peer.ring, self.bufs.buf_size());
@@ -48,6 +59,9 @@ impl PortSync for PipeTx {
                     d = ring_add(d, 1, rx.num_slots());
                 }
                 self.peer.commit(res);
+                // Direct delivery: publish to the peer guest from here (a no-op when no guest
+                // runs the peer ring: its own thread was notified by the commit).
+                self.peer.host_pass(false);
                 k.hwcur = j;
                 RingStats::add(&self.stats.packets, u64::from(res.n) - bad);
                 RingStats::add(&self.stats.bytes, bytes);

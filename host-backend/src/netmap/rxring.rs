@@ -5,11 +5,43 @@
 //! commit in reservation order by advancing `hwtail`. The consumer (the ring's own sync loop)
 //! publishes `hwcur` as its guest releases slots. Each side asks the other for a wake-up with a
 //! `*_waiting` flag, set before a re-check behind a full barrier, so no wake-up is lost.
+//!
+//! # Direct delivery
+//!
+//! While a guest runs the ring (its sync loop sleeps between passes), the loop lends the ring's
+//! host state ([`RxHost`]: the host kring, the CSB entries, the interrupt eventfd) to the ring, and
+//! a producer that committed slots runs the ring's host pass itself ([`RxRing::host_pass`]):
+//! it publishes hwtail to the guest and raises its interrupt, with no wake-up of the ring's own
+//! thread in between. That thread then only serves the guest's kicks, which the passes ask for
+//! only when a producer waits for room ([`RxTaker::wants_released_slots`]); otherwise the slots
+//! the guest releases are taken in by the next producer's pass (a producer short of room runs one
+//! before it gives up, [`RxRing::arm_producer`]).
+//!
+//! Exactly one thread runs a pass at a time: the state sits behind a mutex that is only ever
+//! *tried* on the data path. Whoever finds it taken leaves a request (`pass_wanted`) that the
+//! holder serves before it lets go, so nobody blocks or spins on it and no request is lost:
+//!
+//! - requester R: `pass_wanted = true`; full fence; `try_lock`.
+//! - holder H: `while pass_wanted.swap(false) { pass }`; unlock; full fence; `pass_wanted` still
+//!   set? take the lock again (or leave it to whoever has it now).
+//!
+//! If R's `try_lock` fails, H's fence comes after R's in the fences' total order (otherwise R's
+//! `try_lock`, after its fence, would see H's unlock, which precedes H's fence), so H's final load
+//! sees R's request, or a later swap by a holder that then ran a pass for it. Every pass that
+//! serves a request starts after the swap that consumed it, which reads the request (all these
+//! accesses are SeqCst), so the pass sees everything R did before asking: its commits and, for the
+//! ring's own thread, the kick it drained. When the state is not lent (no guest, or a busy-polling
+//! loop), a request is dropped: the ring's own thread runs every pass, woken as before through
+//! `consumer_waiting` and its eventfd.
 
+use crate::port::RingStats;
+use ptnet_protocol::csb::{Atok, Ktoa};
 use ptnet_protocol::netmap::{ring_add, ring_dist, BufPool, RingView};
-use ptnet_protocol::sync::ring_prev;
+use ptnet_protocol::sync::{ring_prev, HostKring, HostStop, PortSync};
+use std::fs::File;
+use std::io::Write;
 use std::sync::atomic::{fence, AtomicBool, AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, TryLockError};
 use vmm_sys_util::eventfd::EventFd;
 
 /// An RX ring other threads produce into.
@@ -27,6 +59,34 @@ pub struct RxRing {
     consumer_notify: Arc<EventFd>,
     /// Signalled for a blocked producer (pipes) when slots are freed and it asked.
     producer_notify: Option<Arc<EventFd>>,
+    /// The ring's host state while a guest runs the ring and its loop lends it (direct delivery).
+    host: Mutex<Option<RxHost>>,
+    /// Someone asked for a host pass (see the module notes).
+    pass_wanted: AtomicBool,
+}
+
+/// What a host pass over an RX ring needs besides the ring: the ring's sync loop lends it to the
+/// ring while it runs (see the module notes on direct delivery).
+pub struct RxHost {
+    /// The host kring.
+    pub kring: HostKring,
+    /// Guest-to-host CSB entry.
+    pub atok: Atok,
+    /// Host-to-guest CSB entry.
+    pub ktoa: Ktoa,
+    /// Interrupt eventfd, if the frontend gave one.
+    pub call: Option<File>,
+    /// The ring's counters.
+    pub stats: Arc<RingStats>,
+}
+
+/// What the host passes run here did.
+#[derive(Clone, Copy, Debug)]
+pub struct PassDone {
+    /// Why the last one stopped.
+    pub stop: HostStop,
+    /// Whether any of them moved the ring (hwcur, hwtail or the guest's head).
+    pub moved: bool,
 }
 
 /// A reserved run of slots: `start..start + n` (modulo the ring).
@@ -56,6 +116,8 @@ impl RxRing {
             producer_waiting: AtomicBool::new(false),
             consumer_notify,
             producer_notify,
+            host: Mutex::new(None),
+            pass_wanted: AtomicBool::new(false),
         }
     }
 
@@ -117,9 +179,16 @@ impl RxRing {
 
     /// Producer that could not place everything: asks to be woken when slots are freed. Returns
     /// true if there is room already (do not sleep).
+    ///
+    /// With direct delivery the guest kicks for the slots it releases only while a producer
+    /// waits, so a host pass runs once the flag is up: it takes in what the guest released
+    /// already, and otherwise leaves the guest asked for that kick (with its own re-check).
+    /// Whoever runs it (here or the holder of the state), the pass starts after the flag is set
+    /// and sees it. The ring's thread, kicked, runs the pass whose `release` wakes us.
     pub fn arm_producer(&self) -> bool {
         self.producer_waiting.store(true, Ordering::Relaxed);
         fence(Ordering::SeqCst);
+        self.host_pass(false);
         self.space() > 0
     }
 
@@ -152,34 +221,147 @@ impl RxRing {
     }
 }
 
-/// The RX side of a ring fed by an [`RxRing`]: the same for pipes and VALE ports.
-pub struct RxRingSync {
-    /// The shared ring.
-    pub rx: Arc<RxRing>,
-    /// Counters.
-    pub stats: Arc<crate::port::RingStats>,
+impl RxRing {
+    /// Lends the ring's host state: from now on [`Self::host_pass`] runs passes. The caller (the
+    /// ring's sync loop) then runs its own passes through [`Self::host_pass`] too. Not on the
+    /// data path: may wait for a pass in progress.
+    pub fn lend(&self, host: RxHost) {
+        *self.host.lock().unwrap_or_else(|p| p.into_inner()) = Some(host);
+    }
+
+    /// Takes the lent state back (the loop stops); later [`Self::host_pass`] calls do nothing.
+    /// Waits for a pass in progress.
+    pub fn take_back(&self) -> Option<RxHost> {
+        self.host.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// Runs the ring's host pass (`busy`: [`HostKring::rx_pass`]'s busy-wait mode) if the state
+    /// is lent, here or, when another thread holds it, through that thread before it lets go
+    /// (see the module notes). Never blocks. Returns what the passes run here did; `None` when
+    /// none ran here (not lent, or handed over).
+    pub fn host_pass(&self, busy: bool) -> Option<PassDone> {
+        self.pass_wanted.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        let mut done: Option<PassDone> = None;
+        loop {
+            let mut guard = match self.host.try_lock() {
+                Ok(g) => g,
+                // The holder serves our request before it lets go.
+                Err(TryLockError::WouldBlock) => return done,
+                Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            };
+            let Some(h) = guard.as_mut() else {
+                // Not lent: the ring's own thread runs its passes, woken through its eventfd.
+                self.pass_wanted.store(false, Ordering::SeqCst);
+                return done;
+            };
+            while self.pass_wanted.swap(false, Ordering::SeqCst) {
+                let d = self.pass_once(h, busy);
+                done = Some(PassDone {
+                    stop: d.stop,
+                    moved: d.moved || done.is_some_and(|p| p.moved),
+                });
+            }
+            drop(guard);
+            // A request that found the lock taken after our last swap is ours to serve.
+            fence(Ordering::SeqCst);
+            if !self.pass_wanted.load(Ordering::SeqCst) {
+                return done;
+            }
+        }
+    }
+
+    fn pass_once(&self, h: &mut RxHost, busy: bool) -> PassDone {
+        let RxHost {
+            kring,
+            atok,
+            ktoa,
+            call,
+            stats,
+        } = h;
+        let mut irq = || {
+            if let Some(c) = call {
+                let _ = c.write(&1u64.to_ne_bytes());
+            }
+        };
+        let before = (kring.hwcur, kring.hwtail, kring.rhead);
+        let mut taker = RxTaker {
+            rx: self,
+            stats,
+            direct: true,
+        };
+        let stop = kring.rx_pass(atok, ktoa, &mut taker, busy, &mut irq);
+        if matches!(stop, HostStop::Reset(_)) {
+            // Counted here for every pass over a lent ring, whoever runs it (one at a time).
+            RingStats::add(&stats.resets, 1);
+        }
+        PassDone {
+            stop,
+            moved: (kring.hwcur, kring.hwtail, kring.rhead) != before,
+        }
+    }
 }
 
-impl ptnet_protocol::sync::PortSync for RxRingSync {
-    fn sync(&mut self, k: &mut ptnet_protocol::sync::HostKring, _flags: u32) {
+/// The port side of a host pass over an [`RxRing`]: gives the guest's released slots back to the
+/// producers and takes in what they committed.
+pub struct RxTaker<'a> {
+    rx: &'a RxRing,
+    stats: &'a RingStats,
+    /// The pass runs with direct delivery (producers run passes after they commit).
+    direct: bool,
+}
+
+impl PortSync for RxTaker<'_> {
+    fn sync(&mut self, k: &mut HostKring, _flags: u32) {
         if k.hwcur != k.rhead {
             k.hwcur = k.rhead;
             self.rx.release(k.hwcur);
         }
         let tail = self.rx.hwtail();
         if tail != k.hwtail {
-            crate::port::RingStats::add(
+            RingStats::add(
                 &self.stats.packets,
                 u64::from(ring_dist(k.hwtail, tail, k.num_slots)),
             );
             k.hwtail = tail;
         }
     }
+
+    /// Without direct delivery, always: the ring's thread must hear of released slots, a
+    /// producer may be waiting for them. With it, only while a producer waits for room: the
+    /// others take released slots in with their next pass, and a producer that starts waiting
+    /// runs a pass that sees its flag ([`RxRing::arm_producer`]).
+    fn wants_released_slots(&self) -> bool {
+        !self.direct || self.rx.producer_waiting.load(Ordering::SeqCst)
+    }
+}
+
+/// The RX side of a ring fed by an [`RxRing`]: the same for pipes and VALE ports.
+pub struct RxRingSync {
+    /// The shared ring.
+    pub rx: Arc<RxRing>,
+    /// Counters.
+    pub stats: Arc<RingStats>,
+}
+
+impl PortSync for RxRingSync {
+    fn sync(&mut self, k: &mut HostKring, flags: u32) {
+        RxTaker {
+            rx: &self.rx,
+            stats: &self.stats,
+            direct: false,
+        }
+        .sync(k, flags)
+    }
 }
 
 impl crate::port::RingSync for RxRingSync {
-    fn arm(&mut self, k: &ptnet_protocol::sync::HostKring) -> bool {
+    fn arm(&mut self, k: &HostKring) -> bool {
         self.rx.arm_consumer(k.hwtail)
+    }
+
+    fn direct_rx(&self) -> Option<Arc<RxRing>> {
+        Some(self.rx.clone())
     }
 }
 
@@ -268,5 +450,156 @@ mod tests {
         }
         assert_eq!(consumed, 3000);
         assert_eq!(r.reserve.load(Ordering::Relaxed), r.hwtail());
+    }
+
+    /// Direct delivery under contention: a producer commits numbered packets in bursts and runs
+    /// the ring's host pass itself, the ring's own thread runs passes (and bursts of busy ones)
+    /// when kicked, and a guest consumes through the CSB, holding packets at times so the
+    /// producer fills the ring and waits for room. After each burst the producer waits until the
+    /// guest has it all, and a guest without packets kicks only as the protocol says: a lost
+    /// pass, kick or producer wake-up stalls everything past the deadline. The guest checks every
+    /// packet arrives once and in order, and that hwtail never goes backwards.
+    #[test]
+    fn direct_passes_race_with_the_ring_thread() {
+        use crate::sys::poll_fds;
+        use ptnet_protocol::csb::ENTRY_SIZE;
+        use ptnet_protocol::netmap::ring_between;
+        use ptnet_protocol::sync::GuestKring;
+        use std::time::{Duration, Instant};
+
+        const TOTAL: u32 = 200_000;
+        const DEADLINE: Duration = Duration::from_secs(5);
+        let n = 16;
+        let (_m, mut r) = rx(n);
+        let room = Arc::new(EventFd::new(libc::EFD_NONBLOCK).unwrap());
+        r.producer_notify = Some(room.clone());
+        let r = Arc::new(r);
+        let csb = OwnedMem::new(2 * ENTRY_SIZE);
+        let (atok, ktoa) = (
+            Atok::new(&csb.mem(), 0).unwrap(),
+            Ktoa::new(&csb.mem(), 1).unwrap(),
+        );
+        let mut kring = HostKring::new_rx(n);
+        kring.start(&atok, &ktoa);
+        let stats = Arc::new(RingStats::default());
+        r.lend(RxHost {
+            kring,
+            atok,
+            ktoa,
+            call: None,
+            stats: stats.clone(),
+        });
+        let kick = Arc::new(EventFd::new(libc::EFD_NONBLOCK).unwrap());
+        let done = Arc::new(AtomicBool::new(false));
+        let consumed = Arc::new(AtomicU32::new(0));
+
+        let producer = {
+            let (r, room, consumed) = (r.clone(), room.clone(), consumed.clone());
+            std::thread::spawn(move || {
+                let mut seq = 0u32;
+                let mut burst = 0u32;
+                while seq < TOTAL {
+                    burst += 1;
+                    let end = (seq + burst % 37 + 1).min(TOTAL);
+                    while seq < end {
+                        if end - seq > r.space() {
+                            r.host_pass(false);
+                        }
+                        let Some(res) = r.reserve(end - seq) else {
+                            if !r.arm_producer() {
+                                let fds = [(std::os::fd::AsRawFd::as_raw_fd(&*room), libc::POLLIN)];
+                                let woken = poll_fds(&fds, DEADLINE.as_millis() as i32).unwrap();
+                                assert_ne!(woken, 0, "producer waiting for room at {seq}: lost");
+                                let _ = room.read();
+                            }
+                            continue;
+                        };
+                        let mut d = res.start;
+                        for _ in 0..res.n {
+                            r.ring.set_len(d, seq as u16);
+                            seq += 1;
+                            d = ring_add(d, 1, n);
+                        }
+                        r.commit(res);
+                        r.host_pass(false);
+                    }
+                    // Nothing more until the guest has it all: only passes can show it the burst.
+                    let t = Instant::now();
+                    while consumed.load(Ordering::SeqCst) < seq {
+                        assert!(
+                            t.elapsed() < DEADLINE,
+                            "burst ending at {seq} never delivered"
+                        );
+                        std::thread::yield_now();
+                    }
+                }
+            })
+        };
+        let ring_thread = {
+            let (r, kick, done) = (r.clone(), kick.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut wakes = 0u32;
+                while !done.load(Ordering::SeqCst) {
+                    let fds = [(std::os::fd::AsRawFd::as_raw_fd(&*kick), libc::POLLIN)];
+                    // The timeout only lets the thread see `done`.
+                    if poll_fds(&fds, 10).unwrap() == 0 {
+                        continue;
+                    }
+                    let _ = kick.read();
+                    r.host_pass(false);
+                    // Like a spinning loop: busy passes racing with the producer's.
+                    wakes += 1;
+                    for _ in 0..wakes % 7 {
+                        r.host_pass(true);
+                    }
+                }
+            })
+        };
+
+        // The guest.
+        let mut g = GuestKring::attach(n, &atok, &ktoa);
+        let (mut head, mut expect, mut round) = (g.rhead, 0u32, 0u32);
+        let mut starving: Option<Instant> = None;
+        while expect < TOTAL {
+            round += 1;
+            let old_tail = g.hwtail;
+            g.prologue(head, head).unwrap();
+            let mut kicks = g.rxsync(&atok, &ktoa, 0);
+            assert!(
+                ring_between(old_tail, g.hwtail, ring_prev(head, n), n),
+                "hwtail went from {old_tail} to {} (head {head})",
+                g.hwtail
+            );
+            // Hold packets now and then, so the producer finds the ring full and waits.
+            let take = if round % 64 < 8 { 0 } else { 1 + round % 5 };
+            let mut c = 0;
+            while head != g.hwtail && c < take {
+                assert_eq!(r.ring.len(head), expect as u16, "packet lost or duplicated");
+                expect += 1;
+                c += 1;
+                head = ring_add(head, 1, n);
+            }
+            consumed.store(expect, Ordering::SeqCst);
+            g.prologue(head, head).unwrap();
+            kicks |= g.rxsync(&atok, &ktoa, 0);
+            // Extra kicks (allowed) while packets flow make the ring's thread race the producer;
+            // a guest waiting for packets kicks only when asked.
+            if kicks || (c > 0 && round % 3 == 0) {
+                kick.write(1).unwrap();
+            }
+            if c == 0 && take != 0 {
+                let since = *starving.get_or_insert_with(Instant::now);
+                assert!(since.elapsed() < DEADLINE, "guest starved at {expect}");
+                std::thread::yield_now();
+            } else {
+                starving = None;
+            }
+        }
+        producer.join().unwrap();
+        done.store(true, Ordering::SeqCst);
+        ring_thread.join().unwrap();
+        let h = r.take_back().unwrap();
+        assert_eq!(h.kring.hwtail, r.hwtail());
+        assert_eq!(stats.packets.load(Ordering::Relaxed), u64::from(TOTAL));
     }
 }

@@ -116,6 +116,11 @@ impl ValeTx {
         let rx = &dst.rx[self.ring_no % dst.rx.len()];
         let mut rest = &self.lists[p][..];
         let (mut sent, mut bad) = (0u64, 0u64);
+        if rest.len() as u32 > rx.space() {
+            // Take in the slots the destination's guest released (direct delivery: it kicks
+            // for them only while a producer waits, and VALE senders never wait): a pass.
+            rx.host_pass(false);
+        }
         while !rest.is_empty() {
             let Some(res) = rx.reserve(rest.len() as u32) else {
                 break;
@@ -137,6 +142,10 @@ impl ValeTx {
             }
             rx.commit(res);
             rest = &rest[res.n as usize..];
+        }
+        if sent + bad > 0 {
+            // Direct delivery: publish to the destination's guest from here.
+            rx.host_pass(false);
         }
         (sent, rest.len() as u64 + bad)
     }
