@@ -178,13 +178,16 @@ pub struct Bins {
     pub backend: PathBuf,
     /// `ptnet-pkt-gen` for the host (dynamically linked is fine).
     pub pkt_gen: PathBuf,
+    /// `ptnet-bridge` for the host.
+    pub bridge: PathBuf,
 }
 
-/// Builds (once per process) and locates `ptnet-backend` and `ptnet-pkt-gen`.
+/// Builds (once per process) and locates `ptnet-backend`, `ptnet-pkt-gen` and `ptnet-bridge`.
 ///
 /// Runs `cargo build -p ptnet-backend -p ptnet-driver --bins --message-format=json` with the cargo
 /// that runs the tests (`$CARGO`), so the paths are the ones cargo itself reports, whatever the
-/// target directory. `PTNET_BACKEND` and `PTNET_PKTGEN_HOST` override. `PTNET_HOST_PROFILE=release`
+/// target directory. `PTNET_BACKEND`, `PTNET_PKTGEN_HOST` and `PTNET_BRIDGE_HOST` override (with the
+/// first two set and not the third, the `ptnet-bridge` next to that pkt-gen). `PTNET_HOST_PROFILE=release`
 /// builds optimised binaries.
 pub fn bins() -> Result<Bins, String> {
     static BINS: OnceLock<Result<Bins, String>> = OnceLock::new();
@@ -196,7 +199,13 @@ fn build_bins() -> Result<Bins, String> {
     if let (Some(backend), Some(pkt_gen)) =
         (env_path("PTNET_BACKEND"), env_path("PTNET_PKTGEN_HOST"))
     {
-        return Ok(Bins { backend, pkt_gen });
+        let bridge =
+            env_path("PTNET_BRIDGE_HOST").unwrap_or_else(|| pkt_gen.with_file_name("ptnet-bridge"));
+        return Ok(Bins {
+            backend,
+            pkt_gen,
+            bridge,
+        });
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
@@ -238,7 +247,14 @@ fn build_bins() -> Result<Bins, String> {
     let pkt_gen = env_path("PTNET_PKTGEN_HOST")
         .or_else(|| found("ptnet-pkt-gen"))
         .ok_or("cargo did not report a ptnet-pkt-gen executable")?;
-    Ok(Bins { backend, pkt_gen })
+    let bridge = env_path("PTNET_BRIDGE_HOST")
+        .or_else(|| found("ptnet-bridge"))
+        .ok_or("cargo did not report a ptnet-bridge executable")?;
+    Ok(Bins {
+        backend,
+        pkt_gen,
+        bridge,
+    })
 }
 
 /// A running `ptnet-backend`, killed on drop. Its stderr goes to `log`.
@@ -381,6 +397,43 @@ pub fn spawn_pkt_gen(args: &[&str]) -> Result<Spawned, String> {
     })
 }
 
+/// Starts a host `ptnet-bridge` in the background, its stderr going to `stderr_log` (watch it
+/// with [`wait_for_text`]: the bridge prints `ptnet-bridge: ready` once both ports are open);
+/// collect it with [`finish`] (stop it first with [`Spawned::terminate`] if it runs without
+/// `--count` / `--timeout-ms`). The [`RunOutput`]'s `stderr` is then empty: read the log.
+pub fn spawn_bridge(args: &[&str], stderr_log: &Path) -> Result<Spawned, String> {
+    let b = bins()?;
+    let log =
+        std::fs::File::create(stderr_log).map_err(|e| format!("{}: {e}", stderr_log.display()))?;
+    let mut child = Command::new(&b.bridge)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("running {}: {e}", b.bridge.display()))?;
+    let out = reader(child.stdout.take().expect("piped"));
+    Ok(Spawned {
+        child,
+        out: Some(out),
+        err: None,
+    })
+}
+
+/// Waits until the file at `path` contains `needle` (true) or `timeout` passes (false).
+pub fn wait_for_text(path: &Path, needle: &str, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if std::fs::read(path).is_ok_and(|b| String::from_utf8_lossy(&b).contains(needle)) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A background process with captured output, killed on drop.
 #[derive(Debug)]
 pub struct Spawned {
@@ -400,6 +453,14 @@ pub fn finish(mut s: Spawned, timeout: Duration) -> RunOutput {
         status,
         stdout: s.out.take().and_then(|h| h.join().ok()).unwrap_or_default(),
         stderr: s.err.take().and_then(|h| h.join().ok()).unwrap_or_default(),
+    }
+}
+
+impl Spawned {
+    /// Sends SIGTERM (a clean stop for pkt-gen and the bridge: they print their summary).
+    pub fn terminate(&self) {
+        // The pid of a child we own and have not reaped (reaping needs `&mut`).
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
     }
 }
 

@@ -1,0 +1,240 @@
+//! `ptnet-bridge` as a host process (vhost-user transport) between two ports of one
+//! `ptnet-backend`, with host `ptnet-pkt-gen`s on the far side of each: every packet sent on one
+//! side arrives on the other, in order and intact (pkt-gen rx verifies magic, stream, sequence
+//! number and payload), in both directions, and the bridge's own counts agree.
+//!
+//! The daemon's userspace netmap gives every pipe and every VALE port its own memory, so these
+//! runs take the bridge's copy path; its zero-copy path (buffer swaps between ports of one memory)
+//! is covered by `ptnet-driver`'s unit tests and, for the memory check, by
+//! `bridge_sees_which_ports_share_a_memory` below.
+
+use ptnet_integration::host::{
+    finish, pkt_gen, spawn_bridge, spawn_pkt_gen, wait_for_text, RunOutput, Spawned,
+};
+use ptnet_integration::{json_num, json_str, Backend, TempDir};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+fn backend(tag: &str, ports: &[&str]) -> (TempDir, Backend) {
+    let dir = TempDir::new(tag).expect("temp dir");
+    let b = Backend::start(dir.path(), ports, &[]).expect("ptnet-backend starts");
+    (dir, b)
+}
+
+fn vu(b: &Backend, port: &str) -> String {
+    format!("vhost-user:{}", b.socket(port).display())
+}
+
+fn field(json: &str, key: &str) -> u64 {
+    json_num(json, key).unwrap_or_else(|| panic!("no '{key}' in {json}")) as u64
+}
+
+/// Does the daemon run its own userspace netmap (where no two pipes or VALE ports share a
+/// memory)? Only kernel netmap (/dev/netmap) could make the bridges below zero-copy.
+fn userspace_netmap() -> bool {
+    !Path::new("/dev/netmap").exists()
+}
+
+/// A bridge between `a` and `b` with `extra` options, started and ready (both ports open).
+fn start_bridge(be: &Backend, dir: &Path, a: &str, b: &str, extra: &[&str]) -> (Spawned, PathBuf) {
+    let log = dir.join("bridge.err");
+    let (sa, sb) = (vu(be, a), vu(be, b));
+    let mut args = vec!["-i", sa.as_str(), "-i", sb.as_str(), "--json"];
+    args.extend_from_slice(extra);
+    let br = spawn_bridge(&args, &log).expect("ptnet-bridge starts");
+    assert!(
+        wait_for_text(&log, "ptnet-bridge: ready", Duration::from_secs(20)),
+        "bridge not ready\n{}\n--- backend ---\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default(),
+        be.log_text()
+    );
+    (br, log)
+}
+
+/// One leg: a receiver on `rx_port`, then `n` packets from `tx_port` (at `rate` pps, 0: as fast
+/// as possible); asserts that all of them arrived in order and intact. Returns the rx summary.
+fn leg(be: &Backend, bridge_log: &Path, tx_port: &str, rx_port: &str, n: u64, rate: u64) -> String {
+    let (ns, rs) = (n.to_string(), rate.to_string());
+    let rx_sock = vu(be, rx_port);
+    let rx = spawn_pkt_gen(&[
+        "-i",
+        &rx_sock,
+        "-f",
+        "rx",
+        "-n",
+        &ns,
+        "--timeout",
+        "20",
+        "-T",
+        "0",
+        "--json",
+    ])
+    .expect("rx starts");
+    // Let the receiver attach before anything is sent.
+    std::thread::sleep(Duration::from_millis(500));
+    let tx_sock = vu(be, tx_port);
+    let tx = pkt_gen(
+        &[
+            "-i", &tx_sock, "-f", "tx", "-n", &ns, "-R", &rs, "-T", "0", "--json",
+        ],
+        Duration::from_secs(120),
+    )
+    .expect("tx runs");
+    let rx = finish(rx, Duration::from_secs(120));
+    let ctx = |what: &str, o: &RunOutput| {
+        format!(
+            "{what} {tx_port} -> {rx_port}: {:?}\n{}\n{}\n--- bridge ---\n{}\n--- backend ---\n{}",
+            o.status,
+            o.stdout,
+            o.stderr,
+            std::fs::read_to_string(bridge_log).unwrap_or_default(),
+            be.log_text()
+        )
+    };
+    assert!(tx.success(), "{}", ctx("tx", &tx));
+    assert!(rx.success(), "{}", ctx("rx", &rx));
+    let s = rx.last_line().expect("rx summary").to_string();
+    assert_eq!(field(&s, "packets"), n, "{}", ctx("rx", &rx));
+    assert_eq!(field(&s, "bytes"), 60 * n, "{s}");
+    assert_eq!(field(&s, "errors"), 0, "payload errors: {s}");
+    assert_eq!(field(&s, "out_of_order"), 0, "{s}");
+    assert_eq!(field(&s, "lost"), 0, "{s}");
+    s
+}
+
+/// The bridge's JSON summary, after checking it exited cleanly.
+fn bridge_summary(o: &RunOutput, log: &Path) -> String {
+    let ctx = format!(
+        "{:?}\n{}\n--- bridge stderr ---\n{}",
+        o.status,
+        o.stdout,
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+    assert!(o.success(), "bridge failed: {ctx}");
+    let s = o
+        .last_line()
+        .unwrap_or_else(|| panic!("no bridge summary: {ctx}"));
+    assert_eq!(json_str(s, "mode"), Some("bridge"), "{ctx}");
+    s.to_string()
+}
+
+fn zero_copy(summary: &str) -> bool {
+    summary.contains("\"zero_copy\":true")
+}
+
+/// Two netmap pipes, the bridge on a}0 and b{0: a{0 -> bridge -> b}0 at full speed, then back.
+/// Pipes are lossless (backpressure all the way), so nothing may be missing. The bridge stops
+/// by itself after --count packets.
+#[test]
+fn bridge_forwards_between_two_pipes_both_ways() {
+    let ports = ["netmap:a{0", "netmap:a}0", "netmap:b{0", "netmap:b}0"];
+    let (dir, be) = backend("bridge-pipes", &ports);
+    let n = 1_000_000u64;
+    let count = (2 * n).to_string();
+    let (br, log) = start_bridge(
+        &be,
+        dir.path(),
+        "netmap:a}0",
+        "netmap:b{0",
+        &["--count", &count, "--timeout-ms", "60000"],
+    );
+    let ab = leg(&be, &log, "netmap:a{0", "netmap:b}0", n, 0);
+    let ba = leg(&be, &log, "netmap:b}0", "netmap:a{0", n, 0);
+    let s = bridge_summary(&finish(br, Duration::from_secs(30)), &log);
+    assert_eq!(field(&s, "a_to_b_packets"), n, "{s}");
+    assert_eq!(field(&s, "b_to_a_packets"), n, "{s}");
+    assert_eq!(field(&s, "a_to_b_bytes"), 60 * n, "{s}");
+    assert_eq!(field(&s, "dropped"), 0, "{s}");
+    if userspace_netmap() {
+        assert!(!zero_copy(&s), "separate memories: {s}");
+    }
+    eprintln!(
+        "pipes through the bridge (zero copy: {}): a->b {:.3} Mpps, b->a {:.3} Mpps (at the receivers)",
+        zero_copy(&s),
+        json_num(&ab, "mpps").unwrap_or(0.0),
+        json_num(&ba, "mpps").unwrap_or(0.0)
+    );
+}
+
+/// Two VALE switches joined by the bridge (vale1:2 <-> vale2:1), senders and receivers on the
+/// other ports: one copy per packet in the bridge, plus the switches' own. VALE drops what a full
+/// ring cannot take, so the senders are paced below what the path drains. The bridge runs
+/// until SIGTERM, then prints its counts.
+#[test]
+fn bridge_joins_two_vale_switches_both_ways() {
+    let ports = [
+        "vale1:1@conf:slots=4096",
+        "vale1:2@conf:slots=4096",
+        "vale2:1@conf:slots=4096",
+        "vale2:2@conf:slots=4096",
+    ];
+    let (dir, be) = backend("bridge-vale", &ports);
+    let n = 200_000u64;
+    let (br, log) = start_bridge(&be, dir.path(), ports[1], ports[2], &[]);
+    let ab = leg(&be, &log, ports[0], ports[3], n, 100_000);
+    let ba = leg(&be, &log, ports[3], ports[0], n, 100_000);
+    br.terminate();
+    let s = bridge_summary(&finish(br, Duration::from_secs(30)), &log);
+    assert_eq!(field(&s, "a_to_b_packets"), n, "{s}");
+    assert_eq!(field(&s, "b_to_a_packets"), n, "{s}");
+    assert_eq!(field(&s, "dropped"), 0, "{s}");
+    if userspace_netmap() {
+        assert!(!zero_copy(&s), "separate memories: {s}");
+    }
+    eprintln!(
+        "vale: a->b rx {:.3} Mpps, b->a rx {:.3} Mpps (paced at 0.1 Mpps)",
+        json_num(&ab, "mpps").unwrap_or(0.0),
+        json_num(&ba, "mpps").unwrap_or(0.0)
+    );
+}
+
+/// Ports with two TX and two RX rings: each of pkt-gen's two streams (one per TX ring) keeps its
+/// order through the bridge (RX ring i goes to TX ring i). The bridge stops after an idle
+/// --timeout-ms.
+#[test]
+fn bridge_keeps_per_ring_order_with_two_rings() {
+    let ports = [
+        "netmap:c{0@conf:rings=2",
+        "netmap:c}0@conf:rings=2",
+        "netmap:d{0@conf:rings=2",
+        "netmap:d}0@conf:rings=2",
+    ];
+    let (dir, be) = backend("bridge-rings", &ports);
+    let n = 400_000u64;
+    let (br, log) = start_bridge(
+        &be,
+        dir.path(),
+        "netmap:c}0",
+        "netmap:d{0",
+        &["--timeout-ms", "3000", "-b", "64"],
+    );
+    assert!(std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("rings 2/2"));
+    leg(&be, &log, "netmap:c{0", "netmap:d}0", n, 0);
+    let s = bridge_summary(&finish(br, Duration::from_secs(30)), &log);
+    assert_eq!(field(&s, "a_to_b_packets"), n, "{s}");
+    assert_eq!(field(&s, "b_to_a_packets"), 0, "{s}");
+}
+
+/// The bridge decides between buffer swaps and copies by the memory the ports live in: the two
+/// ends of one pipe share a memory (zero copy), two VALE ports do not (copy), and `--copy`
+/// forces copies.
+#[test]
+fn bridge_sees_which_ports_share_a_memory() {
+    let ports = ["netmap:p{0", "netmap:p}0", "vale3:1", "vale3:2"];
+    let (dir, be) = backend("bridge-mem", &ports);
+    let once = |a: &str, b: &str, extra: &[&str]| {
+        let mut args = vec!["--timeout-ms", "200"];
+        args.extend_from_slice(extra);
+        let (br, log) = start_bridge(&be, dir.path(), a, b, &args);
+        let s = bridge_summary(&finish(br, Duration::from_secs(30)), &log);
+        assert_eq!(field(&s, "packets"), 0, "{s}");
+        zero_copy(&s)
+    };
+    if userspace_netmap() {
+        assert!(once(ports[0], ports[1], &[]), "one pipe, one memory");
+        assert!(!once(ports[0], ports[1], &["--copy"]));
+        assert!(!once(ports[2], ports[3], &[]), "VALE ports: two memories");
+    }
+}
