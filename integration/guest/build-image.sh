@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the ptnet test guest: Debian bookworm's kernel, busybox, uio modules and a static
-# ptnet-pkt-gen in a gzip'd cpio initramfs. Everything comes from Debian packages and this
+# Builds the ptnet test guest: Debian bookworm's kernel, busybox, uio modules and static
+# ptnet-pkt-gen and ptnet-bridge in a gzip'd cpio initramfs. Everything comes from Debian packages and this
 # workspace; no prebuilt images are downloaded.
 #
 # Output: ${PTNET_CACHE_DIR:-$HOME/.cache/ptnet}/guest-<hash of inputs>/{vmlinuz,initramfs.cpio.gz}
@@ -10,6 +10,7 @@
 # Environment:
 #   PTNET_CACHE_DIR   cache root (default ~/.cache/ptnet)
 #   PTNET_PKTGEN      use this static ptnet-pkt-gen instead of building one
+#   PTNET_BRIDGE      use this static ptnet-bridge (default with PTNET_PKTGEN: the one next to it)
 #   PTNET_NO_MUSL=1   link glibc statically (+crt-static) even if the musl target is there
 #   PTNET_KERNEL_PKG  kernel package (default: what linux-image-amd64 depends on, or a cached one)
 set -euo pipefail
@@ -68,9 +69,10 @@ if [ -z "$kdeb" ]; then
 fi
 log "kernel: $(basename "$kdeb")"
 
-# --- static ptnet-pkt-gen ---------------------------------------------------------------------
+# --- static ptnet-pkt-gen and ptnet-bridge ----------------------------------------------------
 if [ -n "${PTNET_PKTGEN:-}" ]; then
     pktgen="$PTNET_PKTGEN"
+    bridge="${PTNET_BRIDGE:-$(dirname "$pktgen")/ptnet-bridge}"
 else
     pktgen=""
     if [ "${PTNET_NO_MUSL:-}" != 1 ] && {
@@ -78,26 +80,30 @@ else
             timeout 120 rustup target add x86_64-unknown-linux-musl >&2 2>/dev/null
     }; then
         if (cd "$root" && cargo build --release -q -p ptnet-driver --bin ptnet-pkt-gen \
-            --target x86_64-unknown-linux-musl >&2); then
+            --bin ptnet-bridge --target x86_64-unknown-linux-musl >&2); then
             pktgen="$root/target/x86_64-unknown-linux-musl/release/ptnet-pkt-gen"
         fi
     fi
     if [ -z "$pktgen" ]; then
         log "musl target unavailable: linking glibc statically"
         (cd "$root" && RUSTFLAGS='-C target-feature=+crt-static' cargo build --release -q \
-            -p ptnet-driver --bin ptnet-pkt-gen --target x86_64-unknown-linux-gnu >&2)
+            -p ptnet-driver --bin ptnet-pkt-gen --bin ptnet-bridge --target x86_64-unknown-linux-gnu >&2)
         pktgen="$root/target/x86_64-unknown-linux-gnu/release/ptnet-pkt-gen"
     fi
+    bridge="$(dirname "$pktgen")/ptnet-bridge"
 fi
-file -L "$pktgen" | grep -Eq 'statically linked|static-pie linked' || {
-    log "$pktgen is not statically linked: $(file -L "$pktgen")"
-    exit 1
-}
+for b in "$pktgen" "$bridge"; do
+    [ -f "$b" ] || { log "$b is missing"; exit 1; }
+    file -L "$b" | grep -Eq 'statically linked|static-pie linked' || {
+        log "$b is not statically linked: $(file -L "$b")"
+        exit 1
+    }
+done
 
 # --- cache key --------------------------------------------------------------------------------
 key="$(
     {
-        sha256sum "$here/build-image.sh" "$here/init" "$busybox" "$pktgen" | cut -d' ' -f1
+        sha256sum "$here/build-image.sh" "$here/init" "$busybox" "$pktgen" "$bridge" | cut -d' ' -f1
         basename "$kdeb"
         if [ -d "$here/scripts" ]; then find "$here/scripts" -type f | sort | xargs -r sha256sum | cut -d' ' -f1; fi
     } | sha256sum | cut -c1-16
@@ -145,10 +151,14 @@ ird="$tmp/initramfs"
 mkdir -p "$ird"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,run,etc,lib/modules,scripts}
 cp "$busybox" "$ird/bin/busybox"
 cp "$pktgen" "$ird/bin/ptnet-pkt-gen"
+cp "$bridge" "$ird/bin/ptnet-bridge"
 # Debug info is of no use in the guest; halve the image when binutils is there.
-if command -v objcopy >/dev/null; then objcopy --strip-debug "$ird/bin/ptnet-pkt-gen"; fi
+if command -v objcopy >/dev/null; then
+    objcopy --strip-debug "$ird/bin/ptnet-pkt-gen"
+    objcopy --strip-debug "$ird/bin/ptnet-bridge"
+fi
 cp "$here/init" "$ird/init"
-chmod 755 "$ird/init" "$ird/bin/busybox" "$ird/bin/ptnet-pkt-gen"
+chmod 755 "$ird/init" "$ird/bin/busybox" "$ird/bin/ptnet-pkt-gen" "$ird/bin/ptnet-bridge"
 ln -s busybox "$ird/bin/sh"
 for p in "${order[@]}"; do
     cp "$tmp/k/$p" "$ird/lib/modules/"
@@ -165,6 +175,7 @@ cp "$tmp/k/$vmlinuz" "$tmp/out/vmlinuz"
     echo "kver=$kver"
     echo "modules=${order[*]}"
     echo "pktgen=$pktgen"
+    echo "bridge=$bridge"
 } >"$tmp/out/manifest"
 rm -rf "$out"
 mv "$tmp/out" "$out"
