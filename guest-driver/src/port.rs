@@ -563,10 +563,12 @@ impl Port {
     /// `timeout`. Every ring is synced with interrupts enabled, exactly as `wait_any` does.
     ///
     /// Transports wait on their own interrupts only, so with several ports this blocks on one
-    /// port's interrupts at a time for at most [`WAIT_PORTS_SLICE`], polling the others without
-    /// blocking in between (taking turns): an interrupt of another port is noticed within a
-    /// slice. An empty `waits` (or only empty ring lists) sleeps until `timeout` and returns
-    /// false.
+    /// port's interrupts at a time, for at most [`WAIT_PORTS_SLICE`], starting with the first
+    /// port (put the one most likely to be interrupted first) and moving to the next after a
+    /// slice without news. Interrupts left over from before the call are cleared first, so a
+    /// stale one cannot end the slice early and send the wait to the wrong port: an interrupt of
+    /// the port blocked on ends the wait at once, one of another port within a slice. An empty
+    /// `waits` (or only empty ring lists) sleeps until `timeout` and returns false.
     pub fn wait_ports(
         waits: &mut [(&mut Port, &[RingId])],
         timeout: Option<Duration>,
@@ -577,6 +579,14 @@ impl Port {
         let deadline = timeout.map(|t| std::time::Instant::now() + t);
         let mut turn = 0;
         loop {
+            // Clear what was signalled before the syncs below look at the rings: anything
+            // signalled after this point stays pending and ends the blocking wait.
+            for (port, ids) in waits.iter() {
+                if !ids.is_empty() {
+                    let (_, nums, n) = port.ring_numbers(ids);
+                    port.transport.wait_many(&nums[..n], Some(Duration::ZERO))?;
+                }
+            }
             let mut ready = false;
             for (port, ids) in waits.iter_mut() {
                 let (idx, _, n) = port.ring_numbers(ids);
@@ -588,28 +598,23 @@ impl Port {
             let Some(left) = time_left(deadline) else {
                 return Ok(false);
             };
-            let active: usize = waits.iter().filter(|(_, ids)| !ids.is_empty()).count();
-            if active == 0 {
-                std::thread::sleep(left.unwrap_or(WAIT_PORTS_SLICE).min(WAIT_PORTS_SLICE));
+            let slice = left.map_or(WAIT_PORTS_SLICE, |l| l.min(WAIT_PORTS_SLICE));
+            // The next port with rings to wait on, from `turn`.
+            let Some(k) = (0..waits.len())
+                .map(|d| (turn + d) % waits.len())
+                .find(|&k| !waits[k].1.is_empty())
+            else {
+                std::thread::sleep(slice);
                 continue;
+            };
+            let (port, ids) = &waits[k];
+            let (_, nums, n) = port.ring_numbers(ids);
+            if !port.transport.wait_many(&nums[..n], Some(slice))? {
+                // Nothing from this port for a whole slice: try the next one.
+                turn = (k + 1) % waits.len();
+            } else {
+                turn = k;
             }
-            // Without blocking: did any port but the one whose turn it is get an interrupt?
-            let mut signalled = false;
-            for (k, (port, ids)) in waits.iter().enumerate() {
-                if k != turn % waits.len() && !ids.is_empty() {
-                    let (_, nums, n) = port.ring_numbers(ids);
-                    signalled |= port.transport.wait_many(&nums[..n], Some(Duration::ZERO))?;
-                }
-            }
-            if !signalled {
-                let (port, ids) = &waits[turn % waits.len()];
-                if !ids.is_empty() {
-                    let (_, nums, n) = port.ring_numbers(ids);
-                    let slice = left.map_or(WAIT_PORTS_SLICE, |l| l.min(WAIT_PORTS_SLICE));
-                    port.transport.wait_many(&nums[..n], Some(slice))?;
-                }
-            }
-            turn = (turn + 1) % waits.len();
         }
     }
 

@@ -254,6 +254,7 @@ fn run(args: &Args, a: &mut Port, b: &mut Port, zero_copy: bool) -> Result<Summa
     let mut first: Option<Instant> = None;
     let mut last = Instant::now();
     let mut total = 0u64;
+    let mut a_first = true;
     let limit = if args.count > 0 { args.count } else { u64::MAX };
     loop {
         wa.clear();
@@ -262,6 +263,10 @@ fn run(args: &Args, a: &mut Port, b: &mut Port, zero_copy: bool) -> Result<Summa
         let n = forward(a, b, mode, args.batch, left, &mut ab, &mut wa, &mut wb)?;
         let m = forward(b, a, mode, args.batch, left - n, &mut ba, &mut wb, &mut wa)?;
         total += n + m;
+        if n != m && (n == 0 || m == 0) {
+            // Sleep on the port that received last first: the likelier one to wake us.
+            a_first = n > 0;
+        }
         if n + m > 0 {
             last = Instant::now();
             first.get_or_insert(last);
@@ -285,7 +290,12 @@ fn run(args: &Args, a: &mut Port, b: &mut Port, zero_copy: bool) -> Result<Summa
         if args.busy_poll {
             std::hint::spin_loop();
         } else {
-            Port::wait_ports(&mut [(&mut *a, &wa[..]), (&mut *b, &wb[..])], Some(sleep))?;
+            let (wa, wb) = (&wa[..], &wb[..]);
+            if a_first {
+                Port::wait_ports(&mut [(&mut *a, wa), (&mut *b, wb)], Some(sleep))?;
+            } else {
+                Port::wait_ports(&mut [(&mut *b, wb), (&mut *a, wa)], Some(sleep))?;
+            }
         }
     }
     let seconds = first.map_or(0.0, |f| last.duration_since(f).as_secs_f64());
