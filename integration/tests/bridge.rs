@@ -5,15 +5,18 @@
 //!
 //! The daemon's userspace netmap gives every pipe and every VALE port its own memory, so these
 //! runs take the bridge's copy path; its zero-copy path (buffer swaps between ports of one memory)
-//! is covered by `ptnet-driver`'s unit tests and, for the memory check, by
-//! `bridge_sees_which_ports_share_a_memory` below.
+//! is checked against the real daemon by `buffer_swaps_through_a_real_pipe_keep_packets_intact`
+//! (the library call the bridge makes, in this process: a bridge between the two ends of one
+//! pipe would be a loop with no way in) and `bridge_sees_which_ports_share_a_memory`.
 
+use ptnet_driver::port::{ForwardMode, Forwarded};
+use ptnet_driver::{Port, RingId};
 use ptnet_integration::host::{
     finish, pkt_gen, spawn_bridge, spawn_pkt_gen, wait_for_text, RunOutput, Spawned,
 };
 use ptnet_integration::{json_num, json_str, Backend, TempDir};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn backend(tag: &str, ports: &[&str]) -> (TempDir, Backend) {
     let dir = TempDir::new(tag).expect("temp dir");
@@ -189,8 +192,8 @@ fn bridge_joins_two_vale_switches_both_ways() {
 }
 
 /// Ports with two TX and two RX rings: each of pkt-gen's two streams (one per TX ring) keeps its
-/// order through the bridge (RX ring i goes to TX ring i). The bridge stops after an idle
-/// --timeout-ms.
+/// order through the bridge (RX ring i goes to TX ring i). The bridge busy-polls, in small
+/// batches, and stops after an idle --timeout-ms.
 #[test]
 fn bridge_keeps_per_ring_order_with_two_rings() {
     let ports = [
@@ -206,7 +209,7 @@ fn bridge_keeps_per_ring_order_with_two_rings() {
         dir.path(),
         "netmap:c}0",
         "netmap:d{0",
-        &["--timeout-ms", "3000", "-b", "64"],
+        &["--timeout-ms", "3000", "-b", "64", "--busy-poll"],
     );
     assert!(std::fs::read_to_string(&log)
         .unwrap_or_default()
@@ -237,4 +240,93 @@ fn bridge_sees_which_ports_share_a_memory() {
         assert!(!once(ports[0], ports[1], &["--copy"]));
         assert!(!once(ports[2], ports[3], &[]), "VALE ports: two memories");
     }
+}
+
+/// The zero-copy path against the real daemon. The two ends of one pipe share a memory; packets
+/// sent on p{0 arrive on p}0 (the daemon swaps buffers), and `forward_from` with buffer swaps
+/// sends them from p}0's RX ring back into p{0's TX ring, round after round: the same buffers
+/// circulate between the rings of two ports without a copy. After 200 rounds every packet is
+/// still there, in order, with its bytes intact (a swap across memories would hand out indexes
+/// of other buffers: garbage).
+#[test]
+fn buffer_swaps_through_a_real_pipe_keep_packets_intact() {
+    let (_d, be) = backend("bridge-swap", &["netmap:s{0", "netmap:s}0"]);
+    let mut a = Port::open(&vu(&be, "netmap:s{0")).expect("open s{0");
+    let mut b = Port::open(&vu(&be, "netmap:s}0")).expect("open s}0");
+    assert!(b.shares_memory_with(&a));
+    const K: u32 = 500;
+    const ROUNDS: u32 = 200;
+    let frame = |seq: u32| {
+        let mut f = [0u8; 60];
+        f[..4].copy_from_slice(&seq.to_le_bytes());
+        for (i, x) in f[4..].iter_mut().enumerate() {
+            *x = (seq as u8).wrapping_mul(31).wrapping_add(i as u8);
+        }
+        f
+    };
+    {
+        let mut tx = a.tx_ring(0);
+        for seq in 0..K {
+            assert!(tx.send(&frame(seq)));
+        }
+        tx.txsync().unwrap();
+    }
+    // Waits until p}0 has received K packets.
+    let arrive = |b: &mut Port, round: u32| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            b.rx_ring(0).rxsync().unwrap();
+            if b.rx_ring(0).avail() >= K {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: {} of {K} packets arrived\n{}",
+                b.rx_ring(0).avail(),
+                be.log_text()
+            );
+            b.wait(RingId::Rx(0), Some(Duration::from_millis(100)))
+                .unwrap();
+        }
+    };
+    for round in 0..ROUNDS {
+        arrive(&mut b, round);
+        // Room for all of them in p{0's TX ring.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while a.tx_ring(0).space() < K {
+            a.tx_ring(0).txsync_reclaim().unwrap();
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: TX ring stays full"
+            );
+            a.wait(RingId::Tx(0), Some(Duration::from_millis(10)))
+                .unwrap();
+        }
+        let mut rx = b.rx_ring(0);
+        let mut tx = a.tx_ring(0);
+        let f = tx.forward_from(&mut rx, K, ForwardMode::SwapBuffers);
+        assert_eq!(
+            f,
+            Forwarded {
+                packets: K,
+                bytes: 60 * u64::from(K),
+                dropped: 0
+            },
+            "round {round}"
+        );
+        tx.txsync().unwrap();
+        rx.rxsync().unwrap();
+    }
+    arrive(&mut b, ROUNDS);
+    let mut rx = b.rx_ring(0);
+    for seq in 0..K {
+        let mut got = [0u8; 60];
+        assert_eq!(rx.recv(&mut got), Some(60), "packet {seq}");
+        assert_eq!(
+            got,
+            frame(seq),
+            "packet {seq} after {ROUNDS} rounds of buffer swaps"
+        );
+    }
+    rx.rxsync().unwrap();
 }
