@@ -562,13 +562,14 @@ impl Port {
     /// ports): returns true as soon as one of the rings has slots for the application, false at
     /// `timeout`. Every ring is synced with interrupts enabled, exactly as `wait_any` does.
     ///
-    /// Transports wait on their own interrupts only, so with several ports this blocks on one
-    /// port's interrupts at a time, for at most [`WAIT_PORTS_SLICE`], starting with the first
-    /// port (put the one most likely to be interrupted first) and moving to the next after a
-    /// slice without news. Interrupts left over from before the call are cleared first, so a
-    /// stale one cannot end the slice early and send the wait to the wrong port: an interrupt of
-    /// the port blocked on ends the wait at once, one of another port within a slice. An empty
-    /// `waits` (or only empty ring lists) sleeps until `timeout` and returns false.
+    /// When every port's transport can be waited on through descriptors
+    /// ([`Transport::wait_fds`]: the vhost-user call eventfds, the pci transport's uio
+    /// descriptor), this is one `poll` over all of them. Otherwise it blocks on one port's
+    /// interrupts at a time, for at most [`WAIT_PORTS_SLICE`], starting with the first port (put
+    /// the one most likely to be interrupted first) and moving on after a slice without news.
+    /// Interrupts left over from before the call are cleared first, so a stale one cannot end the
+    /// wait early. An empty `waits` (or only empty ring lists) sleeps until `timeout` and returns
+    /// false.
     pub fn wait_ports(
         waits: &mut [(&mut Port, &[RingId])],
         timeout: Option<Duration>,
@@ -598,6 +599,10 @@ impl Port {
             let Some(left) = time_left(deadline) else {
                 return Ok(false);
             };
+            if Self::poll_ports(waits, left)?.is_some() {
+                // One poll over every port's interrupts ran: sync and look again.
+                continue;
+            }
             let slice = left.map_or(WAIT_PORTS_SLICE, |l| l.min(WAIT_PORTS_SLICE));
             // The next port with rings to wait on, from `turn`.
             let Some(k) = (0..waits.len())
@@ -616,6 +621,73 @@ impl Port {
                 turn = k;
             }
         }
+    }
+
+    /// One `poll` over the interrupt descriptors of every port of `waits`, for at most `left`
+    /// (and each transport's cap). `None` when some transport cannot be waited on that way (or
+    /// there are too many descriptors), so the caller waits port by port; else whether anything
+    /// fired (a timeout and a wake-up both send the caller back to sync the rings).
+    fn poll_ports(
+        waits: &[(&mut Port, &[RingId])],
+        left: Option<Duration>,
+    ) -> Result<Option<bool>, Error> {
+        const MAX_FDS: usize = 4 * (ptnet::MAX_RINGS as usize + 1);
+        const MAX_PORTS: usize = 4;
+        if waits.len() > MAX_PORTS {
+            return Ok(None);
+        }
+        let mut raw = [-1; MAX_FDS];
+        let mut spans = [(0usize, 0usize); MAX_PORTS];
+        let mut used = 0;
+        let mut limit = left;
+        for (k, (port, ids)) in waits.iter().enumerate() {
+            let (_, nums, n) = port.ring_numbers(ids);
+            if n == 0 {
+                continue;
+            }
+            let Some(w) = port.transport.wait_fds(&nums[..n], &mut raw[used..]) else {
+                return Ok(None);
+            };
+            spans[k] = (used, w.n);
+            used += w.n;
+            if let Some(cap) = w.cap {
+                limit = Some(limit.map_or(cap, |l| l.min(cap)));
+            }
+        }
+        if used == 0 {
+            return Ok(None);
+        }
+        let mut pfds = [libc::pollfd {
+            fd: -1,
+            events: 0,
+            revents: 0,
+        }; MAX_FDS];
+        for (p, &fd) in pfds.iter_mut().zip(&raw[..used]) {
+            p.fd = fd;
+            p.events = libc::POLLIN;
+        }
+        // Round up so a short timeout does not become a busy loop.
+        let ms = limit.map_or(-1, |l| {
+            l.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
+        });
+        let fired = match crate::sys::poll(&mut pfds[..used], ms) {
+            Ok(n) => n > 0,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => true,
+            Err(e) => return Err(Error::io("poll the ports' interrupts", e)),
+        };
+        let mut ready = [false; MAX_FDS];
+        for (r, p) in ready.iter_mut().zip(&pfds[..used]) {
+            *r = p.revents != 0;
+        }
+        for (k, (port, ids)) in waits.iter().enumerate() {
+            let (_, nums, n) = port.ring_numbers(ids);
+            let (start, len) = spans[k];
+            if n > 0 && len > 0 {
+                port.transport
+                    .wait_done(&nums[..n], &ready[start..start + len])?;
+            }
+        }
+        Ok(Some(fired))
     }
 
     /// The `rings` index and the kick/interrupt number of each ring of `ids` (at most

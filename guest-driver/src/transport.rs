@@ -5,6 +5,7 @@
 
 use crate::Error;
 use ptnet_protocol::shmem::SharedMem;
+use std::os::fd::RawFd;
 use std::time::Duration;
 
 pub mod pci;
@@ -75,6 +76,32 @@ pub trait Transport: Send {
             }
         }
     }
+    /// For a wait shared with other ports ([`crate::Port::wait_ports`]): writes into `out` the
+    /// descriptors whose readability means one of `rings` may have been interrupted (and any the
+    /// transport must watch while it sleeps, such as the daemon's socket), re-arming the interrupt
+    /// source if it must. Returns how many, and the longest the poll may block before the
+    /// transport wants to look again; `None` when this transport cannot be waited on through
+    /// descriptors (the caller then waits on it with [`Transport::wait_many`]).
+    fn wait_fds(&self, _rings: &[u32], _out: &mut [RawFd]) -> Option<PollWait> {
+        None
+    }
+
+    /// After a poll over the descriptors of [`Transport::wait_fds`]: `ready[i]` says whether
+    /// `out[i]` was readable. Consumes the interrupts that fired and reports what went wrong
+    /// (the daemon hung up, say).
+    fn wait_done(&self, _rings: &[u32], _ready: &[bool]) -> Result<(), Error> {
+        Ok(())
+    }
+
     /// A short name for messages ("vhost-user:/tmp/p.sock", "pci:0000:00:04.0").
     fn name(&self) -> &str;
+}
+
+/// How to sleep on a transport's interrupts in a poll shared with other ports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PollWait {
+    /// Descriptors written.
+    pub n: usize,
+    /// The longest the poll may block (`None`: no limit).
+    pub cap: Option<Duration>,
 }

@@ -442,6 +442,20 @@ pub struct Spawned {
     err: Option<std::thread::JoinHandle<String>>,
 }
 
+/// CPU time (user + system) the process `pid` has used so far, from `/proc/PID/stat`.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as u64;
+    Some(Duration::from_millis(ticks * 1000 / hz.max(1)))
+}
+
 /// Waits for a [`Spawned`] process until `timeout`, then kills it; returns its output.
 pub fn finish(mut s: Spawned, timeout: Duration) -> RunOutput {
     let status = wait_deadline(&mut s.child, Instant::now() + timeout);
@@ -457,6 +471,11 @@ pub fn finish(mut s: Spawned, timeout: Duration) -> RunOutput {
 }
 
 impl Spawned {
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends SIGTERM (a clean stop for pkt-gen and the bridge: they print their summary).
     pub fn terminate(&self) {
         // The pid of a child we own and have not reaped (reaping needs `&mut`).

@@ -22,7 +22,7 @@
 //! Specs: `ptnet0`, `ptnetN` (the N-th ptnet NIC in sysfs order), `ptnet:0000:00:04.0` (by address);
 //! a leading `pci:` is accepted and ignored.
 
-use super::{CsbArrays, Transport};
+use super::{CsbArrays, PollWait, Transport};
 use crate::sys::{self, Mapping};
 use crate::Error;
 use ptnet_protocol::csb;
@@ -31,7 +31,7 @@ use ptnet_protocol::shmem::SharedMem;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::os::unix::io::AsRawFd;
+use std::os::unix::io::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -594,6 +594,39 @@ impl Transport for PciTransport {
             Some(&r) => self.wait(r, timeout),
             None => Ok(false),
         }
+    }
+
+    fn wait_fds(&self, rings: &[u32], out: &mut [RawFd]) -> Option<PollWait> {
+        // One INTx line serves every ring: the first ring's uio descriptor covers them all.
+        let uio = self.uio.as_ref()?;
+        let f = uio.fd(*rings.first()?)?;
+        *out.first_mut()? = f.as_raw_fd();
+        uio.unmask();
+        let cap = if uio.seen.load(Ordering::Relaxed) {
+            MAX_IRQ_WAIT
+        } else {
+            FIRST_IRQ_WAIT
+        };
+        Some(PollWait {
+            n: 1,
+            cap: Some(cap),
+        })
+    }
+
+    fn wait_done(&self, rings: &[u32], ready: &[bool]) -> Result<(), Error> {
+        let (Some(uio), Some(&r), Some(true)) =
+            (self.uio.as_ref(), rings.first(), ready.first().copied())
+        else {
+            return Ok(());
+        };
+        if let Some(f) = uio.fd(r) {
+            let mut b = [0u8; 4];
+            if f.read_at(&mut b, 0).is_ok_and(|n| n == 4) {
+                uio.seen.store(true, Ordering::Relaxed);
+            }
+        }
+        uio.unmask();
+        Ok(())
     }
 
     fn name(&self) -> &str {

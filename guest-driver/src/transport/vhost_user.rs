@@ -8,7 +8,7 @@
 //! * kicks and interrupts: one kick and one call eventfd per ring (SET_VRING_KICK/SET_VRING_CALL).
 
 use crate::sys::{self, Mapping};
-use crate::transport::{CsbArrays, Transport};
+use crate::transport::{CsbArrays, PollWait, Transport};
 use crate::Error;
 use ptnet_protocol::csb;
 use ptnet_protocol::device::{
@@ -441,6 +441,39 @@ impl Transport for VhostUserTransport {
             }
         }
         Ok(ready != 0)
+    }
+
+    fn wait_fds(&self, rings: &[u32], out: &mut [RawFd]) -> Option<PollWait> {
+        // The rings' call eventfds, then the main socket (readable only when the daemon hangs
+        // up, no request being outstanding).
+        let mut n = 0;
+        for &r in rings {
+            let c = self.calls.get(r as usize)?;
+            *out.get_mut(n)? = c.as_raw_fd();
+            n += 1;
+        }
+        *out.get_mut(n)? = self.frontend.as_raw_fd();
+        Some(PollWait {
+            n: n + 1,
+            cap: None,
+        })
+    }
+
+    fn wait_done(&self, rings: &[u32], ready: &[bool]) -> Result<(), Error> {
+        if ready.get(rings.len()).copied().unwrap_or(false) {
+            return Err(Error::VhostUser(format!(
+                "{}: the daemon closed the connection",
+                self.name
+            )));
+        }
+        for (&r, &fired) in rings.iter().zip(ready) {
+            if fired {
+                if let Some(c) = self.calls.get(r as usize) {
+                    let _ = c.read();
+                }
+            }
+        }
+        Ok(())
     }
 
     fn name(&self) -> &str {
