@@ -301,6 +301,11 @@ struct Uio {
     config: File,
     /// Has any interrupt come through? Until then waits are capped at [`FIRST_IRQ_WAIT`].
     seen: AtomicBool,
+    /// Might INTx be masked? The kernel masks it exactly when it takes an interrupt, which every
+    /// open descriptor then reports: so it stays unmasked, and `unmask` need not touch the config
+    /// space (a trap to the hypervisor per access), until a descriptor shows an interrupt or a
+    /// new descriptor opens (it cannot show what came before it).
+    may_be_masked: AtomicBool,
     fds: Vec<OnceLock<Option<File>>>,
 }
 
@@ -358,6 +363,7 @@ impl Uio {
             dev: path,
             config,
             seen: AtomicBool::new(false),
+            may_be_masked: AtomicBool::new(true),
             fds: (0..ptnet::MAX_RINGS).map(|_| OnceLock::new()).collect(),
         };
         uio.unmask();
@@ -368,6 +374,7 @@ impl Uio {
         self.fds
             .get(ring as usize)?
             .get_or_init(|| {
+                self.may_be_masked.store(true, Ordering::Relaxed);
                 OpenOptions::new()
                     .read(true)
                     .write(true)
@@ -383,10 +390,19 @@ const PCI_COMMAND_HI: u64 = 5;
 const INTX_DISABLE_HI: u8 = 0x04;
 
 impl Uio {
+    /// A descriptor reported an interrupt: the kernel masked INTx when it took it.
+    fn interrupted(&self) {
+        self.seen.store(true, Ordering::Relaxed);
+        self.may_be_masked.store(true, Ordering::Release);
+    }
+
     /// Re-enables INTx delivery. `uio_pci_generic` masks INTx (command register bit 10) in its
     /// interrupt handler and has no irqcontrol (writing to /dev/uioN fails with ENOSYS), so, as
     /// DPDK does, the bit is cleared through the device's config space.
     fn unmask(&self) {
+        if !self.may_be_masked.swap(false, Ordering::AcqRel) {
+            return;
+        }
         let mut b = [0u8; 1];
         if self.config.read_exact_at(&mut b, PCI_COMMAND_HI).is_ok() && b[0] & INTX_DISABLE_HI != 0
         {
@@ -581,7 +597,7 @@ impl Transport for PciTransport {
         }
         let mut b = [0u8; 4];
         if f.read_at(&mut b, 0).is_ok_and(|n| n == 4) {
-            uio.seen.store(true, Ordering::Relaxed);
+            uio.interrupted();
         }
         uio.unmask();
         Ok(true)
@@ -622,7 +638,7 @@ impl Transport for PciTransport {
         if let Some(f) = uio.fd(r) {
             let mut b = [0u8; 4];
             if f.read_at(&mut b, 0).is_ok_and(|n| n == 4) {
-                uio.seen.store(true, Ordering::Relaxed);
+                uio.interrupted();
             }
         }
         uio.unmask();
