@@ -49,6 +49,24 @@ pub fn skip_vm_tests() -> bool {
     std::env::var("PTNET_SKIP_VM").is_ok_and(|v| v == "1")
 }
 
+/// [`skip_vm_tests`], saying so on stderr: the first line of every VM test.
+pub fn skip_vm_test() -> bool {
+    let skip = skip_vm_tests();
+    if skip {
+        eprintln!("PTNET_SKIP_VM=1: skipped");
+    }
+    skip
+}
+
+/// The host transmit rate (pps) of a VM test: `PTNET_VM_RATE` (0 = unlimited) or `default`, a
+/// rate a TCG guest keeps up with on 2 busy cores.
+pub fn vm_test_rate(default: u64) -> u64 {
+    std::env::var("PTNET_VM_RATE")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(default)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,7 @@
 
 use ptnet_integration::host::{finish, spawn_pkt_gen, Backend, RunOutput, TempDir};
 use ptnet_integration::vm::{vm_lock, Nic, Vm, VmConfig, VmResult};
-use ptnet_integration::{json_num, skip_vm_tests};
+use ptnet_integration::{json_num, skip_vm_test, vm_test_rate};
 use std::time::Duration;
 
 /// Packets per direction.
@@ -22,21 +22,14 @@ const COUNT: u64 = 20_000;
 const RATE: u64 = 20_000;
 
 fn rate() -> u64 {
-    std::env::var("PTNET_VM_RATE")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(RATE)
+    vm_test_rate(RATE)
 }
 
 /// What the bridge prints on stderr once both ports are open.
 const READY: &str = "ptnet-bridge: ready";
 
 fn skip() -> bool {
-    if skip_vm_tests() {
-        eprintln!("PTNET_SKIP_VM=1: skipped");
-        return true;
-    }
-    false
+    skip_vm_test()
 }
 
 fn num(line: &str, key: &str) -> u64 {

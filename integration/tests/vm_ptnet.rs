@@ -9,7 +9,7 @@
 
 use ptnet_integration::host::{finish, spawn_pkt_gen, Backend, RunOutput, TempDir};
 use ptnet_integration::vm::{vm_lock, Nic, Vm, VmConfig, VmResult};
-use ptnet_integration::{json_num, skip_vm_tests};
+use ptnet_integration::{json_num, skip_vm_test, vm_test_rate};
 use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 
@@ -20,21 +20,14 @@ const COUNT: u64 = 100_000;
 const RATE: u64 = 20_000;
 
 fn rate() -> u64 {
-    std::env::var("PTNET_VM_RATE")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(RATE)
+    vm_test_rate(RATE)
 }
 
 /// Marker pkt-gen prints on stderr once its port is open (and the host loops started).
 const READY: &str = "ptnet-pkt-gen: pci:";
 
 fn skip() -> bool {
-    if skip_vm_tests() {
-        eprintln!("PTNET_SKIP_VM=1: skipped");
-        return true;
-    }
-    false
+    skip_vm_test()
 }
 
 fn guest(name: &str, cmd: &str, nic: Nic, timeout_s: u64) -> VmConfig {
