@@ -322,6 +322,19 @@ impl Backend {
         }
     }
 
+    /// Starts `ptnet-backend` serving `ports` in a new temporary directory named after `tag`
+    /// (removed when the returned [`TempDir`] drops).
+    pub fn in_temp_dir(tag: &str, ports: &[&str]) -> (TempDir, Backend) {
+        let dir = TempDir::new(tag).expect("temp dir");
+        let b = Backend::start(dir.path(), ports, &[]).expect("ptnet-backend starts");
+        (dir, b)
+    }
+
+    /// What a driver opens to attach to `port`: `vhost-user:<socket>`.
+    pub fn interface(&self, port: &str) -> String {
+        format!("vhost-user:{}", self.socket(port).display())
+    }
+
     /// Socket path of `port` (`DIR/<port without @conf>.sock`).
     pub fn socket(&self, port: &str) -> PathBuf {
         let name = port.split("@conf:").next().unwrap_or(port);

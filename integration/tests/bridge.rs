@@ -14,19 +14,9 @@ use ptnet_driver::{Port, RingId};
 use ptnet_integration::host::{
     cpu_time, finish, pkt_gen, spawn_bridge, spawn_pkt_gen, wait_for_text, RunOutput, Spawned,
 };
-use ptnet_integration::{json_num, json_str, Backend, TempDir};
+use ptnet_integration::{json_num, json_str, Backend};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-fn backend(tag: &str, ports: &[&str]) -> (TempDir, Backend) {
-    let dir = TempDir::new(tag).expect("temp dir");
-    let b = Backend::start(dir.path(), ports, &[]).expect("ptnet-backend starts");
-    (dir, b)
-}
-
-fn vu(b: &Backend, port: &str) -> String {
-    format!("vhost-user:{}", b.socket(port).display())
-}
 
 fn field(json: &str, key: &str) -> u64 {
     json_num(json, key).unwrap_or_else(|| panic!("no '{key}' in {json}")) as u64
@@ -41,7 +31,7 @@ fn userspace_netmap() -> bool {
 /// A bridge between `a` and `b` with `extra` options, started and ready (both ports open).
 fn start_bridge(be: &Backend, dir: &Path, a: &str, b: &str, extra: &[&str]) -> (Spawned, PathBuf) {
     let log = dir.join("bridge.err");
-    let (sa, sb) = (vu(be, a), vu(be, b));
+    let (sa, sb) = (be.interface(a), be.interface(b));
     let mut args = vec!["-i", sa.as_str(), "-i", sb.as_str(), "--json"];
     args.extend_from_slice(extra);
     let br = spawn_bridge(&args, &log).expect("ptnet-bridge starts");
@@ -58,7 +48,7 @@ fn start_bridge(be: &Backend, dir: &Path, a: &str, b: &str, extra: &[&str]) -> (
 /// as possible); asserts that all of them arrived in order and intact. Returns the rx summary.
 fn leg(be: &Backend, bridge_log: &Path, tx_port: &str, rx_port: &str, n: u64, rate: u64) -> String {
     let (ns, rs) = (n.to_string(), rate.to_string());
-    let rx_sock = vu(be, rx_port);
+    let rx_sock = be.interface(rx_port);
     let rx = spawn_pkt_gen(&[
         "-i",
         &rx_sock,
@@ -75,7 +65,7 @@ fn leg(be: &Backend, bridge_log: &Path, tx_port: &str, rx_port: &str, n: u64, ra
     .expect("rx starts");
     // Let the receiver attach before anything is sent.
     std::thread::sleep(Duration::from_millis(500));
-    let tx_sock = vu(be, tx_port);
+    let tx_sock = be.interface(tx_port);
     let tx = pkt_gen(
         &[
             "-i", &tx_sock, "-f", "tx", "-n", &ns, "-R", &rs, "-T", "0", "--json",
@@ -131,7 +121,7 @@ fn zero_copy(summary: &str) -> bool {
 #[test]
 fn bridge_forwards_between_two_pipes_both_ways() {
     let ports = ["netmap:a{0", "netmap:a}0", "netmap:b{0", "netmap:b}0"];
-    let (dir, be) = backend("bridge-pipes", &ports);
+    let (dir, be) = Backend::in_temp_dir("bridge-pipes", &ports);
     let n = 1_000_000u64;
     let count = (2 * n).to_string();
     let (br, log) = start_bridge(
@@ -165,7 +155,7 @@ fn bridge_forwards_between_two_pipes_both_ways() {
 #[test]
 fn idle_bridge_sleeps_on_both_ports() {
     let ports = ["netmap:i{0", "netmap:i}0", "netmap:j{0", "netmap:j}0"];
-    let (dir, be) = backend("bridge-idle", &ports);
+    let (dir, be) = Backend::in_temp_dir("bridge-idle", &ports);
     let (br, log) = start_bridge(&be, dir.path(), "netmap:i}0", "netmap:j{0", &[]);
     std::thread::sleep(Duration::from_millis(500));
     let before = cpu_time(br.id()).expect("bridge cpu time");
@@ -193,7 +183,7 @@ fn bridge_joins_two_vale_switches_both_ways() {
         "vale2:1@conf:slots=4096",
         "vale2:2@conf:slots=4096",
     ];
-    let (dir, be) = backend("bridge-vale", &ports);
+    let (dir, be) = Backend::in_temp_dir("bridge-vale", &ports);
     let n = 200_000u64;
     let (br, log) = start_bridge(&be, dir.path(), ports[1], ports[2], &[]);
     let ab = leg(&be, &log, ports[0], ports[3], n, 100_000);
@@ -224,7 +214,7 @@ fn bridge_keeps_per_ring_order_with_two_rings() {
         "netmap:d{0@conf:rings=2",
         "netmap:d}0@conf:rings=2",
     ];
-    let (dir, be) = backend("bridge-rings", &ports);
+    let (dir, be) = Backend::in_temp_dir("bridge-rings", &ports);
     let n = 400_000u64;
     let (br, log) = start_bridge(
         &be,
@@ -248,7 +238,7 @@ fn bridge_keeps_per_ring_order_with_two_rings() {
 #[test]
 fn bridge_sees_which_ports_share_a_memory() {
     let ports = ["netmap:p{0", "netmap:p}0", "vale3:1", "vale3:2"];
-    let (dir, be) = backend("bridge-mem", &ports);
+    let (dir, be) = Backend::in_temp_dir("bridge-mem", &ports);
     let once = |a: &str, b: &str, extra: &[&str]| {
         let mut args = vec!["--timeout-ms", "200"];
         args.extend_from_slice(extra);
@@ -272,9 +262,9 @@ fn bridge_sees_which_ports_share_a_memory() {
 /// of other buffers: garbage).
 #[test]
 fn buffer_swaps_through_a_real_pipe_keep_packets_intact() {
-    let (_d, be) = backend("bridge-swap", &["netmap:s{0", "netmap:s}0"]);
-    let mut a = Port::open(&vu(&be, "netmap:s{0")).expect("open s{0");
-    let mut b = Port::open(&vu(&be, "netmap:s}0")).expect("open s}0");
+    let (_d, be) = Backend::in_temp_dir("bridge-swap", &["netmap:s{0", "netmap:s}0"]);
+    let mut a = Port::open(&be.interface("netmap:s{0")).expect("open s{0");
+    let mut b = Port::open(&be.interface("netmap:s}0")).expect("open s}0");
     assert!(b.shares_memory_with(&a));
     const K: u32 = 500;
     const ROUNDS: u32 = 200;

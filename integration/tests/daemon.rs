@@ -12,16 +12,6 @@ use ptnet_protocol::netmap::{ring, BufPool, IfView, RingView};
 use ptnet_protocol::regs::{memdev, ptnet, ENXIO, PTCTL_CREATE};
 use std::time::{Duration, Instant};
 
-fn backend(tag: &str, ports: &[&str]) -> (TempDir, Backend) {
-    let dir = TempDir::new(tag).expect("temp dir");
-    let b = Backend::start(dir.path(), ports, &[]).expect("ptnet-backend starts");
-    (dir, b)
-}
-
-fn vu(b: &Backend, port: &str) -> String {
-    format!("vhost-user:{}", b.socket(port).display())
-}
-
 fn field(json: &str, key: &str) -> u64 {
     json_num(json, key).unwrap_or_else(|| panic!("no '{key}' in {json}")) as u64
 }
@@ -35,7 +25,7 @@ fn rx_tx(
     tx_extra: &[&str],
 ) -> (String, String) {
     let n = count.to_string();
-    let rx_sock = vu(b, rx_port);
+    let rx_sock = b.interface(rx_port);
     let rx = spawn_pkt_gen(&[
         "-i",
         &rx_sock,
@@ -50,7 +40,7 @@ fn rx_tx(
     .expect("rx starts");
     // Let the receiver attach before anything is sent.
     std::thread::sleep(Duration::from_millis(500));
-    let tx_sock = vu(b, tx_port);
+    let tx_sock = b.interface(tx_port);
     let mut args = vec![
         "-i",
         tx_sock.as_str(),
@@ -88,7 +78,7 @@ fn assert_all_received(rx: &str, count: u64) {
 
 #[test]
 fn pipe_delivers_a_million_packets_in_order() {
-    let (_d, b) = backend("pipe1m", &["netmap:p{1", "netmap:p}1"]);
+    let (_d, b) = Backend::in_temp_dir("pipe1m", &["netmap:p{1", "netmap:p}1"]);
     let (rx, tx) = rx_tx(&b, "netmap:p}1", "netmap:p{1", 1_000_000, &[]);
     assert_all_received(&rx, 1_000_000);
     assert_eq!(field(&rx, "bytes"), 60_000_000);
@@ -97,7 +87,7 @@ fn pipe_delivers_a_million_packets_in_order() {
 
 #[test]
 fn vale_two_ports_lossless_below_the_drain_rate() {
-    let (_d, b) = backend(
+    let (_d, b) = Backend::in_temp_dir(
         "vale2",
         &["vale0:1@conf:slots=4096", "vale0:2@conf:slots=4096"],
     );
@@ -107,8 +97,8 @@ fn vale_two_ports_lossless_below_the_drain_rate() {
 
 #[test]
 fn null_port_takes_everything() {
-    let (_d, mut b) = backend("null", &["null:sink"]);
-    let sock = vu(&b, "null:sink");
+    let (_d, mut b) = Backend::in_temp_dir("null", &["null:sink"]);
+    let sock = b.interface("null:sink");
     let tx = pkt_gen(
         &["-i", &sock, "-f", "tx", "-n", "2000000", "--json"],
         Duration::from_secs(60),
@@ -167,8 +157,8 @@ fn send(port: &mut Port, ring: u32, frames: &[Vec<u8>]) {
 
 #[test]
 fn vale_learns_macs_and_floods_unknown_and_broadcast() {
-    let (_d, b) = backend("vale3", &["vale1:a", "vale1:b", "vale1:c"]);
-    let open = |p: &str| Port::open(&vu(&b, p)).expect("attach");
+    let (_d, b) = Backend::in_temp_dir("vale3", &["vale1:a", "vale1:b", "vale1:c"]);
+    let open = |p: &str| Port::open(&b.interface(p)).expect("attach");
     let (mut a, mut bb, mut c) = (open("vale1:a"), open("vale1:b"), open("vale1:c"));
     let (ma, mb) = ([2, 0, 0, 0, 0, 0xa], [2, 0, 0, 0, 0, 0xb]);
     // Broadcast from b: a and c get it, b does not get its own frame back.
@@ -201,12 +191,12 @@ fn vale_learns_macs_and_floods_unknown_and_broadcast() {
 
 #[test]
 fn multi_ring_pipe_keeps_each_ring_in_order() {
-    let (_d, b) = backend(
+    let (_d, b) = Backend::in_temp_dir(
         "mring",
         &["netmap:m{2@conf:rings=4,slots=256", "netmap:m}2"],
     );
-    let mut tx = Port::open(&vu(&b, "netmap:m{2")).unwrap();
-    let mut rx = Port::open(&vu(&b, "netmap:m}2")).unwrap();
+    let mut tx = Port::open(&b.interface("netmap:m{2")).unwrap();
+    let mut rx = Port::open(&b.interface("netmap:m}2")).unwrap();
     assert_eq!(
         (tx.num_tx_rings(), rx.num_rx_rings(), rx.num_rx_slots()),
         (4, 4, 256)
@@ -353,7 +343,7 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 
 #[test]
 fn csb_outside_guest_memory_is_refused() {
-    let (_d, b) = backend("csbout", &["vale2:a"]);
+    let (_d, b) = Backend::in_temp_dir("csbout", &["vale2:a"]);
     let mut g = RawGuest::attach(&b.socket("vale2:a"));
     // Far beyond the frontend's memory table, then straddling its end, then zero.
     g.program_csb(0xdead_0000_0000, g.csb.ktoa_gpa);
@@ -369,7 +359,7 @@ fn csb_outside_guest_memory_is_refused() {
 
 #[test]
 fn refused_requests_are_logged_at_most_once_a_second() {
-    let (_d, mut b) = backend("refusals", &["vale4:a"]);
+    let (_d, mut b) = Backend::in_temp_dir("refusals", &["vale4:a"]);
     let mut g = RawGuest::attach(&b.socket("vale4:a"));
     let started = Instant::now();
     for _ in 0..300 {
@@ -405,8 +395,8 @@ fn refused_requests_are_logged_at_most_once_a_second() {
 
 #[test]
 fn bad_ring_indexes_reset_the_ring_and_traffic_resumes() {
-    let (_d, mut b) = backend("badidx", &["vale3:a", "vale3:b"]);
-    let mut recv_port = Port::open(&vu(&b, "vale3:b")).unwrap();
+    let (_d, mut b) = Backend::in_temp_dir("badidx", &["vale3:a", "vale3:b"]);
+    let mut recv_port = Port::open(&b.interface("vale3:b")).unwrap();
     let mut g = RawGuest::attach(&b.socket("vale3:a"));
     g.program_csb(g.csb.atok_gpa, g.csb.ktoa_gpa);
     assert_eq!(g.create(), 0);
@@ -444,8 +434,8 @@ fn bad_ring_indexes_reset_the_ring_and_traffic_resumes() {
 
 #[test]
 fn bad_buffer_indexes_and_lengths_are_dropped() {
-    let (_d, mut b) = backend("badslot", &["vale4:a", "vale4:b"]);
-    let mut recv_port = Port::open(&vu(&b, "vale4:b")).unwrap();
+    let (_d, mut b) = Backend::in_temp_dir("badslot", &["vale4:a", "vale4:b"]);
+    let mut recv_port = Port::open(&b.interface("vale4:b")).unwrap();
     let mut g = RawGuest::attach(&b.socket("vale4:a"));
     g.program_csb(g.csb.atok_gpa, g.csb.ktoa_gpa);
     assert_eq!(g.create(), 0);
@@ -485,8 +475,8 @@ fn bad_buffer_indexes_and_lengths_are_dropped() {
 
 #[test]
 fn bad_slots_on_a_pipe_never_reach_the_peer_as_bad_indexes() {
-    let (_d, b) = backend("badpipe", &["netmap:bp{1", "netmap:bp}1"]);
-    let mut rx = Port::open(&vu(&b, "netmap:bp}1")).unwrap();
+    let (_d, b) = Backend::in_temp_dir("badpipe", &["netmap:bp{1", "netmap:bp}1"]);
+    let mut rx = Port::open(&b.interface("netmap:bp}1")).unwrap();
     let mut g = RawGuest::attach(&b.socket("netmap:bp{1"));
     g.program_csb(g.csb.atok_gpa, g.csb.ktoa_gpa);
     assert_eq!(g.create(), 0);
@@ -507,8 +497,8 @@ fn bad_slots_on_a_pipe_never_reach_the_peer_as_bad_indexes() {
 
 #[test]
 fn frontend_disconnect_mid_traffic_then_reconnect() {
-    let (_d, b) = backend("reconn", &["netmap:r{1", "netmap:r}1"]);
-    let (txs, rxs) = (vu(&b, "netmap:r{1"), vu(&b, "netmap:r}1"));
+    let (_d, b) = Backend::in_temp_dir("reconn", &["netmap:r{1", "netmap:r}1"]);
+    let (txs, rxs) = (b.interface("netmap:r{1"), b.interface("netmap:r}1"));
     let rx = spawn_pkt_gen(&["-i", &rxs, "-f", "rx", "-n", "0", "--json"]).unwrap();
     let tx = spawn_pkt_gen(&["-i", &txs, "-f", "tx", "-n", "0", "--json"]).unwrap();
     std::thread::sleep(Duration::from_millis(1500));
@@ -668,7 +658,7 @@ fn counters_are_logged_on_sigusr1_and_periodically() {
 
 #[test]
 fn sigterm_removes_the_sockets() {
-    let (d, mut b) = backend("sigterm", &["vale5:a", "null:x"]);
+    let (d, mut b) = Backend::in_temp_dir("sigterm", &["vale5:a", "null:x"]);
     assert!(b.socket("vale5:a").exists());
     b.stop();
     assert!(!d.path().join("vale5:a.sock").exists());
@@ -678,8 +668,8 @@ fn sigterm_removes_the_sockets() {
 
 #[test]
 fn slots_released_just_before_a_disconnect_are_not_delivered_again() {
-    let (_d, b) = backend("release", &["netmap:st{1", "netmap:st}1"]);
-    let mut tx = Port::open(&vu(&b, "netmap:st{1")).unwrap();
+    let (_d, b) = Backend::in_temp_dir("release", &["netmap:st{1", "netmap:st}1"]);
+    let mut tx = Port::open(&b.interface("netmap:st{1")).unwrap();
     let mut g = RawGuest::attach(&b.socket("netmap:st}1"));
     g.program_csb(g.csb.atok_gpa, g.csb.ktoa_gpa);
     assert_eq!(g.create(), 0);
@@ -699,7 +689,7 @@ fn slots_released_just_before_a_disconnect_are_not_delivered_again() {
     wait_for("the disconnect", || {
         b.log_text().contains("frontend disconnected")
     });
-    let mut rx = Port::open(&vu(&b, "netmap:st}1")).unwrap();
+    let mut rx = Port::open(&b.interface("netmap:st}1")).unwrap();
     assert!(
         receive(&mut rx, 1, Duration::from_millis(300)).is_empty(),
         "released slots came back"
@@ -710,8 +700,8 @@ fn slots_released_just_before_a_disconnect_are_not_delivered_again() {
 
 #[test]
 fn a_reset_ring_waits_for_the_guest_instead_of_spinning() {
-    let (_d, mut b) = backend("resetspin", &["netmap:rs{1", "netmap:rs}1"]);
-    let mut tx = Port::open(&vu(&b, "netmap:rs{1")).unwrap();
+    let (_d, mut b) = Backend::in_temp_dir("resetspin", &["netmap:rs{1", "netmap:rs}1"]);
+    let mut tx = Port::open(&b.interface("netmap:rs{1")).unwrap();
     let mut g = RawGuest::attach(&b.socket("netmap:rs}1"));
     g.program_csb(g.csb.atok_gpa, g.csb.ktoa_gpa);
     assert_eq!(g.create(), 0);

@@ -209,8 +209,7 @@ fn hostile_frontends_never_take_the_daemon_down() {
     eprintln!("{answered} hostile requests on 2000 connections");
 
     // The same ports still work for well-behaved drivers.
-    let vu = |p: &str| format!("vhost-user:{}", b.socket(p).display());
-    let (rx_sock, tx_sock) = (vu("netmap:hz}0"), vu("netmap:hz{0"));
+    let (rx_sock, tx_sock) = (b.interface("netmap:hz}0"), b.interface("netmap:hz{0"));
     let rx = spawn_pkt_gen(&["-i", &rx_sock, "-f", "rx", "-n", "20000", "--json"]).unwrap();
     let tx = pkt_gen(
         &["-i", &tx_sock, "-f", "tx", "-n", "20000", "-l", "60"],

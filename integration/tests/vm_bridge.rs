@@ -72,8 +72,7 @@ fn bridge_guest(tag: &str, be: &Backend, a: &str, b: &str, count: u64) -> Vm {
 /// `tx_port` at `rate` pps in bursts of 32; asserts all arrived in order and intact. Returns the
 /// receiver's summary.
 fn leg(be: &Backend, vm: &Vm, tx_port: &str, rx_port: &str, n: u64, rate: u64) -> String {
-    let vu = |p: &str| format!("vhost-user:{}", be.socket(p).display());
-    let (rx_sock, tx_sock) = (vu(rx_port), vu(tx_port));
+    let (rx_sock, tx_sock) = (be.interface(rx_port), be.interface(tx_port));
     let (ns, rs) = (n.to_string(), rate.to_string());
     let rx = spawn_pkt_gen(&[
         "-i",

@@ -86,7 +86,7 @@ fn guest_on_restartable_daemon(
     let g = vm_lock();
     let dir = TempDir::new(tag).unwrap();
     let be = Backend::start(dir.path(), ports, &[]).unwrap_or_else(|e| panic!("{e}"));
-    let host_port = format!("vhost-user:{}", be.socket(ports[1]).display());
+    let host_port = be.interface(ports[1]);
     let mut nic = Nic::new(be.socket(ports[0]));
     nic.reconnect_ms = 500;
     let mut vm = Vm::start(&guest(tag, cmd, nic, timeout_s)).unwrap_or_else(|e| panic!("{e}"));
@@ -196,7 +196,7 @@ fn vm_guest_and_host_process_on_vale() {
     let dir = TempDir::new("mixed").unwrap();
     let ports = ["vale1:1@conf:slots=4096", "vale1:2@conf:slots=4096"];
     let be = Backend::start(dir.path(), &ports, &[]).unwrap_or_else(|e| panic!("{e}"));
-    let host_port = format!("vhost-user:{}", be.socket(ports[1]).display());
+    let host_port = be.interface(ports[1]);
     let n = 20_000u64;
     // Host receives what the guest sends, then the guest receives what the host sends.
     let host_rx = spawn_pkt_gen(&[
