@@ -77,7 +77,7 @@ impl RateMeter {
     fn new(ports: &[Arc<Port>]) -> Self {
         Self {
             since: Instant::now(),
-            packets: ports.iter().map(|p| packets(p)).collect(),
+            packets: ports.iter().map(|p| p.packets()).collect(),
         }
     }
 
@@ -85,7 +85,7 @@ impl RateMeter {
     fn log(&mut self, ports: &[Arc<Port>]) {
         let secs = self.since.elapsed().as_secs_f64().max(1e-6);
         for (p, prev) in ports.iter().zip(&mut self.packets) {
-            let now = packets(p);
+            let now = p.packets();
             let rate = |a: u64, b: u64| (a.saturating_sub(b)) as f64 / secs / 1e6;
             tracing::info!(
                 port = p.name(),
@@ -98,21 +98,6 @@ impl RateMeter {
         }
         self.since = Instant::now();
     }
-}
-
-/// Packets a port's TX and RX rings moved so far (0 for kernel ports: the kernel counts).
-fn packets(p: &Port) -> (u64, u64) {
-    let tx = p.geometry().num_tx_rings as usize;
-    let sum = |s: &[Arc<crate::port::RingStats>]| {
-        s.iter()
-            .map(|r| r.packets.load(std::sync::atomic::Ordering::Relaxed))
-            .sum()
-    };
-    let st = p.stats();
-    if st.len() < tx {
-        return (0, 0);
-    }
-    (sum(&st[..tx]), sum(&st[tx..]))
 }
 
 /// `--netmap`.

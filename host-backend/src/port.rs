@@ -11,6 +11,7 @@ use crate::netmap::rxring::RxRing;
 use crate::nic::kernel_netmap::KernelNetmap;
 use ptnet_protocol::device::PortGeometry;
 use ptnet_protocol::sync::{HostKring, PortSync};
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use vmm_sys_util::eventfd::EventFd;
@@ -238,29 +239,40 @@ impl Port {
         if let Datapath::Kernel(_) = self.datapath {
             return "counters are the kernel's (netmap)".to_string();
         }
-        let sum = |f: fn(&RingStats) -> &AtomicU64| -> u64 {
-            self.stats
-                .iter()
-                .map(|s| f(s).load(Ordering::Relaxed))
-                .sum()
-        };
-        let tx = self.geometry.num_tx_rings as usize;
-        let dir = |r: std::ops::Range<usize>, f: fn(&RingStats) -> &AtomicU64| -> u64 {
-            self.stats[r]
-                .iter()
-                .map(|s| f(s).load(Ordering::Relaxed))
-                .sum()
-        };
-        let (txr, rxr) = (0..tx, tx..self.stats.len());
+        let (tx, all) = self.ring_ranges();
+        let (tx_packets, rx_packets) = self.packets();
         format!(
-            "tx_packets={} tx_bytes={} rx_packets={} drops={} bad_slots={} resets={}",
-            dir(txr.clone(), |s| &s.packets),
-            dir(txr, |s| &s.bytes),
-            dir(rxr, |s| &s.packets),
-            sum(|s| &s.drops),
-            sum(|s| &s.bad_slots),
-            sum(|s| &s.resets),
+            "tx_packets={tx_packets} tx_bytes={} rx_packets={rx_packets} drops={} bad_slots={} resets={}",
+            self.total(tx, |s| &s.bytes),
+            self.total(all.clone(), |s| &s.drops),
+            self.total(all.clone(), |s| &s.bad_slots),
+            self.total(all, |s| &s.resets),
         )
+    }
+
+    /// Packets moved so far by the TX rings and by the RX rings (0 and 0 for kernel ports, whose
+    /// counters are the kernel's).
+    pub fn packets(&self) -> (u64, u64) {
+        let (tx, all) = self.ring_ranges();
+        let rx = tx.end..all.end;
+        (
+            self.total(tx, |s| &s.packets),
+            self.total(rx, |s| &s.packets),
+        )
+    }
+
+    /// The TX rings' indexes in [`Self::stats`], and all of them.
+    fn ring_ranges(&self) -> (Range<usize>, Range<usize>) {
+        let n = self.stats.len();
+        ((0..(self.geometry.num_tx_rings as usize).min(n)), 0..n)
+    }
+
+    /// The sum of counter `f` over the rings `r`.
+    fn total(&self, r: Range<usize>, f: fn(&RingStats) -> &AtomicU64) -> u64 {
+        self.stats[r]
+            .iter()
+            .map(|s| f(s).load(Ordering::Relaxed))
+            .sum()
     }
 }
 
