@@ -91,8 +91,8 @@ fn run(opts: &Opts) -> Result<(), String> {
     let mut rx = boot("rx", ports[1], rx_cmd, "52:54:00:00:00:02")?;
     let mut tx = boot("tx", ports[0], &tx_cmd, "52:54:00:00:00:01")?;
     println!(
-        "== guests boot under {:?} (Ctrl-C stops everything)",
-        ptnet_integration::vm::Accel::from_env()
+        "== guests boot under {} (Ctrl-C stops everything)",
+        format!("{:?}", ptnet_integration::vm::Accel::from_env()).to_uppercase()
     );
     let start = Instant::now();
     let mut shown = [0usize; 2];
@@ -127,7 +127,42 @@ fn run(opts: &Opts) -> Result<(), String> {
     {
         println!("[backend] {l}");
     }
+    let log = backend.log_text();
+    let (sent, received, dropped) = (
+        counter(&log, ports[0], "tx_packets"),
+        counter(&log, ports[1], "rx_packets"),
+        counter(&log, ports[0], "drops"),
+    );
+    if opts.pipe {
+        println!(
+            "== the tx guest sent {sent} packets, the rx guest received {received} (a pipe is \
+             lossless: the sender waits for the receiver)"
+        );
+    } else {
+        println!(
+            "== the tx guest sent {sent} packets, the rx guest received {received}; the switch \
+             dropped {dropped} that found the receiver's ring full (VALE drops, as netmap's does: \
+             --rate PPS paces the sender, --pipe shows a lossless pipe)"
+        );
+    }
     drop(dir);
     println!("== done: sockets, guests and temporary files removed");
     Ok(())
+}
+
+/// Counter `key` of `port` in the daemon's exit summary (`... key=N ... port="PORT"`), 0 if absent.
+fn counter(log: &str, port: &str, key: &str) -> u64 {
+    let tag = format!("port=\"{port}\"");
+    log.lines()
+        .filter(|l| l.contains("ptnet_backend::cli") && l.contains(&tag))
+        .filter_map(|l| {
+            l.split(&format!("{key}="))
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .next_back()
+        .unwrap_or(0)
 }
