@@ -7,6 +7,8 @@
 //! * [`netmap`]: `netmap_if`, `netmap_ring`, `netmap_slot` and the buffer pool;
 //! * [`sync`]: the ring-sync algorithms of the guest and of the host, used by both other crates;
 //! * [`device`]: the vhost-user device contract (config space, features, queue numbering);
+//! * [`vnet`]: the virtio-net header of VNET_HDR ports, and the checksum and GSO offloads a
+//!   switch performs for a receiver without one;
 //! * [`shmem`]: bounds-checked access to shared memory (the crate's only `unsafe`).
 //!
 //! No I/O and no threads here: this crate is plain data and algorithms over shared memory.
@@ -19,3 +21,4 @@ pub mod netmap;
 pub mod regs;
 pub mod shmem;
 pub mod sync;
+pub mod vnet;
