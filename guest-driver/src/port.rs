@@ -1189,7 +1189,7 @@ mod tests {
                 let if_len = if ports == 1 { 1024 } else { 512 };
                 IfView::new(m.sub(nifp, if_len).unwrap())
                     .unwrap()
-                    .init("mock", 1, tx, rx, &ofs);
+                    .init("mock", 1, &ofs[..tx as usize], &ofs[tx as usize..]);
                 let geo = PortGeometry {
                     features: 1,
                     mac: [2, 0, 0, 0, 0, 9 + p as u8],
@@ -1229,7 +1229,13 @@ mod tests {
         fn ring_view(&self, k: u32) -> RingView {
             let m = self.mem.mem();
             let nif = IfView::new(m.sub(self.nifp, m.len() - self.nifp).unwrap()).unwrap();
-            let ofs = self.nifp + nif.ring_ofs(k).unwrap() as usize;
+            // Ring `k` of the port, TX rings first (not a `ring_ofs` index).
+            let ofs = if k < nif.tx_rings() {
+                nif.ring_ofs(k)
+            } else {
+                nif.rx_ring_ofs_libnetmap(k - nif.tx_rings())
+            };
+            let ofs = self.nifp + ofs.unwrap() as usize;
             RingView::new(self.mem.mem().sub(ofs, ring::size(SLOTS)).unwrap(), SLOTS).unwrap()
         }
 

@@ -262,7 +262,12 @@ impl RawGuest {
         let rings = (0..n)
             .map(|r| {
                 let s = slots[(r >= tx_rings) as usize];
-                let off = (nifp as i64 + ifv.ring_ofs(r).unwrap()) as usize;
+                let ofs = if r < tx_rings {
+                    ifv.ring_ofs(r)
+                } else {
+                    ifv.rx_ring_ofs_libnetmap(r - tx_rings)
+                };
+                let off = (nifp as i64 + ofs.unwrap()) as usize;
                 RingView::new(mem.sub(off, ring::size(s)).unwrap(), s).unwrap()
             })
             .collect();

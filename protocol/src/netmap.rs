@@ -51,7 +51,7 @@ pub mod ring {
     pub const NR_BUF_SIZE: usize = 12;
     /// Ring id (u16).
     pub const RINGID: usize = 16;
-    /// Direction (u16): 0 TX, 1 RX.
+    /// Direction (u16): [`DIR_TX`] or [`DIR_RX`].
     pub const DIR: usize = 18;
     /// head (u32), owned by the application.
     pub const HEAD: usize = 20;
@@ -71,10 +71,12 @@ pub mod ring {
     pub const SEM: usize = 128;
     /// First slot.
     pub const SLOTS: usize = 256;
-    /// Direction value of a TX ring.
-    pub const DIR_TX: u16 = 0;
-    /// Direction value of an RX ring.
-    pub const DIR_RX: u16 = 1;
+    /// Direction value of a TX ring. netmap's kernel writes `kring->tx`, and `enum txrx` has
+    /// `NR_TX = 1` (`netmap_kern.h`, `netmap_mem2.c`); the comment on `dir` in `netmap.h`
+    /// ("0: tx, 1: rx") has it the wrong way round, and the kernel is what drivers meet.
+    pub const DIR_TX: u16 = 1;
+    /// Direction value of an RX ring (`NR_RX = 0`).
+    pub const DIR_RX: u16 = 0;
 
     /// Bytes taken by a ring of `num_slots` slots.
     pub const fn size(num_slots: u32) -> usize {
@@ -112,6 +114,28 @@ pub mod nif {
     /// Bytes taken by a netmap_if with `rings` ring offsets.
     pub const fn size(rings: u32) -> usize {
         RING_OFS + rings as usize * 8
+    }
+
+    /// Host rings per direction in every `netmap_if` we lay out. netmap's kernel always counts
+    /// at least one (`netmap_all_rings(na, t) = max(nrings + 1, real rings)`, `netmap_kern.h`),
+    /// a placeholder with ring offset 0 when the port has none (`netmap_mem2_if_new`), and the
+    /// guest kernel's ring lookup relies on it (see [`super::IfView::rx_ring_ofs_kernel`]).
+    pub const HOST_RINGS: u32 = 1;
+
+    /// Ring offsets a `netmap_if` of `tx` NIC TX and `rx` NIC RX rings holds: NIC TX, host TX,
+    /// NIC RX, host RX.
+    pub const fn ring_ofs_count(tx: u32, rx: u32) -> u32 {
+        tx + HOST_RINGS + rx + HOST_RINGS
+    }
+
+    /// Index in `ring_ofs[]` of NIC TX ring `i`.
+    pub const fn tx_slot(i: u32) -> u32 {
+        i
+    }
+
+    /// Index in `ring_ofs[]` of NIC RX ring `i` of a port with `tx` NIC TX rings.
+    pub const fn rx_slot(tx: u32, i: u32) -> u32 {
+        tx + HOST_RINGS + i
     }
 }
 
@@ -392,10 +416,40 @@ impl IfView {
             .then(|| self.mem.load_u64(off) as i64)
     }
 
-    /// Writes a netmap_if for a port without host rings.
-    pub fn init(&self, name: &str, flags: u32, tx_rings: u32, rx_rings: u32, ring_ofs: &[i64]) {
+    /// Offset of NIC RX ring `i` as userspace libnetmap (and our driver) find it:
+    /// `ring_ofs[ni_tx_rings + ni_host_tx_rings + i]`.
+    pub fn rx_ring_ofs_libnetmap(&self, i: u32) -> Option<i64> {
+        let k = self
+            .tx_rings()
+            .checked_add(self.host_tx_rings())?
+            .checked_add(i)?;
+        self.ring_ofs(k)
+    }
+
+    /// Offset of NIC RX ring `i` as a ptnet guest kernel finds it
+    /// (`netmap_mem_pt_guest_rings_create`): `ring_ofs[netmap_all_rings(NR_TX) + i]`, where
+    /// `netmap_all_rings` counts the NIC TX rings plus one host ring, whatever `ni_host_tx_rings`
+    /// says. `tx_rings` is what the guest kernel knows: the NUM_TX_RINGS register.
+    pub fn rx_ring_ofs_kernel(&self, tx_rings: u32, i: u32) -> Option<i64> {
+        self.ring_ofs(tx_rings.checked_add(1)?.checked_add(i)?)
+    }
+
+    /// Writes a netmap_if as netmap's kernel lays it out for a port without host rings: one
+    /// placeholder host ring per direction (offset 0, counted in `ni_host_*_rings`), so that
+    /// ring offsets are `[tx_ofs.., 0, rx_ofs.., 0]`.
+    pub fn init(&self, name: &str, flags: u32, tx_ofs: &[i64], rx_ofs: &[i64]) {
         let m = &self.mem;
-        m.zero(0, nif::size(ring_ofs.len() as u32).min(m.len()));
+        let (tx_rings, rx_rings) = (tx_ofs.len() as u32, rx_ofs.len() as u32);
+        let placeholder = [0i64; nif::HOST_RINGS as usize];
+        let ring_ofs = tx_ofs
+            .iter()
+            .chain(&placeholder)
+            .chain(rx_ofs)
+            .chain(&placeholder);
+        m.zero(
+            0,
+            nif::size(nif::ring_ofs_count(tx_rings, rx_rings)).min(m.len()),
+        );
         let mut n = [0u8; nif::NAME_LEN];
         let bytes = name.as_bytes();
         let l = bytes.len().min(nif::NAME_LEN - 1);
@@ -405,7 +459,9 @@ impl IfView {
         m.store_u32(nif::FLAGS, flags, Ordering::Relaxed);
         m.store_u32(nif::TX_RINGS, tx_rings, Ordering::Relaxed);
         m.store_u32(nif::RX_RINGS, rx_rings, Ordering::Relaxed);
-        for (k, ofs) in ring_ofs.iter().enumerate() {
+        m.store_u32(nif::HOST_TX_RINGS, nif::HOST_RINGS, Ordering::Relaxed);
+        m.store_u32(nif::HOST_RX_RINGS, nif::HOST_RINGS, Ordering::Relaxed);
+        for (k, ofs) in ring_ofs.enumerate() {
             m.store_u64(nif::RING_OFS + k * 8, *ofs as u64);
         }
     }
@@ -463,7 +519,11 @@ mod tests {
         assert_eq!([OFFSET_MASK, BUF_ALIGN, SEM, SLOTS], [56, 64, 128, 256]);
         assert_eq!(SEM % 128, 0);
         assert_eq!(size(1024), 256 + 16 * 1024);
-        assert_eq!((DIR_TX, DIR_RX), (0, 1));
+        assert_eq!(
+            (DIR_TX, DIR_RX),
+            (1, 0),
+            "netmap's enum txrx: NR_RX = 0, NR_TX = 1"
+        );
     }
 
     #[test]
@@ -549,15 +609,44 @@ mod tests {
 
     #[test]
     fn if_view_round_trip() {
-        let m = OwnedMem::new(nif::size(2));
+        let m = OwnedMem::new(nif::size(4));
         let v = IfView::new(m.mem()).unwrap();
-        v.init("vale0:1", nif::FLAG_PRIVATE_MEM, 1, 1, &[512, 17152]);
+        v.init("vale0:1", nif::FLAG_PRIVATE_MEM, &[512], &[17152]);
         assert_eq!(v.name(), "vale0:1");
         assert_eq!(
             (v.tx_rings(), v.rx_rings(), v.flags(), v.version()),
             (1, 1, 1, 14)
         );
-        assert_eq!(v.ring_ofs(1), Some(17152));
-        assert_eq!(v.ring_ofs(2), None);
+        assert_eq!((v.host_tx_rings(), v.host_rx_rings()), (1, 1));
+        // [NIC TX 0, host TX placeholder, NIC RX 0, host RX placeholder]
+        assert_eq!(
+            (0..4).map(|k| v.ring_ofs(k)).collect::<Vec<_>>(),
+            [Some(512), Some(0), Some(17152), Some(0)]
+        );
+        assert_eq!(v.ring_ofs(4), None);
+        assert_eq!(v.rx_ring_ofs_libnetmap(0), Some(17152));
+        assert_eq!(v.rx_ring_ofs_kernel(1, 0), Some(17152));
+    }
+
+    /// The bytes of a 2+2-ring netmap_if as netmap's kernel writes them for a port without
+    /// host rings (`netmap_mem2_if_new`): counts at 24..44, then six 8-byte offsets.
+    #[test]
+    fn if_golden_bytes() {
+        let m = OwnedMem::new(nif::size(6));
+        let v = IfView::new(m.mem()).unwrap();
+        v.init("p", 1, &[0x100, 0x200], &[0x300, 0x400]);
+        let mut b = vec![0u8; nif::size(6)];
+        m.mem().read(0, &mut b);
+        let mut want = vec![0u8; nif::size(6)];
+        want[0] = b'p';
+        want[16..20].copy_from_slice(&14u32.to_le_bytes());
+        want[20..24].copy_from_slice(&1u32.to_le_bytes());
+        for (at, v) in [(24, 2u32), (28, 2), (36, 1), (40, 1)] {
+            want[at..at + 4].copy_from_slice(&v.to_le_bytes());
+        }
+        for (k, o) in [0x100u64, 0x200, 0, 0x300, 0x400, 0].iter().enumerate() {
+            want[56 + 8 * k..64 + 8 * k].copy_from_slice(&o.to_le_bytes());
+        }
+        assert_eq!(b, want);
     }
 }

@@ -65,9 +65,10 @@ impl NetmapMemory {
     /// Builds a memory holding `ifs`, every ring filled with its own buffers.
     pub fn new(label: &str, ifs: &[IfSpec]) -> io::Result<Self> {
         let invalid = |m: String| io::Error::new(io::ErrorKind::InvalidInput, m);
-        let max_rings = ifs
+        // Every netmap_if also holds the offsets of one placeholder host ring per direction.
+        let max_ring_ofs = ifs
             .iter()
-            .map(|i| i.tx_rings + i.rx_rings)
+            .map(|i| nif::ring_ofs_count(i.tx_rings, i.rx_rings))
             .max()
             .unwrap_or(0);
         let max_slots = ifs
@@ -75,7 +76,7 @@ impl NetmapMemory {
             .map(|i| i.tx_slots.max(i.rx_slots))
             .max()
             .unwrap_or(0);
-        let if_objsz = round_up(nif::size(max_rings), 64);
+        let if_objsz = round_up(nif::size(max_ring_ofs), 64);
         let ring_objsz = round_up(ring::size(max_slots), 64);
         let nrings: usize = ifs.iter().map(|i| (i.tx_rings + i.rx_rings) as usize).sum();
         let nslots: usize = ifs
@@ -140,13 +141,8 @@ impl NetmapMemory {
                 .collect();
             let ifv =
                 IfView::new(mem.sub(nifp_offset, if_objsz).expect("if inside")).expect("if fits");
-            ifv.init(
-                &spec.name,
-                nif::FLAG_PRIVATE_MEM,
-                spec.tx_rings,
-                spec.rx_rings,
-                &ofs,
-            );
+            let (tx_ofs, rx_ofs) = ofs.split_at(spec.tx_rings as usize);
+            ifv.init(&spec.name, nif::FLAG_PRIVATE_MEM, tx_ofs, rx_ofs);
             layouts.push(IfLayout {
                 nifp_offset,
                 spec: spec.clone(),
@@ -262,6 +258,25 @@ mod tests {
         assert_eq!((g.num_tx_rings, g.num_rx_rings, g.num_tx_slots), (1, 1, 32));
     }
 
+    /// Every NIC ring of a netmap_if, found as libnetmap finds it and as a ptnet guest kernel
+    /// does (`netmap_mem_pt_guest_rings_create`), TX rings first.
+    fn rings_both_ways(m: &NetmapMemory, k: usize) -> Vec<(usize, usize)> {
+        let l = m.interface(k);
+        let mem = m.map.mem();
+        let ifv = IfView::new(mem.sub(l.nifp_offset, 4096).unwrap()).unwrap();
+        let (t, r) = (l.spec.tx_rings, l.spec.rx_rings);
+        let at = |ofs: Option<i64>| (l.nifp_offset as i64 + ofs.unwrap()) as usize;
+        (0..t)
+            .map(|i| (at(ifv.ring_ofs(i)), at(ifv.ring_ofs(i))))
+            .chain((0..r).map(|i| {
+                (
+                    at(ifv.rx_ring_ofs_libnetmap(i)),
+                    at(ifv.rx_ring_ofs_kernel(t, i)),
+                )
+            }))
+            .collect()
+    }
+
     #[test]
     fn rings_are_reachable_from_the_netmap_if_and_own_distinct_buffers() {
         let m = NetmapMemory::new("t", &[spec("a", 2, 2, 16)]).unwrap();
@@ -272,9 +287,9 @@ mod tests {
             (ifv.tx_rings(), ifv.rx_rings(), ifv.flags()),
             (2, 2, nif::FLAG_PRIVATE_MEM)
         );
+        assert_eq!((ifv.host_tx_rings(), ifv.host_rx_rings()), (1, 1));
         let mut seen = HashSet::new();
-        for r in 0..4u32 {
-            let off = ifv.ring_ofs(r).unwrap() as usize;
+        for (r, (off, _)) in rings_both_ways(&m, 0).into_iter().enumerate() {
             let ring = RingView::new(mem.sub(off, ring::size(16)).unwrap(), 16).unwrap();
             assert_eq!(ring.num_slots_field(), 16);
             assert_eq!(ring.dir(), if r < 2 { ring::DIR_TX } else { ring::DIR_RX });
@@ -289,6 +304,50 @@ mod tests {
                 assert!(m.bufs().valid(b));
                 assert!(seen.insert(b), "buffer {b} in two slots");
             }
+        }
+    }
+
+    /// The stock guest kernel and libnetmap must land on the same rings, every ring its own,
+    /// none of them the netmap_if, for every geometry (two interfaces in one memory, as a pipe).
+    #[test]
+    fn stock_guest_and_libnetmap_find_the_same_rings() {
+        for tx in 1..=16 {
+            for rx in [1, tx, 17 - tx] {
+                let m = NetmapMemory::new("g", &[spec("a", tx, rx, 8), spec("b", tx, rx, 8)])
+                    .unwrap();
+                for k in 0..2 {
+                    let l = m.interface(k);
+                    let found = rings_both_ways(&m, k);
+                    let want: Vec<_> = l.ring_offsets.iter().map(|&o| (o, o)).collect();
+                    assert_eq!(found, want, "{tx}+{rx} rings, interface {k}");
+                    let ring_pool = m.geometry(k, 0, [0; 6]).ring_pool.0 as usize;
+                    assert!(found.iter().all(|&(o, _)| o >= ring_pool));
+                }
+            }
+        }
+    }
+
+    /// A guest that moves its RX rings' head, cur and tail where the stock formula finds them
+    /// leaves every netmap_if byte as the allocator wrote it.
+    #[test]
+    fn a_stock_guest_writing_its_rx_rings_never_touches_the_netmap_if() {
+        for (tx, rx) in [(1, 1), (2, 2), (4, 1), (1, 4)] {
+            let m = NetmapMemory::new("w", &[spec("a", tx, rx, 8)]).unwrap();
+            let mem = m.map.mem();
+            let if_len = m.geometry(0, 0, [0; 6]).if_pool.2 as usize;
+            let mut before = vec![0u8; if_len];
+            mem.read(0, &mut before);
+            let ifv = IfView::new(mem.sub(0, if_len).unwrap()).unwrap();
+            for i in 0..rx {
+                let off = ifv.rx_ring_ofs_kernel(tx, i).unwrap() as usize;
+                let ring = RingView::new(mem.sub(off, ring::size(8)).unwrap(), 8).unwrap();
+                ring.set_head(5);
+                ring.set_cur(6);
+                ring.set_tail(7);
+            }
+            let mut after = vec![0u8; if_len];
+            mem.read(0, &mut after);
+            assert_eq!(before, after, "{tx}+{rx} rings");
         }
     }
 
