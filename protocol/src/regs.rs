@@ -113,6 +113,11 @@ pub const PTNETMAP_F_VNET_HDR: u32 = 1;
 pub const PTCTL_CREATE: u32 = 1;
 /// PTCTL command: stop the host sync loops.
 pub const PTCTL_DELETE: u32 = 2;
+/// PTCTL command of the vhost-user frontend, not of the guest ABI: CREATE on behalf of a guest
+/// that was running before the frontend reconnected (a restarted daemon). A daemon that never
+/// ran the port adopts the ring positions in the guest's CSB ([`crate::sync::HostKring::resume`]);
+/// otherwise it is CREATE. Outside netmap's command range (1, 2) on purpose.
+pub const PTCTL_RESUME: u32 = 0x8000_0001;
 /// errno for an unknown PTCTL command.
 pub const EINVAL: u32 = 22;
 /// errno for CREATE without both CSB arrays mapped.

@@ -13,7 +13,11 @@
 //! Both sides follow netmap's kloop (`netmap_kloop.c`): the same conditions, in the same order.
 
 use crate::csb::{store_load_barrier, Atok, Ktoa, NAF_FORCE_RECLAIM};
-use crate::netmap::{ring_between, ring_dist};
+use crate::netmap::{ring_add, ring_between, ring_dist, RingView};
+
+/// Length of the zero frames [`HostKring::resume`] puts in RX slots whose contents were lost
+/// with a restarted daemon's memory: the Ethernet minimum without FCS.
+pub const RESUME_FILLER_LEN: u16 = 60;
 
 /// Previous index on a ring of `n` slots.
 #[inline]
@@ -291,16 +295,72 @@ impl HostKring {
         }
     }
 
-    /// CREATE: align the guest's view with ours: both CSB entries get our state and we ask for
-    /// kicks. The guest-to-host entry is written too, so a guest that attaches later (after a
-    /// reconnect) starts from where the ring is.
+    /// CREATE: align the guest's view with ours, writing both CSB entries as netmap's
+    /// `CSB_ENABLE` does (`netmap_csb_validate` in `netmap.c`): atok `head`/`cur` = our
+    /// `rhead`/`rcur` (here both `hwcur`: a stopped ring has no unvalidated guest work),
+    /// `appl_need_kick` = 1, `sync_flags` = 1; ktoa `hwcur`/`hwtail` = ours, `kern_need_kick` =
+    /// 1. The stock guest driver then aligns its rings to the CSB (`ptnet_sync_from_csb`).
     pub fn start(&mut self, atok: &Atok, ktoa: &Ktoa) {
         self.rhead = self.hwcur;
         self.rcur = self.hwcur;
         self.rtail = self.hwtail;
-        atok.appl_write(self.hwcur, self.hwcur);
+        atok.appl_write(self.rhead, self.rcur);
+        atok.set_appl_need_kick(true);
+        atok.set_sync_flags(1);
         ktoa.kernel_write(self.hwcur, self.hwtail);
         ktoa.set_kern_need_kick(true);
+    }
+
+    /// RESUME: a frontend that outlived a daemon restart starts a ring this daemon has never run,
+    /// in a fresh port memory, under a guest kernel that keeps its old positions and never
+    /// reloads them (the stock driver reads the CSB only after its own CREATE). The positions
+    /// still in the CSB (guest memory) are adopted instead of ours, and written into the new
+    /// ring's header, so the guest's next sync passes its own checks:
+    ///
+    /// * TX: what the guest queued but no host completed lived in the old memory: those slots
+    ///   complete at once (`hwcur` = the guest's `head`), every slot free again.
+    /// * RX: released slots are taken in (`hwcur` = the guest's `head`); slots the guest
+    ///   believes received and unread (`head`..`hwtail`) get a 60-byte zero frame, not an empty
+    ///   or stale one (`len` 0 under a virtio-net header would underflow a driver's length).
+    ///
+    /// Returns the adopted `(head, hwtail)`, or the CSB's indexes when they do not make a ring,
+    /// with nothing changed; the caller then falls back to [`Self::start`].
+    pub fn resume(
+        &mut self,
+        is_tx: bool,
+        atok: &Atok,
+        ktoa: &Ktoa,
+        ring: &RingView,
+    ) -> Result<(u32, u32), BadIndexes> {
+        let n = self.num_slots;
+        let (head, cur) = atok.kernel_read();
+        let (hwtail, hwcur) = ktoa.appl_read();
+        let consistent = head < n
+            && cur < n
+            && hwcur < n
+            && hwtail < n
+            && ring_between(hwcur, head, hwtail, n)
+            && ring_between(head, cur, hwtail, n);
+        if !consistent {
+            return Err(BadIndexes { head, cur });
+        }
+        self.hwcur = head;
+        if is_tx {
+            self.hwtail = ring_prev(head, n);
+        } else {
+            self.hwtail = hwtail;
+            let mut i = head;
+            while i != hwtail {
+                ring.set_len(i, RESUME_FILLER_LEN);
+                ring.set_flags(i, 0);
+                i = ring_add(i, 1, n);
+            }
+        }
+        self.start(atok, ktoa);
+        ring.set_head(head);
+        ring.set_cur(cur);
+        ring.set_tail(self.hwtail);
+        Ok((head, self.hwtail))
     }
 
     /// Free TX slots as the guest sees them.

@@ -354,3 +354,95 @@ fn guest_follows_a_host_that_started_over() {
     assert_eq!(sink.out.len(), 3);
     assert_eq!(guest.host_resets, 1);
 }
+
+#[test]
+fn create_initialises_the_csb_as_netmap_does() {
+    let n = 16;
+    let f = fixture(n);
+    // Whatever the guest left there (the stock driver writes appl_need_kick = 0 for TX rings).
+    f.atok.appl_write(7, 9);
+    f.atok.set_appl_need_kick(false);
+    f.atok.set_sync_flags(0);
+    f.ktoa.set_kern_need_kick(false);
+    let mut host = HostKring::with_state(n, 4, 3);
+    host.start(&f.atok, &f.ktoa);
+    assert_eq!(f.atok.kernel_read(), (4, 4));
+    assert!(f.atok.appl_need_kick());
+    assert_eq!(f.atok.sync_flags(), 1);
+    assert_eq!(f.ktoa.appl_read(), (3, 4));
+    assert!(f.ktoa.kern_need_kick());
+}
+
+#[test]
+fn a_resumed_tx_ring_goes_on_from_the_guests_positions() {
+    let n = 16;
+    let f = fixture(n);
+    let mut host = HostKring::new_tx(n);
+    host.start(&f.atok, &f.ktoa);
+    let mut guest = GuestKring::attach(n, &f.atok, &f.ktoa);
+    let mut sink = Sink {
+        ring: &f.ring,
+        budget: 100,
+        out: Vec::new(),
+    };
+    guest.prologue(10, 10).unwrap();
+    guest.txsync(&f.atok, &f.ktoa, 0);
+    host.tx_pass(&f.atok, &f.ktoa, &mut sink, false, &mut || {});
+    // Two more queued that no host saw: the daemon dies here. Its successor has a fresh ring
+    // memory (head, cur, tail at their initial values) and resumes from the CSB.
+    guest.prologue(12, 12).unwrap();
+    guest.txsync(&f.atok, &f.ktoa, 0);
+    f.ring.init_header(0, 2048, 0, ring::DIR_TX, n - 1);
+    let mut host = HostKring::new_tx(n);
+    assert_eq!(host.resume(true, &f.atok, &f.ktoa, &f.ring), Ok((12, 11)));
+    assert_eq!((f.ring.head(), f.ring.cur(), f.ring.tail()), (12, 12, 11));
+    // The guest never notices: no reset, and traffic goes on from 12.
+    guest.prologue(15, 15).unwrap();
+    guest.txsync(&f.atok, &f.ktoa, 0);
+    sink.out.clear();
+    assert_eq!(
+        host.tx_pass(&f.atok, &f.ktoa, &mut sink, false, &mut || {}),
+        HostStop::Idle
+    );
+    assert_eq!(sink.out.len(), 3);
+    assert_eq!(guest.host_resets, 0);
+}
+
+#[test]
+fn a_resumed_rx_ring_keeps_the_guests_unread_slots_as_zero_frames() {
+    let n = 8;
+    let f = fixture(n);
+    // The guest received up to 6 and released up to 2 (its head).
+    f.ktoa.kernel_write(1, 6);
+    f.atok.appl_write(2, 3);
+    f.ring.init_header(0, 2048, 0, ring::DIR_RX, 0);
+    let mut host = HostKring::new_rx(n);
+    assert_eq!(host.resume(false, &f.atok, &f.ktoa, &f.ring), Ok((2, 6)));
+    assert_eq!((host.hwcur, host.hwtail), (2, 6));
+    assert_eq!(f.ktoa.appl_read(), (6, 2));
+    assert_eq!((f.ring.head(), f.ring.cur(), f.ring.tail()), (2, 3, 6));
+    for i in 0..n {
+        let want = if (2..6).contains(&i) {
+            RESUME_FILLER_LEN
+        } else {
+            0
+        };
+        assert_eq!(f.ring.len(i), want, "slot {i}");
+    }
+}
+
+#[test]
+fn resume_refuses_a_csb_that_makes_no_ring() {
+    let n = 8;
+    let f = fixture(n);
+    let mut host = HostKring::new_rx(n);
+    for (hwcur, hwtail, head, cur) in [(0, 9, 0, 0), (1, 3, 5, 5), (1, 3, 2, 4), (8, 0, 0, 0)] {
+        f.ktoa.kernel_write(hwcur, hwtail);
+        f.atok.appl_write(head, cur);
+        assert_eq!(
+            host.resume(false, &f.atok, &f.ktoa, &f.ring),
+            Err(BadIndexes { head, cur })
+        );
+        assert_eq!((host.hwcur, host.hwtail), (0, 0), "nothing adopted");
+    }
+}
