@@ -8,8 +8,10 @@
 
 mod error;
 pub mod port;
+pub mod portspec;
 mod sys;
 pub mod transport;
 
 pub use error::Error;
-pub use port::{Port, PortSpec, RingId, RxRing, SlotReader, SlotWriter, TxRing};
+pub use port::{Port, RingId, RxRing, SlotReader, SlotWriter, TxRing};
+pub use portspec::{PciSelector, PortSpec};

@@ -29,82 +29,18 @@
 //! copy). [`Port::wait_ports`] sleeps on the interrupts of rings of several ports at once.
 
 use crate::transport::{CsbArrays, Transport};
-use crate::Error;
+use crate::{Error, PortSpec};
 use ptnet_protocol::csb::{Atok, Ktoa, NAF_FORCE_RECLAIM};
 use ptnet_protocol::netmap::{
     nif, ring, ring_add, ring_dist, slot_flags, BufPool, IfView, RingView,
 };
 use ptnet_protocol::regs::{memdev, ptnet, PTCTL_CREATE, PTCTL_DELETE};
 use ptnet_protocol::sync::{ring_prev, GuestKring};
-use std::path::PathBuf;
 use std::time::Duration;
 
 /// Largest slot count per ring we accept from a device (netmap's own limit is 16384... we allow
 /// more, but keep indexes far from overflow).
 const MAX_SLOTS: u32 = 1 << 20;
-
-/// A parsed port string.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PortSpec {
-    /// `vhost-user:PATH`: connect to a `ptnet-backend` socket.
-    VhostUser(PathBuf),
-    /// `ptnetN` or `ptnet:DDDD:BB:DD.F` (also `ptnet:BB:DD.F`, `pci:DDDD:BB:DD.F`): a ptnet PCI
-    /// device in this guest.
-    /// Holds the original string, which the pci transport interprets.
-    Pci(String),
-}
-
-impl PortSpec {
-    /// Parses a port string; the error names what is wrong.
-    pub fn parse(spec: &str) -> Result<Self, Error> {
-        let bad = |why: &str| Error::BadPort(spec.to_string(), why.to_string());
-        if let Some(path) = spec.strip_prefix("vhost-user:") {
-            if path.is_empty() {
-                return Err(bad("missing socket path after 'vhost-user:'"));
-            }
-            return Ok(PortSpec::VhostUser(PathBuf::from(path)));
-        }
-        if let Some(bdf) = spec
-            .strip_prefix("ptnet:")
-            .or_else(|| spec.strip_prefix("pci:"))
-        {
-            if !is_pci_address(bdf) {
-                return Err(bad(
-                    "expected a PCI address after 'ptnet:' or 'pci:' (DDDD:BB:DD.F or BB:DD.F)",
-                ));
-            }
-            return Ok(PortSpec::Pci(spec.to_string()));
-        }
-        if let Some(n) = spec.strip_prefix("ptnet") {
-            if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) || n.len() > 4 {
-                return Err(bad("expected 'ptnetN' with a device number N"));
-            }
-            return Ok(PortSpec::Pci(spec.to_string()));
-        }
-        Err(bad(
-            "expected 'vhost-user:PATH', 'ptnetN' or 'ptnet:DDDD:BB:DD.F'",
-        ))
-    }
-}
-
-/// Is `s` a PCI address `DDDD:BB:DD.F` or `BB:DD.F` (hex digits, function 0..7)?
-fn is_pci_address(s: &str) -> bool {
-    let hex = |p: &str, n: usize| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit());
-    let parts: Vec<&str> = s.split(':').collect();
-    let (bus, devfn) = match parts.as_slice() {
-        [dom, bus, devfn] if hex(dom, 4) => (*bus, *devfn),
-        [bus, devfn] => (*bus, *devfn),
-        _ => return false,
-    };
-    let Some((dev, func)) = devfn.split_once('.') else {
-        return false;
-    };
-    hex(bus, 2)
-        && hex(dev, 2)
-        && u8::from_str_radix(dev, 16).is_ok_and(|d| d < 32)
-        && func.len() == 1
-        && matches!(func.as_bytes()[0], b'0'..=b'7')
-}
 
 /// Names a ring of a port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -225,7 +161,7 @@ impl Port {
             PortSpec::VhostUser(path) => Box::new(
                 crate::transport::vhost_user::VhostUserTransport::open(&path)?,
             ),
-            PortSpec::Pci(s) => open_pci(&s)?,
+            PortSpec::Pci(sel) => crate::transport::pci::open(&sel)?,
         };
         Port::attach(transport)
     }
@@ -807,11 +743,6 @@ fn time_left(deadline: Option<std::time::Instant>) -> Option<Option<Duration>> {
             (!left.is_zero()).then_some(Some(left))
         }
     }
-}
-
-/// Opens the pci transport (`transport::pci`, written against the [`Transport`] trait).
-fn open_pci(spec: &str) -> Result<Box<dyn Transport>, Error> {
-    crate::transport::pci::open(spec)
 }
 
 /// Unprograms the CSB if attaching fails after it was programmed.
@@ -1708,53 +1639,5 @@ mod tests {
             Some(Duration::from_millis(5))
         )
         .unwrap());
-    }
-
-    #[test]
-    fn port_specs() {
-        assert_eq!(
-            PortSpec::parse("vhost-user:/tmp/p{1.sock").unwrap(),
-            PortSpec::VhostUser("/tmp/p{1.sock".into())
-        );
-        assert_eq!(
-            PortSpec::parse("ptnet0").unwrap(),
-            PortSpec::Pci("ptnet0".into())
-        );
-        assert_eq!(
-            PortSpec::parse("ptnet12").unwrap(),
-            PortSpec::Pci("ptnet12".into())
-        );
-        assert_eq!(
-            PortSpec::parse("ptnet:0000:00:04.0").unwrap(),
-            PortSpec::Pci("ptnet:0000:00:04.0".into())
-        );
-        assert_eq!(
-            PortSpec::parse("ptnet:00:1f.7").unwrap(),
-            PortSpec::Pci("ptnet:00:1f.7".into())
-        );
-        assert_eq!(
-            PortSpec::parse("pci:0000:00:04.0").unwrap(),
-            PortSpec::Pci("pci:0000:00:04.0".into())
-        );
-        for bad in [
-            "",
-            "vhost-user:",
-            "ptnet",
-            "ptnetx",
-            "ptnet-1",
-            "ptnet:",
-            "ptnet:0000:00:04",
-            "ptnet:0000:00:04.8",
-            "ptnet:0000:00:20.0",
-            "ptnet:000:00:04.0",
-            "ptnet:0000:0g:04.0",
-            "netmap:eth0",
-            "/tmp/x.sock",
-        ] {
-            match PortSpec::parse(bad) {
-                Err(Error::BadPort(s, _)) => assert_eq!(s, bad),
-                other => panic!("{bad:?}: {other:?}"),
-            }
-        }
     }
 }

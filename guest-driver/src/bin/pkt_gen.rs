@@ -62,7 +62,7 @@ enum Function {
 #[derive(Parser, Debug)]
 #[command(name = "ptnet-pkt-gen", version, about)]
 struct Args {
-    /// Port: vhost-user:PATH, ptnetN or ptnet:DDDD:BB:DD.F.
+    /// Port: vhost-user:PATH, [pci:]ptnetN, ptnet:DDDD:BB:DD.F or pci:DDDD:BB:DD.F.
     #[arg(short = 'i', long = "interface", value_name = "PORT")]
     port: String,
     /// What to do.

@@ -19,12 +19,12 @@
 //!   irqcontrol). Without uio (or with `PTNET_PCI_IRQ=poll`) the transport polls: `wait` sleeps
 //!   briefly.
 //!
-//! Specs: `ptnet0`, `ptnetN` (the N-th ptnet NIC in sysfs order), `ptnet:0000:00:04.0` (by address);
-//! a leading `pci:` is accepted and ignored.
+//! Which device: a [`PciSelector`] (`ptnetN`, the N-th ptnet NIC in sysfs order, or an address),
+//! parsed from a port string by [`crate::PortSpec`].
 
 use super::{CsbArrays, PollWait, Transport};
 use crate::sys::{self, Mapping};
-use crate::Error;
+use crate::{Error, PciSelector};
 use ptnet_protocol::csb;
 use ptnet_protocol::regs::{self, memdev, ptnet};
 use ptnet_protocol::shmem::SharedMem;
@@ -54,48 +54,9 @@ const FIRST_IRQ_WAIT: Duration = Duration::from_millis(2);
 /// packets at the rates a TCG guest sees; an idle waiter wakes 100 times a second.
 const MAX_IRQ_WAIT: Duration = Duration::from_millis(10);
 
-/// Opens the ptnet device named by `spec` (`ptnet0`, `ptnetN`, `ptnet:0000:00:04.0`).
-pub fn open(spec: &str) -> Result<Box<dyn Transport>, Error> {
-    Ok(Box::new(PciTransport::open(spec)?))
-}
-
-/// Which device a spec designates.
-#[derive(Debug, PartialEq, Eq)]
-enum Selector {
-    Index(usize),
-    Address(String),
-}
-
-fn parse_spec(spec: &str) -> Result<Selector, Error> {
-    let s = spec.strip_prefix("pci:").unwrap_or(spec);
-    let bad = |why: &str| Error::BadPort(spec.to_string(), why.to_string());
-    if let Some(addr) = s.strip_prefix("ptnet:") {
-        let addr = if addr.matches(':').count() == 1 {
-            format!("0000:{addr}")
-        } else {
-            addr.to_string()
-        };
-        let ok = addr.len() == 12
-            && addr.as_bytes()[4] == b':'
-            && addr.as_bytes()[7] == b':'
-            && addr.as_bytes()[10] == b'.'
-            && addr
-                .chars()
-                .enumerate()
-                .all(|(i, c)| matches!(i, 4 | 7 | 10) || c.is_ascii_hexdigit());
-        if !ok {
-            return Err(bad("expected a PCI address like 0000:00:04.0"));
-        }
-        return Ok(Selector::Address(addr.to_ascii_lowercase()));
-    }
-    if let Some(n) = s.strip_prefix("ptnet") {
-        let n = if n.is_empty() { "0" } else { n };
-        return n
-            .parse()
-            .map(Selector::Index)
-            .map_err(|_| bad("expected ptnetN or ptnet:DDDD:BB:DD.F"));
-    }
-    Err(bad("expected ptnetN or ptnet:DDDD:BB:DD.F"))
+/// Opens the ptnet device `sel` designates.
+pub fn open(sel: &PciSelector) -> Result<Box<dyn Transport>, Error> {
+    Ok(Box::new(PciTransport::open(sel)?))
 }
 
 fn read_trim(p: &Path) -> io::Result<String> {
@@ -428,18 +389,17 @@ pub struct PciTransport {
 
 impl PciTransport {
     /// Finds and attaches to the device `spec` designates.
-    pub fn open(spec: &str) -> Result<Self, Error> {
-        let sel = parse_spec(spec)?;
+    pub fn open(sel: &PciSelector) -> Result<Self, Error> {
         let devices = pci_devices()?;
         let nics: Vec<&PathBuf> = devices.iter().filter(|d| is_ptnet_nic(d)).collect();
-        let dev = match &sel {
-            Selector::Index(n) => nics.get(*n).copied(),
-            Selector::Address(a) => nics
+        let dev = match sel {
+            PciSelector::Index(n) => nics.get(*n).copied(),
+            PciSelector::Address(a) => nics
                 .iter()
                 .copied()
                 .find(|d| d.file_name().is_some_and(|f| f.to_string_lossy() == *a)),
         }
-        .ok_or_else(|| Error::NoDevice(spec.to_string()))?
+        .ok_or_else(|| Error::NoDevice(sel.to_string()))?
         .clone();
         let addr = dev
             .file_name()
@@ -672,24 +632,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn specs() {
-        assert_eq!(parse_spec("ptnet0").unwrap(), Selector::Index(0));
-        assert_eq!(parse_spec("ptnet").unwrap(), Selector::Index(0));
-        assert_eq!(parse_spec("pci:ptnet3").unwrap(), Selector::Index(3));
-        assert_eq!(
-            parse_spec("ptnet:0000:00:04.0").unwrap(),
-            Selector::Address("0000:00:04.0".into())
-        );
-        assert_eq!(
-            parse_spec("ptnet:00:0A.0").unwrap(),
-            Selector::Address("0000:00:0a.0".into())
-        );
-        assert!(parse_spec("ptnetx").is_err());
-        assert!(parse_spec("eth0").is_err());
-        assert!(parse_spec("ptnet:00:04").is_err());
-    }
-
-    #[test]
     fn locked_page_has_a_physical_address() {
         // Needs root (pagemap hides PFNs otherwise) and mlock permission: skip quietly without.
         if !sys::is_root() {
@@ -703,9 +645,12 @@ mod tests {
 
     #[test]
     fn no_device_is_an_error() {
-        // On a host without ptnet devices this must fail cleanly, never touch other devices.
-        if let Err(e) = open("ptnet:0000:ff:1f.7") {
-            assert!(matches!(e, Error::NoDevice(_)), "{e}");
+        // No machine has a ptnet NIC at ff:1f.7: the error names the selector, and no other
+        // device is touched.
+        match open(&PciSelector::Address("0000:ff:1f.7".into())) {
+            Err(Error::NoDevice(what)) => assert_eq!(what, "ptnet:0000:ff:1f.7"),
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("a device at 0000:ff:1f.7"),
         }
     }
 }

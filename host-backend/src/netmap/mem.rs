@@ -313,8 +313,8 @@ mod tests {
     fn stock_guest_and_libnetmap_find_the_same_rings() {
         for tx in 1..=16 {
             for rx in [1, tx, 17 - tx] {
-                let m = NetmapMemory::new("g", &[spec("a", tx, rx, 8), spec("b", tx, rx, 8)])
-                    .unwrap();
+                let m =
+                    NetmapMemory::new("g", &[spec("a", tx, rx, 8), spec("b", tx, rx, 8)]).unwrap();
                 for k in 0..2 {
                     let l = m.interface(k);
                     let found = rings_both_ways(&m, k);
