@@ -16,6 +16,7 @@ use ptnet_protocol::device::{
 use ptnet_protocol::regs::{ptnet, EINVAL, ENXIO, PTCTL_CREATE, PTCTL_DELETE};
 use ptnet_protocol::shmem::SharedMem;
 use std::fs::File;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vhost::vhost_user::message::{
@@ -65,6 +66,8 @@ pub struct PtnetDevice {
     running: Option<Running>,
     refusals: RefusalLog,
     config_refused: bool,
+    /// The guest's last PTFEAT write accepted `PTNETMAP_F_VNET_HDR`.
+    vnet_hdr_accepted: bool,
 }
 
 /// The rings of a started device.
@@ -90,6 +93,10 @@ impl PtnetDevice {
     pub fn new(port: Arc<Port>, opts: LoopOptions) -> Self {
         let n = port.num_rings() as usize;
         let geo = *port.geometry();
+        // A fresh device is a fresh port: no header until a guest negotiates one.
+        if let Some(len) = port.vnet_hdr_len() {
+            len.store(0, Ordering::Relaxed);
+        }
         Self {
             offered_ptfeat: geo.features,
             config: PtnetConfig::new(&geo),
@@ -104,6 +111,7 @@ impl PtnetDevice {
             running: None,
             refusals: RefusalLog::default(),
             config_refused: false,
+            vnet_hdr_accepted: false,
         }
     }
 
@@ -339,10 +347,46 @@ impl PtnetDevice {
         std::mem::take(&mut self.config_refused)
     }
 
+    /// A VNET_HDR_LEN write: 0, 10 or 12 once the guest accepted PTFEAT VNET_HDR (the length
+    /// then reaches the port's rings); anything else keeps the old value and is logged. Not an
+    /// error to the frontend: the guest reads back the length in force, as netmap's drivers do.
+    fn set_vnet_hdr_len(&mut self, val: u32) {
+        let len = usize::try_from(val).unwrap_or(usize::MAX);
+        match self.port.vnet_hdr_len() {
+            Some(shared) if self.vnet_hdr_accepted && ptnet_protocol::vnet::is_valid_len(len) => {
+                shared.store(len as u8, Ordering::Relaxed);
+                self.config.set(ptnet::VNET_HDR_LEN, val);
+            }
+            Some(shared) if val == 0 => {
+                shared.store(0, Ordering::Relaxed);
+                self.config.set(ptnet::VNET_HDR_LEN, 0);
+            }
+            // A port without headers: "no header" is what it has.
+            None if val == 0 => {}
+            _ => {
+                let why = if self.vnet_hdr_accepted {
+                    "not 0, 10 or 12"
+                } else {
+                    "PTFEAT VNET_HDR not accepted"
+                };
+                // Logged, not NACKed: the write itself succeeds.
+                let _ = self.refuse::<()>(&format!("VNET_HDR_LEN {val} ({why})"));
+            }
+        }
+    }
+
     /// Handles a register write (SET_CONFIG of 4 bytes).
     pub fn write_register(&mut self, off: u32, val: u32) -> VuResult<()> {
         match off {
-            ptnet::PTFEAT => self.config.set(off, self.offered_ptfeat & val),
+            ptnet::PTFEAT => {
+                self.config.set(off, self.offered_ptfeat & val);
+                self.vnet_hdr_accepted =
+                    self.offered_ptfeat & val & ptnet_protocol::regs::PTNETMAP_F_VNET_HDR != 0;
+                if !self.vnet_hdr_accepted {
+                    // The feature withdrawn: no header any more.
+                    self.set_vnet_hdr_len(0);
+                }
+            }
             ptnet::PTCTL => {
                 let r = match val {
                     PTCTL_CREATE => self.create(),
@@ -354,12 +398,7 @@ impl PtnetDevice {
                 };
                 self.config.set(ptnet::PTCTL, r);
             }
-            ptnet::VNET_HDR_LEN => {
-                // No port here carries a virtio-net header: only 0 is accepted.
-                if val == 0 {
-                    self.config.set(off, 0);
-                }
-            }
+            ptnet::VNET_HDR_LEN => self.set_vnet_hdr_len(val),
             ptnet::CSB_GH_BAH | ptnet::CSB_HG_BAH => self.config.set(off, val),
             ptnet::CSB_GH_BAL | ptnet::CSB_HG_BAL => {
                 // Remapping a CSB array implies DELETE.

@@ -12,7 +12,7 @@ use crate::nic::kernel_netmap::KernelNetmap;
 use ptnet_protocol::device::PortGeometry;
 use ptnet_protocol::sync::{HostKring, PortSync};
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -144,6 +144,9 @@ pub struct Port {
     geometry: PortGeometry,
     datapath: Datapath,
     stats: Vec<Arc<RingStats>>,
+    /// The virtio-net header length the guest set (0, 10, 12), shared with the rings that
+    /// convert between ports; `None` for ports that carry no header.
+    vnet_hdr_len: Option<Arc<AtomicU8>>,
 }
 
 impl Port {
@@ -166,7 +169,21 @@ impl Port {
                 workers: Mutex::new(Some(workers)),
             },
             stats,
+            vnet_hdr_len: None,
         }
+    }
+
+    /// The port carries a virtio-net header of the length in `len` (which its rings read):
+    /// it offers PTFEAT `PTNETMAP_F_VNET_HDR`.
+    pub fn with_vnet_hdr(mut self, len: Arc<AtomicU8>) -> Self {
+        self.geometry.features |= ptnet_protocol::regs::PTNETMAP_F_VNET_HDR;
+        self.vnet_hdr_len = Some(len);
+        self
+    }
+
+    /// The port's virtio-net header length, if it can carry one.
+    pub fn vnet_hdr_len(&self) -> Option<&Arc<AtomicU8>> {
+        self.vnet_hdr_len.as_ref()
     }
 
     /// A kernel netmap port, as the kernel answered its registration.
@@ -178,6 +195,7 @@ impl Port {
             name: name.to_string(),
             datapath: Datapath::Kernel(Arc::new(k)),
             stats: Vec::new(),
+            vnet_hdr_len: None,
         })
     }
 
@@ -186,7 +204,7 @@ impl Port {
         &self.name
     }
 
-    /// The port as the ptnet and memdev registers describe it (offered features 0).
+    /// The port as the ptnet and memdev registers describe it.
     pub fn geometry(&self) -> &PortGeometry {
         &self.geometry
     }

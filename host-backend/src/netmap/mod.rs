@@ -14,6 +14,7 @@ use mem::{IfSpec, NetmapMemory};
 use ptnet_protocol::sync::HostKring;
 use rxring::{RxRing, RxRingSync};
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::AtomicU8;
 use std::sync::Arc;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -185,18 +186,21 @@ pub fn build_ports(all: &[PortSpec], netmap: NetmapImpl) -> Result<Vec<Arc<Port>
                     .collect()
             })
             .collect();
+        // Each end's virtio-net header length, read by both ends' TX rings.
+        let hdr_lens = [(); 2].map(|_| Arc::new(AtomicU8::new(0)));
         let mut parts = parts.into_iter();
         for e in 0..2 {
             let s = specs_[e];
             let p = parts.next().expect("two ends");
             let mut syncs: Vec<Box<dyn RingSync>> = Vec::new();
             for r in 0..s.tx_rings {
-                syncs.push(Box::new(pipe::PipeTx {
-                    tx: mem.ring(e, r),
-                    peer: rx_rings[1 - e][r as usize].clone(),
-                    bufs: mem.bufs(),
-                    stats: p.stats[r as usize].clone(),
-                }));
+                syncs.push(Box::new(pipe::PipeTx::new(
+                    mem.ring(e, r),
+                    rx_rings[1 - e][r as usize].clone(),
+                    mem.bufs(),
+                    p.stats[r as usize].clone(),
+                    [hdr_lens[e].clone(), hdr_lens[1 - e].clone()],
+                )));
             }
             for r in 0..s.rx_rings {
                 syncs.push(Box::new(RxRingSync {
@@ -208,7 +212,9 @@ pub fn build_ports(all: &[PortSpec], netmap: NetmapImpl) -> Result<Vec<Arc<Port>
             let w = workers(s, p, syncs);
             built.insert(
                 port_name.clone(),
-                Arc::new(Port::new(&port_name, mem.clone(), e, w)),
+                Arc::new(
+                    Port::new(&port_name, mem.clone(), e, w).with_vnet_hdr(hdr_lens[e].clone()),
+                ),
             );
         }
     }
@@ -242,7 +248,10 @@ pub fn build_ports(all: &[PortSpec], netmap: NetmapImpl) -> Result<Vec<Arc<Port>
                     ))
                 })
                 .collect();
-            ports.push(vale::SwitchPort { rx });
+            ports.push(vale::SwitchPort {
+                rx,
+                vnet_hdr_len: Arc::new(AtomicU8::new(0)),
+            });
             mems.push((spec, mem));
             parts.push(p);
         }
@@ -270,9 +279,10 @@ pub fn build_ports(all: &[PortSpec], netmap: NetmapImpl) -> Result<Vec<Arc<Port>
                 }));
             }
             let w = workers(&spec, p, syncs);
+            let hdr_len = switch.ports[me].vnet_hdr_len.clone();
             built.insert(
                 spec.name.clone(),
-                Arc::new(Port::new(&spec.name, mem, 0, w)),
+                Arc::new(Port::new(&spec.name, mem, 0, w).with_vnet_hdr(hdr_len)),
             );
         }
     }

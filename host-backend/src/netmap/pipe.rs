@@ -6,11 +6,25 @@
 //! ([`RxRing::host_pass`]), which publishes the packets to the peer guest and interrupts it; the
 //! peer's RX thread stays asleep. Short of room, it runs one first to take in the slots the peer
 //! guest released without a kick.
+//!
+//! # Virtio-net headers
+//!
+//! Each end has the header length its guest set. Equal lengths pass untouched. When they differ,
+//! the frame is converted in place in the buffer that changes hands (moved within the buffer's
+//! `buf_size`): a zero header inserted (`num_buffers` 1 in the 12-byte form), `num_buffers` added
+//! or dropped between 10 and 12, or the header taken off with its partial checksum completed. A
+//! GSO frame toward an end without a header cannot be segmented in place (its segments need more
+//! slots than it has): it is dropped and counted in `drops`; a malformed header or a frame that
+//! would outgrow its buffer counts in `bad_slots`. Either way the peer gets an empty slot, as
+//! for any refused slot. (netmap itself offers headers on VALE ports only; pipes here offer them
+//! so a stock driver's offloads work on either.)
 
 use super::rxring::RxRing;
 use crate::port::{RingStats, RingSync};
 use ptnet_protocol::netmap::{ring_add, ring_dist, slot_flags, BufPool, RingView};
 use ptnet_protocol::sync::{ring_prev, HostKring, PortSync};
+use ptnet_protocol::vnet::{self, VnetHeader};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 /// TX ring of one pipe end, feeding the peer's RX ring.
@@ -23,6 +37,76 @@ pub struct PipeTx {
     pub bufs: BufPool,
     /// Counters.
     pub stats: Arc<RingStats>,
+    /// Header lengths of this end and of the peer (the devices write them).
+    hdr_lens: [Arc<AtomicU8>; 2],
+    /// A frame being converted (only when the ends' header lengths differ).
+    frame: Vec<u8>,
+}
+
+/// Why a frame could not cross between ends of different header lengths.
+enum Refused {
+    /// A GSO frame toward an end without a header.
+    Gso,
+    /// A malformed header, or a frame that would not fit its buffer.
+    Bad,
+}
+
+impl PipeTx {
+    /// The TX ring `tx` of one end, feeding `peer`; `hdr_lens`: this end's and the peer's.
+    pub fn new(
+        tx: RingView,
+        peer: Arc<RxRing>,
+        bufs: BufPool,
+        stats: Arc<RingStats>,
+        hdr_lens: [Arc<AtomicU8>; 2],
+    ) -> Self {
+        Self {
+            frame: vec![0; bufs.buf_size() as usize],
+            tx,
+            peer,
+            bufs,
+            stats,
+            hdr_lens,
+        }
+    }
+
+    /// Rewrites the `len`-byte frame in buffer `idx` from a `src_len` header to a `dst_len` one;
+    /// returns the new length.
+    fn convert(
+        &mut self,
+        idx: u32,
+        len: usize,
+        src_len: usize,
+        dst_len: usize,
+    ) -> Result<u16, Refused> {
+        let frame = &mut self.frame[..len];
+        if !self.bufs.read(idx, 0, frame) {
+            return Err(Refused::Bad);
+        }
+        let hdr = VnetHeader::parse(frame, src_len).map_err(|_| Refused::Bad)?;
+        let new_len = dst_len + (len - src_len);
+        if new_len > self.bufs.buf_size() as usize {
+            return Err(Refused::Bad);
+        }
+        let mut head = [0u8; vnet::HDR_LEN_MRG];
+        if dst_len == 0 {
+            if hdr.is_gso() {
+                return Err(Refused::Gso);
+            }
+            vnet::complete_checksum(&hdr, &mut frame[src_len..]).map_err(|_| Refused::Bad)?;
+        } else {
+            let num_buffers = u16::from(dst_len == vnet::HDR_LEN_MRG);
+            VnetHeader { num_buffers, ..hdr }
+                .emit(&mut head, dst_len)
+                .expect("room for the header");
+        }
+        let ok = self.bufs.write(idx, 0, &head[..dst_len])
+            && self.bufs.write(idx, dst_len, &self.frame[src_len..len]);
+        if !ok {
+            return Err(Refused::Bad);
+        }
+        Ok(new_len as u16)
+    }
 }
 
 impl PortSync for PipeTx {
@@ -37,23 +121,46 @@ impl PortSync for PipeTx {
         }
         if pending > 0 {
             if let Some(res) = self.peer.reserve(pending) {
-                let (rx, buf_size) = (&self.peer.ring, self.bufs.buf_size());
+                let [mine, theirs] = [0, 1].map(|e| self.hdr_lens[e].load(Ordering::Relaxed));
+                let (src_len, dst_len) = (usize::from(mine), usize::from(theirs));
+                let (rx, buf_size) = (self.peer.ring, self.bufs.buf_size());
                 let (mut j, mut d) = (k.hwcur, res.start);
-                let (mut bytes, mut bad) = (0u64, 0u64);
+                let (mut bytes, mut bad, mut dropped) = (0u64, 0u64, 0u64);
                 for _ in 0..res.n {
-                    let (ai, len, bi) = (self.tx.buf_idx(j), self.tx.len(j), rx.buf_idx(d));
-                    if self.bufs.valid(ai) && self.bufs.valid(bi) && u32::from(len) <= buf_size {
-                        self.tx.set_buf_idx(j, bi);
-                        self.tx.set_flags(j, slot_flags::BUF_CHANGED);
-                        rx.set_buf_idx(d, ai);
-                        rx.set_len(d, len);
-                        rx.set_flags(d, slot_flags::BUF_CHANGED);
-                        bytes += u64::from(len);
+                    let (ai, mut len, bi) = (self.tx.buf_idx(j), self.tx.len(j), rx.buf_idx(d));
+                    let sane =
+                        self.bufs.valid(ai) && self.bufs.valid(bi) && u32::from(len) <= buf_size;
+                    let refused = if !sane {
+                        Some(Refused::Bad)
+                    } else if src_len != dst_len {
+                        match self.convert(ai, usize::from(len), src_len, dst_len) {
+                            Ok(l) => {
+                                len = l;
+                                None
+                            }
+                            Err(r) => Some(r),
+                        }
                     } else {
-                        // Never hand a bad index to the peer: it gets an empty slot instead.
-                        rx.set_len(d, 0);
-                        rx.set_flags(d, 0);
-                        bad += 1;
+                        None
+                    };
+                    match refused {
+                        None => {
+                            self.tx.set_buf_idx(j, bi);
+                            self.tx.set_flags(j, slot_flags::BUF_CHANGED);
+                            rx.set_buf_idx(d, ai);
+                            rx.set_len(d, len);
+                            rx.set_flags(d, slot_flags::BUF_CHANGED);
+                            bytes += u64::from(len);
+                        }
+                        Some(r) => {
+                            // Never hand a bad index to the peer: it gets an empty slot instead.
+                            rx.set_len(d, 0);
+                            rx.set_flags(d, 0);
+                            match r {
+                                Refused::Gso => dropped += 1,
+                                Refused::Bad => bad += 1,
+                            }
+                        }
                     }
                     j = ring_add(j, 1, n);
                     d = ring_add(d, 1, rx.num_slots());
@@ -63,9 +170,10 @@ impl PortSync for PipeTx {
                 // runs the peer ring: its own thread was notified by the commit).
                 self.peer.host_pass(false);
                 k.hwcur = j;
-                RingStats::add(&self.stats.packets, u64::from(res.n) - bad);
+                RingStats::add(&self.stats.packets, u64::from(res.n) - bad - dropped);
                 RingStats::add(&self.stats.bytes, bytes);
                 RingStats::add(&self.stats.bad_slots, bad);
+                RingStats::add(&self.stats.drops, dropped);
             }
         }
         // Swapped slots are complete at once.

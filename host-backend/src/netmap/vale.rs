@@ -2,12 +2,25 @@
 //! buffers into free slots of the destination's RX ring, found by learning source MACs. Unknown
 //! and multicast destinations are flooded. A full destination drops (and counts) the packet: a
 //! slow receiver never blocks a sender.
+//!
+//! # Virtio-net headers
+//!
+//! Each port has the header length its guest set (0, 10 or 12, see `ptnet_protocol::vnet`); the
+//! MACs are read after the sender's header. Between ports of equal length frames are copied as
+//! they are (the receiver handles whatever header the sender wrote, as in netmap). Between
+//! different lengths the switch converts, one frame at a time: a zero header is inserted (with
+//! `num_buffers` 1 in the 12-byte form), the 10-byte form gains or loses `num_buffers`, and a
+//! header taken off leaves its offloads done in software: a partial checksum completed, a GSO
+//! frame cut into as many destination slots as it has segments (dropped whole if the destination
+//! has not that many free). A malformed header is counted in the sender's `bad_slots`, once per
+//! slot however many destinations refused it.
 
 use super::rxring::RxRing;
 use crate::port::{RingStats, RingSync};
 use ptnet_protocol::netmap::{ring_add, slot_flags, BufPool, RingView};
 use ptnet_protocol::sync::{ring_prev, HostKring, PortSync};
-use std::sync::atomic::{AtomicU64, Ordering};
+use ptnet_protocol::vnet::{self, VnetError, VnetHeader};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 /// Frames shorter than an Ethernet header cannot be switched.
@@ -56,6 +69,8 @@ impl MacTable {
 pub struct SwitchPort {
     /// The port's RX rings.
     pub rx: Vec<Arc<RxRing>>,
+    /// The virtio-net header length its guest set (the device writes it).
+    pub vnet_hdr_len: Arc<AtomicU8>,
 }
 
 /// A VALE switch.
@@ -84,6 +99,22 @@ pub struct ValeTx {
     pub lists: Vec<Vec<u32>>,
     /// Counters.
     pub stats: Arc<RingStats>,
+    /// The frame being converted (only between ports of different header lengths).
+    frame: Vec<u8>,
+    /// The converted frame or segment.
+    out: Vec<u8>,
+    /// Slots of this sync refused for a bad header (each counted once).
+    bad_headers: Vec<u32>,
+}
+
+/// What became of one frame delivered with a header conversion.
+enum Converted {
+    /// Written into this many destination slots.
+    Sent(u32),
+    /// Not delivered: no room, or longer than the destination's buffers.
+    Dropped,
+    /// The sender's header or frame was malformed.
+    Bad(VnetError),
 }
 
 impl ValeTx {
@@ -99,7 +130,16 @@ impl ValeTx {
         let lists = (0..switch.ports.len())
             .map(|_| Vec::with_capacity(tx.num_slots() as usize))
             .collect();
+        let out_size = switch
+            .ports
+            .iter()
+            .flat_map(|p| p.rx.iter().map(|r| r.bufs.buf_size()))
+            .max()
+            .unwrap_or(0);
         Self {
+            frame: vec![0; bufs.buf_size() as usize],
+            out: vec![0; out_size as usize],
+            bad_headers: Vec::with_capacity(tx.num_slots() as usize),
             switch,
             me,
             ring_no,
@@ -108,6 +148,107 @@ impl ValeTx {
             lists,
             stats,
         }
+    }
+
+    /// Delivers the slots in `self.lists[p]` to port `p`, whose header length (`dst_len`) differs
+    /// from ours (`src_len`), converting each frame. Returns (delivered, dropped).
+    fn deliver_converted(&mut self, p: usize, src_len: usize, dst_len: usize) -> (u64, u64) {
+        let dst = &self.switch.ports[p];
+        let rx = dst.rx[self.ring_no % dst.rx.len()].clone();
+        let (mut sent, mut dropped) = (0u64, 0u64);
+        for i in 0..self.lists[p].len() {
+            let j = self.lists[p][i];
+            match self.convert_one(&rx, j, src_len, dst_len) {
+                Converted::Sent(n) => sent += u64::from(n),
+                Converted::Dropped => dropped += 1,
+                Converted::Bad(e) => {
+                    tracing::debug!(switch = self.switch.name, port = self.me, "dropped: {e}");
+                    if !self.bad_headers.contains(&j) {
+                        self.bad_headers.push(j);
+                    }
+                }
+            }
+        }
+        if sent > 0 {
+            rx.host_pass(false);
+        }
+        (sent, dropped)
+    }
+
+    /// Converts TX slot `j` into one or more slots of `rx` (see the module notes).
+    fn convert_one(&mut self, rx: &RxRing, j: u32, src_len: usize, dst_len: usize) -> Converted {
+        let len = usize::from(self.tx.len(j));
+        // The sync checked the length against our buffers and the index.
+        if !self
+            .bufs
+            .read(self.tx.buf_idx(j), 0, &mut self.frame[..len])
+        {
+            return Converted::Bad(VnetError::Truncated { need: len, have: 0 });
+        }
+        let hdr = match VnetHeader::parse(&self.frame[..len], src_len) {
+            Ok(h) => h,
+            Err(e) => return Converted::Bad(e),
+        };
+        let payload = src_len..len;
+        let dst_buf = rx.bufs.buf_size() as usize;
+        if dst_len == 0 && hdr.is_gso() {
+            let g = match vnet::Gso::new(&hdr, &self.frame[payload.clone()]) {
+                Ok(g) => g,
+                Err(e) => return Converted::Bad(e),
+            };
+            let n = g.count() as u32;
+            if g.segment_len(0) > dst_buf || rx.space() < n {
+                return Converted::Dropped;
+            }
+            // Another sender may take the room first: what does not fit is dropped.
+            let Some(res) = rx.reserve(n) else {
+                return Converted::Dropped;
+            };
+            let mut d = res.start;
+            for i in 0..res.n as usize {
+                let out = &mut self.out[..dst_buf];
+                let seg_len = g
+                    .write_segment(&self.frame[payload.clone()], i, out)
+                    .expect("checked by Gso::new and sized above");
+                self.put(rx, d, seg_len);
+                d = ring_add(d, 1, rx.num_slots());
+            }
+            rx.commit(res);
+            return if res.n == n {
+                Converted::Sent(n)
+            } else {
+                Converted::Dropped
+            };
+        }
+        let out_len = dst_len + payload.len();
+        if out_len > dst_buf {
+            return Converted::Dropped;
+        }
+        let out = &mut self.out[..out_len];
+        out[dst_len..].copy_from_slice(&self.frame[payload]);
+        if dst_len == 0 {
+            if let Err(e) = vnet::complete_checksum(&hdr, out) {
+                return Converted::Bad(e);
+            }
+        } else {
+            let num_buffers = u16::from(dst_len == vnet::HDR_LEN_MRG);
+            let h = VnetHeader { num_buffers, ..hdr };
+            h.emit(out, dst_len).expect("room for the header");
+        }
+        let Some(res) = rx.reserve(1) else {
+            return Converted::Dropped;
+        };
+        self.put(rx, res.start, out_len);
+        rx.commit(res);
+        Converted::Sent(1)
+    }
+
+    /// Writes `self.out[..len]` into slot `d` of `rx` (a slot this producer reserved).
+    fn put(&self, rx: &RxRing, d: u32, len: usize) {
+        let ok = rx.bufs.write(rx.ring.buf_idx(d), 0, &self.out[..len]);
+        // A corrupt slot of the receiver's own gets nothing.
+        rx.ring.set_len(d, if ok { len as u16 } else { 0 });
+        rx.ring.set_flags(d, 0);
     }
 
     /// Copies the slots in `self.lists[p]` into port `p`'s RX ring. Returns (delivered, dropped).
@@ -157,6 +298,12 @@ impl PortSync for ValeTx {
         for l in &mut self.lists {
             l.clear();
         }
+        self.bad_headers.clear();
+        let my_len = usize::from(
+            self.switch.ports[self.me]
+                .vnet_hdr_len
+                .load(Ordering::Relaxed),
+        );
         let (mut bad, mut bytes, mut packets) = (0u64, 0u64, 0u64);
         let mut j = k.hwcur;
         while j != k.rhead {
@@ -166,9 +313,9 @@ impl PortSync for ValeTx {
                 self.tx.flags(j),
             );
             let mut hdr = [0u8; 12];
-            if len < ETH_HLEN
+            if len < my_len + ETH_HLEN
                 || len > self.bufs.buf_size() as usize
-                || !self.bufs.read(idx, 0, &mut hdr)
+                || !self.bufs.read(idx, my_len, &mut hdr)
             {
                 bad += 1;
             } else {
@@ -201,9 +348,18 @@ impl PortSync for ValeTx {
         let mut dropped = 0;
         for p in 0..self.lists.len() {
             if !self.lists[p].is_empty() {
-                dropped += self.deliver(p).1;
+                let dst_len =
+                    usize::from(self.switch.ports[p].vnet_hdr_len.load(Ordering::Relaxed));
+                dropped += if dst_len == my_len {
+                    self.deliver(p).1
+                } else {
+                    self.deliver_converted(p, my_len, dst_len).1
+                };
             }
         }
+        // Slots with a bad header were counted as packets above: they are bad slots instead.
+        bad += self.bad_headers.len() as u64;
+        packets -= self.bad_headers.len() as u64;
         // Copied or dropped, every slot is complete.
         k.hwcur = k.rhead;
         k.hwtail = ring_prev(k.hwcur, n);
