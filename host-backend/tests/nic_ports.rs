@@ -1063,3 +1063,31 @@ fn nic_kernel_netmap_without_module_exit_2() {
         daemon_refuses("netmap:lo", &["/dev/netmap", "netmap kernel module"]);
     }
 }
+
+#[test]
+fn nic_tap_keeps_its_mac_across_daemon_restarts() {
+    let (a, d, name) = tap_setup("");
+    let first = a.mac(&name);
+    assert_eq!(first, ptnet_backend::nic::tap::host_side_mac(&name));
+    drop(d);
+    // The tap was the daemon's: it goes, and the next daemon creates it again, same address.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Command::new("ip")
+        .args(["-n", &a.name, "link", "show", &name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        assert!(Instant::now() < deadline, "the daemon's tap outlived it");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let d = Daemon::start(&a, &format!("tap:{name}"));
+    a.wait_for_link(&name);
+    assert_eq!(a.mac(&name), first);
+    // And the port still carries traffic to the kernel stack behind it.
+    a.ip(&format!("addr add 10.0.1.2/24 dev {name}"));
+    a.ip(&format!("link set {name} up"));
+    let mut port = d.open();
+    port_to_kernel(&mut port, &tap_peer(&a, &name), 0, 10, 4322);
+}

@@ -94,6 +94,37 @@ pub fn open_tap(name: &str, multi_queue: bool) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// `struct ifreq` as SIOCSIFHWADDR reads it: the name, then a `struct sockaddr` (16 bytes) and
+/// the rest of the 24-byte union.
+#[repr(C)]
+struct IfReqHwAddr {
+    name: [u8; libc::IFNAMSIZ],
+    family: u16,
+    data: [u8; 14],
+    _pad: [u8; 8],
+}
+
+/// Sets the Ethernet address of interface `name` (SIOCSIFHWADDR).
+pub fn set_hw_addr(name: &str, mac: [u8; 6]) -> io::Result<()> {
+    if name.len() >= libc::IFNAMSIZ {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "name too long"));
+    }
+    // Any socket takes interface ioctls; a packet socket of protocol 0 receives nothing.
+    let sock = socket(libc::AF_PACKET, 0)?;
+    let mut req = IfReqHwAddr {
+        name: [0; libc::IFNAMSIZ],
+        family: libc::ARPHRD_ETHER,
+        data: [0; 14],
+        _pad: [0; 8],
+    };
+    req.name[..name.len()].copy_from_slice(name.as_bytes());
+    req.data[..6].copy_from_slice(&mac);
+    // SAFETY: SIOCSIFHWADDR reads one `struct ifreq` (40 bytes, name first, then the sockaddr),
+    // which `req` is; the kernel does not keep the pointer.
+    cvt(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFHWADDR as _, &req) })?;
+    Ok(())
+}
+
 /// `read(2)` into `len` bytes of `mem` at `off`.
 pub fn read_into(fd: RawFd, mem: &SharedMem, off: usize, len: usize) -> io::Result<usize> {
     if !mem.contains(off, len) {

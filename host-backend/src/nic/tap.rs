@@ -20,6 +20,7 @@ pub(crate) fn build(spec: &PortSpec, name: &str) -> Result<Arc<Port>, NicError> 
     let parts = NicParts::new(spec)?;
     let (t, r) = (parts.spec.tx_rings, parts.spec.rx_rings);
     let queues = t.max(r);
+    let created = sys::if_index(name).is_none();
     let fds: Vec<Arc<OwnedFd>> = (0..queues)
         .map(|_| {
             sys::open_tap(name, queues > 1).map(Arc::new).map_err(|e| {
@@ -35,6 +36,15 @@ pub(crate) fn build(spec: &PortSpec, name: &str) -> Result<Arc<Port>, NicError> 
             })
         })
         .collect::<Result<_, _>>()?;
+    if created {
+        // The kernel gives a new tap a random address; a restarted daemon's tap would then show
+        // the guest a new MAC behind the same IP, and the guest's ARP entry stays stale for
+        // seconds. Derived from the tap's name, the address survives restarts.
+        let mac = host_side_mac(name);
+        if let Err(e) = sys::set_hw_addr(name, mac) {
+            tracing::warn!(port = spec.name, tap = name, "setting the tap's MAC: {e}");
+        }
+    }
     let mut syncs: Vec<Box<dyn RingSync>> = Vec::new();
     for i in 0..t {
         syncs.push(Box::new(TapTx {
@@ -57,6 +67,14 @@ pub(crate) fn build(spec: &PortSpec, name: &str) -> Result<Arc<Port>, NicError> 
     }
     tracing::info!(port = spec.name, tap = name, queues, "tap attached");
     Ok(parts.into_port(&spec.name, syncs))
+}
+
+/// The Ethernet address the daemon gives a tap it creates: locally administered, stable for a
+/// name, and never the address the port offers its guest (which is derived from the port name).
+pub fn host_side_mac(tap: &str) -> [u8; 6] {
+    let mut mac = crate::port::mac_for(&format!("tap-host:{tap}"));
+    mac[0] = 0x06;
+    mac
 }
 
 /// TX ring i: one `write` per frame.
