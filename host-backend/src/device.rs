@@ -13,7 +13,7 @@ use ptnet_protocol::device::{
     is_writable_register, PtnetConfig, CONFIG_SIZE, NETMAP_SHMEM_ID, PROTOCOL_FEATURES,
     VHOST_USER_F_PROTOCOL_FEATURES,
 };
-use ptnet_protocol::regs::{ptnet, EINVAL, ENXIO, PTCTL_CREATE, PTCTL_DELETE};
+use ptnet_protocol::regs::{ptnet, EINVAL, ENXIO, PTCTL_CREATE, PTCTL_DELETE, PTCTL_RESUME};
 use ptnet_protocol::shmem::SharedMem;
 use std::fs::File;
 use std::sync::atomic::Ordering;
@@ -197,7 +197,8 @@ impl PtnetDevice {
         *self = fresh;
     }
 
-    fn create(&mut self) -> u32 {
+    /// PTCTL CREATE, or RESUME (`resume`: the frontend's guest ran before it reconnected).
+    fn create(&mut self, resume: bool) -> u32 {
         if self.running.is_some() {
             return 0;
         }
@@ -244,7 +245,7 @@ impl PtnetDevice {
             keep: mem,
         };
         let started = match self.port.datapath() {
-            Datapath::Threads { .. } => self.start_threads(&name, fe),
+            Datapath::Threads { .. } => self.start_threads(&name, fe, resume),
             Datapath::Kernel(k) => KernelLoop::start(k.clone(), &name, fe)
                 .map(Running::Kernel)
                 .map_err(|e| {
@@ -265,7 +266,7 @@ impl PtnetDevice {
     }
 
     /// Starts one sync thread per ring (userspace netmap ports). Errors are PTCTL results.
-    fn start_threads(&self, name: &str, fe: FrontendRings) -> Result<Running, u32> {
+    fn start_threads(&self, name: &str, fe: FrontendRings, resume: bool) -> Result<Running, u32> {
         let FrontendRings {
             atok,
             ktoa,
@@ -292,9 +293,35 @@ impl PtnetDevice {
             tracing::warn!(port = name, "rings already running for another connection");
             return Err(ENXIO);
         };
+        // A RESUME adopts the guest's positions only where this daemon never ran the rings: its
+        // memory is then new to the guest. Otherwise the memory and our state are the ones the
+        // guest has been using, and a plain start is right.
+        let adopt = resume && self.port.first_start();
         for (w, io) in workers.iter_mut().zip(&io) {
-            w.kring.start(&io.atok, &io.ktoa);
+            if !adopt {
+                w.kring.start(&io.atok, &io.ktoa);
+                continue;
+            }
+            let ring = self.port.ring_view(w.index).expect("a threads port has ring views");
+            match w.kring.resume(w.is_tx, &io.atok, &io.ktoa, &ring) {
+                Ok((head, hwtail)) => tracing::info!(
+                    port = name,
+                    ring = w.index,
+                    head,
+                    hwtail,
+                    "resumed at the guest's positions"
+                ),
+                Err(bad) => {
+                    tracing::warn!(
+                        port = name,
+                        ring = w.index,
+                        "RESUME: the guest's CSB holds {bad}; starting the ring afresh"
+                    );
+                    w.kring.start(&io.atok, &io.ktoa);
+                }
+            }
         }
+        self.port.mark_started();
         RingRunner::start(name, workers, io, keep, self.opts)
             .map(Running::Threads)
             .map_err(|(e, workers)| {
@@ -307,7 +334,7 @@ impl PtnetDevice {
     fn restart_if_running(&mut self) {
         if self.running.is_some() {
             self.stop();
-            let r = self.create();
+            let r = self.create(false);
             self.config.set(ptnet::PTCTL, r);
         }
     }
@@ -389,7 +416,8 @@ impl PtnetDevice {
             }
             ptnet::PTCTL => {
                 let r = match val {
-                    PTCTL_CREATE => self.create(),
+                    PTCTL_CREATE => self.create(false),
+                    PTCTL_RESUME => self.create(true),
                     PTCTL_DELETE => {
                         self.stop();
                         0

@@ -12,7 +12,7 @@ use crate::nic::kernel_netmap::KernelNetmap;
 use ptnet_protocol::device::PortGeometry;
 use ptnet_protocol::sync::{HostKring, PortSync};
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -147,6 +147,8 @@ pub struct Port {
     /// The virtio-net header length the guest set (0, 10, 12), shared with the rings that
     /// convert between ports; `None` for ports that carry no header.
     vnet_hdr_len: Option<Arc<AtomicU8>>,
+    /// Rings started at least once by this daemon (see [`Port::first_start`]).
+    started: AtomicBool,
 }
 
 impl Port {
@@ -170,6 +172,7 @@ impl Port {
             },
             stats,
             vnet_hdr_len: None,
+            started: AtomicBool::new(false),
         }
     }
 
@@ -196,6 +199,7 @@ impl Port {
             datapath: Datapath::Kernel(Arc::new(k)),
             stats: Vec::new(),
             vnet_hdr_len: None,
+            started: AtomicBool::new(false),
         })
     }
 
@@ -244,6 +248,27 @@ impl Port {
     pub fn put_workers(&self, w: Vec<RingWorker>) {
         if let Datapath::Threads { workers, .. } = &self.datapath {
             *workers.lock().expect("workers lock") = Some(w);
+        }
+    }
+
+    /// Has this daemon never started the port's rings? Then its memory is new to any frontend
+    /// that comes back from a previous daemon.
+    pub fn first_start(&self) -> bool {
+        !self.started.load(Ordering::Relaxed)
+    }
+
+    /// Records that the rings ran.
+    pub fn mark_started(&self) {
+        self.started.store(true, Ordering::Relaxed);
+    }
+
+    /// Ring `r` (TX first) in the port's memory; `None` for kernel ports.
+    pub fn ring_view(&self, r: u32) -> Option<ptnet_protocol::netmap::RingView> {
+        match &self.datapath {
+            Datapath::Threads {
+                memory, if_index, ..
+            } => Some(memory.ring(*if_index, r)),
+            Datapath::Kernel(_) => None,
         }
     }
 

@@ -348,11 +348,11 @@ fn vm_missing_socket_is_a_clear_error() {
     );
 }
 
-/// One guest receiver spans a daemon restart: QEMU reconnects and replays the CSB and CREATE, the
-/// restarted daemon's fresh rings start at 0, and the running guest driver notices the host
-/// started over (hwcur outside what it could have reached) and follows it, dropping nothing it
-/// had not already received. The second sender starts its sequence at 0 again, which pkt-gen
-/// counts as a sender restart.
+/// One guest receiver spans a daemon restart: QEMU reconnects and replays the CSB and RESUME, the
+/// restarted daemon adopts the ring positions the guest's CSB still holds, and the running guest
+/// driver goes on as if nothing happened (as the stock driver must: it never reloads positions),
+/// dropping nothing it had not already received. The second sender starts its sequence at 0
+/// again, which pkt-gen counts as a sender restart.
 #[test]
 fn vm_one_receiver_spans_daemon_restart() {
     if skip() {
