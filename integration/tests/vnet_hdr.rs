@@ -1,0 +1,320 @@
+//! Virtio-net headers end to end: the daemon as a process, drivers attached through the
+//! vhost-user transport, each negotiating PTFEAT VNET_HDR and a header length the way netmap's
+//! stock ptnet driver does (write PTFEAT, write VNET_HDR_LEN, read back what the device kept).
+//! VALE converts between ports of different lengths: GSO frames are segmented and checksums
+//! completed for a port without a header (each checked here against a checksum computed
+//! independently), 10- and 12-byte headers are converted, a malformed header is a bad slot.
+
+use ptnet_driver::transport::vhost_user::VhostUserTransport;
+use ptnet_driver::transport::{CsbArrays, PollWait, Transport};
+use ptnet_driver::{Error, Port, RingId};
+use ptnet_integration::Backend;
+use ptnet_protocol::regs::{ptnet, PTNETMAP_F_VNET_HDR};
+use ptnet_protocol::shmem::SharedMem;
+use std::os::fd::RawFd;
+use std::time::{Duration, Instant};
+
+/// A vhost-user transport that negotiates a virtio-net header of `len` bytes when the driver
+/// writes PTFEAT (ptnet-driver itself asks for none), and shows the driver the 0 it expects.
+struct WithHeader {
+    inner: VhostUserTransport,
+    len: u32,
+}
+
+impl Transport for WithHeader {
+    fn read_reg(&mut self, off: u32) -> Result<u32, Error> {
+        if off == ptnet::PTFEAT {
+            return Ok(0);
+        }
+        self.inner.read_reg(off)
+    }
+    fn write_reg(&mut self, off: u32, val: u32) -> Result<(), Error> {
+        if off != ptnet::PTFEAT {
+            return self.inner.write_reg(off, val);
+        }
+        self.inner.write_reg(ptnet::PTFEAT, PTNETMAP_F_VNET_HDR)?;
+        assert_eq!(self.inner.read_reg(ptnet::PTFEAT)?, PTNETMAP_F_VNET_HDR);
+        self.inner.write_reg(ptnet::VNET_HDR_LEN, self.len)?;
+        assert_eq!(self.inner.read_reg(ptnet::VNET_HDR_LEN)?, self.len);
+        Ok(())
+    }
+    fn read_memdev(&mut self, off: u32) -> Result<u32, Error> {
+        self.inner.read_memdev(off)
+    }
+    fn netmap_mem(&mut self) -> Result<SharedMem, Error> {
+        self.inner.netmap_mem()
+    }
+    fn alloc_csb(&mut self, rings: u32) -> Result<CsbArrays, Error> {
+        self.inner.alloc_csb(rings)
+    }
+    fn kick(&self, ring: u32) {
+        self.inner.kick(ring)
+    }
+    fn wait(&self, ring: u32, timeout: Option<Duration>) -> Result<bool, Error> {
+        self.inner.wait(ring, timeout)
+    }
+    fn wait_many(&self, rings: &[u32], timeout: Option<Duration>) -> Result<bool, Error> {
+        self.inner.wait_many(rings, timeout)
+    }
+    fn wait_fds(&self, rings: &[u32], out: &mut [RawFd]) -> Option<PollWait> {
+        self.inner.wait_fds(rings, out)
+    }
+    fn wait_done(&self, rings: &[u32], ready: &[bool]) -> Result<(), Error> {
+        self.inner.wait_done(rings, ready)
+    }
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+}
+
+fn open(b: &Backend, port: &str, len: u32) -> Port {
+    let inner = VhostUserTransport::open(&b.socket(port)).expect("connect");
+    Port::attach(Box::new(WithHeader { inner, len })).expect("attach")
+}
+
+fn send(port: &mut Port, frames: &[Vec<u8>]) {
+    let mut tx = port.tx_ring(0);
+    for f in frames {
+        assert!(tx.send(f), "room for the frame");
+    }
+    tx.txsync().unwrap();
+}
+
+/// Receives until `want` frames came or `quiet` passes without any.
+fn receive(port: &mut Port, want: usize, quiet: Duration) -> Vec<Vec<u8>> {
+    let (mut got, mut last) = (Vec::new(), Instant::now());
+    while got.len() < want && last.elapsed() < quiet {
+        let mut rx = port.rx_ring(0);
+        rx.rxsync().unwrap();
+        let mut buf = [0u8; 4096];
+        while let Some(n) = rx.recv(&mut buf) {
+            got.push(buf[..n].to_vec());
+            last = Instant::now();
+        }
+        rx.rxsync().unwrap();
+        if got.len() < want {
+            port.wait_any(&[RingId::Rx(0)], Some(Duration::from_millis(20)))
+                .unwrap();
+        }
+    }
+    got
+}
+
+/// RFC 1071, one byte pair at a time.
+fn inet_checksum(parts: &[&[u8]]) -> u16 {
+    let bytes: Vec<u8> = parts.concat();
+    let mut sum = 0u32;
+    for pair in bytes.chunks(2) {
+        sum += u32::from(pair[0]) << 8 | u32::from(*pair.get(1).unwrap_or(&0));
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+fn be16(b: &[u8], at: usize) -> usize {
+    usize::from(u16::from_be_bytes([b[at], b[at + 1]]))
+}
+
+/// The TCP pseudo-header of the IPv4 or IPv6 packet at offset 14, for `len` TCP bytes.
+fn pseudo(pkt: &[u8], v6: bool, len: usize) -> Vec<u8> {
+    let mut p = if v6 {
+        pkt[22..54].to_vec()
+    } else {
+        pkt[26..34].to_vec()
+    };
+    p.extend_from_slice(&[0, 0, 0, 6]);
+    p.extend_from_slice(&(len as u16).to_be_bytes());
+    p
+}
+
+const DST: [u8; 6] = [2, 0, 0, 0, 0, 0x99];
+
+/// A TCP-like Ethernet/IP/TCP frame of `payload` bytes to the unknown MAC `DST` (flooded), its
+/// TCP checksum left partial (the pseudo-header sum) as a sender with checksum offload leaves it.
+fn tcp_frame(v6: bool, src: u8, payload: usize) -> Vec<u8> {
+    let mut f = DST.to_vec();
+    f.extend_from_slice(&[2, 0, 0, 0, 0, src]);
+    let tcp_len = 20 + payload;
+    if v6 {
+        f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+        f.extend_from_slice(&(tcp_len as u16).to_be_bytes());
+        f.extend_from_slice(&[6, 64]);
+        f.extend((0..32u8).map(|i| 0xf0 ^ i));
+    } else {
+        f.extend_from_slice(&[0x08, 0, 0x45, 0]);
+        f.extend_from_slice(&((20 + tcp_len) as u16).to_be_bytes());
+        f.extend_from_slice(&[0, 7, 0x40, 0, 64, 6, 0, 0, 192, 168, 0, 1, 192, 168, 0, 2]);
+    }
+    // Ports, seq 1000, ack, 5 words, PSH|ACK|FIN, window, checksum, urgent.
+    f.extend_from_slice(&[
+        0x1f, 0x90, 0xc3, 0x50, 0, 0, 0x03, 0xe8, 0, 0, 0, 1, 0x50, 0x19,
+    ]);
+    f.extend_from_slice(&[0xff, 0xff, 0, 0, 0, 0]);
+    f.extend((0..payload).map(|i| (i % 251) as u8));
+    let l4 = f.len() - tcp_len;
+    let seed = !inet_checksum(&[&pseudo(&f, v6, tcp_len)]);
+    f[l4 + 16..l4 + 18].copy_from_slice(&seed.to_be_bytes());
+    f
+}
+
+/// A 12-byte virtio-net header in front of `frame`: NEEDS_CSUM, GSO of `mss` unless 0.
+fn with_header(frame: &[u8], v6: bool, mss: u16) -> Vec<u8> {
+    let l4: u16 = if v6 { 54 } else { 34 };
+    let gso_type = match (mss, v6) {
+        (0, _) => 0,
+        (_, false) => 1,
+        (_, true) => 4,
+    };
+    let mut h = vec![1, gso_type];
+    for v in [l4 + 20, mss, l4, 16, 0] {
+        h.extend_from_slice(&v.to_le_bytes());
+    }
+    h.extend_from_slice(frame);
+    h
+}
+
+/// Checks that `segs` are `frame` cut into `mss`-byte TCP segments with valid checksums.
+fn check_segments(frame: &[u8], v6: bool, mss: usize, segs: &[Vec<u8>]) {
+    let l4 = if v6 { 54 } else { 34 };
+    let payload = frame.len() - l4 - 20;
+    assert_eq!(segs.len(), payload.div_ceil(mss), "segments");
+    let mut joined = Vec::new();
+    for (i, s) in segs.iter().enumerate() {
+        let last = i + 1 == segs.len();
+        if v6 {
+            assert_eq!(be16(s, 18), s.len() - 54, "IPv6 payload length");
+        } else {
+            assert_eq!(be16(s, 16), s.len() - 14, "IPv4 total length");
+            assert_eq!(be16(s, 18), 7 + i, "IPv4 id");
+            assert_eq!(inet_checksum(&[&s[14..34]]), 0, "IPv4 header checksum");
+        }
+        let seq = u32::from_be_bytes(s[l4 + 4..l4 + 8].try_into().unwrap());
+        assert_eq!(seq as usize, 1000 + i * mss, "sequence number");
+        assert_eq!(
+            s[l4 + 13],
+            if last { 0x19 } else { 0x10 },
+            "FIN/PSH on the last"
+        );
+        let tcp = &s[l4..];
+        assert_eq!(
+            inet_checksum(&[&pseudo(s, v6, tcp.len()), tcp]),
+            0,
+            "segment {i}: TCP checksum"
+        );
+        joined.extend_from_slice(&s[l4 + 20..]);
+    }
+    assert_eq!(joined, frame[l4 + 20..], "the payload, in order");
+}
+
+#[test]
+fn vale_gso_frames_reach_ports_with_and_without_a_header() {
+    let (_d, b) = Backend::in_temp_dir("vnetgso", &["vale9:a", "vale9:b", "vale9:c"]);
+    let (mut a, mut bb) = (open(&b, "vale9:a", 12), open(&b, "vale9:b", 12));
+    let mut c = open(&b, "vale9:c", 0);
+    let q = Duration::from_millis(500);
+    for (v6, src) in [(false, 1), (true, 2)] {
+        let frame = tcp_frame(v6, src, 1800);
+        let sent = with_header(&frame, v6, 500);
+        send(&mut a, std::slice::from_ref(&sent));
+        // Same header length: the GSO frame as it was sent.
+        assert_eq!(receive(&mut bb, 1, q), vec![sent.clone()]);
+        // No header: segmented by the switch.
+        let segs = receive(&mut c, 4, q);
+        check_segments(&frame, v6, 500, &segs);
+    }
+    // A partial checksum without GSO: completed for c, left to b.
+    let frame = tcp_frame(false, 3, 300);
+    send(&mut a, &[with_header(&frame, false, 0)]);
+    assert_eq!(receive(&mut bb, 1, q)[0][12..], frame[..]);
+    let got = receive(&mut c, 1, q);
+    assert_eq!(got.len(), 1);
+    let tcp = &got[0][34..];
+    assert_eq!(inet_checksum(&[&pseudo(&got[0], false, tcp.len()), tcp]), 0);
+    assert_eq!(got[0][..50], frame[..50], "only the checksum changed");
+}
+
+#[test]
+fn vale_converts_between_ten_and_twelve_byte_headers() {
+    let (_d, b) = Backend::in_temp_dir("vnet1012", &["vale8:m", "vale8:t", "vale8:z"]);
+    let (mut m, mut t, mut z) = (
+        open(&b, "vale8:m", 12),
+        open(&b, "vale8:t", 10),
+        open(&b, "vale8:z", 0),
+    );
+    let q = Duration::from_millis(500);
+    let frame = tcp_frame(false, 4, 100);
+    let twelve = with_header(&frame, false, 0);
+    send(&mut m, std::slice::from_ref(&twelve));
+    assert_eq!(
+        receive(&mut t, 1, q),
+        vec![[&twelve[..10], &frame[..]].concat()],
+        "12 -> 10"
+    );
+    receive(&mut z, 1, q);
+    send(&mut t, &[[&twelve[..10], &frame[..]].concat()]);
+    let mut want = twelve.clone();
+    want[10] = 1; // num_buffers
+    assert_eq!(receive(&mut m, 1, q), vec![want], "10 -> 12");
+    receive(&mut z, 1, q);
+    send(&mut z, std::slice::from_ref(&frame));
+    let zero12 = [&[0u8; 10][..], &[1, 0], &frame[..]].concat();
+    assert_eq!(
+        receive(&mut m, 1, q),
+        vec![zero12],
+        "0 -> 12: a zero header"
+    );
+    assert_eq!(
+        receive(&mut t, 1, q),
+        vec![[&[0u8; 10][..], &frame[..]].concat()],
+        "0 -> 10"
+    );
+}
+
+#[test]
+fn malformed_headers_are_bad_slots_and_bad_lengths_are_refused() {
+    let (_d, mut b) = Backend::in_temp_dir("vnetbad", &["vale7:a", "vale7:c", "null:n"]);
+    // The registers: the feature is offered by VALE ports, not by null ports; 11 is refused.
+    let mut t = VhostUserTransport::open(&b.socket("vale7:a")).unwrap();
+    assert_eq!(t.read_reg(ptnet::PTFEAT).unwrap(), PTNETMAP_F_VNET_HDR);
+    t.write_reg(ptnet::VNET_HDR_LEN, 12).unwrap();
+    assert_eq!(
+        t.read_reg(ptnet::VNET_HDR_LEN).unwrap(),
+        0,
+        "not negotiated: kept at 0"
+    );
+    t.write_reg(ptnet::PTFEAT, PTNETMAP_F_VNET_HDR).unwrap();
+    t.write_reg(ptnet::VNET_HDR_LEN, 10).unwrap();
+    t.write_reg(ptnet::VNET_HDR_LEN, 11).unwrap();
+    assert_eq!(
+        t.read_reg(ptnet::VNET_HDR_LEN).unwrap(),
+        10,
+        "11 refused, 10 kept"
+    );
+    drop(t);
+    let mut n = VhostUserTransport::open(&b.socket("null:n")).unwrap();
+    assert_eq!(n.read_reg(ptnet::PTFEAT).unwrap(), 0);
+    drop(n);
+
+    let (mut a, mut c) = (open(&b, "vale7:a", 12), open(&b, "vale7:c", 0));
+    let frame = tcp_frame(false, 5, 1000);
+    let mut bad_flags = with_header(&frame, false, 400);
+    bad_flags[0] = 0x40;
+    let mut bad_gso = with_header(&frame, false, 400);
+    bad_gso[1] = 4; // TCPv6 on an IPv4 frame
+    let good = with_header(&frame, false, 0);
+    send(&mut a, &[bad_flags, bad_gso, good]);
+    let got = receive(&mut c, 2, Duration::from_millis(500));
+    assert_eq!(got.len(), 1, "only the sane frame travels");
+    drop((a, c));
+    b.stop();
+    let log = b.log_text();
+    let line = log
+        .lines()
+        .rfind(|l| l.contains("rings stopped") && l.contains("port=\"vale7:a\""))
+        .unwrap_or_else(|| panic!("no counters for vale7:a:\n{log}"));
+    assert!(line.contains("bad_slots=2"), "{line}");
+    assert!(
+        log.contains("VNET_HDR_LEN 12 (PTFEAT VNET_HDR not accepted)"),
+        "the refusal is logged:\n{log}"
+    );
+}
