@@ -282,6 +282,15 @@ impl Port {
             let ofs = nif_view
                 .ring_ofs(k)
                 .ok_or_else(|| dev(format!("{what}: ring_ofs[{k}] outside the memory")))?;
+            // A ptnet guest kernel finds RX ring i at ring_ofs[NUM_TX_RINGS + 1 + i] whatever
+            // ni_host_tx_rings says: refuse a layout where the stock driver and we would use
+            // different rings (it would write into whatever it found there).
+            if !is_tx && nif_view.rx_ring_ofs_kernel(num_tx_rings, i) != Some(ofs) {
+                return Err(dev(format!(
+                    "{what}: at ring_ofs[{k}] for libnetmap but ring_ofs[{}] for a ptnet guest kernel (a netmap_if without its host rings)",
+                    num_tx_rings + 1 + i
+                )));
+            }
             let addr = i64::try_from(nifp_ofs)
                 .ok()
                 .and_then(|n| n.checked_add(ofs))
@@ -1441,6 +1450,17 @@ mod tests {
         let m = Mock::new();
         m.state.lock().unwrap().cfg.set(ptnet::NIFP_OFS, 1 << 30);
         expect_device_error(m, "NIFP_OFS");
+        // The layout this daemon had before: no host rings, [TX 0, RX 0]. libnetmap's formula
+        // finds RX 0, a stock guest kernel's would find the netmap_if itself.
+        let m = Mock::new();
+        let nif_mem = m.mem.mem().sub(m.nifp, nif::size(4)).unwrap();
+        let rx_ofs = nif_mem.load_u64(nif::RING_OFS + 16);
+        nif_mem.store_u64(nif::RING_OFS + 8, rx_ofs);
+        nif_mem.store_u64(nif::RING_OFS + 16, 0);
+        for at in [nif::HOST_TX_RINGS, nif::HOST_RX_RINGS] {
+            nif_mem.store_u32(at, 0, std::sync::atomic::Ordering::Relaxed);
+        }
+        expect_device_error(m, "for a ptnet guest kernel");
 
         // Before the CSB is programmed: nothing to undo.
         let m = Mock::new();
