@@ -318,3 +318,34 @@ fn malformed_headers_are_bad_slots_and_bad_lengths_are_refused() {
         "the refusal is logged:\n{log}"
     );
 }
+
+#[test]
+fn pipes_convert_in_place_and_drop_gso_toward_an_end_without_a_header() {
+    let (_d, mut b) = Backend::in_temp_dir("vnetpipe", &["netmap:vp{1", "netmap:vp}1"]);
+    let (mut m, mut s) = (open(&b, "netmap:vp{1", 12), open(&b, "netmap:vp}1", 0));
+    let q = Duration::from_millis(500);
+    let frame = tcp_frame(true, 6, 600);
+    // GSO toward the end without a header: dropped; a partial checksum: completed in place.
+    send(
+        &mut m,
+        &[with_header(&frame, true, 200), with_header(&frame, true, 0)],
+    );
+    let got = receive(&mut s, 2, q);
+    let sane: Vec<_> = got.iter().filter(|f| !f.is_empty()).collect();
+    assert_eq!(sane.len(), 1, "the GSO frame is dropped");
+    let tcp = &sane[0][54..];
+    assert_eq!(inet_checksum(&[&pseudo(sane[0], true, tcp.len()), tcp]), 0);
+    assert_eq!(sane[0][..70], frame[..70], "only the checksum changed");
+    // The other way: a zero header is inserted.
+    send(&mut s, std::slice::from_ref(&frame));
+    let zero12 = [&[0u8; 10][..], &[1, 0], &frame[..]].concat();
+    assert_eq!(receive(&mut m, 1, q), vec![zero12]);
+    drop((m, s));
+    b.stop();
+    let log = b.log_text();
+    let line = log
+        .lines()
+        .rfind(|l| l.contains("rings stopped") && l.contains("port=\"netmap:vp{1\""))
+        .unwrap_or_else(|| panic!("no counters for the pipe:\n{log}"));
+    assert!(line.contains("drops=1"), "{line}");
+}
