@@ -1127,9 +1127,12 @@ mod tests {
                     ofs.push(addr as i64 - nifp as i64);
                 }
                 let if_len = if ports == 1 { 1024 } else { 512 };
-                IfView::new(m.sub(nifp, if_len).unwrap())
-                    .unwrap()
-                    .init("mock", 1, &ofs[..tx as usize], &ofs[tx as usize..]);
+                IfView::new(m.sub(nifp, if_len).unwrap()).unwrap().init(
+                    "mock",
+                    1,
+                    &ofs[..tx as usize],
+                    &ofs[tx as usize..],
+                );
                 let geo = PortGeometry {
                     features: 1,
                     mac: [2, 0, 0, 0, 0, 9 + p as u8],

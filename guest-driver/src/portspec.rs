@@ -58,9 +58,11 @@ impl PortSpec {
             Some(r) => (true, r),
             None => (false, spec),
         };
-        let addr = rest
-            .strip_prefix("ptnet:")
-            .or_else(|| pci_prefix.then_some(rest).filter(|r| !r.starts_with("ptnet")));
+        let addr = rest.strip_prefix("ptnet:").or_else(|| {
+            pci_prefix
+                .then_some(rest)
+                .filter(|r| !r.starts_with("ptnet"))
+        });
         if let Some(addr) = addr {
             return pci_address(addr).map(|a| PortSpec::Pci(PciSelector::Address(a))).ok_or_else(|| {
                 bad("expected a PCI address DDDD:BB:DD.F or BB:DD.F (hex, device < 20, function 0-7)")

@@ -302,15 +302,23 @@ impl PtnetDevice {
                 w.kring.start(&io.atok, &io.ktoa);
                 continue;
             }
-            let ring = self.port.ring_view(w.index).expect("a threads port has ring views");
+            let ring = self
+                .port
+                .ring_view(w.index)
+                .expect("a threads port has ring views");
             match w.kring.resume(w.is_tx, &io.atok, &io.ktoa, &ring) {
-                Ok((head, hwtail)) => tracing::info!(
-                    port = name,
-                    ring = w.index,
-                    head,
-                    hwtail,
-                    "resumed at the guest's positions"
-                ),
+                Ok((head, hwtail)) => {
+                    if let Some(rx) = w.sync.direct_rx() {
+                        rx.adopt(head, hwtail);
+                    }
+                    tracing::info!(
+                        port = name,
+                        ring = w.index,
+                        head,
+                        hwtail,
+                        "resumed at the guest's positions"
+                    );
+                }
                 Err(bad) => {
                     tracing::warn!(
                         port = name,

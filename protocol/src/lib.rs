@@ -4,6 +4,8 @@
 //!
 //! * [`regs`]: the ptnet NIC and memdev registers (the guest ABI of the two PCI devices);
 //! * [`csb`]: the Communication Status Block entries;
+//! * [`conformance`]: every device-state access of the stock ptnet guest drivers, with the netmap
+//!   function that makes it;
 //! * [`netmap`]: `netmap_if`, `netmap_ring`, `netmap_slot` and the buffer pool;
 //! * [`sync`]: the ring-sync algorithms of the guest and of the host, used by both other crates;
 //! * [`device`]: the vhost-user device contract (config space, features, queue numbering);
@@ -15,6 +17,7 @@
 
 #![warn(missing_docs)]
 
+pub mod conformance;
 pub mod csb;
 pub mod device;
 pub mod netmap;

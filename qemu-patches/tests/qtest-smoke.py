@@ -295,6 +295,12 @@ def run(q, args):
     tx0 = [q.readl(HG + o) for o in (KTOA_HWCUR, KTOA_HWTAIL, KTOA_KERN_NEED_KICK)]
     check("CSB ktoa[TX 0] after CREATE: hwcur 0, hwtail slots-1, kern_need_kick 1",
           tx0 == [0, q.inl(IO + 36) - 1, 1], "hwcur %d hwtail %d kern_need_kick %d" % tuple(tx0))
+    # ... and the guest-to-host entries as netmap's CSB_ENABLE does: head/cur the host's,
+    # appl_need_kick 1, sync_flags 1 (the stock driver reads them back in ptnet_sync_from_csb).
+    atoks = [[q.readl(GH + CSB_ENTRY * r + o) for o in (0, 4, ATOK_APPL_NEED_KICK, 12)]
+             for r in range(d.ntx + d.nrx)]
+    check("CSB atok after CREATE: head 0, cur 0, appl_need_kick 1, sync_flags 1",
+          all(a == [0, 0, 1, 1] for a in atoks), "atok %s" % atoks)
     for i in range(d.ntx + d.nrx):
         q.outl(IO + 128 + 4 * i, 1)
     time.sleep(0.1)
@@ -396,7 +402,10 @@ def irq_checks(q, args, d):
     check("INTx enabled, MSI-X off at start",
           cmd & 0x400 == 0 and (q.cfg_read(nic, d.msix_cap) >> 31) == 0)
 
-    # 1. Interrupts off in the CSB (appl_need_kick 0 everywhere): packets, no interrupt.
+    # 1. Interrupts off in the CSB (appl_need_kick 0 everywhere, as a busy-polling guest
+    #    writes it after CREATE): packets, no interrupt.
+    for r in range(d.ntx + d.nrx):
+        q.writel(GH + CSB_ENTRY * r + ATOK_APPL_NEED_KICK, 0)
     got = send_and_wait(q, args, d, "appl_need_kick=0")
     time.sleep(0.3)
     check("appl_need_kick=0: no interrupt (INTx not asserted, no IOAPIC input raised)",

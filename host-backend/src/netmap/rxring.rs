@@ -207,6 +207,27 @@ impl RxRing {
         }
     }
 
+    /// A restarted daemon's ring takes a resumed guest's positions
+    /// ([`ptnet_protocol::sync::HostKring::resume`]): the guest has released up to `hwcur` and
+    /// holds everything up to `hwtail`. Waits (briefly: producers never block while they hold a
+    /// reservation) until no reservation is in flight, then moves the producers' end there; what
+    /// they put in the ring before is gone with the old daemon's view of it.
+    pub fn adopt(&self, hwcur: u32, hwtail: u32) {
+        self.hwcur.store(hwcur, Ordering::Release);
+        loop {
+            let t = self.hwtail.load(Ordering::Acquire);
+            if self
+                .reserve
+                .compare_exchange(t, hwtail, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                self.hwtail.store(hwtail, Ordering::Release);
+                return;
+            }
+            std::thread::yield_now();
+        }
+    }
+
     /// Consumer: the end of what producers committed.
     pub fn hwtail(&self) -> u32 {
         self.hwtail.load(Ordering::Acquire)
@@ -384,6 +405,17 @@ mod tests {
         .unwrap();
         let e = Arc::new(EventFd::new(libc::EFD_NONBLOCK).unwrap());
         (m, RxRing::new(view, bufs, e, None))
+    }
+
+    #[test]
+    fn adopted_positions_are_where_producers_go_on() {
+        let (_m, r) = rx(8);
+        r.adopt(2, 6);
+        assert_eq!(r.space(), 3, "slots 6, 7, 0 (1 stays free before hwcur 2)");
+        let res = r.reserve(10).unwrap();
+        assert_eq!((res.start, res.n), (6, 3));
+        r.commit(res);
+        assert_eq!(r.hwtail(), 1);
     }
 
     #[test]
