@@ -42,7 +42,7 @@ const REQUIRED: &[&str] = &[
     "PASS after backend loss: CREATE -> ENXIO",
     "PASS after reconnection: CREATE -> 0 again",
     "PASS netmap memory mapped after reconnection",
-    "PASS restarted daemon's RX rings start empty",
+    "PASS restarted daemon resumed the RX rings at the guest's positions",
     "PASS after reconnection: the new daemon's calls reach the guest as MSI-X",
     "PASS DELETE -> 0",
 ];
