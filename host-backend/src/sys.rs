@@ -1,4 +1,26 @@
 //! The daemon's small `unsafe` corner: memfds, mmap and poll. Everything above is safe Rust.
+//!
+//! # Shared memory that cannot fault
+//!
+//! A shared mapping of a file faults with SIGBUS where the file no longer reaches, and a SIGBUS in
+//! any thread kills the whole daemon. So the daemon maps only files that cannot shrink under it:
+//!
+//! * its own port memories are memfds sealed against shrinking and growing (and further seals)
+//!   before anyone else sees them ([`MappedFile::memfd`]): a frontend given one with SHMEM_MAP,
+//!   or either end of a pipe, gets EPERM from `ftruncate`;
+//! * a frontend's guest memory must be a memfd already sealed with `F_SEAL_SHRINK`
+//!   ([`MappedFile::map_guest`]), each region inside the file as `fstat` sees it once the seal
+//!   holds. QEMU's `memory-backend-memfd` seals by default (`seal=on`), and so does the driver's
+//!   vhost-user transport.
+//!
+//! Files that cannot be sealed (a regular, tmpfs or hugetlbfs file, as QEMU's
+//! `memory-backend-file` or DPDK's virtio-user use) are refused, not mapped: their owner can
+//! truncate them at any time. Catching the SIGBUS instead (a handler mapping zero pages over the
+//! faulting guest mapping) was considered and not done: it needs a signal-safe registry of guest
+//! mappings that stays exact while connections map and unmap, chaining to Rust's own SIGBUS
+//! handler, and a way for the faulting ring thread to close its connection; a refusal with a
+//! message saying what to use instead (`memory-backend-memfd,seal=on`, or
+//! `memory-backend-memfd,hugetlb=on,seal=on` for huge pages) costs users one option.
 
 use ptnet_protocol::shmem::SharedMem;
 use std::fs::File;
@@ -80,24 +102,48 @@ pub struct MappedFile {
 }
 
 impl MappedFile {
-    /// Creates a memfd of `size` bytes named `name` and maps it.
+    /// Creates a memfd of `size` bytes named `name`, seals it against shrinking, growing and
+    /// further seals (so nobody it is handed to can make our mapping fault), and maps it.
     pub fn memfd(name: &str, size: usize) -> io::Result<Self> {
         let cname = std::ffi::CString::new(name.replace('\0', "_")).expect("no NUL left");
         // SAFETY: plain syscall with a valid NUL-terminated name.
-        let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
+        let fd = unsafe {
+            libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+        };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: `fd` is a fresh descriptor we own.
         let file = unsafe { File::from_raw_fd(fd) };
         file.set_len(size as u64)?;
+        add_seals(
+            &file,
+            libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL,
+        )?;
         Self::map(file, 0, size)
     }
 
-    /// Maps `len` bytes of `file` from `offset`, shared and read-write.
+    /// Maps `len` bytes of `file` from `offset`, shared and read-write. For files the daemon
+    /// trusts (its own memfds); a frontend's go through [`MappedFile::map_guest`].
     pub fn map(file: File, offset: u64, len: usize) -> io::Result<Self> {
         let map = Mapping::shared(file.as_fd(), offset, len, 0)?;
         Ok(Self { map, file })
+    }
+
+    /// Maps `len` bytes of a frontend's `file` from `offset`, once sure the mapping can never
+    /// fault: the file must be a memfd sealed with `F_SEAL_SHRINK` (so its size only grows), and
+    /// `[offset, offset + len)` must lie inside it as `fstat` sees it after the seal.
+    pub fn map_guest(file: File, offset: u64, len: usize) -> Result<Self, GuestFileError> {
+        let seals = seals(&file).map_err(GuestFileError::NotAMemfd)?;
+        if seals & libc::F_SEAL_SHRINK == 0 {
+            return Err(GuestFileError::NotSealed { seals });
+        }
+        // The seal holds from here on: the size fstat reports now can only grow.
+        let size = file.metadata().map_err(GuestFileError::Map)?.len();
+        if len == 0 || offset.checked_add(len as u64).is_none_or(|end| end > size) {
+            return Err(GuestFileError::PastEnd { offset, len, size });
+        }
+        Self::map(file, offset, len).map_err(GuestFileError::Map)
     }
 
     /// The mapped window.
@@ -109,6 +155,73 @@ impl MappedFile {
     pub fn file(&self) -> &File {
         &self.file
     }
+}
+
+/// Why a frontend's memory file was not mapped ([`MappedFile::map_guest`]).
+#[derive(Debug)]
+pub enum GuestFileError {
+    /// `F_GET_SEALS` failed: not a memfd (a regular, tmpfs or hugetlbfs file cannot be sealed).
+    NotAMemfd(io::Error),
+    /// A memfd without `F_SEAL_SHRINK` (its seals are given).
+    NotSealed {
+        /// The seals it has.
+        seals: libc::c_int,
+    },
+    /// The region does not lie inside the file (or is empty, or `offset + len` overflows).
+    PastEnd {
+        /// The region's offset in the file.
+        offset: u64,
+        /// The region's length.
+        len: usize,
+        /// The file's size.
+        size: u64,
+    },
+    /// `fstat` or `mmap` failed.
+    Map(io::Error),
+}
+
+impl std::fmt::Display for GuestFileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotAMemfd(e) => write!(
+                f,
+                "the memory file cannot be sealed ({e}): guest memory must be a memfd sealed \
+                 against shrinking (QEMU: -object memory-backend-memfd,...,share=on,seal=on; \
+                 memory-backend-file and hugetlbfs files are refused)"
+            ),
+            Self::NotSealed { seals } => write!(
+                f,
+                "the guest memory memfd is not sealed against shrinking (seals {seals:#x}): \
+                 use QEMU's memory-backend-memfd with seal=on (its default), or add \
+                 F_SEAL_SHRINK with fcntl(F_ADD_SEALS)"
+            ),
+            Self::PastEnd { offset, len, size } => write!(
+                f,
+                "region of {len} bytes at file offset {offset} does not fit in its file of \
+                 {size} bytes"
+            ),
+            Self::Map(e) => write!(f, "mapping guest memory: {e}"),
+        }
+    }
+}
+
+/// The seals of `f` (`F_GET_SEALS`); an error (EINVAL) for a file that is not a memfd.
+pub fn seals(f: &File) -> io::Result<libc::c_int> {
+    // SAFETY: fcntl on a descriptor we hold; F_GET_SEALS only reads.
+    let r = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GET_SEALS) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r)
+}
+
+/// Adds `seals` to the memfd `f` (`F_ADD_SEALS`).
+pub fn add_seals(f: &File, seals: libc::c_int) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor we hold; F_ADD_SEALS takes an int and only adds seals.
+    if unsafe { libc::fcntl(f.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Waits until one of `fds` (descriptor, `poll(2)` events) reports an event, or `timeout_ms`
@@ -220,6 +333,77 @@ mod tests {
         let again = MappedFile::map(m.file().try_clone().unwrap(), 4096, 4096).unwrap();
         assert_eq!(again.mem().load_u32(0, Ordering::Relaxed), 77);
         assert!(MappedFile::map(m.file().try_clone().unwrap(), 0, 0).is_err());
+    }
+
+    #[test]
+    fn port_memfds_are_sealed() {
+        let m = MappedFile::memfd("t", 8192).unwrap();
+        let s = seals(m.file()).unwrap();
+        let want = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+        assert_eq!(s & want, want);
+        // Nobody holding the fd can shrink (or grow) it, so our mapping never faults.
+        let e = m.file().set_len(4096).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EPERM));
+        assert!(m.file().set_len(16384).is_err());
+        m.mem().store_u32(8188, 1, Ordering::Relaxed);
+    }
+
+    /// A memfd of `size` bytes, sealable, with `seals` added.
+    fn guest_memfd(size: u64, seals: libc::c_int) -> File {
+        // SAFETY: plain syscall with a valid NUL-terminated name.
+        let fd = unsafe { libc::memfd_create(c"g".as_ptr(), libc::MFD_ALLOW_SEALING) };
+        assert!(fd >= 0);
+        // SAFETY: `fd` is a fresh descriptor we own.
+        let f = unsafe { File::from_raw_fd(fd) };
+        f.set_len(size).unwrap();
+        if seals != 0 {
+            add_seals(&f, seals).unwrap();
+        }
+        f
+    }
+
+    #[test]
+    fn guest_memory_must_be_sealed_and_inside_its_file() {
+        let shrink = libc::F_SEAL_SHRINK;
+        let f = || guest_memfd(8192, shrink);
+        assert!(MappedFile::map_guest(f(), 0, 8192).is_ok());
+        assert!(MappedFile::map_guest(f(), 4096, 4096).is_ok());
+        for (off, len) in [
+            (0, 8193),
+            (4096, 8192),
+            (8192, 4096),
+            (u64::MAX - 4095, 8192),
+        ] {
+            match MappedFile::map_guest(f(), off, len) {
+                Err(GuestFileError::PastEnd { size: 8192, .. }) => {}
+                r => panic!("{off}+{len}: {r:?}"),
+            }
+        }
+        // 64 TiB over 4 KiB: refused before any address space is taken.
+        assert!(matches!(
+            MappedFile::map_guest(guest_memfd(4096, shrink), 0, 64 << 40),
+            Err(GuestFileError::PastEnd { .. })
+        ));
+        assert!(matches!(
+            MappedFile::map_guest(guest_memfd(8192, 0), 0, 4096),
+            Err(GuestFileError::NotSealed { .. })
+        ));
+        // Sealed against growing only: it could still shrink.
+        let e = MappedFile::map_guest(guest_memfd(8192, libc::F_SEAL_GROW), 0, 4096).unwrap_err();
+        assert!(e.to_string().contains("seal=on"), "{e}");
+        // A regular file cannot be sealed at all.
+        let path = std::env::temp_dir().join(format!("ptnet-sys-test-{}", std::process::id()));
+        let plain = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        let _ = std::fs::remove_file(&path);
+        plain.set_len(8192).unwrap();
+        let e = MappedFile::map_guest(plain, 0, 4096).unwrap_err();
+        assert!(matches!(e, GuestFileError::NotAMemfd(_)), "{e}");
     }
 
     #[test]
