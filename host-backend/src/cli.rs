@@ -62,6 +62,11 @@ pub struct Args {
     /// own, or the kernel's when /dev/netmap exists. netmap:IFNAME always needs the kernel's.
     #[arg(long, value_enum, value_name = "IMPL", default_value_t = NetmapArg::Auto)]
     pub netmap: NetmapArg,
+    /// Most guest memory one frontend connection may share with SET_MEM_TABLE (all regions
+    /// together), checked before anything is mapped: bytes, or with a K, M, G or T suffix
+    /// (powers of 1024; KiB, MiB, ... also accepted). Larger tables are refused.
+    #[arg(long, value_name = "SIZE", default_value = "64G", value_parser = parse_size)]
+    pub max_guest_memory: u64,
     /// Ports to serve.
     #[arg(value_name = "PORT", required = true)]
     pub ports: Vec<String>,
@@ -98,6 +103,31 @@ impl RateMeter {
         }
         self.since = Instant::now();
     }
+}
+
+/// A size for `--max-guest-memory`: a positive number of bytes, with an optional binary suffix.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, suffix) = t.split_at(split);
+    let shift = match suffix.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        _ => return Err(format!("unknown size suffix {suffix:?} (use K, M, G or T)")),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| "expected a number of bytes, optionally with K, M, G or T".to_string())?;
+    let bytes = n
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| "size overflows 64 bits".to_string())?;
+    if bytes == 0 {
+        return Err("must be more than 0 bytes".into());
+    }
+    Ok(bytes)
 }
 
 /// `--netmap`.
@@ -186,6 +216,7 @@ pub fn run() -> ExitCode {
         Ok(p) => p,
         Err(e) => return fail(e.to_string()),
     };
+    crate::device::GuestMemory::set_max_per_connection(args.max_guest_memory);
     // Signals go to the main thread only: block them before any thread starts.
     crate::sys::block_daemon_signals();
     let opts = LoopOptions {
@@ -243,4 +274,25 @@ pub fn run() -> ExitCode {
         tracing::info!(port = p.name(), "{}", p.stats_line());
     }
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_suffixes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64G"), Ok(64 << 30));
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_size("2t"), Ok(2 << 40));
+        for bad in ["", "0", "G", "12Q", "-1", "1.5G", "99999999999T"] {
+            assert!(parse_size(bad).is_err(), "{bad:?} accepted");
+        }
+        let a = Args::try_parse_from(["ptnet-backend", "null:x"]).unwrap();
+        assert_eq!(a.max_guest_memory, crate::device::DEFAULT_MAX_GUEST_MEMORY);
+        let e = Args::try_parse_from(["ptnet-backend", "--max-guest-memory", "lots", "null:x"])
+            .unwrap_err();
+        assert!(e.to_string().contains("--max-guest-memory"), "{e}");
+    }
 }

@@ -16,7 +16,7 @@ use ptnet_protocol::device::{
 use ptnet_protocol::regs::{ptnet, EINVAL, ENXIO, PTCTL_CREATE, PTCTL_DELETE, PTCTL_RESUME};
 use ptnet_protocol::shmem::SharedMem;
 use std::fs::File;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vhost::vhost_user::message::{
@@ -32,12 +32,34 @@ use vhost::vhost_user::{
 use vhost::VhostUserMemoryRegionBase;
 
 /// The frontend's guest memory, as SET_MEM_TABLE described it.
+///
+/// Each region is a memfd sealed against shrinking and lies inside its file, so the daemon's
+/// mappings of it never fault (see `crate::sys`); the regions of one table add up to at most
+/// [`GuestMemory::max_per_connection`] bytes, so a few frontends cannot fill the daemon's address
+/// space (with sparse memfds of many TiB) and make other ports' CREATE fail.
 #[derive(Default)]
 pub struct GuestMemory {
     regions: Vec<(u64, MappedFile)>,
 }
 
+/// `--max-guest-memory`: most bytes of guest memory one connection's table may map.
+static MAX_GUEST_MEMORY: AtomicU64 = AtomicU64::new(DEFAULT_MAX_GUEST_MEMORY);
+
+/// The default of `--max-guest-memory`: 64 GiB, so 2000 connections at their cap still fit in the
+/// 128 TiB of a process's address space.
+pub const DEFAULT_MAX_GUEST_MEMORY: u64 = 64 << 30;
+
 impl GuestMemory {
+    /// Sets the cap on the guest memory one connection maps (`--max-guest-memory`).
+    pub fn set_max_per_connection(bytes: u64) {
+        MAX_GUEST_MEMORY.store(bytes, Ordering::Relaxed);
+    }
+
+    /// The cap on the guest memory one connection maps.
+    pub fn max_per_connection() -> u64 {
+        MAX_GUEST_MEMORY.load(Ordering::Relaxed)
+    }
+
     /// The window `[gpa, gpa + len)`, if it lies inside one region.
     pub fn translate(&self, gpa: u64, len: usize) -> Option<SharedMem> {
         self.regions.iter().find_map(|(base, map)| {
@@ -477,17 +499,38 @@ impl VhostUserBackendReqHandlerMut for PtnetDevice {
         if ctx.len() != files.len() || ctx.is_empty() || ctx.len() > MAX_REGIONS {
             return self.refuse("a malformed memory table");
         }
+        // The cap first, before anything is mapped.
+        let cap = GuestMemory::max_per_connection();
+        let total = ctx
+            .iter()
+            .try_fold(0u64, |t, r| t.checked_add(r.memory_size));
+        if total.is_none_or(|t| t > cap) {
+            let total = total.map_or("more than 2^64".into(), |t| t.to_string());
+            return self.refuse(&format!(
+                "a memory table of {} regions and {total} bytes, over the {cap}-byte cap on \
+                 guest memory per connection (--max-guest-memory)",
+                ctx.len()
+            ));
+        }
         let mut mem = GuestMemory::default();
-        for (r, f) in ctx.iter().zip(files) {
-            let size = usize::try_from(r.memory_size).map_err(|_| VuError::InvalidParam)?;
-            if r.guest_phys_addr.checked_add(r.memory_size).is_none() {
+        for (i, (r, f)) in ctx.iter().zip(files).enumerate() {
+            let (gpa, size, offset) = (r.guest_phys_addr, r.memory_size, r.mmap_offset);
+            let Ok(len) = usize::try_from(size) else {
+                return self.refuse(&format!("a memory region of {size} bytes"));
+            };
+            if gpa.checked_add(size).is_none() {
                 return self.refuse("a memory region that wraps around");
             }
-            let map = MappedFile::map(f, r.mmap_offset, size).map_err(|e| {
-                tracing::warn!(port = self.port.name(), "mapping guest memory: {e}");
-                VuError::InvalidParam
-            })?;
-            mem.regions.push((r.guest_phys_addr, map));
+            let map = match MappedFile::map_guest(f, offset, len) {
+                Ok(m) => m,
+                Err(e) => {
+                    return self.refuse(&format!(
+                        "a memory table whose region {i} (guest address {gpa:#x}, {size} bytes \
+                         at file offset {offset}) cannot be mapped: {e}"
+                    ))
+                }
+            };
+            mem.regions.push((gpa, map));
         }
         // The rings keep the old table alive until they stop; new CSB lookups use the new one.
         self.memory = Some(Arc::new(mem));
