@@ -6,7 +6,7 @@
 use ptnet_protocol::shmem::SharedMem;
 use std::ffi::CStr;
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// A shared, read-write mapping of a file, unmapped on drop. Stored as integers so that its
 /// owners stay `Send`.
@@ -100,15 +100,25 @@ impl Drop for Mapping {
     }
 }
 
-/// `memfd_create(name, MFD_CLOEXEC)`: a new anonymous memory file, owned by the result.
-pub(crate) fn memfd_create(name: &CStr) -> io::Result<OwnedFd> {
+/// A new anonymous memory file of `size` bytes, owned by the result, sealed against shrinking,
+/// growing and further seals: `ptnet-backend` maps only guest memory that cannot shrink under it
+/// (as QEMU's `memory-backend-memfd,seal=on` gives it).
+pub(crate) fn memfd_create(name: &CStr, size: u64) -> io::Result<OwnedFd> {
     // SAFETY: memfd_create takes a NUL-terminated name (a `CStr`) and flags; the result is checked.
-    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    let fd =
+        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    file.set_len(size)?;
+    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+    // SAFETY: fcntl on a descriptor we own; F_ADD_SEALS takes an int and only adds seals.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(OwnedFd::from(file))
 }
 
 /// `poll(fds, timeout_ms)` once (no retry on EINTR): the number of entries with events, 0 on

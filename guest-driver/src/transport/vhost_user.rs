@@ -294,10 +294,9 @@ impl VhostUserTransport {
 
 /// Creates and maps the memfd that stands for guest RAM.
 fn make_guest_memory() -> Result<(OwnedFd, Mapping), Error> {
-    let fd = sys::memfd_create(c"ptnet-guest-mem").map_err(|e| Error::io("memfd_create", e))?;
+    let fd = sys::memfd_create(c"ptnet-guest-mem", GUEST_MEM_SIZE as u64)
+        .map_err(|e| Error::io("create the sealed guest memory memfd", e))?;
     let file = std::fs::File::from(fd);
-    file.set_len(GUEST_MEM_SIZE as u64)
-        .map_err(|e| Error::io("size the guest memory", e))?;
     let map = Mapping::map_shared(file.as_raw_fd(), 0, GUEST_MEM_SIZE)
         .map_err(|e| Error::io("mmap the guest memory", e))?;
     Ok((OwnedFd::from(file), map))
