@@ -268,7 +268,9 @@ impl PortSpec {
                 }
             }
         }
-        if conf.tx_rings == 0 || conf.rx_rings == 0 || conf.tx_rings + conf.rx_rings > MAX_RINGS {
+        // Checked: `tx-rings=4294967295,rx-rings=1` must not wrap to 0 and pass.
+        let total = conf.tx_rings.checked_add(conf.rx_rings);
+        if conf.tx_rings == 0 || conf.rx_rings == 0 || total.is_none_or(|t| t > MAX_RINGS) {
             return Err(err(format!(
                 "{} TX + {} RX rings: each must be at least 1 and together at most {MAX_RINGS}",
                 conf.tx_rings, conf.rx_rings
@@ -278,6 +280,15 @@ impl PortSpec {
             if !(MIN_SLOTS..=MAX_SLOTS).contains(&s) {
                 return Err(err(format!(
                     "{s} slots: must be between {MIN_SLOTS} and {MAX_SLOTS}"
+                )));
+            }
+        }
+        if let PortKind::Xdp { queue, .. } = &kind {
+            // Ring i uses queue `queue + i`: the last queue must be a u32 too.
+            let last = conf.tx_rings.max(conf.rx_rings) - 1;
+            if queue.checked_add(last).is_none() {
+                return Err(err(format!(
+                    "queue {queue} + {last}: the queues of its rings do not fit in 32 bits"
                 )));
             }
         }
@@ -443,6 +454,106 @@ mod tests {
         );
         // Pipes keep their syntax.
         assert!(matches!(k("netmap:eth0{1"), PortKind::Pipe { .. }));
+    }
+
+    #[test]
+    fn ring_counts_that_overflow_u32_are_refused() {
+        for bad in [
+            "vale0:1@conf:tx-rings=4294967295,rx-rings=1",
+            "vale0:1@conf:tx-rings=1,rx-rings=4294967295",
+            "vale0:1@conf:tx-rings=2147483648,rx-rings=2147483648",
+            "vale0:1@conf:rings=4294967295",
+            "vale0:1@conf:tx-rings=4294967296",
+            "vale0:1@conf:slots=4294967295",
+            "vale0:1@conf:slots=18446744073709551617",
+            "xdp:eth0@4294967295@conf:rings=2",
+            "xdp:eth0@4294967296",
+            "netmap:p{4294967296",
+        ] {
+            let e = PortSpec::parse(bad).unwrap_err();
+            assert!(e.to_string().contains(&format!("'{bad}'")), "{e}");
+        }
+        assert!(PortSpec::parse("xdp:eth0@4294967295").is_ok());
+        assert!(PortSpec::parse("xdp:eth0@4294967294@conf:rings=2").is_ok());
+    }
+
+    /// Random strings made of the grammar's own pieces and boundary numbers: the parser never
+    /// panics (debug builds check every arithmetic overflow), and whatever it accepts is within
+    /// the limits.
+    #[test]
+    fn random_port_strings_never_panic() {
+        const PIECES: &[&str] = &[
+            "netmap:",
+            "vale",
+            "null:",
+            "tap:",
+            "packet:",
+            "xdp:",
+            "@conf:",
+            "@",
+            ":",
+            "{",
+            "}",
+            "=",
+            ",",
+            "rings",
+            "tx-rings",
+            "rx-rings",
+            "slots",
+            "tx-slots",
+            "rx-slots",
+            "0",
+            "1",
+            "2",
+            "16",
+            "17",
+            "32",
+            "4294967295",
+            "4294967296",
+            "2147483648",
+            "8192",
+            "-1",
+            "+1",
+            "18446744073709551615",
+            "a",
+            "eth0",
+            "_",
+            ".",
+            "..",
+            "/",
+            " ",
+            "\u{e9}",
+            "\0",
+        ];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            // xorshift64*
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        };
+        for _ in 0..200_000 {
+            let n = next() % 12;
+            let mut s = String::new();
+            for _ in 0..n {
+                let r = next();
+                if r % 8 == 0 {
+                    // an arbitrary char, sometimes outside ASCII
+                    s.push(char::from_u32((r >> 8) as u32 % 0x800).unwrap_or('?'));
+                } else {
+                    s.push_str(PIECES[(r >> 8) as usize % PIECES.len()]);
+                }
+            }
+            if let Ok(p) = PortSpec::parse(&s) {
+                let c = p.conf;
+                assert!(c.tx_rings >= 1 && c.rx_rings >= 1, "{s}");
+                assert!(u64::from(c.tx_rings) + u64::from(c.rx_rings) <= u64::from(MAX_RINGS));
+                for slots in [c.tx_slots, c.rx_slots] {
+                    assert!((MIN_SLOTS..=MAX_SLOTS).contains(&slots), "{s}");
+                }
+            }
+        }
     }
 
     #[test]
