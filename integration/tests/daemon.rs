@@ -500,6 +500,44 @@ fn bad_slots_on_a_pipe_never_reach_the_peer_as_bad_indexes() {
     assert_eq!(got[2][14], 3);
 }
 
+/// A hostile pipe receiver that puts bad buffer indexes in its own RX slots loses only its own
+/// traffic, and the loss counts on it: the sender's packets all count as sent, none as its bad
+/// slots.
+#[test]
+fn a_pipe_receivers_corrupt_slots_count_on_the_receiver() {
+    let (_d, mut b) = Backend::in_temp_dir("rxbad", &["netmap:rb{1", "netmap:rb}1"]);
+    let mut g = RawGuest::attach(&b.socket("netmap:rb}1"));
+    g.program_csb(g.csb.atok_gpa, g.csb.ktoa_gpa);
+    assert_eq!(g.create(), 0);
+    let rx = g.rings[g.tx_rings as usize];
+    for s in 0..rx.num_slots() {
+        rx.set_buf_idx(s, u32::MAX);
+    }
+    let tx = pkt_gen(
+        &["-i", &b.interface("netmap:rb{1"), "-f", "tx", "-n", "10"],
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    assert!(tx.success(), "{}\n{}", tx.stdout, tx.stderr);
+    b.stop();
+    let log = b.log_text();
+    let last = |port: &str, key: &str| {
+        let line = log
+            .lines()
+            .rfind(|l| l.contains(&format!("port=\"{port}\"")) && l.contains("tx_packets="))
+            .unwrap_or_else(|| panic!("no counters for {port}\n{log}"));
+        let v = line.split(&format!("{key}=")).nth(1).unwrap();
+        v.split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    };
+    assert_eq!(last("netmap:rb{1", "tx_packets"), 10, "{log}");
+    assert_eq!(last("netmap:rb{1", "bad_slots"), 0, "{log}");
+    assert_eq!(last("netmap:rb}1", "bad_slots"), 10, "{log}");
+}
+
 #[test]
 fn frontend_disconnect_mid_traffic_then_reconnect() {
     let (_d, b) = Backend::in_temp_dir("reconn", &["netmap:r{1", "netmap:r}1"]);

@@ -188,15 +188,20 @@ pub fn build_ports(all: &[PortSpec], netmap: NetmapImpl) -> Result<Vec<Arc<Port>
             .collect();
         // Each end's virtio-net header length, read by both ends' TX rings.
         let hdr_lens = [(); 2].map(|_| Arc::new(AtomicU8::new(0)));
+        let stats = [parts[0].stats.clone(), parts[1].stats.clone()];
         let mut parts = parts.into_iter();
         for e in 0..2 {
             let s = specs_[e];
             let p = parts.next().expect("two ends");
             let mut syncs: Vec<Box<dyn RingSync>> = Vec::new();
             for r in 0..s.tx_rings {
+                let peer_rx = specs_[1 - e].tx_rings + r;
                 syncs.push(Box::new(pipe::PipeTx::new(
                     mem.ring(e, r),
-                    rx_rings[1 - e][r as usize].clone(),
+                    (
+                        rx_rings[1 - e][r as usize].clone(),
+                        stats[1 - e][peer_rx as usize].clone(),
+                    ),
                     mem.bufs(),
                     p.stats[r as usize].clone(),
                     [hdr_lens[e].clone(), hdr_lens[1 - e].clone()],
@@ -250,6 +255,7 @@ pub fn build_ports(all: &[PortSpec], netmap: NetmapImpl) -> Result<Vec<Arc<Port>
                 .collect();
             ports.push(vale::SwitchPort {
                 rx,
+                rx_stats: p.stats[spec.tx_rings as usize..].to_vec(),
                 vnet_hdr_len: Arc::new(AtomicU8::new(0)),
             });
             mems.push((spec, mem));

@@ -18,6 +18,13 @@
 //! would outgrow its buffer counts in `bad_slots`. Either way the peer gets an empty slot, as
 //! for any refused slot. (netmap itself offers headers on VALE ports only; pipes here offer them
 //! so a stock driver's offloads work on either.)
+//!
+//! # Who pays for a bad slot
+//!
+//! A loss counts on the end that caused it: a bad buffer index or length in the sender's TX slot
+//! is the sender's `bad_slots`; a bad buffer index the receiver left in its own RX slot is the
+//! receiver's `bad_slots` (on its RX ring), and the sender's packet counts as sent. A receiver
+//! that corrupts its ring can only lose its own traffic, and the loss shows on its counters.
 
 use super::rxring::RxRing;
 use crate::port::{RingStats, RingSync};
@@ -37,6 +44,9 @@ pub struct PipeTx {
     pub bufs: BufPool,
     /// Counters.
     pub stats: Arc<RingStats>,
+    /// The peer RX ring's counters: a bad buffer index in the peer's own slot is the peer's
+    /// fault and counts there (`bad_slots`), not on this sender.
+    peer_stats: Arc<RingStats>,
     /// Header lengths of this end and of the peer (the devices write them).
     hdr_lens: [Arc<AtomicU8>; 2],
     /// A frame being converted (only when the ends' header lengths differ).
@@ -49,18 +59,22 @@ enum Refused {
     Gso,
     /// A malformed header, or a frame that would not fit its buffer.
     Bad,
+    /// The receiver's own slot holds a buffer index outside the pool.
+    PeerBad,
 }
 
 impl PipeTx {
-    /// The TX ring `tx` of one end, feeding `peer`; `hdr_lens`: this end's and the peer's.
+    /// The TX ring `tx` of one end, feeding `peer` (whose ring counts in `peer_stats`);
+    /// `hdr_lens`: this end's and the peer's.
     pub fn new(
         tx: RingView,
-        peer: Arc<RxRing>,
+        (peer, peer_stats): (Arc<RxRing>, Arc<RingStats>),
         bufs: BufPool,
         stats: Arc<RingStats>,
         hdr_lens: [Arc<AtomicU8>; 2],
     ) -> Self {
         Self {
+            peer_stats,
             frame: vec![0; bufs.buf_size() as usize],
             tx,
             peer,
@@ -125,12 +139,13 @@ impl PortSync for PipeTx {
                 let (src_len, dst_len) = (usize::from(mine), usize::from(theirs));
                 let (rx, buf_size) = (self.peer.ring, self.bufs.buf_size());
                 let (mut j, mut d) = (k.hwcur, res.start);
-                let (mut bytes, mut bad, mut dropped) = (0u64, 0u64, 0u64);
+                let (mut bytes, mut bad, mut dropped, mut peer_bad) = (0u64, 0u64, 0u64, 0u64);
                 for _ in 0..res.n {
                     let (ai, mut len, bi) = (self.tx.buf_idx(j), self.tx.len(j), rx.buf_idx(d));
-                    let sane =
-                        self.bufs.valid(ai) && self.bufs.valid(bi) && u32::from(len) <= buf_size;
-                    let refused = if !sane {
+                    let sane = self.bufs.valid(ai) && u32::from(len) <= buf_size;
+                    let refused = if !self.bufs.valid(bi) {
+                        Some(Refused::PeerBad)
+                    } else if !sane {
                         Some(Refused::Bad)
                     } else if src_len != dst_len {
                         match self.convert(ai, usize::from(len), src_len, dst_len) {
@@ -159,6 +174,7 @@ impl PortSync for PipeTx {
                             match r {
                                 Refused::Gso => dropped += 1,
                                 Refused::Bad => bad += 1,
+                                Refused::PeerBad => peer_bad += 1,
                             }
                         }
                     }
@@ -170,6 +186,9 @@ impl PortSync for PipeTx {
                 // runs the peer ring: its own thread was notified by the commit).
                 self.peer.host_pass(false);
                 k.hwcur = j;
+                // What the peer's corrupt slot lost is the peer's: the sender's packet counts as
+                // sent (it left this end intact) and the loss as the peer's bad slot.
+                RingStats::add(&self.peer_stats.bad_slots, peer_bad);
                 RingStats::add(&self.stats.packets, u64::from(res.n) - bad - dropped);
                 RingStats::add(&self.stats.bytes, bytes);
                 RingStats::add(&self.stats.bad_slots, bad);

@@ -69,6 +69,8 @@ impl MacTable {
 pub struct SwitchPort {
     /// The port's RX rings.
     pub rx: Vec<Arc<RxRing>>,
+    /// Their counters: a receiver's corrupt slot counts there, not on the sender.
+    pub rx_stats: Vec<Arc<RingStats>>,
     /// The virtio-net header length its guest set (the device writes it).
     pub vnet_hdr_len: Arc<AtomicU8>,
 }
@@ -251,10 +253,12 @@ impl ValeTx {
         rx.ring.set_flags(d, 0);
     }
 
-    /// Copies the slots in `self.lists[p]` into port `p`'s RX ring. Returns (delivered, dropped).
+    /// Copies the slots in `self.lists[p]` into port `p`'s RX ring. Returns (delivered, dropped
+    /// for want of room); a receiver's corrupt slot counts in its own RX ring's `bad_slots`.
     fn deliver(&self, p: usize) -> (u64, u64) {
         let dst = &self.switch.ports[p];
-        let rx = &dst.rx[self.ring_no % dst.rx.len()];
+        let k = self.ring_no % dst.rx.len();
+        let rx = &dst.rx[k];
         let mut rest = &self.lists[p][..];
         let (mut sent, mut bad) = (0u64, 0u64);
         if rest.len() as u32 > rx.space() {
@@ -288,7 +292,8 @@ impl ValeTx {
             // Direct delivery: publish to the destination's guest from here.
             rx.host_pass(false);
         }
-        (sent, rest.len() as u64 + bad)
+        RingStats::add(&dst.rx_stats[k].bad_slots, bad);
+        (sent, rest.len() as u64)
     }
 }
 
