@@ -561,6 +561,13 @@ impl VhostUserBackendReqHandlerMut for PtnetDevice {
     fn set_vring_kick(&mut self, index: u8, fd: Option<File>) -> VuResult<()> {
         let i = self.ring_index(u32::from(index))?;
         if let Some(f) = &fd {
+            // Only an eventfd: a pipe, /dev/zero or a socket could block the ring's reads, or be
+            // ready for ever and spin its thread.
+            if let Err(why) = crate::sys::check_eventfd(f) {
+                return self.refuse(&format!("a kick descriptor for ring {i} {why}"));
+            }
+            // Not relied on (the frontend shares the description and may clear it: the ring
+            // reads with RWF_NOWAIT), but a plain read by anyone else then does not wait either.
             set_nonblocking(f).map_err(|_| VuError::InvalidParam)?;
         }
         self.kicks[i] = fd;
@@ -569,6 +576,14 @@ impl VhostUserBackendReqHandlerMut for PtnetDevice {
     }
     fn set_vring_call(&mut self, index: u8, fd: Option<File>) -> VuResult<()> {
         let i = self.ring_index(u32::from(index))?;
+        if let Some(f) = &fd {
+            // Only an eventfd: the interrupt is written from the ring's thread, or from another
+            // port's (direct delivery), with RWF_NOWAIT, which a pipe or a file may not honour.
+            if let Err(why) = crate::sys::check_eventfd(f) {
+                return self.refuse(&format!("an interrupt descriptor for ring {i} {why}"));
+            }
+            set_nonblocking(f).map_err(|_| VuError::InvalidParam)?;
+        }
         self.calls[i] = fd;
         self.restart_if_running();
         Ok(())

@@ -11,14 +11,13 @@
 
 use crate::netmap::rxring::{RxHost, RxRing};
 use crate::port::{RingStats, RingWorker};
-use crate::sys::poll_fds;
+use crate::sys::{eventfd_signal_nowait, eventfd_take_nowait, poll_revents};
 use ptnet_protocol::csb::{Atok, Ktoa};
 use ptnet_protocol::shmem::SharedMem;
 use ptnet_protocol::sync::HostStop;
 use std::fs::File;
-use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -162,6 +161,27 @@ impl RingRunner {
 /// Rate limit for log lines about what a guest did wrong.
 const LOG_EVERY: Duration = Duration::from_secs(1);
 
+/// Rings stopped because their kick descriptor hung up or failed (every port, since start).
+static KICK_FAULTS: AtomicU64 = AtomicU64::new(0);
+
+/// How many rings stopped because their kick descriptor reported POLLHUP, POLLERR or POLLNVAL, or
+/// could not be read (every port, since the daemon started).
+pub fn kick_faults() -> u64 {
+    KICK_FAULTS.load(Ordering::Relaxed)
+}
+
+/// A kick descriptor that hung up or failed: the ring stops (a descriptor in that state is
+/// always ready, so waiting on it again would spin), logged once for the ring and counted.
+fn kick_fault(port: &str, ring: u32, what: &str) {
+    let n = KICK_FAULTS.fetch_add(1, Ordering::Relaxed) + 1;
+    tracing::warn!(
+        port,
+        ring,
+        kick_faults = n,
+        "the frontend's kick descriptor {what}; ring stopped until the frontend sets it up again"
+    );
+}
+
 fn ring_loop(
     port: &str,
     mut w: RingWorker,
@@ -192,7 +212,7 @@ fn ring_loop(
     let mut bad_slots_logged = w.stats.bad_slots.load(Ordering::Relaxed);
     // Drain stale kicks and notifications from before CREATE, then make a first pass: the guest
     // may have published work before we started.
-    drain(&io.kick);
+    let mut kick_ok = drain(port, w.index, &io.kick);
     let _ = w.notify.read();
     // Direct delivery: the ring's host state goes to the ring while the loop runs, and every pass,
     // this loop's too, runs through it. A busy-polling loop keeps its state: it sees a producer's
@@ -211,7 +231,7 @@ fn ring_loop(
             stats: w.stats.clone(),
         });
     }
-    while !stop.load(Ordering::Relaxed) {
+    while kick_ok && !stop.load(Ordering::Relaxed) {
         let (result, moved) = pass(
             &mut w,
             &mut io,
@@ -278,14 +298,22 @@ fn ring_loop(
             None => (-1, 0),
         };
         let asleep = Instant::now();
-        let woken = poll_fds(&fds, -1);
+        let mut revents = [0i16; 8];
+        let woken = poll_revents(&fds, -1, &mut revents);
         dense = asleep.elapsed() < opts.spin;
         match woken {
-            Ok(mask) => {
-                if mask & 1 != 0 {
-                    drain(&io.kick);
+            Ok(_) => {
+                let kick = revents[0];
+                if kick & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+                    // Only a descriptor that is not an eventfd, or one in the error state, does
+                    // that: it stays ready, so the ring stops rather than spin on it.
+                    kick_fault(port, w.index, &format!("reported poll events {kick:#x}"));
+                    break;
                 }
-                if mask & 2 != 0 {
+                if kick != 0 {
+                    kick_ok = drain(port, w.index, &io.kick);
+                }
+                if revents[1] != 0 {
                     let _ = w.notify.read();
                 }
             }
@@ -330,9 +358,11 @@ fn pass(
     let RingIo {
         atok, ktoa, call, ..
     } = io;
+    // Never blocks, whatever the frontend did to the descriptor: a saturated counter drops the
+    // interrupt (one is pending anyway).
     let mut irq = || {
         if let Some(c) = call {
-            let _ = c.write(&1u64.to_ne_bytes());
+            let _ = eventfd_signal_nowait(c);
         }
     };
     let stop = if w.is_tx {
@@ -346,9 +376,17 @@ fn pass(
     )
 }
 
-fn drain(f: &File) {
-    let mut b = [0u8; 8];
-    let _ = std::io::Read::read(&mut &*f, &mut b);
+/// Takes the kicks counted on the kick eventfd, without ever blocking (the frontend shares the
+/// descriptor and may have cleared O_NONBLOCK and read the counter itself). False, logged and
+/// counted, when the descriptor cannot be read: the ring then stops.
+fn drain(port: &str, ring: u32, f: &File) -> bool {
+    match eventfd_take_nowait(f) {
+        Ok(_) => true,
+        Err(e) => {
+            kick_fault(port, ring, &format!("cannot be read ({e})"));
+            false
+        }
+    }
 }
 
 /// Views CSB entry `ring` of both arrays.

@@ -39,7 +39,6 @@ use ptnet_protocol::csb::{Atok, Ktoa};
 use ptnet_protocol::netmap::{ring_add, ring_dist, BufPool, RingView};
 use ptnet_protocol::sync::{ring_prev, HostKring, HostStop, PortSync};
 use std::fs::File;
-use std::io::Write;
 use std::sync::atomic::{fence, AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, TryLockError};
 use vmm_sys_util::eventfd::EventFd;
@@ -300,9 +299,12 @@ impl RxRing {
             call,
             stats,
         } = h;
+        // This may be another port's thread (the producer's): the write never blocks, whatever
+        // the frontend did to its descriptor (a saturated counter drops the interrupt: one is
+        // pending anyway).
         let mut irq = || {
             if let Some(c) = call {
-                let _ = c.write(&1u64.to_ne_bytes());
+                let _ = crate::sys::eventfd_signal_nowait(c);
             }
         };
         let before = (kring.hwcur, kring.hwtail, kring.rhead);
