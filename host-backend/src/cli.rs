@@ -3,7 +3,7 @@
 use crate::netmap::{build_ports, NetmapImpl};
 use crate::port::Port;
 use crate::portspec::PortSpec;
-use crate::server::PortServer;
+use crate::server::{PortServer, ServeOptions};
 use crate::syncloop::LoopOptions;
 use clap::Parser;
 use std::path::PathBuf;
@@ -67,6 +67,19 @@ pub struct Args {
     /// (powers of 1024; KiB, MiB, ... also accepted). Larger tables are refused.
     #[arg(long, value_name = "SIZE", default_value = "64G", value_parser = parse_size)]
     pub max_guest_memory: u64,
+    /// Time a new connection has to send its first complete vhost-user message before it is
+    /// closed (seconds, fractions allowed).
+    #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = parse_seconds)]
+    pub handshake_timeout: Duration,
+    /// Time a frontend has to complete a message it started before it is closed; and how long
+    /// a port's connection must have been silent (or a newer one must have waited) before a
+    /// newer connection takes the port over: the newest frontend wins (seconds).
+    #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = parse_seconds)]
+    pub idle_timeout: Duration,
+    /// Give the sockets this group (a name or a number) and mode 0660; a socket directory the
+    /// daemon creates gets the group and mode 0710. Without it: sockets 0600, directory 0700.
+    #[arg(long, value_name = "GROUP")]
+    pub socket_group: Option<String>,
     /// Ports to serve.
     #[arg(value_name = "PORT", required = true)]
     pub ports: Vec<String>,
@@ -130,6 +143,53 @@ fn parse_size(s: &str) -> Result<u64, String> {
     Ok(bytes)
 }
 
+/// A timeout in seconds (fractions allowed): more than 0, at most a day.
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| "expected a number of seconds".to_string())?;
+    if !(v > 0.0 && v <= 86_400.0) {
+        return Err("must be more than 0 and at most 86400 seconds".into());
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+/// `--socket-group`: a group name, or a number.
+fn resolve_group(g: &str) -> Result<u32, String> {
+    match crate::sys::group_id(g) {
+        Ok(Some(gid)) => Ok(gid),
+        Ok(None) => g
+            .parse()
+            .map_err(|_| format!("--socket-group: no group named '{g}'")),
+        Err(e) => Err(format!("--socket-group: looking up '{g}': {e}")),
+    }
+}
+
+/// Creates the socket directory if missing, 0700 (0710 with `group`, which it then gets)
+/// whatever the umask; an existing directory is left as it is.
+fn create_socket_dir(dir: &std::path::Path, group: Option<u32>) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    let mode = if let Some(gid) = group {
+        std::os::unix::fs::chown(dir, None, Some(gid))?;
+        0o710
+    } else {
+        0o700
+    };
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+}
+
 /// `--netmap`.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NetmapArg {
@@ -166,6 +226,11 @@ pub fn run() -> ExitCode {
         eprintln!("ptnet-backend: {msg}");
         ExitCode::from(2)
     };
+    let socket_group = match args.socket_group.as_deref().map(resolve_group) {
+        None => None,
+        Some(Ok(g)) => Some(g),
+        Some(Err(e)) => return fail(e),
+    };
     let specs = match args
         .ports
         .iter()
@@ -182,7 +247,7 @@ pub fn run() -> ExitCode {
         }
         (None, dir) => {
             let dir = dir.clone().unwrap_or_else(|| PathBuf::from("."));
-            if let Err(e) = std::fs::create_dir_all(&dir) {
+            if let Err(e) = create_socket_dir(&dir, socket_group) {
                 return fail(format!(
                     "cannot create socket directory {}: {e}",
                     dir.display()
@@ -222,6 +287,12 @@ pub fn run() -> ExitCode {
     let opts = LoopOptions {
         busy_poll: args.busy_poll,
         spin: Duration::from_micros(args.spin_us),
+    };
+    let opts = ServeOptions {
+        loops: opts,
+        handshake_timeout: args.handshake_timeout,
+        idle_timeout: args.idle_timeout,
+        socket_group,
     };
     let mut servers = Vec::new();
     for (port, path) in ports.iter().zip(&paths) {

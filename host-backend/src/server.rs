@@ -1,24 +1,95 @@
-//! Serving ports on vhost-user sockets: one listening socket and one connection at a time per
-//! port, each connection handled on its own thread. A connection's end (clean or not) is an
-//! implicit DELETE; the port keeps its rings for the next frontend.
+//! Serving ports on vhost-user sockets: one listening socket per port, one frontend connection
+//! served at a time, on a thread of its own. A connection's end (clean or not) is an implicit
+//! DELETE; the port keeps its rings for the next frontend.
+//!
+//! No frontend can hold a port, or the daemon, for ever:
+//!
+//! * **Reads never block.** The connection thread hands a request to the `vhost` crate's
+//!   handler only once the whole message (header and body) is queued on the socket, so the
+//!   handler never waits for a frontend's bytes (vhost 0.18 retries EAGAIN for ever, so a
+//!   receive timeout would not help). A connection must complete its first message within the
+//!   handshake timeout (`--handshake-timeout`, default 5 s), and any message it has started
+//!   within the idle timeout (`--idle-timeout`, default 5 s), or it is cut. A connection that
+//!   completed its handshake may then stay silent for as long as it likes (QEMU does: the guest
+//!   talks through shared memory).
+//! * **The newest connection wins.** A new connection to a port that already has one waits; once
+//!   it has queued a complete first message it takes the port over when the active connection
+//!   has sent no complete message for the idle timeout (at once when that is already so: a
+//!   frontend dead but still connected, silent, stuck half way through a message, or blocking
+//!   the daemon by not reading its replies), and in any case after waiting the idle timeout
+//!   itself. QEMU reconnecting after a restart is therefore never locked out; a second frontend
+//!   on a busy port displaces the first within the idle timeout (the socket is 0600: only the
+//!   daemon's user, or `--socket-group`, can connect at all). A waiting connection that does not
+//!   send a complete message within the handshake timeout, or hangs up, is dropped; a newer one
+//!   replaces an older one that is still waiting. A displaced connection is shut down
+//!   (`shutdown(2)`), which also ends a reply write the frontend never reads.
+//! * **Stopping needs nothing from the socket file.** The listener is non-blocking and polled
+//!   with a stop eventfd, so `stop` completes even if the socket file was removed or replaced;
+//!   the file is removed only if it is still the socket this server bound.
+//! * **One daemon per socket.** `PATH.lock` is locked (flock) for the server's lifetime: a
+//!   second daemon refuses the socket, and a socket is unlinked only by the holder of its lock,
+//!   and only when nothing answers on it.
+//! * **Private sockets.** A socket is created 0600 whatever the umask (the umask is narrowed
+//!   around `bind`, so it is never reachable with wider permissions), or 0660 with group
+//!   `--socket-group`.
 
 use crate::device::PtnetDevice;
 use crate::port::Port;
 use crate::syncloop::LoopOptions;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use vhost::vhost_user::message::MAX_MSG_SIZE;
 use vhost::vhost_user::{BackendReqHandler, Error as VuError};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+/// Size of a vhost-user message header (request, flags, size: three u32).
+const HEADER_SIZE: usize = 12;
+/// How often a connection holding a half message is looked at again (poll cannot wait for "more
+/// bytes" on a socket that already has some).
+const PARTIAL_TICK: Duration = Duration::from_millis(10);
+
+/// How ports are served.
+#[derive(Clone, Copy, Debug)]
+pub struct ServeOptions {
+    /// The ring threads' options.
+    pub loops: LoopOptions,
+    /// Time a connection has for its first complete message (and a waiting one to queue it).
+    pub handshake_timeout: Duration,
+    /// Time a started message has to complete; and how long an active connection must have been
+    /// silent (or a newer one must have waited) before a newer connection takes the port.
+    pub idle_timeout: Duration,
+    /// Group given the sockets (mode 0660 then, 0600 without).
+    pub socket_group: Option<u32>,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            loops: LoopOptions::default(),
+            handshake_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(5),
+            socket_group: None,
+        }
+    }
+}
 
 /// A port being served on a socket.
 pub struct PortServer {
     path: PathBuf,
-    shutdown: Arc<AtomicBool>,
-    current: Arc<Mutex<Option<UnixStream>>>,
-    listener: UnixListener,
+    stop: EventFd,
     thread: Option<JoinHandle<()>>,
+    /// (device, inode) of the socket we bound: removed at stop only if the path still names it.
+    socket_id: (u64, u64),
+    /// The lock file, locked: removed (while still locked) at stop.
+    lock: (PathBuf, File),
 }
 
 /// Why serving could not start.
@@ -26,39 +97,122 @@ pub struct PortServer {
 pub enum ServeError {
     /// The socket could not be created.
     #[error("cannot listen on {0}: {1}")]
-    Listen(PathBuf, #[source] std::io::Error),
+    Listen(PathBuf, #[source] io::Error),
+    /// Another daemon holds the socket's lock.
+    #[error(
+        "{0} is in use by another ptnet-backend (it holds {1}); stop it, or use another \
+         --socket-dir or --socket"
+    )]
+    InUse(PathBuf, PathBuf),
+    /// Something answers on the socket, though nobody holds its lock.
+    #[error(
+        "{0} is a live socket another program serves (it answers connections); not replacing it"
+    )]
+    Live(PathBuf),
+    /// The lock file could not be made or locked.
+    #[error("cannot lock {0}: {1}")]
+    Lock(PathBuf, #[source] io::Error),
+    /// The socket's mode or group could not be set.
+    #[error("cannot set the group or mode of {0}: {1}")]
+    Mode(PathBuf, #[source] io::Error),
+}
+
+/// `PATH.lock`, locked (flock, exclusive) and still named by its path.
+fn lock_socket_path(path: &Path) -> Result<(PathBuf, File), ServeError> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock_path = PathBuf::from(name);
+    let lock_err = |e| ServeError::Lock(lock_path.clone(), e);
+    loop {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(lock_err)?;
+        match f.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(ServeError::InUse(path.to_path_buf(), lock_path))
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(lock_err(e)),
+        }
+        // A stopping daemon removes its lock file while it still holds the lock: ours counts
+        // only if the path still names the file we locked.
+        let ours = f.metadata().map_err(lock_err)?;
+        if file_id(&lock_path) == Some((ours.dev(), ours.ino())) {
+            return Ok((lock_path, f));
+        }
+    }
+}
+
+/// (device, inode) of what `path` names (not following a symlink).
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
+/// Binds `path` with mode 0600 (the umask narrowed around `bind`), then gives it `group` and
+/// mode 0660 if asked.
+fn bind_private(path: &Path, group: Option<u32>) -> Result<UnixListener, ServeError> {
+    // Process-wide, but only ever narrows: a file another thread creates in this instant gets
+    // fewer permissions, never more.
+    let old = crate::sys::set_umask(0o177);
+    let res = UnixListener::bind(path);
+    crate::sys::set_umask(old);
+    let listener = res.map_err(|e| ServeError::Listen(path.to_path_buf(), e))?;
+    let mode_err = |e| ServeError::Mode(path.to_path_buf(), e);
+    let mode = if let Some(gid) = group {
+        std::os::unix::fs::chown(path, None, Some(gid)).map_err(mode_err)?;
+        0o660
+    } else {
+        0o600
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(mode_err)?;
+    Ok(listener)
 }
 
 impl PortServer {
-    /// Listens on `path` (replacing a stale socket) and serves `port` there.
-    pub fn start(port: Arc<Port>, path: &Path, opts: LoopOptions) -> Result<Self, ServeError> {
-        if path.exists() {
-            // A socket left by a previous run; anything else is refused by bind below.
-            if std::fs::metadata(path)
-                .map(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
-                .unwrap_or(false)
-            {
-                let _ = std::fs::remove_file(path);
+    /// Locks `path`, listens on it (replacing a stale socket, never a live one) and serves
+    /// `port` there.
+    pub fn start(port: Arc<Port>, path: &Path, opts: ServeOptions) -> Result<Self, ServeError> {
+        let lock = lock_socket_path(path)?;
+        let listen_err = |e| ServeError::Listen(path.to_path_buf(), e);
+        if let Ok(m) = std::fs::symlink_metadata(path) {
+            // A socket left by a previous run is removed; anything else is refused by bind.
+            if std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()) {
+                match UnixStream::connect(path) {
+                    Ok(_) => return Err(ServeError::Live(path.to_path_buf())),
+                    Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
+                        let _ = std::fs::remove_file(path);
+                    }
+                    Err(_) => {}
+                }
             }
         }
-        let listener =
-            UnixListener::bind(path).map_err(|e| ServeError::Listen(path.to_path_buf(), e))?;
-        let shutdown = Arc::new(AtomicBool::new(false));
-        let current: Arc<Mutex<Option<UnixStream>>> = Arc::default();
-        let l = listener
-            .try_clone()
-            .map_err(|e| ServeError::Listen(path.to_path_buf(), e))?;
-        let (sd, cur) = (shutdown.clone(), current.clone());
+        let listener = bind_private(path, opts.socket_group)?;
+        let socket_id = file_id(path).ok_or_else(|| {
+            listen_err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "the socket vanished after bind",
+            ))
+        })?;
+        listener.set_nonblocking(true).map_err(listen_err)?;
+        let stop = EventFd::new(EFD_NONBLOCK).map_err(listen_err)?;
+        let stop2 = stop.try_clone().map_err(listen_err)?;
         let thread = std::thread::Builder::new()
             .name(format!("vu-{}", port.name()).chars().take(15).collect())
-            .spawn(move || serve(port, l, sd, cur, opts))
-            .map_err(|e| ServeError::Listen(path.to_path_buf(), e))?;
+            .spawn(move || supervise(port, listener, stop2, opts))
+            .map_err(listen_err)?;
         Ok(Self {
             path: path.to_path_buf(),
-            shutdown,
-            current,
-            listener,
+            stop,
             thread: Some(thread),
+            socket_id,
+            lock,
         })
     }
 
@@ -67,66 +221,392 @@ impl PortServer {
         &self.path
     }
 
-    /// Stops serving: closes the connection (stopping the rings), the socket, and removes it.
+    /// Stops serving: closes the connection (stopping the rings) and the socket, and removes the
+    /// socket file if it is still ours. Needs nothing from the socket file.
     pub fn stop(mut self) {
-        self.shutdown.store(true, Ordering::SeqCst);
-        if let Some(s) = self.current.lock().expect("lock").as_ref() {
-            let _ = s.shutdown(std::net::Shutdown::Both);
-        }
-        // Wake the accept() with a connection of our own.
-        let _ = UnixStream::connect(&self.path);
+        let _ = self.stop.write(1);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        let _ = std::fs::remove_file(&self.path);
-        drop(self.listener);
+        if file_id(&self.path) == Some(self.socket_id) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+        // Removed while still locked (see `lock_socket_path`), then unlocked by the close.
+        let _ = std::fs::remove_file(&self.lock.0);
     }
 }
 
-fn serve(
-    port: Arc<Port>,
-    listener: UnixListener,
-    shutdown: Arc<AtomicBool>,
-    current: Arc<Mutex<Option<UnixStream>>>,
-    opts: LoopOptions,
-) {
-    let device = Arc::new(Mutex::new(PtnetDevice::new(port.clone(), opts)));
-    for conn in listener.incoming() {
-        if shutdown.load(Ordering::SeqCst) {
-            break;
+/// What is queued on a connection.
+#[derive(Debug, PartialEq, Eq)]
+enum Queued {
+    /// Nothing.
+    Nothing,
+    /// Part of a message.
+    Partial,
+    /// At least one whole message: the handler can read it without waiting.
+    Message,
+    /// Something no frontend sends (the reason).
+    Bad(String),
+}
+
+fn queued(stream: &UnixStream) -> io::Result<Queued> {
+    let n = crate::sys::bytes_queued(stream.as_fd())?;
+    if n == 0 {
+        return Ok(Queued::Nothing);
+    }
+    if n < HEADER_SIZE {
+        return Ok(Queued::Partial);
+    }
+    let mut hdr = [0u8; HEADER_SIZE];
+    if crate::sys::peek(stream.as_fd(), &mut hdr)? < HEADER_SIZE {
+        // A peek stops after a chunk carrying descriptors: the header was split around them.
+        return Ok(Queued::Bad(
+            "a message header split around attached descriptors".into(),
+        ));
+    }
+    let size = u32::from_le_bytes(hdr[8..12].try_into().expect("4 bytes")) as usize;
+    if size > MAX_MSG_SIZE {
+        return Ok(Queued::Bad(format!(
+            "a message of {size} bytes (at most {MAX_MSG_SIZE})"
+        )));
+    }
+    Ok(if n >= HEADER_SIZE + size {
+        Queued::Message
+    } else {
+        Queued::Partial
+    })
+}
+
+/// Milliseconds for poll: rounded up, so that a short wait does not become a busy loop.
+fn poll_ms(t: Option<Duration>) -> i32 {
+    t.map_or(-1, |t| {
+        i32::try_from(t.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
+    })
+}
+
+/// What the port's listener thread and a connection's thread share.
+struct ConnShared {
+    stream: UnixStream,
+    /// When the connection was accepted, then when its last complete message was handled.
+    last_message: Mutex<Instant>,
+    cut: AtomicBool,
+    done: AtomicBool,
+}
+
+impl ConnShared {
+    fn idle_for(&self) -> Duration {
+        self.last_message.lock().expect("lock").elapsed()
+    }
+
+    /// Ends the connection from outside: its thread stops at its next look, and any read or
+    /// write it is in returns.
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+struct Conn {
+    shared: Arc<ConnShared>,
+    thread: JoinHandle<()>,
+}
+
+/// A connection waiting for the port.
+struct Waiting {
+    stream: UnixStream,
+    since: Instant,
+    /// Its first message is queued whole: it may take the port over.
+    ready: bool,
+}
+
+fn start_conn(
+    port: &Arc<Port>,
+    device: &Arc<Mutex<PtnetDevice>>,
+    stream: UnixStream,
+    ended: &Arc<EventFd>,
+    opts: ServeOptions,
+) -> Option<Conn> {
+    let shared = Arc::new(ConnShared {
+        stream: stream.try_clone().ok()?,
+        last_message: Mutex::new(Instant::now()),
+        cut: AtomicBool::new(false),
+        done: AtomicBool::new(false),
+    });
+    let (p, d, s, e) = (port.clone(), device.clone(), shared.clone(), ended.clone());
+    let thread = std::thread::Builder::new()
+        .name(format!("vc-{}", port.name()).chars().take(15).collect())
+        .spawn(move || {
+            serve_connection(&p, &d, stream, &s, opts);
+            d.lock().expect("device lock").disconnect();
+            s.done.store(true, Ordering::SeqCst);
+            let _ = e.write(1);
+        });
+    match thread {
+        Ok(thread) => Some(Conn { shared, thread }),
+        Err(e) => {
+            tracing::warn!(port = port.name(), "cannot start a connection thread: {e}");
+            None
         }
-        let stream = match conn {
-            Ok(s) => s,
+    }
+}
+
+/// The port's listener thread: accepts, decides which connection is served, stops.
+fn supervise(port: Arc<Port>, listener: UnixListener, stop: EventFd, opts: ServeOptions) {
+    let name = port.name().to_string();
+    let device = Arc::new(Mutex::new(PtnetDevice::new(port.clone(), opts.loops)));
+    let ended = match EventFd::new(EFD_NONBLOCK) {
+        Ok(e) => Arc::new(e),
+        Err(e) => {
+            tracing::error!(port = name, "eventfd: {e}; not serving");
+            return;
+        }
+    };
+    let mut active: Option<Conn> = None;
+    let mut waiting: Option<Waiting> = None;
+    loop {
+        if active
+            .as_ref()
+            .is_some_and(|c| c.shared.done.load(Ordering::SeqCst))
+        {
+            let c = active.take().expect("checked");
+            let _ = c.thread.join();
+        }
+        if active.is_none() {
+            if let Some(w) = waiting.take() {
+                active = start_conn(&port, &device, w.stream, &ended, opts);
+            }
+        }
+        // What the waiting connection has done, and when to look again.
+        let mut timeout: Option<Duration> = None;
+        let mut wait_events = libc::POLLIN | libc::POLLRDHUP;
+        if let Some(w) = waiting.as_mut() {
+            let q = queued(&w.stream).unwrap_or(Queued::Bad("FIONREAD failed".into()));
+            match q {
+                Queued::Message => w.ready = true,
+                Queued::Bad(why) => {
+                    tracing::warn!(port = name, "dropping a waiting connection: {why}");
+                    waiting = None;
+                }
+                Queued::Nothing | Queued::Partial => {}
+            }
+        }
+        if let Some(w) = waiting.as_ref() {
+            let waited = w.since.elapsed();
+            if !w.ready && waited >= opts.handshake_timeout {
+                tracing::warn!(
+                    port = name,
+                    "dropping a waiting connection: no complete message within {:?}",
+                    opts.handshake_timeout
+                );
+                waiting = None;
+            } else if !w.ready {
+                let left = opts.handshake_timeout - waited;
+                // Data queued (a part, or all): only a hang-up wakes; else poll for data too.
+                let partial = crate::sys::bytes_queued(w.stream.as_fd()).unwrap_or(0) > 0;
+                if partial {
+                    wait_events = libc::POLLRDHUP;
+                }
+                timeout = Some(if partial {
+                    left.min(PARTIAL_TICK)
+                } else {
+                    left
+                });
+            } else {
+                wait_events = libc::POLLRDHUP;
+                if let Some(a) = active.as_ref() {
+                    if a.shared.cut.load(Ordering::SeqCst) {
+                        // Being displaced: the `ended` eventfd says when it is gone.
+                    } else {
+                        let idle = a.shared.idle_for();
+                        if idle >= opts.idle_timeout || waited >= opts.idle_timeout {
+                            tracing::warn!(
+                                port = name,
+                                "a new frontend takes the port over from one silent for {:.1} s",
+                                idle.as_secs_f64()
+                            );
+                            a.shared.cut();
+                        } else {
+                            timeout = Some(opts.idle_timeout - idle.max(waited));
+                        }
+                    }
+                }
+            }
+        }
+        let wait_fd = waiting.as_ref().map_or(-1, |w| w.stream.as_raw_fd());
+        let ready = match crate::sys::poll_fds(
+            &[
+                (stop.as_raw_fd(), libc::POLLIN),
+                (listener.as_raw_fd(), libc::POLLIN),
+                (ended.as_raw_fd(), libc::POLLIN),
+                (wait_fd, wait_events),
+            ],
+            poll_ms(timeout),
+        ) {
+            Ok(r) => r,
             Err(e) => {
-                tracing::warn!(port = port.name(), "accept: {e}");
-                continue;
+                tracing::warn!(port = name, "poll: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+                0
             }
         };
-        *current.lock().expect("lock") = stream.try_clone().ok();
-        tracing::info!(port = port.name(), "frontend connected");
-        let mut handler = BackendReqHandler::from_stream(stream, device.clone());
-        loop {
-            match handler.handle_request() {
-                Ok(()) => device.lock().expect("device lock").flush_backend_requests(),
-                Err(VuError::InvalidParam)
-                    if device.lock().expect("device lock").take_config_refusal() =>
-                {
-                    continue;
-                }
-                Err(VuError::Disconnected | VuError::PartialMessage) => {
-                    tracing::info!(port = port.name(), "frontend disconnected");
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!(
-                        port = port.name(),
-                        "closing connection after bad message: {e}"
-                    );
-                    break;
+        if ready & 1 != 0 {
+            break;
+        }
+        if ready & 4 != 0 {
+            let _ = ended.read();
+        }
+        if ready & 8 != 0 {
+            // The waiting connection hung up (or sent its first bytes: looked at above).
+            let hung_up = crate::sys::poll_fds(&[(wait_fd, libc::POLLRDHUP)], 0).unwrap_or(0) != 0;
+            if hung_up {
+                tracing::info!(port = name, "a waiting connection hung up");
+                waiting = None;
+            }
+        }
+        if ready & 2 != 0 {
+            loop {
+                match listener.accept() {
+                    Ok((s, _)) => {
+                        let _ = s.set_nonblocking(false);
+                        tracing::info!(port = name, "frontend connected");
+                        if active.is_none() {
+                            active = start_conn(&port, &device, s, &ended, opts);
+                        } else {
+                            let w = Waiting {
+                                stream: s,
+                                since: Instant::now(),
+                                ready: false,
+                            };
+                            if waiting.replace(w).is_some() {
+                                tracing::info!(
+                                    port = name,
+                                    "a newer connection replaces one waiting for the port"
+                                );
+                            }
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        // EMFILE and the like: the listener stays readable, do not spin on it.
+                        tracing::warn!(port = name, "accept: {e}");
+                        std::thread::sleep(Duration::from_millis(100));
+                        break;
+                    }
                 }
             }
         }
-        *current.lock().expect("lock") = None;
-        device.lock().expect("device lock").disconnect();
+    }
+    drop(waiting);
+    if let Some(c) = active {
+        c.shared.cut();
+        let _ = c.thread.join();
+    }
+}
+
+/// Serves one connection until it ends, is cut, or breaks a deadline.
+fn serve_connection(
+    port: &Arc<Port>,
+    device: &Arc<Mutex<PtnetDevice>>,
+    stream: UnixStream,
+    shared: &ConnShared,
+    opts: ServeOptions,
+) {
+    let name = port.name();
+    let started = Instant::now();
+    let gate = &shared.stream;
+    let mut handler = BackendReqHandler::from_stream(stream, device.clone());
+    let mut handshaken = false;
+    let mut partial_since: Option<Instant> = None;
+    loop {
+        if shared.cut.load(Ordering::SeqCst) {
+            tracing::info!(port = name, "connection closed by the daemon");
+            return;
+        }
+        let q = match queued(gate) {
+            Ok(q) => q,
+            Err(e) => {
+                tracing::info!(port = name, "frontend disconnected ({e})");
+                return;
+            }
+        };
+        let handshake_end = (!handshaken).then(|| started + opts.handshake_timeout);
+        match q {
+            Queued::Bad(why) => {
+                tracing::warn!(port = name, "closing connection after bad message: {why}");
+                return;
+            }
+            Queued::Message => {
+                partial_since = None;
+                match handler.handle_request() {
+                    Ok(()) => device.lock().expect("device lock").flush_backend_requests(),
+                    Err(VuError::InvalidParam)
+                        if device.lock().expect("device lock").take_config_refusal() => {}
+                    Err(VuError::Disconnected | VuError::PartialMessage) => {
+                        tracing::info!(port = name, "frontend disconnected");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(port = name, "closing connection after bad message: {e}");
+                        return;
+                    }
+                }
+                handshaken = true;
+                *shared.last_message.lock().expect("lock") = Instant::now();
+            }
+            Queued::Nothing => {
+                partial_since = None;
+                let left = handshake_end.map(|end| end.saturating_duration_since(Instant::now()));
+                if left == Some(Duration::ZERO) {
+                    tracing::warn!(
+                        port = name,
+                        "closing a connection that sent no complete message within {:?}",
+                        opts.handshake_timeout
+                    );
+                    return;
+                }
+                let woke = crate::sys::poll_fds(
+                    &[(gate.as_raw_fd(), libc::POLLIN | libc::POLLRDHUP)],
+                    poll_ms(left),
+                )
+                .unwrap_or(1);
+                if woke != 0 && queued(gate).is_ok_and(|q| q == Queued::Nothing) {
+                    // Readable with nothing to read: the end of the stream.
+                    if !shared.cut.load(Ordering::SeqCst) {
+                        tracing::info!(port = name, "frontend disconnected");
+                        return;
+                    }
+                }
+            }
+            Queued::Partial => {
+                let since = *partial_since.get_or_insert_with(Instant::now);
+                let mut end = since + opts.idle_timeout;
+                if let Some(h) = handshake_end {
+                    end = end.min(h);
+                }
+                let left = end.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    tracing::warn!(
+                        port = name,
+                        "closing a connection that left a message incomplete for {:.1} s",
+                        since.elapsed().as_secs_f64()
+                    );
+                    return;
+                }
+                // Only a hang-up wakes us early; more bytes are looked for every tick.
+                let hup = crate::sys::poll_fds(
+                    &[(gate.as_raw_fd(), libc::POLLRDHUP)],
+                    poll_ms(Some(left.min(PARTIAL_TICK))),
+                )
+                .unwrap_or(0);
+                if hup != 0 && queued(gate).is_ok_and(|q| q == Queued::Partial) {
+                    tracing::info!(
+                        port = name,
+                        "frontend disconnected in the middle of a message"
+                    );
+                    return;
+                }
+            }
+        }
     }
 }

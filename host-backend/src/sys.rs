@@ -321,6 +321,68 @@ pub fn set_nonblocking(f: &File) -> io::Result<()> {
     Ok(())
 }
 
+/// Sets the process's file mode creation mask, returning the previous one (`umask(2)`).
+pub fn set_umask(mask: u32) -> u32 {
+    // SAFETY: umask only swaps the process's mask; it cannot fail.
+    unsafe { libc::umask(mask as libc::mode_t) as u32 }
+}
+
+/// Bytes queued for reading on a socket (`FIONREAD`; on a Unix stream socket: all its messages).
+pub fn bytes_queued(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through the pointer, which points at `n`.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
+/// Copies the first bytes queued on a socket into `buf` without consuming them and without
+/// waiting (`recv(MSG_PEEK | MSG_DONTWAIT)`); attached descriptors stay queued.
+pub fn peek(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: recv writes at most `buf.len()` bytes into `buf`, which we borrow mutably.
+    let r = unsafe {
+        libc::recv(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r as usize)
+}
+
+/// The id of the group named `name` (`getgrnam_r`); `None` if there is no such group.
+pub fn group_id(name: &str) -> io::Result<Option<u32>> {
+    let cname = std::ffi::CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a group name"))?;
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        // SAFETY: `grp` is plain data that getgrnam_r fills; `buf` outlives the call and its
+        // length is passed; `res` receives either null or a pointer to `grp`.
+        let (r, found, gid) = unsafe {
+            let mut grp: libc::group = std::mem::zeroed();
+            let mut res: *mut libc::group = std::ptr::null_mut();
+            let r = libc::getgrnam_r(
+                cname.as_ptr(),
+                &mut grp,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut res,
+            );
+            (r, !res.is_null(), grp.gr_gid)
+        };
+        match r {
+            0 => return Ok(found.then_some(gid)),
+            libc::ERANGE if buf.len() < (1 << 24) => buf.resize(buf.len() * 2, 0),
+            e => return Err(io::Error::from_raw_os_error(e)),
+        }
+    }
+}
+
 // --- Frontend descriptors: kicks and interrupts that never block a daemon thread. ---
 //
 // A frontend shares the file description of every eventfd it sends: it can clear O_NONBLOCK
