@@ -22,7 +22,10 @@ PORT syntax (netmap's nmport syntax):
   xdp:IFNAME[@Q]     a host interface through AF_XDP (copy mode), rings on queues Q, Q+1, ...
   netmap:IFNAME      a NIC through kernel netmap (needs /dev/netmap: the netmap module)
   PORT@conf:OPTS     OPTS: rings=N, tx-rings=N, rx-rings=N, slots=N, tx-slots=N, rx-slots=N
-                     (defaults: 1 TX and 1 RX ring of 1024 slots; at most 32 rings in all)
+                     (defaults: 1 TX and 1 RX ring of 1024 slots; at most 32 rings in all);
+                     VALE ports also macs=N: source MACs the port may claim besides its own
+                     (default 1; a bridge port needs one per host behind it; another port's
+                     MAC is never taken, frames from it are dropped and counted)
 
 Each PORT is served on DIR/<PORT without @conf>.sock (--socket-dir), or on --socket PATH when
 a single PORT is given. Pipe and VALE ports run on kernel netmap when /dev/netmap exists, on the
@@ -31,6 +34,7 @@ daemon's built-in userspace netmap otherwise (--netmap chooses).
 Examples:
   ptnet-backend --socket-dir /tmp/p 'netmap:p{1' 'netmap:p}1'
   ptnet-backend --socket-dir /run/ptnet vale0:1 vale0:2@conf:rings=2,slots=2048
+  ptnet-backend --socket-dir /run/ptnet vale0:1 vale0:bridge@conf:macs=256
   ptnet-backend --socket /tmp/sink.sock null:sink
   ptnet-backend --socket-dir /tmp/p tap:ptap0 packet:eth1@conf:rings=2
 

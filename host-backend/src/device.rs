@@ -213,6 +213,7 @@ impl PtnetDevice {
     /// The frontend went away: stop, and forget everything it gave us.
     pub fn disconnect(&mut self) {
         self.stop();
+        self.port.frontend_gone();
         let mut fresh = Self::new(self.port.clone(), self.opts);
         // The rate limit outlives connections: reconnecting does not buy log lines.
         fresh.refusals = std::mem::take(&mut self.refusals);

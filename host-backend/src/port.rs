@@ -93,6 +93,8 @@ pub struct RingStats {
     pub bad_slots: AtomicU64,
     /// Ring resets for bad head/cur values.
     pub resets: AtomicU64,
+    /// VALE: frames refused for a source address the port does not own (`netmap::mactable`).
+    pub src_refused: AtomicU64,
 }
 
 impl RingStats {
@@ -149,6 +151,8 @@ pub struct Port {
     vnet_hdr_len: Option<Arc<AtomicU8>>,
     /// Rings started at least once by this daemon (see [`Port::first_start`]).
     started: AtomicBool,
+    /// What the port kind undoes when a frontend goes (VALE: the source addresses it claimed).
+    on_frontend_gone: Option<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl Port {
@@ -173,6 +177,7 @@ impl Port {
             stats,
             vnet_hdr_len: None,
             started: AtomicBool::new(false),
+            on_frontend_gone: None,
         }
     }
 
@@ -182,6 +187,19 @@ impl Port {
         self.geometry.features |= ptnet_protocol::regs::PTNETMAP_F_VNET_HDR;
         self.vnet_hdr_len = Some(len);
         self
+    }
+
+    /// Runs `f` whenever a frontend goes (see [`Port::frontend_gone`]).
+    pub fn with_frontend_gone(mut self, f: impl Fn() + Send + Sync + 'static) -> Self {
+        self.on_frontend_gone = Some(Box::new(f));
+        self
+    }
+
+    /// A frontend went: what it set up in the port kind (not in the rings) is undone.
+    pub fn frontend_gone(&self) {
+        if let Some(f) = &self.on_frontend_gone {
+            f();
+        }
     }
 
     /// The port's virtio-net header length, if it can carry one.
@@ -200,6 +218,7 @@ impl Port {
             stats: Vec::new(),
             vnet_hdr_len: None,
             started: AtomicBool::new(false),
+            on_frontend_gone: None,
         })
     }
 
@@ -285,11 +304,12 @@ impl Port {
         let (tx, all) = self.ring_ranges();
         let (tx_packets, rx_packets) = self.packets();
         format!(
-            "tx_packets={tx_packets} tx_bytes={} rx_packets={rx_packets} drops={} bad_slots={} resets={}",
+            "tx_packets={tx_packets} tx_bytes={} rx_packets={rx_packets} drops={} bad_slots={} resets={} src_refused={}",
             self.total(tx, |s| &s.bytes),
             self.total(all.clone(), |s| &s.drops),
             self.total(all.clone(), |s| &s.bad_slots),
-            self.total(all, |s| &s.resets),
+            self.total(all.clone(), |s| &s.resets),
+            self.total(all, |s| &s.src_refused),
         )
     }
 

@@ -106,7 +106,13 @@ pub struct PortSpec {
     pub conf: RingConf,
     /// Whether `@conf:` gave anything (pipes must agree only when both ends say something).
     pub explicit_conf: bool,
+    /// VALE: source addresses the port may claim beyond its own (`macs=N`; a bridge port needs
+    /// one per host behind it). See `netmap::mactable`.
+    pub mac_limit: u32,
 }
+
+/// Most source addresses one VALE port may claim: a quarter of the switch's table.
+pub const MAX_MAC_LIMIT: u32 = 4096;
 
 /// Why a PORT argument was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -245,6 +251,7 @@ impl PortSpec {
             ));
         };
         let mut conf = RingConf::default();
+        let mut mac_limit = None;
         if let Some(c) = conf_str {
             for opt in c.split(',').filter(|o| !o.is_empty()) {
                 let (k, v) = opt
@@ -260,9 +267,10 @@ impl PortSpec {
                     "slots" => (conf.tx_slots, conf.rx_slots) = (v, v),
                     "tx-slots" => conf.tx_slots = v,
                     "rx-slots" => conf.rx_slots = v,
+                    "macs" => mac_limit = Some(v),
                     _ => {
                         return Err(err(format!(
-                            "unknown option '{k}' (known: rings, tx-rings, rx-rings, slots, tx-slots, rx-slots)"
+                            "unknown option '{k}' (known: rings, tx-rings, rx-rings, slots, tx-slots, rx-slots, macs)"
                         )))
                     }
                 }
@@ -292,11 +300,18 @@ impl PortSpec {
                 )));
             }
         }
+        if mac_limit.is_some() && !matches!(kind, PortKind::Vale { .. }) {
+            return Err(err("'macs' is an option of VALE ports".into()));
+        }
+        if mac_limit.is_some_and(|m| m > MAX_MAC_LIMIT) {
+            return Err(err(format!("macs: at most {MAX_MAC_LIMIT}")));
+        }
         Ok(Self {
             name: name.to_string(),
             kind,
             conf,
             explicit_conf: conf_str.is_some(),
+            mac_limit: mac_limit.unwrap_or(crate::netmap::mactable::DEFAULT_MAC_LIMIT),
         })
     }
 }
@@ -502,6 +517,7 @@ mod tests {
             "slots",
             "tx-slots",
             "rx-slots",
+            "macs",
             "0",
             "1",
             "2",

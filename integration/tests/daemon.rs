@@ -155,6 +155,20 @@ fn send(port: &mut Port, ring: u32, frames: &[Vec<u8>]) {
     tx.txsync().unwrap();
 }
 
+/// Sends `frames` on TX ring 0, waiting for room as the host completes slots.
+fn send_waiting(port: &mut Port, frames: &[Vec<u8>]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut tx = port.tx_ring(0);
+    for f in frames {
+        while !tx.send(f) {
+            assert!(Instant::now() < deadline, "no room in 10 s");
+            tx.txsync().unwrap();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    tx.txsync().unwrap();
+}
+
 #[test]
 fn vale_learns_macs_and_floods_unknown_and_broadcast() {
     let (_d, b) = Backend::in_temp_dir("vale3", &["vale1:a", "vale1:b", "vale1:c"]);
@@ -187,6 +201,74 @@ fn vale_learns_macs_and_floods_unknown_and_broadcast() {
     send(&mut c, 0, &[frame(ma, [2, 0, 0, 0, 0, 0xc], 5)]);
     assert_eq!(receive(&mut a, 1, q)[0][14], 5);
     assert!(receive(&mut bb, 1, Duration::from_millis(200)).is_empty());
+}
+
+/// A hostile VALE port sends from the victim's own MAC and floods random source addresses: the
+/// victim's unicast stream still reaches the victim alone (nothing hijacked, nothing flooded to
+/// the attacker), and the attacker's refused frames are counted on it.
+#[test]
+fn vale_ports_cannot_spoof_or_evict_each_others_addresses() {
+    let ports = ["vale8:s", "vale8:v", "vale8:x"];
+    let (_d, mut b) = Backend::in_temp_dir("spoof", &ports);
+    let open = |p: &str| Port::open(&b.interface(p)).expect("attach");
+    let (mut s, mut v, mut x) = (open(ports[0]), open(ports[1]), open(ports[2]));
+    let (ms, mv) = (s.mac(), v.mac());
+    // The attacker claims the victim's address, then floods 2000 random ones.
+    let spoofed: Vec<Vec<u8>> = (0..100).map(|i| frame([0xff; 6], mv, i as u8)).collect();
+    for chunk in spoofed.chunks(50) {
+        send_waiting(&mut x, chunk);
+    }
+    let mut seed = 0x9e37_79b9_u32;
+    for _ in 0..40 {
+        let flood: Vec<Vec<u8>> = (0..50)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 17;
+                seed ^= seed << 5;
+                let b = seed.to_le_bytes();
+                frame([0xff; 6], [2, 0x55, b[0], b[1], b[2], b[3]], 0xee)
+            })
+            .collect();
+        send_waiting(&mut x, &flood);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // The one flood frame the attacker may claim a source for reaches the others as a
+    // broadcast; drain it before the victim's stream.
+    let q = Duration::from_millis(300);
+    let _ = receive(&mut v, 2, q);
+    let _ = receive(&mut s, 2, q);
+    // The sender's unicast stream to the victim, which has sent nothing yet.
+    for round in 0..10u8 {
+        let burst: Vec<Vec<u8>> = (0..50).map(|_| frame(mv, ms, round)).collect();
+        send_waiting(&mut s, &burst);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let got = receive(&mut v, 500, Duration::from_secs(2));
+    assert_eq!(
+        got.iter().filter(|f| f[6..12] == ms).count(),
+        500,
+        "{}",
+        b.log_text()
+    );
+    let sniffed = receive(&mut x, usize::MAX, Duration::from_millis(300));
+    assert!(
+        sniffed.iter().all(|f| f[6..12] != ms),
+        "the attacker saw {} of the victim's frames",
+        sniffed.iter().filter(|f| f[6..12] == ms).count()
+    );
+    b.stop();
+    let log = b.log_text();
+    let line = log
+        .lines()
+        .rfind(|l| l.contains("port=\"vale8:x\"") && l.contains("src_refused="))
+        .unwrap_or_else(|| panic!("no counters for vale8:x\n{log}"));
+    let refused: u64 = line
+        .split("src_refused=")
+        .nth(1)
+        .and_then(|v| v.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(refused >= 100 + 1999, "{line}");
 }
 
 #[test]

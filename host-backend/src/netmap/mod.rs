@@ -2,6 +2,7 @@
 //! the memory allocator and the port kinds it offers (pipes, VALE switches, null ports), and
 //! [`build_ports`], which builds every port of the command line.
 
+pub mod mactable;
 pub mod mem;
 pub mod null;
 pub mod pipe;
@@ -254,6 +255,7 @@ pub fn build_ports(all: &[PortSpec], netmap: NetmapImpl) -> Result<Vec<Arc<Port>
                 })
                 .collect();
             ports.push(vale::SwitchPort {
+                mac: crate::port::mac_for(&m.name),
                 rx,
                 rx_stats: p.stats[spec.tx_rings as usize..].to_vec(),
                 vnet_hdr_len: Arc::new(AtomicU8::new(0)),
@@ -261,10 +263,12 @@ pub fn build_ports(all: &[PortSpec], netmap: NetmapImpl) -> Result<Vec<Arc<Port>
             mems.push((spec, mem));
             parts.push(p);
         }
+        let macs: Vec<[u8; 6]> = ports.iter().map(|p: &vale::SwitchPort| p.mac).collect();
+        let limits: Vec<u32> = members.iter().map(|m| m.mac_limit).collect();
         let switch = Arc::new(vale::Switch {
             name: sw_name.clone(),
             ports,
-            table: vale::MacTable::default(),
+            table: mactable::MacTable::new(&macs, &limits),
         });
         for (me, ((spec, mem), p)) in mems.into_iter().zip(parts).enumerate() {
             let mut syncs: Vec<Box<dyn RingSync>> = Vec::new();
@@ -286,9 +290,14 @@ pub fn build_ports(all: &[PortSpec], netmap: NetmapImpl) -> Result<Vec<Arc<Port>
             }
             let w = workers(&spec, p, syncs);
             let hdr_len = switch.ports[me].vnet_hdr_len.clone();
+            let (sw, own) = (switch.clone(), switch.ports[me].mac);
             built.insert(
                 spec.name.clone(),
-                Arc::new(Port::new(&spec.name, mem, 0, w).with_vnet_hdr(hdr_len)),
+                Arc::new(
+                    Port::new(&spec.name, mem, 0, w)
+                        .with_vnet_hdr(hdr_len)
+                        .with_frontend_gone(move || sw.table.release(me, own)),
+                ),
             );
         }
     }

@@ -1,7 +1,8 @@
 //! The VALE learning switch: ports with private memories; packets are copied from the sender's
 //! buffers into free slots of the destination's RX ring, found by learning source MACs. Unknown
 //! and multicast destinations are flooded. A full destination drops (and counts) the packet: a
-//! slow receiver never blocks a sender.
+//! slow receiver never blocks a sender. A port sends only from source addresses it owns
+//! ([`super::mactable`]): no port can take over another's address or evict its entries.
 //!
 //! # Virtio-net headers
 //!
@@ -15,55 +16,17 @@
 //! has not that many free). A malformed header is counted in the sender's `bad_slots`, once per
 //! slot however many destinations refused it.
 
+use super::mactable::{mac_u64, Admit, MacTable};
 use super::rxring::RxRing;
 use crate::port::{RingStats, RingSync};
 use ptnet_protocol::netmap::{ring_add, slot_flags, BufPool, RingView};
 use ptnet_protocol::sync::{ring_prev, HostKring, PortSync};
 use ptnet_protocol::vnet::{self, VnetError, VnetHeader};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 /// Frames shorter than an Ethernet header cannot be switched.
 const ETH_HLEN: usize = 14;
-const MAC_TABLE_SIZE: usize = 4096;
-
-/// A lock-free MAC learning table: one word per bucket, `mac << 16 | (port + 1)`.
-pub struct MacTable {
-    buckets: Box<[AtomicU64]>,
-}
-
-impl Default for MacTable {
-    fn default() -> Self {
-        Self {
-            buckets: (0..MAC_TABLE_SIZE).map(|_| AtomicU64::new(0)).collect(),
-        }
-    }
-}
-
-fn mac_u64(b: &[u8; 6]) -> u64 {
-    u64::from_be_bytes([0, 0, b[0], b[1], b[2], b[3], b[4], b[5]])
-}
-
-impl MacTable {
-    fn bucket(mac: u64) -> usize {
-        ((mac.wrapping_mul(0x9E37_79B9_7F4A_7C15)) >> 52) as usize % MAC_TABLE_SIZE
-    }
-
-    /// The port `mac` was last seen on.
-    pub fn lookup(&self, mac: u64) -> Option<usize> {
-        let e = self.buckets[Self::bucket(mac)].load(Ordering::Relaxed);
-        (e >> 16 == mac && e & 0xffff != 0).then(|| (e & 0xffff) as usize - 1)
-    }
-
-    /// Records that `mac` is behind `port`.
-    pub fn learn(&self, mac: u64, port: usize) {
-        let v = mac << 16 | (port as u64 + 1);
-        let b = &self.buckets[Self::bucket(mac)];
-        if b.load(Ordering::Relaxed) != v {
-            b.store(v, Ordering::Relaxed);
-        }
-    }
-}
 
 /// One port as the switch sees it: where to deliver.
 pub struct SwitchPort {
@@ -71,6 +34,8 @@ pub struct SwitchPort {
     pub rx: Vec<Arc<RxRing>>,
     /// Their counters: a receiver's corrupt slot counts there, not on the sender.
     pub rx_stats: Vec<Arc<RingStats>>,
+    /// The MAC its device offers its guest (owned from the start; see [`super::mactable`]).
+    pub mac: [u8; 6],
     /// The virtio-net header length its guest set (the device writes it).
     pub vnet_hdr_len: Arc<AtomicU8>,
 }
@@ -309,7 +274,7 @@ impl PortSync for ValeTx {
                 .vnet_hdr_len
                 .load(Ordering::Relaxed),
         );
-        let (mut bad, mut bytes, mut packets) = (0u64, 0u64, 0u64);
+        let (mut bad, mut bytes, mut packets, mut refused) = (0u64, 0u64, 0u64, 0u64);
         let mut j = k.hwcur;
         while j != k.rhead {
             let (idx, len, flags) = (
@@ -324,13 +289,24 @@ impl PortSync for ValeTx {
             {
                 bad += 1;
             } else {
-                packets += 1;
-                bytes += len as u64;
                 let dst = mac_u64(hdr[..6].try_into().expect("6 bytes"));
                 let src = mac_u64(hdr[6..].try_into().expect("6 bytes"));
-                if hdr[6] & 1 == 0 && flags & slot_flags::NO_LEARN == 0 {
-                    self.switch.table.learn(src, self.me);
+                let t = &self.switch.table;
+                let admitted = hdr[6] & 1 == 0
+                    && if flags & slot_flags::NO_LEARN == 0 {
+                        matches!(t.admit(src, self.me), Admit::Owned | Admit::Claimed)
+                    } else {
+                        t.lookup(src) == Some(self.me)
+                    };
+                if !admitted {
+                    // A source it does not own (another port's, a multicast one, one past its
+                    // limit): the frame never reaches the switch.
+                    refused += 1;
+                    j = ring_add(j, 1, n);
+                    continue;
                 }
+                packets += 1;
+                bytes += len as u64;
                 let known = if hdr[0] & 1 == 0 {
                     self.switch.table.lookup(dst)
                 } else {
@@ -372,6 +348,7 @@ impl PortSync for ValeTx {
         RingStats::add(&self.stats.bytes, bytes);
         RingStats::add(&self.stats.bad_slots, bad);
         RingStats::add(&self.stats.drops, dropped);
+        RingStats::add(&self.stats.src_refused, refused);
     }
 }
 
@@ -379,24 +356,5 @@ impl RingSync for ValeTx {
     fn arm(&mut self, _k: &HostKring) -> bool {
         // A switch port never waits for room: it drops instead.
         false
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mac_table_learns_and_forgets_nothing_it_should_not() {
-        let t = MacTable::default();
-        let a = mac_u64(&[2, 0, 0, 0, 0, 1]);
-        let b = mac_u64(&[2, 0, 0, 0, 0, 2]);
-        assert_eq!(t.lookup(a), None);
-        t.learn(a, 0);
-        t.learn(b, 3);
-        assert_eq!(t.lookup(a), Some(0));
-        assert_eq!(t.lookup(b), Some(3));
-        t.learn(a, 5);
-        assert_eq!(t.lookup(a), Some(5));
     }
 }
