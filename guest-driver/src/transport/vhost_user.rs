@@ -113,6 +113,10 @@ impl VhostUserFrontendReqHandlerMut for ShmemHandler {
 pub struct VhostUserTransport {
     name: String,
     frontend: Frontend,
+    /// Bounds every wait for the daemon inside the `vhost` crate (see [`ReplyWatchdog`]).
+    watchdog: ReplyWatchdog,
+    /// The main socket again, for the requests made by hand ([`Self::read_config`]).
+    ctl: UnixStream,
     /// Keeps the backend channel open (the daemon may treat its closing as a disconnect).
     _backend_channel: FrontendReqHandler<Mutex<ShmemHandler>>,
     config: PtnetConfig,
@@ -125,10 +129,6 @@ pub struct VhostUserTransport {
     num_rings: u32,
 }
 
-fn vu(what: &str) -> impl FnOnce(vhost::Error) -> Error + '_ {
-    move |e| Error::VhostUser(format!("{what}: {e}"))
-}
-
 impl VhostUserTransport {
     /// Connects to the daemon socket at `path` and sets the device up (everything QEMU does before
     /// the guest touches the registers).
@@ -138,34 +138,41 @@ impl VhostUserTransport {
             .map_err(|e| Error::io(format!("connect to {}", path.display()), e))?;
         sock.set_read_timeout(Some(REPLY_TIMEOUT))
             .map_err(|e| Error::io("socket timeout", e))?;
+        sock.set_write_timeout(Some(REPLY_TIMEOUT))
+            .map_err(|e| Error::io("socket timeout", e))?;
+        let ctl = sock
+            .try_clone()
+            .map_err(|e| Error::io("clone the socket", e))?;
+        let wd = ReplyWatchdog::new(&sock).map_err(|e| Error::io("reply watchdog", e))?;
         let mut fe = Frontend::from_stream(sock, 1);
 
-        fe.set_owner().map_err(vu("SET_OWNER"))?;
-        let features = fe.get_features().map_err(vu("GET_FEATURES"))?;
+        wd.call("SET_OWNER", || fe.set_owner())?;
+        let features = wd.call("GET_FEATURES", || fe.get_features())?;
         if features & VHOST_USER_F_PROTOCOL_FEATURES == 0 {
             return Err(Error::VhostUser(format!(
                 "daemon does not offer VHOST_USER_F_PROTOCOL_FEATURES (features {features:#x})"
             )));
         }
-        fe.set_features(VHOST_USER_F_PROTOCOL_FEATURES)
-            .map_err(vu("SET_FEATURES"))?;
-        let offered = fe
-            .get_protocol_features()
-            .map_err(vu("GET_PROTOCOL_FEATURES"))?
+        wd.call("SET_FEATURES", || {
+            fe.set_features(VHOST_USER_F_PROTOCOL_FEATURES)
+        })?;
+        let offered = wd
+            .call("GET_PROTOCOL_FEATURES", || fe.get_protocol_features())?
             .bits();
         if offered & WANTED_PROTOCOL_FEATURES != WANTED_PROTOCOL_FEATURES {
             return Err(Error::VhostUser(format!(
                 "daemon offers protocol features {offered:#x}, we need {WANTED_PROTOCOL_FEATURES:#x}"
             )));
         }
-        fe.set_protocol_features(VhostUserProtocolFeatures::from_bits_retain(
-            offered & WANTED_PROTOCOL_FEATURES,
-        ))
-        .map_err(vu("SET_PROTOCOL_FEATURES"))?;
+        wd.call("SET_PROTOCOL_FEATURES", || {
+            fe.set_protocol_features(VhostUserProtocolFeatures::from_bits_retain(
+                offered & WANTED_PROTOCOL_FEATURES,
+            ))
+        })?;
         // From now on every request that has no reply of its own is acknowledged (REPLY_ACK).
         fe.set_hdr_flags(VhostUserHeaderFlag::NEED_REPLY);
 
-        let num_rings = fe.get_queue_num().map_err(vu("GET_QUEUE_NUM"))?;
+        let num_rings = wd.call("GET_QUEUE_NUM", || fe.get_queue_num())?;
         if num_rings == 0 || num_rings > u64::from(ptnet::MAX_RINGS) {
             return Err(Error::Device(format!(
                 "GET_QUEUE_NUM says {num_rings} rings (1..={} supported)",
@@ -174,7 +181,7 @@ impl VhostUserTransport {
         }
         let num_rings = num_rings as u32;
 
-        let shmem = fe.get_shmem_config().map_err(vu("GET_SHMEM_CONFIG"))?;
+        let shmem = wd.call("GET_SHMEM_CONFIG", || fe.get_shmem_config())?;
         let (nregions, size0) = (shmem.nregions, shmem.memory_sizes[0]);
         if nregions < 1 || size0 == 0 {
             return Err(Error::Device(format!(
@@ -191,8 +198,7 @@ impl VhostUserTransport {
             .map_err(|e| Error::VhostUser(format!("backend channel: {e}")))?;
         channel.set_reply_ack_flag(true);
         let tx_fd = channel.get_tx_raw_fd();
-        fe.set_backend_request_fd(&tx_fd)
-            .map_err(vu("SET_BACKEND_REQ_FD"))?;
+        wd.call("SET_BACKEND_REQ_FD", || fe.set_backend_request_fd(&tx_fd))?;
         if poll_fds(&[channel.as_raw_fd()], Some(REPLY_TIMEOUT))
             .map_err(|e| Error::io("poll backend channel", e))?
             == 0
@@ -219,33 +225,35 @@ impl VhostUserTransport {
 
         // Our "guest memory", where the CSB lives.
         let (guest_memfd, guest_mem) = make_guest_memory()?;
-        fe.set_mem_table(&[VhostUserMemoryRegionInfo {
-            guest_phys_addr: GUEST_MEM_GPA,
-            memory_size: GUEST_MEM_SIZE as u64,
-            userspace_addr: guest_mem.addr() as u64,
-            mmap_offset: 0,
-            mmap_handle: guest_memfd.as_raw_fd(),
-        }])
-        .map_err(vu("SET_MEM_TABLE"))?;
+        wd.call("SET_MEM_TABLE", || {
+            fe.set_mem_table(&[VhostUserMemoryRegionInfo {
+                guest_phys_addr: GUEST_MEM_GPA,
+                memory_size: GUEST_MEM_SIZE as u64,
+                userspace_addr: guest_mem.addr() as u64,
+                mmap_offset: 0,
+                mmap_handle: guest_memfd.as_raw_fd(),
+            }])
+        })?;
 
         let mut kicks = Vec::with_capacity(num_rings as usize);
         let mut calls = Vec::with_capacity(num_rings as usize);
         for i in 0..num_rings as usize {
             let kick = EventFd::new(EFD_NONBLOCK).map_err(|e| Error::io("eventfd", e))?;
             let call = EventFd::new(EFD_NONBLOCK).map_err(|e| Error::io("eventfd", e))?;
-            fe.set_vring_kick(i, &kick).map_err(vu("SET_VRING_KICK"))?;
-            fe.set_vring_call(i, &call).map_err(vu("SET_VRING_CALL"))?;
+            wd.call("SET_VRING_KICK", || fe.set_vring_kick(i, &kick))?;
+            wd.call("SET_VRING_CALL", || fe.set_vring_call(i, &call))?;
             kicks.push(kick);
             calls.push(call);
         }
         for i in 0..num_rings as usize {
-            fe.set_vring_enable(i, true)
-                .map_err(vu("SET_VRING_ENABLE"))?;
+            wd.call("SET_VRING_ENABLE", || fe.set_vring_enable(i, true))?;
         }
 
         let mut t = Self {
             name,
             frontend: fe,
+            watchdog: wd,
+            ctl,
             _backend_channel: channel,
             config: PtnetConfig::default(),
             config_valid: false,
@@ -273,12 +281,64 @@ impl VhostUserTransport {
         Ok(t)
     }
 
+    /// GET_CONFIG of `size` bytes at `offset` of the device's config space. Made by hand, not
+    /// through the `vhost` crate: a daemon refusing it answers with an empty config (size 0),
+    /// for which vhost 0.18 waits for ever (it expects the payload, and retries EAGAIN); here a
+    /// refusal is an error at once, and a silent daemon one after the reply timeout.
+    pub fn read_config(&mut self, offset: u32, size: u32) -> Result<Vec<u8>, Error> {
+        let what = format!("GET_CONFIG of {size} bytes at {offset}");
+        let bad = |why: String| Error::VhostUser(format!("{what}: {why}"));
+        let len = usize::try_from(size).unwrap_or(usize::MAX);
+        if len > MAX_CONFIG_REQUEST {
+            return Err(bad(format!("at most {MAX_CONFIG_REQUEST} bytes")));
+        }
+        let deadline = Instant::now() + REPLY_TIMEOUT;
+        let mut msg = Vec::with_capacity(24 + len);
+        // Header (request GET_CONFIG, flags version 1, body size), then VhostUserConfig
+        // (offset, size, flags) and `size` bytes of payload.
+        for w in [GET_CONFIG, 0x1, 12 + size, offset, size, 0] {
+            msg.extend_from_slice(&w.to_le_bytes());
+        }
+        msg.resize(24 + len, 0);
+        io_with_deadline(&self.ctl, deadline, |s| std::io::Write::write_all(s, &msg))
+            .map_err(|e| bad(format!("sending: {e}")))?;
+        let mut hdr = [0u8; 12];
+        io_with_deadline(&self.ctl, deadline, |s| {
+            std::io::Read::read_exact(s, &mut hdr)
+        })
+        .map_err(|e| bad(format!("reply: {e}")))?;
+        let word = |b: &[u8], i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4"));
+        let (req, flags, body_len) = (word(&hdr, 0), word(&hdr, 4), word(&hdr, 8) as usize);
+        if req != GET_CONFIG || flags & VhostUserHeaderFlag::REPLY.bits() == 0 {
+            return Err(bad(format!(
+                "reply is request {req} with flags {flags:#x}, not a GET_CONFIG reply"
+            )));
+        }
+        if !(12..=12 + MAX_CONFIG_REQUEST).contains(&body_len) {
+            return Err(bad(format!("reply body of {body_len} bytes")));
+        }
+        let mut body = vec![0u8; body_len];
+        io_with_deadline(&self.ctl, deadline, |s| {
+            std::io::Read::read_exact(s, &mut body)
+        })
+        .map_err(|e| bad(format!("reply body: {e}")))?;
+        let (r_offset, r_size) = (word(&body, 0), word(&body, 4));
+        if r_size == 0 {
+            return Err(bad(
+                "refused by the daemon (it answered with an empty config)".into(),
+            ));
+        }
+        if r_offset != offset || r_size != size || body_len != 12 + len {
+            return Err(bad(format!(
+                "reply of {r_size} bytes at {r_offset} in a body of {body_len} bytes"
+            )));
+        }
+        body.drain(..12);
+        Ok(body)
+    }
+
     fn refresh_config(&mut self) -> Result<(), Error> {
-        let buf = [0u8; CONFIG_SIZE];
-        let (_, payload) = self
-            .frontend
-            .get_config(0, CONFIG_SIZE as u32, VhostUserConfigFlags::empty(), &buf)
-            .map_err(vu("GET_CONFIG"))?;
+        let payload = self.read_config(0, CONFIG_SIZE as u32)?;
         self.config = PtnetConfig::from_bytes(&payload);
         self.config_valid = true;
         Ok(())
@@ -289,6 +349,134 @@ impl VhostUserTransport {
             self.refresh_config()?;
         }
         Ok(&self.config)
+    }
+}
+
+/// vhost-user GET_CONFIG.
+const GET_CONFIG: u32 = 24;
+/// Largest GET_CONFIG we ask for (vhost-user's limit on a config space).
+const MAX_CONFIG_REQUEST: usize = 256;
+
+/// Runs `f` on `sock` with the socket's timeouts set to what is left until `deadline`; a
+/// timeout (EAGAIN) is an error, never retried.
+fn io_with_deadline(
+    sock: &UnixStream,
+    deadline: Instant,
+    f: impl FnOnce(&mut &UnixStream) -> io::Result<()>,
+) -> io::Result<()> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(io::Error::new(io::ErrorKind::TimedOut, "no reply in time"));
+    }
+    sock.set_read_timeout(Some(left))?;
+    sock.set_write_timeout(Some(left))?;
+    let res = f(&mut &*sock);
+    let _ = sock.set_read_timeout(Some(REPLY_TIMEOUT));
+    let _ = sock.set_write_timeout(Some(REPLY_TIMEOUT));
+    res.map_err(|e| match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no answer from the daemon within {REPLY_TIMEOUT:?}"),
+        ),
+        io::ErrorKind::UnexpectedEof => io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the daemon closed the connection",
+        ),
+        _ => e,
+    })
+}
+
+/// Bounds every wait for the daemon inside the `vhost` crate's frontend. That crate retries
+/// EAGAIN for ever, so the socket's receive timeout alone never ends a wait for a reply that
+/// does not come: while a request is out, this thread watches the clock, and at the reply
+/// timeout shuts the socket down (`shutdown(2)`), which ends the wait with an error; the
+/// connection is unusable from then on, and every later request fails at once.
+struct ReplyWatchdog {
+    state: Arc<(Mutex<WatchState>, std::sync::Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct WatchState {
+    deadline: Option<Instant>,
+    fired: bool,
+    quit: bool,
+}
+
+impl ReplyWatchdog {
+    fn new(sock: &UnixStream) -> io::Result<Self> {
+        let sock = sock.try_clone()?;
+        let state: Arc<(Mutex<WatchState>, std::sync::Condvar)> = Arc::default();
+        let st = state.clone();
+        let thread = std::thread::Builder::new()
+            .name("vu-reply-watch".into())
+            .spawn(move || {
+                let (lock, cv) = &*st;
+                let mut s = lock.lock().unwrap_or_else(|p| p.into_inner());
+                while !s.quit {
+                    match s.deadline {
+                        None => s = cv.wait(s).unwrap_or_else(|p| p.into_inner()),
+                        Some(d) if Instant::now() >= d => {
+                            s.fired = true;
+                            s.deadline = None;
+                            let _ = sock.shutdown(std::net::Shutdown::Both);
+                        }
+                        Some(d) => {
+                            let left = d.saturating_duration_since(Instant::now());
+                            s = cv
+                                .wait_timeout(s, left)
+                                .unwrap_or_else(|p| p.into_inner())
+                                .0;
+                        }
+                    }
+                }
+            })?;
+        Ok(Self {
+            state,
+            thread: Some(thread),
+        })
+    }
+
+    /// Runs `f` (one request and its reply, through the `vhost` crate) under the reply timeout.
+    fn call<T>(
+        &self,
+        what: &str,
+        f: impl FnOnce() -> Result<T, vhost::Error>,
+    ) -> Result<T, Error> {
+        let (lock, cv) = &*self.state;
+        let lock = || lock.lock().unwrap_or_else(|p| p.into_inner());
+        if lock().fired {
+            return Err(Error::VhostUser(format!(
+                "{what}: the connection was closed after the daemon did not answer within {REPLY_TIMEOUT:?}"
+            )));
+        }
+        lock().deadline = Some(Instant::now() + REPLY_TIMEOUT);
+        cv.notify_all();
+        let res = f();
+        let fired = {
+            let mut s = lock();
+            s.deadline = None;
+            s.fired
+        };
+        match res {
+            Ok(v) if !fired => Ok(v),
+            _ if fired => Err(Error::VhostUser(format!(
+                "{what}: no reply from the daemon within {REPLY_TIMEOUT:?} (connection closed)"
+            ))),
+            Err(e) => Err(Error::VhostUser(format!("{what}: {e}"))),
+            Ok(_) => unreachable!("matched above"),
+        }
+    }
+}
+
+impl Drop for ReplyWatchdog {
+    fn drop(&mut self) {
+        let (lock, cv) = &*self.state;
+        lock.lock().unwrap_or_else(|p| p.into_inner()).quit = true;
+        cv.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -363,9 +551,11 @@ impl Transport for VhostUserTransport {
             return Ok(());
         }
         self.config_valid = false;
-        self.frontend
-            .set_config(off, VhostUserConfigFlags::empty(), &val.to_le_bytes())
-            .map_err(|e| Error::VhostUser(format!("SET_CONFIG of register {off}: {e}")))
+        let what = format!("SET_CONFIG of register {off}");
+        self.watchdog.call(&what, || {
+            self.frontend
+                .set_config(off, VhostUserConfigFlags::empty(), &val.to_le_bytes())
+        })
     }
 
     fn read_memdev(&mut self, off: u32) -> Result<u32, Error> {
