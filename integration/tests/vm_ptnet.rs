@@ -380,3 +380,42 @@ fn vm_one_receiver_spans_daemon_restart() {
     assert_eq!(num(&s, "out_of_order"), 0, "{ctx}");
     assert_eq!(num(&s, "sender_restarts"), 1, "{ctx}");
 }
+
+/// Both ends of one pipe in one guest, as a stock guest sees such a pair: two ptnet NICs with
+/// two memdevs of one MEMID (the pipe's memory). The guest's receiver on `ptnet1` gets every
+/// packet its sender on `ptnet0` sent, through buffers of the one memory both BARs map.
+#[test]
+fn vm_one_guest_on_both_ends_of_a_pipe() {
+    if skip() {
+        return;
+    }
+    let _g = vm_lock();
+    let dir = TempDir::new("pipe2").unwrap();
+    let ports = ["netmap:b{1", "netmap:b}1"];
+    let be = Backend::start(dir.path(), &ports, &[]).unwrap_or_else(|e| panic!("{e}"));
+    let n = 20_000u64;
+    let cmd = format!(
+        "ptnet-pkt-gen -T 0 -i ptnet1 -f rx -n {n} --timeout 90 --json & sleep 2; \
+         ptnet-pkt-gen -T 0 -i ptnet0 -f tx -n {n} -R {} -b 32 || exit 1; wait $! || exit 2",
+        rate()
+    );
+    let cfg = guest("pipe2", &cmd, Nic::new(be.socket(ports[0])), 240)
+        .nic(Nic::new(be.socket(ports[1])));
+    let vm = Vm::start(&cfg).unwrap_or_else(|e| panic!("{e}"));
+    let r = vm.wait().unwrap();
+    let ctx = format!("{}\n--- backend ---\n{}", r.report(), be.log_text());
+    assert_eq!(r.rc, Some(0), "{ctx}");
+    let rx = r
+        .json
+        .iter()
+        .find(|l| l.contains("\"mode\":\"rx\""))
+        .unwrap_or_else(|| panic!("no rx summary\n{ctx}"));
+    assert_eq!(num(rx, "packets"), n, "{ctx}");
+    assert_eq!(num(rx, "errors"), 0, "{ctx}");
+    assert_eq!(num(rx, "lost"), 0, "{ctx}");
+    // Two memdevs, one MEMID: the guest found both NICs' memory by it.
+    assert!(
+        r.serial.matches("ptnet-pkt-gen: pci:").count() >= 2,
+        "{ctx}"
+    );
+}
