@@ -18,7 +18,7 @@ use ptnet_protocol::device::{
 use ptnet_protocol::regs::ptnet;
 use ptnet_protocol::shmem::SharedMem;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -127,6 +127,8 @@ pub struct VhostUserTransport {
     kicks: Vec<EventFd>,
     calls: Vec<EventFd>,
     num_rings: u32,
+    /// The main socket again, for [`Self::send_raw_vring_fd`] (tests of hostile frontends).
+    raw: UnixStream,
 }
 
 impl VhostUserTransport {
@@ -138,6 +140,9 @@ impl VhostUserTransport {
             .map_err(|e| Error::io(format!("connect to {}", path.display()), e))?;
         sock.set_read_timeout(Some(REPLY_TIMEOUT))
             .map_err(|e| Error::io("socket timeout", e))?;
+        let raw = sock
+            .try_clone()
+            .map_err(|e| Error::io("clone the socket", e))?;
         sock.set_write_timeout(Some(REPLY_TIMEOUT))
             .map_err(|e| Error::io("socket timeout", e))?;
         let ctl = sock
@@ -263,6 +268,7 @@ impl VhostUserTransport {
             kicks,
             calls,
             num_rings,
+            raw,
         };
         t.refresh_config()?;
         let geo = t.config.geometry();
@@ -279,6 +285,38 @@ impl VhostUserTransport {
             )));
         }
         Ok(t)
+    }
+
+    /// Test hook for hostile-frontend tests: sends SET_VRING_KICK (`kick`) or SET_VRING_CALL for
+    /// `ring` with `fd`, whatever it is, as a frontend that breaks the rules would (the transport
+    /// itself goes on kicking and waiting on its own eventfds). `Ok(true)` when the daemon
+    /// acknowledged it, `Ok(false)` when it refused (a NACK, or the connection closed).
+    #[doc(hidden)]
+    pub fn send_raw_vring_fd(
+        &mut self,
+        ring: u32,
+        kick: bool,
+        fd: BorrowedFd<'_>,
+    ) -> Result<bool, Error> {
+        use std::io::Read;
+        use vmm_sys_util::sock_ctrl_msg::ScmSocket;
+        // vhost-user: request SET_VRING_KICK 12 / SET_VRING_CALL 13, flags version 1 |
+        // NEED_REPLY, an 8-byte body holding the ring index (the descriptor rides along).
+        let request: u32 = if kick { 12 } else { 13 };
+        let mut msg = Vec::with_capacity(20);
+        for w in [request, 0x1 | VhostUserHeaderFlag::NEED_REPLY.bits(), 8] {
+            msg.extend_from_slice(&w.to_le_bytes());
+        }
+        msg.extend_from_slice(&u64::from(ring).to_le_bytes());
+        self.raw
+            .send_with_fd(&msg[..], fd.as_raw_fd())
+            .map_err(|e| Error::VhostUser(format!("raw SET_VRING_{request}: {e}")))?;
+        let mut reply = [0u8; 20];
+        if self.raw.read_exact(&mut reply).is_err() {
+            return Ok(false);
+        }
+        let status = u64::from_le_bytes(reply[12..20].try_into().expect("8 bytes"));
+        Ok(status == 0)
     }
 
     /// GET_CONFIG of `size` bytes at `offset` of the device's config space. Made by hand, not
