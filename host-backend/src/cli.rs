@@ -371,3 +371,24 @@ mod tests {
         assert!(e.to_string().contains("--max-guest-memory"), "{e}");
     }
 }
+
+#[cfg(test)]
+mod serve_option_tests {
+    use super::*;
+
+    #[test]
+    fn connection_deadlines_and_socket_group_parse() {
+        assert_eq!(parse_seconds("5"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_seconds("0.25"), Ok(Duration::from_millis(250)));
+        for bad in ["", "0", "-1", "nan", "inf", "1e9", "five"] {
+            assert!(parse_seconds(bad).is_err(), "{bad:?} accepted");
+        }
+        let a = Args::try_parse_from(["ptnet-backend", "null:x"]).unwrap();
+        assert_eq!(a.handshake_timeout, Duration::from_secs(5));
+        assert_eq!(a.idle_timeout, Duration::from_secs(5));
+        assert_eq!(a.socket_group, None);
+        assert_eq!(resolve_group("root"), Ok(0));
+        assert_eq!(resolve_group("4242"), Ok(4242));
+        assert!(resolve_group("no-such-group-here").is_err());
+    }
+}
