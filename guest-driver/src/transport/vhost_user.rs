@@ -476,11 +476,7 @@ impl ReplyWatchdog {
     }
 
     /// Runs `f` (one request and its reply, through the `vhost` crate) under the reply timeout.
-    fn call<T>(
-        &self,
-        what: &str,
-        f: impl FnOnce() -> Result<T, vhost::Error>,
-    ) -> Result<T, Error> {
+    fn call<T>(&self, what: &str, f: impl FnOnce() -> Result<T, vhost::Error>) -> Result<T, Error> {
         let (lock, cv) = &*self.state;
         let lock = || lock.lock().unwrap_or_else(|p| p.into_inner());
         if lock().fired {
