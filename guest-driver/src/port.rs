@@ -34,7 +34,7 @@ use ptnet_protocol::csb::{Atok, Ktoa, NAF_FORCE_RECLAIM};
 use ptnet_protocol::netmap::{
     nif, ring, ring_add, ring_dist, slot_flags, BufPool, IfView, RingView,
 };
-use ptnet_protocol::regs::{memdev, ptnet, PTCTL_CREATE, PTCTL_DELETE};
+use ptnet_protocol::regs::{memdev, ptnet, PTCTL_CREATE, PTCTL_DELETE, PTNETMAP_F_VNET_HDR};
 use ptnet_protocol::sync::{ring_prev, GuestKring};
 use std::time::Duration;
 
@@ -133,6 +133,7 @@ pub struct Port {
     bufs: BufPool,
     rings: Vec<RingState>,
     busy_poll: bool,
+    vnet_hdr_len: u32,
     _csb: CsbArrays,
 }
 
@@ -167,15 +168,49 @@ impl Port {
     }
 
     /// Attaches to the device behind `transport`, in the order the ptnet guest drivers use, and
-    /// starts the host sync loops (PTCTL CREATE).
-    pub fn attach(mut transport: Box<dyn Transport>) -> Result<Port, Error> {
+    /// starts the host sync loops (PTCTL CREATE). Frames carry no virtio-net header.
+    pub fn attach(transport: Box<dyn Transport>) -> Result<Port, Error> {
+        Self::attach_with_vnet_hdr(transport, 0)
+    }
+
+    /// Opens `spec` as [`Port::open`] does, asking for a virtio-net header of `want` bytes (see
+    /// [`Port::attach_with_vnet_hdr`]).
+    pub fn open_with_vnet_hdr(spec: &str, want: u32) -> Result<Port, Error> {
+        let transport: Box<dyn Transport> = match PortSpec::parse(spec)? {
+            PortSpec::VhostUser(path) => Box::new(
+                crate::transport::vhost_user::VhostUserTransport::open(&path)?,
+            ),
+            PortSpec::Pci(sel) => crate::transport::pci::open(&sel)?,
+        };
+        Port::attach_with_vnet_hdr(transport, want)
+    }
+
+    /// Attaches as [`Port::attach`], asking for a virtio-net header of `want` bytes (0, 10 or
+    /// 12) in front of every frame, as netmap's stock driver does: PTFEAT `VNET_HDR` when the
+    /// device offers it, then VNET_HDR_LEN, keeping what the device read back
+    /// ([`Port::vnet_hdr_len`]: 0 on a port that carries no header).
+    pub fn attach_with_vnet_hdr(
+        mut transport: Box<dyn Transport>,
+        want: u32,
+    ) -> Result<Port, Error> {
         let t = transport.as_mut();
-        // Features: no virtio-net header.
-        t.write_reg(ptnet::PTFEAT, 0)?;
+        let ask = if want == 0 { 0 } else { PTNETMAP_F_VNET_HDR };
+        t.write_reg(ptnet::PTFEAT, ask)?;
         let feat = t.read_reg(ptnet::PTFEAT)?;
-        if feat != 0 {
-            return Err(dev(format!("PTFEAT reads {feat:#x} after writing 0")));
+        if feat & !ask != 0 {
+            return Err(dev(format!(
+                "PTFEAT reads {feat:#x} after writing {ask:#x}"
+            )));
         }
+        let vnet_hdr_len = if feat & PTNETMAP_F_VNET_HDR != 0 {
+            t.write_reg(ptnet::VNET_HDR_LEN, want)?;
+            match t.read_reg(ptnet::VNET_HDR_LEN)? {
+                l @ (0 | 10 | 12) => l,
+                l => return Err(dev(format!("VNET_HDR_LEN reads {l}"))),
+            }
+        } else {
+            0
+        };
         let num_tx_rings = t.read_reg(ptnet::NUM_TX_RINGS)?;
         let num_rx_rings = t.read_reg(ptnet::NUM_RX_RINGS)?;
         let num_tx_slots = t.read_reg(ptnet::NUM_TX_SLOTS)?;
@@ -371,6 +406,7 @@ impl Port {
             bufs,
             rings,
             busy_poll: false,
+            vnet_hdr_len,
             _csb: csb,
         })
     }
@@ -383,6 +419,11 @@ impl Port {
     /// The port's MAC address.
     pub fn mac(&self) -> [u8; 6] {
         self.mac
+    }
+
+    /// Bytes of virtio-net header in front of every frame, both ways (0: none).
+    pub fn vnet_hdr_len(&self) -> u32 {
+        self.vnet_hdr_len
     }
 
     /// Number of TX rings.

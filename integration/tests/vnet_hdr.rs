@@ -6,70 +6,16 @@
 //! independently), 10- and 12-byte headers are converted, a malformed header is a bad slot.
 
 use ptnet_driver::transport::vhost_user::VhostUserTransport;
-use ptnet_driver::transport::{CsbArrays, PollWait, Transport};
-use ptnet_driver::{Error, Port, RingId};
+use ptnet_driver::transport::Transport;
+use ptnet_driver::{Port, RingId};
 use ptnet_integration::Backend;
 use ptnet_protocol::regs::{ptnet, PTNETMAP_F_VNET_HDR};
-use ptnet_protocol::shmem::SharedMem;
-use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
-/// A vhost-user transport that negotiates a virtio-net header of `len` bytes when the driver
-/// writes PTFEAT (ptnet-driver itself asks for none), and shows the driver the 0 it expects.
-struct WithHeader {
-    inner: VhostUserTransport,
-    len: u32,
-}
-
-impl Transport for WithHeader {
-    fn read_reg(&mut self, off: u32) -> Result<u32, Error> {
-        if off == ptnet::PTFEAT {
-            return Ok(0);
-        }
-        self.inner.read_reg(off)
-    }
-    fn write_reg(&mut self, off: u32, val: u32) -> Result<(), Error> {
-        if off != ptnet::PTFEAT {
-            return self.inner.write_reg(off, val);
-        }
-        self.inner.write_reg(ptnet::PTFEAT, PTNETMAP_F_VNET_HDR)?;
-        assert_eq!(self.inner.read_reg(ptnet::PTFEAT)?, PTNETMAP_F_VNET_HDR);
-        self.inner.write_reg(ptnet::VNET_HDR_LEN, self.len)?;
-        assert_eq!(self.inner.read_reg(ptnet::VNET_HDR_LEN)?, self.len);
-        Ok(())
-    }
-    fn read_memdev(&mut self, off: u32) -> Result<u32, Error> {
-        self.inner.read_memdev(off)
-    }
-    fn netmap_mem(&mut self) -> Result<SharedMem, Error> {
-        self.inner.netmap_mem()
-    }
-    fn alloc_csb(&mut self, rings: u32) -> Result<CsbArrays, Error> {
-        self.inner.alloc_csb(rings)
-    }
-    fn kick(&self, ring: u32) {
-        self.inner.kick(ring)
-    }
-    fn wait(&self, ring: u32, timeout: Option<Duration>) -> Result<bool, Error> {
-        self.inner.wait(ring, timeout)
-    }
-    fn wait_many(&self, rings: &[u32], timeout: Option<Duration>) -> Result<bool, Error> {
-        self.inner.wait_many(rings, timeout)
-    }
-    fn wait_fds(&self, rings: &[u32], out: &mut [RawFd]) -> Option<PollWait> {
-        self.inner.wait_fds(rings, out)
-    }
-    fn wait_done(&self, rings: &[u32], ready: &[bool]) -> Result<(), Error> {
-        self.inner.wait_done(rings, ready)
-    }
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-}
-
 fn open(b: &Backend, port: &str, len: u32) -> Port {
-    let inner = VhostUserTransport::open(&b.socket(port)).expect("connect");
-    Port::attach(Box::new(WithHeader { inner, len })).expect("attach")
+    let p = Port::open_with_vnet_hdr(&b.interface(port), len).expect("attach");
+    assert_eq!(p.vnet_hdr_len(), len, "{port} kept another header length");
+    p
 }
 
 fn send(port: &mut Port, frames: &[Vec<u8>]) {
@@ -208,7 +154,9 @@ fn check_segments(frame: &[u8], v6: bool, mss: usize, segs: &[Vec<u8>]) {
 
 #[test]
 fn vale_gso_frames_reach_ports_with_and_without_a_header() {
-    let (_d, b) = Backend::in_temp_dir("vnetgso", &["vale9:a", "vale9:b", "vale9:c"]);
+    // a sends from three source MACs (one per frame kind): it may claim them.
+    let ports = ["vale9:a@conf:macs=3", "vale9:b", "vale9:c"];
+    let (_d, b) = Backend::in_temp_dir("vnetgso", &ports);
     let (mut a, mut bb) = (open(&b, "vale9:a", 12), open(&b, "vale9:b", 12));
     let mut c = open(&b, "vale9:c", 0);
     let q = Duration::from_millis(500);
@@ -251,11 +199,14 @@ fn vale_converts_between_ten_and_twelve_byte_headers() {
         "12 -> 10"
     );
     receive(&mut z, 1, q);
-    send(&mut t, &[[&twelve[..10], &frame[..]].concat()]);
-    let mut want = twelve.clone();
+    // Each port sends from its own source MAC (the switch refuses another port's).
+    let frame_t = tcp_frame(false, 5, 100);
+    send(&mut t, &[[&twelve[..10], &frame_t[..]].concat()]);
+    let mut want = [&twelve[..12], &frame_t[..]].concat();
     want[10] = 1; // num_buffers
     assert_eq!(receive(&mut m, 1, q), vec![want], "10 -> 12");
     receive(&mut z, 1, q);
+    let frame = tcp_frame(false, 6, 100);
     send(&mut z, std::slice::from_ref(&frame));
     let zero12 = [&[0u8; 10][..], &[1, 0], &frame[..]].concat();
     assert_eq!(
