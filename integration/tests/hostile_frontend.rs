@@ -41,24 +41,10 @@ impl Rng {
     }
 }
 
-/// An unlinked file of `size` bytes standing for guest RAM.
+/// A memfd of `size` bytes standing for guest RAM, sealed against shrinking as QEMU's are (an
+/// unsealed one is refused outright, and the storm would never reach CREATE).
 fn mem_file(size: u64) -> std::fs::File {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let p = std::env::temp_dir().join(format!(
-        "ptnet-guest-ram-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&p)
-        .expect("memory file");
-    let _ = std::fs::remove_file(&p);
-    f.set_len(size).expect("size the memory file");
-    f
+    ptnet_integration::sys::guest_memfd(size, nix::libc::F_SEAL_SHRINK)
 }
 
 /// One connection's worth of hostile requests. Returns how many requests the daemon answered

@@ -30,26 +30,13 @@ use vhost::vhost_user::{
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-/// The test's only `unsafe`: creating and sealing memfds (no safe API in our dependencies).
+/// Sealed memfds come from the integration crate's `sys` module (its only `unsafe`).
 mod sys {
     use nix::libc;
     use std::fs::File;
-    use std::os::fd::{AsRawFd, FromRawFd};
 
-    /// A memfd of `size` bytes (sparse), sealable, with `seals` added (0: none).
     pub fn memfd(size: u64, seals: libc::c_int) -> File {
-        // SAFETY: memfd_create takes a NUL-terminated name and flags; the result is checked.
-        let fd = unsafe { libc::memfd_create(c"hostile-guest".as_ptr(), libc::MFD_ALLOW_SEALING) };
-        assert!(fd >= 0, "memfd_create: {}", std::io::Error::last_os_error());
-        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-        let f = unsafe { File::from_raw_fd(fd) };
-        f.set_len(size).expect("size the memfd");
-        if seals != 0 {
-            // SAFETY: fcntl on a descriptor we own; F_ADD_SEALS takes an int.
-            let r = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_ADD_SEALS, seals) };
-            assert_eq!(r, 0, "F_ADD_SEALS: {}", std::io::Error::last_os_error());
-        }
-        f
+        ptnet_integration::sys::guest_memfd(size, seals)
     }
 
     pub const SHRINK: libc::c_int = libc::F_SEAL_SHRINK;
