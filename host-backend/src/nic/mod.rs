@@ -214,7 +214,12 @@ impl NicParts {
     }
 
     /// The port, from one sync per ring (TX rings first).
-    pub fn into_port(self, name: &str, syncs: Vec<Box<dyn RingSync>>) -> Arc<Port> {
+    pub fn into_port(
+        self,
+        name: &str,
+        syncs: Vec<Box<dyn RingSync>>,
+        vnet_hdr_len: Option<Arc<std::sync::atomic::AtomicU8>>,
+    ) -> Arc<Port> {
         let spec = &self.spec;
         let workers = syncs
             .into_iter()
@@ -237,6 +242,10 @@ impl NicParts {
                 }
             })
             .collect();
-        Arc::new(Port::new(name, self.mem, 0, workers))
+        let port = Port::new(name, self.mem, 0, workers);
+        Arc::new(match vnet_hdr_len {
+            Some(len) => port.with_vnet_hdr(len),
+            None => port,
+        })
     }
 }

@@ -173,7 +173,7 @@ pub(crate) fn build(spec: &PortSpec, ifname: &str) -> Result<Arc<Port>, NicError
         ifindex,
         "AF_PACKET rings attached"
     );
-    Ok(parts.into_port(&spec.name, syncs))
+    Ok(parts.into_port(&spec.name, syncs, None))
 }
 
 /// TX ring i through its socket's TX ring.

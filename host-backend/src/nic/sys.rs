@@ -66,7 +66,7 @@ struct IfReqFlags {
 
 /// Opens `/dev/net/tun` and attaches it to tap `name` (created when missing), non-blocking,
 /// without packet information, as one queue of a multi-queue tap when `multi_queue`.
-pub fn open_tap(name: &str, multi_queue: bool) -> io::Result<OwnedFd> {
+pub fn open_tap(name: &str, multi_queue: bool, vnet_hdr: bool) -> io::Result<OwnedFd> {
     if name.len() >= libc::IFNAMSIZ {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "name too long"));
     }
@@ -86,6 +86,9 @@ pub fn open_tap(name: &str, multi_queue: bool) -> io::Result<OwnedFd> {
     };
     if multi_queue {
         req.flags |= libc::IFF_MULTI_QUEUE as libc::c_short;
+    }
+    if vnet_hdr {
+        req.flags |= libc::IFF_VNET_HDR as libc::c_short;
     }
     req.name[..name.len()].copy_from_slice(name.as_bytes());
     // SAFETY: TUNSETIFF reads (and writes back) one `struct ifreq`, which `req` is, laid out as
@@ -123,6 +126,75 @@ pub fn set_hw_addr(name: &str, mac: [u8; 6]) -> io::Result<()> {
     // which `req` is; the kernel does not keep the pointer.
     cvt(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFHWADDR as _, &req) })?;
     Ok(())
+}
+
+/// The virtio-net header length a tap opened with IFF_VNET_HDR reads and writes (TUNSETVNETHDRSZ).
+pub fn tap_set_vnet_hdr_len(fd: RawFd, len: libc::c_int) -> io::Result<()> {
+    // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer, which is valid for the call.
+    cvt(unsafe { libc::ioctl(fd, libc::TUNSETVNETHDRSZ as _, &len) })?;
+    Ok(())
+}
+
+/// The offloads a tap may hand us (TUNSETOFFLOAD, `TUN_F_*`): 0 makes the kernel complete
+/// checksums and segment before a frame reaches the tap.
+pub fn tap_set_offload(fd: RawFd, flags: libc::c_uint) -> io::Result<()> {
+    // SAFETY: TUNSETOFFLOAD takes its argument by value.
+    cvt(unsafe { libc::ioctl(fd, libc::TUNSETOFFLOAD as _, flags as libc::c_ulong) })?;
+    Ok(())
+}
+
+/// `readv(2)`: the first `head.len()` bytes into `head`, the rest into `len` bytes of `mem` at
+/// `off`. Returns the bytes read in all.
+pub fn readv_into(
+    fd: RawFd,
+    head: &mut [u8],
+    mem: &SharedMem,
+    off: usize,
+    len: usize,
+) -> io::Result<usize> {
+    if !mem.contains(off, len) {
+        return Err(io::Error::from_raw_os_error(libc::EFAULT));
+    }
+    let iov = [
+        libc::iovec {
+            iov_base: head.as_mut_ptr().cast(),
+            iov_len: head.len(),
+        },
+        libc::iovec {
+            // SAFETY: inside the mapping (checked above), as in `read_into`.
+            iov_base: unsafe { mem.as_ptr().add(off) }.cast(),
+            iov_len: len,
+        },
+    ];
+    // SAFETY: both iovecs describe memory valid for writes for the call: `head` borrowed
+    // mutably, the shared range checked to lie inside the mapping.
+    cvt_size(unsafe { libc::readv(fd, iov.as_ptr(), 2) })
+}
+
+/// `writev(2)` of `head`, then `len` bytes of `mem` at `off`.
+pub fn writev_from(
+    fd: RawFd,
+    head: &[u8],
+    mem: &SharedMem,
+    off: usize,
+    len: usize,
+) -> io::Result<usize> {
+    if !mem.contains(off, len) {
+        return Err(io::Error::from_raw_os_error(libc::EFAULT));
+    }
+    let iov = [
+        libc::iovec {
+            iov_base: head.as_ptr() as *mut libc::c_void,
+            iov_len: head.len(),
+        },
+        libc::iovec {
+            // SAFETY: inside the mapping (checked above); the kernel only reads it.
+            iov_base: unsafe { mem.as_ptr().add(off) }.cast(),
+            iov_len: len,
+        },
+    ];
+    // SAFETY: both iovecs describe memory valid for reads for the call.
+    cvt_size(unsafe { libc::writev(fd, iov.as_ptr(), 2) })
 }
 
 /// `read(2)` into `len` bytes of `mem` at `off`.

@@ -4,6 +4,16 @@
 //!
 //! A tap moves one frame per system call (`read`/`write`), straight between the descriptor and
 //! the slot's buffer: no intermediate copy, no allocation.
+//!
+//! # Virtio-net headers
+//!
+//! The tap is opened with IFF_VNET_HDR and a 12-byte header (TUNSETVNETHDRSZ), and the port
+//! offers PTFEAT VNET_HDR: a guest that takes it (the stock ptnet driver asks for 12) hands its
+//! checksum and TSO offloads to the host kernel, which then also hands us unsegmented frames with
+//! partial checksums (TUNSETOFFLOAD). A guest that uses a shorter header or none gets it
+//! converted on the way: the missing bytes are written from the stack (`writev`) or read into a
+//! scratch header (`readv`), and with no header the tap's offloads are off, so the kernel
+//! segments and checksums before a frame reaches the guest.
 
 use super::{sys, NicError, NicParts, PortBufs};
 use crate::port::{Port, RingStats, RingSync, Wake};
@@ -11,7 +21,14 @@ use crate::portspec::PortSpec;
 use ptnet_protocol::netmap::{ring_add, RingView};
 use ptnet_protocol::sync::{ring_prev, HostKring, PortSync};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
+
+/// The header length the tap itself reads and writes: `virtio_net_hdr_mrg_rxbuf`.
+const TAP_HDR_LEN: usize = 12;
+/// What the tap may hand us while the guest takes a header: checksum and TSO offloads.
+const GUEST_OFFLOADS: libc::c_uint =
+    libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6 | libc::TUN_F_TSO_ECN;
 
 /// Shortest frame we hand to the kernel (an Ethernet header).
 const ETH_HLEN: usize = 14;
@@ -23,7 +40,7 @@ pub(crate) fn build(spec: &PortSpec, name: &str) -> Result<Arc<Port>, NicError> 
     let created = sys::if_index(name).is_none();
     let fds: Vec<Arc<OwnedFd>> = (0..queues)
         .map(|_| {
-            sys::open_tap(name, queues > 1).map(Arc::new).map_err(|e| {
+            sys::open_tap(name, queues > 1, true).map(Arc::new).map_err(|e| {
                 let hint = match e.raw_os_error() {
                     Some(libc::EINVAL) => {
                         " (is it an interface of another kind, or a tap with other flags, e.g. not multi-queue?)"
@@ -36,6 +53,12 @@ pub(crate) fn build(spec: &PortSpec, name: &str) -> Result<Arc<Port>, NicError> 
             })
         })
         .collect::<Result<_, _>>()?;
+    for fd in &fds {
+        sys::tap_set_vnet_hdr_len(fd.as_raw_fd(), TAP_HDR_LEN as libc::c_int)
+            .and_then(|()| sys::tap_set_offload(fd.as_raw_fd(), 0))
+            .map_err(|e| NicError::io(&spec.name, format!("tap '{name}': virtio-net header"), e))?;
+    }
+    let hdr_len = Arc::new(AtomicU8::new(0));
     if created {
         // The kernel gives a new tap a random address; a restarted daemon's tap would then show
         // the guest a new MAC behind the same IP, and the guest's ARP entry stays stale for
@@ -53,6 +76,7 @@ pub(crate) fn build(spec: &PortSpec, name: &str) -> Result<Arc<Port>, NicError> 
             bufs: parts.bufs.clone(),
             stats: parts.stats[i as usize].clone(),
             blocked: false,
+            hdr_len: hdr_len.clone(),
         }));
     }
     for i in 0..r {
@@ -63,10 +87,12 @@ pub(crate) fn build(spec: &PortSpec, name: &str) -> Result<Arc<Port>, NicError> 
             stats: parts.stats[(t + i) as usize].clone(),
             want_wake: false,
             dead: false,
+            hdr_len: hdr_len.clone(),
+            offloads_for: 0,
         }));
     }
     tracing::info!(port = spec.name, tap = name, queues, "tap attached");
-    Ok(parts.into_port(&spec.name, syncs))
+    Ok(parts.into_port(&spec.name, syncs, Some(hdr_len)))
 }
 
 /// The Ethernet address the daemon gives a tap it creates: locally administered, stable for a
@@ -85,18 +111,33 @@ pub struct TapTx {
     stats: Arc<RingStats>,
     /// Frames are left because a write found the tap full: wake on POLLOUT.
     blocked: bool,
+    /// The guest's virtio-net header length (0, 10, 12; the device writes it).
+    hdr_len: Arc<AtomicU8>,
 }
 
 impl PortSync for TapTx {
     fn sync(&mut self, k: &mut HostKring, _flags: u32) {
         let n = k.num_slots;
         let (mut packets, mut bytes, mut drops, mut bad) = (0u64, 0u64, 0u64, 0u64);
+        let hdr = usize::from(self.hdr_len.load(Ordering::Relaxed));
         let mut j = k.hwcur;
         while j != k.rhead {
             let (idx, len) = (self.tx.buf_idx(j), usize::from(self.tx.len(j)));
             match self.bufs.offset(idx) {
-                Some(off) if (ETH_HLEN..=self.bufs.buf_size()).contains(&len) => {
-                    match sys::write_from(self.fd.as_raw_fd(), self.bufs.pool(), off, len) {
+                Some(off) if (hdr + ETH_HLEN..=self.bufs.buf_size()).contains(&len) => {
+                    let fd = self.fd.as_raw_fd();
+                    let pool = self.bufs.pool();
+                    // The tap reads a 12-byte header: what the guest's lacks comes from here
+                    // (num_buffers, or a whole header of zeros: no offload asked).
+                    let mut head = [0u8; TAP_HDR_LEN];
+                    let sent = if hdr == TAP_HDR_LEN {
+                        sys::write_from(fd, pool, off, len)
+                    } else if pool.read(off, &mut head[..hdr]) {
+                        sys::writev_from(fd, &head, pool, off + hdr, len - hdr)
+                    } else {
+                        Err(std::io::Error::from_raw_os_error(libc::EFAULT))
+                    };
+                    match sent {
                         Ok(_) => {
                             packets += 1;
                             bytes += len as u64;
@@ -151,6 +192,10 @@ pub struct TapRx {
     want_wake: bool,
     /// The tap device went away (deleted under us): stop polling it.
     dead: bool,
+    /// The guest's virtio-net header length (0, 10, 12; the device writes it).
+    hdr_len: Arc<AtomicU8>,
+    /// The header length the tap's offloads were last set for.
+    offloads_for: u8,
 }
 
 impl PortSync for TapRx {
@@ -163,6 +208,17 @@ impl PortSync for TapRx {
         let stop = ring_prev(k.hwcur, n);
         let (mut packets, mut bytes, mut drops, mut bad) = (0u64, 0u64, 0u64, 0u64);
         let size = self.bufs.buf_size();
+        let hdr = self.hdr_len.load(Ordering::Relaxed);
+        if hdr != self.offloads_for {
+            // Offloads only toward a guest that takes the header (the device is one for all
+            // queues; each queue's ring sets it once per change).
+            let want = if hdr == 0 { 0 } else { GUEST_OFFLOADS };
+            if let Err(e) = sys::tap_set_offload(self.fd.as_raw_fd(), want) {
+                tracing::warn!("tap offloads for a {hdr}-byte header: {e}");
+            }
+            self.offloads_for = hdr;
+        }
+        let hdr = usize::from(hdr);
         // Bounded: at most a ring's worth of failed reads per pass.
         let mut errors = 0;
         while k.hwtail != stop && errors < n {
@@ -175,7 +231,24 @@ impl PortSync for TapRx {
                 k.hwtail = ring_add(slot, 1, n);
                 continue;
             };
-            match sys::read_into(self.fd.as_raw_fd(), self.bufs.pool(), off, size) {
+            let (fd, pool) = (self.fd.as_raw_fd(), self.bufs.pool());
+            let mut head = [0u8; TAP_HDR_LEN];
+            let got = if hdr == TAP_HDR_LEN {
+                sys::read_into(fd, pool, off, size)
+            } else {
+                // The tap's header goes to the stack; the guest's part of it into the slot.
+                sys::readv_into(fd, &mut head, pool, off + hdr, size - hdr).map(|l| {
+                    let offloaded = head[0] & 1 != 0 || head[1] != 0;
+                    match l.checked_sub(TAP_HDR_LEN) {
+                        // NEEDS_CSUM or GSO from before the offloads went off: the guest
+                        // without a header could not finish it.
+                        Some(_) if hdr == 0 && offloaded => 0,
+                        Some(body) if pool.write(off, &head[..hdr]) => hdr + body,
+                        _ => 0,
+                    }
+                })
+            };
+            match got {
                 Ok(len) if len > 0 && len <= size => {
                     self.rx.set_len(slot, len as u16);
                     self.rx.set_flags(slot, 0);

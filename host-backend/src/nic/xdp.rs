@@ -298,7 +298,7 @@ pub(crate) fn build(spec: &PortSpec, ifname: &str, queue: u32) -> Result<Arc<Por
         mode,
         "AF_XDP sockets attached (copy mode)"
     );
-    Ok(parts.into_port(port, syncs))
+    Ok(parts.into_port(port, syncs, None))
 }
 
 /// TX ring i: netmap slots -> TX chunks -> the socket's TX ring.
