@@ -12,17 +12,20 @@
 //!   within the idle timeout (`--idle-timeout`, default 5 s), or it is cut. A connection that
 //!   completed its handshake may then stay silent for as long as it likes (QEMU does: the guest
 //!   talks through shared memory).
-//! * **The newest connection wins.** A new connection to a port that already has one waits; once
-//!   it has queued a complete first message it takes the port over when the active connection
-//!   has sent no complete message for the idle timeout (at once when that is already so: a
-//!   frontend dead but still connected, silent, stuck half way through a message, or blocking
-//!   the daemon by not reading its replies), and in any case after waiting the idle timeout
-//!   itself. QEMU reconnecting after a restart is therefore never locked out; a second frontend
-//!   on a busy port displaces the first within the idle timeout (the socket is 0600: only the
-//!   daemon's user, or `--socket-group`, can connect at all). A waiting connection that does not
-//!   send a complete message within the handshake timeout, or hangs up, is dropped; a newer one
-//!   replaces an older one that is still waiting. A displaced connection is shut down
-//!   (`shutdown(2)`), which also ends a reply write the frontend never reads.
+//! * **A running port is kept; a held one is taken over.** A new connection to a port that
+//!   already has one waits. If the active connection's guest runs the rings (PTCTL CREATE), it
+//!   keeps the port, however quiet (QEMU talks through shared memory once set up; a QEMU that
+//!   dies hangs its socket up, and its successor is served at once): the newcomer is refused
+//!   after the idle timeout. Otherwise, once the newcomer has queued a complete first message,
+//!   it takes the port over when the active connection has sent no complete message for the
+//!   idle timeout (at once when that is already so: a frontend that holds the port without
+//!   using it, stuck half way through a message, or blocking the daemon by not reading its
+//!   replies), and in any case after waiting the idle timeout itself. QEMU reconnecting after a
+//!   restart is therefore never locked out (the socket is 0600: only the daemon's user, or
+//!   `--socket-group`, can connect at all). A waiting connection that does not send a complete
+//!   message within the handshake timeout, or hangs up, is dropped; a newer one replaces an
+//!   older one that is still waiting. A displaced connection is shut down (`shutdown(2)`), which
+//!   also ends a reply write the frontend never reads.
 //! * **Stopping needs nothing from the socket file.** The listener is non-blocking and polled
 //!   with a stop eventfd, so `stop` completes even if the socket file was removed or replaced;
 //!   the file is removed only if it is still the socket this server bound.
@@ -390,6 +393,7 @@ fn supervise(port: Arc<Port>, listener: UnixListener, stop: EventFd, opts: Serve
                 Queued::Nothing | Queued::Partial => {}
             }
         }
+        let mut drop_waiting = false;
         if let Some(w) = waiting.as_ref() {
             let waited = w.since.elapsed();
             if !w.ready && waited >= opts.handshake_timeout {
@@ -417,20 +421,41 @@ fn supervise(port: Arc<Port>, listener: UnixListener, stop: EventFd, opts: Serve
                     if a.shared.cut.load(Ordering::SeqCst) {
                         // Being displaced: the `ended` eventfd says when it is gone.
                     } else {
+                        // A frontend whose guest runs the rings keeps the port however quiet it
+                        // is (QEMU talks through shared memory once set up, and a dead one's
+                        // socket hangs up); one that never started them is displaced once it has
+                        // been silent for the idle timeout.
                         let idle = a.shared.idle_for();
-                        if idle >= opts.idle_timeout || waited >= opts.idle_timeout {
+                        let running = device.lock().expect("device lock").running();
+                        if running && waited >= opts.idle_timeout {
                             tracing::warn!(
                                 port = name,
-                                "a new frontend takes the port over from one silent for {:.1} s",
+                                "refusing a second frontend: the port's rings run for another connection"
+                            );
+                            drop_waiting = true;
+                        } else if !running
+                            && (idle >= opts.idle_timeout || waited >= opts.idle_timeout)
+                        {
+                            tracing::warn!(
+                                port = name,
+                                "a new frontend takes the port over from one silent for {:.1} s \
+                                 that never started its rings",
                                 idle.as_secs_f64()
                             );
                             a.shared.cut();
+                        } else if running {
+                            timeout = Some(opts.idle_timeout - waited);
                         } else {
                             timeout = Some(opts.idle_timeout - idle.max(waited));
                         }
                     }
                 }
             }
+        }
+        if drop_waiting {
+            waiting = None;
+            timeout = None;
+            wait_events = libc::POLLIN | libc::POLLRDHUP;
         }
         let wait_fd = waiting.as_ref().map_or(-1, |w| w.stream.as_raw_fd());
         let ready = match crate::sys::poll_fds(

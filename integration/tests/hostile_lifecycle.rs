@@ -85,6 +85,57 @@ fn a_newer_frontend_takes_over_from_an_idle_one() {
 }
 
 #[test]
+fn a_frontend_whose_rings_run_keeps_its_port() {
+    let (_d, b) = Backend::in_temp_dir("hl-keep", &["netmap:hk{1", "netmap:hk}1"]);
+    let sock = b.socket("netmap:hk{1");
+    // A guest that started its rings (CREATE) and then talks only through shared memory, as
+    // QEMU does: a second frontend must not take its port.
+    let mut running = ptnet_driver::Port::open(&format!("vhost-user:{}", sock.display()))
+        .expect("first frontend attaches");
+    let out = pkt_gen(
+        &[
+            "-i",
+            &format!("vhost-user:{}", sock.display()),
+            "-f",
+            "tx",
+            "-n",
+            "10",
+        ],
+        Duration::from_secs(30),
+    )
+    .expect("pkt-gen runs");
+    assert!(
+        !out.success(),
+        "a second frontend took a running port: {out:?}"
+    );
+    assert!(
+        b.log_text().contains("refusing a second frontend"),
+        "{}",
+        b.log_text()
+    );
+    // The first one still works: its frames reach the other end.
+    let mut tx = running.tx_ring(0);
+    assert!(tx.send(&[0xff; 60]));
+    tx.txsync().unwrap();
+    let rx = pkt_gen(
+        &[
+            "-i",
+            &b.interface("netmap:hk}1"),
+            "-f",
+            "rx",
+            "-n",
+            "1",
+            "--timeout",
+            "5",
+        ],
+        Duration::from_secs(30),
+    )
+    .expect("rx runs");
+    // (Not a pkt-gen test frame: counted as received, with a payload error.)
+    assert!(rx.stdout.contains("rx: 1 packets"), "{rx:?}\n{}", b.log_text());
+}
+
+#[test]
 fn a_second_daemon_on_the_same_dir_exits_2_and_the_first_keeps_serving() {
     let (d, b) = Backend::in_temp_dir("hl-second", &["null:one", "vale7:a"]);
     let out = run_with_timeout(
