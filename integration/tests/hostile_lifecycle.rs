@@ -132,7 +132,11 @@ fn a_frontend_whose_rings_run_keeps_its_port() {
     )
     .expect("rx runs");
     // (Not a pkt-gen test frame: counted as received, with a payload error.)
-    assert!(rx.stdout.contains("rx: 1 packets"), "{rx:?}\n{}", b.log_text());
+    assert!(
+        rx.stdout.contains("rx: 1 packets"),
+        "{rx:?}\n{}",
+        b.log_text()
+    );
 }
 
 #[test]

@@ -399,8 +399,8 @@ fn vm_one_guest_on_both_ends_of_a_pipe() {
          ptnet-pkt-gen -T 0 -i ptnet0 -f tx -n {n} -R {} -b 32 || exit 1; wait $! || exit 2",
         rate()
     );
-    let cfg = guest("pipe2", &cmd, Nic::new(be.socket(ports[0])), 240)
-        .nic(Nic::new(be.socket(ports[1])));
+    let cfg =
+        guest("pipe2", &cmd, Nic::new(be.socket(ports[0])), 240).nic(Nic::new(be.socket(ports[1])));
     let vm = Vm::start(&cfg).unwrap_or_else(|e| panic!("{e}"));
     let r = vm.wait().unwrap();
     let ctx = format!("{}\n--- backend ---\n{}", r.report(), be.log_text());
