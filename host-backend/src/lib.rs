@@ -17,6 +17,8 @@
 
 pub mod cli;
 pub mod device;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod netmap;
 pub mod nic;
 pub mod port;

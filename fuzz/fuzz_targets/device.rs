@@ -1,0 +1,4 @@
+#![no_main]
+//! See `ptnet_backend::fuzzing::device`.
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ptnet_backend::fuzzing::device(data));
