@@ -8,7 +8,10 @@
 //! cargo xtask build-qemu    patched QEMU (cached); prints its path
 //! cargo xtask guest-image   the guest kernel + initramfs (cached); prints its directory
 //! cargo xtask deps          install the Debian packages the tests need
+//! cargo xtask fuzz          cargo-fuzz targets on nightly ([--seconds N] [--sanitizer S] [TARGET...])
 //! ```
+
+mod fuzz;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -174,7 +177,8 @@ fn bench(extra: &[String]) -> Result<(), String> {
     run_release_bin("ptnet-bench", extra, Vec::new())
 }
 
-const USAGE: &str = "usage: cargo xtask <test|ci|demo|bench|build-qemu|guest-image|deps> [ARGS...]";
+const USAGE: &str =
+    "usage: cargo xtask <test|ci|demo|bench|build-qemu|guest-image|deps|fuzz> [ARGS...]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -191,6 +195,7 @@ fn main() -> ExitCode {
         "build-qemu" => build_qemu().map(|p| println!("{}", p.display())),
         "guest-image" => guest_image().map(|p| println!("{}", p.display())),
         "deps" => deps(),
+        "fuzz" => fuzz::fuzz(rest),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(())
