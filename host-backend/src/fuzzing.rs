@@ -959,8 +959,14 @@ pub fn device(data: &[u8]) {
     let ports = device_ports().lock().unwrap_or_else(|p| p.into_inner());
     let base = 2 * inp.below(2) as usize;
     let opts = LoopOptions {
-        busy_poll: inp.below(32) == 0,
-        spin: std::time::Duration::from_micros(inp.below(64).into()),
+        // Busy polling is the operator's choice, not a frontend's (and its spinning threads
+        // take the CPU the requests need): the default loop, with or without a spin window.
+        busy_poll: false,
+        // Mostly no spinning: spinning ring threads take the CPU the requests need.
+        spin: std::time::Duration::from_micros(match inp.below(4) {
+            0 => inp.below(64).into(),
+            _ => 0,
+        }),
     };
     let mut fe: Vec<Frontend> = (0..1 + inp.below(2) as usize)
         .map(|k| {
