@@ -682,6 +682,24 @@ fn eventfd(nonblock: bool) -> Option<File> {
     owned_fd(unsafe { libc::eventfd(0, flags) })
 }
 
+/// The frontend writes `v` to an eventfd it shares with the daemon, never blocking itself (a
+/// saturated counter refuses the write), and leaves the description blocking if `blocking`.
+fn frontend_write(f: &File, v: u64, blocking: bool) {
+    use std::os::fd::AsRawFd;
+    let fd = f.as_raw_fd();
+    // SAFETY: fcntl on a descriptor we own.
+    let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if fl < 0 {
+        return;
+    }
+    // SAFETY: as above.
+    unsafe { libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK) };
+    let _ = (&*f).write(&v.to_ne_bytes());
+    let fl = if blocking { fl & !libc::O_NONBLOCK } else { fl };
+    // SAFETY: as above.
+    unsafe { libc::fcntl(fd, libc::F_SETFL, fl) };
+}
+
 /// One frontend: a device and the descriptors it was given (kept to write through them).
 struct Frontend {
     dev: PtnetDevice,
@@ -930,7 +948,9 @@ impl Frontend {
                 let list = if call { &self.calls } else { &self.kicks };
                 if let Some(f) = list.get(inp.below(list.len() as u32) as usize) {
                     let v: u64 = if call && inp.bool() { u64::MAX - 1 } else { 1 };
-                    let _ = (&*f).write(&v.to_ne_bytes());
+                    // Or the frontend clears O_NONBLOCK on the description it shares with the
+                    // daemon (issue 10, row 5), which must not block a daemon thread either.
+                    frontend_write(f, v, inp.below(4) == 0);
                 }
             }
             13 => self.misc(inp),
