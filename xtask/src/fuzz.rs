@@ -1,6 +1,8 @@
 //! `cargo xtask fuzz [--seconds N] [--sanitizer S] [TARGET...]`: runs the cargo-fuzz targets of
 //! `fuzz/` (bodies in `ptnet_backend::fuzzing`) on nightly, each for N seconds (default 60) over
-//! its corpus in `fuzz/corpus/TARGET`, and prints the executions per target. Fails on a crash,
+//! its corpus in `fuzz/corpus/TARGET` (read only: what a run finds goes to
+//! `fuzz/target/corpus/TARGET`, so the committed corpus stays minimised; `cargo fuzz cmin` it
+//! into `fuzz/corpus` to keep it), and prints the executions per target. Fails on a crash,
 //! a timeout or an out-of-memory (libFuzzer leaves the input in `fuzz/artifacts/TARGET/`).
 //! `--sanitizer none` runs 3-10x faster than the default `address`. CI replays the corpus on
 //! stable instead (`host-backend/tests/fuzz_corpus.rs`).
@@ -71,12 +73,16 @@ pub fn fuzz(args: &[String]) -> Result<(), String> {
     let mut failed = Vec::new();
     for t in &targets {
         let corpus = dir.join("corpus").join(t);
-        std::fs::create_dir_all(&corpus).map_err(|e| format!("{}: {e}", corpus.display()))?;
+        let found = dir.join("target/corpus").join(t);
+        for d in [&corpus, &found] {
+            std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+        }
         let mut cmd = Command::new("cargo");
         // `-a`: debug assertions (and overflow checks) in the fuzzed code too. Leak detection
         // is off: LeakSanitizer reports std's per-thread allocations of the ring threads.
         cmd.current_dir(&dir)
             .args(["+nightly", "fuzz", "run", "-a", "-s", &sanitizer, t])
+            .arg(&found)
             .arg(&corpus)
             .args([
                 "--",
