@@ -17,30 +17,26 @@
 //! the guest releases are taken in by the next producer's pass (a producer short of room runs one
 //! before it gives up, [`RxRing::arm_producer`]).
 //!
-//! Exactly one thread runs a pass at a time: the state sits behind a mutex that is only ever
-//! *tried* on the data path. Whoever finds it taken leaves a request (`pass_wanted`) that the
-//! holder serves before it lets go, so nobody blocks or spins on it and no request is lost:
-//!
-//! - requester R: `pass_wanted = true`; full fence; `try_lock`.
-//! - holder H: `while pass_wanted.swap(false) { pass }`; unlock; full fence; `pass_wanted` still
-//!   set? take the lock again (or leave it to whoever has it now).
-//!
-//! If R's `try_lock` fails, H's fence comes after R's in the fences' total order (otherwise R's
-//! `try_lock`, after its fence, would see H's unlock, which precedes H's fence), so H's final load
-//! sees R's request, or a later swap by a holder that then ran a pass for it. Every pass that
-//! serves a request starts after the swap that consumed it, which reads the request (all these
-//! accesses are SeqCst), so the pass sees everything R did before asking: its commits and, for the
-//! ring's own thread, the kick it drained. When the state is not lent (no guest, or a busy-polling
-//! loop), a request is dropped: the ring's own thread runs every pass, woken as before through
-//! `consumer_waiting` and its eventfd.
+//! Exactly one thread runs a pass at a time, and nobody blocks or spins for it: the state sits
+//! behind a [`handover::PassLock`], a mutex only ever *tried* on the data path, and whoever finds
+//! it taken leaves a request that the holder serves before it lets go (the protocol and why no
+//! request is lost are in [`handover`]'s notes; a loom model checks it:
+//! `RUSTFLAGS="--cfg loom" cargo test -p ptnet-backend --release --lib rxring_loom`). A pass that
+//! serves a request starts after it, so it sees everything the requester did before asking: its
+//! commits and, for the ring's own thread, the kick it drained. When the state is not lent (no
+//! guest, or a busy-polling loop), a request is dropped: the ring's own thread runs every pass,
+//! woken as before through `consumer_waiting` and its eventfd.
+
+pub mod handover;
 
 use crate::port::RingStats;
+use handover::PassLock;
 use ptnet_protocol::csb::{Atok, Ktoa};
 use ptnet_protocol::netmap::{ring_add, ring_dist, BufPool, RingView};
 use ptnet_protocol::sync::{ring_prev, HostKring, HostStop, PortSync};
 use std::fs::File;
 use std::sync::atomic::{fence, AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, TryLockError};
+use std::sync::Arc;
 use vmm_sys_util::eventfd::EventFd;
 
 /// An RX ring other threads produce into.
@@ -59,9 +55,7 @@ pub struct RxRing {
     /// Signalled for a blocked producer (pipes) when slots are freed and it asked.
     producer_notify: Option<Arc<EventFd>>,
     /// The ring's host state while a guest runs the ring and its loop lends it (direct delivery).
-    host: Mutex<Option<RxHost>>,
-    /// Someone asked for a host pass (see the module notes).
-    pass_wanted: AtomicBool,
+    host: PassLock<RxHost>,
 }
 
 /// What a host pass over an RX ring needs besides the ring: the ring's sync loop lends it to the
@@ -115,8 +109,7 @@ impl RxRing {
             producer_waiting: AtomicBool::new(false),
             consumer_notify,
             producer_notify,
-            host: Mutex::new(None),
-            pass_wanted: AtomicBool::new(false),
+            host: PassLock::new(),
         }
     }
 
@@ -246,13 +239,13 @@ impl RxRing {
     /// ring's sync loop) then runs its own passes through [`Self::host_pass`] too. Not on the
     /// data path: may wait for a pass in progress.
     pub fn lend(&self, host: RxHost) {
-        *self.host.lock().unwrap_or_else(|p| p.into_inner()) = Some(host);
+        self.host.lend(host);
     }
 
     /// Takes the lent state back (the loop stops); later [`Self::host_pass`] calls do nothing.
     /// Waits for a pass in progress.
     pub fn take_back(&self) -> Option<RxHost> {
-        self.host.lock().unwrap_or_else(|p| p.into_inner()).take()
+        self.host.take_back()
     }
 
     /// Runs the ring's host pass (`busy`: [`HostKring::rx_pass`]'s busy-wait mode) if the state
@@ -260,35 +253,15 @@ impl RxRing {
     /// (see the module notes). Never blocks. Returns what the passes run here did; `None` when
     /// none ran here (not lent, or handed over).
     pub fn host_pass(&self, busy: bool) -> Option<PassDone> {
-        self.pass_wanted.store(true, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
         let mut done: Option<PassDone> = None;
-        loop {
-            let mut guard = match self.host.try_lock() {
-                Ok(g) => g,
-                // The holder serves our request before it lets go.
-                Err(TryLockError::WouldBlock) => return done,
-                Err(TryLockError::Poisoned(p)) => p.into_inner(),
-            };
-            let Some(h) = guard.as_mut() else {
-                // Not lent: the ring's own thread runs its passes, woken through its eventfd.
-                self.pass_wanted.store(false, Ordering::SeqCst);
-                return done;
-            };
-            while self.pass_wanted.swap(false, Ordering::SeqCst) {
-                let d = self.pass_once(h, busy);
-                done = Some(PassDone {
-                    stop: d.stop,
-                    moved: d.moved || done.is_some_and(|p| p.moved),
-                });
-            }
-            drop(guard);
-            // A request that found the lock taken after our last swap is ours to serve.
-            fence(Ordering::SeqCst);
-            if !self.pass_wanted.load(Ordering::SeqCst) {
-                return done;
-            }
-        }
+        self.host.run(|h| {
+            let d = self.pass_once(h, busy);
+            done = Some(PassDone {
+                stop: d.stop,
+                moved: d.moved || done.is_some_and(|p| p.moved),
+            });
+        });
+        done
     }
 
     fn pass_once(&self, h: &mut RxHost, busy: bool) -> PassDone {
