@@ -320,6 +320,7 @@ impl PtnetDevice {
         // memory is then new to the guest. Otherwise the memory and our state are the ones the
         // guest has been using, and a plain start is right.
         let adopt = resume && self.port.first_start();
+        let restored = self.port.threads_memory().is_some_and(|m| m.restored());
         for (w, io) in workers.iter_mut().zip(&io) {
             if !adopt {
                 w.kring.start(&io.atok, &io.ktoa);
@@ -329,7 +330,14 @@ impl PtnetDevice {
                 .port
                 .ring_view(w.index)
                 .expect("a threads port has ring views");
-            match w.kring.resume(w.is_tx, &io.atok, &io.ktoa, &ring) {
+            // With the guest's own memory back (SET_INFLIGHT_FD), its buffers and ring headers
+            // stand; without it, RESUME sets up the fresh memory to match the CSB.
+            let resumed = if restored {
+                w.kring.resume_in_place(w.is_tx, &io.atok, &io.ktoa)
+            } else {
+                w.kring.resume(w.is_tx, &io.atok, &io.ktoa, &ring)
+            };
+            match resumed {
                 Ok((head, hwtail)) => {
                     if let Some(rx) = w.sync.direct_rx() {
                         rx.adopt(head, hwtail);
@@ -412,7 +420,9 @@ impl PtnetDevice {
         let len = usize::try_from(val).unwrap_or(usize::MAX);
         match self.port.vnet_hdr_len() {
             Some(shared) if self.vnet_hdr_accepted && ptnet_protocol::vnet::is_valid_len(len) => {
-                shared.store(len as u8, Ordering::Relaxed);
+                if shared.swap(len as u8, Ordering::Relaxed) != len as u8 {
+                    tracing::info!(port = self.port.name(), len, "virtio-net header length");
+                }
                 self.config.set(ptnet::VNET_HDR_LEN, val);
             }
             Some(shared) if val == 0 => {
@@ -648,14 +658,68 @@ impl VhostUserBackendReqHandlerMut for PtnetDevice {
     fn get_shared_object(&mut self, _uuid: VhostUserSharedMsg) -> VuResult<File> {
         Err(VuError::InvalidOperation("no shared objects"))
     }
+    /// The "inflight" region of a ptnet device is its port memory (see
+    /// `ptnet_protocol::device`): a frontend keeps it to give it back after a restart.
     fn get_inflight_fd(
         &mut self,
-        _inflight: &VhostUserInflight,
+        inflight: &VhostUserInflight,
     ) -> VuResult<(VhostUserInflight, File)> {
-        Err(VuError::InvalidOperation("no inflight tracking"))
+        let Some(mem) = self.port.threads_memory() else {
+            return self.refuse("GET_INFLIGHT_FD on a kernel netmap port");
+        };
+        let file = mem.file().try_clone().map_err(VuError::ReqHandlerError)?;
+        let answer = VhostUserInflight {
+            mmap_size: mem.size() as u64,
+            mmap_offset: 0,
+            num_queues: inflight.num_queues,
+            queue_size: inflight.queue_size,
+        };
+        Ok((answer, file))
     }
-    fn set_inflight_fd(&mut self, _inflight: &VhostUserInflight, _file: File) -> VuResult<()> {
-        Err(VuError::InvalidOperation("no inflight tracking"))
+    /// A reconnecting frontend gives back the port memory a previous daemon gave it: copied in
+    /// when nothing of ours has gone live and the layout is ours
+    /// ([`crate::netmap::mem::NetmapMemory::restore_from`]). Best effort: anything else is
+    /// logged and the connection goes on.
+    fn set_inflight_fd(&mut self, inflight: &VhostUserInflight, file: File) -> VuResult<()> {
+        let name = self.port.name().to_string();
+        let Some(mem) = self.port.threads_memory().cloned() else {
+            return self.refuse("SET_INFLIGHT_FD on a kernel netmap port");
+        };
+        if self.running.is_some() || !self.port.first_start() {
+            tracing::info!(
+                port = name,
+                "SET_INFLIGHT_FD: the port's memory is live; kept"
+            );
+            return Ok(());
+        }
+        let size = mem.size();
+        if inflight.mmap_offset != 0 || inflight.mmap_size < size as u64 {
+            let _ = self.refuse::<()>(&format!(
+                "SET_INFLIGHT_FD of {} bytes at {} (the port memory is {size} bytes at 0)",
+                inflight.mmap_size, inflight.mmap_offset
+            ));
+            return Ok(());
+        }
+        let old = match MappedFile::map_guest(file, 0, size) {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = self.refuse::<()>(&format!("SET_INFLIGHT_FD: {e}"));
+                return Ok(());
+            }
+        };
+        match mem.restore_from(&old.mem()) {
+            Ok(true) => tracing::info!(
+                port = name,
+                bytes = size,
+                "port memory restored from the previous daemon's"
+            ),
+            Ok(false) => {}
+            Err(why) => {
+                let _ =
+                    self.refuse::<()>(&format!("SET_INFLIGHT_FD: the memory given back: {why}"));
+            }
+        }
+        Ok(())
     }
     fn get_max_mem_slots(&mut self) -> VuResult<u64> {
         Ok(MAX_REGIONS as u64)

@@ -276,9 +276,20 @@ impl Port {
         !self.started.load(Ordering::Relaxed)
     }
 
-    /// Records that the rings ran.
+    /// Records that the rings ran (and so the port's memory is live).
     pub fn mark_started(&self) {
         self.started.store(true, Ordering::Relaxed);
+        if let Some(m) = self.threads_memory() {
+            m.mark_live();
+        }
+    }
+
+    /// The userspace netmap memory of the port; `None` for kernel ports.
+    pub fn threads_memory(&self) -> Option<&Arc<NetmapMemory>> {
+        match &self.datapath {
+            Datapath::Threads { memory, .. } => Some(memory),
+            Datapath::Kernel(_) => None,
+        }
     }
 
     /// Ring `r` (TX first) in the port's memory; `None` for kernel ports.

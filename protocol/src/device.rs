@@ -13,6 +13,7 @@
 //! | netmap memory into the guest | GET_SHMEM_CONFIG (one region, id 0) and, after SET_BACKEND_REQ_FD is acked, one SHMEM_MAP from the daemon (shmid 0, offsets 0, the port's memory fd, read-write, no reply requested) |
 //! | kicks and interrupts | SET_VRING_KICK / SET_VRING_CALL for queue `i` = ring `i` |
 //! | start and stop | PTCTL CREATE / DELETE written through SET_CONFIG; a disconnect is an implicit DELETE |
+//! | a restart under a running guest | SET_INFLIGHT_FD with the port memory a previous daemon gave (see below), then PTCTL RESUME ([`crate::regs::PTCTL_RESUME`]) |
 //!
 //! ## The config space
 //!
@@ -35,8 +36,17 @@
 //! ## Reconnection
 //!
 //! The daemon keeps each port's rings across connections. A frontend that reconnects replays
-//! SET_MEM_TABLE, the kick and call fds, the CSB addresses, PTFEAT and VNET_HDR_LEN, then CREATE if its
-//! guest had the port running; the guest's hwcur/hwtail then come from the CSB as after any CREATE.
+//! SET_MEM_TABLE, the kick and call fds, the CSB addresses, PTFEAT and VNET_HDR_LEN, then RESUME
+//! if its guest had the port running.
+//!
+//! A daemon that restarted has a fresh port memory and no ring state, while the guest kept both
+//! (and a stock guest never reloads its positions). So with INFLIGHT_SHMFD negotiated, the
+//! "inflight" region of a ptnet device is its port memory: GET_INFLIGHT_FD returns the port's
+//! memory fd, and a frontend that reconnects sends the memory it has been mapping (the previous
+//! daemon's, sealed) with SET_INFLIGHT_FD before RESUME. A daemon whose copy of that memory has
+//! not gone live copies it in when the layout is the same, and RESUME then takes the positions
+//! from the CSB over the guest's own buffers and rings; without it, RESUME starts the rings at
+//! the CSB's positions over empty buffers.
 
 use crate::regs::{memdev, ptnet};
 
@@ -57,6 +67,10 @@ pub mod protocol_features {
     pub const BACKEND_REQ: u64 = 1 << 5;
     /// VHOST_USER_PROTOCOL_F_CONFIG.
     pub const CONFIG: u64 = 1 << 9;
+    /// VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD: for ptnet, the "inflight" region is the port's
+    /// netmap memory (GET_INFLIGHT_FD hands it out, SET_INFLIGHT_FD gives it back to a
+    /// restarted daemon; see the crate's `device` docs).
+    pub const INFLIGHT_SHMFD: u64 = 1 << 12;
     /// VHOST_USER_PROTOCOL_F_RESET_DEVICE.
     pub const RESET_DEVICE: u64 = 1 << 13;
     /// VHOST_USER_PROTOCOL_F_SHMEM.
@@ -69,7 +83,8 @@ pub const PROTOCOL_FEATURES: u64 = protocol_features::MQ
     | protocol_features::BACKEND_REQ
     | protocol_features::CONFIG
     | protocol_features::RESET_DEVICE
-    | protocol_features::SHMEM;
+    | protocol_features::SHMEM
+    | protocol_features::INFLIGHT_SHMFD;
 
 /// Shared memory region id of the netmap memory in GET_SHMEM_CONFIG and SHMEM_MAP.
 pub const NETMAP_SHMEM_ID: u8 = 0;
@@ -328,6 +343,6 @@ mod tests {
         for off in [8, 12, 16, 20, 24, 28, 32, 36, 40, 48, 68, 128, 132] {
             assert!(!is_writable_register(off), "{off}");
         }
-        assert_eq!(PROTOCOL_FEATURES, 0x0040_2229);
+        assert_eq!(PROTOCOL_FEATURES, 0x0040_3229);
     }
 }

@@ -332,18 +332,8 @@ impl HostKring {
         ktoa: &Ktoa,
         ring: &RingView,
     ) -> Result<(u32, u32), BadIndexes> {
+        let (head, cur, _, hwtail) = self.csb_positions(atok, ktoa)?;
         let n = self.num_slots;
-        let (head, cur) = atok.kernel_read();
-        let (hwtail, hwcur) = ktoa.appl_read();
-        let consistent = head < n
-            && cur < n
-            && hwcur < n
-            && hwtail < n
-            && ring_between(hwcur, head, hwtail, n)
-            && ring_between(head, cur, hwtail, n);
-        if !consistent {
-            return Err(BadIndexes { head, cur });
-        }
         self.hwcur = head;
         if is_tx {
             self.hwtail = ring_prev(head, n);
@@ -361,6 +351,47 @@ impl HostKring {
         ring.set_cur(cur);
         ring.set_tail(self.hwtail);
         Ok((head, self.hwtail))
+    }
+
+    /// RESUME over the very memory the guest used (the frontend handed the old daemon's port
+    /// memory back, and it was copied in): buffers, slots and ring headers are the guest's, so
+    /// only our positions are taken from the CSB. TX resumes at the old host's `hwcur`, so the
+    /// frames the guest queued and no host sent go out now; RX keeps what the guest has not
+    /// read. Returns the adopted `(hwcur, hwtail)`; on bad indexes, nothing changes.
+    pub fn resume_in_place(
+        &mut self,
+        is_tx: bool,
+        atok: &Atok,
+        ktoa: &Ktoa,
+    ) -> Result<(u32, u32), BadIndexes> {
+        let (head, cur, hwcur, hwtail) = self.csb_positions(atok, ktoa)?;
+        self.hwcur = if is_tx { hwcur } else { head };
+        self.hwtail = hwtail;
+        // The guest's head and cur stand (unlike CREATE, which starts a stopped ring): its
+        // queued TX slots are work for the first pass.
+        (self.rhead, self.rcur, self.rtail) = (head, cur, hwtail);
+        ktoa.kernel_write(self.hwcur, self.hwtail);
+        ktoa.set_kern_need_kick(true);
+        atok.set_appl_need_kick(true);
+        Ok((self.hwcur, self.hwtail))
+    }
+
+    /// The positions in the CSB, checked to make a ring: `(head, cur, hwcur, hwtail)`.
+    fn csb_positions(&self, atok: &Atok, ktoa: &Ktoa) -> Result<(u32, u32, u32, u32), BadIndexes> {
+        let n = self.num_slots;
+        let (head, cur) = atok.kernel_read();
+        let (hwtail, hwcur) = ktoa.appl_read();
+        let consistent = head < n
+            && cur < n
+            && hwcur < n
+            && hwtail < n
+            && ring_between(hwcur, head, hwtail, n)
+            && ring_between(head, cur, hwtail, n);
+        if consistent {
+            Ok((head, cur, hwcur, hwtail))
+        } else {
+            Err(BadIndexes { head, cur })
+        }
     }
 
     /// Free TX slots as the guest sees them.

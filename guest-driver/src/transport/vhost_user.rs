@@ -24,8 +24,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use vhost::vhost_user::message::{
-    VhostUserConfigFlags, VhostUserHeaderFlag, VhostUserMMap, VhostUserMMapFlags,
-    VhostUserProtocolFeatures,
+    VhostUserConfigFlags, VhostUserHeaderFlag, VhostUserInflight, VhostUserMMap,
+    VhostUserMMapFlags, VhostUserProtocolFeatures,
 };
 use vhost::vhost_user::{
     Frontend, FrontendReqHandler, VhostUserFrontend, VhostUserFrontendReqHandlerMut,
@@ -169,9 +169,11 @@ impl VhostUserTransport {
                 "daemon offers protocol features {offered:#x}, we need {WANTED_PROTOCOL_FEATURES:#x}"
             )));
         }
+        // INFLIGHT_SHMFD, when offered, lets a tool hand a restarted daemon its old port memory.
+        let optional = protocol_features::INFLIGHT_SHMFD;
         wd.call("SET_PROTOCOL_FEATURES", || {
             fe.set_protocol_features(VhostUserProtocolFeatures::from_bits_retain(
-                offered & WANTED_PROTOCOL_FEATURES,
+                offered & (WANTED_PROTOCOL_FEATURES | optional),
             ))
         })?;
         // From now on every request that has no reply of its own is acknowledged (REPLY_ACK).
@@ -317,6 +319,37 @@ impl VhostUserTransport {
         }
         let status = u64::from_le_bytes(reply[12..20].try_into().expect("8 bytes"));
         Ok(status == 0)
+    }
+
+    /// GET_INFLIGHT_FD: the port memory the daemon gave this connection, as a file that outlives
+    /// the daemon (for ptnet the inflight region is the port memory; see
+    /// `ptnet_protocol::device`), with its size.
+    pub fn port_memory_file(&mut self) -> Result<(std::fs::File, u64), Error> {
+        let ask = VhostUserInflight {
+            mmap_size: 0,
+            mmap_offset: 0,
+            num_queues: 1,
+            queue_size: 1,
+        };
+        let (info, file) = self
+            .watchdog
+            .call("GET_INFLIGHT_FD", || self.frontend.get_inflight_fd(&ask))?;
+        Ok((file, info.mmap_size))
+    }
+
+    /// SET_INFLIGHT_FD: gives a restarted daemon the port memory a previous one handed out
+    /// ([`Self::port_memory_file`]), as our QEMU does when it reconnects; a daemon whose own copy
+    /// has not gone live takes the contents.
+    pub fn give_back_port_memory(&mut self, file: &std::fs::File, size: u64) -> Result<(), Error> {
+        let info = VhostUserInflight {
+            mmap_size: size,
+            mmap_offset: 0,
+            num_queues: 1,
+            queue_size: 1,
+        };
+        self.watchdog.call("SET_INFLIGHT_FD", || {
+            self.frontend.set_inflight_fd(&info, file.as_raw_fd())
+        })
     }
 
     /// GET_CONFIG of `size` bytes at `offset` of the device's config space. Made by hand, not

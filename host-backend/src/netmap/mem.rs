@@ -9,7 +9,7 @@ use ptnet_protocol::netmap::{
     nif, ring, BufPool, IfView, RingView, DEFAULT_BUF_SIZE, RESERVED_BUFS,
 };
 use std::io;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 /// Largest netmap memory we build: it must fit a 32-bit BAR with room to spare.
 pub const MAX_MEM_SIZE: usize = 1 << 30;
@@ -59,6 +59,11 @@ pub struct NetmapMemory {
     ring_pool: (u32, u32, u32),
     buf_pool: (u32, u32, u32),
     bufs: BufPool,
+    /// A port of this memory started its rings, or an old memory was copied in: from then on the
+    /// memory is live and is never overwritten by [`NetmapMemory::restore_from`].
+    live: AtomicBool,
+    /// The contents came from a previous daemon (see [`NetmapMemory::restore_from`]).
+    restored: AtomicBool,
 }
 
 impl NetmapMemory {
@@ -157,7 +162,93 @@ impl NetmapMemory {
             ring_pool: (ring_pool_ofs as u32, nrings as u32, ring_objsz as u32),
             buf_pool: (buf_pool_ofs as u32, nbufs as u32, buf_size as u32),
             bufs,
+            live: AtomicBool::new(false),
+            restored: AtomicBool::new(false),
         })
+    }
+
+    /// A port of this memory starts its rings: the memory is live.
+    pub fn mark_live(&self) {
+        self.live.store(true, Ordering::SeqCst);
+    }
+
+    /// Did the contents come from a previous daemon?
+    pub fn restored(&self) -> bool {
+        self.restored.load(Ordering::SeqCst)
+    }
+
+    /// After a daemon restart, a frontend hands back the memory the previous daemon gave it
+    /// (vhost-user SET_INFLIGHT_FD): the guest's buffers, slots and ring headers. If this memory
+    /// has not gone live yet and `old` has exactly its layout (every netmap_if and every ring
+    /// header field the allocator writes), its bytes are copied over ours, and the guest finds
+    /// its packets where it left them (netmap's pkt-gen, for one, writes its frames once and only
+    /// moves the ring afterwards). Returns whether it copied; `Err` names the first difference.
+    /// The contents are the guest's own (its port memory); nothing of another port's can come
+    /// this way, as only this port's frontends ever received this memory.
+    pub fn restore_from(&self, old: &ptnet_protocol::shmem::SharedMem) -> Result<bool, String> {
+        let mem = self.map.mem();
+        if old.len() < mem.len() {
+            return Err(format!(
+                "{} bytes, the port's memory has {}",
+                old.len(),
+                mem.len()
+            ));
+        }
+        if self.live.load(Ordering::SeqCst) {
+            return Ok(false);
+        }
+        let old = old.sub(0, mem.len()).expect("checked above");
+        for (k, l) in self.ifs.iter().enumerate() {
+            let (mine, theirs) = (
+                IfView::new(
+                    mem.sub(l.nifp_offset, self.if_pool.2 as usize)
+                        .expect("inside"),
+                )
+                .expect("fits"),
+                IfView::new(
+                    old.sub(l.nifp_offset, self.if_pool.2 as usize)
+                        .expect("inside"),
+                )
+                .expect("fits"),
+            );
+            let n = nif::ring_ofs_count(l.spec.tx_rings, l.spec.rx_rings);
+            let same_if = mine.name() == theirs.name()
+                && (mine.tx_rings(), mine.rx_rings()) == (theirs.tx_rings(), theirs.rx_rings())
+                && (0..n).all(|i| mine.ring_ofs(i) == theirs.ring_ofs(i));
+            if !same_if {
+                return Err(format!(
+                    "interface {k} ('{}') is laid out otherwise",
+                    mine.name()
+                ));
+            }
+            for r in 0..l.spec.tx_rings + l.spec.rx_rings {
+                let a = self.ring(k, r);
+                let off = l.ring_offsets[r as usize];
+                let b = RingView::new(
+                    old.sub(off, ring::size(a.num_slots())).expect("inside"),
+                    a.num_slots(),
+                )
+                .expect("fits");
+                let fields =
+                    |v: &RingView| (v.num_slots_field(), v.nr_buf_size(), v.buf_ofs(), v.dir());
+                if fields(&a) != fields(&b) {
+                    return Err(format!(
+                        "ring {r} of '{}' is laid out otherwise",
+                        mine.name()
+                    ));
+                }
+            }
+        }
+        if self
+            .live
+            .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            return Ok(false);
+        }
+        let copied = mem.copy_from(0, &old, 0, mem.len());
+        self.restored.store(copied, Ordering::SeqCst);
+        Ok(copied)
     }
 
     /// Allocator id (HOSTMEMID / MEMID).

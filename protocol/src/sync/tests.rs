@@ -446,3 +446,35 @@ fn resume_refuses_a_csb_that_makes_no_ring() {
         assert_eq!((host.hwcur, host.hwtail), (0, 0), "nothing adopted");
     }
 }
+
+#[test]
+fn a_ring_resumed_in_place_sends_what_the_guest_queued() {
+    let n = 16;
+    let f = fixture(n);
+    let mut host = HostKring::new_tx(n);
+    host.start(&f.atok, &f.ktoa);
+    let mut guest = GuestKring::attach(n, &f.atok, &f.ktoa);
+    let mut sink = Sink {
+        ring: &f.ring,
+        budget: 100,
+        out: Vec::new(),
+    };
+    for i in 0..10 {
+        f.ring.set_len(i, i as u16);
+    }
+    guest.prologue(6, 6).unwrap();
+    guest.txsync(&f.atok, &f.ktoa, 0);
+    host.tx_pass(&f.atok, &f.ktoa, &mut sink, false, &mut || {});
+    assert_eq!(sink.out, [0, 1, 2, 3, 4, 5]);
+    // Four more queued; the daemon dies before it sees them. Its successor has the same
+    // memory back and resumes in place: the four go out.
+    guest.prologue(10, 10).unwrap();
+    f.atok.appl_write(10, 10);
+    let mut host = HostKring::new_tx(n);
+    assert_eq!(host.resume_in_place(true, &f.atok, &f.ktoa), Ok((6, 5)));
+    sink.out.clear();
+    host.tx_pass(&f.atok, &f.ktoa, &mut sink, false, &mut || {});
+    assert_eq!(sink.out, [6, 7, 8, 9]);
+    guest.txsync(&f.atok, &f.ktoa, 0);
+    assert_eq!(guest.host_resets, 0);
+}
