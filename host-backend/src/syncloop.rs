@@ -74,6 +74,8 @@ pub struct RingRunner {
     stop_flag: Arc<AtomicBool>,
     stop_fd: Arc<EventFd>,
     threads: Vec<JoinHandle<RingWorker>>,
+    /// The frontend's interrupt eventfds, which [`RingRunner::stop`] drains (see there).
+    calls: Vec<File>,
 }
 
 /// Keeps what the CSB entries point into alive for as long as the threads run.
@@ -99,6 +101,10 @@ impl RingRunner {
             stop_flag,
             stop_fd,
             threads: Vec::with_capacity(workers.len()),
+            calls: io
+                .iter()
+                .filter_map(|i| i.call.as_ref().and_then(|c| c.try_clone().ok()))
+                .collect(),
         };
         let mut pending = workers.into_iter().zip(io);
         while let Some((w, io)) = pending.next() {
@@ -148,9 +154,27 @@ impl RingRunner {
     }
 
     /// Stops the threads and returns the workers with their ring state.
+    ///
+    /// A ring thread can be stuck in one place the frontend controls: an interrupt write to an
+    /// eventfd whose O_NONBLOCK it cleared and whose counter it filled (see
+    /// `sys::eventfd_signal_nowait`). Reading the counter releases such a write, so while a
+    /// thread has not ended the interrupt eventfds are drained (the frontend loses interrupts
+    /// owed to rings that are stopping anyway; only after a grace period, so a normal stop
+    /// never eats a pending interrupt): stopping never waits on a frontend.
     pub fn stop(self) -> Vec<RingWorker> {
         self.stop_flag.store(true, Ordering::SeqCst);
         let _ = self.stop_fd.write(1);
+        // A thread that is not stuck ends at once (its poll watches `stop_fd`): only one that
+        // is still there after a grace period has its frontend's interrupts drained.
+        let grace = Instant::now() + Duration::from_millis(50);
+        while self.threads.iter().any(|t| !t.is_finished()) {
+            if Instant::now() >= grace {
+                for c in &self.calls {
+                    let _ = crate::sys::eventfd_take_nowait(c);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
         self.threads
             .into_iter()
             .map(|t| t.join().expect("ring thread panicked"))
