@@ -759,12 +759,16 @@ impl Port {
         if self.sync_all().is_err() {
             return;
         }
+        let behind = |r: &RingState| r.ktoa.hwcur() % r.view.num_slots() != r.kring.rhead;
+        // A host that asked for no kicks may not look at this ring again for a long while (a
+        // kernel netmap loop waits for the port): kick every ring it has not caught up on, once,
+        // so what we released and queued is taken in before we go (over a netmap pipe, the
+        // peer's TX slots complete only when these are released).
+        for r in self.rings.iter().filter(|r| behind(r)) {
+            self.transport.kick(r.index);
+        }
         loop {
-            let caught_up = self
-                .rings
-                .iter()
-                .all(|r| r.ktoa.hwcur() % r.view.num_slots() == r.kring.rhead);
-            if caught_up || std::time::Instant::now() >= deadline {
+            if !self.rings.iter().any(behind) || std::time::Instant::now() >= deadline {
                 return;
             }
             std::thread::sleep(Duration::from_micros(50));
