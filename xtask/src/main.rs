@@ -177,8 +177,13 @@ fn bench(extra: &[String]) -> Result<(), String> {
     run_release_bin("ptnet-bench", extra, Vec::new())
 }
 
+/// `cargo xtask soak --minutes N [--ports 64] ...`: ptnet-soak (not in CI; see README).
+fn soak(extra: &[String]) -> Result<(), String> {
+    run_release_bin("ptnet-soak", extra, Vec::new())
+}
+
 const USAGE: &str =
-    "usage: cargo xtask <test|ci|demo|bench|build-qemu|guest-image|deps|fuzz> [ARGS...]";
+    "usage: cargo xtask <test|ci|demo|bench|soak|build-qemu|guest-image|deps|fuzz> [ARGS...]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -192,6 +197,7 @@ fn main() -> ExitCode {
         "ci" => ci(),
         "demo" => demo(rest),
         "bench" => bench(rest),
+        "soak" => soak(rest),
         "build-qemu" => build_qemu().map(|p| println!("{}", p.display())),
         "guest-image" => guest_image().map(|p| println!("{}", p.display())),
         "deps" => deps(),
