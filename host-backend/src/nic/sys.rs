@@ -143,6 +143,31 @@ pub fn tap_set_offload(fd: RawFd, flags: libc::c_uint) -> io::Result<()> {
     Ok(())
 }
 
+/// The two iovecs of a frame split between a header on our side (`head`, `head_len` bytes) and
+/// `len` bytes of `mem` at `off`; `EFAULT` if that range is outside the mapping.
+fn head_and_slot(
+    head: *mut u8,
+    head_len: usize,
+    mem: &SharedMem,
+    off: usize,
+    len: usize,
+) -> io::Result<[libc::iovec; 2]> {
+    if !mem.contains(off, len) {
+        return Err(io::Error::from_raw_os_error(libc::EFAULT));
+    }
+    Ok([
+        libc::iovec {
+            iov_base: head.cast(),
+            iov_len: head_len,
+        },
+        libc::iovec {
+            // SAFETY: inside the mapping (checked above), as in `read_into`.
+            iov_base: unsafe { mem.as_ptr().add(off) }.cast(),
+            iov_len: len,
+        },
+    ])
+}
+
 /// `readv(2)`: the first `head.len()` bytes into `head`, the rest into `len` bytes of `mem` at
 /// `off`. Returns the bytes read in all.
 pub fn readv_into(
@@ -152,20 +177,7 @@ pub fn readv_into(
     off: usize,
     len: usize,
 ) -> io::Result<usize> {
-    if !mem.contains(off, len) {
-        return Err(io::Error::from_raw_os_error(libc::EFAULT));
-    }
-    let iov = [
-        libc::iovec {
-            iov_base: head.as_mut_ptr().cast(),
-            iov_len: head.len(),
-        },
-        libc::iovec {
-            // SAFETY: inside the mapping (checked above), as in `read_into`.
-            iov_base: unsafe { mem.as_ptr().add(off) }.cast(),
-            iov_len: len,
-        },
-    ];
+    let iov = head_and_slot(head.as_mut_ptr(), head.len(), mem, off, len)?;
     // SAFETY: both iovecs describe memory valid for writes for the call: `head` borrowed
     // mutably, the shared range checked to lie inside the mapping.
     cvt_size(unsafe { libc::readv(fd, iov.as_ptr(), 2) })
@@ -179,21 +191,8 @@ pub fn writev_from(
     off: usize,
     len: usize,
 ) -> io::Result<usize> {
-    if !mem.contains(off, len) {
-        return Err(io::Error::from_raw_os_error(libc::EFAULT));
-    }
-    let iov = [
-        libc::iovec {
-            iov_base: head.as_ptr() as *mut libc::c_void,
-            iov_len: head.len(),
-        },
-        libc::iovec {
-            // SAFETY: inside the mapping (checked above); the kernel only reads it.
-            iov_base: unsafe { mem.as_ptr().add(off) }.cast(),
-            iov_len: len,
-        },
-    ];
-    // SAFETY: both iovecs describe memory valid for reads for the call.
+    let iov = head_and_slot(head.as_ptr().cast_mut(), head.len(), mem, off, len)?;
+    // SAFETY: both iovecs describe memory valid for reads for the call; the kernel only reads.
     cvt_size(unsafe { libc::writev(fd, iov.as_ptr(), 2) })
 }
 
