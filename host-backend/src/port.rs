@@ -309,8 +309,25 @@ impl Port {
 
     /// A one-line summary of the counters.
     pub fn stats_line(&self) -> String {
-        if let Datapath::Kernel(_) = self.datapath {
-            return "counters are the kernel's (netmap)".to_string();
+        if let Datapath::Kernel(k) = &self.datapath {
+            // The kernel runs the rings and keeps no counters we can read: show where each
+            // ring is, from the CSB, while a frontend runs them.
+            let Some(pos) = k.csb_positions() else {
+                return "kernel netmap: rings not running".to_string();
+            };
+            let ntx = self.geometry.num_tx_rings as usize;
+            let rings: Vec<String> = pos
+                .iter()
+                .enumerate()
+                .map(|(i, (head, hwcur, hwtail))| {
+                    let (dir, n) = if i < ntx { ("tx", i) } else { ("rx", i - ntx) };
+                    format!("{dir}{n}: head={head} hwcur={hwcur} hwtail={hwtail}")
+                })
+                .collect();
+            return format!(
+                "kernel netmap (positions from the CSB): {}",
+                rings.join(", ")
+            );
         }
         let (tx, all) = self.ring_ranges();
         let (tx_packets, rx_packets) = self.packets();

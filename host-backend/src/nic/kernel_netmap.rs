@@ -22,6 +22,7 @@ use crate::port::Port;
 use crate::portspec::{PortKind, PortSpec, RingConf, MAX_RINGS};
 use crate::syncloop::FrontendRings;
 use ptnet_protocol::device::PortGeometry;
+use ptnet_protocol::shmem::SharedMem;
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
@@ -293,6 +294,9 @@ pub struct KernelNetmap {
     pub reg: NmreqRegister,
     /// Where the pools lie.
     pub pools: NmreqPoolsInfo,
+    /// While the kernel's loop runs: the CSB arrays it syncs through (and what keeps them
+    /// mapped), so the daemon can show the rings' positions ([`KernelNetmap::csb_positions`]).
+    csb: std::sync::Mutex<Option<(SharedMem, SharedMem, crate::syncloop::Keepalive)>>,
 }
 
 impl KernelNetmap {
@@ -319,7 +323,29 @@ impl KernelNetmap {
         hdr.nr_body = &mut pools as *mut NmreqPoolsInfo as u64;
         // SAFETY: as above, with the pools body.
         unsafe { sys::ioctl_ptr(dev.as_raw_fd(), NIOCCTRL, &mut hdr)? };
-        Ok(Self { dev, reg, pools })
+        Ok(Self {
+            dev,
+            reg,
+            pools,
+            csb: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// Per ring (TX first) while the kernel's loop runs: the guest's head and the kernel's
+    /// hwcur and hwtail, from the CSB (the kernel keeps no counters we could read).
+    pub fn csb_positions(&self) -> Option<Vec<(u32, u32, u32)>> {
+        let guard = self.csb.lock().unwrap_or_else(|p| p.into_inner());
+        let (atok, ktoa, _) = guard.as_ref()?;
+        let rings = atok.len() / ptnet_protocol::csb::ENTRY_SIZE;
+        Some(
+            (0..rings as u32)
+                .filter_map(|r| {
+                    let (a, k) = crate::syncloop::csb_entries(atok, ktoa, r)?;
+                    let (hwtail, hwcur) = k.appl_read();
+                    Some((a.kernel_read().0, hwcur, hwtail))
+                })
+                .collect(),
+        )
     }
 
     /// The control device: SHMEM_MAP sends it; mapping it gives the port's memory.
@@ -454,8 +480,13 @@ impl KernelLoop {
         port.enable_csb(a, k)?;
         // The arrays stay mapped through `keep` (the guest memory they are windows of).
         let FrontendRings {
-            kicks, calls, keep, ..
+            kicks,
+            calls,
+            keep,
+            atok,
+            ktoa,
         } = fe;
+        *port.csb.lock().unwrap_or_else(|p| p.into_inner()) = Some((atok, ktoa, keep.clone()));
         let fds: Vec<KloopEventfds> = kicks
             .iter()
             .zip(&calls)
@@ -488,6 +519,7 @@ impl KernelLoop {
     /// Stops the loop and waits for its thread. STOP is repeated until the thread is out, in case
     /// it came before the kernel entered the loop.
     pub fn stop(self) {
+        *self.port.csb.lock().unwrap_or_else(|p| p.into_inner()) = None;
         let deadline = Instant::now() + Duration::from_secs(5);
         while !self.thread.is_finished() {
             if let Err(e) = self.port.stop_kloop() {
@@ -607,6 +639,7 @@ mod tests {
             dev: File::open("/dev/null").unwrap(),
             reg,
             pools,
+            csb: std::sync::Mutex::new(None),
         }
     }
 
