@@ -892,16 +892,9 @@ impl Frontend {
                 let _ = self.dev.set_vring_call(i as u8, f);
             }
             4 => {
-                let regs = [
-                    ptnet::PTFEAT,
-                    ptnet::PTCTL,
-                    ptnet::VNET_HDR_LEN,
-                    ptnet::CSB_GH_BAH,
-                    ptnet::CSB_GH_BAL,
-                    ptnet::CSB_HG_BAH,
-                    ptnet::CSB_HG_BAL,
-                    inp.u32(),
-                ];
+                // Every writable register, and one offset the input picks.
+                let w = ptnet_protocol::device::WRITABLE_REGISTERS;
+                let regs = [w[0], w[1], w[2], w[3], w[4], w[5], w[6], inp.u32()];
                 let off = regs[inp.below(regs.len() as u32) as usize];
                 let _ = self.dev.write_register(off, inp.u32());
             }

@@ -230,36 +230,13 @@ pub fn add_seals(f: &File, seals: libc::c_int) -> io::Result<()> {
 /// treats them as a wake-up and lets the owner of the descriptor handle them). Descriptors below
 /// 0 are ignored. At most 8 entries (the rest are ignored); EINTR returns an empty mask.
 pub fn poll_fds(fds: &[(RawFd, i16)], timeout_ms: i32) -> io::Result<u64> {
-    let mut pfds = [libc::pollfd {
-        fd: -1,
-        events: 0,
-        revents: 0,
-    }; 8];
-    let n = fds.len().min(pfds.len());
-    for (p, &(fd, events)) in pfds.iter_mut().zip(fds) {
-        *p = libc::pollfd {
-            fd,
-            events,
-            revents: 0,
-        };
-    }
-    // SAFETY: `pfds[..n]` is a valid array of pollfd structures.
-    let r = unsafe { libc::poll(pfds.as_mut_ptr(), n as libc::nfds_t, timeout_ms) };
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        return if e.kind() == io::ErrorKind::Interrupted {
-            Ok(0)
-        } else {
-            Err(e)
-        };
-    }
-    let mut mask = 0;
-    for (i, p) in pfds[..n].iter().enumerate() {
-        if p.revents != 0 {
-            mask |= 1 << i;
-        }
-    }
-    Ok(mask)
+    let mut revents = [0i16; 8];
+    poll_revents(fds, timeout_ms, &mut revents)?;
+    Ok(revents
+        .iter()
+        .enumerate()
+        .filter(|(_, &r)| r != 0)
+        .fold(0, |mask, (i, _)| mask | 1 << i))
 }
 
 /// The signals the daemon's main thread takes: SIGINT and SIGTERM stop it, SIGUSR1 asks for the
