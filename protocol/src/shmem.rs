@@ -188,8 +188,9 @@ impl SharedMem {
         {
             return None;
         }
-        // SAFETY: `off + bytes <= len` was checked by `sub`.
         Some(Records {
+            // SAFETY: `off + bytes <= len` was checked by `sub`, so the pointer stays inside the
+            // window.
             base: unsafe { self.base.add(off) },
             count,
             stride,
