@@ -67,7 +67,7 @@ pub mod ring {
     pub const OFFSET_MASK: usize = 56;
     /// buf_align (u64).
     pub const BUF_ALIGN: usize = 64;
-    /// sem[128], 128-byte aligned.
+    /// `sem[128]`, 128-byte aligned.
     pub const SEM: usize = 128;
     /// First slot.
     pub const SLOTS: usize = 256;

@@ -82,7 +82,7 @@ pub struct GuestKring {
     pub rcur: u32,
     /// Ask for interrupts when the ring would block (false: the application busy-polls).
     pub want_interrupts: bool,
-    /// Times the host was seen starting over (see [`GuestKring::host_restarted`]).
+    /// Times the host was seen starting over (see `GuestKring::host_restarted`).
     pub host_resets: u32,
 }
 
