@@ -1,10 +1,10 @@
 //! The command line of `ptnet-backend`.
 
-use crate::netmap::{build_ports, NetmapImpl};
+use crate::daemon::server::{PortServer, ServeOptions};
+use crate::frontend::ptnet::syncloop::LoopOptions;
 use crate::port::Port;
+use crate::port::{build_ports, NetmapImpl};
 use crate::portspec::PortSpec;
-use crate::server::{PortServer, ServeOptions};
-use crate::syncloop::LoopOptions;
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -263,7 +263,7 @@ pub fn run() -> ExitCode {
                 .collect()
         }
     };
-    let have_kernel = std::path::Path::new(crate::nic::kernel_netmap::DEV_NETMAP).exists();
+    let have_kernel = std::path::Path::new(crate::kernel::DEV_NETMAP).exists();
     let netmap = match (args.netmap, have_kernel) {
         (NetmapArg::Kernel, false) => {
             return fail(
@@ -285,7 +285,7 @@ pub fn run() -> ExitCode {
         Ok(p) => p,
         Err(e) => return fail(e.to_string()),
     };
-    crate::device::GuestMemory::set_max_per_connection(args.max_guest_memory);
+    crate::frontend::ptnet::GuestMemory::set_max_per_connection(args.max_guest_memory);
     // Signals go to the main thread only: block them before any thread starts.
     crate::sys::block_daemon_signals();
     let opts = LoopOptions {
@@ -365,7 +365,10 @@ mod tests {
             assert!(parse_size(bad).is_err(), "{bad:?} accepted");
         }
         let a = Args::try_parse_from(["ptnet-backend", "null:x"]).unwrap();
-        assert_eq!(a.max_guest_memory, crate::device::DEFAULT_MAX_GUEST_MEMORY);
+        assert_eq!(
+            a.max_guest_memory,
+            crate::frontend::ptnet::DEFAULT_MAX_GUEST_MEMORY
+        );
         let e = Args::try_parse_from(["ptnet-backend", "--max-guest-memory", "lots", "null:x"])
             .unwrap_err();
         assert!(e.to_string().contains("--max-guest-memory"), "{e}");

@@ -16,11 +16,11 @@
 //! | [`vale_frames`] | frames and virtio-net headers through a 3-port VALE switch whose ports use different header lengths |
 //! | [`vnet`] | [`VnetHeader::parse`], [`complete_checksum`] and [`Gso`] segmentation on any bytes |
 
-use crate::device::PtnetDevice;
-use crate::netmap::{build_ports, NetmapImpl};
+use crate::frontend::ptnet::syncloop::LoopOptions;
+use crate::frontend::ptnet::PtnetDevice;
+use crate::port::{build_ports, NetmapImpl};
 use crate::port::{Datapath, Port, RingWorker};
 use crate::portspec::PortSpec;
-use crate::syncloop::LoopOptions;
 use ptnet_protocol::csb::{self, Atok, Ktoa};
 use ptnet_protocol::netmap::{ring, ring_add, ring_dist, BufPool, RingView};
 use ptnet_protocol::regs::{ptnet, PTCTL_CREATE, PTCTL_DELETE, PTCTL_RESUME};

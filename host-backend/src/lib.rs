@@ -3,26 +3,27 @@
 //! The host daemon: serves netmap ports to ptnet frontends over vhost-user and runs the host side
 //! of each ring's sync.
 //!
-//! * [`portspec`]: PORT arguments (nmport syntax);
-//! * [`netmap`]: the built-in userspace netmap (memory allocator, pipes, VALE, null);
-//! * [`nic`]: host interfaces (tap, AF_PACKET, AF_XDP, kernel netmap);
-//! * [`port`]: a served port and its ring workers;
-//! * [`syncloop`]: the per-ring host sync threads;
-//! * [`device`]: the vhost-user device (the frontend contract);
-//! * [`server`]: sockets and connections;
+//! Layers, arrows pointing down only:
+//!
 //! * [`cli`]: the command line;
+//! * [`daemon`]: sockets and connections ([`daemon::server`]);
+//! * [`frontend`]: what serves a port to a VMM ([`frontend::ptnet`]: the ptnet vhost-user device
+//!   and its per-ring host sync threads);
+//! * [`kernel`]: kernel netmap ports (`/dev/netmap`: the kernel runs the sync loop);
+//! * [`port`]: the ring contract every port kind implements, and the kinds: the built-in
+//!   userspace netmap (memory allocator, pipes, VALE, null) and host interfaces ([`port::nic`]:
+//!   tap, AF_PACKET, AF_XDP);
+//! * [`portspec`]: PORT arguments (nmport syntax);
 //! * [`sys`]: memfd, mmap and poll (the crate's `unsafe`).
 
 #![warn(missing_docs)]
 
 pub mod cli;
-pub mod device;
+pub mod daemon;
+pub mod frontend;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod netmap;
-pub mod nic;
+pub mod kernel;
 pub mod port;
 pub mod portspec;
-pub mod server;
-pub mod syncloop;
 pub mod sys;

@@ -6,7 +6,7 @@
 //! valeX:Y              port Y of VALE switch X (X and Y: letters, digits, '_')
 //! null:NAME            a port that discards what it is sent and never receives
 //! netmap:IFNAME        a host interface through kernel netmap (/dev/netmap)
-//! tap:NAME             a tap device (created if missing), see [`crate::nic`]
+//! tap:NAME             a tap device (created if missing), see [`crate::port::nic`]
 //! packet:IFNAME        a host interface through AF_PACKET rings
 //! xdp:IFNAME[@QUEUE]   a host interface through AF_XDP, from queue QUEUE (default 0)
 //! ...@conf:OPT=V,...   options: rings, tx-rings, rx-rings, slots, tx-slots, rx-slots
@@ -311,7 +311,7 @@ impl PortSpec {
             kind,
             conf,
             explicit_conf: conf_str.is_some(),
-            mac_limit: mac_limit.unwrap_or(crate::netmap::mactable::DEFAULT_MAC_LIMIT),
+            mac_limit: mac_limit.unwrap_or(crate::port::mactable::DEFAULT_MAC_LIMIT),
         })
     }
 }

@@ -14,7 +14,7 @@ use nix::sys::socket::{
     recv, send, socket, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType,
 };
 use nix::unistd::Pid;
-use ptnet_backend::nic::sys as nic_sys;
+use ptnet_backend::port::nic::sys as nic_sys;
 use ptnet_driver::{Port, RingId};
 use std::fs::File;
 use std::net::UdpSocket;
@@ -538,7 +538,7 @@ impl RawSock {
             SockProtocol::EthAll,
         )
         .unwrap_or_else(|e| panic!("AF_PACKET socket: {}", std::io::Error::from(e)));
-        // No safe API in `nix` for these two: the daemon's own wrappers (ptnet_backend::nic::sys).
+        // No safe API in `nix` for these two: the daemon's own wrappers (ptnet_backend::port::nic::sys).
         let one: libc::c_int = 1;
         let _ = nic_sys::setsockopt(
             fd.as_raw_fd(),
@@ -1068,7 +1068,7 @@ fn nic_kernel_netmap_without_module_exit_2() {
 fn nic_tap_keeps_its_mac_across_daemon_restarts() {
     let (a, d, name) = tap_setup("");
     let first = a.mac(&name);
-    assert_eq!(first, ptnet_backend::nic::tap::host_side_mac(&name));
+    assert_eq!(first, ptnet_backend::port::nic::tap::host_side_mac(&name));
     drop(d);
     // The tap was the daemon's: it goes, and the next daemon creates it again, same address.
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -15,7 +15,6 @@
 //!
 //! No I/O and no threads here: this crate is plain data and algorithms over shared memory.
 
-
 pub mod conformance;
 pub mod csb;
 pub mod device;

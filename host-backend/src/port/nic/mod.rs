@@ -1,5 +1,5 @@
 //! Host interfaces as ports: what a ptnet guest sees is an ordinary netmap port (private memory,
-//! the rings and slots of [`crate::netmap::mem`]); the port's ring syncs copy frames between those
+//! the rings and slots of [`crate::port::mem`]); the port's ring syncs copy frames between those
 //! rings and a host interface, a batch per sync.
 //!
 //! | kind | how | multi-queue |
@@ -7,7 +7,7 @@
 //! | `tap:NAME` ([`tap`]) | a tap device (created if missing), `read`/`write` per frame | `IFF_MULTI_QUEUE`, one fd per ring pair |
 //! | `packet:IFNAME` ([`packet`]) | AF_PACKET with TPACKET_V2 mmap'ed TX and RX rings, one `sendto` per TX batch | one socket per ring, RX sockets in a `PACKET_FANOUT_HASH` group |
 //! | `xdp:IFNAME[@Q]` ([`xdp`]) | AF_XDP in copy mode, with a 6-instruction XDP program (loaded with `bpf(2)`) redirecting queue q to the socket | ring i on queue Q+i |
-//! | `netmap:IFNAME` ([`kernel_netmap`]) | kernel netmap (`/dev/netmap`, NETMAP_API 14) | the NIC's rings |
+//! | `netmap:IFNAME` ([`crate::kernel`]) | kernel netmap (`/dev/netmap`, NETMAP_API 14) | the NIC's rings |
 //!
 //! Rings wake their sync loop through [`crate::port::RingSync::wake_fd`]: RX rings with their
 //! socket or tap readable (while the guest has free slots). TX hands frames to the kernel in the
@@ -18,13 +18,12 @@
 //! (ENETDOWN, ENXIO, EIO) count as drops; the port keeps working when the link comes back.
 
 pub mod bpf;
-pub mod kernel_netmap;
 pub mod packet;
 pub mod sys;
 pub mod tap;
 pub mod xdp;
 
-use crate::netmap::mem::{IfSpec, NetmapMemory};
+use crate::port::mem::{IfSpec, NetmapMemory};
 use crate::port::{Port, RingStats, RingSync, RingWorker};
 use crate::portspec::{PortKind, PortSpec};
 use crate::sys::MappedFile;
@@ -103,7 +102,7 @@ pub fn build_port(spec: &PortSpec) -> Result<Arc<Port>, NicError> {
         PortKind::Packet { ifname } => packet::build(spec, ifname),
         PortKind::Xdp { ifname, queue } => xdp::build(spec, ifname, *queue),
         PortKind::KernelNetmap { ifname } => {
-            kernel_netmap::build(spec, &format!("netmap:{ifname}"))
+            crate::kernel::build(spec, &format!("netmap:{ifname}"))
         }
         _ => Err(NicError::Unsupported {
             port: spec.name.clone(),

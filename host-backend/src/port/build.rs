@@ -1,19 +1,12 @@
-//! The built-in userspace netmap, used when `/dev/netmap` is absent (or with `--netmap user`):
-//! the memory allocator and the port kinds it offers (pipes, VALE switches, null ports), and
-//! [`build_ports`], which builds every port of the command line.
+//! [`build_ports`]: builds every port of the command line, over the built-in userspace netmap
+//! (used when `/dev/netmap` is absent, or with `--netmap user`) or kernel netmap.
 
-pub mod mactable;
-pub mod mem;
-pub mod null;
-pub mod pipe;
-pub mod rxring;
-pub mod vale;
-
+use super::mem::{IfSpec, NetmapMemory};
+use super::rxring::{RxRing, RxRingSync};
+use super::{mactable, null, pipe, vale};
 use crate::port::{Port, RingStats, RingSync, RingWorker};
 use crate::portspec::{PortKind, PortSpec, RingConf};
-use mem::{IfSpec, NetmapMemory};
 use ptnet_protocol::sync::HostKring;
-use rxring::{RxRing, RxRingSync};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::AtomicU8;
 use std::sync::Arc;
@@ -31,9 +24,9 @@ pub enum BuildError {
     /// Memory could not be created.
     #[error("creating the netmap memory of '{0}': {1}")]
     Memory(String, #[source] std::io::Error),
-    /// A host interface port could not be opened (see [`crate::nic`]).
+    /// A host interface port could not be opened (see [`crate::port::nic`]).
     #[error(transparent)]
-    Nic(#[from] crate::nic::NicError),
+    Nic(#[from] crate::port::nic::NicError),
 }
 
 fn notifier() -> Result<Arc<EventFd>, std::io::Error> {
@@ -116,10 +109,7 @@ pub fn build_ports(all: &[PortSpec], netmap: NetmapImpl) -> Result<Vec<Arc<Port>
             && matches!(s.kind, PortKind::Pipe { .. } | PortKind::Vale { .. })
     };
     for s in all.iter().filter(|s| in_kernel(s)) {
-        built.insert(
-            s.name.clone(),
-            crate::nic::kernel_netmap::build(s, &s.name)?,
-        );
+        built.insert(s.name.clone(), crate::kernel::build(s, &s.name)?);
     }
     let specs: Vec<PortSpec> = all.iter().filter(|s| !in_kernel(s)).cloned().collect();
     let specs = &specs[..];
@@ -327,9 +317,9 @@ pub fn build_ports(all: &[PortSpec], netmap: NetmapImpl) -> Result<Vec<Arc<Port>
         }
     }
 
-    // Host interfaces (tap, AF_PACKET, AF_XDP, kernel netmap): see crate::nic.
-    for s in specs.iter().filter(|s| crate::nic::is_nic(&s.kind)) {
-        built.insert(s.name.clone(), crate::nic::build_port(s)?);
+    // Host interfaces (tap, AF_PACKET, AF_XDP, kernel netmap): see crate::port::nic.
+    for s in specs.iter().filter(|s| crate::port::nic::is_nic(&s.kind)) {
+        built.insert(s.name.clone(), crate::port::nic::build_port(s)?);
     }
 
     Ok(all.iter().map(|s| built[&s.name].clone()).collect())

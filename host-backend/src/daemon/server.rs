@@ -36,9 +36,9 @@
 //!   around `bind`, so it is never reachable with wider permissions), or 0660 with group
 //!   `--socket-group`.
 
-use crate::device::PtnetDevice;
+use crate::frontend::ptnet::syncloop::LoopOptions;
+use crate::frontend::ptnet::PtnetDevice;
 use crate::port::Port;
-use crate::syncloop::LoopOptions;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};

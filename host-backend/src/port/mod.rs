@@ -6,9 +6,20 @@
 //! the vhost-user device and the validation are shared, and kinds differ only in their
 //! `RingSync`s. Kernel netmap ports have the kernel's memory and the kernel's sync loop.
 
-use crate::netmap::mem::NetmapMemory;
-use crate::netmap::rxring::RxRing;
-use crate::nic::kernel_netmap::KernelNetmap;
+pub mod build;
+pub mod mactable;
+pub mod mem;
+pub mod nic;
+pub mod null;
+pub mod pipe;
+pub mod rxring;
+pub mod vale;
+
+pub use build::{build_ports, BuildError, NetmapImpl};
+
+use crate::kernel::KernelNetmap;
+use crate::port::mem::NetmapMemory;
+use crate::port::rxring::RxRing;
 use ptnet_protocol::device::PortGeometry;
 use ptnet_protocol::sync::{HostKring, PortSync};
 use std::ops::Range;
@@ -45,7 +56,7 @@ pub trait RingSync: PortSync + Send {
     }
 
     /// An RX ring whose producers can run its host pass themselves (direct delivery, see
-    /// [`crate::netmap::rxring`]): the sync loop lends the ring its host state while it runs and
+    /// [`crate::port::rxring`]): the sync loop lends the ring its host state while it runs and
     /// syncs through it. `None` (the default): the loop alone runs the ring's passes.
     fn direct_rx(&self) -> Option<Arc<RxRing>> {
         None

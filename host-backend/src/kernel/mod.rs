@@ -17,10 +17,10 @@
 //!    `ioeventfd`, its call eventfd as `irqfd`) on a thread of its own, where it blocks.
 //! 3. On DELETE or disconnect: SYNC_KLOOP_STOP, and join that thread.
 
-use super::{sys, NicError};
+use crate::frontend::ptnet::syncloop::FrontendRings;
+use crate::port::nic::{sys, NicError};
 use crate::port::Port;
 use crate::portspec::{PortKind, PortSpec, RingConf, MAX_RINGS};
-use crate::syncloop::FrontendRings;
 use ptnet_protocol::device::PortGeometry;
 use ptnet_protocol::shmem::SharedMem;
 use std::fs::File;
@@ -296,7 +296,13 @@ pub struct KernelNetmap {
     pub pools: NmreqPoolsInfo,
     /// While the kernel's loop runs: the CSB arrays it syncs through (and what keeps them
     /// mapped), so the daemon can show the rings' positions ([`KernelNetmap::csb_positions`]).
-    csb: std::sync::Mutex<Option<(SharedMem, SharedMem, crate::syncloop::Keepalive)>>,
+    csb: std::sync::Mutex<
+        Option<(
+            SharedMem,
+            SharedMem,
+            crate::frontend::ptnet::syncloop::Keepalive,
+        )>,
+    >,
 }
 
 impl KernelNetmap {
@@ -340,7 +346,7 @@ impl KernelNetmap {
         Some(
             (0..rings as u32)
                 .filter_map(|r| {
-                    let (a, k) = crate::syncloop::csb_entries(atok, ktoa, r)?;
+                    let (a, k) = crate::frontend::ptnet::syncloop::csb_entries(atok, ktoa, r)?;
                     let (hwtail, hwcur) = k.appl_read();
                     Some((a.kernel_read().0, hwcur, hwtail))
                 })
@@ -549,7 +555,7 @@ pub(crate) fn build(spec: &PortSpec, nmport: &str) -> Result<Arc<Port>, NicError
         });
     }
     if let PortKind::KernelNetmap { ifname } = &spec.kind {
-        super::require_if(&spec.name, ifname)?;
+        crate::port::nic::require_if(&spec.name, ifname)?;
     }
     let k = KernelNetmap::open(nmport, &spec.conf).map_err(|e| {
         NicError::io(

@@ -1,5 +1,5 @@
 //! The host sync loops: one thread per ring, running the protocol's host pass
-//! ([`HostKring::tx_pass`] / [`HostKring::rx_pass`]) whenever the guest kicks or the port
+//! ([`HostKring::tx_pass`](ptnet_protocol::sync::HostKring::tx_pass) / [`HostKring::rx_pass`](ptnet_protocol::sync::HostKring::rx_pass)) whenever the guest kicks or the port
 //! notifies, spinning briefly while traffic flows and sleeping in `poll` otherwise.
 //!
 //! Nothing here allocates, locks or makes a per-packet syscall: a pass handles a whole batch, and
@@ -7,9 +7,9 @@
 //!
 //! RX rings that other rings fill (pipes, VALE) use direct delivery when the loop sleeps: the
 //! producer runs the ring's host pass itself after it commits packets (see
-//! [`crate::netmap::rxring`]), so the ring's own thread wakes only for its guest's kicks.
+//! [`crate::port::rxring`]), so the ring's own thread wakes only for its guest's kicks.
 
-use crate::netmap::rxring::{RxHost, RxRing};
+use crate::port::rxring::{RxHost, RxRing};
 use crate::port::{RingStats, RingWorker};
 use crate::sys::{eventfd_signal_nowait, eventfd_take_nowait, poll_revents};
 use ptnet_protocol::csb::{Atok, Ktoa};

@@ -4,9 +4,13 @@
 //! Everything the frontend sends is checked here: config offsets and sizes, ring indexes, memory
 //! regions, and the CSB addresses, which must lie inside the guest memory the frontend shared.
 
-use crate::nic::kernel_netmap::KernelLoop;
+pub mod syncloop;
+
+use crate::frontend::ptnet::syncloop::{
+    csb_entries, FrontendRings, LoopOptions, RingIo, RingRunner,
+};
+use crate::kernel::KernelLoop;
 use crate::port::{Datapath, Port};
-use crate::syncloop::{csb_entries, FrontendRings, LoopOptions, RingIo, RingRunner};
 use crate::sys::{set_nonblocking, MappedFile};
 use ptnet_protocol::csb;
 use ptnet_protocol::device::{
@@ -678,7 +682,7 @@ impl VhostUserBackendReqHandlerMut for PtnetDevice {
     }
     /// A reconnecting frontend gives back the port memory a previous daemon gave it: copied in
     /// when nothing of ours has gone live and the layout is ours
-    /// ([`crate::netmap::mem::NetmapMemory::restore_from`]). Best effort: anything else is
+    /// ([`crate::port::mem::NetmapMemory::restore_from`]). Best effort: anything else is
     /// logged and the connection goes on.
     fn set_inflight_fd(&mut self, inflight: &VhostUserInflight, file: File) -> VuResult<()> {
         let name = self.port.name().to_string();

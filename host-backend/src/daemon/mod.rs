@@ -1,0 +1,3 @@
+//! The daemon: the served ports, their sockets and connections.
+
+pub mod server;
