@@ -162,27 +162,41 @@ mod tests {
     use super::*;
     use crate::shmem::OwnedMem;
 
+    /// `struct nm_csb_atok` of netmap's `net/netmap.h`, field by field.
+    #[repr(C)]
+    struct NmCsbAtok {
+        head: u32,
+        cur: u32,
+        appl_need_kick: u32,
+        sync_flags: u32,
+        pad: [u32; 12],
+    }
+
+    /// `struct nm_csb_ktoa`.
+    #[repr(C)]
+    struct NmCsbKtoa {
+        hwcur: u32,
+        hwtail: u32,
+        kern_need_kick: u32,
+        pad: [u32; 13],
+    }
+
     #[test]
     fn entry_layouts() {
-        assert_eq!(ENTRY_SIZE, 64);
-        assert_eq!(
-            [
-                atok::HEAD,
-                atok::CUR,
-                atok::APPL_NEED_KICK,
-                atok::SYNC_FLAGS,
-                atok::PAD
-            ],
-            [0, 4, 8, 12, 16]
-        );
-        assert_eq!(ENTRY_SIZE - atok::PAD, 12 * 4);
-        assert_eq!(
-            [ktoa::HWCUR, ktoa::HWTAIL, ktoa::KERN_NEED_KICK, ktoa::PAD],
-            [0, 4, 8, 12]
-        );
-        assert_eq!(ENTRY_SIZE - ktoa::PAD, 13 * 4);
-        assert_eq!(array_size(64), 4096);
-        assert_eq!(NAF_FORCE_RECLAIM, 8);
+        use std::mem::{offset_of, size_of};
+        assert_eq!(ENTRY_SIZE, size_of::<NmCsbAtok>());
+        assert_eq!(ENTRY_SIZE, size_of::<NmCsbKtoa>());
+        assert_eq!(atok::HEAD, offset_of!(NmCsbAtok, head));
+        assert_eq!(atok::CUR, offset_of!(NmCsbAtok, cur));
+        assert_eq!(atok::APPL_NEED_KICK, offset_of!(NmCsbAtok, appl_need_kick));
+        assert_eq!(atok::SYNC_FLAGS, offset_of!(NmCsbAtok, sync_flags));
+        assert_eq!(atok::PAD, offset_of!(NmCsbAtok, pad));
+        assert_eq!(ktoa::HWCUR, offset_of!(NmCsbKtoa, hwcur));
+        assert_eq!(ktoa::HWTAIL, offset_of!(NmCsbKtoa, hwtail));
+        assert_eq!(ktoa::KERN_NEED_KICK, offset_of!(NmCsbKtoa, kern_need_kick));
+        assert_eq!(ktoa::PAD, offset_of!(NmCsbKtoa, pad));
+        // One atok and one ktoa array of 64 rings each fill one page.
+        assert_eq!(array_size(64), 64 * size_of::<NmCsbAtok>());
     }
 
     #[test]

@@ -472,12 +472,69 @@ mod tests {
     use super::*;
     use crate::shmem::OwnedMem;
 
+    /// `struct netmap_slot` of netmap's `net/netmap.h`, transcribed field by field: the
+    /// compiler, not a second list of numbers, says where each field lands.
+    #[repr(C)]
+    struct NetmapSlot {
+        buf_idx: u32,
+        len: u16,
+        flags: u16,
+        ptr: u64,
+    }
+
+    /// `struct timeval` on LP64 (the `ts` field of a ring).
+    #[repr(C)]
+    struct Timeval {
+        tv_sec: i64,
+        tv_usec: i64,
+    }
+
+    /// `struct netmap_ring` (the slots follow at the end, 128-byte aligned `sem` before them).
+    #[repr(C)]
+    struct NetmapRing {
+        buf_ofs: i64,
+        num_slots: u32,
+        nr_buf_size: u32,
+        ringid: u16,
+        dir: u16,
+        head: u32,
+        cur: u32,
+        tail: u32,
+        flags: u32,
+        ts: Timeval,
+        offset_mask: u64,
+        buf_align: u64,
+        sem: Sem,
+        slot: [NetmapSlot; 0],
+    }
+
+    /// `uint8_t sem[128]`, `__aligned__(NM_CACHE_ALIGN)` (128).
+    #[repr(C, align(128))]
+    struct Sem([u8; 128]);
+
+    /// `struct netmap_if` (IFNAMSIZ = 16; `ring_ofs` is a flexible array of `ssize_t`).
+    #[repr(C)]
+    struct NetmapIf {
+        ni_name: [u8; 16],
+        ni_version: u32,
+        ni_flags: u32,
+        ni_tx_rings: u32,
+        ni_rx_rings: u32,
+        ni_bufs_head: u32,
+        ni_host_tx_rings: u32,
+        ni_host_rx_rings: u32,
+        ni_spare1: [u32; 3],
+        ring_ofs: [isize; 0],
+    }
+
     #[test]
     fn slot_layout() {
-        assert_eq!(
-            (slot::BUF_IDX, slot::LEN, slot::FLAGS, slot::PTR, slot::SIZE),
-            (0, 4, 6, 8, 16)
-        );
+        use std::mem::{offset_of, size_of};
+        assert_eq!(slot::BUF_IDX, offset_of!(NetmapSlot, buf_idx));
+        assert_eq!(slot::LEN, offset_of!(NetmapSlot, len));
+        assert_eq!(slot::FLAGS, offset_of!(NetmapSlot, flags));
+        assert_eq!(slot::PTR, offset_of!(NetmapSlot, ptr));
+        assert_eq!(slot::SIZE, size_of::<NetmapSlot>());
     }
 
     #[test]
@@ -501,24 +558,32 @@ mod tests {
     #[test]
     fn ring_layout() {
         use ring::*;
+        use std::mem::{align_of, offset_of, size_of};
+        let fields = [
+            (BUF_OFS, offset_of!(NetmapRing, buf_ofs)),
+            (NUM_SLOTS, offset_of!(NetmapRing, num_slots)),
+            (NR_BUF_SIZE, offset_of!(NetmapRing, nr_buf_size)),
+            (RINGID, offset_of!(NetmapRing, ringid)),
+            (DIR, offset_of!(NetmapRing, dir)),
+            (HEAD, offset_of!(NetmapRing, head)),
+            (CUR, offset_of!(NetmapRing, cur)),
+            (TAIL, offset_of!(NetmapRing, tail)),
+            (FLAGS, offset_of!(NetmapRing, flags)),
+            (TS, offset_of!(NetmapRing, ts)),
+            (OFFSET_MASK, offset_of!(NetmapRing, offset_mask)),
+            (BUF_ALIGN, offset_of!(NetmapRing, buf_align)),
+            (SEM, offset_of!(NetmapRing, sem)),
+            (SLOTS, offset_of!(NetmapRing, slot)),
+        ];
+        for (ours, c) in fields {
+            assert_eq!(ours, c);
+        }
+        assert_eq!(SLOTS, size_of::<NetmapRing>());
+        assert_eq!(align_of::<NetmapRing>(), 128);
         assert_eq!(
-            [
-                BUF_OFS,
-                NUM_SLOTS,
-                NR_BUF_SIZE,
-                RINGID,
-                DIR,
-                HEAD,
-                CUR,
-                TAIL,
-                FLAGS,
-                TS
-            ],
-            [0, 8, 12, 16, 18, 20, 24, 28, 32, 40]
+            size(1024),
+            size_of::<NetmapRing>() + 1024 * size_of::<NetmapSlot>()
         );
-        assert_eq!([OFFSET_MASK, BUF_ALIGN, SEM, SLOTS], [56, 64, 128, 256]);
-        assert_eq!(SEM % 128, 0);
-        assert_eq!(size(1024), 256 + 16 * 1024);
         assert_eq!(
             (DIR_TX, DIR_RX),
             (1, 0),
@@ -529,23 +594,24 @@ mod tests {
     #[test]
     fn if_layout() {
         use nif::*;
-        assert_eq!(
-            [
-                NAME,
-                VERSION,
-                FLAGS,
-                TX_RINGS,
-                RX_RINGS,
-                BUFS_HEAD,
-                HOST_TX_RINGS,
-                HOST_RX_RINGS
-            ],
-            [0, 16, 20, 24, 28, 32, 36, 40]
-        );
-        assert_eq!((SPARE1, RING_OFS, NAME_LEN), (44, 56, 16));
-        assert_eq!(size(4), 56 + 32);
-        assert_eq!(FLAG_PRIVATE_MEM, 1);
-        assert_eq!((NETMAP_API, DEFAULT_BUF_SIZE, RESERVED_BUFS), (14, 2048, 2));
+        use std::mem::{offset_of, size_of};
+        let fields = [
+            (NAME, offset_of!(NetmapIf, ni_name)),
+            (VERSION, offset_of!(NetmapIf, ni_version)),
+            (FLAGS, offset_of!(NetmapIf, ni_flags)),
+            (TX_RINGS, offset_of!(NetmapIf, ni_tx_rings)),
+            (RX_RINGS, offset_of!(NetmapIf, ni_rx_rings)),
+            (BUFS_HEAD, offset_of!(NetmapIf, ni_bufs_head)),
+            (HOST_TX_RINGS, offset_of!(NetmapIf, ni_host_tx_rings)),
+            (HOST_RX_RINGS, offset_of!(NetmapIf, ni_host_rx_rings)),
+            (SPARE1, offset_of!(NetmapIf, ni_spare1)),
+            (RING_OFS, offset_of!(NetmapIf, ring_ofs)),
+        ];
+        for (ours, c) in fields {
+            assert_eq!(ours, c);
+        }
+        assert_eq!(NAME_LEN, size_of::<[u8; 16]>());
+        assert_eq!(size(4), size_of::<NetmapIf>() + 4 * size_of::<isize>());
     }
 
     #[test]
