@@ -19,8 +19,21 @@ pub fn socket(dir: &Path, port: &str) -> PathBuf {
     dir.join(format!("{name}.sock"))
 }
 
+/// How long [`Daemon::start`] retries a daemon that could not open a port because the previous
+/// run's kernel resources were not released yet (an AF_XDP socket's queue is freed after its
+/// process exits, not when it exits).
+const BUSY_RETRY: Duration = Duration::from_secs(5);
+
+/// The daemon's own error for a port whose kernel resources are still held (EBUSY), as in
+/// `binding to queue 0: Device or resource busy`.
+fn busy(output: &str) -> bool {
+    output.contains("Device or resource busy")
+}
+
 impl Daemon {
     /// Starts `ptnet-backend --socket-dir DIR ARGS PORTS` on `cpus` and waits for its sockets.
+    /// A daemon that exits because a port is still busy (the previous run's AF_XDP socket not
+    /// released yet) is started again, with a growing pause, for up to [`BUSY_RETRY`].
     pub fn start(
         bins: &Bins,
         dir: &Path,
@@ -28,22 +41,54 @@ impl Daemon {
         args: &[String],
         ports: &[String],
     ) -> Result<Self, String> {
+        let give_up = Instant::now() + BUSY_RETRY;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match Self::start_once(bins, dir, cpus, args, ports) {
+                Err((e, true)) if Instant::now() + pause < give_up => {
+                    eprintln!(
+                        "bench: a port is still busy, starting ptnet-backend again in {pause:?}"
+                    );
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                    drop(e);
+                }
+                r => return r.map_err(|(e, _)| e),
+            }
+        }
+    }
+
+    /// One start; on failure, the error and whether the daemon exited because a port was busy.
+    fn start_once(
+        bins: &Bins,
+        dir: &Path,
+        cpus: &str,
+        args: &[String],
+        ports: &[String],
+    ) -> Result<Self, (String, bool)> {
         for p in ports {
             let _ = std::fs::remove_file(socket(dir, p));
         }
         let mut a = vec!["--socket-dir".to_string(), dir.display().to_string()];
         a.extend(args.iter().cloned());
         a.extend(ports.iter().cloned());
-        let mut proc = Proc::spawn("ptnet-backend", Some(cpus), &bins.backend, &a)?;
+        let mut proc =
+            Proc::spawn("ptnet-backend", Some(cpus), &bins.backend, &a).map_err(|e| (e, false))?;
         let deadline = Instant::now() + Duration::from_secs(15);
         while !ports.iter().all(|p| socket(dir, p).exists()) {
             if !proc.running() {
-                return Err(format!("ptnet-backend exited:\n{}", proc.tail(30)));
+                // Collect all of its output before looking at it.
+                proc.stop(Signal::SIGKILL, Duration::ZERO);
+                let text = proc.text();
+                return Err((
+                    format!("ptnet-backend exited:\n{}", proc.tail(30)),
+                    busy(&text),
+                ));
             }
             if Instant::now() > deadline {
-                return Err(format!(
-                    "ptnet-backend sockets did not appear:\n{}",
-                    proc.tail(30)
+                return Err((
+                    format!("ptnet-backend sockets did not appear:\n{}", proc.tail(30)),
+                    false,
                 ));
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -281,6 +326,15 @@ pub fn idle_cpu(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn busy_queue_is_recognised() {
+        let err = "ptnet-backend: xdp:ptbench0: binding to queue 0: Device or resource busy (os error 16)";
+        assert!(super::busy(err));
+        assert!(!super::busy(
+            "ptnet-backend: xdp:nosuch0: nosuch0 does not exist"
+        ));
+    }
+
     #[test]
     fn report_line() {
         assert_eq!(
