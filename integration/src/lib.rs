@@ -17,12 +17,14 @@
 //! VM tests fail when any of these cannot be built; they skip only when `PTNET_SKIP_VM=1`.
 
 pub mod host;
+pub mod stats;
 // The crate's only `unsafe` (every block with a `// SAFETY:` comment).
 #[allow(unsafe_code)]
 pub mod sys;
 pub mod vm;
 
 pub use host::{bins, Backend, Bins, TempDir};
+pub use stats::PortCounters;
 pub use vm::{Accel, GuestImage, Nic, Vm, VmConfig, VmResult};
 
 /// Reads a numeric field from a flat JSON object line (as `ptnet-pkt-gen --json` prints).

@@ -33,7 +33,7 @@ use checks::{counters, usage};
 use hostile::HOSTILE_KINDS;
 use lanes::{drain, lane_loop, legit_round, on_lanes, Ctx, Lane, Rng, Tally};
 use nix::sys::signal::Signal;
-use ptnet_integration::{bins, Backend, TempDir};
+use ptnet_integration::{bins, Backend, PortCounters, TempDir};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -277,7 +277,7 @@ fn run(o: &Opts) -> Result<(), Vec<String>> {
         log = d.log_text();
         let tail = &log[before_usr1.min(log.len())..];
         let last = lanes.last().map(|l| l.ends[1].clone()).unwrap_or_default();
-        if tail.contains(&format!("port=\"{last}\"")) || Instant::now() > deadline {
+        if PortCounters::last(tail, Some(&last)).is_some() || Instant::now() > deadline {
             break;
         }
     }
