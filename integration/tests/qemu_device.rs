@@ -12,6 +12,7 @@
 
 use ptnet_integration::host::{bins, workspace_root, Backend, TempDir};
 use ptnet_integration::vm::qemu_binary;
+use ptnet_integration::PortCounters;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -45,17 +46,6 @@ const REQUIRED: &[&str] = &[
     "PASS after reconnection: the new daemon's calls reach the guest as MSI-X",
     "PASS DELETE -> 0",
 ];
-
-/// The packet counters the daemon logs for `port` when it stops (the last such line).
-fn final_counter(log: &str, port: &str, key: &str) -> Option<u64> {
-    let port = format!("port=\"{port}\"");
-    let line = log
-        .lines()
-        .rev()
-        .find(|l| l.contains("ptnet_backend::cli: tx_packets=") && l.ends_with(&port))?;
-    let start = line.find(&format!("{key}="))? + key.len() + 1;
-    line[start..].split_whitespace().next()?.parse().ok()
-}
 
 /// `N` of every "PASS peer pkt-gen sent N packets" line in `lines`.
 fn packets_sent(lines: &[String]) -> u64 {
@@ -185,12 +175,12 @@ fn qemu_device_qtest_smoke_with_interrupts_and_reconnection() {
     let ifname_peer = PORTS[1].split('@').next().unwrap();
     let ifname_qemu = PORTS[0].split('@').next().unwrap();
     assert_eq!(
-        final_counter(&log, ifname_peer, "tx_packets"),
+        PortCounters::last(&log, Some(ifname_peer)).map(|c| c.tx_packets),
         Some(sent_after),
         "{ctx}"
     );
     assert_eq!(
-        final_counter(&log, ifname_qemu, "rx_packets"),
+        PortCounters::last(&log, Some(ifname_qemu)).map(|c| c.rx_packets),
         Some(sent_after),
         "{ctx}"
     );
