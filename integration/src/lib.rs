@@ -50,6 +50,19 @@ pub fn json_str<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     Some(&line[start..start + end])
 }
 
+/// Reads a boolean field from a flat JSON object line.
+pub fn json_bool(line: &str, key: &str) -> Option<bool> {
+    let pat = format!("\"{key}\":");
+    let rest = line[line.find(&pat)? + pat.len()..].trim_start();
+    if rest.starts_with("true") {
+        Some(true)
+    } else if rest.starts_with("false") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
 /// The host transmit rate (pps) of a VM test: `PTNET_VM_RATE` (0 = unlimited) or `default`, a
 /// rate a TCG guest keeps up with on 2 busy cores.
 pub fn vm_test_rate(default: u64) -> u64 {
@@ -71,5 +84,9 @@ mod tests {
         assert_eq!(json_num(l, "errors"), Some(0.0));
         assert_eq!(json_num(l, "lost"), None);
         assert_eq!(json_str(l, "mode"), Some("rx"));
+        let b = r#"{"mode":"bridge","zero_copy":true,"copied":false,"dropped":0}"#;
+        assert_eq!(json_bool(b, "zero_copy"), Some(true));
+        assert_eq!(json_bool(b, "copied"), Some(false));
+        assert_eq!(json_bool(b, "dropped"), None);
     }
 }
