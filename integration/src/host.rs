@@ -266,22 +266,49 @@ pub struct Backend {
     ports: Vec<String>,
     extra: Vec<String>,
     bin: PathBuf,
+    /// A command the daemon runs under (`ip netns exec NS`), which must exec it (same pid).
+    wrapper: Vec<String>,
 }
 
 impl Backend {
     /// Starts `ptnet-backend --socket-dir DIR EXTRA... PORTS...` and waits for every socket.
     pub fn start(dir: &Path, ports: &[&str], extra: &[&str]) -> Result<Self, String> {
+        Self::start_under(&[], dir, ports, extra)
+    }
+
+    /// [`Backend::start`] under `wrapper`, a command that execs the daemon in place (so its pid
+    /// is the daemon's), such as `ip netns exec NS`.
+    pub fn start_under(
+        wrapper: &[&str],
+        dir: &Path,
+        ports: &[&str],
+        extra: &[&str],
+    ) -> Result<Self, String> {
         let bins = bins()?;
+        let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
         let mut b = Backend {
             child: None,
             dir: dir.to_path_buf(),
             log: dir.join("backend.log"),
-            ports: ports.iter().map(|s| s.to_string()).collect(),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
+            ports: owned(ports),
+            extra: owned(extra),
             bin: bins.backend,
+            wrapper: owned(wrapper),
         };
         b.spawn()?;
         Ok(b)
+    }
+
+    /// The command that starts the daemon: [`Backend::start_under`]'s wrapper, then the binary.
+    fn command(&self) -> Command {
+        match self.wrapper.split_first() {
+            Some((prog, args)) => {
+                let mut c = Command::new(prog);
+                c.args(args).arg(&self.bin);
+                c
+            }
+            None => Command::new(&self.bin),
+        }
     }
 
     fn spawn(&mut self) -> Result<(), String> {
@@ -293,7 +320,8 @@ impl Backend {
             .append(true)
             .open(&self.log)
             .map_err(|e| format!("{}: {e}", self.log.display()))?;
-        let child = Command::new(&self.bin)
+        let child = self
+            .command()
             .arg("--socket-dir")
             .arg(&self.dir)
             .args(&self.extra)
@@ -304,7 +332,8 @@ impl Backend {
             .spawn()
             .map_err(|e| format!("starting {}: {e}", self.bin.display()))?;
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(15);
+        // Generous: a daemon serving many ports (ptnet-soak's 64) on a busy machine.
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if self.ports.iter().all(|p| self.socket(p).exists()) {
                 return Ok(());
@@ -356,14 +385,39 @@ impl Backend {
 
     /// Stops it with SIGTERM (then SIGKILL after 5 s).
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // The pid of a child we own and have not reaped.
-            let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
-            if wait_deadline(&mut c, Instant::now() + Duration::from_secs(5)).is_none() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
+        self.terminate(Duration::from_secs(5));
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for it to exit; returns how it exited, or `None`
+    /// when it had to be killed (or was not running).
+    pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let mut c = self.child.take()?;
+        // The pid of a child we own and have not reaped.
+        let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
+        let status = wait_deadline(&mut c, Instant::now() + timeout);
+        if status.is_none() {
+            let _ = c.kill();
+            let _ = c.wait();
         }
+        status
+    }
+
+    /// Sends `sig` (SIGUSR1: log the counters) to the running daemon.
+    pub fn signal(&self, sig: Signal) {
+        if let Some(c) = &self.child {
+            // The pid of a child we own and have not reaped.
+            let _ = kill(Pid::from_raw(c.id() as i32), sig);
+        }
+    }
+
+    /// Its pid (0 once stopped).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// The file its stdout and stderr go to.
+    pub fn log_path(&self) -> &Path {
+        &self.log
     }
 
     /// Kills and starts it again with the same arguments.

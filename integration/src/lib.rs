@@ -14,15 +14,21 @@
 //! * the guest image: the last stdout line of `integration/guest/build-image.sh` (cached);
 //!   `PTNET_GUEST_DIR` overrides it.
 //!
-//! VM tests fail when any of these cannot be built; they skip only when `PTNET_SKIP_VM=1`.
-
-#![warn(missing_docs)]
+//! VM tests (`tests/vm_*.rs`, `tests/qemu_device.rs`) boot QEMU, so they are `#[ignore]`d and a
+//! plain `cargo test` reports them as ignored. `cargo xtask test` runs them
+//! (`-- --include-ignored`; with `PTNET_SKIP_VM=1` it leaves them ignored), as does
+//! `cargo test -p ptnet-integration --test vm_ptnet -- --include-ignored`. Asked for, they fail
+//! when any of these cannot be built.
 
 pub mod host;
+pub mod stats;
+// The crate's only `unsafe` (every block with a `// SAFETY:` comment).
+#[allow(unsafe_code)]
 pub mod sys;
 pub mod vm;
 
 pub use host::{bins, Backend, Bins, TempDir};
+pub use stats::PortCounters;
 pub use vm::{Accel, GuestImage, Nic, Vm, VmConfig, VmResult};
 
 /// Reads a numeric field from a flat JSON object line (as `ptnet-pkt-gen --json` prints).
@@ -44,18 +50,17 @@ pub fn json_str<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     Some(&line[start..start + end])
 }
 
-/// True when VM tests were explicitly disabled with `PTNET_SKIP_VM=1`.
-pub fn skip_vm_tests() -> bool {
-    std::env::var("PTNET_SKIP_VM").is_ok_and(|v| v == "1")
-}
-
-/// [`skip_vm_tests`], saying so on stderr: the first line of every VM test.
-pub fn skip_vm_test() -> bool {
-    let skip = skip_vm_tests();
-    if skip {
-        eprintln!("PTNET_SKIP_VM=1: skipped");
+/// Reads a boolean field from a flat JSON object line.
+pub fn json_bool(line: &str, key: &str) -> Option<bool> {
+    let pat = format!("\"{key}\":");
+    let rest = line[line.find(&pat)? + pat.len()..].trim_start();
+    if rest.starts_with("true") {
+        Some(true)
+    } else if rest.starts_with("false") {
+        Some(false)
+    } else {
+        None
     }
-    skip
 }
 
 /// The host transmit rate (pps) of a VM test: `PTNET_VM_RATE` (0 = unlimited) or `default`, a
@@ -79,5 +84,9 @@ mod tests {
         assert_eq!(json_num(l, "errors"), Some(0.0));
         assert_eq!(json_num(l, "lost"), None);
         assert_eq!(json_str(l, "mode"), Some("rx"));
+        let b = r#"{"mode":"bridge","zero_copy":true,"copied":false,"dropped":0}"#;
+        assert_eq!(json_bool(b, "zero_copy"), Some(true));
+        assert_eq!(json_bool(b, "copied"), Some(false));
+        assert_eq!(json_bool(b, "dropped"), None);
     }
 }

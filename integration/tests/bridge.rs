@@ -14,7 +14,7 @@ use ptnet_driver::{Port, RingId};
 use ptnet_integration::host::{
     cpu_time, finish, pkt_gen, spawn_bridge, spawn_pkt_gen, wait_for_text, RunOutput, Spawned,
 };
-use ptnet_integration::{json_num, json_str, Backend};
+use ptnet_integration::{json_bool, json_num, json_str, Backend};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -112,7 +112,7 @@ fn bridge_summary(o: &RunOutput, log: &Path) -> String {
 }
 
 fn zero_copy(summary: &str) -> bool {
-    summary.contains("\"zero_copy\":true")
+    json_bool(summary, "zero_copy").unwrap_or_else(|| panic!("no zero_copy in {summary}"))
 }
 
 /// Two netmap pipes, the bridge on a}0 and b{0: a{0 -> bridge -> b}0 at full speed, then back.

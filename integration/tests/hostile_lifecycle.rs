@@ -10,7 +10,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use ptnet_driver::transport::vhost_user::VhostUserTransport;
 use ptnet_integration::host::{pkt_gen, run_with_timeout, wait_deadline};
-use ptnet_integration::{bins, Backend, TempDir};
+use ptnet_integration::{bins, json_num, Backend, TempDir};
 use ptnet_protocol::device::CONFIG_SIZE;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -127,16 +127,14 @@ fn a_frontend_whose_rings_run_keeps_its_port() {
             "1",
             "--timeout",
             "5",
+            "--json",
         ],
         Duration::from_secs(30),
     )
     .expect("rx runs");
     // (Not a pkt-gen test frame: counted as received, with a payload error.)
-    assert!(
-        rx.stdout.contains("rx: 1 packets"),
-        "{rx:?}\n{}",
-        b.log_text()
-    );
+    let packets = rx.last_line().and_then(|l| json_num(l, "packets"));
+    assert_eq!(packets, Some(1.0), "{rx:?}\n{}", b.log_text());
 }
 
 #[test]

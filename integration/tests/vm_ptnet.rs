@@ -4,12 +4,14 @@
 //!
 //! QEMU (`qemu-patches/build`) and the guest image (`integration/guest/build-image.sh`) are built
 //! by their scripts on first use (cached); the host binaries with `cargo build` (see the crate
-//! docs). A missing or failing piece fails these tests; only `PTNET_SKIP_VM=1` skips them.
+//! docs). A missing or failing piece fails these tests. They boot QEMU, so they are `#[ignore]`d:
+//! `cargo xtask test` runs them (`-- --include-ignored`), as does
+//! `cargo test -p ptnet-integration --test vm_ptnet -- --include-ignored`.
 //! `PTNET_VM_LOG=1` prints every guest's serial console and QEMU log.
 
 use ptnet_integration::host::{finish, spawn_pkt_gen, Backend, RunOutput, TempDir};
 use ptnet_integration::vm::{vm_lock, Nic, Vm, VmConfig, VmResult};
-use ptnet_integration::{json_num, skip_vm_test, vm_test_rate};
+use ptnet_integration::{json_num, vm_test_rate};
 use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 
@@ -25,10 +27,6 @@ fn rate() -> u64 {
 
 /// Marker pkt-gen prints on stderr once its port is open (and the host loops started).
 const READY: &str = "ptnet-pkt-gen: pci:";
-
-fn skip() -> bool {
-    skip_vm_test()
-}
 
 fn guest(name: &str, cmd: &str, nic: Nic, timeout_s: u64) -> VmConfig {
     VmConfig {
@@ -154,10 +152,8 @@ fn guest_to_guest(tag: &str, ports: &[&str]) {
 }
 
 #[test]
+#[ignore = "boots QEMU: run by `cargo xtask test`, or `cargo test -- --include-ignored`"]
 fn vm_guest_to_guest_over_vale() {
-    if skip() {
-        return;
-    }
     // VALE drops when a receiver falls a ring behind; a TCG guest can stall for tens of ms on a
     // busy host, so the rings get room for 200 ms at the test's rate.
     guest_to_guest(
@@ -167,19 +163,15 @@ fn vm_guest_to_guest_over_vale() {
 }
 
 #[test]
+#[ignore = "boots QEMU: run by `cargo xtask test`, or `cargo test -- --include-ignored`"]
 fn vm_guest_to_guest_over_pipe() {
-    if skip() {
-        return;
-    }
     guest_to_guest("pipe", &["netmap:p{1", "netmap:p}1"]);
 }
 
 /// Two TX and two RX rings per port: ring numbering, kicks and the shared INTx over several rings.
 #[test]
+#[ignore = "boots QEMU: run by `cargo xtask test`, or `cargo test -- --include-ignored`"]
 fn vm_guest_to_guest_multiring_pipe() {
-    if skip() {
-        return;
-    }
     guest_to_guest(
         "mpipe",
         &["netmap:q{1@conf:rings=2", "netmap:q}1@conf:rings=2"],
@@ -188,10 +180,8 @@ fn vm_guest_to_guest_multiring_pipe() {
 
 /// A guest and a host process (vhost-user transport) on one VALE switch, both directions.
 #[test]
+#[ignore = "boots QEMU: run by `cargo xtask test`, or `cargo test -- --include-ignored`"]
 fn vm_guest_and_host_process_on_vale() {
-    if skip() {
-        return;
-    }
     let _g = vm_lock();
     let dir = TempDir::new("mixed").unwrap();
     let ports = ["vale1:1@conf:slots=4096", "vale1:2@conf:slots=4096"];
@@ -265,10 +255,8 @@ fn vm_guest_and_host_process_on_vale() {
 /// The daemon dies and comes back while the guest runs; QEMU reconnects (reconnect-ms) and
 /// traffic flows again without a guest reboot.
 #[test]
+#[ignore = "boots QEMU: run by `cargo xtask test`, or `cargo test -- --include-ignored`"]
 fn vm_traffic_resumes_after_daemon_restart() {
-    if skip() {
-        return;
-    }
     let n = 5_000u64;
     let cmd = format!(
         "ptnet-pkt-gen -T 0 -i ptnet0 -f rx -n {n} --timeout 60 --json || exit 1; \
@@ -320,10 +308,8 @@ fn vm_traffic_resumes_after_daemon_restart() {
 
 /// QEMU pointed at a socket nobody serves fails at once, with a message naming it.
 #[test]
+#[ignore = "boots QEMU: run by `cargo xtask test`, or `cargo test -- --include-ignored`"]
 fn vm_missing_socket_is_a_clear_error() {
-    if skip() {
-        return;
-    }
     let _g = vm_lock();
     let dir = TempDir::new("nosock").unwrap();
     let sock = dir.path().join("nobody-here.sock");
@@ -354,10 +340,8 @@ fn vm_missing_socket_is_a_clear_error() {
 /// dropping nothing it had not already received. The second sender starts its sequence at 0
 /// again, which pkt-gen counts as a sender restart.
 #[test]
+#[ignore = "boots QEMU: run by `cargo xtask test`, or `cargo test -- --include-ignored`"]
 fn vm_one_receiver_spans_daemon_restart() {
-    if skip() {
-        return;
-    }
     let n = 2_000u64;
     let cmd = format!(
         "ptnet-pkt-gen -T 0 -i ptnet0 -f rx -n {} --timeout 60 --json",
@@ -385,10 +369,8 @@ fn vm_one_receiver_spans_daemon_restart() {
 /// two memdevs of one MEMID (the pipe's memory). The guest's receiver on `ptnet1` gets every
 /// packet its sender on `ptnet0` sent, through buffers of the one memory both BARs map.
 #[test]
+#[ignore = "boots QEMU: run by `cargo xtask test`, or `cargo test -- --include-ignored`"]
 fn vm_one_guest_on_both_ends_of_a_pipe() {
-    if skip() {
-        return;
-    }
     let _g = vm_lock();
     let dir = TempDir::new("pipe2").unwrap();
     let ports = ["netmap:b{1", "netmap:b}1"];

@@ -8,7 +8,7 @@
 use ptnet_driver::transport::vhost_user::VhostUserTransport;
 use ptnet_driver::transport::Transport;
 use ptnet_driver::{Port, RingId};
-use ptnet_integration::Backend;
+use ptnet_integration::{Backend, PortCounters};
 use ptnet_protocol::regs::{ptnet, PTNETMAP_F_VNET_HDR};
 use std::time::{Duration, Instant};
 
@@ -259,11 +259,9 @@ fn malformed_headers_are_bad_slots_and_bad_lengths_are_refused() {
     drop((a, c));
     b.stop();
     let log = b.log_text();
-    let line = log
-        .lines()
-        .rfind(|l| l.contains("rings stopped") && l.contains("port=\"vale7:a\""))
+    let c = PortCounters::last_stopped(&log, "vale7:a")
         .unwrap_or_else(|| panic!("no counters for vale7:a:\n{log}"));
-    assert!(line.contains("bad_slots=2"), "{line}");
+    assert_eq!(c.bad_slots, 2, "{log}");
     assert!(
         log.contains("VNET_HDR_LEN 12 (PTFEAT VNET_HDR not accepted)"),
         "the refusal is logged:\n{log}"
@@ -294,9 +292,7 @@ fn pipes_convert_in_place_and_drop_gso_toward_an_end_without_a_header() {
     drop((m, s));
     b.stop();
     let log = b.log_text();
-    let line = log
-        .lines()
-        .rfind(|l| l.contains("rings stopped") && l.contains("port=\"netmap:vp{1\""))
+    let c = PortCounters::last_stopped(&log, "netmap:vp{1")
         .unwrap_or_else(|| panic!("no counters for the pipe:\n{log}"));
-    assert!(line.contains("drops=1"), "{line}");
+    assert_eq!(c.drops, 1, "{log}");
 }

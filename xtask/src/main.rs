@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! cargo xtask test          everything README promises: deps, QEMU, guest image, all tests
-//! cargo xtask ci            fmt + clippy + test (what .ci/run runs)
+//!                           (the `#[ignore]`d VM tests too; PTNET_SKIP_VM=1 leaves them ignored)
+//! cargo xtask ci            fmt + clippy + doc + test (what .ci/run runs)
 //! cargo xtask demo          daemon + two guests exchanging packets (Ctrl-C stops)
 //! cargo xtask bench         ptnet vs DPDK vhost-user benchmark
 //! cargo xtask build-qemu    patched QEMU (cached); prints its path
@@ -108,13 +109,43 @@ fn vm_prereqs() -> Result<Vec<(String, PathBuf)>, String> {
     ])
 }
 
+/// `PTNET_SKIP_VM=1`: `cargo xtask test` leaves the VM tests ignored (and builds neither QEMU nor
+/// the guest image).
+fn skip_vm() -> bool {
+    std::env::var("PTNET_SKIP_VM").is_ok_and(|v| v == "1")
+}
+
+/// The `cargo test` command line of `cargo xtask test EXTRA`: `EXTRA` up to a `--` goes to cargo,
+/// the rest to the test binaries, after `--include-ignored` (the VM tests are `#[ignore]`d
+/// because they boot QEMU; this runs them) unless `skip_vm`.
+fn test_args(extra: &[String], skip_vm: bool) -> Vec<String> {
+    let (cargo_args, test_args) = match extra.iter().position(|a| a == "--") {
+        Some(i) => (&extra[..i], &extra[i + 1..]),
+        None => (extra, &[][..]),
+    };
+    let mut v: Vec<String> = ["test", "--workspace"].map(String::from).to_vec();
+    v.extend(cargo_args.iter().cloned());
+    v.push("--".into());
+    if !skip_vm {
+        v.push("--include-ignored".into());
+    }
+    v.extend(test_args.iter().cloned());
+    v
+}
+
 fn test(extra: &[String]) -> Result<(), String> {
     deps()?;
-    let env = vm_prereqs()?;
+    let skip_vm = skip_vm();
+    let env = if skip_vm {
+        eprintln!("xtask: PTNET_SKIP_VM=1: the VM tests stay ignored");
+        Vec::new()
+    } else {
+        vm_prereqs()?
+    };
     // Binaries the integration tests start (daemon, pkt-gen) are built first, in one go.
     run(cargo().args(["build", "--workspace", "--bins"]))?;
     let mut c = cargo();
-    c.args(["test", "--workspace"]).args(extra);
+    c.args(test_args(extra, skip_vm));
     for (k, v) in env {
         c.env(k, v);
     }
@@ -131,6 +162,9 @@ fn ci() -> Result<(), String> {
         "-D",
         "warnings",
     ]))?;
+    run(cargo()
+        .args(["doc", "--workspace", "--no-deps"])
+        .env("RUSTDOCFLAGS", "-D warnings"))?;
     test(&[])
 }
 
@@ -217,5 +251,39 @@ fn main() -> ExitCode {
             eprintln!("xtask: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_args;
+
+    fn args(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn vm_tests_are_included_unless_skipped() {
+        assert_eq!(
+            test_args(&[], false),
+            args(&["test", "--workspace", "--", "--include-ignored"])
+        );
+        assert_eq!(test_args(&[], true), args(&["test", "--workspace", "--"]));
+    }
+
+    #[test]
+    fn extra_arguments_go_to_cargo_and_to_the_tests() {
+        assert_eq!(
+            test_args(&args(&["-p", "ptnet-integration", "--", "vm_boot"]), false),
+            args(&[
+                "test",
+                "--workspace",
+                "-p",
+                "ptnet-integration",
+                "--",
+                "--include-ignored",
+                "vm_boot"
+            ])
+        );
     }
 }

@@ -4,7 +4,7 @@
 //! (or `--seconds N`) stops everything and removes what the demo created.
 
 use ptnet_integration::vm::{Nic, Vm, VmConfig};
-use ptnet_integration::{Backend, TempDir};
+use ptnet_integration::{Backend, PortCounters, TempDir};
 use std::time::{Duration, Instant};
 
 struct Opts {
@@ -129,9 +129,9 @@ fn run(opts: &Opts) -> Result<(), String> {
     }
     let log = backend.log_text();
     let (sent, received, dropped) = (
-        counter(&log, ports[0], "tx_packets"),
-        counter(&log, ports[1], "rx_packets"),
-        counter(&log, ports[0], "drops"),
+        counters(&log, ports[0]).tx_packets,
+        counters(&log, ports[1]).rx_packets,
+        counters(&log, ports[0]).drops,
     );
     if opts.pipe {
         println!(
@@ -150,19 +150,7 @@ fn run(opts: &Opts) -> Result<(), String> {
     Ok(())
 }
 
-/// Counter `key` of `port` in the daemon's exit summary (`... key=N ... port="PORT"`), 0 if absent.
-fn counter(log: &str, port: &str, key: &str) -> u64 {
-    let tag = format!("port=\"{port}\"");
-    log.lines()
-        .filter(|l| l.contains("ptnet_backend::cli") && l.contains(&tag))
-        .filter_map(|l| {
-            l.split(&format!("{key}="))
-                .nth(1)?
-                .split(' ')
-                .next()?
-                .parse()
-                .ok()
-        })
-        .next_back()
-        .unwrap_or(0)
+/// `port`'s last counters in the daemon's log (its exit summary), zeros if absent.
+fn counters(log: &str, port: &str) -> PortCounters {
+    PortCounters::last(log, Some(port)).unwrap_or_default()
 }

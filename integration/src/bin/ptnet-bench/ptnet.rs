@@ -2,61 +2,77 @@
 
 use super::proc::{cpu_seconds, window_mean, Proc};
 use nix::sys::signal::Signal;
-use ptnet_integration::{json_num, Bins, TempDir};
-use std::path::{Path, PathBuf};
+use ptnet_integration::{json_num, Backend, Bins, TempDir};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// A running daemon, pinned.
+/// A running daemon, pinned: the library's [`Backend`] under `taskset` (which execs it, so the
+/// pid is the daemon's).
 pub struct Daemon {
-    /// The process.
-    pub proc: Proc,
-    dir: PathBuf,
+    b: Backend,
 }
 
-/// Socket of `port` in `dir`.
-pub fn socket(dir: &Path, port: &str) -> PathBuf {
-    let name = port.split("@conf:").next().unwrap_or(port);
-    dir.join(format!("{name}.sock"))
+/// How long [`Daemon::start`] retries a daemon that could not open a port because the previous
+/// run's kernel resources were not released yet (an AF_XDP socket's queue is freed after its
+/// process exits, not when it exits).
+const BUSY_RETRY: Duration = Duration::from_secs(5);
+
+/// The daemon's own error for a port whose kernel resources are still held (EBUSY), as in
+/// `binding to queue 0: Device or resource busy`.
+fn busy(output: &str) -> bool {
+    output.contains("Device or resource busy")
 }
 
 impl Daemon {
     /// Starts `ptnet-backend --socket-dir DIR ARGS PORTS` on `cpus` and waits for its sockets.
+    /// A daemon that exits because a port is still busy (the previous run's AF_XDP socket not
+    /// released yet) is started again, with a growing pause, for up to [`BUSY_RETRY`].
     pub fn start(
-        bins: &Bins,
         dir: &Path,
         cpus: &str,
         args: &[String],
         ports: &[String],
     ) -> Result<Self, String> {
-        for p in ports {
-            let _ = std::fs::remove_file(socket(dir, p));
-        }
-        let mut a = vec!["--socket-dir".to_string(), dir.display().to_string()];
-        a.extend(args.iter().cloned());
-        a.extend(ports.iter().cloned());
-        let mut proc = Proc::spawn("ptnet-backend", Some(cpus), &bins.backend, &a)?;
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while !ports.iter().all(|p| socket(dir, p).exists()) {
-            if !proc.running() {
-                return Err(format!("ptnet-backend exited:\n{}", proc.tail(30)));
+        let wrapper = ["taskset", "-c", cpus];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let ports: Vec<&str> = ports.iter().map(String::as_str).collect();
+        let give_up = Instant::now() + BUSY_RETRY;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match Backend::start_under(&wrapper, dir, &ports, &args) {
+                Ok(b) => return Ok(Self { b }),
+                Err(e) if busy(&e) && Instant::now() + pause < give_up => {
+                    eprintln!(
+                        "bench: a port is still busy, starting ptnet-backend again in {pause:?}"
+                    );
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => return Err(e),
             }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "ptnet-backend sockets did not appear:\n{}",
-                    proc.tail(30)
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(Self {
-            proc,
-            dir: dir.to_path_buf(),
-        })
     }
 
     /// The `vhost-user:` port string for `port`.
     pub fn port(&self, port: &str) -> String {
-        format!("vhost-user:{}", socket(&self.dir, port).display())
+        self.b.interface(port)
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.b.pid()
+    }
+
+    /// The last `n` lines of its log (for error messages).
+    pub fn tail(&self, n: usize) -> String {
+        let log = self.b.log_text();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// Stops it: SIGTERM, then SIGKILL after 3 s.
+    pub fn stop(&mut self) {
+        self.b.terminate(Duration::from_secs(3));
     }
 }
 
@@ -133,7 +149,6 @@ fn spawn_gen(bins: &Bins, d: &Daemon, g: &Gen, name: &str) -> Result<Proc, Strin
 pub fn throughput(bins: &Bins, case: &Case, warm: f64, secs: f64) -> Result<f64, String> {
     let dir = TempDir::new("bench").map_err(|e| e.to_string())?;
     let mut d = Daemon::start(
-        bins,
         dir.path(),
         &case.daemon_cpus,
         &case.daemon_args,
@@ -145,7 +160,7 @@ pub fn throughput(bins: &Bins, case: &Case, warm: f64, secs: f64) -> Result<f64,
     };
     let mut tx = spawn_gen(bins, &d, &case.tx, "pkt-gen tx")?;
     if !case.thread_pins.is_empty() {
-        pin_threads(d.proc.pid(), &case.thread_pins);
+        pin_threads(d.pid(), &case.thread_pins);
     }
     // Traffic has started: the sender attached.
     let t0 = Instant::now();
@@ -156,7 +171,7 @@ pub fn throughput(bins: &Bins, case: &Case, warm: f64, secs: f64) -> Result<f64,
             return Err(format!(
                 "pkt-gen tx exited early:\n{}\ndaemon:\n{}",
                 tx.tail(20),
-                d.proc.tail(20)
+                d.tail(20)
             ));
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -168,7 +183,7 @@ pub fn throughput(bins: &Bins, case: &Case, warm: f64, secs: f64) -> Result<f64,
     if let Some(r) = rx.as_mut() {
         r.stop(Signal::SIGKILL, Duration::ZERO);
     }
-    d.proc.stop(Signal::SIGTERM, Duration::from_secs(3));
+    d.stop();
     r.map(|(m, _)| m)
         .ok_or_else(|| format!("no rate reports in the window:\n{text}"))
 }
@@ -184,7 +199,7 @@ pub fn ping_pong(
 ) -> Result<(f64, f64, f64), String> {
     let dir = TempDir::new("bench").map_err(|e| e.to_string())?;
     let ports = ["netmap:lat{1".to_string(), "netmap:lat}1".to_string()];
-    let mut d = Daemon::start(bins, dir.path(), daemon_cpus, daemon_args, &ports)?;
+    let mut d = Daemon::start(dir.path(), daemon_cpus, daemon_args, &ports)?;
     let mut pong_args = vec!["-f".to_string(), "pong".to_string()];
     pong_args.extend(gen_args.iter().cloned());
     let mut pong = spawn_gen(
@@ -218,7 +233,7 @@ pub fn ping_pong(
         .find(|l| l.text.contains("\"rtt_us\""))
         .map(|l| l.text.clone());
     pong.stop(Signal::SIGKILL, Duration::ZERO);
-    d.proc.stop(Signal::SIGTERM, Duration::from_secs(3));
+    d.stop();
     let line =
         line.ok_or_else(|| format!("ping printed no summary (exited: {ok}):\n{}", ping.tail(20)))?;
     let g = |k| json_num(&line, k).ok_or_else(|| format!("no {k} in {line}"));
@@ -236,10 +251,10 @@ pub fn idle_cpu(
 ) -> Result<(f64, f64), String> {
     let dir = TempDir::new("bench").map_err(|e| e.to_string())?;
     let ports: Vec<String> = (0..n).map(|i| format!("vale0:{i}")).collect();
-    let mut d = Daemon::start(bins, dir.path(), daemon_cpus, &[], &ports)?;
+    let mut d = Daemon::start(dir.path(), daemon_cpus, &[], &ports)?;
     // Unattached first.
     std::thread::sleep(Duration::from_millis(500));
-    let pid = d.proc.pid();
+    let pid = d.pid();
     let measure = |secs: f64| -> Result<f64, String> {
         let c0 = cpu_seconds(pid).ok_or("cannot read the daemon's /proc stat")?;
         let t0 = Instant::now();
@@ -275,12 +290,21 @@ pub fn idle_cpu(
     for mut g in gens {
         g.stop(Signal::SIGKILL, Duration::ZERO);
     }
-    d.proc.stop(Signal::SIGTERM, Duration::from_secs(3));
+    d.stop();
     Ok((attached, unattached))
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn busy_queue_is_recognised() {
+        let err = "ptnet-backend: xdp:ptbench0: binding to queue 0: Device or resource busy (os error 16)";
+        assert!(super::busy(err));
+        assert!(!super::busy(
+            "ptnet-backend: xdp:nosuch0: nosuch0 does not exist"
+        ));
+    }
+
     #[test]
     fn report_line() {
         assert_eq!(

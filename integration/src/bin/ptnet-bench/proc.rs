@@ -111,11 +111,6 @@ impl Proc {
         })
     }
 
-    /// Its pid (that of `taskset`'s exec, which is the program itself).
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, |c| c.id())
-    }
-
     /// Still running?
     pub fn running(&mut self) -> bool {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
