@@ -1,15 +1,16 @@
 //! The command line of `ptnet-backend`.
 
-use crate::daemon::server::{PortServer, ServeOptions};
+use crate::daemon::config::{check_sockets, resolve_group, resolve_netmap};
+use crate::daemon::server::ServeOptions;
+use crate::daemon::stats::{Reason, Reporter};
+use crate::daemon::{ConfigError, Daemon, DaemonConfig, Sockets, StatsFormat};
 use crate::frontend::ptnet::syncloop::LoopOptions;
-use crate::port::Port;
-use crate::port::{build_ports, NetmapImpl};
+use crate::port::NetmapImpl;
 use crate::portspec::PortSpec;
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const AFTER_HELP: &str = "\
 PORT syntax (netmap's nmport syntax):
@@ -62,6 +63,10 @@ pub struct Args {
     /// Log every port's counters and packet rates every SECONDS (0: only on SIGUSR1 and at exit).
     #[arg(long, value_name = "SECONDS", default_value_t = 0)]
     pub stats_every: u64,
+    /// How the counters are reported on SIGUSR1, every --stats-every and at exit: log lines
+    /// (text), or the log lines and one JSON object a report on stdout (json).
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = StatsFormat::Text)]
+    pub stats_format: StatsFormat,
     /// Which netmap runs pipe and VALE ports: the kernel's (needs /dev/netmap), the daemon's
     /// own, or the kernel's when /dev/netmap exists. netmap:IFNAME always needs the kernel's.
     #[arg(long, value_enum, value_name = "IMPL", default_value_t = NetmapArg::Auto)]
@@ -87,39 +92,6 @@ pub struct Args {
     /// Ports to serve.
     #[arg(value_name = "PORT", required = true)]
     pub ports: Vec<String>,
-}
-
-/// Packet rates per port between two looks at the counters (`--stats-every`).
-struct RateMeter {
-    since: Instant,
-    packets: Vec<(u64, u64)>,
-}
-
-impl RateMeter {
-    fn new(ports: &[Arc<Port>]) -> Self {
-        Self {
-            since: Instant::now(),
-            packets: ports.iter().map(|p| p.packets()).collect(),
-        }
-    }
-
-    /// Logs each port's counters and its rates since the last call.
-    fn log(&mut self, ports: &[Arc<Port>]) {
-        let secs = self.since.elapsed().as_secs_f64().max(1e-6);
-        for (p, prev) in ports.iter().zip(&mut self.packets) {
-            let now = p.packets();
-            let rate = |a: u64, b: u64| (a.saturating_sub(b)) as f64 / secs / 1e6;
-            tracing::info!(
-                port = p.name(),
-                tx_mpps = format!("{:.3}", rate(now.0, prev.0)),
-                rx_mpps = format!("{:.3}", rate(now.1, prev.1)),
-                "{}",
-                p.stats_line()
-            );
-            *prev = now;
-        }
-        self.since = Instant::now();
-    }
 }
 
 /// A size for `--max-guest-memory`: a positive number of bytes, with an optional binary suffix.
@@ -159,41 +131,6 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(v))
 }
 
-/// `--socket-group`: a group name, or a number.
-fn resolve_group(g: &str) -> Result<u32, String> {
-    match crate::sys::group_id(g) {
-        Ok(Some(gid)) => Ok(gid),
-        Ok(None) => g
-            .parse()
-            .map_err(|_| format!("--socket-group: no group named '{g}'")),
-        Err(e) => Err(format!("--socket-group: looking up '{g}': {e}")),
-    }
-}
-
-/// Creates the socket directory if missing, 0700 (0710 with `group`, which it then gets)
-/// whatever the umask; an existing directory is left as it is.
-fn create_socket_dir(dir: &std::path::Path, group: Option<u32>) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    if dir.is_dir() {
-        return Ok(());
-    }
-    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)?;
-    }
-    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => return Ok(()),
-        Err(e) => return Err(e),
-    }
-    let mode = if let Some(gid) = group {
-        std::os::unix::fs::chown(dir, None, Some(gid))?;
-        0o710
-    } else {
-        0o700
-    };
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
-}
-
 /// `--netmap`.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NetmapArg {
@@ -205,7 +142,56 @@ pub enum NetmapArg {
     User,
 }
 
-/// Runs the daemon; returns when SIGINT or SIGTERM arrives.
+impl TryFrom<Args> for DaemonConfig {
+    type Error = ConfigError;
+
+    /// Checks the command line, in the order the daemon always has: the socket group, the
+    /// ports, `--socket` against the ports, then `--netmap` against `/dev/netmap`.
+    fn try_from(args: Args) -> Result<Self, ConfigError> {
+        let socket_group = args
+            .socket_group
+            .as_deref()
+            .map(resolve_group)
+            .transpose()?;
+        let ports = args
+            .ports
+            .iter()
+            .map(|p| PortSpec::parse(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let sockets = match (args.socket, args.socket_dir) {
+            (Some(p), _) => Sockets::Single(p),
+            (None, dir) => Sockets::Dir(dir.unwrap_or_else(|| PathBuf::from("."))),
+        };
+        check_sockets(&sockets, ports.len())?;
+        let want = match args.netmap {
+            NetmapArg::Auto => None,
+            NetmapArg::Kernel => Some(NetmapImpl::Kernel),
+            NetmapArg::User => Some(NetmapImpl::User),
+        };
+        let have_kernel = std::path::Path::new(crate::kernel::DEV_NETMAP).exists();
+        let netmap = resolve_netmap(want, have_kernel)?;
+        Ok(Self {
+            ports,
+            sockets,
+            netmap,
+            serve: ServeOptions {
+                loops: LoopOptions {
+                    busy_poll: args.busy_poll,
+                    spin: Duration::from_micros(args.spin_us),
+                },
+                handshake_timeout: args.handshake_timeout,
+                idle_timeout: args.idle_timeout,
+                socket_group,
+            },
+            max_guest_memory: args.max_guest_memory,
+            stats_every: (args.stats_every > 0).then(|| Duration::from_secs(args.stats_every)),
+            stats_format: args.stats_format,
+        })
+    }
+}
+
+/// Runs the daemon; returns when SIGINT or SIGTERM arrives. Exit status 2 for a bad command line
+/// or a daemon that cannot start.
 pub fn run() -> ExitCode {
     let args = match Args::try_parse() {
         Ok(a) => a,
@@ -226,128 +212,39 @@ pub fn run() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let fail = |msg: String| {
+    let fail = |msg: &dyn std::fmt::Display| {
         eprintln!("ptnet-backend: {msg}");
         ExitCode::from(2)
     };
-    let socket_group = match args.socket_group.as_deref().map(resolve_group) {
-        None => None,
-        Some(Ok(g)) => Some(g),
-        Some(Err(e)) => return fail(e),
+    let config = match DaemonConfig::try_from(args) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
     };
-    let specs = match args
-        .ports
-        .iter()
-        .map(|p| PortSpec::parse(p))
-        .collect::<Result<Vec<_>, _>>()
-    {
-        Ok(s) => s,
-        Err(e) => return fail(e.to_string()),
-    };
-    let paths: Vec<PathBuf> = match (&args.socket, &args.socket_dir) {
-        (Some(p), _) if specs.len() == 1 => vec![p.clone()],
-        (Some(_), _) => {
-            return fail("--socket takes a single PORT; use --socket-dir for several".into())
-        }
-        (None, dir) => {
-            let dir = dir.clone().unwrap_or_else(|| PathBuf::from("."));
-            if let Err(e) = create_socket_dir(&dir, socket_group) {
-                return fail(format!(
-                    "cannot create socket directory {}: {e}",
-                    dir.display()
-                ));
-            }
-            specs
-                .iter()
-                .map(|s| dir.join(format!("{}.sock", s.name)))
-                .collect()
-        }
-    };
-    let have_kernel = std::path::Path::new(crate::kernel::DEV_NETMAP).exists();
-    let netmap = match (args.netmap, have_kernel) {
-        (NetmapArg::Kernel, false) => {
-            return fail(
-                "--netmap kernel: /dev/netmap does not exist (load the netmap kernel module, netmap.ko)".into(),
-            )
-        }
-        (NetmapArg::Kernel, true) | (NetmapArg::Auto, true) => NetmapImpl::Kernel,
-        (NetmapArg::User, _) | (NetmapArg::Auto, false) => NetmapImpl::User,
-    };
-    tracing::info!(
-        "pipe and VALE ports run on {}",
-        if netmap == NetmapImpl::Kernel {
-            "kernel netmap (/dev/netmap)"
-        } else {
-            "the built-in userspace netmap"
-        }
-    );
-    let ports = match build_ports(&specs, netmap) {
-        Ok(p) => p,
-        Err(e) => return fail(e.to_string()),
-    };
-    crate::frontend::ptnet::GuestMemory::set_max_per_connection(args.max_guest_memory);
     // Signals go to the main thread only: block them before any thread starts.
     crate::sys::block_daemon_signals();
-    let opts = LoopOptions {
-        busy_poll: args.busy_poll,
-        spin: Duration::from_micros(args.spin_us),
+    let daemon = match Daemon::start(&config) {
+        Ok(d) => d,
+        Err(e) => return fail(&e),
     };
-    let opts = ServeOptions {
-        loops: opts,
-        handshake_timeout: args.handshake_timeout,
-        idle_timeout: args.idle_timeout,
-        socket_group,
-    };
-    let mut servers = Vec::new();
-    for (port, path) in ports.iter().zip(&paths) {
-        match PortServer::start(port.clone(), path, opts) {
-            Ok(s) => {
-                let g = port.geometry();
-                tracing::info!(
-                    port = port.name(),
-                    socket = %path.display(),
-                    tx_rings = g.num_tx_rings,
-                    rx_rings = g.num_rx_rings,
-                    slots = g.num_tx_slots,
-                    mem_id = g.mem_id,
-                    mem_size = g.mem_size,
-                    "serving"
-                );
-                servers.push(s);
-            }
-            Err(e) => {
-                for s in servers {
-                    s.stop();
-                }
-                return fail(e.to_string());
-            }
-        }
-    }
-    // The main thread waits for signals, logging the counters on SIGUSR1 and every
+    // The main thread waits for signals, reporting the counters on SIGUSR1 and every
     // --stats-every seconds.
-    let every = (args.stats_every > 0).then(|| Duration::from_secs(args.stats_every));
-    let mut rates = RateMeter::new(&ports);
+    let mut reports = Reporter::new(config.stats_format, daemon.ports());
     loop {
-        let timeout = every.map(|e| e.saturating_sub(rates.since.elapsed()));
+        let timeout = config
+            .stats_every
+            .map(|e| e.saturating_sub(reports.since().elapsed()));
         match crate::sys::wait_for_signal(timeout) {
-            Some(libc::SIGUSR1) => {
-                for p in &ports {
-                    tracing::info!(port = p.name(), "{}", p.stats_line());
-                }
-            }
+            Some(libc::SIGUSR1) => reports.report(Reason::Signal, daemon.ports(), daemon.stats()),
             Some(sig) => {
                 tracing::info!("signal {sig}: shutting down");
                 break;
             }
-            None => rates.log(&ports),
+            None => reports.report(Reason::Interval, daemon.ports(), daemon.stats()),
         }
     }
-    for s in servers {
-        s.stop();
-    }
-    for p in &ports {
-        tracing::info!(port = p.name(), "{}", p.stats_line());
-    }
+    let ports = daemon.ports().to_vec();
+    let last = daemon.stop();
+    reports.report(Reason::Exit, &ports, last);
     ExitCode::SUCCESS
 }
 
@@ -390,8 +287,84 @@ mod serve_option_tests {
         assert_eq!(a.handshake_timeout, Duration::from_secs(5));
         assert_eq!(a.idle_timeout, Duration::from_secs(5));
         assert_eq!(a.socket_group, None);
-        assert_eq!(resolve_group("root"), Ok(0));
-        assert_eq!(resolve_group("4242"), Ok(4242));
+        assert_eq!(resolve_group("root").unwrap(), 0);
+        assert_eq!(resolve_group("4242").unwrap(), 4242);
         assert!(resolve_group("no-such-group-here").is_err());
+    }
+}
+
+#[cfg(test)]
+mod config_tests {
+    use super::*;
+
+    fn config(args: &[&str]) -> Result<DaemonConfig, ConfigError> {
+        let mut all = vec!["ptnet-backend"];
+        all.extend(args);
+        DaemonConfig::try_from(Args::try_parse_from(all).expect("parses"))
+    }
+
+    #[test]
+    fn the_command_line_becomes_a_config() {
+        let c = config(&[
+            "--socket-dir",
+            "/run/p",
+            "--netmap",
+            "user",
+            "null:a",
+            "vale0:1",
+        ])
+        .unwrap();
+        assert_eq!(c.sockets, Sockets::Dir("/run/p".into()));
+        assert_eq!(c.netmap, NetmapImpl::User);
+        assert_eq!((c.stats_every, c.stats_format), (None, StatsFormat::Text));
+        assert_eq!(c.ports.len(), 2);
+        let c = config(&[
+            "--socket",
+            "/tmp/one.sock",
+            "--stats-every",
+            "3",
+            "--stats-format",
+            "json",
+            "--busy-poll",
+            "--socket-group",
+            "0",
+            "null:a",
+        ])
+        .unwrap();
+        assert_eq!(c.sockets, Sockets::Single("/tmp/one.sock".into()));
+        assert_eq!(c.stats_every, Some(Duration::from_secs(3)));
+        assert_eq!(c.stats_format, StatsFormat::Json);
+        assert!(c.serve.loops.busy_poll);
+        assert_eq!(c.serve.socket_group, Some(0));
+        assert_eq!(c.socket_paths(), [PathBuf::from("/tmp/one.sock")]);
+        let c = config(&["null:a"]).unwrap();
+        assert_eq!(c.sockets, Sockets::Dir(".".into()));
+    }
+
+    #[test]
+    fn each_bad_option_names_itself() {
+        let e = config(&["--socket", "/tmp/x.sock", "null:a", "null:b"]).unwrap_err();
+        assert!(
+            matches!(e, ConfigError::SocketForSeveralPorts { ports: 2 }),
+            "{e:?}"
+        );
+        let e = config(&["--socket-group", "no-such-group-here", "null:a"]).unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::NoSuchGroup(g) if g == "no-such-group-here"),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "--socket-group: no group named 'no-such-group-here'"
+        );
+        let e = config(&["null:a", "nosuchkind:x"]).unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Port(p) if p.spec == "nosuchkind:x"),
+            "{e:?}"
+        );
+        if !std::path::Path::new(crate::kernel::DEV_NETMAP).exists() {
+            let e = config(&["--netmap", "kernel", "null:a"]).unwrap_err();
+            assert!(matches!(e, ConfigError::NoKernelNetmap), "{e:?}");
+        }
     }
 }

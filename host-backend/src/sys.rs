@@ -205,6 +205,8 @@ impl std::fmt::Display for GuestFileError {
     }
 }
 
+impl std::error::Error for GuestFileError {}
+
 /// The seals of `f` (`F_GET_SEALS`); an error (EINVAL) for a file that is not a memfd.
 pub fn seals(f: &File) -> io::Result<libc::c_int> {
     // SAFETY: fcntl on a descriptor we hold; F_GET_SEALS only reads.
@@ -570,6 +572,54 @@ mod frontend_fd_tests {
         assert_eq!(poll_revents(&fds, 0, &mut out).unwrap(), 2);
         assert_ne!(out[0] & libc::POLLHUP, 0);
     }
+}
+
+// --- Descriptors a frontend sends (fuzzing and in-process tests make them). ---
+
+/// A fresh eventfd (counter 0), as a file: what a frontend sends for a kick or an interrupt.
+pub fn eventfd_file(nonblock: bool) -> io::Result<File> {
+    let flags = libc::EFD_CLOEXEC | if nonblock { libc::EFD_NONBLOCK } else { 0 };
+    // SAFETY: plain syscall; it returns a fresh descriptor or -1.
+    let fd = unsafe { libc::eventfd(0, flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor nobody else owns.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// A memfd of `size` bytes that can be sealed, with no seal yet: what a frontend sends as guest
+/// memory (it seals it, or not, with [`add_seals`]).
+pub fn sealable_memfd(name: &std::ffi::CStr, size: u64) -> io::Result<File> {
+    // SAFETY: plain syscall with a valid NUL-terminated name.
+    let fd =
+        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor nobody else owns.
+    let file = unsafe { File::from_raw_fd(fd) };
+    file.set_len(size)?;
+    Ok(file)
+}
+
+/// Sets or clears `O_NONBLOCK` on `f`'s file description; returns whether it was set before.
+pub fn set_nonblocking_to(f: &File, on: bool) -> io::Result<bool> {
+    // SAFETY: fcntl on a descriptor we hold; only the status flags change.
+    let flags = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let new = if on {
+        flags | libc::O_NONBLOCK
+    } else {
+        flags & !libc::O_NONBLOCK
+    };
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETFL, new) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(flags & libc::O_NONBLOCK != 0)
 }
 
 #[cfg(test)]

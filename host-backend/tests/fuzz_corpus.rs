@@ -41,6 +41,11 @@ fn device_corpus() {
 }
 
 #[test]
+fn device_state_corpus() {
+    replay("device_state");
+}
+
+#[test]
 fn sync_corpus() {
     replay("sync");
 }
@@ -63,5 +68,15 @@ fn vnet_corpus() {
 #[test]
 fn every_target_has_a_test() {
     let names: Vec<&str> = TARGETS.iter().map(|(t, _)| *t).collect();
-    assert_eq!(names, ["device", "sync", "slots", "vale_frames", "vnet"]);
+    assert_eq!(
+        names,
+        [
+            "device",
+            "device_state",
+            "sync",
+            "slots",
+            "vale_frames",
+            "vnet"
+        ]
+    );
 }

@@ -11,7 +11,14 @@ use super::{root, run};
 use std::process::{Command, Stdio};
 
 /// The targets, in the order they run (the names of `fuzz/fuzz_targets/*.rs`).
-pub const TARGETS: &[&str] = &["device", "sync", "slots", "vale_frames", "vnet"];
+pub const TARGETS: &[&str] = &[
+    "device",
+    "device_state",
+    "sync",
+    "slots",
+    "vale_frames",
+    "vnet",
+];
 
 fn has_cargo_fuzz() -> bool {
     Command::new("cargo")

@@ -1,3 +1,184 @@
-//! The daemon: the served ports, their sockets and connections.
+//! The daemon as a library: [`Daemon::start`] builds the ports of a [`DaemonConfig`] and serves
+//! each on its socket ([`server`]); [`Daemon::stats`] gives every counter as data
+//! ([`DaemonStats`]); [`Daemon::stop`] shuts it all down, as SIGTERM does. The command line
+//! ([`crate::cli`]) is a thin loop over this.
 
+pub mod config;
 pub mod server;
+pub mod stats;
+
+pub use config::{ConfigError, DaemonConfig, Sockets, StatsFormat};
+pub use stats::{DaemonStats, FrontendState, PortStats};
+
+use crate::frontend::ptnet::GuestMemory;
+use crate::port::{build_ports, BuildError, NetmapImpl, Port};
+use server::{PortServer, ServeError};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The socket directory could not be created.
+    #[error("cannot create socket directory {}: {source}", dir.display())]
+    SocketDir {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A port could not be built.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// A port's socket could not be served.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+}
+
+/// A running daemon: its ports, each served on its socket.
+pub struct Daemon {
+    ports: Vec<Arc<Port>>,
+    sockets: Vec<PathBuf>,
+    servers: Vec<PortServer>,
+    started: Instant,
+}
+
+impl Daemon {
+    /// Creates the socket directory if needed, builds the ports and serves each on its socket.
+    /// On error, whatever was started is stopped again.
+    pub fn start(config: &DaemonConfig) -> Result<Self, DaemonError> {
+        if let Some(dir) = config.socket_dir() {
+            create_socket_dir(dir, config.serve.socket_group).map_err(|source| {
+                DaemonError::SocketDir {
+                    dir: dir.to_path_buf(),
+                    source,
+                }
+            })?;
+        }
+        tracing::info!(
+            "pipe and VALE ports run on {}",
+            if config.netmap == NetmapImpl::Kernel {
+                "kernel netmap (/dev/netmap)"
+            } else {
+                "the built-in userspace netmap"
+            }
+        );
+        let ports = build_ports(&config.ports, config.netmap)?;
+        GuestMemory::set_max_per_connection(config.max_guest_memory);
+        let sockets = config.socket_paths();
+        let mut servers = Vec::new();
+        for (port, path) in ports.iter().zip(&sockets) {
+            match PortServer::start(port.clone(), path, config.serve) {
+                Ok(s) => {
+                    let g = port.geometry();
+                    tracing::info!(
+                        port = port.name(),
+                        socket = %path.display(),
+                        tx_rings = g.num_tx_rings,
+                        rx_rings = g.num_rx_rings,
+                        slots = g.num_tx_slots,
+                        mem_id = g.mem_id,
+                        mem_size = g.mem_size,
+                        "serving"
+                    );
+                    servers.push(s);
+                }
+                Err(e) => {
+                    for s in servers {
+                        s.stop();
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(Self {
+            ports,
+            sockets,
+            servers,
+            started: Instant::now(),
+        })
+    }
+
+    /// The served ports, in command-line order.
+    pub fn ports(&self) -> &[Arc<Port>] {
+        &self.ports
+    }
+
+    /// Their sockets, in the same order.
+    pub fn sockets(&self) -> &[PathBuf] {
+        &self.sockets
+    }
+
+    /// The socket of port `name`.
+    pub fn socket(&self, name: &str) -> Option<&Path> {
+        self.ports
+            .iter()
+            .position(|p| p.name() == name)
+            .map(|i| self.sockets[i].as_path())
+    }
+
+    /// Every counter, now.
+    pub fn stats(&self) -> DaemonStats {
+        self.collect(|i| Some(self.servers[i].frontend()))
+    }
+
+    fn collect(&self, frontend: impl Fn(usize) -> Option<server::FrontendStatus>) -> DaemonStats {
+        DaemonStats {
+            uptime_s: self.started.elapsed().as_secs_f64(),
+            kick_faults: crate::frontend::ptnet::syncloop::kick_faults(),
+            ports: self
+                .ports
+                .iter()
+                .zip(&self.sockets)
+                .enumerate()
+                .map(|(i, (p, s))| stats::port_stats(p, s.clone(), frontend(i)))
+                .collect(),
+        }
+    }
+
+    /// Stops serving: every connection is closed (its rings stopped) and every socket removed.
+    /// Returns the counters as they stand after (every frontend [`FrontendState::Stopped`]).
+    pub fn stop(self) -> DaemonStats {
+        let Self {
+            ports,
+            sockets,
+            servers,
+            started,
+        } = self;
+        for s in servers {
+            s.stop();
+        }
+        let stopped = Self {
+            ports,
+            sockets,
+            servers: Vec::new(),
+            started,
+        };
+        stopped.collect(|_| None)
+    }
+}
+
+/// Creates the socket directory if missing, 0700 (0710 with `group`, which it then gets)
+/// whatever the umask; an existing directory is left as it is.
+fn create_socket_dir(dir: &Path, group: Option<u32>) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    let mode = if let Some(gid) = group {
+        std::os::unix::fs::chown(dir, None, Some(gid))?;
+        0o710
+    } else {
+        0o700
+    };
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+}

@@ -45,7 +45,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -87,12 +87,34 @@ impl Default for ServeOptions {
 /// A port being served on a socket.
 pub struct PortServer {
     path: PathBuf,
+    status: Arc<ServerStatus>,
     stop: EventFd,
     thread: Option<JoinHandle<()>>,
     /// (device, inode) of the socket we bound: removed at stop only if the path still names it.
     socket_id: (u64, u64),
     /// The lock file, locked: removed (while still locked) at stop.
     lock: (PathBuf, File),
+}
+
+/// What a server tells about its frontend (see [`PortServer::frontend`]).
+struct ServerStatus {
+    /// The port's device (shared with the connection threads).
+    device: Arc<Mutex<PtnetDevice>>,
+    /// Connections accepted so far.
+    accepted: AtomicU64,
+    /// A connection is being served.
+    active: AtomicBool,
+}
+
+/// A port's frontend, as its server sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrontendStatus {
+    /// A connection is being served.
+    pub connected: bool,
+    /// Its rings run (PTCTL CREATE or RESUME succeeded).
+    pub running: bool,
+    /// Connections accepted since the server started.
+    pub accepted: u64,
 }
 
 /// Why serving could not start.
@@ -206,12 +228,19 @@ impl PortServer {
         listener.set_nonblocking(true).map_err(listen_err)?;
         let stop = EventFd::new(EFD_NONBLOCK).map_err(listen_err)?;
         let stop2 = stop.try_clone().map_err(listen_err)?;
+        let status = Arc::new(ServerStatus {
+            device: Arc::new(Mutex::new(PtnetDevice::new(port.clone(), opts.loops))),
+            accepted: AtomicU64::new(0),
+            active: AtomicBool::new(false),
+        });
+        let status2 = status.clone();
         let thread = std::thread::Builder::new()
             .name(format!("vu-{}", port.name()).chars().take(15).collect())
-            .spawn(move || supervise(port, listener, stop2, opts))
+            .spawn(move || supervise(port, listener, stop2, opts, &status2))
             .map_err(listen_err)?;
         Ok(Self {
             path: path.to_path_buf(),
+            status,
             stop,
             thread: Some(thread),
             socket_id,
@@ -222,6 +251,16 @@ impl PortServer {
     /// The socket path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The port's frontend: connected or not, running its rings or not. (Waits for the request
+    /// the connection is handling, if any: requests are handled only once queued whole.)
+    pub fn frontend(&self) -> FrontendStatus {
+        FrontendStatus {
+            connected: self.status.active.load(Ordering::SeqCst),
+            running: self.status.device.lock().expect("device lock").running(),
+            accepted: self.status.accepted.load(Ordering::Relaxed),
+        }
     }
 
     /// Stops serving: closes the connection (stopping the rings) and the socket, and removes the
@@ -324,11 +363,12 @@ struct Waiting {
 
 fn start_conn(
     port: &Arc<Port>,
-    device: &Arc<Mutex<PtnetDevice>>,
+    status: &Arc<ServerStatus>,
     stream: UnixStream,
     ended: &Arc<EventFd>,
     opts: ServeOptions,
 ) -> Option<Conn> {
+    let device = &status.device;
     let shared = Arc::new(ConnShared {
         stream: stream.try_clone().ok()?,
         last_message: Mutex::new(Instant::now()),
@@ -336,17 +376,21 @@ fn start_conn(
         done: AtomicBool::new(false),
     });
     let (p, d, s, e) = (port.clone(), device.clone(), shared.clone(), ended.clone());
+    let st = status.clone();
+    st.active.store(true, Ordering::SeqCst);
     let thread = std::thread::Builder::new()
         .name(format!("vc-{}", port.name()).chars().take(15).collect())
         .spawn(move || {
             serve_connection(&p, &d, stream, &s, opts);
             d.lock().expect("device lock").disconnect();
+            st.active.store(false, Ordering::SeqCst);
             s.done.store(true, Ordering::SeqCst);
             let _ = e.write(1);
         });
     match thread {
         Ok(thread) => Some(Conn { shared, thread }),
         Err(e) => {
+            status.active.store(false, Ordering::SeqCst);
             tracing::warn!(port = port.name(), "cannot start a connection thread: {e}");
             None
         }
@@ -354,9 +398,15 @@ fn start_conn(
 }
 
 /// The port's listener thread: accepts, decides which connection is served, stops.
-fn supervise(port: Arc<Port>, listener: UnixListener, stop: EventFd, opts: ServeOptions) {
+fn supervise(
+    port: Arc<Port>,
+    listener: UnixListener,
+    stop: EventFd,
+    opts: ServeOptions,
+    status: &Arc<ServerStatus>,
+) {
     let name = port.name().to_string();
-    let device = Arc::new(Mutex::new(PtnetDevice::new(port.clone(), opts.loops)));
+    let device = &status.device;
     let ended = match EventFd::new(EFD_NONBLOCK) {
         Ok(e) => Arc::new(e),
         Err(e) => {
@@ -376,7 +426,7 @@ fn supervise(port: Arc<Port>, listener: UnixListener, stop: EventFd, opts: Serve
         }
         if active.is_none() {
             if let Some(w) = waiting.take() {
-                active = start_conn(&port, &device, w.stream, &ended, opts);
+                active = start_conn(&port, status, w.stream, &ended, opts);
             }
         }
         // What the waiting connection has done, and when to look again.
@@ -494,8 +544,9 @@ fn supervise(port: Arc<Port>, listener: UnixListener, stop: EventFd, opts: Serve
                     Ok((s, _)) => {
                         let _ = s.set_nonblocking(false);
                         tracing::info!(port = name, "frontend connected");
+                        status.accepted.fetch_add(1, Ordering::Relaxed);
                         if active.is_none() {
-                            active = start_conn(&port, &device, s, &ended, opts);
+                            active = start_conn(&port, status, s, &ended, opts);
                         } else {
                             let w = Waiting {
                                 stream: s,

@@ -1,0 +1,308 @@
+//! The daemon's counters as data ([`DaemonStats`], serializable), and their reports: the log
+//! lines of SIGUSR1, `--stats-every` and exit, and with `--stats-format json` one JSON object per
+//! report on stdout.
+
+use crate::daemon::config::StatsFormat;
+use crate::daemon::server::FrontendStatus;
+use crate::port::{Datapath, Port, RingStats};
+use serde::Serialize;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Every port's counters at one moment.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct DaemonStats {
+    /// Seconds since the daemon started.
+    pub uptime_s: f64,
+    /// Kick eventfds that faulted (could not be read, or reported errors), all ports together.
+    pub kick_faults: u64,
+    /// The ports, in command-line order.
+    pub ports: Vec<PortStats>,
+}
+
+impl DaemonStats {
+    /// The port named `name`.
+    pub fn port(&self, name: &str) -> Option<&PortStats> {
+        self.ports.iter().find(|p| p.name == name)
+    }
+}
+
+/// Which loop syncs a port's rings.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DatapathKind {
+    /// The daemon's ring threads (userspace netmap ports).
+    Threads,
+    /// The kernel's sync loop (kernel netmap ports; no counters, positions only).
+    Kernel,
+}
+
+/// A port's frontend.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FrontendState {
+    /// No connection.
+    Idle,
+    /// A connection, its rings stopped.
+    Connected,
+    /// A connection whose rings run.
+    Running,
+    /// The daemon is not serving the port (stopped).
+    Stopped,
+}
+
+impl From<Option<FrontendStatus>> for FrontendState {
+    fn from(s: Option<FrontendStatus>) -> Self {
+        match s {
+            None => Self::Stopped,
+            Some(s) if s.running => Self::Running,
+            Some(s) if s.connected => Self::Connected,
+            Some(_) => Self::Idle,
+        }
+    }
+}
+
+/// One port's counters (the sums are those of its log line).
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct PortStats {
+    /// The port's name (the PORT argument without `@conf`).
+    pub name: String,
+    /// Its socket.
+    pub socket: PathBuf,
+    /// Which loop runs its rings.
+    pub datapath: DatapathKind,
+    /// Its frontend.
+    pub frontend: FrontendState,
+    /// Connections accepted.
+    pub connections: u64,
+    /// Packets sent by the guest (TX rings).
+    pub tx_packets: u64,
+    /// Bytes sent by the guest (TX rings).
+    pub tx_bytes: u64,
+    /// Packets received by the guest (RX rings).
+    pub rx_packets: u64,
+    /// Packets dropped for lack of room at a destination, all rings.
+    pub drops: u64,
+    /// Slots refused for a bad buffer index or length, all rings.
+    pub bad_slots: u64,
+    /// Ring resets for bad head/cur values, all rings.
+    pub resets: u64,
+    /// VALE: frames refused for a source address the port does not own.
+    pub src_refused: u64,
+    /// Packet rates since the last periodic report (`--stats-every` reports only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rates: Option<Rates>,
+    /// Each ring's counters (threads ports; empty for kernel ports).
+    pub rings: Vec<RingCounters>,
+    /// Kernel ports whose rings run: each ring's positions, from the CSB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_rings: Option<Vec<KernelRing>>,
+}
+
+/// Packet rates, in millions of packets a second.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq)]
+pub struct Rates {
+    /// TX rings.
+    pub tx_mpps: f64,
+    /// RX rings.
+    pub rx_mpps: f64,
+}
+
+/// TX or RX.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Dir {
+    /// Guest to port.
+    Tx,
+    /// Port to guest.
+    Rx,
+}
+
+/// One ring's counters ([`RingStats`]).
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct RingCounters {
+    /// Ring index (TX rings first): the vhost-user queue.
+    pub index: u32,
+    /// TX or RX.
+    pub dir: Dir,
+    /// Packets moved.
+    pub packets: u64,
+    /// Bytes moved.
+    pub bytes: u64,
+    /// Drops.
+    pub drops: u64,
+    /// Bad slots.
+    pub bad_slots: u64,
+    /// Resets.
+    pub resets: u64,
+    /// Refused source addresses.
+    pub src_refused: u64,
+}
+
+/// A kernel netmap ring's positions, from the CSB.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct KernelRing {
+    /// Ring index (TX rings first).
+    pub index: u32,
+    /// TX or RX.
+    pub dir: Dir,
+    /// The guest's head.
+    pub head: u32,
+    /// The kernel's hwcur.
+    pub hwcur: u32,
+    /// The kernel's hwtail.
+    pub hwtail: u32,
+}
+
+/// The counters of `port`, served on `socket` (`frontend`: `None` once not served).
+pub fn port_stats(port: &Port, socket: PathBuf, frontend: Option<FrontendStatus>) -> PortStats {
+    let ntx = port.geometry().num_tx_rings;
+    let dir = |i: u32| if i < ntx { Dir::Tx } else { Dir::Rx };
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let rings: Vec<RingCounters> = port
+        .stats()
+        .iter()
+        .zip(0u32..)
+        .map(|(s, index): (&Arc<RingStats>, u32)| RingCounters {
+            index,
+            dir: dir(index),
+            packets: load(&s.packets),
+            bytes: load(&s.bytes),
+            drops: load(&s.drops),
+            bad_slots: load(&s.bad_slots),
+            resets: load(&s.resets),
+            src_refused: load(&s.src_refused),
+        })
+        .collect();
+    let sum = |f: fn(&RingCounters) -> u64, d: Option<Dir>| {
+        rings
+            .iter()
+            .filter(|r| d.is_none_or(|d| r.dir == d))
+            .map(f)
+            .sum()
+    };
+    let (datapath, kernel_rings) = match port.datapath() {
+        Datapath::Threads { .. } => (DatapathKind::Threads, None),
+        Datapath::Kernel(k) => (
+            DatapathKind::Kernel,
+            k.csb_positions().map(|pos| {
+                pos.into_iter()
+                    .zip(0u32..)
+                    .map(|((head, hwcur, hwtail), index)| KernelRing {
+                        index,
+                        dir: dir(index),
+                        head,
+                        hwcur,
+                        hwtail,
+                    })
+                    .collect()
+            }),
+        ),
+    };
+    PortStats {
+        name: port.name().to_string(),
+        socket,
+        datapath,
+        frontend: frontend.into(),
+        connections: frontend.map_or(0, |f| f.accepted),
+        tx_packets: sum(|r| r.packets, Some(Dir::Tx)),
+        tx_bytes: sum(|r| r.bytes, Some(Dir::Tx)),
+        rx_packets: sum(|r| r.packets, Some(Dir::Rx)),
+        drops: sum(|r| r.drops, None),
+        bad_slots: sum(|r| r.bad_slots, None),
+        resets: sum(|r| r.resets, None),
+        src_refused: sum(|r| r.src_refused, None),
+        rates: None,
+        rings,
+        kernel_rings,
+    }
+}
+
+/// Why a report is made.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// SIGUSR1.
+    Signal,
+    /// `--stats-every`.
+    Interval,
+    /// The daemon stopped.
+    Exit,
+}
+
+/// One report as `--stats-format json` prints it: `{"event":"stats","reason":...,` then the
+/// fields of [`DaemonStats`]`}`.
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    event: &'static str,
+    reason: Reason,
+    #[serde(flatten)]
+    stats: &'a DaemonStats,
+}
+
+/// Reports the counters: the log lines of today, and the JSON line if asked.
+pub struct Reporter {
+    format: StatsFormat,
+    since: Instant,
+    packets: Vec<(u64, u64)>,
+}
+
+impl Reporter {
+    /// A reporter whose first rates count from now.
+    pub fn new(format: StatsFormat, ports: &[Arc<Port>]) -> Self {
+        Self {
+            format,
+            since: Instant::now(),
+            packets: ports.iter().map(|p| p.packets()).collect(),
+        }
+    }
+
+    /// When the last periodic report was made (or the reporter created).
+    pub fn since(&self) -> Instant {
+        self.since
+    }
+
+    /// Reports `stats` of `ports` for `reason`: a log line per port (with rates since the last
+    /// periodic report for [`Reason::Interval`]), and the JSON line.
+    pub fn report(&mut self, reason: Reason, ports: &[Arc<Port>], mut stats: DaemonStats) {
+        if reason == Reason::Interval {
+            let secs = self.since.elapsed().as_secs_f64().max(1e-6);
+            for ((p, prev), s) in ports.iter().zip(&mut self.packets).zip(&mut stats.ports) {
+                let now = p.packets();
+                let rate = |a: u64, b: u64| (a.saturating_sub(b)) as f64 / secs / 1e6;
+                let r = Rates {
+                    tx_mpps: rate(now.0, prev.0),
+                    rx_mpps: rate(now.1, prev.1),
+                };
+                tracing::info!(
+                    port = p.name(),
+                    tx_mpps = format!("{:.3}", r.tx_mpps),
+                    rx_mpps = format!("{:.3}", r.rx_mpps),
+                    "{}",
+                    p.stats_line()
+                );
+                s.rates = Some(r);
+                *prev = now;
+            }
+            self.since = Instant::now();
+        } else {
+            for p in ports {
+                tracing::info!(port = p.name(), "{}", p.stats_line());
+            }
+        }
+        if self.format == StatsFormat::Json {
+            let report = JsonReport {
+                event: "stats",
+                reason,
+                stats: &stats,
+            };
+            let line = serde_json::to_string(&report).expect("stats serialize");
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! The daemon as a library, in-process: started on a temp socket dir, driven by the driver's
+//! vhost-user frontend, its counters read as data (`Daemon::stats`), stopped; and the binary's
+//! `--stats-format json` lines parsed.
+
+use ptnet_backend::daemon::server::ServeError;
+use ptnet_backend::daemon::stats::{DatapathKind, Dir};
+use ptnet_backend::daemon::{Daemon, DaemonConfig, DaemonError, DaemonStats, FrontendState};
+use ptnet_driver::{Port, RingId};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// A fresh directory under the temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("ptnet-api-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        Self(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Waits (up to 10 s) until `f` holds of the daemon's counters; returns them.
+fn wait_stats(d: &Daemon, what: &str, f: impl Fn(&DaemonStats) -> bool) -> DaemonStats {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = d.stats();
+        if f(&s) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "{what}: {s:#?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn vhost_user(sock: &Path) -> String {
+    format!("vhost-user:{}", sock.display())
+}
+
+#[test]
+fn a_daemon_serves_counts_and_stops() {
+    let dir = TempDir::new("serve");
+    let config = DaemonConfig::in_dir(
+        &dir.0,
+        &[
+            "netmap:api{0@conf:slots=256",
+            "netmap:api}0",
+            "null:apisink",
+        ],
+    )
+    .expect("config");
+    let d = Daemon::start(&config).expect("daemon");
+    let sock = |n: &str| dir.0.join(format!("{n}.sock"));
+    for n in ["netmap:api{0", "netmap:api}0", "null:apisink"] {
+        assert_eq!(d.socket(n), Some(sock(n).as_path()));
+        assert!(sock(n).exists(), "{n}");
+    }
+    let s = d.stats();
+    assert_eq!(s.ports.len(), 3);
+    for p in &s.ports {
+        assert_eq!(
+            (
+                p.datapath,
+                p.frontend,
+                p.connections,
+                p.tx_packets,
+                p.rx_packets
+            ),
+            (DatapathKind::Threads, FrontendState::Idle, 0, 0, 0),
+            "{p:?}"
+        );
+        assert_eq!(
+            p.rings.iter().map(|r| r.dir).collect::<Vec<_>>(),
+            [Dir::Tx, Dir::Rx]
+        );
+    }
+
+    // Two frontends on the two ends of the pipe: 100 frames of 60 bytes one way.
+    let mut tx = Port::open(&vhost_user(&sock("netmap:api{0"))).expect("tx end");
+    let mut rx = Port::open(&vhost_user(&sock("netmap:api}0"))).expect("rx end");
+    wait_stats(&d, "both ends running", |s| {
+        s.ports[..2]
+            .iter()
+            .all(|p| p.frontend == FrontendState::Running)
+    });
+    let mut sent = 0;
+    let mut got = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 2048];
+    while got < 100 {
+        assert!(Instant::now() < deadline, "sent {sent}, received {got}");
+        {
+            let mut t = tx.tx_ring(0);
+            while sent < 100 && t.send(&[0x5a; 60]) {
+                sent += 1;
+            }
+            t.txsync().expect("txsync");
+        }
+        rx.wait(RingId::Rx(0), Some(Duration::from_millis(50)))
+            .expect("wait");
+        let mut r = rx.rx_ring(0);
+        while let Some(n) = r.recv(&mut buf) {
+            assert_eq!(n, 60);
+            got += 1;
+        }
+        r.rxsync().expect("rxsync");
+    }
+    let s = wait_stats(&d, "the counters", |s| {
+        s.ports[0].tx_packets == 100 && s.ports[1].rx_packets == 100
+    });
+    let (a, b) = (&s.ports[0], &s.ports[1]);
+    assert_eq!(
+        (a.name.as_str(), a.tx_bytes, a.rx_packets),
+        ("netmap:api{0", 6000, 0)
+    );
+    assert_eq!((a.rings[0].packets, a.rings[0].bytes), (100, 6000));
+    assert_eq!(
+        (b.tx_packets, b.rx_packets, b.rings[1].packets),
+        (0, 100, 100)
+    );
+    assert_eq!(
+        (
+            a.drops,
+            a.bad_slots,
+            a.resets,
+            a.src_refused,
+            b.drops,
+            b.bad_slots,
+            b.resets
+        ),
+        (0, 0, 0, 0, 0, 0, 0)
+    );
+    assert_eq!((a.connections, b.connections), (1, 1));
+    assert_eq!(
+        s.port("null:apisink").unwrap().frontend,
+        FrontendState::Idle
+    );
+
+    // The frontends go: the ports are idle again, the counters stay.
+    drop(tx);
+    drop(rx);
+    let s = wait_stats(&d, "frontends gone", |s| {
+        s.ports.iter().all(|p| p.frontend == FrontendState::Idle)
+    });
+    assert_eq!(s.ports[0].tx_packets, 100);
+
+    // As data, serializable: the JSON names the same fields.
+    let json = serde_json::to_value(&s).expect("json");
+    assert_eq!(json["ports"][0]["name"], "netmap:api{0");
+    assert_eq!(json["ports"][0]["tx_bytes"], 6000);
+    assert_eq!(json["ports"][1]["rings"][1]["dir"], "rx");
+    assert_eq!(json["ports"][2]["frontend"], "idle");
+
+    let last = d.stop();
+    assert!(last
+        .ports
+        .iter()
+        .all(|p| p.frontend == FrontendState::Stopped));
+    assert_eq!(last.ports[1].rx_packets, 100);
+    for n in ["netmap:api{0", "netmap:api}0", "null:apisink"] {
+        assert!(!sock(n).exists(), "{n} left behind");
+    }
+}
+
+#[test]
+fn a_second_daemon_on_the_same_sockets_is_refused() {
+    let dir = TempDir::new("twice");
+    let config = DaemonConfig::in_dir(&dir.0, &["null:apitwice"]).expect("config");
+    let first = Daemon::start(&config).expect("first daemon");
+    match Daemon::start(&config) {
+        Err(DaemonError::Serve(ServeError::InUse(sock, _))) => {
+            assert_eq!(sock, dir.0.join("null:apitwice.sock"))
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a second daemon started"),
+    }
+    assert!(first.stats().ports[0].frontend == FrontendState::Idle);
+    first.stop();
+    // Stopped, the sockets are free again.
+    Daemon::start(&config)
+        .expect("a daemon after the first")
+        .stop();
+}
+
+#[test]
+fn bad_ports_are_refused_before_anything_is_served() {
+    let dir = TempDir::new("bad");
+    let config = DaemonConfig::in_dir(&dir.0, &["null:apibad", "null:apibad"]).expect("config");
+    match Daemon::start(&config) {
+        Err(DaemonError::Build(e)) => assert!(e.to_string().contains("given twice"), "{e}"),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("started"),
+    }
+    assert!(!dir.0.join("null:apibad.sock").exists());
+}
+
+/// The binary with `--stats-format json`: one JSON object a line on stdout, on SIGUSR1 and at
+/// exit.
+#[test]
+fn the_binary_prints_json_stats_lines() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    use std::io::BufRead;
+    let dir = TempDir::new("json");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ptnet-backend"))
+        .arg("--socket-dir")
+        .arg(&dir.0)
+        .args(["--stats-format", "json", "--netmap", "user", "null:apijson"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("ptnet-backend");
+    let sock = dir.0.join("null:apijson.sock");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sock.exists() {
+        assert!(Instant::now() < deadline, "no socket");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let pid = Pid::from_raw(child.id() as i32);
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    kill(pid, Signal::SIGUSR1).expect("SIGUSR1");
+    let line = lines.next().expect("a line").expect("read");
+    let v: serde_json::Value = serde_json::from_str(&line).expect(&line);
+    assert_eq!(v["event"], "stats");
+    assert_eq!(v["reason"], "signal");
+    assert_eq!(v["ports"][0]["name"], "null:apijson");
+    assert_eq!(v["ports"][0]["frontend"], "idle");
+    assert_eq!(v["ports"][0]["tx_packets"], 0);
+    assert!(v["kick_faults"].is_u64(), "{line}");
+    kill(pid, Signal::SIGTERM).expect("SIGTERM");
+    let line = lines.next().expect("the exit line").expect("read");
+    let v: serde_json::Value = serde_json::from_str(&line).expect(&line);
+    assert_eq!(
+        (&v["reason"], &v["ports"][0]["frontend"]),
+        (&"exit".into(), &"stopped".into())
+    );
+    assert!(child.wait().unwrap().success());
+}
