@@ -2,8 +2,8 @@
 
 use crate::daemon::server::{PortServer, ServeOptions};
 use crate::frontend::ptnet::syncloop::LoopOptions;
-use crate::port::Port;
-use crate::port::{build_ports, NetmapImpl};
+use crate::served::Port;
+use crate::served::{build_ports, NetmapImpl};
 use crate::portspec::PortSpec;
 use clap::Parser;
 use std::path::PathBuf;

@@ -18,8 +18,9 @@
 
 use crate::frontend::ptnet::syncloop::LoopOptions;
 use crate::frontend::ptnet::PtnetDevice;
-use crate::port::{build_ports, NetmapImpl};
-use crate::port::{Datapath, Port, RingWorker};
+use crate::served::{build_ports, NetmapImpl};
+use crate::port::RingWorker;
+use crate::served::{Datapath, Port};
 use crate::portspec::PortSpec;
 use ptnet_protocol::csb::{self, Atok, Ktoa};
 use ptnet_protocol::netmap::{ring, ring_add, ring_dist, BufPool, RingView};

@@ -10,7 +10,7 @@ use crate::frontend::ptnet::syncloop::{
     csb_entries, FrontendRings, LoopOptions, RingIo, RingRunner,
 };
 use crate::kernel::KernelLoop;
-use crate::port::{Datapath, Port};
+use crate::served::{Datapath, Port};
 use crate::sys::{set_nonblocking, MappedFile};
 use ptnet_protocol::csb;
 use ptnet_protocol::device::{

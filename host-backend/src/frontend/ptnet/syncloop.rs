@@ -5,15 +5,17 @@
 //! Nothing here allocates, locks or makes a per-packet syscall: a pass handles a whole batch, and
 //! the only syscalls are the eventfd writes the CSB flags ask for and the `poll` before sleeping.
 //!
-//! RX rings that other rings fill (pipes, VALE) use direct delivery when the loop sleeps: the
-//! producer runs the ring's host pass itself after it commits packets (see
-//! [`crate::port::rxring`]), so the ring's own thread wakes only for its guest's kicks.
+//! Each thread owns its ring's pass state ([`PassState`]: the host kring, the CSB entries, the
+//! interrupt eventfd) for as long as it runs, and gives the kring back to the port's
+//! [`RingWorker`] when it stops. RX rings that other rings fill (pipes, VALE) use direct delivery
+//! when the loop sleeps: the thread lends its pass state to the ring ([`DirectRx::lend`]) and
+//! the producer runs the ring's host pass itself after it commits packets (see
+//! [`crate::port::delivery`]), so the ring's own thread wakes only for its guest's kicks.
 
-use crate::port::rxring::{RxHost, RxRing};
-use crate::port::{RingStats, RingWorker};
-use crate::sys::{eventfd_signal_nowait, eventfd_take_nowait, poll_revents};
+pub use crate::port::ring::{csb_entries, FrontendRings, Keepalive};
+use crate::port::ring::{DirectRx, PassDone, PassState, RingStats, RingWorker};
+use crate::sys::{eventfd_take_nowait, poll_revents};
 use ptnet_protocol::csb::{Atok, Ktoa};
-use ptnet_protocol::shmem::SharedMem;
 use ptnet_protocol::sync::HostStop;
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -41,7 +43,8 @@ impl Default for LoopOptions {
     }
 }
 
-/// What one ring thread needs besides its worker.
+/// What one ring thread needs besides its worker, from the frontend: the ring's part of
+/// [`FrontendRings`].
 pub struct RingIo {
     /// Guest-to-host CSB entry.
     pub atok: Atok,
@@ -53,22 +56,6 @@ pub struct RingIo {
     pub call: Option<File>,
 }
 
-/// What a frontend gives for running a port's rings, whichever loop runs them: its CSB arrays
-/// (windows of its memory, checked to hold an entry per ring), one kick and one optional call
-/// eventfd per ring (TX rings first), and what keeps that memory mapped while the rings run.
-pub struct FrontendRings {
-    /// Guest-to-host CSB array.
-    pub atok: SharedMem,
-    /// Host-to-guest CSB array.
-    pub ktoa: SharedMem,
-    /// Kick eventfds.
-    pub kicks: Vec<File>,
-    /// Interrupt eventfds.
-    pub calls: Vec<Option<File>>,
-    /// Keeps the guest memory mapped.
-    pub keep: Keepalive,
-}
-
 /// Running ring threads of one port.
 pub struct RingRunner {
     stop_flag: Arc<AtomicBool>,
@@ -77,9 +64,6 @@ pub struct RingRunner {
     /// The frontend's interrupt eventfds, which [`RingRunner::stop`] drains (see there).
     calls: Vec<File>,
 }
-
-/// Keeps what the CSB entries point into alive for as long as the threads run.
-pub type Keepalive = Arc<dyn Send + Sync>;
 
 impl RingRunner {
     /// Starts one thread per worker. `io[i]` belongs to `workers[i]`. When a thread cannot be
@@ -209,17 +193,23 @@ fn kick_fault(port: &str, ring: u32, what: &str) {
 fn ring_loop(
     port: &str,
     mut w: RingWorker,
-    mut io: RingIo,
+    io: RingIo,
     stop: &AtomicBool,
     stop_fd: &EventFd,
     opts: LoopOptions,
 ) -> RingWorker {
+    let RingIo {
+        atok,
+        ktoa,
+        kick: kick_fd,
+        call,
+    } = io;
     // The fourth entry is the port's own descriptor with the events it asks for
     // (`RingSync::wake_fd`, NIC ports: readable for RX, writable for a TX ring blocked on a full
     // kernel queue), -1 (ignored by poll) when it has none. An error or hang-up on it wakes the
     // ring like the events asked: the next pass runs the port's error handling.
     let mut fds = [
-        (io.kick.as_raw_fd(), libc::POLLIN),
+        (kick_fd.as_raw_fd(), libc::POLLIN),
         (w.notify.as_raw_fd(), libc::POLLIN),
         (stop_fd.as_raw_fd(), libc::POLLIN),
         (-1, 0),
@@ -236,32 +226,31 @@ fn ring_loop(
     let mut bad_slots_logged = w.stats.bad_slots.load(Ordering::Relaxed);
     // Drain stale kicks and notifications from before CREATE, then make a first pass: the guest
     // may have published work before we started.
-    let mut kick_ok = drain(port, w.index, &io.kick);
+    let mut kick_ok = drain(port, w.index, &kick_fd);
     let _ = w.notify.read();
-    // Direct delivery: the ring's host state goes to the ring while the loop runs, and every pass,
-    // this loop's too, runs through it. A busy-polling loop keeps its state: it sees a producer's
-    // packets as soon as the producer's own pass would.
+    // The ring's pass state, this thread's while it runs (the worker's kring comes back at the
+    // end). Direct delivery: the state goes to the ring instead, and every pass, this loop's too,
+    // runs through it. A busy-polling loop keeps its state: it sees a producer's packets as soon
+    // as the producer's own pass would.
+    let mut state = Some(PassState {
+        kring: w.kring,
+        atok,
+        ktoa,
+        call,
+    });
     let direct = if opts.busy_poll {
         None
     } else {
         w.sync.direct_rx()
     };
     if let Some(rx) = &direct {
-        rx.lend(RxHost {
-            kring: w.kring,
-            atok: io.atok,
-            ktoa: io.ktoa,
-            call: io.call.take(),
-            stats: w.stats.clone(),
-        });
+        rx.lend(state.take().expect("not lent yet"));
     }
     while kick_ok && !stop.load(Ordering::Relaxed) {
-        let (result, moved) = pass(
-            &mut w,
-            &mut io,
-            direct.as_deref(),
-            opts.busy_poll || spinning,
-        );
+        let PassDone {
+            stop: result,
+            moved,
+        } = pass(&mut w, state.as_mut(), direct.as_deref(), opts.busy_poll || spinning);
         if moved {
             if dense && !opts.spin.is_zero() {
                 spinning = true;
@@ -335,7 +324,7 @@ fn ring_loop(
                     break;
                 }
                 if kick != 0 {
-                    kick_ok = drain(port, w.index, &io.kick);
+                    kick_ok = drain(port, w.index, &kick_fd);
                 }
                 if revents[1] != 0 {
                     let _ = w.notify.read();
@@ -352,11 +341,12 @@ fn ring_loop(
     // guest left, and released slots are never delivered twice. Busy mode leaves the kick
     // request as it is. A lent state comes back first (waiting for a producer's pass to end):
     // from then on producers only commit, and notify the next loop's first pass.
-    if let Some(h) = direct.as_ref().and_then(|rx| rx.take_back()) {
-        w.kring = h.kring;
-        io.call = h.call;
+    if let Some(rx) = &direct {
+        state = rx.take_back();
     }
-    let _ = pass(&mut w, &mut io, None, true);
+    let mut state = state.expect("the pass state comes back");
+    let _ = pass(&mut w, Some(&mut state), None, true);
+    w.kring = state.kring;
     w
 }
 
@@ -369,35 +359,18 @@ fn ring_loop(
 /// producer's pass asks the guest for a kick if one is needed.
 fn pass(
     w: &mut RingWorker,
-    io: &mut RingIo,
-    direct: Option<&RxRing>,
+    state: Option<&mut PassState>,
+    direct: Option<&dyn DirectRx>,
     busy: bool,
-) -> (HostStop, bool) {
-    if let Some(rx) = direct {
-        return rx
-            .host_pass(busy)
-            .map_or((HostStop::PortBlocked, false), |d| (d.stop, d.moved));
+) -> PassDone {
+    match (direct, state) {
+        (Some(rx), _) => rx.host_pass(busy).unwrap_or(PassDone {
+            stop: HostStop::PortBlocked,
+            moved: false,
+        }),
+        (None, Some(s)) => s.run(w.sync.as_mut(), w.is_tx, busy),
+        (None, None) => unreachable!("the pass state is the loop's or lent"),
     }
-    let before = (w.kring.hwcur, w.kring.hwtail, w.kring.rhead);
-    let RingIo {
-        atok, ktoa, call, ..
-    } = io;
-    // Never blocks, whatever the frontend did to the descriptor: a saturated counter drops the
-    // interrupt (one is pending anyway).
-    let mut irq = || {
-        if let Some(c) = call {
-            let _ = eventfd_signal_nowait(c);
-        }
-    };
-    let stop = if w.is_tx {
-        w.kring.tx_pass(atok, ktoa, w.sync.as_mut(), busy, &mut irq)
-    } else {
-        w.kring.rx_pass(atok, ktoa, w.sync.as_mut(), busy, &mut irq)
-    };
-    (
-        stop,
-        (w.kring.hwcur, w.kring.hwtail, w.kring.rhead) != before,
-    )
 }
 
 /// Takes the kicks counted on the kick eventfd, without ever blocking (the frontend shares the
@@ -411,9 +384,4 @@ fn drain(port: &str, ring: u32, f: &File) -> bool {
             false
         }
     }
-}
-
-/// Views CSB entry `ring` of both arrays.
-pub fn csb_entries(atok: &SharedMem, ktoa: &SharedMem, ring: u32) -> Option<(Atok, Ktoa)> {
-    Some((Atok::new(atok, ring)?, Ktoa::new(ktoa, ring)?))
 }
