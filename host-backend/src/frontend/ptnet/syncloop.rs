@@ -228,8 +228,8 @@ fn ring_loop(
     // may have published work before we started.
     let mut kick_ok = drain(port, w.index, &kick_fd);
     let _ = w.notify.read();
-    // The ring's pass state, this thread's while it runs (the worker's kring comes back at the
-    // end). Direct delivery: the state goes to the ring instead, and every pass, this loop's too,
+    // The ring's pass state, this thread's while it runs: it owns the kring, which goes back to
+    // the worker at the end. Direct delivery: the state goes to the ring instead, and every pass, this loop's too,
     // runs through it. A busy-polling loop keeps its state: it sees a producer's packets as soon
     // as the producer's own pass would.
     let mut state = Some(PassState {
@@ -301,7 +301,9 @@ fn ring_loop(
         // With direct delivery there is nothing to ask the port: its producers run a pass after
         // each commit, and the guest kicks for what only this thread handles.
         let reset = matches!(result, HostStop::Reset(_));
-        if !reset && direct.is_none() && w.sync.arm(&w.kring) {
+        // (The kring is the pass state's while the loop runs: `w.kring` is only written back at
+        // the end. The state is here exactly when it is not lent.)
+        if !reset && state.as_ref().is_some_and(|st| w.sync.arm(&st.kring)) {
             continue;
         }
         // Not the port's descriptor after a reset either: what it asked for at its last `arm` may
