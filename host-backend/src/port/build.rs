@@ -6,7 +6,11 @@ use crate::port::built::{mac_for, BuiltPort, RingParts};
 use crate::port::delivery::{DeliveryRing, DeliveryRx};
 use crate::port::mem::{IfSpec, NetmapMemory};
 use crate::port::ring::RingSync;
-use crate::port::{mactable, nic, null, pipe, vale};
+use crate::port::mactable::MacTable;
+use crate::port::nic;
+use crate::port::null::{NullRx, NullTx};
+use crate::port::pipe::PipeTx;
+use crate::port::vale::{Switch, SwitchPort, ValeTx};
 use crate::portspec::{PortKind, PortSpec, RingConf};
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU8;
@@ -27,7 +31,7 @@ pub enum BuildError {
     /// A host interface port could not be opened (see [`crate::port::nic`]), or a kernel netmap
     /// port registered (see [`crate::kernel`]).
     #[error(transparent)]
-    Nic(#[from] crate::port::nic::NicError),
+    Nic(#[from] nic::NicError),
 }
 
 fn if_spec(name: &str, c: &RingConf) -> IfSpec {
@@ -122,7 +126,7 @@ pub fn build_user_ports(specs: &[&PortSpec]) -> Result<BTreeMap<String, BuiltPor
             let mut syncs: Vec<Box<dyn RingSync>> = Vec::new();
             for r in 0..s.tx_rings {
                 let peer_rx = specs_[1 - e].tx_rings + r;
-                syncs.push(Box::new(pipe::PipeTx::new(
+                syncs.push(Box::new(PipeTx::new(
                     mem.ring(e, r),
                     (
                         rx_rings[1 - e][r as usize].clone(),
@@ -177,7 +181,7 @@ pub fn build_user_ports(specs: &[&PortSpec]) -> Result<BTreeMap<String, BuiltPor
                     ))
                 })
                 .collect();
-            ports.push(vale::SwitchPort {
+            ports.push(SwitchPort {
                 mac: mac_for(&m.name),
                 rx,
                 rx_stats: p.stats[spec.tx_rings as usize..].to_vec(),
@@ -186,17 +190,17 @@ pub fn build_user_ports(specs: &[&PortSpec]) -> Result<BTreeMap<String, BuiltPor
             mems.push((spec, mem));
             parts.push(p);
         }
-        let macs: Vec<[u8; 6]> = ports.iter().map(|p: &vale::SwitchPort| p.mac).collect();
+        let macs: Vec<[u8; 6]> = ports.iter().map(|p: &SwitchPort| p.mac).collect();
         let limits: Vec<u32> = members.iter().map(|m| m.mac_limit).collect();
-        let switch = Arc::new(vale::Switch {
+        let switch = Arc::new(Switch {
             name: sw_name.clone(),
             ports,
-            table: mactable::MacTable::new(&macs, &limits),
+            table: MacTable::new(&macs, &limits),
         });
         for (me, ((spec, mem), p)) in mems.into_iter().zip(parts).enumerate() {
             let mut syncs: Vec<Box<dyn RingSync>> = Vec::new();
             for r in 0..spec.tx_rings {
-                syncs.push(Box::new(vale::ValeTx::new(
+                syncs.push(Box::new(ValeTx::new(
                     switch.clone(),
                     me,
                     r as usize,
@@ -234,13 +238,13 @@ pub fn build_user_ports(specs: &[&PortSpec]) -> Result<BTreeMap<String, BuiltPor
                 .map_err(|e| BuildError::Memory(s.name.clone(), e))?;
             let mut syncs: Vec<Box<dyn RingSync>> = Vec::new();
             for r in 0..spec.tx_rings {
-                syncs.push(Box::new(null::NullTx {
+                syncs.push(Box::new(NullTx {
                     tx: mem.ring(0, r),
                     stats: p.stats[r as usize].clone(),
                 }));
             }
             for _ in 0..spec.rx_rings {
-                syncs.push(Box::new(null::NullRx));
+                syncs.push(Box::new(NullRx));
             }
             let w = p.workers(&spec, syncs);
             built.insert(s.name.clone(), BuiltPort::new(&s.name, mem, 0, w));
