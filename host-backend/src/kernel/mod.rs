@@ -67,7 +67,6 @@ pub fn open_port(spec: &PortSpec, nmport: &str) -> Result<KernelNetmap, NicError
     Ok(k)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,7 +77,9 @@ mod tests {
             return; // only meaningful without the module
         }
         let spec = PortSpec::parse("netmap:eth0").unwrap();
-        let e = open_port(&spec, "netmap:eth0").err().expect("no /dev/netmap");
+        let e = open_port(&spec, "netmap:eth0")
+            .err()
+            .expect("no /dev/netmap");
         let msg = e.to_string();
         assert!(
             msg.contains("/dev/netmap") && msg.contains("netmap kernel module"),

@@ -4,12 +4,12 @@
 
 use crate::port::built::{mac_for, BuiltPort, RingParts};
 use crate::port::delivery::{DeliveryRing, DeliveryRx};
-use crate::port::mem::{IfSpec, NetmapMemory};
-use crate::port::ring::RingSync;
 use crate::port::mactable::MacTable;
+use crate::port::mem::{IfSpec, NetmapMemory};
 use crate::port::nic;
 use crate::port::null::{NullRx, NullTx};
 use crate::port::pipe::PipeTx;
+use crate::port::ring::RingSync;
 use crate::port::vale::{Switch, SwitchPort, ValeTx};
 use crate::portspec::{PortKind, PortSpec, RingConf};
 use std::collections::BTreeMap;

@@ -329,8 +329,8 @@ impl RingSync for DeliveryRx {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ptnet_protocol::netmap::ring;
     use ptnet_protocol::csb::{Atok, Ktoa};
+    use ptnet_protocol::netmap::ring;
     use ptnet_protocol::shmem::OwnedMem;
 
     fn rx(n: u32) -> (OwnedMem, DeliveryRing) {
@@ -345,7 +345,10 @@ mod tests {
         )
         .unwrap();
         let e = Arc::new(EventFd::new(libc::EFD_NONBLOCK).unwrap());
-        (m, DeliveryRing::new(view, bufs, (e, None), Arc::new(RingStats::default())))
+        (
+            m,
+            DeliveryRing::new(view, bufs, (e, None), Arc::new(RingStats::default())),
+        )
     }
 
     #[test]

@@ -150,7 +150,13 @@ impl ValeTx {
     }
 
     /// Converts TX slot `j` into one or more slots of `rx` (see the module notes).
-    fn convert_one(&mut self, rx: &DeliveryRing, j: u32, src_len: usize, dst_len: usize) -> Converted {
+    fn convert_one(
+        &mut self,
+        rx: &DeliveryRing,
+        j: u32,
+        src_len: usize,
+        dst_len: usize,
+    ) -> Converted {
         let len = usize::from(self.tx.len(j));
         // The sync checked the length against our buffers and the index.
         if !self

@@ -150,4 +150,3 @@ pub(crate) fn recv_all(sock: &UdpSocket, want: usize, timeout: Duration) -> Vec<
     }
     got
 }
-

@@ -46,4 +46,3 @@ fn nic_packet_link_down_and_up() {
     let log = d.stop();
     assert!(stats_field(&log, "drops") >= 50, "{log}");
 }
-

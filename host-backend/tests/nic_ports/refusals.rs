@@ -17,4 +17,3 @@ fn nic_kernel_netmap_without_module_exit_2() {
         daemon_refuses("netmap:lo", &["/dev/netmap", "netmap kernel module"]);
     }
 }
-

@@ -79,7 +79,6 @@ fn nic_tap_with_other_flags_is_refused() {
     daemon_refuses_in(&a, "tap:ptper1@conf:rings=2", &["ptper1", "multi-queue"]);
 }
 
-
 #[test]
 fn nic_tap_keeps_its_mac_across_daemon_restarts() {
     let (a, d, name) = tap_setup("");

@@ -81,4 +81,3 @@ fn nic_packet_tx_waits_for_room_in_the_kernel_ring() {
 fn nic_xdp_tx_waits_for_room_in_the_kernel_ring() {
     tx_waits_for_room("xdp");
 }
-

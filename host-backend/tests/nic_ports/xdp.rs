@@ -81,4 +81,3 @@ fn nic_xdp_link_down_and_up() {
     let log = d.stop();
     assert!(stats_field(&log, "drops") > 0, "{log}");
 }
-

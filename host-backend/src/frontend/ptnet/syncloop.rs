@@ -229,9 +229,9 @@ fn ring_loop(
     let mut kick_ok = drain(port, w.index, &kick_fd);
     let _ = w.notify.read();
     // The ring's pass state, this thread's while it runs: it owns the kring, which goes back to
-    // the worker at the end. Direct delivery: the state goes to the ring instead, and every pass, this loop's too,
-    // runs through it. A busy-polling loop keeps its state: it sees a producer's packets as soon
-    // as the producer's own pass would.
+    // the worker at the end. Direct delivery: the state goes to the ring instead, and every
+    // pass, this loop's too, runs through it. A busy-polling loop keeps its state: it sees a
+    // producer's packets as soon as the producer's own pass would.
     let mut state = Some(PassState {
         kring: w.kring,
         atok,
@@ -250,7 +250,12 @@ fn ring_loop(
         let PassDone {
             stop: result,
             moved,
-        } = pass(&mut w, state.as_mut(), direct.as_deref(), opts.busy_poll || spinning);
+        } = pass(
+            &mut w,
+            state.as_mut(),
+            direct.as_deref(),
+            opts.busy_poll || spinning,
+        );
         if moved {
             if dense && !opts.spin.is_zero() {
                 spinning = true;

@@ -556,7 +556,8 @@ pub fn bpf_prog_load(
 ) -> io::Result<OwnedFd> {
     let mut a = ProgLoad {
         prog_type,
-        insn_cnt: u32::try_from(insns.len()).map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?,
+        insn_cnt: u32::try_from(insns.len())
+            .map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?,
         insns: insns.as_ptr() as u64,
         license: license.as_ptr() as u64,
         log_level: u32::from(!log.is_empty()),
