@@ -1,5 +1,5 @@
-//! [`KernelLoop`]: the kernel's sync loop serving one frontend's rings (steps 2 and 3 of the
-//! crate-level `kernel` notes): CSB_ENABLE with the guest's arrays, then SYNC_KLOOP_START on a
+//! [`KernelLoop`]: the kernel's sync loop serving one frontend's rings (steps 2 and 3 in
+//! [`crate::kernel`]'s notes): CSB_ENABLE with the guest's arrays, then SYNC_KLOOP_START on a
 //! thread of its own, where it blocks until DELETE or disconnect stops it.
 
 use super::abi::KloopEventfds;
