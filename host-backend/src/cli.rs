@@ -2,9 +2,9 @@
 
 use crate::daemon::server::{PortServer, ServeOptions};
 use crate::frontend::ptnet::syncloop::LoopOptions;
+use crate::portspec::PortSpec;
 use crate::served::Port;
 use crate::served::{build_ports, NetmapImpl};
-use crate::portspec::PortSpec;
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -18,10 +18,10 @@
 
 use crate::frontend::ptnet::syncloop::LoopOptions;
 use crate::frontend::ptnet::PtnetDevice;
-use crate::served::{build_ports, NetmapImpl};
 use crate::port::RingWorker;
-use crate::served::{Datapath, Port};
 use crate::portspec::PortSpec;
+use crate::served::{build_ports, NetmapImpl};
+use crate::served::{Datapath, Port};
 use ptnet_protocol::csb::{self, Atok, Ktoa};
 use ptnet_protocol::netmap::{ring, ring_add, ring_dist, BufPool, RingView};
 use ptnet_protocol::regs::{ptnet, PTCTL_CREATE, PTCTL_DELETE, PTCTL_RESUME};
