@@ -3,19 +3,13 @@
 //! arrays the kernel's loop syncs through while a frontend runs it.
 
 use super::abi::{mode, NmreqPoolsInfo, NmreqRegister, NR_EXCLUSIVE};
+pub use super::sys::Csb;
 use super::sys::NetmapCtrl;
-use crate::port::ring::Keepalive;
 use crate::portspec::RingConf;
 use ptnet_protocol::csb::{Atok, Ktoa};
 use ptnet_protocol::device::PortGeometry;
-use ptnet_protocol::shmem::SharedMem;
 use std::fs::File;
 use std::io;
-use std::sync::Mutex;
-
-/// The CSB arrays a kernel loop syncs through, and what keeps the guest memory they are windows
-/// of mapped.
-type Csb = (SharedMem, SharedMem, Keepalive);
 
 /// A control device bound to one kernel netmap port (all its hardware rings, exclusively), whose
 /// memory the frontend maps and whose rings the kernel's sync loop serves in CSB mode.
@@ -25,9 +19,6 @@ pub struct KernelNetmap {
     pub reg: NmreqRegister,
     /// Where the pools lie.
     pub pools: NmreqPoolsInfo,
-    /// While the kernel's loop runs: the CSB arrays it syncs through (and what keeps them
-    /// mapped), so the daemon can show the rings' positions ([`KernelNetmap::csb_positions`]).
-    csb: Mutex<Option<Csb>>,
 }
 
 impl KernelNetmap {
@@ -43,19 +34,14 @@ impl KernelNetmap {
             ..Default::default()
         };
         ctrl.pools_info(name, &mut pools)?;
-        Ok(Self {
-            ctrl,
-            reg,
-            pools,
-            csb: Mutex::new(None),
-        })
+        Ok(Self { ctrl, reg, pools })
     }
 
     /// Per ring (TX first) while the kernel's loop runs: the guest's head and the kernel's
     /// hwcur and hwtail, from the CSB (the kernel keeps no counters we could read).
     pub fn csb_positions(&self) -> Option<Vec<(u32, u32, u32)>> {
-        let guard = self.csb.lock().unwrap_or_else(|p| p.into_inner());
-        let (atok, ktoa, _) = guard.as_ref()?;
+        let csb = self.ctrl.csb()?;
+        let (atok, ktoa) = (&csb.atok, &csb.ktoa);
         let rings = atok.len() / ptnet_protocol::csb::ENTRY_SIZE;
         Some(
             (0..rings as u32)
@@ -109,18 +95,19 @@ impl KernelNetmap {
         })
     }
 
-    /// Puts the bound rings in CSB mode with the arrays `atok` and `ktoa` (windows of guest
-    /// memory mapped in the daemon, 64-byte aligned, one entry per ring, TX rings first). The
-    /// kernel checks it can reach both, then initialises them from its ring state, as our own
-    /// CREATE does.
-    pub fn enable_csb(&self, atok: &SharedMem, ktoa: &SharedMem) -> io::Result<()> {
-        self.ctrl.csb_enable(atok, ktoa)
+    /// Puts the bound rings in CSB mode with `csb`'s arrays (windows of guest memory mapped in
+    /// the daemon, 64-byte aligned, one entry per ring, TX rings first), held until
+    /// [`Self::release_csb`]. The kernel checks it can reach both, then initialises them from its
+    /// ring state, as our own CREATE does.
+    pub fn enable_csb(&self, csb: Csb) -> io::Result<()> {
+        self.ctrl.csb_enable(csb)
     }
 
-    /// Records (or, with `None`, forgets) the arrays the kernel's loop runs over, for
-    /// [`Self::csb_positions`].
-    pub(super) fn set_running_csb(&self, csb: Option<Csb>) {
-        *self.csb.lock().unwrap_or_else(|p| p.into_inner()) = csb;
+    /// Lets the arrays of [`Self::enable_csb`] go (once the loop is stopped, or never started):
+    /// [`Self::csb_positions`] has nothing to show, and no loop starts until the next
+    /// [`Self::enable_csb`].
+    pub fn release_csb(&self) {
+        self.ctrl.csb_release();
     }
 
     /// Runs the kernel's sync loop on the calling thread until [`Self::stop_kloop`]. `fds` has one
@@ -164,7 +151,6 @@ mod tests {
             ctrl: NetmapCtrl::unregistered(File::open("/dev/null").unwrap()),
             reg,
             pools,
-            csb: std::sync::Mutex::new(None),
         }
     }
 

@@ -3,7 +3,7 @@
 //! thread of its own, where it blocks until DELETE or disconnect stops it.
 
 use super::abi::KloopEventfds;
-use super::control::KernelNetmap;
+use super::control::{Csb, KernelNetmap};
 use crate::port::ring::FrontendRings;
 use std::io;
 use std::os::fd::AsRawFd;
@@ -29,9 +29,6 @@ impl KernelLoop {
     /// memory holding one entry per ring) and starts the kernel's loop with one kick and one call
     /// eventfd per ring. Returns the kernel's refusal, if it refuses.
     pub fn start(port: Arc<KernelNetmap>, name: &str, fe: FrontendRings) -> io::Result<Self> {
-        // Checked there to be aligned and to hold an entry per ring.
-        port.enable_csb(&fe.atok, &fe.ktoa)?;
-        // The arrays stay mapped through `keep` (the guest memory they are windows of).
         let FrontendRings {
             kicks,
             calls,
@@ -39,7 +36,34 @@ impl KernelLoop {
             atok,
             ktoa,
         } = fe;
-        port.set_running_csb(Some((atok, ktoa, keep.clone())));
+        // Checked there to be aligned and to hold an entry per ring; the arrays stay mapped
+        // through `keep` (the guest memory they are windows of), which the port holds until
+        // `stop`, and the loop's thread until it ends.
+        let started = port
+            .enable_csb(Csb {
+                atok,
+                ktoa,
+                keep: keep.clone(),
+            })
+            .and_then(|()| Self::spawn(&port, name, kicks, calls, keep));
+        match started {
+            Ok(thread) => Ok(Self { port, thread }),
+            Err(e) => {
+                port.release_csb();
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs the kernel's loop on a thread of its own; returns it once the kernel has had time to
+    /// refuse, or the refusal.
+    fn spawn(
+        port: &Arc<KernelNetmap>,
+        name: &str,
+        kicks: Vec<std::fs::File>,
+        calls: Vec<Option<std::fs::File>>,
+        keep: crate::port::ring::Keepalive,
+    ) -> io::Result<JoinHandle<io::Result<()>>> {
         let fds: Vec<KloopEventfds> = kicks
             .iter()
             .zip(&calls)
@@ -60,7 +84,7 @@ impl KernelLoop {
                 r
             })?;
         match rx.recv_timeout(KLOOP_REFUSAL_WINDOW) {
-            Err(RecvTimeoutError::Timeout) => Ok(Self { port, thread }),
+            Err(RecvTimeoutError::Timeout) => Ok(thread),
             _ => match thread.join() {
                 Ok(Err(e)) => Err(e),
                 Ok(Ok(())) => Err(io::Error::other("the kernel's sync loop returned at once")),
@@ -72,7 +96,8 @@ impl KernelLoop {
     /// Stops the loop and waits for its thread. STOP is repeated until the thread is out, in case
     /// it came before the kernel entered the loop.
     pub fn stop(self) {
-        self.port.set_running_csb(None);
+        // The loop's thread holds the memory until it ends; no new loop starts on these arrays.
+        self.port.release_csb();
         let deadline = Instant::now() + Duration::from_secs(5);
         while !self.thread.is_finished() {
             if let Err(e) = self.port.stop_kloop() {

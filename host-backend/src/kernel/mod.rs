@@ -28,7 +28,7 @@ pub mod kloop;
 mod sys;
 
 pub use abi::DEV_NETMAP;
-pub use control::KernelNetmap;
+pub use control::{Csb, KernelNetmap};
 pub use kloop::KernelLoop;
 
 use crate::port::nic::{require_if, NicError};

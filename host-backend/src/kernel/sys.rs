@@ -1,25 +1,41 @@
 //! The `unsafe` corner of kernel netmap: `NIOCCTRL` on a `/dev/netmap` control device. Each
 //! wrapper builds its request (header, body, options) on its own stack frame from Rust values,
 //! so every pointer the kernel follows during the call is valid and of the size the kernel
-//! reads; what the kernel keeps beyond a call (the CSB arrays) is a [`SharedMem`] window, whose
-//! creator guarantees the mapping outlives it.
+//! reads. What the kernel keeps beyond a call, the addresses of the CSB arrays, it uses again
+//! only in its loop ([`NetmapCtrl::sync_kloop_start`]), which starts only while the memory they
+//! lie in is held here ([`Csb`]).
 
 use super::abi::{
     kloop_eventfds_option, opt, req, KloopEventfds, NmreqHeader, NmreqOptCsb, NmreqOption,
     NmreqPoolsInfo, NmreqRegister, NmreqSyncKloopStart, DEV_NETMAP, NIOCCTRL,
 };
+use crate::port::ring::Keepalive;
 use ptnet_protocol::csb::ENTRY_SIZE;
 use ptnet_protocol::shmem::SharedMem;
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-/// A `/dev/netmap` descriptor bound to one port (REGISTER), and how many rings the kernel bound:
-/// the CSB arrays given to [`Self::csb_enable`] must hold an entry for each.
-#[derive(Debug)]
+/// The CSB arrays the kernel was pointed at (guest-to-host, host-to-guest), and what keeps the
+/// guest memory they are windows of mapped.
+pub struct Csb {
+    /// Guest-to-host array.
+    pub atok: SharedMem,
+    /// Host-to-guest array.
+    pub ktoa: SharedMem,
+    /// Keeps them mapped.
+    pub keep: Keepalive,
+}
+
+/// A `/dev/netmap` descriptor bound to one port (REGISTER), how many rings the kernel bound (the
+/// CSB arrays given to [`Self::csb_enable`] must hold an entry for each), and the arrays it was
+/// last pointed at while they may be used.
 pub struct NetmapCtrl {
+    // First: closing the descriptor makes the kernel forget the arrays before they are let go.
     dev: File,
     rings: u32,
+    csb: Mutex<Option<Arc<Csb>>>,
 }
 
 /// `ioctl(dev, NIOCCTRL, hdr)`.
@@ -51,14 +67,26 @@ impl NetmapCtrl {
         // SAFETY: REGISTER's body is a `struct nmreq_register`, borrowed for the call.
         unsafe { ctrl(&dev, &mut hdr)? };
         let rings = u32::from(reg.nr_tx_rings) + u32::from(reg.nr_rx_rings);
-        Ok(Self { dev, rings })
+        Ok(Self {
+            dev,
+            rings,
+            csb: Mutex::new(None),
+        })
+    }
+
+    fn csb_slot(&self) -> MutexGuard<'_, Option<Arc<Csb>>> {
+        self.csb.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A descriptor that is not a registered netmap port, for tests of what is built from the
     /// kernel's answers: every request on it fails.
     #[cfg(test)]
     pub fn unregistered(dev: File) -> Self {
-        Self { dev, rings: 0 }
+        Self {
+            dev,
+            rings: 0,
+            csb: Mutex::new(None),
+        }
     }
 
     /// The descriptor (what SHMEM_MAP sends: mapping it gives the port's memory).
@@ -74,11 +102,13 @@ impl NetmapCtrl {
         unsafe { ctrl(&self.dev, &mut hdr) }
     }
 
-    /// CSB_ENABLE with the arrays `atok` and `ktoa`: checked to be 64-byte aligned and to hold an
-    /// entry for every bound ring, since the kernel writes `ktoa` (and reads both) now and while
-    /// its loop runs ([`Self::sync_kloop_start`]).
-    pub fn csb_enable(&self, atok: &SharedMem, ktoa: &SharedMem) -> io::Result<()> {
+    /// CSB_ENABLE with `csb`'s arrays: checked to be 64-byte aligned and to hold an entry for
+    /// every bound ring, since the kernel writes them now and while its loop runs
+    /// ([`Self::sync_kloop_start`]). Once the kernel took them, they are held here until
+    /// [`Self::csb_release`] or the next CSB_ENABLE.
+    pub fn csb_enable(&self, csb: Csb) -> io::Result<()> {
         let need = self.rings as usize * ENTRY_SIZE;
+        let (atok, ktoa) = (&csb.atok, &csb.ktoa);
         for a in [atok, ktoa] {
             if a.len() < need || !(a.as_ptr() as usize).is_multiple_of(ENTRY_SIZE) {
                 return Err(io::Error::new(
@@ -90,7 +120,7 @@ impl NetmapCtrl {
                 ));
             }
         }
-        let mut csb = NmreqOptCsb {
+        let mut opt = NmreqOptCsb {
             nro_opt: NmreqOption {
                 nro_reqtype: opt::CSB,
                 ..Default::default()
@@ -99,20 +129,42 @@ impl NetmapCtrl {
             csb_ktoa: ktoa.as_ptr() as u64,
         };
         let mut hdr = NmreqHeader::new(req::CSB_ENABLE, "");
-        hdr.nr_options = &mut csb as *mut NmreqOptCsb as u64;
+        hdr.nr_options = &mut opt as *mut NmreqOptCsb as u64;
+        // The slot is held across the call: no loop starts while the kernel's arrays change.
+        let mut slot = self.csb_slot();
         // SAFETY: one CSB option, borrowed for the call (the kernel writes its status back). The
-        // arrays it points to hold an entry per bound ring (checked above) and stay mapped for as
-        // long as any copy of their `SharedMem` windows lives (the windows' contract).
-        unsafe { ctrl(&self.dev, &mut hdr)? };
-        match csb.nro_opt.nro_status {
+        // arrays it points to hold an entry per bound ring (checked above) and are mapped (`csb`
+        // holds their memory); the kernel uses them again only in a loop, which starts only while
+        // `csb` is held in the slot.
+        let r = unsafe { ctrl(&self.dev, &mut hdr) };
+        // Whatever the answer, the kernel may now hold these addresses.
+        *slot = Some(Arc::new(csb));
+        r?;
+        match opt.nro_opt.nro_status {
             0 => Ok(()),
             e => Err(io::Error::from_raw_os_error(e as i32)),
         }
     }
 
+    /// The arrays of the last CSB_ENABLE, while held.
+    pub fn csb(&self) -> Option<Arc<Csb>> {
+        self.csb_slot().clone()
+    }
+
+    /// Lets the arrays of the last CSB_ENABLE go (a loop running on them keeps them until it
+    /// ends): no loop starts until the next CSB_ENABLE.
+    pub fn csb_release(&self) {
+        *self.csb_slot() = None;
+    }
+
     /// SYNC_KLOOP_START with one entry of `fds` per ring: blocks, running the kernel's loop over
-    /// the arrays of the last [`Self::csb_enable`], until [`Self::sync_kloop_stop`].
+    /// the arrays of the last [`Self::csb_enable`], until [`Self::sync_kloop_stop`]. Refused
+    /// (EINVAL) when those arrays were released.
     pub fn sync_kloop_start(&self, fds: &[KloopEventfds], sleep_us: u32) -> io::Result<()> {
+        // Held for the whole loop: the memory the kernel syncs through stays mapped.
+        let Some(_csb) = self.csb() else {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        };
         let mut body = NmreqSyncKloopStart { sleep_us, pad1: 0 };
         let mut opt = kloop_eventfds_option(fds);
         let mut hdr = NmreqHeader::new(req::SYNC_KLOOP_START, "");
@@ -120,7 +172,7 @@ impl NetmapCtrl {
         hdr.nr_options = opt.as_mut_ptr() as u64;
         // SAFETY: the body and a complete SYNC_KLOOP_EVENTFDS option (its `nro_size` is the
         // buffer's size), both borrowed for the call. The CSB arrays the loop syncs through are
-        // the ones `csb_enable` checked, mapped as long as their windows live.
+        // the ones the last `csb_enable` checked, kept mapped by `_csb` until the call returns.
         unsafe { ctrl(&self.dev, &mut hdr) }
     }
 
