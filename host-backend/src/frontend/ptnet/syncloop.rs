@@ -13,7 +13,7 @@
 //! [`crate::port::delivery`]), so the ring's own thread wakes only for its guest's kicks.
 
 pub use crate::port::ring::{csb_entries, FrontendRings, Keepalive};
-use crate::port::ring::{DirectRx, PassDone, PassState, RingStats, RingWorker};
+use crate::port::ring::{DirectRx, PassDone, PassState, RingStats, RingSync, RingWorker};
 use crate::sys::{eventfd_take_nowait, poll_revents};
 use ptnet_protocol::csb::{Atok, Ktoa};
 use ptnet_protocol::sync::HostStop;
@@ -192,12 +192,22 @@ fn kick_fault(port: &str, ring: u32, what: &str) {
 
 fn ring_loop(
     port: &str,
-    mut w: RingWorker,
+    w: RingWorker,
     io: RingIo,
     stop: &AtomicBool,
     stop_fd: &EventFd,
     opts: LoopOptions,
 ) -> RingWorker {
+    // The worker comes apart while the loop runs: its kring goes into the pass state, the one
+    // copy of it until the worker is put back together at the end.
+    let RingWorker {
+        index,
+        is_tx,
+        kring,
+        mut sync,
+        notify,
+        stats,
+    } = w;
     let RingIo {
         atok,
         ktoa,
@@ -210,7 +220,7 @@ fn ring_loop(
     // ring like the events asked: the next pass runs the port's error handling.
     let mut fds = [
         (kick_fd.as_raw_fd(), libc::POLLIN),
-        (w.notify.as_raw_fd(), libc::POLLIN),
+        (notify.as_raw_fd(), libc::POLLIN),
         (stop_fd.as_raw_fd(), libc::POLLIN),
         (-1, 0),
     ];
@@ -223,17 +233,16 @@ fn ring_loop(
     let mut idle_polls = 0u32;
     let mut last_reset_log: Option<Instant> = None;
     let mut last_bad_log: Option<Instant> = None;
-    let mut bad_slots_logged = w.stats.bad_slots.load(Ordering::Relaxed);
+    let mut bad_slots_logged = stats.bad_slots.load(Ordering::Relaxed);
     // Drain stale kicks and notifications from before CREATE, then make a first pass: the guest
     // may have published work before we started.
-    let mut kick_ok = drain(port, w.index, &kick_fd);
-    let _ = w.notify.read();
-    // The ring's pass state, this thread's while it runs: it owns the kring, which goes back to
-    // the worker at the end. Direct delivery: the state goes to the ring instead, and every
-    // pass, this loop's too, runs through it. A busy-polling loop keeps its state: it sees a
-    // producer's packets as soon as the producer's own pass would.
+    let mut kick_ok = drain(port, index, &kick_fd);
+    let _ = notify.read();
+    // The ring's pass state, this thread's while it runs. Direct delivery: the state goes to the
+    // ring instead, and every pass, this loop's too, runs through it. A busy-polling loop keeps
+    // its state: it sees a producer's packets as soon as the producer's own pass would.
     let mut state = Some(PassState {
-        kring: w.kring,
+        kring,
         atok,
         ktoa,
         call,
@@ -241,7 +250,7 @@ fn ring_loop(
     let direct = if opts.busy_poll {
         None
     } else {
-        w.sync.direct_rx()
+        sync.direct_rx()
     };
     if let Some(rx) = &direct {
         rx.lend(state.take().expect("not lent yet"));
@@ -251,7 +260,8 @@ fn ring_loop(
             stop: result,
             moved,
         } = pass(
-            &mut w,
+            sync.as_mut(),
+            is_tx,
             state.as_mut(),
             direct.as_deref(),
             opts.busy_poll || spinning,
@@ -262,12 +272,12 @@ fn ring_loop(
                 spin_until = Instant::now() + opts.spin;
             }
             idle_polls = 0;
-            let bad = w.stats.bad_slots.load(Ordering::Relaxed);
+            let bad = stats.bad_slots.load(Ordering::Relaxed);
             if bad != bad_slots_logged && last_bad_log.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
                 last_bad_log = Some(Instant::now());
                 tracing::warn!(
                     port,
-                    ring = w.index,
+                    ring = index,
                     bad_slots = bad,
                     "guest slots with a buffer index outside the port's pool or a length over the buffer size were dropped"
                 );
@@ -287,14 +297,14 @@ fn ring_loop(
             HostStop::Reset(bad) => {
                 if direct.is_none() {
                     // (A lent ring counts its resets itself, whoever ran the pass.)
-                    RingStats::add(&w.stats.resets, 1);
+                    RingStats::add(&stats.resets, 1);
                 }
                 if last_reset_log.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
                     last_reset_log = Some(Instant::now());
                     tracing::warn!(
                         port,
-                        ring = w.index,
-                        resets = w.stats.resets.load(Ordering::Relaxed),
+                        ring = index,
+                        resets = stats.resets.load(Ordering::Relaxed),
                         "guest published {bad}; ring reset"
                     );
                 }
@@ -306,14 +316,13 @@ fn ring_loop(
         // With direct delivery there is nothing to ask the port: its producers run a pass after
         // each commit, and the guest kicks for what only this thread handles.
         let reset = matches!(result, HostStop::Reset(_));
-        // (The kring is the pass state's while the loop runs: `w.kring` is only written back at
-        // the end. The state is here exactly when it is not lent.)
-        if !reset && state.as_ref().is_some_and(|st| w.sync.arm(&st.kring)) {
+        // (The state is here exactly when it is not lent.)
+        if !reset && state.as_ref().is_some_and(|st| sync.arm(&st.kring)) {
             continue;
         }
         // Not the port's descriptor after a reset either: what it asked for at its last `arm` may
         // hold at once and spin the loop.
-        fds[3] = match w.sync.wake_fd().filter(|_| !reset) {
+        fds[3] = match sync.wake_fd().filter(|_| !reset) {
             Some(wake) => (wake.fd, wake.events),
             None => (-1, 0),
         };
@@ -327,18 +336,18 @@ fn ring_loop(
                 if kick & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
                     // Only a descriptor that is not an eventfd, or one in the error state, does
                     // that: it stays ready, so the ring stops rather than spin on it.
-                    kick_fault(port, w.index, &format!("reported poll events {kick:#x}"));
+                    kick_fault(port, index, &format!("reported poll events {kick:#x}"));
                     break;
                 }
                 if kick != 0 {
-                    kick_ok = drain(port, w.index, &kick_fd);
+                    kick_ok = drain(port, index, &kick_fd);
                 }
                 if revents[1] != 0 {
-                    let _ = w.notify.read();
+                    let _ = notify.read();
                 }
             }
             Err(e) => {
-                tracing::error!(port, ring = w.index, "poll failed: {e}; ring stopped");
+                tracing::error!(port, ring = index, "poll failed: {e}; ring stopped");
                 break;
             }
         }
@@ -352,9 +361,15 @@ fn ring_loop(
         state = rx.take_back();
     }
     let mut state = state.expect("the pass state comes back");
-    let _ = pass(&mut w, Some(&mut state), None, true);
-    w.kring = state.kring;
-    w
+    let _ = pass(sync.as_mut(), is_tx, Some(&mut state), None, true);
+    RingWorker {
+        index,
+        is_tx,
+        kring: state.kring,
+        sync,
+        notify,
+        stats,
+    }
 }
 
 /// One host pass over the ring, raising the guest's interrupt through the call eventfd. Returns
@@ -365,7 +380,8 @@ fn ring_loop(
 /// so it sees the kick we drained); this thread then has nothing to wait for and may sleep: the
 /// producer's pass asks the guest for a kick if one is needed.
 fn pass(
-    w: &mut RingWorker,
+    sync: &mut dyn RingSync,
+    is_tx: bool,
     state: Option<&mut PassState>,
     direct: Option<&dyn DirectRx>,
     busy: bool,
@@ -375,7 +391,7 @@ fn pass(
             stop: HostStop::PortBlocked,
             moved: false,
         }),
-        (None, Some(s)) => s.run(w.sync.as_mut(), w.is_tx, busy),
+        (None, Some(s)) => s.run(sync, is_tx, busy),
         (None, None) => unreachable!("the pass state is the loop's or lent"),
     }
 }
