@@ -3,8 +3,8 @@
 
 use crate::daemon::server::ServeOptions;
 use crate::frontend::ptnet::DEFAULT_MAX_GUEST_MEMORY;
-use crate::port::NetmapImpl;
 use crate::portspec::{PortSpec, PortSpecError};
+use crate::served::NetmapImpl;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -11,7 +11,8 @@ pub use config::{ConfigError, DaemonConfig, Sockets, StatsFormat};
 pub use stats::{DaemonStats, FrontendState, PortStats};
 
 use crate::frontend::ptnet::GuestMemory;
-use crate::port::{build_ports, BuildError, NetmapImpl, Port};
+use crate::port::build::BuildError;
+use crate::served::{build_ports, NetmapImpl, Port};
 use server::{PortServer, ServeError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -4,7 +4,8 @@
 
 use crate::daemon::config::StatsFormat;
 use crate::daemon::server::FrontendStatus;
-use crate::port::{Datapath, Port, RingStats};
+use crate::port::ring::RingStats;
+use crate::served::{Datapath, Port};
 use serde::Serialize;
 use std::io::Write;
 use std::path::PathBuf;

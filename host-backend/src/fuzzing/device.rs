@@ -3,8 +3,8 @@
 use super::Input;
 use crate::frontend::ptnet::syncloop::LoopOptions;
 use crate::frontend::ptnet::PtnetDevice;
-use crate::port::{build_ports, NetmapImpl, Port};
 use crate::portspec::PortSpec;
+use crate::served::{build_ports, NetmapImpl, Port};
 use ptnet_protocol::regs::{ptnet, PTCTL_CREATE, PTCTL_DELETE, PTCTL_RESUME};
 use std::fs::File;
 use std::io::Write;

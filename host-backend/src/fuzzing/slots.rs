@@ -1,9 +1,10 @@
 //! The `slots` target, and the rig of real ports built in-process it shares with `vale_frames`.
 
 use super::{check_kring, Input};
-use crate::port::{build_ports, NetmapImpl};
-use crate::port::{Datapath, Port, RingWorker};
+use crate::port::ring::RingWorker;
 use crate::portspec::PortSpec;
+use crate::served::{build_ports, NetmapImpl};
+use crate::served::{Datapath, Port};
 use ptnet_protocol::netmap::{ring_add, ring_dist, BufPool, RingView};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -1,16 +1,20 @@
-//! [`build_ports`]: builds every port of the command line, over the built-in userspace netmap
-//! (used when `/dev/netmap` is absent, or with `--netmap user`) or kernel netmap.
+//! [`build_user_ports`]: builds the ports of the built-in userspace netmap (pipes, VALE, null) and
+//! the host interface ports that copy into it ([`crate::port::nic`]). Which ports go to kernel
+//! netmap instead is decided above (`served::build_ports`).
 
-use super::mem::{IfSpec, NetmapMemory};
-use super::rxring::{RxRing, RxRingSync};
-use super::{mactable, null, pipe, vale};
-use crate::port::{Port, RingStats, RingSync, RingWorker};
+use crate::port::built::{mac_for, BuiltPort, RingParts};
+use crate::port::delivery::{DeliveryRing, DeliveryRx};
+use crate::port::mactable::MacTable;
+use crate::port::mem::{IfSpec, NetmapMemory};
+use crate::port::nic;
+use crate::port::null::{NullRx, NullTx};
+use crate::port::pipe::PipeTx;
+use crate::port::ring::RingSync;
+use crate::port::vale::{Switch, SwitchPort, ValeTx};
 use crate::portspec::{PortKind, PortSpec, RingConf};
-use ptnet_protocol::sync::HostKring;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU8;
 use std::sync::Arc;
-use vmm_sys_util::eventfd::EventFd;
 
 /// Why the ports could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -24,15 +28,10 @@ pub enum BuildError {
     /// Memory could not be created.
     #[error("creating the netmap memory of '{0}': {1}")]
     Memory(String, #[source] std::io::Error),
-    /// A host interface port could not be opened (see [`crate::port::nic`]).
+    /// A host interface port could not be opened (see [`crate::port::nic`]), or a kernel netmap
+    /// port registered (see [`crate::kernel`]).
     #[error(transparent)]
-    Nic(#[from] crate::port::nic::NicError),
-}
-
-fn notifier() -> Result<Arc<EventFd>, std::io::Error> {
-    Ok(Arc::new(EventFd::new(
-        libc::EFD_NONBLOCK | libc::EFD_CLOEXEC,
-    )?))
+    Nic(#[from] nic::NicError),
 }
 
 fn if_spec(name: &str, c: &RingConf) -> IfSpec {
@@ -45,78 +44,14 @@ fn if_spec(name: &str, c: &RingConf) -> IfSpec {
     }
 }
 
-/// Ring notifiers and counters of one interface, made before the syncs that need them.
-struct RingParts {
-    notify: Vec<Arc<EventFd>>,
-    stats: Vec<Arc<RingStats>>,
-}
-
-impl RingParts {
-    fn new(n: u32) -> std::io::Result<Self> {
-        Ok(Self {
-            notify: (0..n).map(|_| notifier()).collect::<Result<_, _>>()?,
-            stats: (0..n).map(|_| Arc::new(RingStats::default())).collect(),
-        })
-    }
-}
-
-fn workers(spec: &IfSpec, parts: RingParts, syncs: Vec<Box<dyn RingSync>>) -> Vec<RingWorker> {
-    let mut notify = parts.notify.into_iter();
-    let mut stats = parts.stats.into_iter();
-    syncs
-        .into_iter()
-        .enumerate()
-        .map(|(i, sync)| {
-            let is_tx = (i as u32) < spec.tx_rings;
-            let kring = if is_tx {
-                HostKring::new_tx(spec.tx_slots)
-            } else {
-                HostKring::new_rx(spec.rx_slots)
-            };
-            RingWorker {
-                index: i as u32,
-                is_tx,
-                kring,
-                sync,
-                notify: notify.next().expect("one per ring"),
-                stats: stats.next().expect("one per ring"),
-            }
-        })
-        .collect()
-}
-
-/// Which netmap serves pipe and VALE ports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NetmapImpl {
-    /// The kernel's (`/dev/netmap`): ports are registered with the kernel, which runs their sync.
-    Kernel,
-    /// The daemon's own userspace netmap.
-    User,
-}
-
-/// Builds every port named on the command line, in the order given. With [`NetmapImpl::Kernel`],
-/// pipe and VALE names go to the kernel as they are; `netmap:IFNAME` always does.
-pub fn build_ports(all: &[PortSpec], netmap: NetmapImpl) -> Result<Vec<Arc<Port>>, BuildError> {
-    let mut seen = HashSet::new();
-    for s in all {
-        if !seen.insert(s.name.clone()) {
-            return Err(BuildError::Duplicate(s.name.clone()));
-        }
-    }
-    let mut built: BTreeMap<String, Arc<Port>> = BTreeMap::new();
-    let in_kernel = |s: &PortSpec| {
-        netmap == NetmapImpl::Kernel
-            && matches!(s.kind, PortKind::Pipe { .. } | PortKind::Vale { .. })
-    };
-    for s in all.iter().filter(|s| in_kernel(s)) {
-        built.insert(s.name.clone(), crate::kernel::build(s, &s.name)?);
-    }
-    let specs: Vec<PortSpec> = all.iter().filter(|s| !in_kernel(s)).cloned().collect();
-    let specs = &specs[..];
+/// Builds the ports of `specs` (pipe, VALE, null and host interface ports, each named once),
+/// by name.
+pub fn build_user_ports(specs: &[&PortSpec]) -> Result<BTreeMap<String, BuiltPort>, BuildError> {
+    let mut built = BTreeMap::new();
 
     // Pipes: both ends of each pipe at once, in one memory.
     let mut pipes: BTreeMap<(String, u32), Vec<&PortSpec>> = BTreeMap::new();
-    for s in specs {
+    for &s in specs {
         if let PortKind::Pipe { name, id, .. } = &s.kind {
             pipes.entry((name.clone(), *id)).or_default().push(s);
         }
@@ -162,16 +97,20 @@ pub fn build_ports(all: &[PortSpec], netmap: NetmapImpl) -> Result<Vec<Arc<Port>
         ];
         let specs_ = [&master, &slave];
         // RX ring r of end e is fed by TX ring r of the other end.
-        let rx_rings: Vec<Vec<Arc<RxRing>>> = (0..2)
+        let rx_rings: Vec<Vec<Arc<DeliveryRing>>> = (0..2)
             .map(|e| {
                 let s = specs_[e];
                 (0..s.rx_rings)
                     .map(|r| {
-                        Arc::new(RxRing::new(
+                        let ring = (s.tx_rings + r) as usize;
+                        Arc::new(DeliveryRing::new(
                             mem.ring(e, s.tx_rings + r),
                             mem.bufs(),
-                            parts[e].notify[(s.tx_rings + r) as usize].clone(),
-                            Some(parts[1 - e].notify[r as usize].clone()),
+                            (
+                                parts[e].notify[ring].clone(),
+                                Some(parts[1 - e].notify[r as usize].clone()),
+                            ),
+                            parts[e].stats[ring].clone(),
                         ))
                     })
                     .collect()
@@ -187,7 +126,7 @@ pub fn build_ports(all: &[PortSpec], netmap: NetmapImpl) -> Result<Vec<Arc<Port>
             let mut syncs: Vec<Box<dyn RingSync>> = Vec::new();
             for r in 0..s.tx_rings {
                 let peer_rx = specs_[1 - e].tx_rings + r;
-                syncs.push(Box::new(pipe::PipeTx::new(
+                syncs.push(Box::new(PipeTx::new(
                     mem.ring(e, r),
                     (
                         rx_rings[1 - e][r as usize].clone(),
@@ -199,25 +138,22 @@ pub fn build_ports(all: &[PortSpec], netmap: NetmapImpl) -> Result<Vec<Arc<Port>
                 )));
             }
             for r in 0..s.rx_rings {
-                syncs.push(Box::new(RxRingSync {
+                syncs.push(Box::new(DeliveryRx {
                     rx: rx_rings[e][r as usize].clone(),
-                    stats: p.stats[(s.tx_rings + r) as usize].clone(),
                 }));
             }
             let port_name = format!("netmap:{}", s.name);
-            let w = workers(s, p, syncs);
+            let w = p.workers(s, syncs);
             built.insert(
                 port_name.clone(),
-                Arc::new(
-                    Port::new(&port_name, mem.clone(), e, w).with_vnet_hdr(hdr_lens[e].clone()),
-                ),
+                BuiltPort::new(&port_name, mem.clone(), e, w).with_vnet_hdr(hdr_lens[e].clone()),
             );
         }
     }
 
     // VALE: every port of a switch has its own memory; the TX syncs need the whole switch.
     let mut switches: BTreeMap<String, Vec<&PortSpec>> = BTreeMap::new();
-    for s in specs {
+    for &s in specs {
         if let PortKind::Vale { switch, .. } = &s.kind {
             switches.entry(switch.clone()).or_default().push(s);
         }
@@ -236,16 +172,17 @@ pub fn build_ports(all: &[PortSpec], netmap: NetmapImpl) -> Result<Vec<Arc<Port>
                 .map_err(|e| BuildError::Memory(m.name.clone(), e))?;
             let rx = (0..spec.rx_rings)
                 .map(|r| {
-                    Arc::new(RxRing::new(
+                    let ring = (spec.tx_rings + r) as usize;
+                    Arc::new(DeliveryRing::new(
                         mem.ring(0, spec.tx_rings + r),
                         mem.bufs(),
-                        p.notify[(spec.tx_rings + r) as usize].clone(),
-                        None,
+                        (p.notify[ring].clone(), None),
+                        p.stats[ring].clone(),
                     ))
                 })
                 .collect();
-            ports.push(vale::SwitchPort {
-                mac: crate::port::mac_for(&m.name),
+            ports.push(SwitchPort {
+                mac: mac_for(&m.name),
                 rx,
                 rx_stats: p.stats[spec.tx_rings as usize..].to_vec(),
                 vnet_hdr_len: Arc::new(AtomicU8::new(0)),
@@ -253,17 +190,17 @@ pub fn build_ports(all: &[PortSpec], netmap: NetmapImpl) -> Result<Vec<Arc<Port>
             mems.push((spec, mem));
             parts.push(p);
         }
-        let macs: Vec<[u8; 6]> = ports.iter().map(|p: &vale::SwitchPort| p.mac).collect();
+        let macs: Vec<[u8; 6]> = ports.iter().map(|p: &SwitchPort| p.mac).collect();
         let limits: Vec<u32> = members.iter().map(|m| m.mac_limit).collect();
-        let switch = Arc::new(vale::Switch {
+        let switch = Arc::new(Switch {
             name: sw_name.clone(),
             ports,
-            table: mactable::MacTable::new(&macs, &limits),
+            table: MacTable::new(&macs, &limits),
         });
         for (me, ((spec, mem), p)) in mems.into_iter().zip(parts).enumerate() {
             let mut syncs: Vec<Box<dyn RingSync>> = Vec::new();
             for r in 0..spec.tx_rings {
-                syncs.push(Box::new(vale::ValeTx::new(
+                syncs.push(Box::new(ValeTx::new(
                     switch.clone(),
                     me,
                     r as usize,
@@ -273,27 +210,24 @@ pub fn build_ports(all: &[PortSpec], netmap: NetmapImpl) -> Result<Vec<Arc<Port>
                 )));
             }
             for r in 0..spec.rx_rings {
-                syncs.push(Box::new(RxRingSync {
+                syncs.push(Box::new(DeliveryRx {
                     rx: switch.ports[me].rx[r as usize].clone(),
-                    stats: p.stats[(spec.tx_rings + r) as usize].clone(),
                 }));
             }
-            let w = workers(&spec, p, syncs);
+            let w = p.workers(&spec, syncs);
             let hdr_len = switch.ports[me].vnet_hdr_len.clone();
             let (sw, own) = (switch.clone(), switch.ports[me].mac);
             built.insert(
                 spec.name.clone(),
-                Arc::new(
-                    Port::new(&spec.name, mem, 0, w)
-                        .with_vnet_hdr(hdr_len)
-                        .with_frontend_gone(move || sw.table.release(me, own)),
-                ),
+                BuiltPort::new(&spec.name, mem, 0, w)
+                    .with_vnet_hdr(hdr_len)
+                    .with_frontend_gone(move || sw.table.release(me, own)),
             );
         }
     }
 
     // Null ports.
-    for s in specs {
+    for &s in specs {
         if let PortKind::Null { .. } = s.kind {
             let spec = if_spec(&s.name, &s.conf);
             let mem = Arc::new(
@@ -304,23 +238,23 @@ pub fn build_ports(all: &[PortSpec], netmap: NetmapImpl) -> Result<Vec<Arc<Port>
                 .map_err(|e| BuildError::Memory(s.name.clone(), e))?;
             let mut syncs: Vec<Box<dyn RingSync>> = Vec::new();
             for r in 0..spec.tx_rings {
-                syncs.push(Box::new(null::NullTx {
+                syncs.push(Box::new(NullTx {
                     tx: mem.ring(0, r),
                     stats: p.stats[r as usize].clone(),
                 }));
             }
             for _ in 0..spec.rx_rings {
-                syncs.push(Box::new(null::NullRx));
+                syncs.push(Box::new(NullRx));
             }
-            let w = workers(&spec, p, syncs);
-            built.insert(s.name.clone(), Arc::new(Port::new(&s.name, mem, 0, w)));
+            let w = p.workers(&spec, syncs);
+            built.insert(s.name.clone(), BuiltPort::new(&s.name, mem, 0, w));
         }
     }
 
-    // Host interfaces (tap, AF_PACKET, AF_XDP, kernel netmap): see crate::port::nic.
-    for s in specs.iter().filter(|s| crate::port::nic::is_nic(&s.kind)) {
-        built.insert(s.name.clone(), crate::port::nic::build_port(s)?);
+    // Host interfaces (tap, AF_PACKET, AF_XDP): see crate::port::nic.
+    for &s in specs.iter().filter(|s| nic::is_nic(&s.kind)) {
+        built.insert(s.name.clone(), nic::build_port(s)?);
     }
 
-    Ok(all.iter().map(|s| built[&s.name].clone()).collect())
+    Ok(built)
 }

@@ -1,8 +1,8 @@
 //! The null port: transmitted packets are counted and discarded at once; nothing is ever received.
 
-use crate::port::{RingStats, RingSync};
-use ptnet_protocol::netmap::{ring_add, RingView};
-use ptnet_protocol::sync::{ring_prev, HostKring, PortSync};
+use crate::port::ring::{RingStats, RingSync, TxBatch};
+use ptnet_protocol::netmap::RingView;
+use ptnet_protocol::sync::{HostKring, PortSync};
 use std::sync::Arc;
 
 /// A TX ring that completes everything.
@@ -15,17 +15,12 @@ pub struct NullTx {
 
 impl PortSync for NullTx {
     fn sync(&mut self, k: &mut HostKring, _flags: u32) {
-        let (mut packets, mut bytes) = (0u64, 0u64);
-        let mut j = k.hwcur;
-        while j != k.rhead {
-            bytes += u64::from(self.tx.len(j));
-            packets += 1;
-            j = ring_add(j, 1, k.num_slots);
+        let mut b = TxBatch::new(k);
+        while let Some(j) = b.slot() {
+            b.counts.moved(usize::from(self.tx.len(j)));
+            b.next();
         }
-        k.hwcur = k.rhead;
-        k.hwtail = ring_prev(k.hwcur, k.num_slots);
-        RingStats::add(&self.stats.packets, packets);
-        RingStats::add(&self.stats.bytes, bytes);
+        b.finish(k, &self.stats);
     }
 }
 

@@ -2,10 +2,13 @@
 //! the other end's RX ring `i`, with no copy: the TX slot's buffer and the free RX slot's buffer
 //! swap indexes. Lossless: when the receiver is full, the sender waits (backpressure).
 //!
-//! Direct delivery: after it commits, the TX ring runs the peer RX ring's host pass itself
-//! ([`RxRing::host_pass`]), which publishes the packets to the peer guest and interrupts it; the
-//! peer's RX thread stays asleep. Short of room, it runs one first to take in the slots the peer
-//! guest released without a kick.
+//! Direct delivery (see [`crate::port::delivery`]): after it commits, the TX sync runs the peer RX
+//! ring's host pass itself ([`DeliveryRing::host_pass`]), once per sync, which publishes the
+//! packets to the peer guest and interrupts it; the peer's RX thread stays asleep. The same pass
+//! takes in the slots the peer guest released without a kick (it kicks for them only while a
+//! producer waits), so a sync that found the peer short of room leaves its slots pending and the
+//! ring's `arm` sees the room that pass found: the loop goes round again at once, and waits for
+//! the peer ([`DeliveryRing::arm_producer`]) only when there is none.
 //!
 //! # Virtio-net headers
 //!
@@ -26,10 +29,10 @@
 //! receiver's `bad_slots` (on its RX ring), and the sender's packet counts as sent. A receiver
 //! that corrupts its ring can only lose its own traffic, and the loss shows on its counters.
 
-use super::rxring::RxRing;
-use crate::port::{RingStats, RingSync};
-use ptnet_protocol::netmap::{ring_add, ring_dist, slot_flags, BufPool, RingView};
-use ptnet_protocol::sync::{ring_prev, HostKring, PortSync};
+use crate::port::delivery::DeliveryRing;
+use crate::port::ring::{RingStats, RingSync, TxBatch};
+use ptnet_protocol::netmap::{ring_add, slot_flags, BufPool, RingView};
+use ptnet_protocol::sync::{HostKring, PortSync};
 use ptnet_protocol::vnet::{self, VnetHeader};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
@@ -39,7 +42,7 @@ pub struct PipeTx {
     /// This end's TX ring.
     pub tx: RingView,
     /// The peer's RX ring.
-    pub peer: Arc<RxRing>,
+    pub peer: Arc<DeliveryRing>,
     /// The shared buffer pool.
     pub bufs: BufPool,
     /// Counters.
@@ -68,7 +71,7 @@ impl PipeTx {
     /// `hdr_lens`: this end's and the peer's.
     pub fn new(
         tx: RingView,
-        (peer, peer_stats): (Arc<RxRing>, Arc<RingStats>),
+        (peer, peer_stats): (Arc<DeliveryRing>, Arc<RingStats>),
         bufs: BufPool,
         stats: Arc<RingStats>,
         hdr_lens: [Arc<AtomicU8>; 2],
@@ -125,83 +128,82 @@ impl PipeTx {
 
 impl PortSync for PipeTx {
     fn sync(&mut self, k: &mut HostKring, _flags: u32) {
-        let n = k.num_slots;
-        let pending = ring_dist(k.hwcur, k.rhead, n);
-        if pending > self.peer.space() {
-            // The peer guest may have released slots no pass has taken in yet (with direct
-            // delivery it kicks for them only while we wait): take them in. Once per sync, only
-            // when short of room.
-            self.peer.host_pass(false);
+        let mut b = TxBatch::new(k);
+        let pending = b.pending();
+        if pending == 0 {
+            return b.finish(k, &self.stats);
         }
-        if pending > 0 {
-            if let Some(res) = self.peer.reserve(pending) {
-                let [mine, theirs] = [0, 1].map(|e| self.hdr_lens[e].load(Ordering::Relaxed));
-                let (src_len, dst_len) = (usize::from(mine), usize::from(theirs));
-                let (rx, buf_size) = (self.peer.ring, self.bufs.buf_size());
-                let (mut j, mut d) = (k.hwcur, res.start);
-                let (mut bytes, mut bad, mut dropped, mut peer_bad) = (0u64, 0u64, 0u64, 0u64);
-                for _ in 0..res.n {
-                    let (ai, mut len, bi) = (self.tx.buf_idx(j), self.tx.len(j), rx.buf_idx(d));
-                    let sane = self.bufs.valid(ai) && u32::from(len) <= buf_size;
-                    let refused = if !self.bufs.valid(bi) {
-                        Some(Refused::PeerBad)
-                    } else if !sane {
-                        Some(Refused::Bad)
-                    } else if src_len != dst_len {
-                        match self.convert(ai, usize::from(len), src_len, dst_len) {
-                            Ok(l) => {
-                                len = l;
-                                None
-                            }
-                            Err(r) => Some(r),
+        let mut peer_bad = 0u64;
+        if let Some(res) = self.peer.reserve(pending) {
+            let [mine, theirs] = [0, 1].map(|e| self.hdr_lens[e].load(Ordering::Relaxed));
+            let (src_len, dst_len) = (usize::from(mine), usize::from(theirs));
+            let (rx, buf_size) = (self.peer.ring, self.bufs.buf_size());
+            let mut d = res.start;
+            for _ in 0..res.n {
+                let j = b.slot().expect("no more reserved than pending");
+                let (ai, mut len, bi) = (self.tx.buf_idx(j), self.tx.len(j), rx.buf_idx(d));
+                let sane = self.bufs.valid(ai) && u32::from(len) <= buf_size;
+                let refused = if !self.bufs.valid(bi) {
+                    Some(Refused::PeerBad)
+                } else if !sane {
+                    Some(Refused::Bad)
+                } else if src_len != dst_len {
+                    match self.convert(ai, usize::from(len), src_len, dst_len) {
+                        Ok(l) => {
+                            len = l;
+                            None
                         }
-                    } else {
-                        None
-                    };
-                    match refused {
-                        None => {
-                            self.tx.set_buf_idx(j, bi);
-                            self.tx.set_flags(j, slot_flags::BUF_CHANGED);
-                            rx.set_buf_idx(d, ai);
-                            rx.set_len(d, len);
-                            rx.set_flags(d, slot_flags::BUF_CHANGED);
-                            bytes += u64::from(len);
-                        }
-                        Some(r) => {
-                            // Never hand a bad index to the peer: it gets an empty slot instead.
-                            rx.set_len(d, 0);
-                            rx.set_flags(d, 0);
-                            match r {
-                                Refused::Gso => dropped += 1,
-                                Refused::Bad => bad += 1,
-                                Refused::PeerBad => peer_bad += 1,
+                        Err(r) => Some(r),
+                    }
+                } else {
+                    None
+                };
+                match refused {
+                    None => {
+                        self.tx.set_buf_idx(j, bi);
+                        self.tx.set_flags(j, slot_flags::BUF_CHANGED);
+                        rx.set_buf_idx(d, ai);
+                        rx.set_len(d, len);
+                        rx.set_flags(d, slot_flags::BUF_CHANGED);
+                        b.counts.moved(usize::from(len));
+                    }
+                    Some(r) => {
+                        // Never hand a bad index to the peer: it gets an empty slot instead.
+                        rx.set_len(d, 0);
+                        rx.set_flags(d, 0);
+                        match r {
+                            Refused::Gso => b.counts.drops += 1,
+                            Refused::Bad => b.counts.bad_slots += 1,
+                            // What the peer's corrupt slot lost is the peer's: the sender's
+                            // packet counts as sent (it left this end intact) and the loss as
+                            // the peer's bad slot.
+                            Refused::PeerBad => {
+                                b.counts.packets += 1;
+                                peer_bad += 1;
                             }
                         }
                     }
-                    j = ring_add(j, 1, n);
-                    d = ring_add(d, 1, rx.num_slots());
                 }
-                self.peer.commit(res);
-                // Direct delivery: publish to the peer guest from here (a no-op when no guest
-                // runs the peer ring: its own thread was notified by the commit).
-                self.peer.host_pass(false);
-                k.hwcur = j;
-                // What the peer's corrupt slot lost is the peer's: the sender's packet counts as
-                // sent (it left this end intact) and the loss as the peer's bad slot.
-                RingStats::add(&self.peer_stats.bad_slots, peer_bad);
-                RingStats::add(&self.stats.packets, u64::from(res.n) - bad - dropped);
-                RingStats::add(&self.stats.bytes, bytes);
-                RingStats::add(&self.stats.bad_slots, bad);
-                RingStats::add(&self.stats.drops, dropped);
+                b.next();
+                d = ring_add(d, 1, rx.num_slots());
             }
+            self.peer.commit(res);
         }
+        // Direct delivery, once per sync: publishes what was just committed to the peer guest
+        // (a no-op when no guest runs the peer ring: the commit notified its thread), and takes
+        // in the slots the peer guest released since the last pass, for the next reservation.
+        self.peer.host_pass(false);
+        RingStats::add(&self.peer_stats.bad_slots, peer_bad);
         // Swapped slots are complete at once.
-        k.hwtail = ring_prev(k.hwcur, n);
+        b.finish(k, &self.stats);
     }
 }
 
 impl RingSync for PipeTx {
     fn arm(&mut self, k: &HostKring) -> bool {
-        k.hwcur != k.rhead && self.peer.arm_producer()
+        // Slots are left only when the peer was short of room. The sync's pass may have found
+        // some since (released by the peer guest): then go round again at once. Otherwise ask
+        // to be woken (or find room after all).
+        k.hwcur != k.rhead && (self.peer.space() > 0 || self.peer.arm_producer())
     }
 }

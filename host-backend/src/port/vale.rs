@@ -15,12 +15,19 @@
 //! frame cut into as many destination slots as it has segments (dropped whole if the destination
 //! has not that many free). A malformed header is counted in the sender's `bad_slots`, once per
 //! slot however many destinations refused it.
+//!
+//! # Delivery
+//!
+//! A sender copies into the destination's [`DeliveryRing`] and runs that ring's host pass itself
+//! (direct delivery, see [`crate::port::delivery`]): once after its commits, and once before when
+//! the destination looks short of room, to take in what its guest released without a kick (a
+//! switch drops what does not fit, so a stale view of the room would lose packets).
 
-use super::mactable::{mac_u64, Admit, MacTable};
-use super::rxring::RxRing;
-use crate::port::{RingStats, RingSync};
+use crate::port::delivery::DeliveryRing;
+use crate::port::mactable::{mac_u64, Admit, MacTable};
+use crate::port::ring::{RingStats, RingSync, TxBatch};
 use ptnet_protocol::netmap::{ring_add, slot_flags, BufPool, RingView};
-use ptnet_protocol::sync::{ring_prev, HostKring, PortSync};
+use ptnet_protocol::sync::{HostKring, PortSync};
 use ptnet_protocol::vnet::{self, VnetError, VnetHeader};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
@@ -31,7 +38,7 @@ const ETH_HLEN: usize = 14;
 /// One port as the switch sees it: where to deliver.
 pub struct SwitchPort {
     /// The port's RX rings.
-    pub rx: Vec<Arc<RxRing>>,
+    pub rx: Vec<Arc<DeliveryRing>>,
     /// Their counters: a receiver's corrupt slot counts there, not on the sender.
     pub rx_stats: Vec<Arc<RingStats>>,
     /// The MAC its device offers its guest (owned from the start; see [`super::mactable`]).
@@ -143,7 +150,13 @@ impl ValeTx {
     }
 
     /// Converts TX slot `j` into one or more slots of `rx` (see the module notes).
-    fn convert_one(&mut self, rx: &RxRing, j: u32, src_len: usize, dst_len: usize) -> Converted {
+    fn convert_one(
+        &mut self,
+        rx: &DeliveryRing,
+        j: u32,
+        src_len: usize,
+        dst_len: usize,
+    ) -> Converted {
         let len = usize::from(self.tx.len(j));
         // The sync checked the length against our buffers and the index.
         if !self
@@ -211,7 +224,7 @@ impl ValeTx {
     }
 
     /// Writes `self.out[..len]` into slot `d` of `rx` (a slot this producer reserved).
-    fn put(&self, rx: &RxRing, d: u32, len: usize) {
+    fn put(&self, rx: &DeliveryRing, d: u32, len: usize) {
         let ok = rx.bufs.write(rx.ring.buf_idx(d), 0, &self.out[..len]);
         // A corrupt slot of the receiver's own gets nothing.
         rx.ring.set_len(d, if ok { len as u16 } else { 0 });
@@ -264,7 +277,6 @@ impl ValeTx {
 
 impl PortSync for ValeTx {
     fn sync(&mut self, k: &mut HostKring, _flags: u32) {
-        let n = k.num_slots;
         for l in &mut self.lists {
             l.clear();
         }
@@ -274,9 +286,8 @@ impl PortSync for ValeTx {
                 .vnet_hdr_len
                 .load(Ordering::Relaxed),
         );
-        let (mut bad, mut bytes, mut packets, mut refused) = (0u64, 0u64, 0u64, 0u64);
-        let mut j = k.hwcur;
-        while j != k.rhead {
+        let mut b = TxBatch::new(k);
+        while let Some(j) = b.slot() {
             let (idx, len, flags) = (
                 self.tx.buf_idx(j),
                 usize::from(self.tx.len(j)),
@@ -287,7 +298,7 @@ impl PortSync for ValeTx {
                 || len > self.bufs.buf_size() as usize
                 || !self.bufs.read(idx, my_len, &mut hdr)
             {
-                bad += 1;
+                b.counts.bad_slots += 1;
             } else {
                 let dst = mac_u64(hdr[..6].try_into().expect("6 bytes"));
                 let src = mac_u64(hdr[6..].try_into().expect("6 bytes"));
@@ -301,12 +312,11 @@ impl PortSync for ValeTx {
                 if !admitted {
                     // A source it does not own (another port's, a multicast one, one past its
                     // limit): the frame never reaches the switch.
-                    refused += 1;
-                    j = ring_add(j, 1, n);
+                    b.counts.src_refused += 1;
+                    b.next();
                     continue;
                 }
-                packets += 1;
-                bytes += len as u64;
+                b.counts.moved(len);
                 let known = if hdr[0] & 1 == 0 {
                     self.switch.table.lookup(dst)
                 } else {
@@ -324,7 +334,7 @@ impl PortSync for ValeTx {
                     }
                 }
             }
-            j = ring_add(j, 1, n);
+            b.next();
         }
         let mut dropped = 0;
         for p in 0..self.lists.len() {
@@ -339,16 +349,11 @@ impl PortSync for ValeTx {
             }
         }
         // Slots with a bad header were counted as packets above: they are bad slots instead.
-        bad += self.bad_headers.len() as u64;
-        packets -= self.bad_headers.len() as u64;
+        b.counts.bad_slots += self.bad_headers.len() as u64;
+        b.counts.packets -= self.bad_headers.len() as u64;
+        b.counts.drops += dropped;
         // Copied or dropped, every slot is complete.
-        k.hwcur = k.rhead;
-        k.hwtail = ring_prev(k.hwcur, n);
-        RingStats::add(&self.stats.packets, packets);
-        RingStats::add(&self.stats.bytes, bytes);
-        RingStats::add(&self.stats.bad_slots, bad);
-        RingStats::add(&self.stats.drops, dropped);
-        RingStats::add(&self.stats.src_refused, refused);
+        b.finish(k, &self.stats);
     }
 }
 

@@ -6,7 +6,7 @@ use crate::frontend::ptnet::syncloop::{
     csb_entries, FrontendRings, LoopOptions, RingIo, RingRunner,
 };
 use crate::kernel::KernelLoop;
-use crate::port::{Datapath, Port};
+use crate::served::{Datapath, Port};
 use ptnet_protocol::device::PortGeometry;
 use std::sync::atomic::AtomicU8;
 use std::sync::Arc;

@@ -5,15 +5,17 @@
 //! Nothing here allocates, locks or makes a per-packet syscall: a pass handles a whole batch, and
 //! the only syscalls are the eventfd writes the CSB flags ask for and the `poll` before sleeping.
 //!
-//! RX rings that other rings fill (pipes, VALE) use direct delivery when the loop sleeps: the
-//! producer runs the ring's host pass itself after it commits packets (see
-//! [`crate::port::rxring`]), so the ring's own thread wakes only for its guest's kicks.
+//! Each thread owns its ring's pass state ([`PassState`]: the host kring, the CSB entries, the
+//! interrupt eventfd) for as long as it runs, and gives the kring back to the port's
+//! [`RingWorker`] when it stops. RX rings that other rings fill (pipes, VALE) use direct delivery
+//! when the loop sleeps: the thread lends its pass state to the ring ([`DirectRx::lend`]) and
+//! the producer runs the ring's host pass itself after it commits packets (see
+//! [`crate::port::delivery`]), so the ring's own thread wakes only for its guest's kicks.
 
-use crate::port::rxring::{RxHost, RxRing};
-use crate::port::{RingStats, RingWorker};
-use crate::sys::{eventfd_signal_nowait, eventfd_take_nowait, poll_revents};
+pub use crate::port::ring::{csb_entries, FrontendRings, Keepalive};
+use crate::port::ring::{DirectRx, PassDone, PassState, RingStats, RingSync, RingWorker};
+use crate::sys::{eventfd_take_nowait, poll_revents};
 use ptnet_protocol::csb::{Atok, Ktoa};
-use ptnet_protocol::shmem::SharedMem;
 use ptnet_protocol::sync::HostStop;
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -41,7 +43,8 @@ impl Default for LoopOptions {
     }
 }
 
-/// What one ring thread needs besides its worker.
+/// What one ring thread needs besides its worker, from the frontend: the ring's part of
+/// [`FrontendRings`].
 pub struct RingIo {
     /// Guest-to-host CSB entry.
     pub atok: Atok,
@@ -53,22 +56,6 @@ pub struct RingIo {
     pub call: Option<File>,
 }
 
-/// What a frontend gives for running a port's rings, whichever loop runs them: its CSB arrays
-/// (windows of its memory, checked to hold an entry per ring), one kick and one optional call
-/// eventfd per ring (TX rings first), and what keeps that memory mapped while the rings run.
-pub struct FrontendRings {
-    /// Guest-to-host CSB array.
-    pub atok: SharedMem,
-    /// Host-to-guest CSB array.
-    pub ktoa: SharedMem,
-    /// Kick eventfds.
-    pub kicks: Vec<File>,
-    /// Interrupt eventfds.
-    pub calls: Vec<Option<File>>,
-    /// Keeps the guest memory mapped.
-    pub keep: Keepalive,
-}
-
 /// Running ring threads of one port.
 pub struct RingRunner {
     stop_flag: Arc<AtomicBool>,
@@ -77,9 +64,6 @@ pub struct RingRunner {
     /// The frontend's interrupt eventfds, which [`RingRunner::stop`] drains (see there).
     calls: Vec<File>,
 }
-
-/// Keeps what the CSB entries point into alive for as long as the threads run.
-pub type Keepalive = Arc<dyn Send + Sync>;
 
 impl RingRunner {
     /// Starts one thread per worker. `io[i]` belongs to `workers[i]`. When a thread cannot be
@@ -208,19 +192,35 @@ fn kick_fault(port: &str, ring: u32, what: &str) {
 
 fn ring_loop(
     port: &str,
-    mut w: RingWorker,
-    mut io: RingIo,
+    w: RingWorker,
+    io: RingIo,
     stop: &AtomicBool,
     stop_fd: &EventFd,
     opts: LoopOptions,
 ) -> RingWorker {
+    // The worker comes apart while the loop runs: its kring goes into the pass state, the one
+    // copy of it until the worker is put back together at the end.
+    let RingWorker {
+        index,
+        is_tx,
+        kring,
+        mut sync,
+        notify,
+        stats,
+    } = w;
+    let RingIo {
+        atok,
+        ktoa,
+        kick: kick_fd,
+        call,
+    } = io;
     // The fourth entry is the port's own descriptor with the events it asks for
     // (`RingSync::wake_fd`, NIC ports: readable for RX, writable for a TX ring blocked on a full
     // kernel queue), -1 (ignored by poll) when it has none. An error or hang-up on it wakes the
     // ring like the events asked: the next pass runs the port's error handling.
     let mut fds = [
-        (io.kick.as_raw_fd(), libc::POLLIN),
-        (w.notify.as_raw_fd(), libc::POLLIN),
+        (kick_fd.as_raw_fd(), libc::POLLIN),
+        (notify.as_raw_fd(), libc::POLLIN),
         (stop_fd.as_raw_fd(), libc::POLLIN),
         (-1, 0),
     ];
@@ -233,32 +233,36 @@ fn ring_loop(
     let mut idle_polls = 0u32;
     let mut last_reset_log: Option<Instant> = None;
     let mut last_bad_log: Option<Instant> = None;
-    let mut bad_slots_logged = w.stats.bad_slots.load(Ordering::Relaxed);
+    let mut bad_slots_logged = stats.bad_slots.load(Ordering::Relaxed);
     // Drain stale kicks and notifications from before CREATE, then make a first pass: the guest
     // may have published work before we started.
-    let mut kick_ok = drain(port, w.index, &io.kick);
-    let _ = w.notify.read();
-    // Direct delivery: the ring's host state goes to the ring while the loop runs, and every pass,
-    // this loop's too, runs through it. A busy-polling loop keeps its state: it sees a producer's
-    // packets as soon as the producer's own pass would.
+    let mut kick_ok = drain(port, index, &kick_fd);
+    let _ = notify.read();
+    // The ring's pass state, this thread's while it runs. Direct delivery: the state goes to the
+    // ring instead, and every pass, this loop's too, runs through it. A busy-polling loop keeps
+    // its state: it sees a producer's packets as soon as the producer's own pass would.
+    let mut state = Some(PassState {
+        kring,
+        atok,
+        ktoa,
+        call,
+    });
     let direct = if opts.busy_poll {
         None
     } else {
-        w.sync.direct_rx()
+        sync.direct_rx()
     };
     if let Some(rx) = &direct {
-        rx.lend(RxHost {
-            kring: w.kring,
-            atok: io.atok,
-            ktoa: io.ktoa,
-            call: io.call.take(),
-            stats: w.stats.clone(),
-        });
+        rx.lend(state.take().expect("not lent yet"));
     }
     while kick_ok && !stop.load(Ordering::Relaxed) {
-        let (result, moved) = pass(
-            &mut w,
-            &mut io,
+        let PassDone {
+            stop: result,
+            moved,
+        } = pass(
+            sync.as_mut(),
+            is_tx,
+            state.as_mut(),
             direct.as_deref(),
             opts.busy_poll || spinning,
         );
@@ -268,12 +272,12 @@ fn ring_loop(
                 spin_until = Instant::now() + opts.spin;
             }
             idle_polls = 0;
-            let bad = w.stats.bad_slots.load(Ordering::Relaxed);
+            let bad = stats.bad_slots.load(Ordering::Relaxed);
             if bad != bad_slots_logged && last_bad_log.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
                 last_bad_log = Some(Instant::now());
                 tracing::warn!(
                     port,
-                    ring = w.index,
+                    ring = index,
                     bad_slots = bad,
                     "guest slots with a buffer index outside the port's pool or a length over the buffer size were dropped"
                 );
@@ -293,14 +297,14 @@ fn ring_loop(
             HostStop::Reset(bad) => {
                 if direct.is_none() {
                     // (A lent ring counts its resets itself, whoever ran the pass.)
-                    RingStats::add(&w.stats.resets, 1);
+                    RingStats::add(&stats.resets, 1);
                 }
                 if last_reset_log.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
                     last_reset_log = Some(Instant::now());
                     tracing::warn!(
                         port,
-                        ring = w.index,
-                        resets = w.stats.resets.load(Ordering::Relaxed),
+                        ring = index,
+                        resets = stats.resets.load(Ordering::Relaxed),
                         "guest published {bad}; ring reset"
                     );
                 }
@@ -312,12 +316,13 @@ fn ring_loop(
         // With direct delivery there is nothing to ask the port: its producers run a pass after
         // each commit, and the guest kicks for what only this thread handles.
         let reset = matches!(result, HostStop::Reset(_));
-        if !reset && direct.is_none() && w.sync.arm(&w.kring) {
+        // (The state is here exactly when it is not lent.)
+        if !reset && state.as_ref().is_some_and(|st| sync.arm(&st.kring)) {
             continue;
         }
         // Not the port's descriptor after a reset either: what it asked for at its last `arm` may
         // hold at once and spin the loop.
-        fds[3] = match w.sync.wake_fd().filter(|_| !reset) {
+        fds[3] = match sync.wake_fd().filter(|_| !reset) {
             Some(wake) => (wake.fd, wake.events),
             None => (-1, 0),
         };
@@ -331,18 +336,18 @@ fn ring_loop(
                 if kick & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
                     // Only a descriptor that is not an eventfd, or one in the error state, does
                     // that: it stays ready, so the ring stops rather than spin on it.
-                    kick_fault(port, w.index, &format!("reported poll events {kick:#x}"));
+                    kick_fault(port, index, &format!("reported poll events {kick:#x}"));
                     break;
                 }
                 if kick != 0 {
-                    kick_ok = drain(port, w.index, &io.kick);
+                    kick_ok = drain(port, index, &kick_fd);
                 }
                 if revents[1] != 0 {
-                    let _ = w.notify.read();
+                    let _ = notify.read();
                 }
             }
             Err(e) => {
-                tracing::error!(port, ring = w.index, "poll failed: {e}; ring stopped");
+                tracing::error!(port, ring = index, "poll failed: {e}; ring stopped");
                 break;
             }
         }
@@ -352,12 +357,19 @@ fn ring_loop(
     // guest left, and released slots are never delivered twice. Busy mode leaves the kick
     // request as it is. A lent state comes back first (waiting for a producer's pass to end):
     // from then on producers only commit, and notify the next loop's first pass.
-    if let Some(h) = direct.as_ref().and_then(|rx| rx.take_back()) {
-        w.kring = h.kring;
-        io.call = h.call;
+    if let Some(rx) = &direct {
+        state = rx.take_back();
     }
-    let _ = pass(&mut w, &mut io, None, true);
-    w
+    let mut state = state.expect("the pass state comes back");
+    let _ = pass(sync.as_mut(), is_tx, Some(&mut state), None, true);
+    RingWorker {
+        index,
+        is_tx,
+        kring: state.kring,
+        sync,
+        notify,
+        stats,
+    }
 }
 
 /// One host pass over the ring, raising the guest's interrupt through the call eventfd. Returns
@@ -368,36 +380,20 @@ fn ring_loop(
 /// so it sees the kick we drained); this thread then has nothing to wait for and may sleep: the
 /// producer's pass asks the guest for a kick if one is needed.
 fn pass(
-    w: &mut RingWorker,
-    io: &mut RingIo,
-    direct: Option<&RxRing>,
+    sync: &mut dyn RingSync,
+    is_tx: bool,
+    state: Option<&mut PassState>,
+    direct: Option<&dyn DirectRx>,
     busy: bool,
-) -> (HostStop, bool) {
-    if let Some(rx) = direct {
-        return rx
-            .host_pass(busy)
-            .map_or((HostStop::PortBlocked, false), |d| (d.stop, d.moved));
+) -> PassDone {
+    match (direct, state) {
+        (Some(rx), _) => rx.host_pass(busy).unwrap_or(PassDone {
+            stop: HostStop::PortBlocked,
+            moved: false,
+        }),
+        (None, Some(s)) => s.run(sync, is_tx, busy),
+        (None, None) => unreachable!("the pass state is the loop's or lent"),
     }
-    let before = (w.kring.hwcur, w.kring.hwtail, w.kring.rhead);
-    let RingIo {
-        atok, ktoa, call, ..
-    } = io;
-    // Never blocks, whatever the frontend did to the descriptor: a saturated counter drops the
-    // interrupt (one is pending anyway).
-    let mut irq = || {
-        if let Some(c) = call {
-            let _ = eventfd_signal_nowait(c);
-        }
-    };
-    let stop = if w.is_tx {
-        w.kring.tx_pass(atok, ktoa, w.sync.as_mut(), busy, &mut irq)
-    } else {
-        w.kring.rx_pass(atok, ktoa, w.sync.as_mut(), busy, &mut irq)
-    };
-    (
-        stop,
-        (w.kring.hwcur, w.kring.hwtail, w.kring.rhead) != before,
-    )
 }
 
 /// Takes the kicks counted on the kick eventfd, without ever blocking (the frontend shares the
@@ -411,9 +407,4 @@ fn drain(port: &str, ring: u32, f: &File) -> bool {
             false
         }
     }
-}
-
-/// Views CSB entry `ring` of both arrays.
-pub fn csb_entries(atok: &SharedMem, ktoa: &SharedMem, ring: u32) -> Option<(Atok, Ktoa)> {
-    Some((Atok::new(atok, ring)?, Ktoa::new(ktoa, ring)?))
 }

@@ -7,7 +7,7 @@ use super::memory::{GuestMemory, MemoryRegion, MAX_REGIONS};
 use super::served::ServedPort;
 use super::state::{DeviceError, PtnetState, RingFd};
 use crate::frontend::ptnet::syncloop::LoopOptions;
-use crate::port::Port;
+use crate::served::Port;
 use crate::sys::MappedFile;
 use ptnet_protocol::device::{
     PtnetConfig, NETMAP_SHMEM_ID, PROTOCOL_FEATURES, VHOST_USER_F_PROTOCOL_FEATURES,

@@ -4,12 +4,8 @@
 
 use super::sys;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
-const BPF_MAP_CREATE: i32 = 0;
-const BPF_MAP_UPDATE_ELEM: i32 = 2;
-const BPF_PROG_LOAD: i32 = 5;
-const BPF_LINK_CREATE: i32 = 28;
 const BPF_MAP_TYPE_XSKMAP: u32 = 17;
 const BPF_PROG_TYPE_XDP: u32 = 6;
 /// `enum bpf_attach_type` BPF_XDP.
@@ -49,123 +45,37 @@ pub fn redirect_program(map_fd: i32) -> [u64; 6] {
     ]
 }
 
-#[repr(C)]
-#[derive(Default)]
-struct MapCreate {
-    map_type: u32,
-    key_size: u32,
-    value_size: u32,
-    max_entries: u32,
-    map_flags: u32,
-}
-
-#[repr(C)]
-#[derive(Default)]
-struct MapUpdate {
-    map_fd: u32,
-    _pad: u32,
-    key: u64,
-    value: u64,
-    flags: u64,
-}
-
-#[repr(C)]
-#[derive(Default)]
-struct ProgLoad {
-    prog_type: u32,
-    insn_cnt: u32,
-    insns: u64,
-    license: u64,
-    log_level: u32,
-    log_size: u32,
-    log_buf: u64,
-    kern_version: u32,
-    prog_flags: u32,
-    prog_name: [u8; 16],
-    prog_ifindex: u32,
-    expected_attach_type: u32,
-}
-
-#[repr(C)]
-#[derive(Default)]
-struct LinkCreate {
-    prog_fd: u32,
-    target_ifindex: u32,
-    attach_type: u32,
-    flags: u32,
-}
-
 /// An XSKMAP of `entries` queues.
 pub fn xskmap(entries: u32) -> io::Result<OwnedFd> {
-    let mut a = MapCreate {
-        map_type: BPF_MAP_TYPE_XSKMAP,
-        key_size: 4,
-        value_size: 4,
-        max_entries: entries,
-        map_flags: 0,
-    };
-    // SAFETY: BPF_MAP_CREATE with its attribute prefix; no pointers inside.
-    unsafe { sys::bpf(BPF_MAP_CREATE, &mut a) }.map(sys::own)
+    sys::bpf_map_create_u32(BPF_MAP_TYPE_XSKMAP, entries)
 }
 
 /// `map[key] = fd` (an AF_XDP socket).
 pub fn map_set(map: &OwnedFd, key: u32, fd: i32) -> io::Result<()> {
-    let (k, v) = (key, fd as u32);
-    let mut a = MapUpdate {
-        map_fd: map.as_raw_fd() as u32,
-        key: &k as *const u32 as u64,
-        value: &v as *const u32 as u64,
-        ..Default::default()
-    };
-    // SAFETY: key and value point to live u32s for the duration of the call.
-    unsafe { sys::bpf(BPF_MAP_UPDATE_ELEM, &mut a) }.map(drop)
+    sys::bpf_map_update_u32(map.as_fd(), key, fd as u32)
 }
 
 /// Loads the redirect program for `map`; on a verifier refusal the error carries its log.
 pub fn load_redirect(map: &OwnedFd) -> io::Result<OwnedFd> {
     let prog = redirect_program(map.as_raw_fd());
-    let license = c"GPL";
     let mut log = vec![0u8; 4096];
-    let mut a = ProgLoad {
-        prog_type: BPF_PROG_TYPE_XDP,
-        insn_cnt: prog.len() as u32,
-        insns: prog.as_ptr() as u64,
-        license: license.as_ptr() as u64,
-        log_level: 1,
-        log_size: log.len() as u32,
-        log_buf: log.as_mut_ptr() as u64,
-        ..Default::default()
-    };
-    a.prog_name[..9].copy_from_slice(b"ptnet_xsk");
-    // SAFETY: the instructions, the license and the log buffer outlive the call; the sizes given
-    // are theirs.
-    match unsafe { sys::bpf(BPF_PROG_LOAD, &mut a) } {
-        Ok(fd) => Ok(sys::own(fd)),
-        Err(e) => {
-            let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
-            let msg = String::from_utf8_lossy(&log[..end]).trim().to_string();
-            Err(io::Error::new(
-                e.kind(),
-                format!(
-                    "{e}{}{msg}",
-                    if msg.is_empty() { "" } else { "; verifier: " }
-                ),
-            ))
-        }
-    }
+    sys::bpf_prog_load(BPF_PROG_TYPE_XDP, &prog, c"GPL", "ptnet_xsk", &mut log).map_err(|e| {
+        let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+        let msg = String::from_utf8_lossy(&log[..end]).trim().to_string();
+        io::Error::new(
+            e.kind(),
+            format!(
+                "{e}{}{msg}",
+                if msg.is_empty() { "" } else { "; verifier: " }
+            ),
+        )
+    })
 }
 
 /// Attaches `prog` to interface `ifindex` as its XDP program (`flags`: a mode); the program stays
 /// attached while the returned link is open.
 pub fn attach_xdp(prog: &OwnedFd, ifindex: u32, flags: u32) -> io::Result<OwnedFd> {
-    let mut a = LinkCreate {
-        prog_fd: prog.as_raw_fd() as u32,
-        target_ifindex: ifindex,
-        attach_type: BPF_XDP,
-        flags,
-    };
-    // SAFETY: BPF_LINK_CREATE's attribute prefix; no pointers inside.
-    unsafe { sys::bpf(BPF_LINK_CREATE, &mut a) }.map(sys::own)
+    sys::bpf_link_create(prog.as_fd(), ifindex, BPF_XDP, flags)
 }
 
 #[cfg(test)]
@@ -183,6 +93,5 @@ mod tests {
         assert_eq!(p[3].to_le_bytes(), [0xb7, 0x03, 0, 0, 2, 0, 0, 0]);
         assert_eq!(p[4].to_le_bytes(), [0x85, 0, 0, 0, 51, 0, 0, 0]);
         assert_eq!(p[5].to_le_bytes(), [0x95, 0, 0, 0, 0, 0, 0, 0]);
-        assert_eq!(std::mem::size_of::<ProgLoad>(), 72);
     }
 }

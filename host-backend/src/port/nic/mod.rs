@@ -7,9 +7,11 @@
 //! | `tap:NAME` ([`tap`]) | a tap device (created if missing), `read`/`write` per frame | `IFF_MULTI_QUEUE`, one fd per ring pair |
 //! | `packet:IFNAME` ([`packet`]) | AF_PACKET with TPACKET_V2 mmap'ed TX and RX rings, one `sendto` per TX batch | one socket per ring, RX sockets in a `PACKET_FANOUT_HASH` group |
 //! | `xdp:IFNAME[@Q]` ([`xdp`]) | AF_XDP in copy mode, with a 6-instruction XDP program (loaded with `bpf(2)`) redirecting queue q to the socket | ring i on queue Q+i |
-//! | `netmap:IFNAME` ([`crate::kernel`]) | kernel netmap (`/dev/netmap`, NETMAP_API 14) | the NIC's rings |
 //!
-//! Rings wake their sync loop through [`crate::port::RingSync::wake_fd`]: RX rings with their
+//! (`netmap:IFNAME`, a host interface through kernel netmap, is not built here: the kernel runs
+//! its rings, see [`crate::kernel`].)
+//!
+//! Rings wake their sync loop through [`crate::port::ring::RingSync::wake_fd`]: RX rings with their
 //! socket or tap readable (while the guest has free slots). TX hands frames to the kernel in the
 //! sync; when the kernel's queue is full the slots left wait, and the ring sleeps until there is
 //! room: a tap's POLLOUT, and for `packet:` / `xdp:` the socket's own wake-ups (write space: sent
@@ -17,8 +19,6 @@
 //! their POLLOUT holds while every frame is still in flight. Errors of a link that is down
 //! (ENETDOWN, ENXIO, EIO) count as drops; the port keeps working when the link comes back.
 
-// TEMPORARY, until bpf.rs moves its `unsafe` into a sys module (the other branch).
-#[allow(unsafe_code)]
 pub mod bpf;
 pub mod packet;
 #[allow(unsafe_code)]
@@ -26,16 +26,15 @@ pub mod sys;
 pub mod tap;
 pub mod xdp;
 
+use crate::port::built::{BuiltPort, RingParts};
 use crate::port::mem::{IfSpec, NetmapMemory};
-use crate::port::{Port, RingStats, RingSync, RingWorker};
+use crate::port::ring::{RingStats, RingSync};
 use crate::portspec::{PortKind, PortSpec};
 use crate::sys::MappedFile;
 use ptnet_protocol::netmap::BufPool;
 use ptnet_protocol::shmem::SharedMem;
-use ptnet_protocol::sync::HostKring;
 use std::io;
 use std::sync::Arc;
-use vmm_sys_util::eventfd::EventFd;
 
 /// Why a host interface port could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -87,26 +86,20 @@ impl NicError {
     }
 }
 
-/// Is this a host interface port (built here rather than by the userspace netmap)?
+/// Is this a host interface port served by copying into the userspace netmap (built here)?
 pub fn is_nic(kind: &PortKind) -> bool {
     matches!(
         kind,
-        PortKind::Tap { .. }
-            | PortKind::Packet { .. }
-            | PortKind::Xdp { .. }
-            | PortKind::KernelNetmap { .. }
+        PortKind::Tap { .. } | PortKind::Packet { .. } | PortKind::Xdp { .. }
     )
 }
 
 /// Builds one host interface port.
-pub fn build_port(spec: &PortSpec) -> Result<Arc<Port>, NicError> {
+pub fn build_port(spec: &PortSpec) -> Result<BuiltPort, NicError> {
     match &spec.kind {
         PortKind::Tap { name } => tap::build(spec, name),
         PortKind::Packet { ifname } => packet::build(spec, ifname),
         PortKind::Xdp { ifname, queue } => xdp::build(spec, ifname, *queue),
-        PortKind::KernelNetmap { ifname } => {
-            crate::kernel::build(spec, &format!("netmap:{ifname}"))
-        }
         _ => Err(NicError::Unsupported {
             port: spec.name.clone(),
             reason: "not a host interface port".into(),
@@ -180,7 +173,7 @@ pub(crate) struct NicParts {
     pub mem: Arc<NetmapMemory>,
     pub bufs: PortBufs,
     pub stats: Vec<Arc<RingStats>>,
-    notify: Vec<Arc<EventFd>>,
+    rings: RingParts,
 }
 
 impl NicParts {
@@ -196,17 +189,13 @@ impl NicParts {
         let io = |e| NicError::io(&spec.name, "creating the netmap memory", e);
         let mem = Arc::new(NetmapMemory::new(&spec.name, std::slice::from_ref(&ifs)).map_err(io)?);
         let bufs = PortBufs::new(&mem).map_err(io)?;
-        let n = c.tx_rings + c.rx_rings;
-        let notify = (0..n)
-            .map(|_| EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC).map(Arc::new))
-            .collect::<Result<_, _>>()
-            .map_err(io)?;
+        let rings = RingParts::new(c.tx_rings + c.rx_rings).map_err(io)?;
         Ok(Self {
             spec: ifs,
             mem,
             bufs,
-            stats: (0..n).map(|_| Arc::new(RingStats::default())).collect(),
-            notify,
+            stats: rings.stats.clone(),
+            rings,
         })
     }
 
@@ -221,33 +210,12 @@ impl NicParts {
         name: &str,
         syncs: Vec<Box<dyn RingSync>>,
         vnet_hdr_len: Option<Arc<std::sync::atomic::AtomicU8>>,
-    ) -> Arc<Port> {
-        let spec = &self.spec;
-        let workers = syncs
-            .into_iter()
-            .zip(self.notify)
-            .zip(&self.stats)
-            .enumerate()
-            .map(|(i, ((sync, notify), stats))| {
-                let is_tx = (i as u32) < spec.tx_rings;
-                RingWorker {
-                    index: i as u32,
-                    is_tx,
-                    kring: if is_tx {
-                        HostKring::new_tx(spec.tx_slots)
-                    } else {
-                        HostKring::new_rx(spec.rx_slots)
-                    },
-                    sync,
-                    notify,
-                    stats: stats.clone(),
-                }
-            })
-            .collect();
-        let port = Port::new(name, self.mem, 0, workers);
-        Arc::new(match vnet_hdr_len {
+    ) -> BuiltPort {
+        let workers = self.rings.workers(&self.spec, syncs);
+        let port = BuiltPort::new(name, self.mem, 0, workers);
+        match vnet_hdr_len {
             Some(len) => port.with_vnet_hdr(len),
             None => port,
-        })
+        }
     }
 }

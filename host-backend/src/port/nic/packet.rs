@@ -13,7 +13,8 @@
 //! stack still receives what arrives, and the port sees a copy.
 
 use super::{link_error, require_if, sys, NicError, NicParts, PortBufs};
-use crate::port::{Port, RingStats, RingSync, Wake};
+use crate::port::built::BuiltPort;
+use crate::port::ring::{BatchCounts, RingStats, RingSync, TxBatch, Wake};
 use crate::portspec::PortSpec;
 use ptnet_protocol::netmap::{ring_add, RingView};
 use ptnet_protocol::shmem::SharedMem;
@@ -66,13 +67,6 @@ struct TpacketReq {
     block_nr: u32,
     frame_size: u32,
     frame_nr: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct TpacketStats {
-    packets: u32,
-    drops: u32,
 }
 
 fn ring_socket(
@@ -129,7 +123,7 @@ fn ring_socket(
     Ok(RingSocket { ring, fd, frames })
 }
 
-pub(crate) fn build(spec: &PortSpec, ifname: &str) -> Result<Arc<Port>, NicError> {
+pub(crate) fn build(spec: &PortSpec, ifname: &str) -> Result<BuiltPort, NicError> {
     let ifindex = require_if(&spec.name, ifname)?;
     let parts = NicParts::new(spec)?;
     let (t, r) = (parts.spec.tx_rings, parts.spec.rx_rings);
@@ -231,17 +225,16 @@ impl PacketTx {
 
 impl PortSync for PacketTx {
     fn sync(&mut self, k: &mut HostKring, _flags: u32) {
-        let n = k.num_slots;
         let m = self.kmem();
-        let (mut packets, mut bytes, mut bad, mut drops) = (0u64, 0u64, 0u64, 0u64);
         let mut queued = 0u32;
         let mut kicked = false;
-        let mut j = k.hwcur;
-        while j != k.rhead {
+        let mut b = TxBatch::new(k);
+        while let Some(j) = b.slot() {
             let f = self.next as usize * FRAME_SIZE;
             let st = m.load_u32(f + TP_STATUS, Ordering::Acquire);
             if st == TP_STATUS_WRONG_FORMAT {
-                bad += 1;
+                // The kernel refused the frame that was here: counted, and the frame reused.
+                b.counts.bad_slots += 1;
             } else if st != TP_STATUS_AVAILABLE {
                 // The kernel still holds this frame: in flight (the interface is slower than
                 // us), or still asking to be sent (an earlier send found the socket's send
@@ -251,7 +244,7 @@ impl PortSync for PacketTx {
                     break;
                 }
                 kicked = true;
-                drops += self.flush(true);
+                b.counts.drops += self.flush(true);
                 queued = 0;
                 continue;
             }
@@ -263,22 +256,18 @@ impl PortSync for PacketTx {
                     m.store_u32(f + TP_STATUS, TP_STATUS_SEND_REQUEST, Ordering::Release);
                     self.next = (self.next + 1) % self.sock.frames;
                     queued += 1;
-                    packets += 1;
-                    bytes += len as u64;
+                    b.counts.moved(len);
                 }
-                _ => bad += 1,
+                _ => b.counts.bad_slots += 1,
             }
-            j = ring_add(j, 1, n);
+            b.next();
         }
         if queued > 0 {
-            drops += self.flush(true);
+            b.counts.drops += self.flush(true);
         }
-        k.hwcur = j;
-        k.hwtail = ring_prev(j, n);
-        RingStats::add(&self.stats.packets, packets.saturating_sub(drops));
-        RingStats::add(&self.stats.bytes, bytes);
-        RingStats::add(&self.stats.drops, drops);
-        RingStats::add(&self.stats.bad_slots, bad);
+        // Frames the kernel gave back were counted as sent: they are drops.
+        b.counts.packets = b.counts.packets.saturating_sub(b.counts.drops);
+        b.finish(k, &self.stats);
     }
 }
 
@@ -419,7 +408,7 @@ impl PortSync for PacketRx {
         k.hwcur = k.rhead;
         let stop = ring_prev(k.hwcur, n);
         let m = self.sock.ring.mem();
-        let (mut packets, mut bytes, mut drops, mut bad) = (0u64, 0u64, 0u64, 0u64);
+        let mut c = BatchCounts::default();
         while k.hwtail != stop {
             let f = self.next as usize * FRAME_SIZE;
             let status = m.load_u32(f + TP_STATUS, Ordering::Acquire);
@@ -432,28 +421,24 @@ impl PortSync for PacketRx {
                     Some(len) => {
                         self.rx.set_len(slot, len as u16);
                         self.rx.set_flags(slot, 0);
-                        packets += 1;
-                        bytes += len as u64;
+                        c.moved(len);
                         k.hwtail = ring_add(slot, 1, n);
                     }
-                    None => drops += 1,
+                    None => c.drops += 1,
                 },
                 None => {
                     // The guest put a bad buffer in a free slot: it gets the slot back empty
                     // and the frame is lost.
                     self.rx.set_len(slot, 0);
                     self.rx.set_flags(slot, 0);
-                    bad += 1;
+                    c.bad_slots += 1;
                     k.hwtail = ring_add(slot, 1, n);
                 }
             }
             m.store_u32(f + TP_STATUS, TP_STATUS_KERNEL, Ordering::Release);
             self.next = (self.next + 1) % self.sock.frames;
         }
-        RingStats::add(&self.stats.packets, packets);
-        RingStats::add(&self.stats.bytes, bytes);
-        RingStats::add(&self.stats.drops, drops);
-        RingStats::add(&self.stats.bad_slots, bad);
+        self.stats.add_batch(&c);
     }
 }
 
@@ -463,7 +448,7 @@ impl RingSync for PacketRx {
         // Before sleeping: collect the kernel's drops (its ring was full) and clear a pending
         // socket error (ENETDOWN when the link went down), which would otherwise keep poll
         // reporting POLLERR.
-        let mut st = TpacketStats::default();
+        let mut st = sys::TpacketStats::default();
         if sys::getsockopt(fd, libc::SOL_PACKET, libc::PACKET_STATISTICS, &mut st).is_ok() {
             RingStats::add(&self.stats.drops, u64::from(st.drops));
         }

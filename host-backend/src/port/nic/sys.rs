@@ -4,9 +4,9 @@
 
 pub use crate::sys::Mapping;
 use ptnet_protocol::shmem::SharedMem;
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     if r < 0 {
@@ -24,27 +24,45 @@ fn cvt_size(r: libc::ssize_t) -> io::Result<usize> {
     }
 }
 
-/// A plain C struct for which all-zero bytes are a valid value (integers and arrays of them, no
-/// references, no enums with invalid discriminants, no `NonNull`), so that [`zeroed`] may make one.
+/// Plain old data: a `Copy` type for which every bit pattern of its size is a valid value
+/// (integers and arrays or `repr(C)` structs of them; no references, pointers to follow, `bool`,
+/// `char`, enums or `NonZero`). [`zeroed`] makes one of zeros and [`getsockopt`] lets the kernel
+/// write any bytes into one.
 ///
 /// # Safety
-/// Implement it only for such types: [`zeroed`] relies on it to produce a valid value.
-pub unsafe trait Zeroable: Sized {}
+/// Implement it only for such types: both functions rely on it to produce a valid value.
+pub unsafe trait Pod: Copy {}
 
-// SAFETY: each of these libc structs holds only integers (and arrays of integers): all-zero bytes
-// are a valid value.
-unsafe impl Zeroable for libc::sockaddr_ll {}
+// SAFETY: integers: every bit pattern is a value.
+unsafe impl Pod for libc::c_int {}
 // SAFETY: as above.
-unsafe impl Zeroable for libc::sockaddr_xdp {}
+unsafe impl Pod for u32 {}
+// SAFETY: each of these libc structs holds only integers (and arrays of integers): every bit
+// pattern, zeros included, is a valid value.
+unsafe impl Pod for libc::sockaddr_ll {}
+// SAFETY: as above.
+unsafe impl Pod for libc::sockaddr_xdp {}
 // SAFETY: as above (four `xdp_ring_offset`s of u64s).
-unsafe impl Zeroable for libc::xdp_mmap_offsets {}
+unsafe impl Pod for libc::xdp_mmap_offsets {}
 // SAFETY: as above.
-unsafe impl Zeroable for libc::xdp_statistics {}
+unsafe impl Pod for libc::xdp_statistics {}
+// SAFETY: two u32s.
+unsafe impl Pod for TpacketStats {}
+
+/// `struct tpacket_stats` (PACKET_STATISTICS): what the kernel counted since the last read.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TpacketStats {
+    /// Frames received.
+    pub packets: u32,
+    /// Frames dropped (the ring was full).
+    pub drops: u32,
+}
 
 /// A zero-initialised `T`, as C's `struct foo x = {0};` (padding included). The caller then sets
 /// the fields it needs.
-pub fn zeroed<T: Zeroable>() -> T {
-    // SAFETY: `T: Zeroable` promises that all-zero bytes are a valid `T`.
+pub fn zeroed<T: Pod>() -> T {
+    // SAFETY: `T: Pod` promises that all-zero bytes are a valid `T`.
     unsafe { std::mem::zeroed() }
 }
 
@@ -78,7 +96,7 @@ pub fn open_tap(name: &str, multi_queue: bool, vnet_hdr: bool) -> io::Result<Own
         )
     })?;
     // SAFETY: `fd` is a fresh descriptor we own.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let fd = unsafe { own(fd) };
     let mut req = IfReqFlags {
         name: [0; libc::IFNAMSIZ],
         flags: (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short,
@@ -238,8 +256,8 @@ pub struct EdgeWait {
 impl EdgeWait {
     /// Watches `fd` (which must outlive the watch: epoll drops it when it closes).
     pub fn writable(fd: RawFd, backstop: Option<std::time::Duration>) -> io::Result<Self> {
-        // SAFETY: plain epoll_create1.
-        let ep = own(cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?);
+        // SAFETY: plain epoll_create1; the descriptor it returns is new and ours.
+        let ep = unsafe { own(cvt(libc::epoll_create1(libc::EPOLL_CLOEXEC))?) };
         let add = |fd: RawFd, events: libc::c_int| {
             let mut ev = libc::epoll_event {
                 events: events as u32,
@@ -251,13 +269,13 @@ impl EdgeWait {
         add(fd, libc::EPOLLOUT | libc::EPOLLET)?;
         let timer = match backstop {
             Some(d) => {
-                // SAFETY: plain timerfd_create.
-                let t = own(cvt(unsafe {
-                    libc::timerfd_create(
+                // SAFETY: plain timerfd_create; the descriptor it returns is new and ours.
+                let t = unsafe {
+                    own(cvt(libc::timerfd_create(
                         libc::CLOCK_MONOTONIC,
                         libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
-                    )
-                })?);
+                    ))?)
+                };
                 add(t.as_raw_fd(), libc::EPOLLIN)?;
                 Some((t, d))
             }
@@ -307,10 +325,11 @@ pub fn socket(family: libc::c_int, protocol: libc::c_int) -> io::Result<OwnedFd>
         )
     })?;
     // SAFETY: fresh descriptor we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    Ok(unsafe { own(fd) })
 }
 
-/// `setsockopt(2)` with a plain-data value.
+/// `setsockopt(2)` with a plain-data value. The kernel only reads `size_of::<T>()` bytes of `v`,
+/// so any `Copy` type is sound here (a wrong one is refused with EINVAL).
 pub fn setsockopt<T: Copy>(
     fd: RawFd,
     level: libc::c_int,
@@ -331,15 +350,17 @@ pub fn setsockopt<T: Copy>(
     .map(drop)
 }
 
-/// `getsockopt(2)` into a plain-data value; returns the length the kernel wrote.
-pub fn getsockopt<T: Copy>(
+/// `getsockopt(2)` into a plain-data value; returns the length the kernel wrote. `T: Pod`: the
+/// kernel may write any bytes (or fewer than `size_of::<T>()`) into it.
+pub fn getsockopt<T: Pod>(
     fd: RawFd,
     level: libc::c_int,
     name: libc::c_int,
     v: &mut T,
 ) -> io::Result<usize> {
     let mut len = std::mem::size_of::<T>() as libc::socklen_t;
-    // SAFETY: `v` points to `len` writable bytes of plain data.
+    // SAFETY: `v` points to `len` writable bytes, and whatever the kernel writes there is a valid
+    // `T` (`T: Pod`).
     cvt(unsafe { libc::getsockopt(fd, level, name, (v as *mut T).cast(), &mut len) })?;
     Ok(len as usize)
 }
@@ -408,22 +429,13 @@ pub fn kick_rx(fd: RawFd) -> io::Result<usize> {
     })
 }
 
-/// `ioctl(fd, req, arg)` with a pointer argument.
-///
-/// # Safety
-/// `arg` must point to the structure `req` expects, with every pointer inside it valid for the
-/// duration of the call.
-pub unsafe fn ioctl_ptr<T>(fd: RawFd, req: libc::c_ulong, arg: *mut T) -> io::Result<()> {
-    // SAFETY: the caller's contract.
-    cvt(unsafe { libc::ioctl(fd, req as _, arg) }).map(drop)
-}
-
-/// `bpf(2)`.
+/// `bpf(2)` with the attribute `attr` of command `cmd`; returns what the call returned (a new
+/// descriptor for the commands that make one).
 ///
 /// # Safety
 /// `attr` must be the union member command `cmd` expects, with every pointer inside it valid for
-/// the duration of the call.
-pub unsafe fn bpf<T>(cmd: libc::c_int, attr: &mut T) -> io::Result<libc::c_int> {
+/// the duration of the call (for reads, or writes where the kernel writes).
+unsafe fn bpf<T>(cmd: libc::c_int, attr: &mut T) -> io::Result<libc::c_int> {
     // SAFETY: the caller's contract.
     let r = unsafe {
         libc::syscall(
@@ -440,10 +452,146 @@ pub unsafe fn bpf<T>(cmd: libc::c_int, attr: &mut T) -> io::Result<libc::c_int> 
     }
 }
 
-/// Wraps a descriptor returned by a system call.
-pub fn own(fd: libc::c_int) -> OwnedFd {
-    // SAFETY: the callers pass descriptors the kernel has just returned to us.
+/// Wraps a descriptor a system call has just returned.
+///
+/// # Safety
+/// `fd` must be an open descriptor that nothing else owns (what `socket`, `open`, `bpf`... just
+/// returned).
+unsafe fn own(fd: libc::c_int) -> OwnedFd {
+    // SAFETY: the caller's contract.
     unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+const BPF_MAP_CREATE: i32 = 0;
+const BPF_MAP_UPDATE_ELEM: i32 = 2;
+const BPF_PROG_LOAD: i32 = 5;
+const BPF_LINK_CREATE: i32 = 28;
+
+/// `union bpf_attr` for BPF_MAP_CREATE (its prefix).
+#[repr(C)]
+#[derive(Default)]
+struct MapCreate {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+}
+
+/// `union bpf_attr` for BPF_MAP_UPDATE_ELEM.
+#[repr(C)]
+#[derive(Default)]
+struct MapUpdate {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+/// `union bpf_attr` for BPF_PROG_LOAD (its prefix).
+#[repr(C)]
+#[derive(Default)]
+struct ProgLoad {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+}
+
+/// `union bpf_attr` for BPF_LINK_CREATE (its prefix).
+#[repr(C)]
+#[derive(Default)]
+struct LinkCreate {
+    prog_fd: u32,
+    target_ifindex: u32,
+    attach_type: u32,
+    flags: u32,
+}
+
+/// BPF_MAP_CREATE of a map with 4-byte keys and values.
+pub fn bpf_map_create_u32(map_type: u32, max_entries: u32) -> io::Result<OwnedFd> {
+    let mut a = MapCreate {
+        map_type,
+        key_size: 4,
+        value_size: 4,
+        max_entries,
+        map_flags: 0,
+    };
+    // SAFETY: BPF_MAP_CREATE with its attribute prefix; no pointers inside.
+    let fd = unsafe { bpf(BPF_MAP_CREATE, &mut a) }?;
+    // SAFETY: a descriptor the kernel has just returned to us.
+    Ok(unsafe { own(fd) })
+}
+
+/// BPF_MAP_UPDATE_ELEM: `map[key] = value` (4-byte keys and values).
+pub fn bpf_map_update_u32(map: BorrowedFd<'_>, key: u32, value: u32) -> io::Result<()> {
+    let mut a = MapUpdate {
+        map_fd: map.as_raw_fd() as u32,
+        key: &key as *const u32 as u64,
+        value: &value as *const u32 as u64,
+        ..Default::default()
+    };
+    // SAFETY: key and value point to live u32s for the duration of the call (the kernel reads
+    // 4 bytes of each: the map was made with 4-byte keys and values, else it refuses).
+    unsafe { bpf(BPF_MAP_UPDATE_ELEM, &mut a) }.map(drop)
+}
+
+/// BPF_PROG_LOAD of `insns` (`struct bpf_insn`s) as a program of `prog_type` named `name` (at
+/// most 15 bytes), the verifier's log (level 1) written into `log`.
+pub fn bpf_prog_load(
+    prog_type: u32,
+    insns: &[u64],
+    license: &CStr,
+    name: &str,
+    log: &mut [u8],
+) -> io::Result<OwnedFd> {
+    let mut a = ProgLoad {
+        prog_type,
+        insn_cnt: u32::try_from(insns.len())
+            .map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        log_level: u32::from(!log.is_empty()),
+        log_size: u32::try_from(log.len()).unwrap_or(u32::MAX),
+        log_buf: log.as_mut_ptr() as u64,
+        ..Default::default()
+    };
+    let n = name.len().min(a.prog_name.len() - 1);
+    a.prog_name[..n].copy_from_slice(&name.as_bytes()[..n]);
+    // SAFETY: the instructions (insn_cnt of 8 bytes), the NUL-terminated license and the log
+    // buffer (log_size bytes, written by the kernel) are borrowed for the call; the sizes given
+    // are theirs.
+    let fd = unsafe { bpf(BPF_PROG_LOAD, &mut a) }?;
+    // SAFETY: a descriptor the kernel has just returned to us.
+    Ok(unsafe { own(fd) })
+}
+
+/// BPF_LINK_CREATE: attaches `prog` to interface `ifindex` as `attach_type` with `flags`.
+pub fn bpf_link_create(
+    prog: BorrowedFd<'_>,
+    ifindex: u32,
+    attach_type: u32,
+    flags: u32,
+) -> io::Result<OwnedFd> {
+    let mut a = LinkCreate {
+        prog_fd: prog.as_raw_fd() as u32,
+        target_ifindex: ifindex,
+        attach_type,
+        flags,
+    };
+    // SAFETY: BPF_LINK_CREATE's attribute prefix; no pointers inside.
+    let fd = unsafe { bpf(BPF_LINK_CREATE, &mut a) }?;
+    // SAFETY: a descriptor the kernel has just returned to us.
+    Ok(unsafe { own(fd) })
 }
 
 #[cfg(test)]
@@ -501,5 +649,15 @@ mod tests {
         assert!(readable(w.fd()));
         w.clear();
         assert!(!readable(w.fd()));
+    }
+
+    #[test]
+    fn bpf_attributes_have_the_kernel_layout() {
+        assert_eq!(std::mem::size_of::<MapCreate>(), 20);
+        assert_eq!(std::mem::size_of::<MapUpdate>(), 32);
+        assert_eq!(std::mem::size_of::<ProgLoad>(), 72);
+        assert_eq!(std::mem::offset_of!(ProgLoad, prog_name), 48);
+        assert_eq!(std::mem::size_of::<LinkCreate>(), 16);
+        assert_eq!(std::mem::size_of::<TpacketStats>(), 8);
     }
 }

@@ -16,7 +16,8 @@
 //! segments and checksums before a frame reaches the guest.
 
 use super::{sys, NicError, NicParts, PortBufs};
-use crate::port::{Port, RingStats, RingSync, Wake};
+use crate::port::built::BuiltPort;
+use crate::port::ring::{BatchCounts, RingStats, RingSync, TxBatch, Wake};
 use crate::portspec::PortSpec;
 use ptnet_protocol::netmap::{ring_add, RingView};
 use ptnet_protocol::sync::{ring_prev, HostKring, PortSync};
@@ -33,7 +34,7 @@ const GUEST_OFFLOADS: libc::c_uint =
 /// Shortest frame we hand to the kernel (an Ethernet header).
 const ETH_HLEN: usize = 14;
 
-pub(crate) fn build(spec: &PortSpec, name: &str) -> Result<Arc<Port>, NicError> {
+pub(crate) fn build(spec: &PortSpec, name: &str) -> Result<BuiltPort, NicError> {
     let parts = NicParts::new(spec)?;
     let (t, r) = (parts.spec.tx_rings, parts.spec.rx_rings);
     let queues = t.max(r);
@@ -98,7 +99,7 @@ pub(crate) fn build(spec: &PortSpec, name: &str) -> Result<Arc<Port>, NicError> 
 /// The Ethernet address the daemon gives a tap it creates: locally administered, stable for a
 /// name, and never the address the port offers its guest (which is derived from the port name).
 pub fn host_side_mac(tap: &str) -> [u8; 6] {
-    let mut mac = crate::port::mac_for(&format!("tap-host:{tap}"));
+    let mut mac = crate::port::built::mac_for(&format!("tap-host:{tap}"));
     mac[0] = 0x06;
     mac
 }
@@ -117,11 +118,9 @@ pub struct TapTx {
 
 impl PortSync for TapTx {
     fn sync(&mut self, k: &mut HostKring, _flags: u32) {
-        let n = k.num_slots;
-        let (mut packets, mut bytes, mut drops, mut bad) = (0u64, 0u64, 0u64, 0u64);
         let hdr = usize::from(self.hdr_len.load(Ordering::Relaxed));
-        let mut j = k.hwcur;
-        while j != k.rhead {
+        let mut b = TxBatch::new(k);
+        while let Some(j) = b.slot() {
             let (idx, len) = (self.tx.buf_idx(j), usize::from(self.tx.len(j)));
             match self.bufs.offset(idx) {
                 Some(off) if (hdr + ETH_HLEN..=self.bufs.buf_size()).contains(&len) => {
@@ -138,28 +137,20 @@ impl PortSync for TapTx {
                         Err(std::io::Error::from_raw_os_error(libc::EFAULT))
                     };
                     match sent {
-                        Ok(_) => {
-                            packets += 1;
-                            bytes += len as u64;
-                        }
+                        Ok(_) => b.counts.moved(len),
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                             // The tap is full: the rest waits for room (see `arm`).
                             break;
                         }
                         // Link down, device gone, queue full: the frame is dropped.
-                        Err(_) => drops += 1,
+                        Err(_) => b.counts.drops += 1,
                     }
                 }
-                _ => bad += 1,
+                _ => b.counts.bad_slots += 1,
             }
-            j = ring_add(j, 1, n);
+            b.next();
         }
-        k.hwcur = j;
-        k.hwtail = ring_prev(j, n);
-        RingStats::add(&self.stats.packets, packets);
-        RingStats::add(&self.stats.bytes, bytes);
-        RingStats::add(&self.stats.drops, drops);
-        RingStats::add(&self.stats.bad_slots, bad);
+        b.finish(k, &self.stats);
     }
 }
 
@@ -206,7 +197,7 @@ impl PortSync for TapRx {
             return;
         }
         let stop = ring_prev(k.hwcur, n);
-        let (mut packets, mut bytes, mut drops, mut bad) = (0u64, 0u64, 0u64, 0u64);
+        let mut c = BatchCounts::default();
         let size = self.bufs.buf_size();
         let hdr = self.hdr_len.load(Ordering::Relaxed);
         if hdr != self.offloads_for {
@@ -227,7 +218,7 @@ impl PortSync for TapRx {
                 // The guest put a bad buffer in a free slot: it gets the slot back empty.
                 self.rx.set_len(slot, 0);
                 self.rx.set_flags(slot, 0);
-                bad += 1;
+                c.bad_slots += 1;
                 k.hwtail = ring_add(slot, 1, n);
                 continue;
             };
@@ -252,13 +243,12 @@ impl PortSync for TapRx {
                 Ok(len) if len > 0 && len <= size => {
                     self.rx.set_len(slot, len as u16);
                     self.rx.set_flags(slot, 0);
-                    packets += 1;
-                    bytes += len as u64;
+                    c.moved(len);
                     k.hwtail = ring_add(slot, 1, n);
                 }
                 Ok(_) => {
                     // Empty or truncated (longer than a buffer): dropped.
-                    drops += 1;
+                    c.drops += 1;
                     errors += 1;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -268,15 +258,12 @@ impl PortSync for TapRx {
                     break;
                 }
                 Err(_) => {
-                    drops += 1;
+                    c.drops += 1;
                     errors += 1;
                 }
             }
         }
-        RingStats::add(&self.stats.packets, packets);
-        RingStats::add(&self.stats.bytes, bytes);
-        RingStats::add(&self.stats.drops, drops);
-        RingStats::add(&self.stats.bad_slots, bad);
+        self.stats.add_batch(&c);
     }
 }
 

@@ -15,7 +15,8 @@
 //! one XDP program).
 
 use super::{bpf, link_error, require_if, sys, NicError, NicParts, PortBufs};
-use crate::port::{Port, RingStats, RingSync, Wake};
+use crate::port::built::BuiltPort;
+use crate::port::ring::{BatchCounts, RingStats, RingSync, TxBatch, Wake};
 use crate::portspec::PortSpec;
 use ptnet_protocol::netmap::{ring_add, RingView};
 use ptnet_protocol::shmem::SharedMem;
@@ -201,7 +202,7 @@ impl Xsk {
     }
 }
 
-pub(crate) fn build(spec: &PortSpec, ifname: &str, queue: u32) -> Result<Arc<Port>, NicError> {
+pub(crate) fn build(spec: &PortSpec, ifname: &str, queue: u32) -> Result<BuiltPort, NicError> {
     let port = spec.name.as_str();
     let ifindex = require_if(port, ifname)?;
     let parts = NicParts::new(spec)?;
@@ -365,22 +366,20 @@ impl XdpTx {
 
 impl PortSync for XdpTx {
     fn sync(&mut self, k: &mut HostKring, _flags: u32) {
-        let n = k.num_slots;
         let Some(txr) = self.x.tx else { return };
         self.reclaim();
         if self.link_down {
             self.kick();
         }
         let umem = self.x.umem.mem();
-        let (mut packets, mut bytes, mut bad, mut drops) = (0u64, 0u64, 0u64, 0u64);
         let mut queued = 0;
-        let mut j = k.hwcur;
-        while j != k.rhead {
+        let mut b = TxBatch::new(k);
+        while let Some(j) = b.slot() {
             let (idx, len) = (self.tx.buf_idx(j), usize::from(self.tx.len(j)));
             match self.bufs.offset(idx) {
                 Some(_) if self.link_down => {
                     // The link is down: drop rather than queue frames for later.
-                    drops += 1;
+                    b.counts.drops += 1;
                 }
                 Some(off) if (ETH_HLEN..=self.bufs.buf_size()).contains(&len) => {
                     let Some(addr) = self.free.pop() else {
@@ -393,12 +392,11 @@ impl PortSync for XdpTx {
                     txr.mem.store_u32(d + 12, 0, Ordering::Relaxed);
                     self.tx_prod = self.tx_prod.wrapping_add(1);
                     queued += 1;
-                    packets += 1;
-                    bytes += len as u64;
+                    b.counts.moved(len);
                 }
-                _ => bad += 1,
+                _ => b.counts.bad_slots += 1,
             }
-            j = ring_add(j, 1, n);
+            b.next();
         }
         if queued > 0 {
             txr.set_producer(self.tx_prod);
@@ -407,12 +405,7 @@ impl PortSync for XdpTx {
             self.kick();
             self.reclaim();
         }
-        k.hwcur = j;
-        k.hwtail = ring_prev(j, n);
-        RingStats::add(&self.stats.packets, packets);
-        RingStats::add(&self.stats.bytes, bytes);
-        RingStats::add(&self.stats.drops, drops);
-        RingStats::add(&self.stats.bad_slots, bad);
+        b.finish(k, &self.stats);
     }
 }
 
@@ -474,7 +467,7 @@ impl PortSync for XdpRx {
         let stop = ring_prev(k.hwcur, n);
         let (fill, umem) = (self.x.fill, self.x.umem.mem());
         let prod = rxr.producer();
-        let (mut packets, mut bytes, mut drops, mut bad) = (0u64, 0u64, 0u64, 0u64);
+        let mut c = BatchCounts::default();
         let mut taken = 0;
         while self.rx_cons != prod && k.hwtail != stop {
             let d = rxr.entry(self.rx_cons, DESC);
@@ -485,20 +478,19 @@ impl PortSync for XdpRx {
                 Some(off) if len <= self.bufs.buf_size() => {
                     if self.bufs.pool().copy_from(off, &umem, addr as usize, len) {
                         self.rx.set_len(slot, len as u16);
-                        packets += 1;
-                        bytes += len as u64;
+                        c.moved(len);
                     } else {
                         self.rx.set_len(slot, 0);
-                        drops += 1;
+                        c.drops += 1;
                     }
                     self.rx.set_flags(slot, 0);
                     k.hwtail = ring_add(slot, 1, n);
                 }
-                Some(_) => drops += 1,
+                Some(_) => c.drops += 1,
                 None => {
                     self.rx.set_len(slot, 0);
                     self.rx.set_flags(slot, 0);
-                    bad += 1;
+                    c.bad_slots += 1;
                     k.hwtail = ring_add(slot, 1, n);
                 }
             }
@@ -512,10 +504,7 @@ impl PortSync for XdpRx {
             rxr.set_consumer(self.rx_cons);
             fill.set_producer(self.fill_prod);
         }
-        RingStats::add(&self.stats.packets, packets);
-        RingStats::add(&self.stats.bytes, bytes);
-        RingStats::add(&self.stats.drops, drops);
-        RingStats::add(&self.stats.bad_slots, bad);
+        self.stats.add_batch(&c);
     }
 }
 

@@ -136,7 +136,7 @@ impl<T> PassLock<T> {
 /// is a plain counter behind the lock, the commits an atomic as `hwtail` is.
 #[cfg(all(test, loom))]
 mod rxring_loom {
-    use super::PassLock;
+    use crate::port::delivery::handover::PassLock;
     use loom::sync::atomic::{AtomicBool, AtomicU32, Ordering};
     use loom::sync::Arc;
     use loom::thread;

@@ -1,21 +1,29 @@
-//! The shared state of a userspace netmap RX ring fed by other rings: a pipe peer's TX ring or any
-//! port of a VALE switch.
+//! The delivery ring: the shared state of a userspace netmap RX ring that other rings fill, a
+//! pipe peer's TX ring or any port of a VALE switch ([`DeliveryRing`]), and the RX side of such
+//! a ring as its sync loop drives it ([`DeliveryRx`]). (Not to be confused with the guest's
+//! `RxRing` of `ptnet-driver`, the application's view of the same ring.)
 //!
 //! Producers reserve slots with a compare-and-swap on `reserve`, fill them without any lock, then
-//! commit in reservation order by advancing `hwtail`. The consumer (the ring's own sync loop)
+//! commit in reservation order by advancing `hwtail`. The consumer (the ring's host pass)
 //! publishes `hwcur` as its guest releases slots. Each side asks the other for a wake-up with a
 //! `*_waiting` flag, set before a re-check behind a full barrier, so no wake-up is lost.
 //!
 //! # Direct delivery
 //!
+//! Where a reader meets it: [`crate::port::pipe`]'s and [`crate::port::vale`]'s TX syncs call
+//! [`DeliveryRing::host_pass`] after they commit, on *their* thread, and the RX ring's own sync
+//! loop (`frontend::ptnet::syncloop`) lends the ring its pass state instead of running passes
+//! over it alone. What happens, and why nothing is lost:
+//!
 //! While a guest runs the ring (its sync loop sleeps between passes), the loop lends the ring's
-//! host state ([`RxHost`]: the host kring, the CSB entries, the interrupt eventfd) to the ring, and
-//! a producer that committed slots runs the ring's host pass itself ([`RxRing::host_pass`]):
-//! it publishes hwtail to the guest and raises its interrupt, with no wake-up of the ring's own
-//! thread in between. That thread then only serves the guest's kicks, which the passes ask for
-//! only when a producer waits for room ([`RxTaker::wants_released_slots`]); otherwise the slots
-//! the guest releases are taken in by the next producer's pass (a producer short of room runs one
-//! before it gives up, [`RxRing::arm_producer`]).
+//! pass state ([`PassState`]: the host kring, the CSB entries, the interrupt eventfd) to the ring
+//! ([`DirectRx::lend`]), and a producer that committed slots runs the ring's host pass itself
+//! ([`DeliveryRing::host_pass`]): it publishes hwtail to the guest and raises its interrupt, with
+//! no wake-up of the ring's own thread in between. That thread then only serves the guest's
+//! kicks, which the passes ask for only when a producer waits for room
+//! ([`RxTaker::wants_released_slots`]); otherwise the slots the guest releases are taken in by
+//! the next producer's pass (a producer short of room runs one before it gives up,
+//! [`DeliveryRing::arm_producer`]).
 //!
 //! Exactly one thread runs a pass at a time, and nobody blocks or spins for it: the state sits
 //! behind a [`handover::PassLock`], a mutex only ever *tried* on the data path, and whoever finds
@@ -23,24 +31,24 @@
 //! request is lost are in [`handover`]'s notes; a loom model checks it:
 //! `RUSTFLAGS="--cfg loom" cargo test -p ptnet-backend --release --lib rxring_loom`). A pass that
 //! serves a request starts after it, so it sees everything the requester did before asking: its
-//! commits and, for the ring's own thread, the kick it drained. When the state is not lent (no
-//! guest, or a busy-polling loop), a request is dropped: the ring's own thread runs every pass,
-//! woken as before through `consumer_waiting` and its eventfd.
+//! commits and, for the ring's own thread, the kick it drained. So every commit is followed by a
+//! pass that sees it (lossless), and every kick the guest sends is followed by a pass that starts
+//! after it. When the state is not lent (no guest, or a busy-polling loop), a request is dropped:
+//! the ring's own thread runs every pass, woken as before through `consumer_waiting` and its
+//! eventfd.
 
 pub mod handover;
 
-use crate::port::RingStats;
+use crate::port::ring::{DirectRx, PassDone, PassState, RingStats, RingSync};
 use handover::PassLock;
-use ptnet_protocol::csb::{Atok, Ktoa};
 use ptnet_protocol::netmap::{ring_add, ring_dist, BufPool, RingView};
 use ptnet_protocol::sync::{ring_prev, HostKring, HostStop, PortSync};
-use std::fs::File;
 use std::sync::atomic::{fence, AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use vmm_sys_util::eventfd::EventFd;
 
 /// An RX ring other threads produce into.
-pub struct RxRing {
+pub struct DeliveryRing {
     /// The ring in its port's memory.
     pub ring: RingView,
     /// The buffer pool of the ring's memory.
@@ -54,32 +62,10 @@ pub struct RxRing {
     consumer_notify: Arc<EventFd>,
     /// Signalled for a blocked producer (pipes) when slots are freed and it asked.
     producer_notify: Option<Arc<EventFd>>,
-    /// The ring's host state while a guest runs the ring and its loop lends it (direct delivery).
-    host: PassLock<RxHost>,
-}
-
-/// What a host pass over an RX ring needs besides the ring: the ring's sync loop lends it to the
-/// ring while it runs (see the module notes on direct delivery).
-pub struct RxHost {
-    /// The host kring.
-    pub kring: HostKring,
-    /// Guest-to-host CSB entry.
-    pub atok: Atok,
-    /// Host-to-guest CSB entry.
-    pub ktoa: Ktoa,
-    /// Interrupt eventfd, if the frontend gave one.
-    pub call: Option<File>,
-    /// The ring's counters.
-    pub stats: Arc<RingStats>,
-}
-
-/// What the host passes run here did.
-#[derive(Clone, Copy, Debug)]
-pub struct PassDone {
-    /// Why the last one stopped.
-    pub stop: HostStop,
-    /// Whether any of them moved the ring (hwcur, hwtail or the guest's head).
-    pub moved: bool,
+    /// The ring's counters (written by whoever runs its pass, one at a time).
+    stats: Arc<RingStats>,
+    /// The ring's pass state while a guest runs the ring and its loop lends it (direct delivery).
+    host: PassLock<PassState>,
 }
 
 /// A reserved run of slots: `start..start + n` (modulo the ring).
@@ -91,13 +77,13 @@ pub struct Reservation {
     pub n: u32,
 }
 
-impl RxRing {
-    /// A ring with nothing received yet.
+impl DeliveryRing {
+    /// A ring with nothing received yet, counting in `stats`.
     pub fn new(
         ring: RingView,
         bufs: BufPool,
-        consumer_notify: Arc<EventFd>,
-        producer_notify: Option<Arc<EventFd>>,
+        (consumer_notify, producer_notify): (Arc<EventFd>, Option<Arc<EventFd>>),
+        stats: Arc<RingStats>,
     ) -> Self {
         Self {
             ring,
@@ -109,6 +95,7 @@ impl RxRing {
             producer_waiting: AtomicBool::new(false),
             consumer_notify,
             producer_notify,
+            stats,
             host: PassLock::new(),
         }
     }
@@ -234,20 +221,25 @@ impl RxRing {
     }
 }
 
-impl RxRing {
-    /// Lends the ring's host state: from now on [`Self::host_pass`] runs passes. The caller (the
-    /// ring's sync loop) then runs its own passes through [`Self::host_pass`] too. Not on the
-    /// data path: may wait for a pass in progress.
-    pub fn lend(&self, host: RxHost) {
-        self.host.lend(host);
+impl DirectRx for DeliveryRing {
+    fn lend(&self, state: PassState) {
+        self.host.lend(state);
     }
 
-    /// Takes the lent state back (the loop stops); later [`Self::host_pass`] calls do nothing.
-    /// Waits for a pass in progress.
-    pub fn take_back(&self) -> Option<RxHost> {
+    fn take_back(&self) -> Option<PassState> {
         self.host.take_back()
     }
 
+    fn host_pass(&self, busy: bool) -> Option<PassDone> {
+        DeliveryRing::host_pass(self, busy)
+    }
+
+    fn adopt(&self, hwcur: u32, hwtail: u32) {
+        DeliveryRing::adopt(self, hwcur, hwtail);
+    }
+}
+
+impl DeliveryRing {
     /// Runs the ring's host pass (`busy`: [`HostKring::rx_pass`]'s busy-wait mode) if the state
     /// is lent, here or, when another thread holds it, through that thread before it lets go
     /// (see the module notes). Never blocks. Returns what the passes run here did; `None` when
@@ -255,7 +247,15 @@ impl RxRing {
     pub fn host_pass(&self, busy: bool) -> Option<PassDone> {
         let mut done: Option<PassDone> = None;
         self.host.run(|h| {
-            let d = self.pass_once(h, busy);
+            let mut taker = RxTaker {
+                rx: self,
+                direct: true,
+            };
+            let d = h.run(&mut taker, false, busy);
+            if matches!(d.stop, HostStop::Reset(_)) {
+                // Counted here for every pass over a lent ring, whoever runs it (one at a time).
+                RingStats::add(&self.stats.resets, 1);
+            }
             done = Some(PassDone {
                 stop: d.stop,
                 moved: d.moved || done.is_some_and(|p| p.moved),
@@ -263,46 +263,12 @@ impl RxRing {
         });
         done
     }
-
-    fn pass_once(&self, h: &mut RxHost, busy: bool) -> PassDone {
-        let RxHost {
-            kring,
-            atok,
-            ktoa,
-            call,
-            stats,
-        } = h;
-        // This may be another port's thread (the producer's): the write never blocks, whatever
-        // the frontend did to its descriptor (a saturated counter drops the interrupt: one is
-        // pending anyway).
-        let mut irq = || {
-            if let Some(c) = call {
-                let _ = crate::sys::eventfd_signal_nowait(c);
-            }
-        };
-        let before = (kring.hwcur, kring.hwtail, kring.rhead);
-        let mut taker = RxTaker {
-            rx: self,
-            stats,
-            direct: true,
-        };
-        let stop = kring.rx_pass(atok, ktoa, &mut taker, busy, &mut irq);
-        if matches!(stop, HostStop::Reset(_)) {
-            // Counted here for every pass over a lent ring, whoever runs it (one at a time).
-            RingStats::add(&stats.resets, 1);
-        }
-        PassDone {
-            stop,
-            moved: (kring.hwcur, kring.hwtail, kring.rhead) != before,
-        }
-    }
 }
 
-/// The port side of a host pass over an [`RxRing`]: gives the guest's released slots back to the
-/// producers and takes in what they committed.
+/// The port side of a host pass over a [`DeliveryRing`]: gives the guest's released slots back to
+/// the producers and takes in what they committed.
 pub struct RxTaker<'a> {
-    rx: &'a RxRing,
-    stats: &'a RingStats,
+    rx: &'a DeliveryRing,
     /// The pass runs with direct delivery (producers run passes after they commit).
     direct: bool,
 }
@@ -316,7 +282,7 @@ impl PortSync for RxTaker<'_> {
         let tail = self.rx.hwtail();
         if tail != k.hwtail {
             RingStats::add(
-                &self.stats.packets,
+                &self.rx.stats.packets,
                 u64::from(ring_dist(k.hwtail, tail, k.num_slots)),
             );
             k.hwtail = tail;
@@ -326,37 +292,36 @@ impl PortSync for RxTaker<'_> {
     /// Without direct delivery, always: the ring's thread must hear of released slots, a
     /// producer may be waiting for them. With it, only while a producer waits for room: the
     /// others take released slots in with their next pass, and a producer that starts waiting
-    /// runs a pass that sees its flag ([`RxRing::arm_producer`]).
+    /// runs a pass that sees its flag ([`DeliveryRing::arm_producer`]).
     fn wants_released_slots(&self) -> bool {
         !self.direct || self.rx.producer_waiting.load(Ordering::SeqCst)
     }
 }
 
-/// The RX side of a ring fed by an [`RxRing`]: the same for pipes and VALE ports.
-pub struct RxRingSync {
+/// The RX side of a ring fed through a [`DeliveryRing`], the same for pipes and VALE ports: the
+/// port side its sync loop drives while it runs the ring's passes alone, and the ring it lends
+/// its pass state to otherwise ([`RingSync::direct_rx`]).
+pub struct DeliveryRx {
     /// The shared ring.
-    pub rx: Arc<RxRing>,
-    /// Counters.
-    pub stats: Arc<RingStats>,
+    pub rx: Arc<DeliveryRing>,
 }
 
-impl PortSync for RxRingSync {
+impl PortSync for DeliveryRx {
     fn sync(&mut self, k: &mut HostKring, flags: u32) {
         RxTaker {
             rx: &self.rx,
-            stats: &self.stats,
             direct: false,
         }
         .sync(k, flags)
     }
 }
 
-impl crate::port::RingSync for RxRingSync {
+impl RingSync for DeliveryRx {
     fn arm(&mut self, k: &HostKring) -> bool {
         self.rx.arm_consumer(k.hwtail)
     }
 
-    fn direct_rx(&self) -> Option<Arc<RxRing>> {
+    fn direct_rx(&self) -> Option<Arc<dyn DirectRx>> {
         Some(self.rx.clone())
     }
 }
@@ -364,10 +329,11 @@ impl crate::port::RingSync for RxRingSync {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ptnet_protocol::csb::{Atok, Ktoa};
     use ptnet_protocol::netmap::ring;
     use ptnet_protocol::shmem::OwnedMem;
 
-    fn rx(n: u32) -> (OwnedMem, RxRing) {
+    fn rx(n: u32) -> (OwnedMem, DeliveryRing) {
         let m = OwnedMem::new(ring::size(n) + 4 * 64);
         let view = RingView::new(m.mem().sub(0, ring::size(n)).unwrap(), n).unwrap();
         let bufs = BufPool::new(
@@ -379,7 +345,10 @@ mod tests {
         )
         .unwrap();
         let e = Arc::new(EventFd::new(libc::EFD_NONBLOCK).unwrap());
-        (m, RxRing::new(view, bufs, e, None))
+        (
+            m,
+            DeliveryRing::new(view, bufs, (e, None), Arc::new(RingStats::default())),
+        )
     }
 
     #[test]
@@ -488,13 +457,12 @@ mod tests {
         );
         let mut kring = HostKring::new_rx(n);
         kring.start(&atok, &ktoa);
-        let stats = Arc::new(RingStats::default());
-        r.lend(RxHost {
+        let stats = r.stats.clone();
+        r.lend(PassState {
             kring,
             atok,
             ktoa,
             call: None,
-            stats: stats.clone(),
         });
         let kick = Arc::new(EventFd::new(libc::EFD_NONBLOCK).unwrap());
         let done = Arc::new(AtomicBool::new(false));
