@@ -443,9 +443,10 @@ pub fn eventfd_take_nowait(f: &File) -> io::Result<u64> {
 /// Adds 1 to an eventfd's counter (raises the frontend's interrupt) without ever blocking,
 /// whatever its file status flags: `pwritev2(RWF_NOWAIT)`. `Ok(false)`: the counter is saturated,
 /// so the interrupt is dropped (the frontend has one pending anyway: its counter is not zero).
-/// Kernels before 6.8 refuse the flag on eventfds; there the write is made only after `poll`
-/// says the counter has room (only a frontend that cleared O_NONBLOCK on the description and
-/// saturates the counter exactly between the two calls could make that write wait).
+/// Kernels that refuse the flag on eventfds get a `poll` for room first, then a write bounded
+/// in time ([`bounded_write`]): a frontend that cleared O_NONBLOCK on the shared description and
+/// saturates its counter between the two calls holds the writing thread (often another port's,
+/// with direct delivery) for at most [`SIGNAL_WRITE_BOUND`], and that interrupt is dropped.
 pub fn eventfd_signal_nowait(f: &File) -> io::Result<bool> {
     use std::sync::atomic::Ordering::Relaxed;
     let fd = f.as_raw_fd();
@@ -475,12 +476,126 @@ pub fn eventfd_signal_nowait(f: &File) -> io::Result<bool> {
     if !ready_now(fd, libc::POLLOUT) {
         return Ok(false);
     }
-    match std::io::Write::write(&mut &*f, &one.to_ne_bytes()) {
-        Ok(8) => Ok(true),
-        Ok(n) => Err(io::Error::other(format!("eventfd write of {n} bytes"))),
+    match bounded_write(fd, &one.to_ne_bytes(), SIGNAL_WRITE_BOUND) {
+        Ok(Some(8)) => Ok(true),
+        Ok(Some(n)) => Err(io::Error::other(format!("eventfd write of {n} bytes"))),
+        Ok(None) => {
+            SIGNAL_WRITES_CUT.fetch_add(1, Relaxed);
+            Ok(false)
+        }
+        // Saturated between the poll and the write, on a non-blocking description.
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
         Err(e) => Err(e),
     }
+}
+
+/// The longest an interrupt write may wait on a frontend's eventfd (see
+/// [`eventfd_signal_nowait`]). A frontend's counter never fills up in normal operation, so
+/// no honest frontend ever meets this bound.
+pub const SIGNAL_WRITE_BOUND: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// Interrupt writes cut short by [`SIGNAL_WRITE_BOUND`] (a frontend holding its own interrupts).
+static SIGNAL_WRITES_CUT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many interrupt writes were cut short by [`SIGNAL_WRITE_BOUND`] since the daemon started.
+pub fn signal_writes_cut() -> u64 {
+    SIGNAL_WRITES_CUT.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The signal that ends a [`bounded_write`]: delivered to the writing thread only, by its own
+/// timer, with a handler that does nothing and without `SA_RESTART`, so the write returns EINTR.
+fn write_bound_signal() -> libc::c_int {
+    libc::SIGRTMIN() + 1
+}
+
+extern "C" fn ignore_signal(_: libc::c_int) {}
+
+/// A thread's one-shot timer for [`bounded_write`], deleted when the thread exits.
+struct WriteTimer(libc::timer_t);
+
+impl WriteTimer {
+    fn new() -> io::Result<Self> {
+        static HANDLER: std::sync::Once = std::sync::Once::new();
+        HANDLER.call_once(|| {
+            // SAFETY: installs a handler that does nothing (async-signal-safe) for a real-time
+            // signal nobody else in the process uses; the struct is zeroed then filled.
+            unsafe {
+                let mut sa: libc::sigaction = std::mem::zeroed();
+                sa.sa_sigaction = ignore_signal as *const () as libc::sighandler_t;
+                libc::sigemptyset(&mut sa.sa_mask);
+                sa.sa_flags = 0;
+                libc::sigaction(write_bound_signal(), &sa, std::ptr::null_mut());
+            }
+        });
+        // SAFETY: a zeroed sigevent is a valid starting value; the fields set are the ones
+        // SIGEV_THREAD_ID reads (signal and target thread, this one).
+        let mut ev: libc::sigevent = unsafe { std::mem::zeroed() };
+        ev.sigev_notify = libc::SIGEV_THREAD_ID;
+        ev.sigev_signo = write_bound_signal();
+        // SAFETY: gettid has no preconditions.
+        ev.sigev_notify_thread_id = unsafe { libc::gettid() };
+        let mut id: libc::timer_t = std::ptr::null_mut();
+        // SAFETY: `ev` and `id` are live locals; the kernel fills `id`.
+        if unsafe { libc::timer_create(libc::CLOCK_MONOTONIC, &mut ev, &mut id) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Self(id))
+    }
+
+    /// Arms the timer to fire once after `after` (`None`: disarms it).
+    fn set(&self, after: Option<std::time::Duration>) -> io::Result<()> {
+        let d = after.unwrap_or_default();
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: libc::timespec {
+                tv_sec: d.as_secs() as libc::time_t,
+                tv_nsec: libc::c_long::from(d.subsec_nanos() as i32),
+            },
+        };
+        // SAFETY: the timer is this thread's, alive until `drop`; `spec` is a live local.
+        if unsafe { libc::timer_settime(self.0, 0, &spec, std::ptr::null_mut()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for WriteTimer {
+    fn drop(&mut self) {
+        // SAFETY: deletes the timer made in `new`, once.
+        unsafe { libc::timer_delete(self.0) };
+    }
+}
+
+thread_local! {
+    static WRITE_TIMER: std::cell::OnceCell<Option<WriteTimer>> = const { std::cell::OnceCell::new() };
+}
+
+/// Writes `buf` to `fd`, giving up after `bound`: `Ok(None)` when the write was still waiting
+/// then. The thread's timer is armed around the write only, so its signal can interrupt
+/// nothing else: if it fires after the write returned, the handler runs and nothing fails.
+fn bounded_write(fd: RawFd, buf: &[u8], bound: std::time::Duration) -> io::Result<Option<usize>> {
+    WRITE_TIMER.with(|t| {
+        let timer = t.get_or_init(|| WriteTimer::new().ok());
+        let Some(timer) = timer else {
+            return Err(io::Error::other("no timer to bound the interrupt write"));
+        };
+        timer.set(Some(bound))?;
+        // SAFETY: `buf` is a live slice of `buf.len()` bytes the kernel only reads.
+        let r = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+        let err = io::Error::last_os_error();
+        timer.set(None)?;
+        if r >= 0 {
+            return Ok(Some(r as usize));
+        }
+        match err.raw_os_error() {
+            Some(libc::EINTR) => Ok(None),
+            _ => Err(err),
+        }
+    })
 }
 
 /// Like [`poll_fds`], but gives each entry's `revents` in `out` (0 for entries that reported
@@ -626,6 +741,7 @@ pub fn set_nonblocking_to(f: &File, on: bool) -> io::Result<bool> {
 mod tests {
     use super::*;
     use std::sync::atomic::Ordering;
+    use std::time::Duration;
 
     #[test]
     fn memfd_maps_and_shares() {
@@ -763,5 +879,45 @@ mod tests {
         let (r, w) = pipe();
         drop(w);
         assert_eq!(poll_fds(&[(r.as_raw_fd(), libc::POLLOUT)], 0).unwrap(), 0b1);
+    }
+
+    #[test]
+    fn a_write_that_would_wait_for_ever_is_cut_at_its_bound() {
+        // A blocking eventfd whose counter is full: a write of 1 waits until somebody reads,
+        // which a hostile frontend never does.
+        let e = eventfd_file(false).unwrap();
+        std::io::Write::write_all(&mut &e, &(u64::MAX - 1).to_ne_bytes()).unwrap();
+        let t = std::time::Instant::now();
+        let r = bounded_write(e.as_raw_fd(), &1u64.to_ne_bytes(), SIGNAL_WRITE_BOUND).unwrap();
+        let took = t.elapsed();
+        assert_eq!(r, None, "the write must be cut, not complete");
+        assert!(took >= SIGNAL_WRITE_BOUND, "cut after {took:?}");
+        assert!(took < Duration::from_millis(500), "cut after {took:?}");
+        // The counter is untouched (nothing was added), and the thread's other calls are not
+        // interrupted afterwards: a 50 ms poll on nothing runs its full time.
+        let mut b = [0u8; 8];
+        std::io::Read::read_exact(&mut &e, &mut b).unwrap();
+        assert_eq!(u64::from_ne_bytes(b), u64::MAX - 1);
+        let t = std::time::Instant::now();
+        assert_eq!(poll_fds(&[(e.as_raw_fd(), libc::POLLIN)], 50).unwrap(), 0);
+        assert!(t.elapsed() >= Duration::from_millis(45));
+        // A write with room completes, and the signal armed around it never fires later.
+        assert_eq!(
+            bounded_write(e.as_raw_fd(), &1u64.to_ne_bytes(), SIGNAL_WRITE_BOUND).unwrap(),
+            Some(8)
+        );
+        std::thread::sleep(SIGNAL_WRITE_BOUND * 3);
+        let t = std::time::Instant::now();
+        assert_eq!(poll_fds(&[(e.as_raw_fd(), libc::POLLOUT)], 0).unwrap(), 0b1);
+        assert!(t.elapsed() < Duration::from_millis(45));
+    }
+
+    #[test]
+    fn signalling_a_saturated_blocking_eventfd_never_waits() {
+        let e = eventfd_file(false).unwrap();
+        std::io::Write::write_all(&mut &e, &(u64::MAX - 1).to_ne_bytes()).unwrap();
+        let t = std::time::Instant::now();
+        assert!(!eventfd_signal_nowait(&e).unwrap());
+        assert!(t.elapsed() < Duration::from_millis(500));
     }
 }

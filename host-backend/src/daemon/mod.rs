@@ -128,6 +128,7 @@ impl Daemon {
         DaemonStats {
             uptime_s: self.started.elapsed().as_secs_f64(),
             kick_faults: crate::frontend::ptnet::syncloop::kick_faults(),
+            interrupt_writes_cut: crate::sys::signal_writes_cut(),
             ports: self
                 .ports
                 .iter()

@@ -20,6 +20,9 @@ pub struct DaemonStats {
     pub uptime_s: f64,
     /// Kick eventfds that faulted (could not be read, or reported errors), all ports together.
     pub kick_faults: u64,
+    /// Interrupt writes given up after `sys::SIGNAL_WRITE_BOUND`: a frontend that made its call
+    /// eventfd blocking and full, so the writer (maybe another port's thread) would have waited.
+    pub interrupt_writes_cut: u64,
     /// The ports, in command-line order.
     pub ports: Vec<PortStats>,
 }
