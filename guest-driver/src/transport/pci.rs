@@ -24,6 +24,7 @@
 
 use super::{CsbArrays, PollWait, Transport};
 use crate::sys::{self, Mapping};
+use crate::error::PhysAddrProblem;
 use crate::{Error, PciSelector};
 use ptnet_protocol::csb;
 use ptnet_protocol::regs::{self, memdev, ptnet};
@@ -170,10 +171,7 @@ impl IoBar {
         }
         Err(match sysfs {
             Err(e) => Error::io(format!("opening {}", path.display()), e),
-            Ok(_) => Error::Device(format!(
-                "{}: 32-bit reads refused and port I/O unavailable",
-                path.display()
-            )),
+            Ok(_) => Error::NoRegisterAccess { path },
         })
     }
 
@@ -183,14 +181,14 @@ impl IoBar {
                 let mut b = [0u8; 4];
                 match f.read_at(&mut b, off.into()) {
                     Ok(4) => Ok(u32::from_le_bytes(b)),
-                    Ok(n) => Err(Error::Device(format!("short register read ({n} bytes)"))),
+                    Ok(bytes) => Err(Error::ShortRegisterAccess { offset: off, bytes }),
                     Err(e) => Err(Error::io(format!("reading register {off}"), e)),
                 }
             }
             #[cfg(target_arch = "x86_64")]
             IoBar::Port(p) => p
                 .read(off)
-                .ok_or_else(|| Error::Device(format!("register {off} outside the BAR"))),
+                .ok_or(Error::RegisterOutsideBar(off)),
         }
     }
 
@@ -198,7 +196,7 @@ impl IoBar {
         match self {
             IoBar::Sysfs(f) => match f.write_at(&val.to_le_bytes(), off.into()) {
                 Ok(4) => Ok(()),
-                Ok(n) => Err(Error::Device(format!("short register write ({n} bytes)"))),
+                Ok(bytes) => Err(Error::ShortRegisterAccess { offset: off, bytes }),
                 Err(e) => Err(Error::io(format!("writing register {off}"), e)),
             },
             #[cfg(target_arch = "x86_64")]
@@ -206,7 +204,7 @@ impl IoBar {
                 if p.write(off, val) {
                     Ok(())
                 } else {
-                    Err(Error::Device(format!("register {off} outside the BAR")))
+                    Err(Error::RegisterOutsideBar(off))
                 }
             }
         }
@@ -244,12 +242,10 @@ fn virt_to_phys(vaddr: usize) -> Result<u64, Error> {
     let entry = u64::from_le_bytes(b);
     let pfn = entry & ((1u64 << 55) - 1);
     if entry >> 63 == 0 {
-        return Err(Error::Device("CSB page not present in pagemap".into()));
+        return Err(Error::PhysAddr(PhysAddrProblem::NotPresent));
     }
     if pfn == 0 {
-        return Err(Error::Device(
-            "pagemap hides physical frame numbers (need CAP_SYS_ADMIN)".into(),
-        ));
+        return Err(Error::PhysAddr(PhysAddrProblem::Hidden));
     }
     Ok(pfn * PAGE_SIZE as u64 + (vaddr % PAGE_SIZE) as u64)
 }
@@ -429,10 +425,9 @@ impl PciTransport {
                 break;
             }
         }
-        let (memdev_dir, mem_regs) = found.ok_or_else(|| {
-            Error::Device(format!(
-                "{addr}: no ptnetmap-memdev with MEMID {memid} (HOSTMEMID of the NIC)"
-            ))
+        let (memdev_dir, mem_regs) = found.ok_or_else(|| Error::NoMemdev {
+            nic: addr.clone(),
+            mem_id: memid,
         })?;
         Ok(PciTransport {
             name: format!("pci:{addr}"),
@@ -477,9 +472,10 @@ impl Transport for PciTransport {
             .map(|&(s, e, _)| if e > s { e - s + 1 } else { 0 })
             .unwrap_or(0);
         if size == 0 || size > bar {
-            return Err(Error::Device(format!(
-                "netmap memory size {size} does not fit the memdev BAR ({bar} bytes)"
-            )));
+            return Err(Error::MemorySize {
+                size,
+                available: bar,
+            });
         }
         let path = self
             .memdev_dir
@@ -493,23 +489,20 @@ impl Transport for PciTransport {
     fn alloc_csb(&mut self, rings: u32) -> Result<CsbArrays, Error> {
         let size = csb::array_size(rings);
         if rings == 0 || size > PAGE_SIZE {
-            return Err(Error::Device(format!(
-                "{rings} rings: a CSB array must fit one page (at most 64 rings)"
-            )));
+            return Err(Error::CsbRings {
+                rings,
+                max: (PAGE_SIZE / csb::array_size(1)) as u32,
+            });
         }
         // Best effort: keep compaction from migrating locked pages under the host's feet.
         let _ = fs::write("/proc/sys/vm/compact_unevictable_allowed", "0");
         let (a, atok_gpa) = alloc_locked_page()?;
         let (k, ktoa_gpa) = alloc_locked_page()?;
-        let sub = |m: &Mapping| {
-            m.shared()
-                .sub(0, size)
-                .ok_or_else(|| Error::Device("CSB window".into()))
-        };
+        let sub = |m: &Mapping| m.shared().sub(0, size).expect("size checked above");
         let arrays = CsbArrays {
-            atok: sub(&a)?,
+            atok: sub(&a),
             atok_gpa,
-            ktoa: sub(&k)?,
+            ktoa: sub(&k),
             ktoa_gpa,
         };
         self.csb.push(a);
