@@ -154,7 +154,9 @@ pub enum Error {
         available: u64,
     },
     /// The buffer pool lies outside the netmap memory, or is too small to be one.
-    #[error("buffer pool ({num} x {size} bytes at {offset}) unusable in the {mem_size}-byte memory")]
+    #[error(
+        "buffer pool ({num} x {size} bytes at {offset}) unusable in the {mem_size}-byte memory"
+    )]
     BufferPool {
         /// Buffers.
         num: u32,
@@ -443,11 +445,11 @@ pub enum PhysAddrProblem {
 pub(crate) fn from_vhost(port: &str, request: &str, e: vhost::Error) -> Error {
     use vhost::vhost_user::Error as U;
     match e {
-        vhost::Error::VhostUserProtocol(U::Disconnected | U::PartialMessage | U::SocketBroken(_)) => {
-            Error::Disconnected {
-                port: port.to_string(),
-            }
-        }
+        vhost::Error::VhostUserProtocol(
+            U::Disconnected | U::PartialMessage | U::SocketBroken(_),
+        ) => Error::Disconnected {
+            port: port.to_string(),
+        },
         source => Error::VhostUser {
             request: request.to_string(),
             source,

@@ -18,7 +18,11 @@ pub struct TxRing<'a> {
 }
 
 impl<'a> TxRing<'a> {
-    pub(super) fn new(ring: &'a mut RingState, transport: &'a dyn Transport, bufs: &'a BufPool) -> Self {
+    pub(super) fn new(
+        ring: &'a mut RingState,
+        transport: &'a dyn Transport,
+        bufs: &'a BufPool,
+    ) -> Self {
         TxRing {
             ring,
             transport,
@@ -130,7 +134,11 @@ pub struct RxRing<'a> {
 }
 
 impl<'a> RxRing<'a> {
-    pub(super) fn new(ring: &'a mut RingState, transport: &'a dyn Transport, bufs: &'a BufPool) -> Self {
+    pub(super) fn new(
+        ring: &'a mut RingState,
+        transport: &'a dyn Transport,
+        bufs: &'a BufPool,
+    ) -> Self {
         RxRing {
             ring,
             transport,

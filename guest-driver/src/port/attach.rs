@@ -406,30 +406,46 @@ mod tests {
         let m = Mock::new();
         let size = m.state.lock().unwrap().cfg.geometry().mem_size;
         m.set_memdev(memdev::MEMSIZE_LO, size as u32 + 4096);
-        refused(m, |e| {
-            matches!(e, Error::MemorySize { size: s, available } if *s == size + 4096 && *available == size)
-        });
+        refused(
+            m,
+            |e| matches!(e, Error::MemorySize { size: s, available } if *s == size + 4096 && *available == size),
+        );
         let m = Mock::new();
         m.set_memdev(memdev::BUF_POOL_OBJNUM, 100_000);
         refused(m, |e| {
-            matches!(e, Error::BufferPool { num: 100_000, size: BUF, .. })
+            matches!(
+                e,
+                Error::BufferPool {
+                    num: 100_000,
+                    size: BUF,
+                    ..
+                }
+            )
         });
         let m = Mock::new();
         let v = m.ring_view(0);
         v.init_header(v.buf_ofs() + 2048, BUF, 0, ring::DIR_TX, SLOTS - 1);
         refused(m, |e| {
-            matches!(e, Error::BadRing { ring: RingId::Tx(0), problem: RingProblem::BufOfs { .. } })
+            matches!(
+                e,
+                Error::BadRing {
+                    ring: RingId::Tx(0),
+                    problem: RingProblem::BufOfs { .. }
+                }
+            )
         });
         let m = Mock::new();
         m.ring_view(1).init_header(0, BUF, 0, ring::DIR_TX, 0);
-        refused(m, |e| {
-            matches!(e, Error::BadRing { ring: RingId::Rx(0), problem: RingProblem::Direction(d) } if *d == ring::DIR_TX)
-        });
+        refused(
+            m,
+            |e| matches!(e, Error::BadRing { ring: RingId::Rx(0), problem: RingProblem::Direction(d) } if *d == ring::DIR_TX),
+        );
         let m = Mock::new();
         m.state.lock().unwrap().cfg.set(ptnet::NIFP_OFS, 1 << 30);
-        refused(m, |e| {
-            matches!(e, Error::NifpOffset { offset, .. } if *offset == 1 << 30)
-        });
+        refused(
+            m,
+            |e| matches!(e, Error::NifpOffset { offset, .. } if *offset == 1 << 30),
+        );
         // The layout this daemon had before: no host rings, [TX 0, RX 0]. libnetmap's formula
         // finds RX 0, a stock guest kernel's would find the netmap_if itself.
         let m = Mock::new();

@@ -62,8 +62,7 @@ impl Mock {
             for r in 0..2u32 {
                 let k = 2 * p + r;
                 let addr = ring_pool + k as usize * ring_size;
-                let view =
-                    RingView::new(m.sub(addr, ring::size(SLOTS)).unwrap(), SLOTS).unwrap();
+                let view = RingView::new(m.sub(addr, ring::size(SLOTS)).unwrap(), SLOTS).unwrap();
                 let (dir, tail) = if r == 0 {
                     (ring::DIR_TX, SLOTS - 1)
                 } else {

@@ -63,7 +63,11 @@ impl ReplyWatchdog {
     }
 
     /// Runs `f` (one request and its reply, through the `vhost` crate) under the reply timeout.
-    pub(super) fn call<T>(&self, what: &str, f: impl FnOnce() -> Result<T, vhost::Error>) -> Result<T, Error> {
+    pub(super) fn call<T>(
+        &self,
+        what: &str,
+        f: impl FnOnce() -> Result<T, vhost::Error>,
+    ) -> Result<T, Error> {
         let (lock, cv) = &*self.state;
         let lock = || lock.lock().unwrap_or_else(|p| p.into_inner());
         if lock().fired {

@@ -315,8 +315,7 @@ fn main() -> ExitCode {
     if args.count > 0 && s.packets + s.dropped < args.count {
         eprintln!(
             "ptnet-bridge: forwarded {} of {} packets",
-            s.packets,
-            args.count
+            s.packets, args.count
         );
         return ExitCode::from(1);
     }

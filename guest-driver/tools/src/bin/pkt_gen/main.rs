@@ -217,10 +217,6 @@ fn main() -> ExitCode {
 mod tests {
     use super::*;
 
-
-
-
-
     #[test]
     fn macs() {
         assert_eq!(parse_mac("02:00:0a:FF:0:1").unwrap(), [2, 0, 10, 255, 0, 1]);
@@ -296,5 +292,4 @@ mod tests {
             assert_eq!(e.exit_code(), 2, "{bad:?}");
         }
     }
-
 }
