@@ -5,7 +5,7 @@
 //! closed the connection (it exited, was restarted, or dropped us), as opposed to a device that
 //! misbehaves or a request that failed.
 
-use crate::port::RingId;
+use crate::ring_id::{Direction, RingId};
 use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -269,24 +269,6 @@ impl Error {
     #[must_use]
     pub fn is_disconnected(&self) -> bool {
         matches!(self, Error::Disconnected { .. })
-    }
-}
-
-/// TX or RX.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Direction {
-    /// Transmit rings.
-    Tx,
-    /// Receive rings.
-    Rx,
-}
-
-impl std::fmt::Display for Direction {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Direction::Tx => "TX",
-            Direction::Rx => "RX",
-        })
     }
 }
 

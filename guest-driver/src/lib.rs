@@ -3,6 +3,7 @@
 pub mod error;
 pub mod port;
 pub mod portspec;
+mod ring_id;
 pub mod summary;
 #[allow(unsafe_code)]
 mod sys;
@@ -12,3 +13,4 @@ pub mod transport;
 pub use error::Error;
 pub use port::{ForwardMode, Forwarded, Port, RingId, RxRing, SlotReader, SlotWriter, TxRing};
 pub use portspec::{PciSelector, PortSpec};
+pub use ring_id::Direction;

@@ -1,16 +1,14 @@
-//! The application's ring API: [`TxRing`] and [`RxRing`] borrowed from a [`Port`], and the
+//! The application's ring API: [`TxRing`] and [`RxRing`] borrowed from a [`Port`](crate::Port), and the
 //! [`SlotWriter`] / [`SlotReader`] through which a closure reaches one slot's buffer (shared
 //! memory is only ever copied into and out of).
 
 use super::ring::RingState;
-#[cfg(doc)]
-use super::Port;
 use crate::transport::Transport;
 use crate::Error;
 use ptnet_protocol::csb::NAF_FORCE_RECLAIM;
 use ptnet_protocol::netmap::{ring_add, ring_dist, BufPool};
 
-/// A TX ring of a [`Port`]: fill slots from `cur`, then [`TxRing::txsync`].
+/// A TX ring of a [`Port`](crate::Port): fill slots from `cur`, then [`TxRing::txsync`].
 pub struct TxRing<'a> {
     pub(super) ring: &'a mut RingState,
     pub(super) transport: &'a dyn Transport,
@@ -125,7 +123,7 @@ impl SlotWriter<'_> {
     }
 }
 
-/// An RX ring of a [`Port`]: read packets from `cur`, then [`RxRing::rxsync`] to release them
+/// An RX ring of a [`Port`](crate::Port): read packets from `cur`, then [`RxRing::rxsync`] to release them
 /// and learn of new ones.
 pub struct RxRing<'a> {
     pub(super) ring: &'a mut RingState,

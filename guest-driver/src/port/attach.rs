@@ -3,7 +3,8 @@
 
 use super::ring::RingState;
 use super::{detach, Port, RingId};
-use crate::error::{Direction, RingProblem};
+use crate::error::RingProblem;
+use crate::ring_id::Direction;
 use crate::transport::{CsbArrays, Transport};
 use crate::{Error, PortSpec};
 use ptnet_protocol::csb::{Atok, Ktoa};

@@ -2,8 +2,6 @@
 //! or by swapping buffer indexes between ports of one memory.
 
 use super::app::{RxRing, TxRing};
-#[cfg(doc)]
-use super::Port;
 use ptnet_protocol::netmap::{ring_add, slot_flags};
 use ptnet_protocol::sync::ring_prev;
 
@@ -16,7 +14,7 @@ impl TxRing<'_> {
     ///   any two ports).
     /// * [`ForwardMode::SwapBuffers`]: the RX and TX slots exchange buffer indexes and both get
     ///   `BUF_CHANGED` (no copy). Only for rings of ports in one memory
-    ///   ([`Port::shares_memory_with`]); across memories the indexes would name other buffers (the
+    ///   ([`Port::shares_memory_with`](crate::Port::shares_memory_with)); across memories the indexes would name other buffers (the
     ///   packets would be garbage, though no memory outside the pools is ever touched).
     ///
     /// A received slot with a bad buffer index or a length over either buffer size is consumed

@@ -38,6 +38,8 @@ use ptnet_protocol::netmap::BufPool;
 use ptnet_protocol::regs::{ptnet, PTCTL_DELETE};
 use std::time::Duration;
 
+pub use crate::ring_id::RingId;
+
 mod app;
 mod attach;
 mod forward;
@@ -49,27 +51,12 @@ mod wait;
 
 pub use app::{RxRing, SlotReader, SlotWriter, TxRing};
 pub use forward::{ForwardMode, Forwarded};
-pub use wait::WAIT_PORTS_SLICE;
 
 use ring::RingState;
 
-/// Names a ring of a port.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum RingId {
-    /// TX ring `i`.
-    Tx(u32),
-    /// RX ring `i`.
-    Rx(u32),
-}
-
-impl std::fmt::Display for RingId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            RingId::Tx(i) => write!(f, "TX ring {i}"),
-            RingId::Rx(i) => write!(f, "RX ring {i}"),
-        }
-    }
-}
+/// The longest [`Port::wait_ports`] blocks on one port's interrupts before it looks at the
+/// others.
+pub const WAIT_PORTS_SLICE: Duration = Duration::from_millis(1);
 
 /// A ptnet port attached through a [`Transport`]: the netmap memory, the rings and the CSB.
 ///

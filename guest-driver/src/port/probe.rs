@@ -2,14 +2,12 @@
 //! one name buffers of the other (zero-copy forwarding)?
 
 use super::Port;
-#[cfg(doc)]
-use super::{ForwardMode, TxRing};
 
 impl Port {
     /// Do this port and `other` live in one netmap memory, so that buffer indexes of one are
     /// buffers of the other (the two ends of a netmap pipe, ports of one kernel netmap
-    /// allocator)? Then [`TxRing::forward_from`] may swap buffers between their rings
-    /// ([`ForwardMode::SwapBuffers`]).
+    /// allocator)? Then [`TxRing::forward_from`](crate::TxRing::forward_from) may swap buffers between their rings
+    /// ([`ForwardMode::SwapBuffers`](crate::ForwardMode::SwapBuffers)).
     ///
     /// Equal memory ids (the memdev's MEMID) are necessary but not enough: ids are only unique
     /// within one host (two daemons both have a memory 2). So the buffer pools must have the same

@@ -2,7 +2,7 @@
 //! several ports at once ([`Port::wait_ports`]), by one `poll` over every transport's interrupt
 //! descriptors when they all have some, else port by port in slices.
 
-use super::{Port, RingId};
+use super::{Port, RingId, WAIT_PORTS_SLICE};
 #[cfg(doc)]
 use crate::transport::Transport;
 use crate::Error;
@@ -199,10 +199,6 @@ impl Port {
         Ok(ready)
     }
 }
-
-/// The longest [`Port::wait_ports`] blocks on one port's interrupts before it looks at the
-/// others.
-pub const WAIT_PORTS_SLICE: Duration = Duration::from_millis(1);
 
 /// Time left until `deadline`: `Some(None)` without a deadline, `None` once it has passed.
 fn time_left(deadline: Option<std::time::Instant>) -> Option<Option<Duration>> {

@@ -1,6 +1,7 @@
 //! GET_CONFIG made by hand, with a deadline on every socket operation.
 
-use super::{VhostUserTransport, REPLY_TIMEOUT};
+use super::watchdog::REPLY_TIMEOUT;
+use super::VhostUserTransport;
 use crate::error::ReplyProblem;
 use crate::Error;
 use std::io;

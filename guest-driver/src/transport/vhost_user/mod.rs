@@ -35,7 +35,7 @@ mod shmem;
 mod watchdog;
 
 use shmem::ShmemHandler;
-use watchdog::ReplyWatchdog;
+use watchdog::{ReplyWatchdog, REPLY_TIMEOUT};
 
 /// Guest-physical address at which our "guest memory" (the CSB memfd) is registered.
 pub const GUEST_MEM_GPA: u64 = 0x4000_0000;
@@ -43,8 +43,6 @@ pub const GUEST_MEM_GPA: u64 = 0x4000_0000;
 pub const GUEST_MEM_SIZE: usize = 64 * 1024;
 /// Offset of the host-to-guest CSB array in the guest memory (the guest-to-host one is at 0).
 const KTOA_OFFSET: usize = 4096;
-/// How long we wait for any reply or for the SHMEM_MAP request.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Protocol features we need from the daemon (RESET_DEVICE is optional and not used).
 const WANTED_PROTOCOL_FEATURES: u64 = protocol_features::MQ

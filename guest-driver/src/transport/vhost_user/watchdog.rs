@@ -1,12 +1,14 @@
 //! The reply timeout for requests made through the `vhost` crate.
 
-use super::REPLY_TIMEOUT;
 use crate::error::from_vhost;
 use crate::Error;
 use std::io;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How long we wait for any reply or for the SHMEM_MAP request.
+pub(super) const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Bounds every wait for the daemon inside the `vhost` crate's frontend. That crate retries
 /// EAGAIN for ever, so the socket's receive timeout alone never ends a wait for a reply that

@@ -1,10 +1,28 @@
 //! The four functions (tx, rx, ping, pong) and the periodic reports.
 
-use crate::{stopped, Args};
+use crate::args::Args;
 use ptnet_driver::summary::{Mode, PktGenSummary, Rtt};
 use ptnet_driver::testframe::{verify, FrameBuilder, SeqTracker, Verdict, MAX_STREAMS};
 use ptnet_driver::{Error, Port, RingId};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+/// Set by SIGINT/SIGTERM: stop, print the summary, detach cleanly.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+pub(crate) extern "C" fn on_stop_signal(
+    _: libc::c_int,
+    _: *mut libc::siginfo_t,
+    _: *mut libc::c_void,
+) {
+    // Only an atomic store: async-signal-safe.
+    STOP.store(true, Ordering::Relaxed);
+}
+
+#[inline]
+fn stopped() -> bool {
+    STOP.load(Ordering::Relaxed)
+}
 
 #[derive(Default, Clone, Copy)]
 struct Counters {
