@@ -502,3 +502,59 @@ impl Transport for VhostUserTransport {
         &self.name
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+
+    /// A "daemon" that accepts one connection and hangs up at once.
+    fn hang_up_daemon(name: &str) -> (std::path::PathBuf, std::thread::JoinHandle<()>) {
+        let path =
+            std::env::temp_dir().join(format!("ptnet-vu-{name}-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let l = UnixListener::bind(&path).unwrap();
+        let t = std::thread::spawn(move || {
+            let (s, _) = l.accept().unwrap();
+            drop(s);
+        });
+        (path, t)
+    }
+
+    #[test]
+    fn a_daemon_that_hangs_up_is_a_matchable_disconnect() {
+        let (path, t) = hang_up_daemon("hangup");
+        let res = VhostUserTransport::open(&path);
+        t.join().unwrap();
+        match res {
+            Err(e @ Error::Disconnected { .. }) => {
+                assert!(e.is_disconnected());
+                let Error::Disconnected { port } = &e else {
+                    unreachable!()
+                };
+                assert_eq!(*port, format!("vhost-user:{}", path.display()));
+                assert!(
+                    e.to_string().ends_with("the daemon closed the connection"),
+                    "{e}"
+                );
+            }
+            Err(e) => panic!("not a disconnect: {e:?}"),
+            Ok(_) => panic!("attached to nothing"),
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn no_daemon_is_an_io_error_naming_the_socket() {
+        let path = std::env::temp_dir().join(format!("ptnet-vu-none-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        match VhostUserTransport::open(&path) {
+            Err(Error::Io { what, source }) => {
+                assert!(what.contains(&path.display().to_string()), "{what}");
+                assert_eq!(source.kind(), io::ErrorKind::NotFound);
+            }
+            Err(e) => panic!("{e:?}"),
+            Ok(_) => panic!("attached to nothing"),
+        }
+    }
+}
