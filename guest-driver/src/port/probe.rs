@@ -15,6 +15,7 @@ impl Port {
     /// slot of this port (a buffer the application owns and has not published) must read back
     /// through `other`'s mapping of the same buffer index. False when this port has no free TX
     /// slot to probe with.
+    #[must_use]
     pub fn shares_memory_with(&mut self, other: &Port) -> bool {
         if self.mem_id != other.mem_id
             || self.bufs.num() != other.bufs.num()
