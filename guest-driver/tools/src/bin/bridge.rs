@@ -55,7 +55,7 @@ const MAX_SLEEP: Duration = Duration::from_millis(200);
 #[derive(Parser, Debug)]
 #[command(name = "ptnet-bridge", version, about)]
 struct Args {
-    /// The two ports (give -i twice): vhost-user:PATH, [pci:]ptnetN, ptnet:DDDD:BB:DD.F or
+    /// The two ports (give -i twice): vhost-user:PATH, ptnetN (or pci:ptnetN), ptnet:DDDD:BB:DD.F or
     /// pci:DDDD:BB:DD.F.
     #[arg(short = 'i', long = "interface", value_name = "PORT", required = true)]
     ports: Vec<String>,
