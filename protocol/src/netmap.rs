@@ -175,7 +175,7 @@ pub fn ring_between(lo: u32, x: u32, hi: u32, num_slots: u32) -> bool {
 }
 
 /// A `netmap_ring` inside shared memory, with its geometry checked once at creation.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct RingView {
     mem: SharedMem,
     slots: Records,
@@ -297,7 +297,7 @@ impl RingView {
 }
 
 /// The buffer pool of a netmap memory region: `num` buffers of `size` bytes.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct BufPool {
     mem: SharedMem,
     num: u32,
@@ -367,7 +367,7 @@ impl BufPool {
 }
 
 /// A `netmap_if` inside shared memory.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct IfView {
     mem: SharedMem,
 }
