@@ -27,10 +27,26 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, RawFd};
 
-/// A read-write mapping (of a file, a socket's rings, or anonymous memory); unmapped on drop.
+/// A read-write mapping (of a file, a socket's rings, or anonymous memory). Its window, and
+/// every clone and sub-window of it, holds the mapping alive: it is unmapped when the last of
+/// them is dropped, so no view can outlive the memory it points into.
 #[derive(Debug)]
 pub struct Mapping {
     mem: SharedMem,
+}
+
+/// Unmaps `[base, base + len)` when dropped: the keepalive of a [`Mapping`]'s windows.
+struct Unmap {
+    base: usize,
+    len: usize,
+}
+
+impl Drop for Unmap {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `Mapping::new`, once: this value is the
+        // keepalive of every window into it, so no window is left when it is dropped.
+        unsafe { libc::munmap(self.base as *mut libc::c_void, self.len) };
+    }
 }
 
 impl Mapping {
@@ -72,24 +88,19 @@ impl Mapping {
         if p == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        // SAFETY: the mapping is `len` bytes, page-aligned, and lives until `drop` unmaps it; the
-        // windows handed out are used only by the owner of this mapping, or with an `Arc` of it
-        // (or bounded by its lifetime).
-        let mem = unsafe { SharedMem::new(p.cast(), len) };
+        let keep: ptnet_protocol::shmem::Keepalive = std::sync::Arc::new(Unmap {
+            base: p as usize,
+            len,
+        });
+        // SAFETY: the mapping is `len` bytes, page-aligned, readable and writable, and stays
+        // mapped while `keep` lives (it unmaps it on drop).
+        let mem = unsafe { SharedMem::with_keepalive(p.cast(), len, keep) };
         Ok(Self { mem })
     }
 
-    /// The mapped window.
-    pub fn mem(&self) -> SharedMem {
-        self.mem
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping made in `new`; no copies of the window outlive the
-        // owner by construction (see `new`).
-        unsafe { libc::munmap(self.mem.as_ptr().cast(), self.mem.len()) };
+    /// The mapped window (clone it to keep the memory beyond this value).
+    pub fn mem(&self) -> &SharedMem {
+        &self.mem
     }
 }
 
@@ -146,8 +157,8 @@ impl MappedFile {
         Self::map(file, offset, len).map_err(GuestFileError::Map)
     }
 
-    /// The mapped window.
-    pub fn mem(&self) -> SharedMem {
+    /// The mapped window (clone it to keep the memory beyond this value).
+    pub fn mem(&self) -> &SharedMem {
         self.map.mem()
     }
 
@@ -750,6 +761,16 @@ mod tests {
         let again = MappedFile::map(m.file().try_clone().unwrap(), 4096, 4096).unwrap();
         assert_eq!(again.mem().load_u32(0, Ordering::Relaxed), 77);
         assert!(MappedFile::map(m.file().try_clone().unwrap(), 0, 0).is_err());
+    }
+
+    #[test]
+    fn a_window_keeps_its_mapping_alive() {
+        let m = MappedFile::memfd("t", 8192).unwrap();
+        let window = m.mem().sub(4096, 4096).unwrap();
+        drop(m);
+        // The mapping is still there: it goes with the last window, not with its owner.
+        window.store_u32(0, 5, Ordering::Relaxed);
+        assert_eq!(window.load_u32(0, Ordering::Relaxed), 5);
     }
 
     #[test]

@@ -214,7 +214,8 @@ pub struct Records {
     base: *mut u8,
     count: u32,
     stride: usize,
-    keep: Option<Keepalive>,
+    // Held, never read: the records' memory lives while they do.
+    _keep: Option<Keepalive>,
 }
 
 impl std::fmt::Debug for Records {
@@ -247,7 +248,7 @@ impl SharedMem {
             base: unsafe { self.base.add(off) },
             count,
             stride,
-            keep: self.keep.clone(),
+            _keep: self.keep.clone(),
         })
     }
 }
@@ -317,13 +318,26 @@ impl OwnedMem {
         let keep: Keepalive = self.words.clone();
         // SAFETY: the slice is 8-aligned and lives while `keep` (an `Arc` of it) does; it is only
         // accessed through atomics or raw copies (AtomicU64 permits shared mutation).
-        unsafe { SharedMem::with_keepalive(self.words.as_ptr() as *mut u8, self.words.len() * 8, keep) }
+        unsafe {
+            SharedMem::with_keepalive(self.words.as_ptr() as *mut u8, self.words.len() * 8, keep)
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn views_keep_their_memory_alive() {
+        let m = OwnedMem::new(64);
+        let mem = m.mem();
+        let slots = mem.records(16, 3, 16).unwrap();
+        drop(m);
+        drop(mem);
+        slots.store_u32(2, 4, 9);
+        assert_eq!(slots.load_u32(2, 4), 9);
+    }
 
     #[test]
     fn bounds_are_enforced() {
