@@ -239,7 +239,7 @@ fn bounded_write(fd: RawFd, buf: &[u8], bound: std::time::Duration) -> io::Resul
     })
 }
 
-/// Like [`poll_fds`], but gives each entry's `revents` in `out` (0 for entries that reported
+/// Like [`poll_fds`](super::poll_fds), but gives each entry's `revents` in `out` (0 for entries that reported
 /// nothing or were ignored), so a caller can tell POLLHUP / POLLERR / POLLNVAL from the events it
 /// asked for. Returns how many entries reported anything; EINTR returns 0.
 pub fn poll_revents(
