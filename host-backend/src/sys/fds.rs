@@ -87,7 +87,7 @@ pub fn eventfd_take_nowait(f: &File) -> io::Result<u64> {
 /// Kernels that refuse the flag on eventfds get a `poll` for room first, then a write bounded
 /// in time (`bounded_write`): a frontend that cleared O_NONBLOCK on the shared description and
 /// saturates its counter between the two calls holds the writing thread (often another port's,
-/// with direct delivery) for at most [`SIGNAL_WRITE_BOUND`], and that interrupt is dropped.
+/// with direct delivery) for at most twice [`SIGNAL_WRITE_BOUND`], and that interrupt is dropped.
 pub fn eventfd_signal_nowait(f: &File) -> io::Result<bool> {
     use std::sync::atomic::Ordering::Relaxed;
     let fd = f.as_raw_fd();
@@ -117,7 +117,7 @@ pub fn eventfd_signal_nowait(f: &File) -> io::Result<bool> {
     if !ready_now(fd, libc::POLLOUT) {
         return Ok(false);
     }
-    match bounded_write(fd, &one.to_ne_bytes(), SIGNAL_WRITE_BOUND) {
+    match bounded_write(fd, &one.to_ne_bytes()) {
         Ok(Some(8)) => Ok(true),
         Ok(Some(n)) => Err(io::Error::other(format!("eventfd write of {n} bytes"))),
         Ok(None) => {
@@ -130,105 +130,130 @@ pub fn eventfd_signal_nowait(f: &File) -> io::Result<bool> {
     }
 }
 
-/// The longest an interrupt write may wait on a frontend's eventfd (see
-/// [`eventfd_signal_nowait`]). A frontend's counter never fills up in normal operation, so
-/// no honest frontend ever meets this bound.
-pub const SIGNAL_WRITE_BOUND: std::time::Duration = std::time::Duration::from_millis(2);
+/// About how long an interrupt write may wait on a frontend's eventfd (see
+/// [`eventfd_signal_nowait`]) before it is cut: between one and two ticks of the watchdog. A
+/// frontend's counter never fills up in normal operation, so no honest frontend meets it.
+pub const SIGNAL_WRITE_BOUND: std::time::Duration = std::time::Duration::from_millis(10);
 
-/// Interrupt writes cut short by [`SIGNAL_WRITE_BOUND`] (a frontend holding its own interrupts).
+/// Interrupt writes cut short by the watchdog (a frontend holding its own interrupts).
 static SIGNAL_WRITES_CUT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// How many interrupt writes were cut short by [`SIGNAL_WRITE_BOUND`] since the daemon started.
+/// How many interrupt writes were cut short since the daemon started.
 pub fn signal_writes_cut() -> u64 {
     SIGNAL_WRITES_CUT.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// The signal that ends a [`bounded_write`]: delivered to the writing thread only, by its own
-/// timer, with a handler that does nothing and without `SA_RESTART`, so the write returns EINTR.
-fn write_bound_signal() -> libc::c_int {
+/// The signal that ends a stuck write: sent to the writing thread only, with a handler that does
+/// nothing and without `SA_RESTART`, so the write returns EINTR.
+fn cut_signal() -> libc::c_int {
     libc::SIGRTMIN() + 1
 }
 
 extern "C" fn ignore_signal(_: libc::c_int) {}
 
-/// A thread's one-shot timer for [`bounded_write`], deleted when the thread exits.
-struct WriteTimer(libc::timer_t);
-
-impl WriteTimer {
-    fn new() -> io::Result<Self> {
-        static HANDLER: std::sync::Once = std::sync::Once::new();
-        HANDLER.call_once(|| {
-            // SAFETY: installs a handler that does nothing (async-signal-safe) for a real-time
-            // signal nobody else in the process uses; the struct is zeroed then filled.
-            unsafe {
-                let mut sa: libc::sigaction = std::mem::zeroed();
-                sa.sa_sigaction = ignore_signal as *const () as libc::sighandler_t;
-                libc::sigemptyset(&mut sa.sa_mask);
-                sa.sa_flags = 0;
-                libc::sigaction(write_bound_signal(), &sa, std::ptr::null_mut());
-            }
-        });
-        // SAFETY: a zeroed sigevent is a valid starting value; the fields set are the ones
-        // SIGEV_THREAD_ID reads (signal and target thread, this one).
-        let mut ev: libc::sigevent = unsafe { std::mem::zeroed() };
-        ev.sigev_notify = libc::SIGEV_THREAD_ID;
-        ev.sigev_signo = write_bound_signal();
-        // SAFETY: gettid has no preconditions.
-        ev.sigev_notify_thread_id = unsafe { libc::gettid() };
-        let mut id: libc::timer_t = std::ptr::null_mut();
-        // SAFETY: `ev` and `id` are live locals; the kernel fills `id`.
-        if unsafe { libc::timer_create(libc::CLOCK_MONOTONIC, &mut ev, &mut id) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Self(id))
-    }
-
-    /// Arms the timer to fire once after `after` (`None`: disarms it).
-    fn set(&self, after: Option<std::time::Duration>) -> io::Result<()> {
-        let d = after.unwrap_or_default();
-        let spec = libc::itimerspec {
-            it_interval: libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            },
-            it_value: libc::timespec {
-                tv_sec: d.as_secs() as libc::time_t,
-                tv_nsec: libc::c_long::from(d.subsec_nanos() as i32),
-            },
-        };
-        // SAFETY: the timer is this thread's, alive until `drop`; `spec` is a live local.
-        if unsafe { libc::timer_settime(self.0, 0, &spec, std::ptr::null_mut()) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
+/// A thread that makes writes the watchdog may cut: `state` is `(writes << 1) | writing`,
+/// stored by the thread around each write (two plain stores: nothing else on the write's path),
+/// read by the watchdog. `tid` 0: the thread is gone.
+struct Writer {
+    tid: std::sync::atomic::AtomicI32,
+    state: std::sync::atomic::AtomicU64,
 }
 
-impl Drop for WriteTimer {
+/// Every thread that made a [`bounded_write`], for the watchdog to look at.
+static WRITERS: std::sync::Mutex<Vec<std::sync::Arc<Writer>>> = std::sync::Mutex::new(Vec::new());
+
+/// This thread's entry in [`WRITERS`]; marked gone when the thread exits.
+struct WriterEntry(std::sync::Arc<Writer>);
+
+impl Drop for WriterEntry {
     fn drop(&mut self) {
-        // SAFETY: deletes the timer made in `new`, once.
-        unsafe { libc::timer_delete(self.0) };
+        self.0.tid.store(0, std::sync::atomic::Ordering::Release);
     }
 }
 
 thread_local! {
-    static WRITE_TIMER: std::cell::OnceCell<Option<WriteTimer>> = const { std::cell::OnceCell::new() };
+    static WRITER: WriterEntry = WriterEntry(register_writer());
 }
 
-/// Writes `buf` to `fd`, giving up after `bound`: `Ok(None)` when the write was still waiting
-/// then. The thread's timer is armed around the write only, so its signal can interrupt
-/// nothing else: if it fires after the write returned, the handler runs and nothing fails.
-fn bounded_write(fd: RawFd, buf: &[u8], bound: std::time::Duration) -> io::Result<Option<usize>> {
-    WRITE_TIMER.with(|t| {
-        let timer = t.get_or_init(|| WriteTimer::new().ok());
-        let Some(timer) = timer else {
-            return Err(io::Error::other("no timer to bound the interrupt write"));
+fn register_writer() -> std::sync::Arc<Writer> {
+    static WATCHDOG: std::sync::Once = std::sync::Once::new();
+    WATCHDOG.call_once(|| {
+        // SAFETY: installs a handler that does nothing (async-signal-safe) for a real-time signal
+        // nobody else in the process uses; the struct is zeroed, then its fields set.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = ignore_signal as *const () as libc::sighandler_t;
+            libc::sigemptyset(&mut sa.sa_mask);
+            sa.sa_flags = 0;
+            libc::sigaction(cut_signal(), &sa, std::ptr::null_mut());
+        }
+        let spawned = std::thread::Builder::new()
+            .name("write-watchdog".into())
+            .spawn(watchdog);
+        if let Err(e) = spawned {
+            tracing::error!("interrupt writes are not bounded: no watchdog thread: {e}");
+        }
+    });
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    let w = std::sync::Arc::new(Writer {
+        tid: std::sync::atomic::AtomicI32::new(tid),
+        state: std::sync::atomic::AtomicU64::new(0),
+    });
+    WRITERS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(w.clone());
+    w
+}
+
+/// Every tick ([`SIGNAL_WRITE_BOUND`]), signals each thread seen in the same write
+/// as at the previous tick (so stuck for at least one tick), and forgets threads that are gone.
+/// It sleeps on its own: a write costs nothing more than the two stores of [`Writer::state`].
+fn watchdog() {
+    use std::sync::atomic::Ordering::Acquire;
+    let mut seen: Vec<(std::sync::Arc<Writer>, u64)> = Vec::new();
+    loop {
+        std::thread::sleep(SIGNAL_WRITE_BOUND);
+        let now: Vec<std::sync::Arc<Writer>> = {
+            let mut all = WRITERS.lock().unwrap_or_else(|p| p.into_inner());
+            all.retain(|w| w.tid.load(Acquire) != 0);
+            all.clone()
         };
-        timer.set(Some(bound))?;
+        let mut next = Vec::with_capacity(now.len());
+        for w in now {
+            let state = w.state.load(Acquire);
+            let before = seen
+                .iter()
+                .find(|(o, _)| std::sync::Arc::ptr_eq(o, &w))
+                .map(|x| x.1);
+            let tid = w.tid.load(Acquire);
+            if state & 1 == 1 && before == Some(state) && tid != 0 {
+                // SAFETY: sends a signal whose handler does nothing to a thread of this process
+                // (a tid that exited makes the call fail with ESRCH, harmlessly).
+                unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, cut_signal()) };
+            }
+            next.push((w, state));
+        }
+        seen = next;
+    }
+}
+
+/// Writes `buf` to `fd`, giving up when the write waits longer than about [`SIGNAL_WRITE_BOUND`]
+/// (`Ok(None)`): the watchdog then interrupts it. Only a write still under way for a whole tick
+/// is signalled, so the signal lands in that write (in the narrow case where the write finishes
+/// just as the signal is sent, it interrupts the thread's next wait, a `poll` that the ring
+/// loops treat as a wake-up).
+fn bounded_write(fd: RawFd, buf: &[u8]) -> io::Result<Option<usize>> {
+    use std::sync::atomic::Ordering::{Relaxed, Release};
+    WRITER.with(|entry| {
+        let w = &entry.0;
+        let writes = (w.state.load(Relaxed) >> 1).wrapping_add(1);
+        w.state.store(writes << 1 | 1, Release);
         // SAFETY: `buf` is a live slice of `buf.len()` bytes the kernel only reads.
         let r = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
         let err = io::Error::last_os_error();
-        timer.set(None)?;
+        w.state.store(writes << 1, Release);
         if r >= 0 {
             return Ok(Some(r as usize));
         }
@@ -364,7 +389,7 @@ mod frontend_fd_tests {
         let e = eventfd_file(false).unwrap();
         std::io::Write::write_all(&mut &e, &(u64::MAX - 1).to_ne_bytes()).unwrap();
         let t = std::time::Instant::now();
-        let r = bounded_write(e.as_raw_fd(), &1u64.to_ne_bytes(), SIGNAL_WRITE_BOUND).unwrap();
+        let r = bounded_write(e.as_raw_fd(), &1u64.to_ne_bytes()).unwrap();
         let took = t.elapsed();
         assert_eq!(r, None, "the write must be cut, not complete");
         assert!(took >= SIGNAL_WRITE_BOUND, "cut after {took:?}");
@@ -379,7 +404,7 @@ mod frontend_fd_tests {
         assert!(t.elapsed() >= Duration::from_millis(45));
         // A write with room completes, and the signal armed around it never fires later.
         assert_eq!(
-            bounded_write(e.as_raw_fd(), &1u64.to_ne_bytes(), SIGNAL_WRITE_BOUND).unwrap(),
+            bounded_write(e.as_raw_fd(), &1u64.to_ne_bytes()).unwrap(),
             Some(8)
         );
         std::thread::sleep(SIGNAL_WRITE_BOUND * 3);
