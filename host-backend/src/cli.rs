@@ -25,7 +25,10 @@ PORT syntax (netmap's nmport syntax):
                      (defaults: 1 TX and 1 RX ring of 1024 slots; at most 32 rings in all);
                      VALE ports also macs=N: source MACs the port may claim besides its own
                      (default 1; a bridge port needs one per host behind it; another port's
-                     MAC is never taken, frames from it are dropped and counted)
+                     MAC is never taken, frames from it are dropped and counted);
+                     frontend=ptnet|virtio-net: the device the port is served as (default
+                     ptnet; virtio-net: a standard vhost-user net device for stock QEMU and a
+                     guest's virtio_net driver, one queue pair per ring pair)
 
 Each PORT is served on DIR/<PORT without @conf>.sock (--socket-dir), or on --socket PATH when
 a single PORT is given. Pipe and VALE ports run on kernel netmap when /dev/netmap exists, on the
@@ -37,11 +40,17 @@ Examples:
   ptnet-backend --socket-dir /run/ptnet vale0:1 vale0:bridge@conf:macs=256
   ptnet-backend --socket /tmp/sink.sock null:sink
   ptnet-backend --socket-dir /tmp/p tap:ptap0 packet:eth1@conf:rings=2
+  ptnet-backend --socket-dir /tmp/p vale0:1@conf:frontend=virtio-net vale0:2@conf:rings=2
 
 Then point a frontend at a socket, e.g.
   qemu-system-x86_64 ... -chardev socket,id=p0,path=/tmp/p/vale0:1.sock,reconnect-ms=1000 \\
       -device ptnet-pci,chardev=p0
-  ptnet-pkt-gen -i vhost-user:/tmp/p/vale0:1.sock -f tx";
+  ptnet-pkt-gen -i vhost-user:/tmp/p/vale0:1.sock -f tx
+and, for a frontend=virtio-net port, stock QEMU (add mq=on,vectors=2N+2 to the device and
+queues=N to the netdev for N ring pairs; mac= the MAC the daemon logs for the port):
+  qemu-system-x86_64 ... -object memory-backend-memfd,id=mem,size=1G,share=on \
+      -numa node,memdev=mem -chardev socket,id=c,path=/tmp/p/vale0:1.sock,reconnect-ms=1000 \
+      -netdev vhost-user,id=n,chardev=c -device virtio-net-pci,netdev=n";
 
 /// Serve netmap ports to ptnet frontends (QEMU's ptnet-pci, or ptnet-driver) over vhost-user.
 #[derive(Parser, Debug)]
@@ -299,8 +308,25 @@ pub fn run() -> ExitCode {
         socket_group,
     };
     let mut servers = Vec::new();
+    let frontend_of = |port: &Port| {
+        specs
+            .iter()
+            .find(|s| s.name == port.name())
+            .map_or(crate::portspec::Frontend::Ptnet, |s| s.frontend)
+    };
     for (port, path) in ports.iter().zip(&paths) {
-        match PortServer::start(port.clone(), path, opts) {
+        let frontend = frontend_of(port);
+        if frontend == crate::portspec::Frontend::VirtioNet && port.threads_memory().is_none() {
+            for s in servers {
+                PortServer::stop(s);
+            }
+            return fail(format!(
+                "port '{}': frontend=virtio-net needs the userspace netmap (kernel netmap ports \
+                 are run by the kernel's loop; use --netmap user)",
+                port.name()
+            ));
+        }
+        match PortServer::start_frontend(port.clone(), path, opts, frontend) {
             Ok(s) => {
                 let g = port.geometry();
                 tracing::info!(
@@ -311,6 +337,8 @@ pub fn run() -> ExitCode {
                     slots = g.num_tx_slots,
                     mem_id = g.mem_id,
                     mem_size = g.mem_size,
+                    frontend = ?frontend,
+                    mac = %mac_string(port.mac()),
                     "serving"
                 );
                 servers.push(s);
@@ -394,4 +422,9 @@ mod serve_option_tests {
         assert_eq!(resolve_group("4242"), Ok(4242));
         assert!(resolve_group("no-such-group-here").is_err());
     }
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+fn mac_string(m: [u8; 6]) -> String {
+    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }

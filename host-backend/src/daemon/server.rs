@@ -38,7 +38,9 @@
 
 use crate::frontend::ptnet::syncloop::LoopOptions;
 use crate::frontend::ptnet::PtnetDevice;
+use crate::frontend::virtio_net::VirtioNetDevice;
 use crate::port::Port;
+use crate::portspec::Frontend;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
@@ -50,7 +52,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use vhost::vhost_user::message::MAX_MSG_SIZE;
-use vhost::vhost_user::{BackendReqHandler, Error as VuError};
+use vhost::vhost_user::{BackendReqHandler, Error as VuError, VhostUserBackendReqHandlerMut};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 /// Size of a vhost-user message header (request, flags, size: three u32).
@@ -58,6 +60,44 @@ const HEADER_SIZE: usize = 12;
 /// How often a connection holding a half message is looked at again (poll cannot wait for "more
 /// bytes" on a socket that already has some).
 const PARTIAL_TICK: Duration = Duration::from_millis(10);
+
+/// What the connection loop needs of a port's device, whichever frontend it is.
+pub trait ServedDevice: VhostUserBackendReqHandlerMut + Send + 'static {
+    /// The connection ended: stop, and forget what it set up.
+    fn disconnect(&mut self);
+    /// Does the frontend run the rings (it then keeps the port however quiet it is)?
+    fn running(&self) -> bool;
+    /// Sends requests owed on the backend channel (after the reply to the last message).
+    fn flush_backend_requests(&mut self) {}
+    /// Was the last request a refusal the connection survives?
+    fn take_config_refusal(&mut self) -> bool {
+        false
+    }
+}
+
+impl ServedDevice for PtnetDevice {
+    fn disconnect(&mut self) {
+        PtnetDevice::disconnect(self)
+    }
+    fn running(&self) -> bool {
+        PtnetDevice::running(self)
+    }
+    fn flush_backend_requests(&mut self) {
+        PtnetDevice::flush_backend_requests(self)
+    }
+    fn take_config_refusal(&mut self) -> bool {
+        PtnetDevice::take_config_refusal(self)
+    }
+}
+
+impl ServedDevice for VirtioNetDevice {
+    fn disconnect(&mut self) {
+        VirtioNetDevice::disconnect(self)
+    }
+    fn running(&self) -> bool {
+        VirtioNetDevice::running(self)
+    }
+}
 
 /// How ports are served.
 #[derive(Clone, Copy, Debug)]
@@ -182,6 +222,16 @@ impl PortServer {
     /// Locks `path`, listens on it (replacing a stale socket, never a live one) and serves
     /// `port` there.
     pub fn start(port: Arc<Port>, path: &Path, opts: ServeOptions) -> Result<Self, ServeError> {
+        Self::start_frontend(port, path, opts, Frontend::Ptnet)
+    }
+
+    /// [`Self::start`], serving the port as `frontend`'s device.
+    pub fn start_frontend(
+        port: Arc<Port>,
+        path: &Path,
+        opts: ServeOptions,
+        frontend: Frontend,
+    ) -> Result<Self, ServeError> {
         let lock = lock_socket_path(path)?;
         let listen_err = |e| ServeError::Listen(path.to_path_buf(), e);
         if let Ok(m) = std::fs::symlink_metadata(path) {
@@ -208,7 +258,16 @@ impl PortServer {
         let stop2 = stop.try_clone().map_err(listen_err)?;
         let thread = std::thread::Builder::new()
             .name(format!("vu-{}", port.name()).chars().take(15).collect())
-            .spawn(move || supervise(port, listener, stop2, opts))
+            .spawn(move || match frontend {
+                Frontend::Ptnet => {
+                    let d = PtnetDevice::new(port.clone(), opts.loops);
+                    supervise(port, d, listener, stop2, opts)
+                }
+                Frontend::VirtioNet => {
+                    let d = VirtioNetDevice::new(port.clone());
+                    supervise(port, d, listener, stop2, opts)
+                }
+            })
             .map_err(listen_err)?;
         Ok(Self {
             path: path.to_path_buf(),
@@ -322,9 +381,9 @@ struct Waiting {
     ready: bool,
 }
 
-fn start_conn(
+fn start_conn<D: ServedDevice>(
     port: &Arc<Port>,
-    device: &Arc<Mutex<PtnetDevice>>,
+    device: &Arc<Mutex<D>>,
     stream: UnixStream,
     ended: &Arc<EventFd>,
     opts: ServeOptions,
@@ -354,9 +413,15 @@ fn start_conn(
 }
 
 /// The port's listener thread: accepts, decides which connection is served, stops.
-fn supervise(port: Arc<Port>, listener: UnixListener, stop: EventFd, opts: ServeOptions) {
+fn supervise<D: ServedDevice>(
+    port: Arc<Port>,
+    device: D,
+    listener: UnixListener,
+    stop: EventFd,
+    opts: ServeOptions,
+) {
     let name = port.name().to_string();
-    let device = Arc::new(Mutex::new(PtnetDevice::new(port.clone(), opts.loops)));
+    let device = Arc::new(Mutex::new(device));
     let ended = match EventFd::new(EFD_NONBLOCK) {
         Ok(e) => Arc::new(e),
         Err(e) => {
@@ -530,9 +595,9 @@ fn supervise(port: Arc<Port>, listener: UnixListener, stop: EventFd, opts: Serve
 }
 
 /// Serves one connection until it ends, is cut, or breaks a deadline.
-fn serve_connection(
+fn serve_connection<D: ServedDevice>(
     port: &Arc<Port>,
-    device: &Arc<Mutex<PtnetDevice>>,
+    device: &Arc<Mutex<D>>,
     stream: UnixStream,
     shared: &ConnShared,
     opts: ServeOptions,
