@@ -83,6 +83,14 @@ pub enum RxOutcome {
     Dropped(RxDrop),
 }
 
+/// Is the guest's avail index at most a queue ahead of what was consumed? Past that the driver
+/// is broken (virtio-queue then refuses to iterate) and the queue must stop until it is set up
+/// again, not be looked at on every wake-up.
+pub fn avail_in_range(q: &Queue, mem: &GuestMemoryMmap) -> bool {
+    q.avail_idx(mem, std::sync::atomic::Ordering::Acquire)
+        .is_ok_and(|idx| (idx - std::num::Wrapping(q.next_avail())).0 <= q.size())
+}
+
 /// Copies the frame of a TX chain into `dst` (a netmap buffer) in the port's header form.
 /// Returns the slot length.
 pub fn tx_chain_to_buf<I: Iterator<Item = Descriptor>>(

@@ -126,11 +126,9 @@ impl Vq {
         if self.broken {
             return false;
         }
-        match self.queue.avail_idx(mem, Ordering::Acquire) {
-            Ok(idx) if (idx - std::num::Wrapping(self.queue.next_avail())).0 <= self.queue.size() => {
-                true
-            }
-            _ => {
+        match super::queue::avail_in_range(&self.queue, mem) {
+            true => true,
+            false => {
                 self.broken = true;
                 VqStats::add(&self.stats.broken, 1);
                 tracing::warn!(
