@@ -73,6 +73,11 @@ pub trait ServedDevice: VhostUserBackendReqHandlerMut + Send + 'static {
     fn take_config_refusal(&mut self) -> bool {
         false
     }
+    /// Handles the queued message itself, before `vhost` sees it, if it must (true: it was
+    /// read and answered). The message is complete on the socket.
+    fn intercept(&mut self, _stream: &UnixStream) -> io::Result<bool> {
+        Ok(false)
+    }
 }
 
 impl ServedDevice for PtnetDevice {
@@ -96,6 +101,9 @@ impl ServedDevice for VirtioNetDevice {
     }
     fn running(&self) -> bool {
         VirtioNetDevice::running(self)
+    }
+    fn intercept(&mut self, stream: &UnixStream) -> io::Result<bool> {
+        self.early_vring_enable(stream)
     }
 }
 
@@ -628,6 +636,18 @@ fn serve_connection<D: ServedDevice>(
             }
             Queued::Message => {
                 partial_since = None;
+                match device.lock().expect("device lock").intercept(gate) {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        handshaken = true;
+                        *shared.last_message.lock().expect("lock") = Instant::now();
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(port = name, "closing connection: {e}");
+                        return;
+                    }
+                }
                 match handler.handle_request() {
                     Ok(()) => device.lock().expect("device lock").flush_backend_requests(),
                     Err(VuError::InvalidParam)

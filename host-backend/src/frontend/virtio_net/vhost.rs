@@ -4,7 +4,8 @@
 //! pairs and starts again those set up completely ([`VirtioNetDevice::apply`]); GET_VRING_BASE
 //! stops its queue and answers the next avail index.
 //!
-//! What is offered is what is implemented: protocol features MQ, REPLY_ACK and CONFIG; no
+//! What is offered is what is implemented: protocol features MQ and REPLY_ACK (GET_CONFIG is
+//! answered for frontends that ask anyway); no
 //! memory slots, inflight memory, dirty log, shared objects or migration state.
 
 use super::config;
@@ -24,9 +25,9 @@ use vhost::VhostUserMemoryRegionBase;
 
 /// The protocol features offered.
 pub fn protocol_features() -> VhostUserProtocolFeatures {
-    VhostUserProtocolFeatures::MQ
-        | VhostUserProtocolFeatures::REPLY_ACK
-        | VhostUserProtocolFeatures::CONFIG
+    // (Not CONFIG: QEMU's virtio-net keeps its config space itself and warns about a backend
+    // that offers it.)
+    VhostUserProtocolFeatures::MQ | VhostUserProtocolFeatures::REPLY_ACK
 }
 
 impl VirtioNetDevice {
@@ -48,6 +49,56 @@ impl VirtioNetDevice {
             crate::sys::set_nonblocking(f).map_err(|_| VuError::InvalidParam)?;
         }
         Ok(())
+    }
+}
+
+/// `VHOST_USER_SET_VRING_ENABLE`.
+const SET_VRING_ENABLE: u32 = 18;
+/// Header flags: version 1, reply, need-reply.
+const FLAG_VERSION: u32 = 0x1;
+const FLAG_REPLY: u32 = 0x4;
+const FLAG_NEED_REPLY: u32 = 0x8;
+
+impl VirtioNetDevice {
+    /// QEMU's virtio-net sends SET_VRING_ENABLE (asking for a reply) at every device reset,
+    /// before SET_FEATURES; `vhost` 0.18 refuses it until the features acked
+    /// `VHOST_USER_F_PROTOCOL_FEATURES`, without the reply, and QEMU then waits for ever. So
+    /// until then this device reads that one message itself (it is queued whole), records the
+    /// enable and answers it. True when it did.
+    pub fn early_vring_enable(&mut self, stream: &std::os::unix::net::UnixStream) -> std::io::Result<bool> {
+        use std::io::{Read, Write};
+        use std::os::fd::AsFd;
+        if self.acked.is_some_and(|f| f & config::F_PROTOCOL_FEATURES != 0) {
+            return Ok(false);
+        }
+        let mut hdr = [0u8; 12];
+        if crate::sys::peek(stream.as_fd(), &mut hdr)? < hdr.len() {
+            return Ok(false);
+        }
+        let word = |i: usize| u32::from_le_bytes(hdr[i..i + 4].try_into().expect("4 bytes"));
+        let (req, flags, size) = (word(0), word(4), word(8));
+        if req != SET_VRING_ENABLE || size != 8 {
+            return Ok(false);
+        }
+        let mut msg = [0u8; 20];
+        (&*stream).read_exact(&mut msg)?;
+        let index = u32::from_le_bytes(msg[12..16].try_into().expect("4 bytes"));
+        let num = u32::from_le_bytes(msg[16..20].try_into().expect("4 bytes"));
+        let ok = (index as usize) < self.vrings.len() && num <= 1;
+        if ok {
+            self.vrings[index as usize].enabled = num == 1;
+        } else {
+            let _ = self.refuse::<()>(&format!("SET_VRING_ENABLE {index} {num}"));
+        }
+        if flags & FLAG_NEED_REPLY != 0 {
+            let mut reply = [0u8; 20];
+            reply[0..4].copy_from_slice(&SET_VRING_ENABLE.to_le_bytes());
+            reply[4..8].copy_from_slice(&(FLAG_VERSION | FLAG_REPLY).to_le_bytes());
+            reply[8..12].copy_from_slice(&8u32.to_le_bytes());
+            reply[12..20].copy_from_slice(&u64::from(!ok).to_le_bytes());
+            (&*stream).write_all(&reply)?;
+        }
+        Ok(true)
     }
 }
 
