@@ -135,7 +135,7 @@ fn vm_virtio_guest_and_ptnet_guest_on_one_switch() {
     // The virtio guest pings an address whose MAC is the ptnet guest's: each echo request comes
     // back reflected (addressed to us, for 10.0.0.2: counted by the NIC, not answered).
     let v_cmd = format!(
-        "{} && ip neigh add 10.0.0.2 lladdr {MAC_B} dev eth0 nud permanent && \
+        "{} && arp -s 10.0.0.2 {MAC_B} && \
          ping -c 30 -i 0.2 -W 2 10.0.0.2; \
          echo RX=$(cat /sys/class/net/eth0/statistics/rx_packets); \
          echo RXB=$(cat /sys/class/net/eth0/statistics/rx_bytes); \
