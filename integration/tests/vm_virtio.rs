@@ -3,7 +3,8 @@
 //! `PORT@conf:frontend=virtio-net` ports of one VALE switch.
 //!
 //! * two virtio guests ping each other (ARP, ICMP both ways through the switch, small and
-//!   near-MTU frames, which take mergeable buffers);
+//!   near-MTU frames), then go on pinging across a restart of the daemon (QEMU's
+//!   `reconnect-ms`: the new daemon serves the reconnected frontends from their vring bases);
 //! * a virtio guest and a ptnet guest (our patched QEMU, `ptnet-pkt-gen -f pong`) on one switch:
 //!   the virtio guest's frames reach the ptnet guest, which reflects them, and come back.
 //!
@@ -67,7 +68,7 @@ const MAC_A: &str = "52:54:00:00:00:0a";
 const MAC_B: &str = "52:54:00:00:00:0b";
 
 #[test]
-fn vm_two_virtio_guests_ping_on_one_switch() {
+fn vm_two_virtio_guests_ping_on_one_switch_across_a_daemon_restart() {
     if skip_vm_test() {
         return;
     }
@@ -77,7 +78,8 @@ fn vm_two_virtio_guests_ping_on_one_switch() {
         "vale0:1@conf:frontend=virtio-net",
         "vale0:2@conf:frontend=virtio-net",
     ];
-    let be = Backend::start(dir.path(), &ports, &["--netmap", "user"]).unwrap_or_else(|e| panic!("{e}"));
+    let mut be =
+        Backend::start(dir.path(), &ports, &["--netmap", "user"]).unwrap_or_else(|e| panic!("{e}"));
     let b_cmd = format!("{} && sleep 600", net_up("10.0.0.2"));
     let mut b = Vm::start(&virtio_guest("virtio-b", &b_cmd, &be.socket(ports[1]), MAC_B, 700))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -88,24 +90,42 @@ fn vm_two_virtio_guests_ping_on_one_switch() {
         be.log_text()
     );
     // A: wait for B to answer, then 20 pings and 5 near-MTU ones; every one must come back.
+    // Then 40 more at 2 per second, across a restart of the daemon (QEMU reconnects).
     let a_cmd = format!(
         "{} && i=0; until ping -c 1 -W 1 10.0.0.2 >/dev/null; do i=$((i+1)); \
          [ $i -ge 30 ] && break; done; \
          ping -c 20 -i 0.2 -W 5 10.0.0.2 && ping -c 5 -s 1400 -i 0.2 -W 5 10.0.0.2; rc=$?; \
+         echo PHASE1 rc=$rc; ping -c 40 -i 0.5 -W 5 10.0.0.2 | tail -3; \
          echo RX=$(cat /sys/class/net/eth0/statistics/rx_packets); \
          echo TX=$(cat /sys/class/net/eth0/statistics/tx_packets); exit $rc",
         net_up("10.0.0.1")
     );
-    let a = Vm::start(&virtio_guest("virtio-a", &a_cmd, &be.socket(ports[0]), MAC_A, 300))
+    let mut a = Vm::start(&virtio_guest("virtio-a", &a_cmd, &be.socket(ports[0]), MAC_A, 300))
         .unwrap_or_else(|e| panic!("{e}"));
+    let phase1 = a.wait_for("PHASE1", Duration::from_secs(150));
+    if phase1 {
+        std::thread::sleep(Duration::from_secs(3));
+        be.kill();
+        be.restart().unwrap_or_else(|e| panic!("{e}"));
+    }
     let ra = a.wait().unwrap();
     drop(b);
     let ctx = format!("{}\n--- backend ---\n{}", ra.report(), be.log_text());
+    assert!(phase1, "{ctx}");
     assert_eq!(ra.rc, Some(0), "pings lost\n{ctx}");
     assert!(ra.serial.contains("20 packets transmitted, 20 packets received"), "{ctx}");
     assert!(ra.serial.contains("5 packets transmitted, 5 packets received"), "{ctx}");
-    assert!(stat_line(&ra, "RX") >= 25, "{ctx}");
-    assert!(stat_line(&ra, "TX") >= 25, "{ctx}");
+    // Across the restart: the pings sent while no daemon ran may be lost, the rest not.
+    let across = ra
+        .serial
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("40 packets transmitted, "))
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse::<u32>().ok())
+        .unwrap_or_else(|| panic!("no statistics of the pings across the restart\n{ctx}"));
+    assert!(across >= 30, "{across} of 40 pings across the restart\n{ctx}");
+    assert!(stat_line(&ra, "RX") >= 55, "{ctx}");
+    assert!(stat_line(&ra, "TX") >= 55, "{ctx}");
 }
 
 #[test]

@@ -70,6 +70,8 @@ pub struct VirtioNetDevice {
     workers: Option<Vec<Option<RingWorker>>>,
     threads: Vec<Option<PairThread>>,
     refusals: (Option<Instant>, u64),
+    /// Pairs running as last logged (every message restarts them; only changes are logged).
+    logged_pairs: usize,
 }
 
 impl VirtioNetDevice {
@@ -93,6 +95,7 @@ impl VirtioNetDevice {
             workers: None,
             threads: (0..pairs).map(|_| None).collect(),
             refusals: (None, 0),
+            logged_pairs: 0,
             port,
         }
     }
@@ -307,11 +310,14 @@ impl VirtioNetDevice {
                 }
             }
         }
-        if self.running() {
+        let pairs = self.threads.iter().filter(|t| t.is_some()).count();
+        if pairs != self.logged_pairs {
+            self.logged_pairs = pairs;
             tracing::info!(
                 port = self.port.name(),
-                pairs = self.threads.iter().filter(|t| t.is_some()).count(),
-                "virtio-net queues running (header {} bytes in the guest, {} in the port)",
+                pairs,
+                features = format!("{:#x}", self.acked.unwrap_or(0)),
+                "virtio-net queue pairs running (header {} bytes in the guest, {} in the port)",
                 conf.guest_len,
                 conf.port_len
             );
