@@ -426,5 +426,8 @@ mod serve_option_tests {
 
 /// `aa:bb:cc:dd:ee:ff`.
 fn mac_string(m: [u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }

@@ -274,11 +274,7 @@ impl PortSpec {
                     frontend = match v {
                         "ptnet" => Frontend::Ptnet,
                         "virtio-net" => Frontend::VirtioNet,
-                        _ => {
-                            return Err(err(format!(
-                                "frontend '{v}' (known: ptnet, virtio-net)"
-                            )))
-                        }
+                        _ => return Err(err(format!("frontend '{v}' (known: ptnet, virtio-net)"))),
                     };
                     continue;
                 }
@@ -348,12 +344,17 @@ mod frontend_tests {
 
     #[test]
     fn frontend_option() {
-        assert_eq!(PortSpec::parse("vale0:1").unwrap().frontend, Frontend::Ptnet);
+        assert_eq!(
+            PortSpec::parse("vale0:1").unwrap().frontend,
+            Frontend::Ptnet
+        );
         let p = PortSpec::parse("vale0:1@conf:frontend=virtio-net,rings=2").unwrap();
         assert_eq!((p.frontend, p.conf.tx_rings), (Frontend::VirtioNet, 2));
         assert!(p.explicit_conf);
         assert_eq!(
-            PortSpec::parse("vale0:1@conf:rings=2,frontend=ptnet").unwrap().frontend,
+            PortSpec::parse("vale0:1@conf:rings=2,frontend=ptnet")
+                .unwrap()
+                .frontend,
             Frontend::Ptnet
         );
         assert!(PortSpec::parse("vale0:1@conf:frontend=virtio").is_err());

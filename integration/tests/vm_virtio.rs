@@ -31,7 +31,13 @@ fn stock_qemu() -> PathBuf {
 }
 
 /// A guest on stock QEMU with one virtio-net NIC on `sock`, MAC `mac`, running `cmd`.
-fn virtio_guest(name: &str, cmd: &str, sock: &std::path::Path, mac: &str, timeout_s: u64) -> VmConfig {
+fn virtio_guest(
+    name: &str,
+    cmd: &str,
+    sock: &std::path::Path,
+    mac: &str,
+    timeout_s: u64,
+) -> VmConfig {
     VmConfig {
         timeout: Duration::from_secs(timeout_s),
         qemu: Some(stock_qemu()),
@@ -81,8 +87,14 @@ fn vm_two_virtio_guests_ping_on_one_switch_across_a_daemon_restart() {
     let mut be =
         Backend::start(dir.path(), &ports, &["--netmap", "user"]).unwrap_or_else(|e| panic!("{e}"));
     let b_cmd = format!("{} && sleep 600", net_up("10.0.0.2"));
-    let mut b = Vm::start(&virtio_guest("virtio-b", &b_cmd, &be.socket(ports[1]), MAC_B, 700))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut b = Vm::start(&virtio_guest(
+        "virtio-b",
+        &b_cmd,
+        &be.socket(ports[1]),
+        MAC_B,
+        700,
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
     assert!(
         b.wait_for("VIRTIO-UP", Duration::from_secs(120)),
         "guest B: no eth0\n{}\n--- backend ---\n{}",
@@ -100,8 +112,14 @@ fn vm_two_virtio_guests_ping_on_one_switch_across_a_daemon_restart() {
          echo TX=$(cat /sys/class/net/eth0/statistics/tx_packets); exit $rc",
         net_up("10.0.0.1")
     );
-    let mut a = Vm::start(&virtio_guest("virtio-a", &a_cmd, &be.socket(ports[0]), MAC_A, 300))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut a = Vm::start(&virtio_guest(
+        "virtio-a",
+        &a_cmd,
+        &be.socket(ports[0]),
+        MAC_A,
+        300,
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
     let phase1 = a.wait_for("PHASE1", Duration::from_secs(150));
     if phase1 {
         std::thread::sleep(Duration::from_secs(3));
@@ -113,8 +131,16 @@ fn vm_two_virtio_guests_ping_on_one_switch_across_a_daemon_restart() {
     let ctx = format!("{}\n--- backend ---\n{}", ra.report(), be.log_text());
     assert!(phase1, "{ctx}");
     assert_eq!(ra.rc, Some(0), "pings lost\n{ctx}");
-    assert!(ra.serial.contains("20 packets transmitted, 20 packets received"), "{ctx}");
-    assert!(ra.serial.contains("5 packets transmitted, 5 packets received"), "{ctx}");
+    assert!(
+        ra.serial
+            .contains("20 packets transmitted, 20 packets received"),
+        "{ctx}"
+    );
+    assert!(
+        ra.serial
+            .contains("5 packets transmitted, 5 packets received"),
+        "{ctx}"
+    );
     // Across the restart: the pings sent while no daemon ran may be lost, the rest not.
     let across = ra
         .serial
@@ -123,7 +149,10 @@ fn vm_two_virtio_guests_ping_on_one_switch_across_a_daemon_restart() {
         .and_then(|r| r.split(' ').next())
         .and_then(|n| n.parse::<u32>().ok())
         .unwrap_or_else(|| panic!("no statistics of the pings across the restart\n{ctx}"));
-    assert!(across >= 30, "{across} of 40 pings across the restart\n{ctx}");
+    assert!(
+        across >= 30,
+        "{across} of 40 pings across the restart\n{ctx}"
+    );
     assert!(stat_line(&ra, "RX") >= 55, "{ctx}");
     assert!(stat_line(&ra, "TX") >= 55, "{ctx}");
 }
@@ -136,7 +165,8 @@ fn vm_virtio_guest_and_ptnet_guest_on_one_switch() {
     let _g = vm_lock();
     let dir = TempDir::new("virtio-ptnet").unwrap();
     let ports = ["vale1:v@conf:frontend=virtio-net", "vale1:p"];
-    let be = Backend::start(dir.path(), &ports, &["--netmap", "user"]).unwrap_or_else(|e| panic!("{e}"));
+    let be =
+        Backend::start(dir.path(), &ports, &["--netmap", "user"]).unwrap_or_else(|e| panic!("{e}"));
     // The ptnet guest reflects every frame it gets (source MAC MAC_B), until 20 s pass without.
     let pong = format!("ptnet-pkt-gen -T 0 -i ptnet0 -f pong -S {MAC_B} --timeout 20 --json");
     let mut p = Vm::start(
@@ -162,8 +192,14 @@ fn vm_virtio_guest_and_ptnet_guest_on_one_switch() {
          echo TX=$(cat /sys/class/net/eth0/statistics/tx_packets)",
         net_up("10.0.0.1")
     );
-    let v = Vm::start(&virtio_guest("virtio-v", &v_cmd, &be.socket(ports[0]), MAC_A, 300))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let v = Vm::start(&virtio_guest(
+        "virtio-v",
+        &v_cmd,
+        &be.socket(ports[0]),
+        MAC_A,
+        300,
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
     let rv = v.wait().unwrap();
     let rp = p.wait().unwrap();
     let ctx = format!(

@@ -79,6 +79,9 @@ mod tests {
         assert_eq!(f & (F_CSUM | F_GUEST_CSUM | F_MQ), 0);
         assert_ne!(f & F_VERSION_1, 0);
         let f = offered_features(true, 2);
-        assert_eq!(f & (F_CSUM | F_GUEST_CSUM | F_MQ), F_CSUM | F_GUEST_CSUM | F_MQ);
+        assert_eq!(
+            f & (F_CSUM | F_GUEST_CSUM | F_MQ),
+            F_CSUM | F_GUEST_CSUM | F_MQ
+        );
     }
 }

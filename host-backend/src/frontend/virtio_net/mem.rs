@@ -12,7 +12,9 @@ use ptnet_protocol::shmem::SharedMem;
 use std::fs::File;
 use std::os::fd::{FromRawFd, OwnedFd};
 use vhost::vhost_user::message::VhostUserMemoryRegion;
-use vm_memory::{FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion, VolatileSlice};
+use vm_memory::{
+    FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion, VolatileSlice,
+};
 
 /// Most memory regions accepted in one SET_MEM_TABLE (as for the ptnet device).
 pub const MAX_REGIONS: usize = 32;
@@ -46,7 +48,9 @@ impl FrontendMemory {
             ));
         }
         let cap = crate::frontend::ptnet::GuestMemory::max_per_connection();
-        let total = ctx.iter().try_fold(0u64, |t, r| t.checked_add(r.memory_size));
+        let total = ctx
+            .iter()
+            .try_fold(0u64, |t, r| t.checked_add(r.memory_size));
         if total.is_none_or(|t| t > cap) {
             return Err(format!(
                 "a memory table over the {cap}-byte cap on guest memory per connection \

@@ -236,7 +236,9 @@ impl VirtioNetDevice {
         if !q.is_valid(&mem.mem) {
             return Err(format!("queue {i}: rings not inside guest memory"));
         }
-        let kick = kick.try_clone().map_err(|e| format!("queue {i}: kick: {e}"))?;
+        let kick = kick
+            .try_clone()
+            .map_err(|e| format!("queue {i}: kick: {e}"))?;
         let call = v.call.as_ref().and_then(|c| c.try_clone().ok());
         Ok(Some(Vq {
             queue: q,
@@ -283,10 +285,8 @@ impl VirtioNetDevice {
                 _ => continue,
             };
             let w = self.workers.as_mut().expect("taken above");
-            let (Some(txw), Some(rxw)) = (
-                w[pair as usize].take(),
-                w[(ntx + pair) as usize].take(),
-            ) else {
+            let (Some(txw), Some(rxw)) = (w[pair as usize].take(), w[(ntx + pair) as usize].take())
+            else {
                 continue;
             };
             let rings = PortRings {
@@ -305,7 +305,11 @@ impl VirtioNetDevice {
             match PairThread::start(self.port.name(), parts, rings, mem.clone(), conf, keep) {
                 Ok(t) => self.threads[pair as usize] = Some(t),
                 Err((e, parts)) => {
-                    tracing::error!(port = self.port.name(), pair, "cannot start its thread: {e}");
+                    tracing::error!(
+                        port = self.port.name(),
+                        pair,
+                        "cannot start its thread: {e}"
+                    );
                     self.put_back(*parts);
                 }
             }

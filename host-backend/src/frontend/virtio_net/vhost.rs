@@ -13,10 +13,9 @@ use super::mem::FrontendMemory;
 use super::VirtioNetDevice;
 use std::fs::File;
 use vhost::vhost_user::message::{
-    VhostTransferStateDirection, VhostTransferStatePhase, VhostUserConfigFlags,
-    VhostUserInflight, VhostUserLog, VhostUserMemoryRegion, VhostUserProtocolFeatures,
-    VhostUserShMemConfig, VhostUserSharedMsg, VhostUserSingleMemoryRegion,
-    VhostUserVringAddrFlags, VhostUserVringState,
+    VhostTransferStateDirection, VhostTransferStatePhase, VhostUserConfigFlags, VhostUserInflight,
+    VhostUserLog, VhostUserMemoryRegion, VhostUserProtocolFeatures, VhostUserShMemConfig,
+    VhostUserSharedMsg, VhostUserSingleMemoryRegion, VhostUserVringAddrFlags, VhostUserVringState,
 };
 use vhost::vhost_user::{
     Backend, Error as VuError, GpuBackend, Result as VuResult, VhostUserBackendReqHandlerMut,
@@ -65,10 +64,16 @@ impl VirtioNetDevice {
     /// `VHOST_USER_F_PROTOCOL_FEATURES`, without the reply, and QEMU then waits for ever. So
     /// until then this device reads that one message itself (it is queued whole), records the
     /// enable and answers it. True when it did.
-    pub fn early_vring_enable(&mut self, stream: &std::os::unix::net::UnixStream) -> std::io::Result<bool> {
+    pub fn early_vring_enable(
+        &mut self,
+        stream: &std::os::unix::net::UnixStream,
+    ) -> std::io::Result<bool> {
         use std::io::{Read, Write};
         use std::os::fd::AsFd;
-        if self.acked.is_some_and(|f| f & config::F_PROTOCOL_FEATURES != 0) {
+        if self
+            .acked
+            .is_some_and(|f| f & config::F_PROTOCOL_FEATURES != 0)
+        {
             return Ok(false);
         }
         let mut hdr = [0u8; 12];
@@ -221,7 +226,9 @@ impl VhostUserBackendReqHandlerMut for VirtioNetDevice {
     }
     fn set_protocol_features(&mut self, features: u64) -> VuResult<()> {
         if features & !protocol_features().bits() != 0 {
-            return self.refuse(&format!("protocol features {features:#x} beyond those offered"));
+            return self.refuse(&format!(
+                "protocol features {features:#x} beyond those offered"
+            ));
         }
         self.protocol_features = features;
         Ok(())

@@ -192,14 +192,21 @@ impl PairThread {
             Err(e) => return Err((e, Box::new(parts))),
         };
         let stop_flag = Arc::new(AtomicBool::new(false));
-        let name: String = format!("{port}-vq{}", parts.pair).chars().take(15).collect();
+        let name: String = format!("{port}-vq{}", parts.pair)
+            .chars()
+            .take(15)
+            .collect();
         let (flag, fd, port) = (stop_flag.clone(), stop_fd.clone(), port.to_string());
         // The parts go through a slot, so a failed spawn leaves them here.
         let slot = Arc::new(std::sync::Mutex::new(Some(parts)));
         let theirs = slot.clone();
         let spawned = std::thread::Builder::new().name(name).spawn(move || {
             let _keep = keep;
-            let parts = theirs.lock().expect("slot").take().expect("parts wait in the slot");
+            let parts = theirs
+                .lock()
+                .expect("slot")
+                .take()
+                .expect("parts wait in the slot");
             Pair::new(&port, parts, rings, mem, conf, call).run(&flag, &fd)
         });
         match spawned {
@@ -209,7 +216,11 @@ impl PairThread {
                 thread,
             }),
             Err(e) => {
-                let parts = slot.lock().expect("slot").take().expect("no thread took them");
+                let parts = slot
+                    .lock()
+                    .expect("slot")
+                    .take()
+                    .expect("no thread took them");
                 Err((e, Box::new(parts)))
             }
         }
@@ -342,7 +353,11 @@ impl<'a> Pair<'a> {
             ];
             let mut rev = [0i16; 8];
             if let Err(e) = poll_revents(&fds, -1, &mut rev) {
-                tracing::error!(port = self.port, pair = self.p.pair, "poll: {e}; pair stopped");
+                tracing::error!(
+                    port = self.port,
+                    pair = self.p.pair,
+                    "poll: {e}; pair stopped"
+                );
                 break;
             }
             for (i, q) in [(1usize, &mut self.p.txq), (2, &mut self.p.rxq)] {
@@ -377,20 +392,22 @@ impl<'a> Pair<'a> {
     /// is work after all (do not sleep).
     fn prepare_sleep(&mut self, mem: &GuestMemoryMmap) -> bool {
         let mut sleep = true;
-        if !self.p.txq.broken && !self.tx_full {
-            if self.p.txq.queue.enable_notification(mem).unwrap_or(false) {
-                let _ = self.p.txq.queue.disable_notification(mem);
-                sleep = false;
-            }
+        if !self.p.txq.broken
+            && !self.tx_full
+            && self.p.txq.queue.enable_notification(mem).unwrap_or(false)
+        {
+            let _ = self.p.txq.queue.disable_notification(mem);
+            sleep = false;
         }
         if self.tx_full && self.p.txw.sync.arm(&self.p.txw.kring) {
             sleep = false;
         }
-        if !self.p.rxq.broken && self.rx_need_bufs {
-            if self.p.rxq.queue.enable_notification(mem).unwrap_or(false) {
-                let _ = self.p.rxq.queue.disable_notification(mem);
-                sleep = false;
-            }
+        if !self.p.rxq.broken
+            && self.rx_need_bufs
+            && self.p.rxq.queue.enable_notification(mem).unwrap_or(false)
+        {
+            let _ = self.p.rxq.queue.disable_notification(mem);
+            sleep = false;
         }
         // (Not while frames wait for the guest's buffers: the port could say it has more, and
         // nothing here could take them.)
@@ -403,7 +420,11 @@ impl<'a> Pair<'a> {
     fn log_bad(&mut self, what: &str) {
         if self.last_log.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
             self.last_log = Some(Instant::now());
-            tracing::warn!(port = self.port, pair = self.p.pair, "guest: {what} (counted; rate-limited)");
+            tracing::warn!(
+                port = self.port,
+                pair = self.p.pair,
+                "guest: {what} (counted; rate-limited)"
+            );
         }
     }
 
@@ -423,14 +444,19 @@ impl<'a> Pair<'a> {
             &mut || {},
         );
         if let HostStop::Reset(bad) = stop {
-            tracing::error!(port = self.port, "TX ring reset by its own guest side: {bad}");
+            tracing::error!(
+                port = self.port,
+                "TX ring reset by its own guest side: {bad}"
+            );
         }
         // Take in the completions.
         let _ = self.gtx.prologue(self.gtx.rhead, self.gtx.rcur);
-        self.gtx.txsync(&self.tx_atok, &self.tx_ktoa, NAF_FORCE_RECLAIM);
+        self.gtx
+            .txsync(&self.tx_atok, &self.tx_ktoa, NAF_FORCE_RECLAIM);
         // No free slot, or frames the port could not take yet: wait for the port.
-        self.tx_full =
-            self.gtx.rcur == self.gtx.hwtail || matches!(stop, HostStop::PortBlocked) && self.p.txw.kring.hwcur != self.p.txw.kring.rhead;
+        self.tx_full = self.gtx.rcur == self.gtx.hwtail
+            || matches!(stop, HostStop::PortBlocked)
+                && self.p.txw.kring.hwcur != self.p.txw.kring.rhead;
     }
 
     /// Moves TX chains into the netmap TX ring and the port. True if anything moved.
@@ -519,7 +545,10 @@ impl<'a> Pair<'a> {
                 &mut || {},
             );
             if let HostStop::Reset(bad) = stop {
-                tracing::error!(port = self.port, "RX ring reset by its own guest side: {bad}");
+                tracing::error!(
+                    port = self.port,
+                    "RX ring reset by its own guest side: {bad}"
+                );
             }
         }
         let head0 = self.grx.rhead;
@@ -537,7 +566,10 @@ impl<'a> Pair<'a> {
             let len = usize::from(self.rings.rx.len(head));
             let out = match self.rings.bufs.buf(self.rings.rx.buf_idx(head)) {
                 Some(b) => match volatile(&b).subslice(0, len.min(b.len())) {
-                    Ok(frame) => self.rxw_writer.deliver(mem, &mut self.p.rxq.queue, &frame, &self.conf),
+                    Ok(frame) => {
+                        self.rxw_writer
+                            .deliver(mem, &mut self.p.rxq.queue, &frame, &self.conf)
+                    }
                     Err(_) => RxOutcome::Dropped(RxDrop::BadFrame),
                 },
                 None => RxOutcome::Dropped(RxDrop::BadFrame),

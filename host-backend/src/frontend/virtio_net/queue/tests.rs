@@ -186,7 +186,11 @@ fn tx_descriptor_loops_end_at_the_queue_size() {
     r.desc(1, DATA + 0x100, 100, F_NEXT, 0);
     r.push(0);
     let (res, _) = r.tx(&conf(12));
-    assert_eq!(res, Ok(usize::from(SIZE) * 100), "bounded by the queue size");
+    assert_eq!(
+        res,
+        Ok(usize::from(SIZE) * 100),
+        "bounded by the queue size"
+    );
     // Longer descriptors: the bound is the netmap buffer.
     r.desc(0, DATA, 300, F_NEXT, 1);
     r.desc(1, DATA + 0x200, 300, F_NEXT, 0);
@@ -247,11 +251,19 @@ fn tx_headers_are_checked_against_the_features() {
     tcp[12] = 0x08; // IPv4
     tcp[13] = 0x00;
     let cases = [
-        (hdr(vnet::flags::NEEDS_CSUM, 0, 34, 16), false, Err(TxDrop::BadHeader)),
+        (
+            hdr(vnet::flags::NEEDS_CSUM, 0, 34, 16),
+            false,
+            Err(TxDrop::BadHeader),
+        ),
         (hdr(vnet::flags::NEEDS_CSUM, 0, 34, 16), true, Ok(92)),
         (hdr(0, vnet::gso::TCPV4, 0, 0), true, Err(TxDrop::BadHeader)),
         (hdr(0x40, 0, 0, 0), true, Err(TxDrop::BadHeader)),
-        (hdr(vnet::flags::DATA_VALID, 0, 0, 0), true, Err(TxDrop::BadHeader)),
+        (
+            hdr(vnet::flags::DATA_VALID, 0, 0, 0),
+            true,
+            Err(TxDrop::BadHeader),
+        ),
         (hdr(0, 0x7f, 0, 0), true, Err(TxDrop::BadHeader)),
     ];
     for (h, csum, want) in cases {
@@ -286,7 +298,10 @@ fn rx_mergeable_frame_spans_chains_with_num_buffers() {
         r.push(i);
     }
     let mut s = slot(12, hdr(0, 0, 0, 0), &f);
-    assert_eq!(deliver(&mut r, &mut w, &mut s, &conf(12)), RxOutcome::Delivered(2));
+    assert_eq!(
+        deliver(&mut r, &mut w, &mut s, &conf(12)),
+        RxOutcome::Delivered(2)
+    );
     assert_eq!(r.used_idx(), 2);
     assert_eq!(r.used(0), (0, 1024));
     assert_eq!(r.used(1), (1, 12 + 1600 - 1024));
@@ -304,12 +319,18 @@ fn rx_without_enough_buffers_keeps_the_frame_and_the_chains() {
     r.desc(0, DATA, 1024, F_WRITE, 0);
     r.push(0);
     let mut s = slot(12, hdr(0, 0, 0, 0), &frame(1600));
-    assert_eq!(deliver(&mut r, &mut w, &mut s, &conf(12)), RxOutcome::NoBuffers);
+    assert_eq!(
+        deliver(&mut r, &mut w, &mut s, &conf(12)),
+        RxOutcome::NoBuffers
+    );
     assert_eq!((r.q.next_avail(), r.used_idx()), (0, 0), "nothing consumed");
     // The guest posts another buffer: now it fits.
     r.desc(1, DATA + 0x1000, 1024, F_WRITE, 0);
     r.push(1);
-    assert_eq!(deliver(&mut r, &mut w, &mut s, &conf(12)), RxOutcome::Delivered(2));
+    assert_eq!(
+        deliver(&mut r, &mut w, &mut s, &conf(12)),
+        RxOutcome::Delivered(2)
+    );
 }
 
 #[test]
@@ -405,9 +426,16 @@ fn rx_slot_headers_are_checked_and_checksums_completed_for_a_guest_without_guest
     r.desc(0, DATA, 1024, F_WRITE, 0);
     r.push(0);
     let mut s = slot(12, h, &f);
-    assert_eq!(deliver(&mut r, &mut w, &mut s, &conf(12)), RxOutcome::Delivered(1));
+    assert_eq!(
+        deliver(&mut r, &mut w, &mut s, &conf(12)),
+        RxOutcome::Delivered(1)
+    );
     let got = VnetHeader::parse(&r.read(DATA, 12), 12).unwrap();
-    assert_eq!((got.flags, got.num_buffers), (0, 1), "no partial checksum handed on");
+    assert_eq!(
+        (got.flags, got.num_buffers),
+        (0, 1),
+        "no partial checksum handed on"
+    );
     assert_eq!(r.read(DATA + 12, 80), want);
     // With GUEST_CSUM the partial checksum goes on as it is.
     r.desc(1, DATA + 0x1000, 1024, F_WRITE, 0);
@@ -441,9 +469,7 @@ fn rx_slot_headers_are_checked_and_checksums_completed_for_a_guest_without_guest
 fn avail_index_more_than_a_queue_ahead_is_out_of_range() {
     let mut r = Ring::new();
     assert!(avail_in_range(&r.q, &r.mem));
-    r.mem
-        .write_obj(SIZE + 1, GuestAddress(AVAIL + 2))
-        .unwrap();
+    r.mem.write_obj(SIZE + 1, GuestAddress(AVAIL + 2)).unwrap();
     assert!(!avail_in_range(&r.q, &r.mem));
     assert!(r.q.pop_descriptor_chain(&r.mem).is_none());
     r.mem.write_obj(SIZE, GuestAddress(AVAIL + 2)).unwrap();
@@ -465,12 +491,27 @@ fn event_idx_suppresses_interrupts_until_used_event() {
         r.desc(i, DATA + 0x1000 * u64::from(i), 1024, F_WRITE, 0);
         r.push(i);
     }
-    assert_eq!(deliver(&mut r, &mut w, &mut s, &conf(12)), RxOutcome::Delivered(1));
-    assert!(!r.q.needs_notification(&r.mem).unwrap(), "used 1: not past used_event 1");
-    assert_eq!(deliver(&mut r, &mut w, &mut s, &conf(12)), RxOutcome::Delivered(1));
-    assert!(r.q.needs_notification(&r.mem).unwrap(), "used 2 crosses used_event 1");
+    assert_eq!(
+        deliver(&mut r, &mut w, &mut s, &conf(12)),
+        RxOutcome::Delivered(1)
+    );
+    assert!(
+        !r.q.needs_notification(&r.mem).unwrap(),
+        "used 1: not past used_event 1"
+    );
+    assert_eq!(
+        deliver(&mut r, &mut w, &mut s, &conf(12)),
+        RxOutcome::Delivered(1)
+    );
+    assert!(
+        r.q.needs_notification(&r.mem).unwrap(),
+        "used 2 crosses used_event 1"
+    );
     // Kick suppression: avail_event is what we consumed once notifications are enabled.
-    assert!(r.q.enable_notification(&r.mem).unwrap(), "one chain still available");
+    assert!(
+        r.q.enable_notification(&r.mem).unwrap(),
+        "one chain still available"
+    );
     let avail_event: u16 = r
         .mem
         .read_obj(GuestAddress(USED + 4 + 8 * u64::from(SIZE)))
