@@ -329,6 +329,9 @@ impl VirtioNetDevice {
     }
 }
 
+#[cfg(test)]
+mod tests;
+
 impl Drop for VirtioNetDevice {
     fn drop(&mut self) {
         self.stop_all();

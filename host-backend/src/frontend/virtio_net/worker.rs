@@ -536,7 +536,12 @@ impl<'a> Pair<'a> {
     /// Moves received frames from the netmap RX ring into the guest's RX chains. True if
     /// anything moved.
     fn rx_round(&mut self, mem: &GuestMemoryMmap) -> bool {
-        if self.direct.is_none() {
+        if let Some(rx) = &self.direct {
+            // One pass of our own each round (a try-lock when a producer runs one): it takes in
+            // what producers committed before the ring was lent (their passes were dropped
+            // then), as the ptnet sync loop's first pass does.
+            rx.host_pass(false);
+        } else {
             let stop = self.p.rxw.kring.rx_pass(
                 &self.rx_atok,
                 &self.rx_ktoa,
