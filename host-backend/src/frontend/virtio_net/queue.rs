@@ -18,7 +18,7 @@
 use ptnet_protocol::vnet::{self, VnetHeader};
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, VolatileSlice};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, VolatileSlice};
 
 /// Shortest frame accepted from a guest: an Ethernet header.
 pub const ETH_HLEN: usize = 14;
@@ -89,6 +89,29 @@ pub enum RxOutcome {
 pub fn avail_in_range(q: &Queue, mem: &GuestMemoryMmap) -> bool {
     q.avail_idx(mem, std::sync::atomic::Ordering::Acquire)
         .is_ok_and(|idx| (idx - std::num::Wrapping(q.next_avail())).0 <= q.size())
+}
+
+/// Asks the driver for a kick once it makes chains available past `idx` (the avail index
+/// seen when the chains there were not enough for a frame): with EVENT_IDX `avail_event` =
+/// `idx`, else notifications on. Returns false when chains came past `idx` meanwhile (do not
+/// sleep). virtio-queue's own `enable_notification` arms at the next chain to consume, which
+/// a driver that already made it available never kicks for again.
+pub fn arm_avail_past(q: &mut Queue, mem: &GuestMemoryMmap, idx: u16) -> bool {
+    use std::sync::atomic::{fence, Ordering};
+    if q.event_idx_enabled() {
+        let at = q.used_ring() + 4 + 8 * u64::from(q.size());
+        if mem
+            .store(idx.to_le(), GuestAddress(at), Ordering::Relaxed)
+            .is_err()
+        {
+            return true;
+        }
+    } else {
+        let _ = q.enable_notification(mem);
+    }
+    fence(Ordering::SeqCst);
+    q.avail_idx(mem, Ordering::Acquire)
+        .is_ok_and(|now| now.0 == idx)
 }
 
 /// Copies the frame of a TX chain into `dst` (a netmap buffer) in the port's header form.

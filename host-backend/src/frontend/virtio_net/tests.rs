@@ -339,3 +339,68 @@ fn tempfile_like() -> File {
     let _ = std::fs::remove_file(&p);
     f
 }
+
+/// CPU time (ms) of this process's thread named `name`, from /proc.
+fn thread_cpu_ms(name: &str) -> Option<u64> {
+    for t in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if comm.trim() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
+        // Fields after the ")" of the command: state is field 3; utime, stime are 14 and 15.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split(' ').collect();
+        let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+        return Some(ticks * 10);
+    }
+    None
+}
+
+#[test]
+fn too_few_rx_buffers_wait_for_the_guest_without_spinning() {
+    let ports = switch(&[
+        "valen:a@conf:frontend=virtio-net",
+        "valen:b@conf:frontend=virtio-net",
+    ]);
+    let mut a = Guest::new(ports[0].clone());
+    let mut b = Guest::new(ports[1].clone());
+    // One 256-byte buffer: a 1000-byte frame needs four.
+    b.desc(0, 0, 0x10000, 256, 2);
+    b.push(0, 0);
+    let f = tx_frame(ports[1].mac(), ports[0].mac(), 1000, 5);
+    a.mem.write_slice(&f, GuestAddress(0x30000)).unwrap();
+    a.desc(1, 0, 0x30000, f.len() as u32, 0);
+    a.push(1, 0);
+    assert!(a.wait_used(1, 1));
+    std::thread::sleep(Duration::from_millis(100));
+    let before = thread_cpu_ms("valen:b-vq0").expect("B's pair thread");
+    std::thread::sleep(Duration::from_millis(500));
+    let spent = thread_cpu_ms("valen:b-vq0").unwrap() - before;
+    assert!(
+        spent <= 50,
+        "B's thread used {spent} ms of CPU in 500 ms waiting for buffers"
+    );
+    assert_eq!(b.used_idx(0), 0);
+    // EVENT_IDX: asked to be kicked past the one chain it has.
+    let avail_event: u16 = b
+        .mem
+        .read_obj(GuestAddress(
+            ring_base(0) + 0x2000 + 4 + 8 * u64::from(QSIZE),
+        ))
+        .unwrap();
+    assert_eq!(avail_event, 1);
+    for i in 1..4u16 {
+        b.desc(0, i, 0x10000 + 0x100 * u64::from(i), 256, 2);
+        b.push(0, i);
+    }
+    assert!(b.wait_used(0, 4), "{}", b.dev.stats_line());
+    let h = VnetHeader::parse(
+        &b.mem.read_obj::<[u8; 12]>(GuestAddress(0x10000)).unwrap(),
+        12,
+    )
+    .unwrap();
+    assert_eq!(h.num_buffers, 4);
+    let total: u32 = (0..4).map(|k| b.used(0, k).1).sum();
+    assert_eq!(total as usize, 12 + 1000);
+}

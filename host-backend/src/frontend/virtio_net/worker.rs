@@ -24,7 +24,7 @@
 //! or makes a per-packet system call.
 
 use super::mem::{eventfd_file, volatile, FrontendMemory};
-use super::queue::{tx_chain_to_buf, HdrConf, RxDrop, RxOutcome, RxWriter, TxDrop};
+use super::queue::{arm_avail_past, tx_chain_to_buf, HdrConf, RxDrop, RxOutcome, RxWriter, TxDrop};
 use crate::port::rxring::{RxHost, RxRing};
 use crate::port::{RingStats, RingWorker};
 use crate::sys::{eventfd_signal_nowait, eventfd_take_nowait, poll_revents};
@@ -258,6 +258,8 @@ struct Pair<'a> {
     tx_full: bool,
     /// RX: frames wait for the guest's buffers.
     rx_need_bufs: bool,
+    /// The guest's avail index when they were found wanting.
+    rx_avail_seen: u16,
     last_log: Option<Instant>,
 }
 
@@ -316,6 +318,7 @@ impl<'a> Pair<'a> {
             rxw_writer: RxWriter::new(buf_size),
             tx_full: false,
             rx_need_bufs: false,
+            rx_avail_seen: 0,
             last_log: None,
         }
     }
@@ -402,11 +405,13 @@ impl<'a> Pair<'a> {
         if self.tx_full && self.p.txw.sync.arm(&self.p.txw.kring) {
             sleep = false;
         }
+        // Frames wait for buffers: a kick once the guest adds chains past those that were not
+        // enough (not at once because some are there: that would spin on a guest that posts
+        // one small buffer and no more).
         if !self.p.rxq.broken
             && self.rx_need_bufs
-            && self.p.rxq.queue.enable_notification(mem).unwrap_or(false)
+            && !arm_avail_past(&mut self.p.rxq.queue, mem, self.rx_avail_seen)
         {
-            let _ = self.p.rxq.queue.disable_notification(mem);
             sleep = false;
         }
         // (Not while frames wait for the guest's buffers: the port could say it has more, and
@@ -582,6 +587,12 @@ impl<'a> Pair<'a> {
             match out {
                 RxOutcome::NoBuffers => {
                     self.rx_need_bufs = true;
+                    self.rx_avail_seen = self
+                        .p
+                        .rxq
+                        .queue
+                        .avail_idx(mem, Ordering::Acquire)
+                        .map_or(0, |i| i.0);
                     break;
                 }
                 RxOutcome::Delivered(_) => {
