@@ -147,10 +147,23 @@ fn tx_frame(dst: [u8; 6], src: [u8; 6], len: usize, seed: u8) -> Vec<u8> {
 
 #[test]
 fn frames_cross_the_switch_between_two_devices() {
-    let ports = switch(&[
+    frames_cross(&[
         "valet:a@conf:frontend=virtio-net",
         "valet:b@conf:frontend=virtio-net",
     ]);
+}
+
+#[test]
+fn frames_cross_a_pipe_between_two_devices() {
+    frames_cross(&[
+        "netmap:vp{1@conf:frontend=virtio-net",
+        "netmap:vp}1@conf:frontend=virtio-net",
+    ]);
+}
+
+/// Frames from the first port's device to the second's, through whatever joins the ports.
+fn frames_cross(names: &[&str]) {
+    let ports = switch(names);
     let mut a = Guest::new(ports[0].clone());
     let mut b = Guest::new(ports[1].clone());
     let (ma, mb) = (ports[0].mac(), ports[1].mac());
