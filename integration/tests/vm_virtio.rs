@@ -3,8 +3,9 @@
 //! `PORT@conf:frontend=virtio-net` ports of one VALE switch.
 //!
 //! * two virtio guests ping each other (ARP, ICMP both ways through the switch, small and
-//!   near-MTU frames), then go on pinging across a restart of the daemon (QEMU's
-//!   `reconnect-ms`: the new daemon serves the reconnected frontends from their vring bases);
+//!   near-MTU frames), echo 300 KiB over TCP (checksum offload), then go on pinging across a
+//!   restart of the daemon (QEMU's `reconnect-ms`: the new daemon serves the reconnected
+//!   frontends from their vring bases);
 //! * a virtio guest and a ptnet guest (our patched QEMU, `ptnet-pkt-gen -f pong`) on one switch:
 //!   the virtio guest's frames reach the ptnet guest, which reflects them, and come back.
 //!
@@ -86,7 +87,11 @@ fn vm_two_virtio_guests_ping_on_one_switch_across_a_daemon_restart() {
     ];
     let mut be =
         Backend::start(dir.path(), &ports, &["--netmap", "user"]).unwrap_or_else(|e| panic!("{e}"));
-    let b_cmd = format!("{} && sleep 600", net_up("10.0.0.2"));
+    // B also echoes TCP (busybox nc running cat): checksum offload both ways, through VALE.
+    let b_cmd = format!(
+        "{} && (nc -ll -p 5000 -e cat &) && sleep 600",
+        net_up("10.0.0.2")
+    );
     let mut b = Vm::start(&virtio_guest(
         "virtio-b",
         &b_cmd,
@@ -107,6 +112,8 @@ fn vm_two_virtio_guests_ping_on_one_switch_across_a_daemon_restart() {
         "{} && i=0; until ping -c 1 -W 1 10.0.0.2 >/dev/null; do i=$((i+1)); \
          [ $i -ge 30 ] && break; done; \
          ping -c 20 -i 0.2 -W 5 10.0.0.2 && ping -c 5 -s 1400 -i 0.2 -W 5 10.0.0.2; rc=$?; \
+         dd if=/dev/urandom of=/tmp/s bs=1k count=300 2>/dev/null; \
+         timeout 60 nc 10.0.0.2 5000 </tmp/s >/tmp/r; cmp /tmp/s /tmp/r && echo TCP-ECHO-OK; \
          echo PHASE1 rc=$rc; ping -c 40 -i 0.5 -W 5 10.0.0.2 | tail -3; \
          echo RX=$(cat /sys/class/net/eth0/statistics/rx_packets); \
          echo TX=$(cat /sys/class/net/eth0/statistics/tx_packets); exit $rc",
@@ -140,6 +147,10 @@ fn vm_two_virtio_guests_ping_on_one_switch_across_a_daemon_restart() {
         ra.serial
             .contains("5 packets transmitted, 5 packets received"),
         "{ctx}"
+    );
+    assert!(
+        ra.serial.contains("TCP-ECHO-OK"),
+        "300 KiB echoed over TCP\n{ctx}"
     );
     // Across the restart: the pings sent while no daemon ran may be lost, the rest not.
     let across = ra
