@@ -217,6 +217,26 @@ fn frames_cross(names: &[&str]) {
     assert_eq!(b.used(0, 8).1 as usize, 12 + 200);
     b.dev.disconnect();
     a.dev.disconnect();
+    drop((a, b));
+    // The next frontends on the same ports (new guest memory, rings from 0): traffic again.
+    for round in 0..2u8 {
+        let mut a = Guest::new(ports[0].clone());
+        let mut b = Guest::new(ports[1].clone());
+        b.desc(0, 0, 0x10000, 2048, 2);
+        b.push(0, 0);
+        let f = tx_frame(mb, ma, 300, 40 + round);
+        a.mem.write_slice(&f, GuestAddress(0x30000)).unwrap();
+        a.desc(1, 0, 0x30000, f.len() as u32, 0);
+        a.push(1, 0);
+        assert!(b.wait_used(0, 1), "round {round}: {}", b.dev.stats_line());
+        let mut got = vec![0u8; 300];
+        b.mem
+            .read_slice(&mut got, GuestAddress(0x10000 + 12))
+            .unwrap();
+        assert_eq!(got, f[12..], "round {round}");
+        a.dev.disconnect();
+        b.dev.disconnect();
+    }
 }
 
 #[test]
