@@ -422,7 +422,8 @@ impl<'a> Pair<'a> {
         sleep
     }
 
-    fn log_bad(&mut self, what: &str) {
+    /// A rate-limited line about a guest's bad input (the arguments are rendered only then).
+    fn log_bad(&mut self, what: std::fmt::Arguments<'_>) {
         if self.last_log.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
             self.last_log = Some(Instant::now());
             tracing::warn!(
@@ -480,6 +481,7 @@ impl<'a> Pair<'a> {
         let n = self.gtx.num_slots;
         let mut moved = false;
         let mut used = false;
+        let st = self.p.txq.stats.clone();
         loop {
             let mut cur = self.gtx.rcur;
             let mut taken = 0u32;
@@ -494,7 +496,6 @@ impl<'a> Pair<'a> {
                     Some(b) => tx_chain_to_buf(mem, chain, &self.conf, &volatile(b)),
                     None => Err(TxDrop::TooLong),
                 };
-                let st = self.p.txq.stats.clone();
                 match r {
                     Ok(len) => {
                         self.rings.tx.set_len(cur, len as u16);
@@ -512,12 +513,12 @@ impl<'a> Pair<'a> {
                             TxDrop::BadHeader => &st.bad_headers,
                         };
                         VqStats::add(c, 1);
-                        self.log_bad(&format!("TX chain dropped: {e:?}"));
+                        self.log_bad(format_args!("TX chain dropped: {e:?}"));
                     }
                 }
                 if self.p.txq.queue.add_used(mem, head, 0).is_err() {
                     VqStats::add(&st.bad_heads, 1);
-                    self.log_bad("TX chain head outside the queue");
+                    self.log_bad(format_args!("TX chain head outside the queue"));
                 }
                 used = true;
             }
