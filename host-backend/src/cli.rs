@@ -47,10 +47,10 @@ Then point a frontend at a socket, e.g.
       -device ptnet-pci,chardev=p0
   ptnet-pkt-gen -i vhost-user:/tmp/p/vale0:1.sock -f tx
 and, for a frontend=virtio-net port, stock QEMU (add mq=on,vectors=2N+2 to the device and
-queues=N to the netdev for N ring pairs; mac= the MAC the daemon logs for the port):
-  qemu-system-x86_64 ... -object memory-backend-memfd,id=mem,size=1G,share=on \
-      -numa node,memdev=mem -chardev socket,id=c,path=/tmp/p/vale0:1.sock,reconnect-ms=1000 \
-      -netdev vhost-user,id=n,chardev=c -device virtio-net-pci,netdev=n";
+queues=N to the netdev for N ring pairs; give each guest a MAC of its own):
+  qemu-system-x86_64 ... -object memory-backend-memfd,id=mem,size=1G,share=on \\
+      -numa node,memdev=mem -chardev socket,id=c,path=/tmp/p/vale0:1.sock,reconnect-ms=1000 \\
+      -netdev vhost-user,id=n,chardev=c -device virtio-net-pci,netdev=n,mac=52:54:00:00:00:01";
 
 /// Serve netmap ports to ptnet frontends (QEMU's ptnet-pci, or ptnet-driver) over vhost-user.
 #[derive(Parser, Debug)]
