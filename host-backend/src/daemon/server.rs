@@ -272,7 +272,7 @@ impl PortServer {
                     supervise(port, d, listener, stop2, opts)
                 }
                 Frontend::VirtioNet => {
-                    let d = VirtioNetDevice::new(port.clone());
+                    let d = VirtioNetDevice::new(port.clone(), opts.loops);
                     supervise(port, d, listener, stop2, opts)
                 }
             })

@@ -27,6 +27,7 @@ pub mod queue;
 pub mod vhost;
 pub mod worker;
 
+use crate::frontend::ptnet::syncloop::LoopOptions;
 use crate::port::{Port, RingWorker};
 use mem::FrontendMemory;
 use queue::HdrConf;
@@ -72,11 +73,14 @@ pub struct VirtioNetDevice {
     refusals: (Option<Instant>, u64),
     /// Pairs running as last logged (every message restarts them; only changes are logged).
     logged_pairs: usize,
+    /// How the pair threads wait (`--busy-poll`, `--spin-us`).
+    opts: LoopOptions,
 }
 
 impl VirtioNetDevice {
-    /// A device for `port` (a userspace netmap port), before any frontend talked to it.
-    pub fn new(port: Arc<Port>) -> Self {
+    /// A device for `port` (a userspace netmap port), before any frontend talked to it; its
+    /// pair threads wait as `opts` says.
+    pub fn new(port: Arc<Port>, opts: LoopOptions) -> Self {
         let g = *port.geometry();
         let pairs = g.num_tx_rings.min(g.num_rx_rings).max(1);
         // The port carries the 12-byte header from the start: frames queued for it while no
@@ -96,6 +100,7 @@ impl VirtioNetDevice {
             threads: (0..pairs).map(|_| None).collect(),
             refusals: (None, 0),
             logged_pairs: 0,
+            opts,
             port,
         }
     }
@@ -137,7 +142,7 @@ impl VirtioNetDevice {
             self.stats_line()
         );
         let refusals = self.refusals;
-        *self = Self::new(self.port.clone());
+        *self = Self::new(self.port.clone(), self.opts);
         self.refusals = refusals;
     }
 
@@ -302,7 +307,15 @@ impl VirtioNetDevice {
                 rxw,
             };
             let keep: Arc<dyn Send + Sync> = self.port.clone();
-            match PairThread::start(self.port.name(), parts, rings, mem.clone(), conf, keep) {
+            match PairThread::start(
+                self.port.name(),
+                parts,
+                rings,
+                mem.clone(),
+                conf,
+                self.opts,
+                keep,
+            ) {
                 Ok(t) => self.threads[pair as usize] = Some(t),
                 Err((e, parts)) => {
                     tracing::error!(

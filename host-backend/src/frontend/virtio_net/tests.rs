@@ -43,7 +43,7 @@ impl Guest {
             Some(FileOffset::new(f.try_clone().unwrap(), 0)),
         )])
         .unwrap();
-        let mut dev = VirtioNetDevice::new(port);
+        let mut dev = VirtioNetDevice::new(port, LoopOptions::default());
         let region = VhostUserMemoryRegion::new(0, MEM as u64, VA, 0);
         dev.set_mem_table(&[region], vec![f], None).unwrap();
         let offered = dev.get_features().unwrap();
@@ -300,7 +300,7 @@ fn a_broken_queue_stops_alone() {
 #[test]
 fn memory_tables_are_checked_before_anything_is_mapped() {
     let ports = switch(&["valem:a@conf:frontend=virtio-net"]);
-    let mut dev = VirtioNetDevice::new(ports[0].clone());
+    let mut dev = VirtioNetDevice::new(ports[0].clone(), LoopOptions::default());
     let region = |size: u64, off: u64| VhostUserMemoryRegion::new(0, size, VA, off);
     // Not sealed against shrinking: a frontend could truncate it under our mapping.
     let unsealed = {

@@ -25,6 +25,7 @@
 
 use super::mem::{eventfd_file, volatile, FrontendMemory};
 use super::queue::{arm_avail_past, tx_chain_to_buf, HdrConf, RxDrop, RxOutcome, RxWriter, TxDrop};
+use crate::frontend::ptnet::syncloop::LoopOptions;
 use crate::port::rxring::{RxHost, RxRing};
 use crate::port::{RingStats, RingWorker};
 use crate::sys::{eventfd_signal_nowait, eventfd_take_nowait, poll_revents};
@@ -181,6 +182,7 @@ impl PairThread {
         rings: PortRings,
         mem: Arc<FrontendMemory>,
         conf: HdrConf,
+        opts: LoopOptions,
         keep: Arc<dyn Send + Sync>,
     ) -> Result<Self, (std::io::Error, Box<PairParts>)> {
         let stop_fd = match EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) {
@@ -207,7 +209,7 @@ impl PairThread {
                 .expect("slot")
                 .take()
                 .expect("parts wait in the slot");
-            Pair::new(&port, parts, rings, mem, conf, call).run(&flag, &fd)
+            Pair::new(&port, parts, rings, mem, conf, call, opts).run(&flag, &fd)
         });
         match spawned {
             Ok(thread) => Ok(Self {
@@ -261,6 +263,7 @@ struct Pair<'a> {
     /// The guest's avail index when they were found wanting.
     rx_avail_seen: u16,
     last_log: Option<Instant>,
+    opts: LoopOptions,
 }
 
 /// Rate limit for log lines about a guest's bad input.
@@ -274,6 +277,7 @@ impl<'a> Pair<'a> {
         mem: Arc<FrontendMemory>,
         conf: HdrConf,
         call: File,
+        opts: LoopOptions,
     ) -> Self {
         let csb = OwnedMem::new(CSB_ENTRIES * ENTRY_SIZE);
         let m = csb.mem();
@@ -320,6 +324,7 @@ impl<'a> Pair<'a> {
             rx_need_bufs: false,
             rx_avail_seen: 0,
             last_log: None,
+            opts,
         }
     }
 
@@ -328,11 +333,32 @@ impl<'a> Pair<'a> {
         let mem = &mem.mem;
         let _ = self.p.txq.queue.disable_notification(mem);
         let _ = self.p.rxq.queue.disable_notification(mem);
+        // Spin-then-sleep, as the ptnet sync loops: after progress the thread keeps polling for
+        // `opts.spin` (the clock read once every 32 empty rounds); `busy_poll` never sleeps.
+        let opts = self.opts;
+        let mut spin_until: Option<Instant> = None;
+        let mut idle = 0u32;
         while !stop.load(Ordering::Relaxed) {
             let moved_tx = self.tx_round(mem);
             let moved_rx = self.rx_round(mem);
             if moved_tx || moved_rx {
+                if !opts.spin.is_zero() {
+                    spin_until = Some(Instant::now() + opts.spin);
+                }
+                idle = 0;
                 continue;
+            }
+            if opts.busy_poll {
+                std::hint::spin_loop();
+                continue;
+            }
+            if let Some(t) = spin_until {
+                idle = idle.wrapping_add(1);
+                if !idle.is_multiple_of(32) || Instant::now() < t {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                spin_until = None;
             }
             if !self.prepare_sleep(mem) {
                 continue;
