@@ -335,6 +335,13 @@ impl BufPool {
         self.valid(idx).then(|| idx as usize * self.size as usize)
     }
 
+    /// Buffer `idx` as a window of its own, if `idx` is valid (for copies the caller makes
+    /// itself, e.g. straight from or to guest memory).
+    #[inline]
+    pub fn buf(&self, idx: u32) -> Option<SharedMem> {
+        self.mem.sub(self.offset(idx)?, self.size as usize)
+    }
+
     /// Copies `data` into buffer `idx` at byte `at`. False if out of range.
     #[inline]
     pub fn write(&self, idx: u32, at: usize, data: &[u8]) -> bool {

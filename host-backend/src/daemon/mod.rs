@@ -12,6 +12,7 @@ pub use stats::{DaemonStats, FrontendState, PortStats};
 
 use crate::frontend::ptnet::GuestMemory;
 use crate::port::build::BuildError;
+use crate::portspec::Frontend;
 use crate::served::{build_ports, NetmapImpl, Port};
 use server::{PortServer, ServeError};
 use std::path::{Path, PathBuf};
@@ -35,6 +36,12 @@ pub enum DaemonError {
     /// A port's socket could not be served.
     #[error(transparent)]
     Serve(#[from] ServeError),
+    /// `frontend=virtio-net` on a port the kernel's loop runs.
+    #[error(
+        "port '{0}': frontend=virtio-net needs the userspace netmap (kernel netmap ports are run \
+         by the kernel's loop; use --netmap user)"
+    )]
+    VirtioNetOnKernel(String),
 }
 
 /// A running daemon: its ports, each served on its socket.
@@ -68,9 +75,18 @@ impl Daemon {
         let ports = build_ports(&config.ports, config.netmap)?;
         GuestMemory::set_max_per_connection(config.max_guest_memory);
         let sockets = config.socket_paths();
+        // Checked before anything is served: a refused port serves none.
+        let frontends: Vec<Frontend> = config.ports.iter().map(|s| s.frontend).collect();
+        if let Some((p, _)) = ports
+            .iter()
+            .zip(&frontends)
+            .find(|(p, f)| **f == Frontend::VirtioNet && p.threads_memory().is_none())
+        {
+            return Err(DaemonError::VirtioNetOnKernel(p.name().to_string()));
+        }
         let mut servers = Vec::new();
-        for (port, path) in ports.iter().zip(&sockets) {
-            match PortServer::start(port.clone(), path, config.serve) {
+        for ((port, path), &frontend) in ports.iter().zip(&sockets).zip(&frontends) {
+            match PortServer::start_frontend(port.clone(), path, config.serve, frontend) {
                 Ok(s) => {
                     let g = port.geometry();
                     tracing::info!(
@@ -81,6 +97,8 @@ impl Daemon {
                         slots = g.num_tx_slots,
                         mem_id = g.mem_id,
                         mem_size = g.mem_size,
+                        frontend = ?frontend,
+                        mac = %mac_string(port.mac()),
                         "serving"
                     );
                     servers.push(s);
@@ -159,6 +177,14 @@ impl Daemon {
         };
         stopped.collect(|_| None)
     }
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+fn mac_string(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// Creates the socket directory if missing, 0700 (0710 with `group`, which it then gets)

@@ -38,6 +38,8 @@
 
 use crate::frontend::ptnet::syncloop::LoopOptions;
 use crate::frontend::ptnet::PtnetDevice;
+use crate::frontend::virtio_net::VirtioNetDevice;
+use crate::portspec::Frontend;
 use crate::served::Port;
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -50,7 +52,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use vhost::vhost_user::message::MAX_MSG_SIZE;
-use vhost::vhost_user::{BackendReqHandler, Error as VuError};
+use vhost::vhost_user::{BackendReqHandler, Error as VuError, VhostUserBackendReqHandlerMut};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 /// Size of a vhost-user message header (request, flags, size: three u32).
@@ -58,6 +60,52 @@ const HEADER_SIZE: usize = 12;
 /// How often a connection holding a half message is looked at again (poll cannot wait for "more
 /// bytes" on a socket that already has some).
 const PARTIAL_TICK: Duration = Duration::from_millis(10);
+
+/// What the connection loop needs of a port's device, whichever frontend it is.
+pub trait ServedDevice: VhostUserBackendReqHandlerMut + Send + 'static {
+    /// The connection ended: stop, and forget what it set up.
+    fn disconnect(&mut self);
+    /// Does the frontend run the rings (it then keeps the port however quiet it is)?
+    fn running(&self) -> bool;
+    /// Sends requests owed on the backend channel (after the reply to the last message).
+    fn flush_backend_requests(&mut self) {}
+    /// Was the last request a refusal the connection survives?
+    fn take_config_refusal(&mut self) -> bool {
+        false
+    }
+    /// Handles the queued message itself, before `vhost` sees it, if it must (true: it was
+    /// read and answered). The message is complete on the socket.
+    fn intercept(&mut self, _stream: &UnixStream) -> io::Result<bool> {
+        Ok(false)
+    }
+}
+
+impl ServedDevice for PtnetDevice {
+    fn disconnect(&mut self) {
+        PtnetDevice::disconnect(self)
+    }
+    fn running(&self) -> bool {
+        PtnetDevice::running(self)
+    }
+    fn flush_backend_requests(&mut self) {
+        PtnetDevice::flush_backend_requests(self)
+    }
+    fn take_config_refusal(&mut self) -> bool {
+        PtnetDevice::take_config_refusal(self)
+    }
+}
+
+impl ServedDevice for VirtioNetDevice {
+    fn disconnect(&mut self) {
+        VirtioNetDevice::disconnect(self)
+    }
+    fn running(&self) -> bool {
+        VirtioNetDevice::running(self)
+    }
+    fn intercept(&mut self, stream: &UnixStream) -> io::Result<bool> {
+        self.early_vring_enable(stream)
+    }
+}
 
 /// How ports are served.
 #[derive(Clone, Copy, Debug)]
@@ -87,7 +135,7 @@ impl Default for ServeOptions {
 /// A port being served on a socket.
 pub struct PortServer {
     path: PathBuf,
-    status: Arc<ServerStatus>,
+    status: Arc<dyn StatusView>,
     stop: EventFd,
     thread: Option<JoinHandle<()>>,
     /// (device, inode) of the socket we bound: removed at stop only if the path still names it.
@@ -97,13 +145,48 @@ pub struct PortServer {
 }
 
 /// What a server tells about its frontend (see [`PortServer::frontend`]).
-struct ServerStatus {
+struct ServerStatus<D> {
     /// The port's device (shared with the connection threads).
-    device: Arc<Mutex<PtnetDevice>>,
+    device: Arc<Mutex<D>>,
     /// Connections accepted so far.
     accepted: AtomicU64,
     /// A connection is being served.
     active: AtomicBool,
+}
+
+/// A [`ServerStatus`], whichever its device.
+trait StatusView: Send + Sync {
+    fn frontend(&self) -> FrontendStatus;
+}
+
+impl<D: ServedDevice> StatusView for ServerStatus<D> {
+    fn frontend(&self) -> FrontendStatus {
+        FrontendStatus {
+            connected: self.active.load(Ordering::SeqCst),
+            running: self.device.lock().expect("device lock").running(),
+            accepted: self.accepted.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Starts the port's listener thread over `device`.
+fn spawn_supervisor<D: ServedDevice>(
+    device: D,
+    port: Arc<Port>,
+    listener: UnixListener,
+    stop: EventFd,
+    opts: ServeOptions,
+) -> io::Result<(Arc<dyn StatusView>, JoinHandle<()>)> {
+    let status = Arc::new(ServerStatus {
+        device: Arc::new(Mutex::new(device)),
+        accepted: AtomicU64::new(0),
+        active: AtomicBool::new(false),
+    });
+    let status2 = status.clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("vu-{}", port.name()).chars().take(15).collect())
+        .spawn(move || supervise(port, listener, stop, opts, &status2))?;
+    Ok((status, thread))
 }
 
 /// A port's frontend, as its server sees it.
@@ -204,6 +287,16 @@ impl PortServer {
     /// Locks `path`, listens on it (replacing a stale socket, never a live one) and serves
     /// `port` there.
     pub fn start(port: Arc<Port>, path: &Path, opts: ServeOptions) -> Result<Self, ServeError> {
+        Self::start_frontend(port, path, opts, Frontend::Ptnet)
+    }
+
+    /// [`Self::start`], serving the port as `frontend`'s device.
+    pub fn start_frontend(
+        port: Arc<Port>,
+        path: &Path,
+        opts: ServeOptions,
+        frontend: Frontend,
+    ) -> Result<Self, ServeError> {
         let lock = lock_socket_path(path)?;
         let listen_err = |e| ServeError::Listen(path.to_path_buf(), e);
         if let Ok(m) = std::fs::symlink_metadata(path) {
@@ -228,16 +321,18 @@ impl PortServer {
         listener.set_nonblocking(true).map_err(listen_err)?;
         let stop = EventFd::new(EFD_NONBLOCK).map_err(listen_err)?;
         let stop2 = stop.try_clone().map_err(listen_err)?;
-        let status = Arc::new(ServerStatus {
-            device: Arc::new(Mutex::new(PtnetDevice::new(port.clone(), opts.loops))),
-            accepted: AtomicU64::new(0),
-            active: AtomicBool::new(false),
-        });
-        let status2 = status.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("vu-{}", port.name()).chars().take(15).collect())
-            .spawn(move || supervise(port, listener, stop2, opts, &status2))
-            .map_err(listen_err)?;
+        // The device is made here, so that its status can be asked from the start.
+        let (status, thread) = match frontend {
+            Frontend::Ptnet => {
+                let device = PtnetDevice::new(port.clone(), opts.loops);
+                spawn_supervisor(device, port, listener, stop2, opts)
+            }
+            Frontend::VirtioNet => {
+                let device = VirtioNetDevice::new(port.clone(), opts.loops);
+                spawn_supervisor(device, port, listener, stop2, opts)
+            }
+        }
+        .map_err(listen_err)?;
         Ok(Self {
             path: path.to_path_buf(),
             status,
@@ -256,11 +351,7 @@ impl PortServer {
     /// The port's frontend: connected or not, running its rings or not. (Waits for the request
     /// the connection is handling, if any: requests are handled only once queued whole.)
     pub fn frontend(&self) -> FrontendStatus {
-        FrontendStatus {
-            connected: self.status.active.load(Ordering::SeqCst),
-            running: self.status.device.lock().expect("device lock").running(),
-            accepted: self.status.accepted.load(Ordering::Relaxed),
-        }
+        self.status.frontend()
     }
 
     /// Stops serving: closes the connection (stopping the rings) and the socket, and removes the
@@ -361,9 +452,9 @@ struct Waiting {
     ready: bool,
 }
 
-fn start_conn(
+fn start_conn<D: ServedDevice>(
     port: &Arc<Port>,
-    status: &Arc<ServerStatus>,
+    status: &Arc<ServerStatus<D>>,
     stream: UnixStream,
     ended: &Arc<EventFd>,
     opts: ServeOptions,
@@ -398,12 +489,12 @@ fn start_conn(
 }
 
 /// The port's listener thread: accepts, decides which connection is served, stops.
-fn supervise(
+fn supervise<D: ServedDevice>(
     port: Arc<Port>,
     listener: UnixListener,
     stop: EventFd,
     opts: ServeOptions,
-    status: &Arc<ServerStatus>,
+    status: &Arc<ServerStatus<D>>,
 ) {
     let name = port.name().to_string();
     let device = &status.device;
@@ -581,9 +672,9 @@ fn supervise(
 }
 
 /// Serves one connection until it ends, is cut, or breaks a deadline.
-fn serve_connection(
+fn serve_connection<D: ServedDevice>(
     port: &Arc<Port>,
-    device: &Arc<Mutex<PtnetDevice>>,
+    device: &Arc<Mutex<D>>,
     stream: UnixStream,
     shared: &ConnShared,
     opts: ServeOptions,
@@ -614,6 +705,18 @@ fn serve_connection(
             }
             Queued::Message => {
                 partial_since = None;
+                match device.lock().expect("device lock").intercept(gate) {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        handshaken = true;
+                        *shared.last_message.lock().expect("lock") = Instant::now();
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(port = name, "closing connection: {e}");
+                        return;
+                    }
+                }
                 match handler.handle_request() {
                     Ok(()) => device.lock().expect("device lock").flush_backend_requests(),
                     Err(VuError::InvalidParam)
