@@ -237,7 +237,11 @@ pub fn run() -> ExitCode {
     };
     // The main thread waits for signals, reporting the counters on SIGUSR1 and every
     // --stats-every seconds.
-    let mut reports = Reporter::new(config.stats_format, daemon.ports());
+    let mut reports = Reporter::new(
+        config.stats_format,
+        daemon.ports(),
+        daemon.virtqueues().to_vec(),
+    );
     loop {
         let timeout = config
             .stats_every

@@ -444,7 +444,7 @@ pub fn eventfd_take_nowait(f: &File) -> io::Result<u64> {
 /// whatever its file status flags: `pwritev2(RWF_NOWAIT)`. `Ok(false)`: the counter is saturated,
 /// so the interrupt is dropped (the frontend has one pending anyway: its counter is not zero).
 /// Kernels that refuse the flag on eventfds get a `poll` for room first, then a write bounded
-/// in time ([`bounded_write`]): a frontend that cleared O_NONBLOCK on the shared description and
+/// in time (`bounded_write`): a frontend that cleared O_NONBLOCK on the shared description and
 /// saturates its counter between the two calls holds the writing thread (often another port's,
 /// with direct delivery) for at most [`SIGNAL_WRITE_BOUND`], and that interrupt is dropped.
 pub fn eventfd_signal_nowait(f: &File) -> io::Result<bool> {

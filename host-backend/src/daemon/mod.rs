@@ -4,13 +4,16 @@
 //! ([`crate::cli`]) is a thin loop over this.
 
 pub mod config;
+pub mod device;
 pub mod server;
+mod socket;
 pub mod stats;
 
 pub use config::{ConfigError, DaemonConfig, Sockets, StatsFormat};
 pub use stats::{DaemonStats, FrontendState, PortStats};
 
 use crate::frontend::ptnet::GuestMemory;
+use crate::frontend::virtio_net::vq::VqStats;
 use crate::port::build::BuildError;
 use crate::portspec::Frontend;
 use crate::served::{build_ports, NetmapImpl, Port};
@@ -49,6 +52,8 @@ pub struct Daemon {
     ports: Vec<Arc<Port>>,
     sockets: Vec<PathBuf>,
     servers: Vec<PortServer>,
+    /// Each port's virtqueue counters, if it is served as a virtio-net device.
+    virtqueues: Vec<Option<Vec<Arc<VqStats>>>>,
     started: Instant,
 }
 
@@ -111,10 +116,15 @@ impl Daemon {
                 }
             }
         }
+        let virtqueues = servers
+            .iter()
+            .map(|s| s.virtqueues().map(<[_]>::to_vec))
+            .collect();
         Ok(Self {
             ports,
             sockets,
             servers,
+            virtqueues,
             started: Instant::now(),
         })
     }
@@ -137,6 +147,12 @@ impl Daemon {
             .map(|i| self.sockets[i].as_path())
     }
 
+    /// Each port's virtqueue counters (in port order), for the ports served as virtio-net
+    /// devices.
+    pub fn virtqueues(&self) -> &[Option<Vec<Arc<VqStats>>>] {
+        &self.virtqueues
+    }
+
     /// Every counter, now.
     pub fn stats(&self) -> DaemonStats {
         self.collect(|i| Some(self.servers[i].frontend()))
@@ -152,7 +168,10 @@ impl Daemon {
                 .iter()
                 .zip(&self.sockets)
                 .enumerate()
-                .map(|(i, (p, s))| stats::port_stats(p, s.clone(), frontend(i)))
+                .map(|(i, (p, s))| {
+                    let vq = self.virtqueues[i].as_deref();
+                    stats::port_stats(p, s.clone(), frontend(i), vq)
+                })
                 .collect(),
         }
     }
@@ -164,6 +183,7 @@ impl Daemon {
             ports,
             sockets,
             servers,
+            virtqueues,
             started,
         } = self;
         for s in servers {
@@ -173,6 +193,7 @@ impl Daemon {
             ports,
             sockets,
             servers: Vec::new(),
+            virtqueues,
             started,
         };
         stopped.collect(|_| None)

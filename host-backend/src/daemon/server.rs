@@ -36,15 +36,17 @@
 //!   around `bind`, so it is never reachable with wider permissions), or 0660 with group
 //!   `--socket-group`.
 
+pub use super::device::ServedDevice;
+use super::socket::{bind_private, file_id, lock_socket_path};
 use crate::frontend::ptnet::syncloop::LoopOptions;
 use crate::frontend::ptnet::PtnetDevice;
+use crate::frontend::virtio_net::vq::VqStats;
 use crate::frontend::virtio_net::VirtioNetDevice;
 use crate::portspec::Frontend;
 use crate::served::Port;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -52,7 +54,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use vhost::vhost_user::message::MAX_MSG_SIZE;
-use vhost::vhost_user::{BackendReqHandler, Error as VuError, VhostUserBackendReqHandlerMut};
+use vhost::vhost_user::{BackendReqHandler, Error as VuError};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 /// Size of a vhost-user message header (request, flags, size: three u32).
@@ -60,52 +62,6 @@ const HEADER_SIZE: usize = 12;
 /// How often a connection holding a half message is looked at again (poll cannot wait for "more
 /// bytes" on a socket that already has some).
 const PARTIAL_TICK: Duration = Duration::from_millis(10);
-
-/// What the connection loop needs of a port's device, whichever frontend it is.
-pub trait ServedDevice: VhostUserBackendReqHandlerMut + Send + 'static {
-    /// The connection ended: stop, and forget what it set up.
-    fn disconnect(&mut self);
-    /// Does the frontend run the rings (it then keeps the port however quiet it is)?
-    fn running(&self) -> bool;
-    /// Sends requests owed on the backend channel (after the reply to the last message).
-    fn flush_backend_requests(&mut self) {}
-    /// Was the last request a refusal the connection survives?
-    fn take_config_refusal(&mut self) -> bool {
-        false
-    }
-    /// Handles the queued message itself, before `vhost` sees it, if it must (true: it was
-    /// read and answered). The message is complete on the socket.
-    fn intercept(&mut self, _stream: &UnixStream) -> io::Result<bool> {
-        Ok(false)
-    }
-}
-
-impl ServedDevice for PtnetDevice {
-    fn disconnect(&mut self) {
-        PtnetDevice::disconnect(self)
-    }
-    fn running(&self) -> bool {
-        PtnetDevice::running(self)
-    }
-    fn flush_backend_requests(&mut self) {
-        PtnetDevice::flush_backend_requests(self)
-    }
-    fn take_config_refusal(&mut self) -> bool {
-        PtnetDevice::take_config_refusal(self)
-    }
-}
-
-impl ServedDevice for VirtioNetDevice {
-    fn disconnect(&mut self) {
-        VirtioNetDevice::disconnect(self)
-    }
-    fn running(&self) -> bool {
-        VirtioNetDevice::running(self)
-    }
-    fn intercept(&mut self, stream: &UnixStream) -> io::Result<bool> {
-        self.early_vring_enable(stream)
-    }
-}
 
 /// How ports are served.
 #[derive(Clone, Copy, Debug)]
@@ -136,6 +92,8 @@ impl Default for ServeOptions {
 pub struct PortServer {
     path: PathBuf,
     status: Arc<dyn StatusView>,
+    /// The virtio-net device's virtqueue counters (kept across connections).
+    virtqueues: Option<Vec<Arc<VqStats>>>,
     stop: EventFd,
     thread: Option<JoinHandle<()>>,
     /// (device, inode) of the socket we bound: removed at stop only if the path still names it.
@@ -225,64 +183,6 @@ pub enum ServeError {
     Mode(PathBuf, #[source] io::Error),
 }
 
-/// `PATH.lock`, locked (flock, exclusive) and still named by its path.
-fn lock_socket_path(path: &Path) -> Result<(PathBuf, File), ServeError> {
-    let mut name = path.as_os_str().to_owned();
-    name.push(".lock");
-    let lock_path = PathBuf::from(name);
-    let lock_err = |e| ServeError::Lock(lock_path.clone(), e);
-    loop {
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(lock_err)?;
-        match f.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(ServeError::InUse(path.to_path_buf(), lock_path))
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(lock_err(e)),
-        }
-        // A stopping daemon removes its lock file while it still holds the lock: ours counts
-        // only if the path still names the file we locked.
-        let ours = f.metadata().map_err(lock_err)?;
-        if file_id(&lock_path) == Some((ours.dev(), ours.ino())) {
-            return Ok((lock_path, f));
-        }
-    }
-}
-
-/// (device, inode) of what `path` names (not following a symlink).
-fn file_id(path: &Path) -> Option<(u64, u64)> {
-    std::fs::symlink_metadata(path)
-        .ok()
-        .map(|m| (m.dev(), m.ino()))
-}
-
-/// Binds `path` with mode 0600 (the umask narrowed around `bind`), then gives it `group` and
-/// mode 0660 if asked.
-fn bind_private(path: &Path, group: Option<u32>) -> Result<UnixListener, ServeError> {
-    // Process-wide, but only ever narrows: a file another thread creates in this instant gets
-    // fewer permissions, never more.
-    let old = crate::sys::set_umask(0o177);
-    let res = UnixListener::bind(path);
-    crate::sys::set_umask(old);
-    let listener = res.map_err(|e| ServeError::Listen(path.to_path_buf(), e))?;
-    let mode_err = |e| ServeError::Mode(path.to_path_buf(), e);
-    let mode = if let Some(gid) = group {
-        std::os::unix::fs::chown(path, None, Some(gid)).map_err(mode_err)?;
-        0o660
-    } else {
-        0o600
-    };
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(mode_err)?;
-    Ok(listener)
-}
-
 impl PortServer {
     /// Locks `path`, listens on it (replacing a stale socket, never a live one) and serves
     /// `port` there.
@@ -322,6 +222,7 @@ impl PortServer {
         let stop = EventFd::new(EFD_NONBLOCK).map_err(listen_err)?;
         let stop2 = stop.try_clone().map_err(listen_err)?;
         // The device is made here, so that its status can be asked from the start.
+        let mut virtqueues = None;
         let (status, thread) = match frontend {
             Frontend::Ptnet => {
                 let device = PtnetDevice::new(port.clone(), opts.loops);
@@ -329,6 +230,7 @@ impl PortServer {
             }
             Frontend::VirtioNet => {
                 let device = VirtioNetDevice::new(port.clone(), opts.loops);
+                virtqueues = Some(device.queue_stats());
                 spawn_supervisor(device, port, listener, stop2, opts)
             }
         }
@@ -336,6 +238,7 @@ impl PortServer {
         Ok(Self {
             path: path.to_path_buf(),
             status,
+            virtqueues,
             stop,
             thread: Some(thread),
             socket_id,
@@ -352,6 +255,11 @@ impl PortServer {
     /// the connection is handling, if any: requests are handled only once queued whole.)
     pub fn frontend(&self) -> FrontendStatus {
         self.status.frontend()
+    }
+
+    /// A virtio-net port's virtqueue counters (`None`: a ptnet port).
+    pub fn virtqueues(&self) -> Option<&[Arc<VqStats>]> {
+        self.virtqueues.as_deref()
     }
 
     /// Stops serving: closes the connection (stopping the rings) and the socket, and removes the

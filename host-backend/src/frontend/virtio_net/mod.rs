@@ -27,6 +27,7 @@ pub mod queue;
 #[allow(unsafe_code)]
 mod sys;
 pub mod vhost;
+pub mod vq;
 pub mod worker;
 
 use crate::frontend::ptnet::syncloop::LoopOptions;
@@ -40,7 +41,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestAddress;
-use worker::{PairParts, PairThread, PortRings, Vq, VqStats};
+use vq::{Vq, VqStats};
+use worker::{PairParts, PairThread, PortRings};
 
 /// Largest virtqueue accepted (virtio-net-pci's maximum).
 pub const MAX_QUEUE_SIZE: u16 = 1024;
@@ -118,6 +120,11 @@ impl VirtioNetDevice {
         self.threads.iter().any(Option::is_some)
     }
 
+    /// The counters of every virtqueue, in queue order (the same ones across connections).
+    pub fn queue_stats(&self) -> Vec<Arc<VqStats>> {
+        self.vrings.iter().map(|v| v.stats.clone()).collect()
+    }
+
     /// Counters of every virtqueue, one line.
     pub fn stats_line(&self) -> String {
         self.vrings
@@ -144,9 +151,13 @@ impl VirtioNetDevice {
             self.port.stats_line(),
             self.stats_line()
         );
-        let refusals = self.refusals;
+        let (refusals, stats) = (self.refusals, self.queue_stats());
         *self = Self::new(self.port.clone(), self.opts);
         self.refusals = refusals;
+        // The counters go on across connections, as the rings' do.
+        for (v, s) in self.vrings.iter_mut().zip(stats) {
+            v.stats = s;
+        }
     }
 
     /// Refuses a request: an error to the connection, a log line at most once a second.

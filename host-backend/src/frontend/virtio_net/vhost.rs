@@ -1,7 +1,7 @@
 //! The vhost-user messages of a net device (virtio device type 1), as QEMU's `vhost-user`
 //! netdev sends them: features, the memory table, and per virtqueue its size, addresses, base,
 //! kick and call eventfds and enable. Every message that changes the set-up stops the queue
-//! pairs and starts again those set up completely ([`VirtioNetDevice::apply`]); GET_VRING_BASE
+//! pairs and starts again those set up completely (`VirtioNetDevice::apply`); GET_VRING_BASE
 //! stops its queue and answers the next avail index.
 //!
 //! What is offered is what is implemented: protocol features MQ and REPLY_ACK (GET_CONFIG is
