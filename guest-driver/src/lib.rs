@@ -1,17 +1,16 @@
-//! # ptnet-driver
-//!
-//! The ptnet driver as a library: a netmap-like API (ports, TX/RX rings, slots, buffers,
-//! txsync/rxsync, blocking waits) over two transports, `pci` inside a guest and `vhost-user` from a
-//! host process.
+#![doc = include_str!("../README.md")]
 
-#![warn(missing_docs)]
-
-mod error;
+pub mod error;
 pub mod port;
 pub mod portspec;
+mod ring_id;
+pub mod summary;
+#[allow(unsafe_code)]
 mod sys;
+pub mod testframe;
 pub mod transport;
 
 pub use error::Error;
-pub use port::{Port, RingId, RxRing, SlotReader, SlotWriter, TxRing};
+pub use port::{ForwardMode, Forwarded, Port, RingId, RxRing, SlotReader, SlotWriter, TxRing};
 pub use portspec::{PciSelector, PortSpec};
+pub use ring_id::Direction;

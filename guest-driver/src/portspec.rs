@@ -47,7 +47,10 @@ impl fmt::Display for PciSelector {
 impl PortSpec {
     /// Parses a port string; the error names the string and what is wrong with it.
     pub fn parse(spec: &str) -> Result<Self, Error> {
-        let bad = |why: &str| Error::BadPort(spec.to_string(), why.to_string());
+        let bad = |reason: &'static str| Error::BadPort {
+            spec: spec.to_string(),
+            reason,
+        };
         if let Some(path) = spec.strip_prefix("vhost-user:") {
             if path.is_empty() {
                 return Err(bad("missing socket path after 'vhost-user:'"));
@@ -163,9 +166,9 @@ mod tests {
             "/tmp/x.sock",
         ] {
             match PortSpec::parse(bad) {
-                Err(Error::BadPort(s, why)) => {
-                    assert_eq!(s, bad);
-                    assert!(!why.is_empty());
+                Err(Error::BadPort { spec, reason }) => {
+                    assert_eq!(spec, bad);
+                    assert!(!reason.is_empty());
                 }
                 other => panic!("{bad:?}: {other:?}"),
             }

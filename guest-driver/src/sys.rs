@@ -8,8 +8,13 @@ use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-/// A shared, read-write mapping of a file, unmapped on drop. Stored as integers so that its
-/// owners stay `Send`.
+/// A read-write mapping (of a file, shared, or anonymous) whose address range stays valid for the
+/// rest of the process: on drop the mapping is replaced, in place, by fresh anonymous memory
+/// rather than unmapped, so that a [`SharedMem`] view handed out through a safe API (a
+/// transport's `netmap_mem`, its CSB arrays) can never dangle, whoever keeps a copy. What is
+/// released is the file or device memory behind the range (and any lock on it); what stays is
+/// address space, and zero pages only if something writes there later. Stored as integers so that
+/// its owners stay `Send`.
 #[derive(Debug)]
 pub(crate) struct Mapping {
     addr: usize,
@@ -83,20 +88,31 @@ impl Mapping {
         self.addr
     }
 
-    /// A view of the whole mapping. The owner of this value must keep it alive for as long as the
-    /// views it handed out are used (the transports keep their mappings until they are dropped,
-    /// after the `Port` dropped its views).
+    /// A view of the whole mapping, valid for the rest of the process (see the type's doc).
     pub(crate) fn shared(&self) -> SharedMem {
-        // SAFETY: the mapping is page-aligned, read-write, `len` bytes long, and lives as long as
-        // `self`; its owner outlives every `SharedMem` handed out (see above).
+        // SAFETY: the range is page-aligned, `len` bytes long and mapped read-write; it stays
+        // mapped read-write after `self` is dropped (the drop replaces the mapping in place and
+        // never unmaps it), so every copy of the view stays valid.
         unsafe { SharedMem::new(self.addr as *mut u8, self.len) }
     }
 }
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        // SAFETY: `addr..addr+len` is a mapping this value created and nobody else unmaps.
-        unsafe { libc::munmap(self.addr as *mut libc::c_void, self.len) };
+        // SAFETY: MAP_FIXED over `addr..addr+len`, a range this value mapped and nothing else
+        // unmaps or reuses: it replaces exactly that mapping (only ever reached through
+        // `SharedMem` views, by atomics and copies) with zeroed private memory, read-write as
+        // before. If it fails the old mapping simply stays, which is as valid.
+        unsafe {
+            libc::mmap(
+                self.addr as *mut libc::c_void,
+                self.len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
     }
 }
 
@@ -131,13 +147,6 @@ pub(crate) fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<usiz
         return Err(io::Error::last_os_error());
     }
     Ok(r as usize)
-}
-
-/// Is this process running as root? (Tests that need root skip themselves without it.)
-#[cfg(test)]
-pub(crate) fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
 }
 
 /// Port I/O on one range of x86 I/O ports (a device's I/O BAR), for guests whose kernel refuses

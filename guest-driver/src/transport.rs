@@ -12,7 +12,7 @@ pub mod pci;
 pub mod vhost_user;
 
 /// The CSB arrays the driver allocated, with the guest-physical addresses to program.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct CsbArrays {
     /// Guest-to-host array (one 64-byte entry per ring), as the driver writes it.
     pub atok: SharedMem,

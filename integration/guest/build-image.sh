@@ -79,7 +79,7 @@ else
         rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl ||
             timeout 120 rustup target add x86_64-unknown-linux-musl >&2 2>/dev/null
     }; then
-        if (cd "$root" && cargo build --release -q -p ptnet-driver --bin ptnet-pkt-gen \
+        if (cd "$root" && cargo build --release -q -p ptnet-driver-tools --bin ptnet-pkt-gen \
             --bin ptnet-bridge --target x86_64-unknown-linux-musl >&2); then
             pktgen="$root/target/x86_64-unknown-linux-musl/release/ptnet-pkt-gen"
         fi
@@ -87,7 +87,7 @@ else
     if [ -z "$pktgen" ]; then
         log "musl target unavailable: linking glibc statically"
         (cd "$root" && RUSTFLAGS='-C target-feature=+crt-static' cargo build --release -q \
-            -p ptnet-driver --bin ptnet-pkt-gen --bin ptnet-bridge --target x86_64-unknown-linux-gnu >&2)
+            -p ptnet-driver-tools --bin ptnet-pkt-gen --bin ptnet-bridge --target x86_64-unknown-linux-gnu >&2)
         pktgen="$root/target/x86_64-unknown-linux-gnu/release/ptnet-pkt-gen"
     fi
     bridge="$(dirname "$pktgen")/ptnet-bridge"

@@ -184,7 +184,7 @@ pub struct Bins {
 
 /// Builds (once per process) and locates `ptnet-backend`, `ptnet-pkt-gen` and `ptnet-bridge`.
 ///
-/// Runs `cargo build -p ptnet-backend -p ptnet-driver --bins --message-format=json` with the cargo
+/// Runs `cargo build -p ptnet-backend -p ptnet-driver-tools --bins --message-format=json` with the cargo
 /// that runs the tests (`$CARGO`), so the paths are the ones cargo itself reports, whatever the
 /// target directory. `PTNET_BACKEND`, `PTNET_PKTGEN_HOST` and `PTNET_BRIDGE_HOST` override (with the
 /// first two set and not the third, the `ptnet-bridge` next to that pkt-gen). `PTNET_HOST_PROFILE=release`
@@ -214,7 +214,7 @@ fn build_bins() -> Result<Bins, String> {
         "-p",
         "ptnet-backend",
         "-p",
-        "ptnet-driver",
+        "ptnet-driver-tools",
         "--bins",
         "--message-format=json",
     ]);

@@ -6,7 +6,7 @@
 //!
 //! How binaries are found (robust across `cargo test` invocations and target directories):
 //! * workspace binaries (`ptnet-backend`, `ptnet-pkt-gen`): [`host::bins`] runs
-//!   `cargo build -p ptnet-backend -p ptnet-driver --bins --message-format=json` (a no-op when up to
+//!   `cargo build -p ptnet-backend -p ptnet-driver-tools --bins --message-format=json` (a no-op when up to
 //!   date) and takes the `executable` paths cargo reports; `PTNET_BACKEND` / `PTNET_PKTGEN_HOST`
 //!   override them.
 //! * QEMU: the last stdout line of `qemu-patches/build` (cached by that script); `PTNET_QEMU`

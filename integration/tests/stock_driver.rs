@@ -153,7 +153,7 @@ impl StockGuest {
     fn rx_all(&mut self, i: u32) -> Vec<u16> {
         let r = self.ntx + i;
         let (a, k) = (self.atok(r), self.ktoa(r));
-        let v = self.rings[r as usize];
+        let v = &self.rings[r as usize];
         let n = v.num_slots();
         let (hwtail, _) = k.appl_read();
         v.set_tail(hwtail);

@@ -53,13 +53,13 @@ pub fn store_load_barrier() {
 }
 
 /// A guest-to-host entry.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Atok {
     mem: SharedMem,
 }
 
 /// A host-to-guest entry.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Ktoa {
     mem: SharedMem,
 }

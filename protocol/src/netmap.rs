@@ -175,7 +175,7 @@ pub fn ring_between(lo: u32, x: u32, hi: u32, num_slots: u32) -> bool {
 }
 
 /// A `netmap_ring` inside shared memory, with its geometry checked once at creation.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct RingView {
     mem: SharedMem,
     slots: Records,
@@ -297,7 +297,7 @@ impl RingView {
 }
 
 /// The buffer pool of a netmap memory region: `num` buffers of `size` bytes.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct BufPool {
     mem: SharedMem,
     num: u32,
@@ -335,11 +335,12 @@ impl BufPool {
         self.valid(idx).then(|| idx as usize * self.size as usize)
     }
 
-    /// Buffer `idx` as a window of its own, if `idx` is valid (for copies the caller makes
-    /// itself, e.g. straight from or to guest memory).
+    /// The pool's memory (buffer `idx` at [`Self::offset`], [`Self::buf_size`] bytes), for
+    /// copies the caller makes itself, e.g. straight from or to guest memory. A reference: a
+    /// window of each buffer would take a keepalive per buffer.
     #[inline]
-    pub fn buf(&self, idx: u32) -> Option<SharedMem> {
-        self.mem.sub(self.offset(idx)?, self.size as usize)
+    pub fn mem(&self) -> &SharedMem {
+        &self.mem
     }
 
     /// Copies `data` into buffer `idx` at byte `at`. False if out of range.
@@ -374,7 +375,7 @@ impl BufPool {
 }
 
 /// A `netmap_if` inside shared memory.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct IfView {
     mem: SharedMem,
 }

@@ -7,32 +7,69 @@
 //! worst we read a value that is garbage, and the callers validate every value before use.
 
 use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// What keeps a window's memory alive: the mapping or allocation it lies in. The memory is
+/// released (unmapped, freed) when the last window holding it is dropped, so a window can
+/// never outlive its memory, whoever drops what first.
+pub type Keepalive = Arc<dyn Send + Sync>;
 
 /// A window of memory shared with another, untrusted, party.
 ///
-/// `Copy` on purpose: it is a pointer and a length. Whoever creates one (with the unsafe
-/// [`SharedMem::new`]) guarantees the mapping outlives every copy.
-#[derive(Clone, Copy, Debug)]
+/// A pointer, a length and a [`Keepalive`] of the memory: cloning one is an atomic increment,
+/// done when rings and pools are set up, never per packet.
+#[derive(Clone)]
 pub struct SharedMem {
     base: *mut u8,
     len: usize,
+    keep: Option<Keepalive>,
 }
 
-// SAFETY: the window is plain memory accessed only through atomics and bounds-checked copies; the
-// creator of the window guarantees the mapping stays valid while any copy exists.
+impl std::fmt::Debug for SharedMem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedMem")
+            .field("base", &self.base)
+            .field("len", &self.len)
+            .field("owned", &self.keep.is_some())
+            .finish()
+    }
+}
+
+// SAFETY: the window is plain memory accessed only through atomics and bounds-checked copies; it
+// stays valid while any clone exists (its keepalive, or the creator's promise for `new`).
 unsafe impl Send for SharedMem {}
 // SAFETY: as above; no method hands out references that could alias mutable state.
 unsafe impl Sync for SharedMem {}
 
 impl SharedMem {
-    /// Wraps `len` bytes at `base`.
+    /// Wraps `len` bytes at `base`, memory nobody owns on the Rust side (kept mapped by the
+    /// caller for good).
     ///
     /// # Safety
     /// `base..base + len` must be mapped readable and writable, 8-byte aligned at `base`, and stay
-    /// mapped for as long as this value or any copy of it is used.
+    /// mapped for as long as this value or any clone of it is used.
     pub unsafe fn new(base: *mut u8, len: usize) -> Self {
         debug_assert_eq!(base as usize % 8, 0);
-        Self { base, len }
+        Self {
+            base,
+            len,
+            keep: None,
+        }
+    }
+
+    /// Wraps `len` bytes at `base`, which stay mapped while `keep` lives: the window and all its
+    /// clones and sub-windows hold `keep`, so the memory outlives them.
+    ///
+    /// # Safety
+    /// `base..base + len` must be readable and writable, 8-byte aligned at `base`, and stay
+    /// mapped at least until `keep` (every clone of that `Arc`) is dropped.
+    pub unsafe fn with_keepalive(base: *mut u8, len: usize, keep: Keepalive) -> Self {
+        debug_assert_eq!(base as usize % 8, 0);
+        Self {
+            base,
+            len,
+            keep: Some(keep),
+        }
     }
 
     /// Length of the window in bytes.
@@ -61,9 +98,14 @@ impl SharedMem {
         if !self.contains(off, len) || !off.is_multiple_of(8) {
             return None;
         }
-        // SAFETY: the sub-window lies inside this window (checked), which the creator guarantees
-        // is mapped; alignment is kept because `off` is a multiple of 8.
-        Some(unsafe { SharedMem::new(self.base.add(off), len) })
+        Some(SharedMem {
+            // SAFETY: the sub-window lies inside this window (checked), so the pointer stays in
+            // the same mapping; alignment is kept because `off` is a multiple of 8.
+            base: unsafe { self.base.add(off) },
+            len,
+            // The sub-window keeps the memory alive as this window does.
+            keep: self.keep.clone(),
+        })
     }
 
     #[inline]
@@ -167,11 +209,23 @@ impl SharedMem {
 /// An array of `count` fixed-size records inside a [`SharedMem`] (ring slots), checked once when
 /// made: element accesses then cost no bounds check, only a clamp of the index, so the hot path
 /// stays free of divisions and branches that could fail.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone)]
 pub struct Records {
     base: *mut u8,
     count: u32,
     stride: usize,
+    // Held, never read: the records' memory lives while they do.
+    _keep: Option<Keepalive>,
+}
+
+impl std::fmt::Debug for Records {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Records")
+            .field("base", &self.base)
+            .field("count", &self.count)
+            .field("stride", &self.stride)
+            .finish()
+    }
 }
 
 // SAFETY: as for `SharedMem`, of which a `Records` is a checked sub-window.
@@ -194,6 +248,7 @@ impl SharedMem {
             base: unsafe { self.base.add(off) },
             count,
             stride,
+            _keep: self.keep.clone(),
         })
     }
 }
@@ -248,27 +303,41 @@ impl Records {
 
 /// Heap memory with the alignment shared memory has, for tests and for building layouts.
 pub struct OwnedMem {
-    words: Box<[AtomicU64]>,
+    words: Arc<Box<[AtomicU64]>>,
 }
 
 impl OwnedMem {
     /// `len` zeroed bytes (rounded up to 8).
     pub fn new(len: usize) -> Self {
-        let words = (0..len.div_ceil(8)).map(|_| AtomicU64::new(0)).collect();
+        let words = Arc::new((0..len.div_ceil(8)).map(|_| AtomicU64::new(0)).collect());
         Self { words }
     }
 
-    /// A window over the whole allocation, valid while `self` lives.
+    /// A window over the whole allocation; the allocation lives as long as the window does.
     pub fn mem(&self) -> SharedMem {
-        // SAFETY: the boxed slice is 8-aligned, lives as long as `self`, and is only accessed
-        // through atomics or raw copies (AtomicU64 permits shared mutation).
-        unsafe { SharedMem::new(self.words.as_ptr() as *mut u8, self.words.len() * 8) }
+        let keep: Keepalive = self.words.clone();
+        // SAFETY: the slice is 8-aligned and lives while `keep` (an `Arc` of it) does; it is only
+        // accessed through atomics or raw copies (AtomicU64 permits shared mutation).
+        unsafe {
+            SharedMem::with_keepalive(self.words.as_ptr() as *mut u8, self.words.len() * 8, keep)
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn views_keep_their_memory_alive() {
+        let m = OwnedMem::new(64);
+        let mem = m.mem();
+        let slots = mem.records(16, 3, 16).unwrap();
+        drop(m);
+        drop(mem);
+        slots.store_u32(2, 4, 9);
+        assert_eq!(slots.load_u32(2, 4), 9);
+    }
 
     #[test]
     fn bounds_are_enforced() {

@@ -236,7 +236,7 @@ fn run_release_bin(bin: &str, extra: &[String], env: Vec<(String, PathBuf)>) -> 
         "-p",
         "ptnet-backend",
         "-p",
-        "ptnet-driver",
+        "ptnet-driver-tools",
         "-p",
         "ptnet-integration",
         "--bins",

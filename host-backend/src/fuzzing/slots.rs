@@ -31,7 +31,7 @@ impl Rig {
 
     pub(super) fn bufs(&self, p: usize) -> BufPool {
         match self.ports[p].datapath() {
-            Datapath::Threads { memory, .. } => memory.bufs(),
+            Datapath::Threads { memory, .. } => memory.bufs().clone(),
             Datapath::Kernel(_) => unreachable!("userspace ports only"),
         }
     }
@@ -113,7 +113,7 @@ impl Rig {
         let m = inp.below(free + 1);
         let mut i = w.kring.rhead;
         for _ in 0..m {
-            fill(inp, view, i);
+            fill(inp, view.clone(), i);
             i = ring_add(i, 1, n);
         }
         w.kring.rhead = i;

@@ -105,7 +105,7 @@ pub fn build_user_ports(specs: &[&PortSpec]) -> Result<BTreeMap<String, BuiltPor
                         let ring = (s.tx_rings + r) as usize;
                         Arc::new(DeliveryRing::new(
                             mem.ring(e, s.tx_rings + r),
-                            mem.bufs(),
+                            mem.bufs().clone(),
                             (
                                 parts[e].notify[ring].clone(),
                                 Some(parts[1 - e].notify[r as usize].clone()),
@@ -132,7 +132,7 @@ pub fn build_user_ports(specs: &[&PortSpec]) -> Result<BTreeMap<String, BuiltPor
                         rx_rings[1 - e][r as usize].clone(),
                         stats[1 - e][peer_rx as usize].clone(),
                     ),
-                    mem.bufs(),
+                    mem.bufs().clone(),
                     p.stats[r as usize].clone(),
                     [hdr_lens[e].clone(), hdr_lens[1 - e].clone()],
                 )));
@@ -175,7 +175,7 @@ pub fn build_user_ports(specs: &[&PortSpec]) -> Result<BTreeMap<String, BuiltPor
                     let ring = (spec.tx_rings + r) as usize;
                     Arc::new(DeliveryRing::new(
                         mem.ring(0, spec.tx_rings + r),
-                        mem.bufs(),
+                        mem.bufs().clone(),
                         (p.notify[ring].clone(), None),
                         p.stats[ring].clone(),
                     ))
@@ -205,7 +205,7 @@ pub fn build_user_ports(specs: &[&PortSpec]) -> Result<BTreeMap<String, BuiltPor
                     me,
                     r as usize,
                     mem.ring(0, r),
-                    mem.bufs(),
+                    mem.bufs().clone(),
                     p.stats[r as usize].clone(),
                 )));
             }

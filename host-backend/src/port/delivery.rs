@@ -460,8 +460,8 @@ mod tests {
         let stats = r.stats.clone();
         r.lend(PassState {
             kring,
-            atok,
-            ktoa,
+            atok: atok.clone(),
+            ktoa: ktoa.clone(),
             call: None,
         });
         let kick = Arc::new(EventFd::new(libc::EFD_NONBLOCK).unwrap());

@@ -267,8 +267,8 @@ impl NetmapMemory {
     }
 
     /// The buffer pool.
-    pub fn bufs(&self) -> BufPool {
-        self.bufs
+    pub fn bufs(&self) -> &BufPool {
+        &self.bufs
     }
 
     /// Layout of interface `k`.

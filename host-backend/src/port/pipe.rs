@@ -86,44 +86,46 @@ impl PipeTx {
             hdr_lens,
         }
     }
+}
 
-    /// Rewrites the `len`-byte frame in buffer `idx` from a `src_len` header to a `dst_len` one;
-    /// returns the new length.
-    fn convert(
-        &mut self,
-        idx: u32,
-        len: usize,
-        src_len: usize,
-        dst_len: usize,
-    ) -> Result<u16, Refused> {
-        let frame = &mut self.frame[..len];
-        if !self.bufs.read(idx, 0, frame) {
-            return Err(Refused::Bad);
-        }
-        let hdr = VnetHeader::parse(frame, src_len).map_err(|_| Refused::Bad)?;
-        let new_len = dst_len + (len - src_len);
-        if new_len > self.bufs.buf_size() as usize {
-            return Err(Refused::Bad);
-        }
-        let mut head = [0u8; vnet::HDR_LEN_MRG];
-        if dst_len == 0 {
-            if hdr.is_gso() {
-                return Err(Refused::Gso);
-            }
-            vnet::complete_checksum(&hdr, &mut frame[src_len..]).map_err(|_| Refused::Bad)?;
-        } else {
-            let num_buffers = u16::from(dst_len == vnet::HDR_LEN_MRG);
-            VnetHeader { num_buffers, ..hdr }
-                .emit(&mut head, dst_len)
-                .expect("room for the header");
-        }
-        let ok = self.bufs.write(idx, 0, &head[..dst_len])
-            && self.bufs.write(idx, dst_len, &self.frame[src_len..len]);
-        if !ok {
-            return Err(Refused::Bad);
-        }
-        Ok(new_len as u16)
+/// Rewrites the `len`-byte frame in buffer `idx` of `bufs` from a `src_len` header to a
+/// `dst_len` one, through the scratch `frame`; returns the new length. (Not a method: the TX
+/// sync holds the peer's ring borrowed while it calls this.)
+fn convert(
+    scratch: &mut [u8],
+    bufs: &BufPool,
+    idx: u32,
+    len: usize,
+    src_len: usize,
+    dst_len: usize,
+) -> Result<u16, Refused> {
+    let frame = &mut scratch[..len];
+    if !bufs.read(idx, 0, frame) {
+        return Err(Refused::Bad);
     }
+    let hdr = VnetHeader::parse(frame, src_len).map_err(|_| Refused::Bad)?;
+    let new_len = dst_len + (len - src_len);
+    if new_len > bufs.buf_size() as usize {
+        return Err(Refused::Bad);
+    }
+    let mut head = [0u8; vnet::HDR_LEN_MRG];
+    if dst_len == 0 {
+        if hdr.is_gso() {
+            return Err(Refused::Gso);
+        }
+        vnet::complete_checksum(&hdr, &mut frame[src_len..]).map_err(|_| Refused::Bad)?;
+    } else {
+        let num_buffers = u16::from(dst_len == vnet::HDR_LEN_MRG);
+        VnetHeader { num_buffers, ..hdr }
+            .emit(&mut head, dst_len)
+            .expect("room for the header");
+    }
+    let ok =
+        bufs.write(idx, 0, &head[..dst_len]) && bufs.write(idx, dst_len, &scratch[src_len..len]);
+    if !ok {
+        return Err(Refused::Bad);
+    }
+    Ok(new_len as u16)
 }
 
 impl PortSync for PipeTx {
@@ -137,7 +139,7 @@ impl PortSync for PipeTx {
         if let Some(res) = self.peer.reserve(pending) {
             let [mine, theirs] = [0, 1].map(|e| self.hdr_lens[e].load(Ordering::Relaxed));
             let (src_len, dst_len) = (usize::from(mine), usize::from(theirs));
-            let (rx, buf_size) = (self.peer.ring, self.bufs.buf_size());
+            let (rx, buf_size) = (&self.peer.ring, self.bufs.buf_size());
             let mut d = res.start;
             for _ in 0..res.n {
                 let j = b.slot().expect("no more reserved than pending");
@@ -148,7 +150,14 @@ impl PortSync for PipeTx {
                 } else if !sane {
                     Some(Refused::Bad)
                 } else if src_len != dst_len {
-                    match self.convert(ai, usize::from(len), src_len, dst_len) {
+                    match convert(
+                        &mut self.frame,
+                        &self.bufs,
+                        ai,
+                        usize::from(len),
+                        src_len,
+                        dst_len,
+                    ) {
                         Ok(l) => {
                             len = l;
                             None

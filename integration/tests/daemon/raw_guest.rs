@@ -174,7 +174,7 @@ fn a_pipe_receivers_corrupt_slots_count_on_the_receiver() {
     let mut g = RawGuest::attach(&b.socket("netmap:rb}1"));
     g.program_csb(g.csb.atok_gpa, g.csb.ktoa_gpa);
     assert_eq!(g.create(), 0);
-    let rx = g.rings[g.tx_rings as usize];
+    let rx = &g.rings[g.tx_rings as usize];
     for s in 0..rx.num_slots() {
         rx.set_buf_idx(s, u32::MAX);
     }

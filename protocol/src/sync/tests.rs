@@ -165,7 +165,7 @@ proptest! {
         let mut host = HostKring::new_rx(n);
         host.start(&f.atok, &f.ktoa);
         let mut guest = GuestKring::attach(n, &f.atok, &f.ktoa);
-        let mut port = Source { ring: f.ring, next: 0, limit: total, budget };
+        let mut port = Source { ring: f.ring.clone(), next: 0, limit: total, budget };
         let mut got: Vec<u16> = Vec::new();
         let mut irqs = 0u32;
         let mut stalls = 0;

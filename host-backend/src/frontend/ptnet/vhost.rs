@@ -208,7 +208,7 @@ impl PtnetDevice {
                 return Ok(());
             }
         };
-        match mem.restore_from(&old.mem()) {
+        match mem.restore_from(old.mem()) {
             Ok(true) => tracing::info!(
                 port = name,
                 bytes = size,

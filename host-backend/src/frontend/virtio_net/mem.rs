@@ -1,5 +1,5 @@
 //! Guest memory for the virtio-net device. (The one bridge between the port's netmap memory and
-//! vm-memory's volatile slices is `sys::volatile`.)
+//! vm-memory's volatile slices is `sys::buffer`.)
 //!
 //! The frontend's regions are checked exactly as the ptnet device checks its own
 //! ([`crate::sys::MappedFile::map_guest`]): a memfd sealed with `F_SEAL_SHRINK`, the region inside

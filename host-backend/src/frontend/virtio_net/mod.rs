@@ -311,7 +311,7 @@ impl VirtioNetDevice {
             let rings = PortRings {
                 tx: self.port.ring_view(pair).expect("a threads port"),
                 rx: self.port.ring_view(ntx + pair).expect("a threads port"),
-                bufs: netmap.bufs(),
+                bufs: netmap.bufs().clone(),
             };
             let parts = PairParts {
                 pair,

@@ -27,7 +27,7 @@
 
 use super::mem::FrontendMemory;
 use super::queue::{arm_avail_past, tx_chain_to_buf, HdrConf, RxDrop, RxOutcome, RxWriter, TxDrop};
-use super::sys::volatile;
+use super::sys::buffer;
 use super::vq::{Vq, VqStats};
 use crate::frontend::ptnet::syncloop::LoopOptions;
 use crate::port::ring::{DirectRx, Keepalive, PassDone, PassState, RingSync};
@@ -505,9 +505,8 @@ impl<'a> Pair<'a> {
                 };
                 let head = chain.head_index();
                 taken += 1;
-                let slot_buf = self.rings.bufs.buf(self.rings.tx.buf_idx(cur));
-                let r = match &slot_buf {
-                    Some(b) => tx_chain_to_buf(mem, chain, &self.conf, &volatile(b)),
+                let r = match buffer(&self.rings.bufs, self.rings.tx.buf_idx(cur)) {
+                    Some(b) => tx_chain_to_buf(mem, chain, &self.conf, &b),
                     None => Err(TxDrop::TooLong),
                 };
                 match r {
@@ -584,8 +583,8 @@ impl<'a> Pair<'a> {
         let st = self.rxq.stats.clone();
         while head != self.grx.hwtail {
             let len = usize::from(self.rings.rx.len(head));
-            let out = match self.rings.bufs.buf(self.rings.rx.buf_idx(head)) {
-                Some(b) => match volatile(&b).subslice(0, len.min(b.len())) {
+            let out = match buffer(&self.rings.bufs, self.rings.rx.buf_idx(head)) {
+                Some(b) => match b.subslice(0, len.min(b.len())) {
                     Ok(frame) => {
                         self.rxw_writer
                             .deliver(mem, &mut self.rxq.queue, &frame, &self.conf)

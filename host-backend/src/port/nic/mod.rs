@@ -144,7 +144,7 @@ impl PortBufs {
         Ok(Self {
             _map: map,
             pool,
-            bufs: mem.bufs(),
+            bufs: mem.bufs().clone(),
         })
     }
 

@@ -186,7 +186,7 @@ pub struct PacketTx {
 
 impl PacketTx {
     fn kmem(&self) -> SharedMem {
-        self.sock.ring.mem()
+        self.sock.ring.mem().clone()
     }
 
     /// Hands the queued frames to the kernel. On a link error, the frames it did not take are
@@ -407,7 +407,7 @@ impl PortSync for PacketRx {
         let n = k.num_slots;
         k.hwcur = k.rhead;
         let stop = ring_prev(k.hwcur, n);
-        let m = self.sock.ring.mem();
+        let m = self.sock.ring.mem().clone();
         let mut c = BatchCounts::default();
         while k.hwtail != stop {
             let f = self.next as usize * FRAME_SIZE;

@@ -43,7 +43,7 @@ struct Attachment {
 }
 
 /// One of the four rings of a socket, in its mapping.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct XskRing {
     mem: SharedMem,
     producer: usize,
@@ -158,7 +158,7 @@ impl Xsk {
             |o: &libc::xdp_ring_offset, entry, size, pgoff| -> Result<XskRing, NicError> {
                 let m = ring_map(fd.as_fd(), o, entry, size, pgoff)
                     .map_err(|e| io("mapping an AF_XDP ring".into(), e))?;
-                let r = XskRing::new(m.mem(), o, size);
+                let r = XskRing::new(m.mem().clone(), o, size);
                 maps.push(m);
                 Ok(r)
             };
@@ -339,7 +339,7 @@ impl XdpTx {
     /// call, so call until it has taken everything (bounded). Also how a link that was down is
     /// found up again (the call fails with ENETDOWN while it is down).
     fn kick(&mut self) {
-        let Some(txr) = self.x.tx else { return };
+        let Some(txr) = self.x.tx.clone() else { return };
         let mut budget = self.tx_prod.wrapping_sub(txr.consumer()) / 32 + 4;
         while budget > 0 {
             budget -= 1;
@@ -366,7 +366,7 @@ impl XdpTx {
 
 impl PortSync for XdpTx {
     fn sync(&mut self, k: &mut HostKring, _flags: u32) {
-        let Some(txr) = self.x.tx else { return };
+        let Some(txr) = self.x.tx.clone() else { return };
         self.reclaim();
         if self.link_down {
             self.kick();
@@ -422,7 +422,9 @@ impl RingSync for XdpTx {
         // nothing then): the backstop timer ([`TX_BACKSTOP`]) covers it. A link that is down
         // drops slots and waits for nothing.
         self.blocked = false;
-        let Some(txr) = self.x.tx else { return false };
+        let Some(txr) = self.x.tx.clone() else {
+            return false;
+        };
         if self.link_down {
             return false;
         }
@@ -463,9 +465,9 @@ impl PortSync for XdpRx {
     fn sync(&mut self, k: &mut HostKring, _flags: u32) {
         let n = k.num_slots;
         k.hwcur = k.rhead;
-        let Some(rxr) = self.x.rx else { return };
+        let Some(rxr) = &self.x.rx else { return };
         let stop = ring_prev(k.hwcur, n);
-        let (fill, umem) = (self.x.fill, self.x.umem.mem());
+        let (fill, umem) = (&self.x.fill, self.x.umem.mem());
         let prod = rxr.producer();
         let mut c = BatchCounts::default();
         let mut taken = 0;
@@ -476,7 +478,7 @@ impl PortSync for XdpRx {
             let slot = k.hwtail;
             match self.bufs.offset(self.rx.buf_idx(slot)) {
                 Some(off) if len <= self.bufs.buf_size() => {
-                    if self.bufs.pool().copy_from(off, &umem, addr as usize, len) {
+                    if self.bufs.pool().copy_from(off, umem, addr as usize, len) {
                         self.rx.set_len(slot, len as u16);
                         c.moved(len);
                     } else {
@@ -519,7 +521,12 @@ impl RingSync for XdpRx {
         }
         let _ = sys::take_socket_error(fd);
         self.want_wake = k.hwtail != ring_prev(k.hwcur, k.num_slots);
-        self.want_wake && self.x.rx.is_some_and(|r| r.producer() != self.rx_cons)
+        self.want_wake
+            && self
+                .x
+                .rx
+                .as_ref()
+                .is_some_and(|r| r.producer() != self.rx_cons)
     }
 
     fn wake_fd(&self) -> Option<Wake> {

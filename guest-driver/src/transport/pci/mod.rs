@@ -23,8 +23,10 @@
 //! parsed from a port string by [`crate::PortSpec`].
 
 use super::{CsbArrays, PollWait, Transport};
+use crate::error::PhysAddrProblem;
 use crate::sys::{self, Mapping};
 use crate::{Error, PciSelector};
+use discover::{enable, find_nic, is_memdev, pci_devices, resources, SYSFS_PCI};
 use ptnet_protocol::csb;
 use ptnet_protocol::regs::{self, memdev, ptnet};
 use ptnet_protocol::shmem::SharedMem;
@@ -38,9 +40,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-const SYSFS_PCI: &str = "/sys/bus/pci/devices";
-const IORESOURCE_IO: u64 = 0x100;
-const IORESOURCE_MEM: u64 = 0x200;
 const PAGE_SIZE: usize = 4096;
 /// How long `wait` sleeps when no interrupt source is available (polling mode).
 const POLL_INTERVAL: Duration = Duration::from_micros(500);
@@ -54,88 +53,11 @@ const FIRST_IRQ_WAIT: Duration = Duration::from_millis(2);
 /// packets at the rates a TCG guest sees; an idle waiter wakes 100 times a second.
 const MAX_IRQ_WAIT: Duration = Duration::from_millis(10);
 
+mod discover;
+
 /// Opens the ptnet device `sel` designates.
 pub fn open(sel: &PciSelector) -> Result<Box<dyn Transport>, Error> {
     Ok(Box::new(PciTransport::open(sel)?))
-}
-
-fn read_trim(p: &Path) -> io::Result<String> {
-    Ok(fs::read_to_string(p)?.trim().to_string())
-}
-
-fn read_hex(p: &Path) -> Option<u64> {
-    let s = read_trim(p).ok()?;
-    u64::from_str_radix(s.trim_start_matches("0x"), 16).ok()
-}
-
-/// (start, end, flags) of each resource line in a device's `resource` file.
-fn resources(dev: &Path) -> Vec<(u64, u64, u64)> {
-    let Ok(text) = fs::read_to_string(dev.join("resource")) else {
-        return Vec::new();
-    };
-    text.lines()
-        .map(|l| {
-            let mut it = l
-                .split_whitespace()
-                .map(|w| u64::from_str_radix(w.trim_start_matches("0x"), 16).unwrap_or(0));
-            (
-                it.next().unwrap_or(0),
-                it.next().unwrap_or(0),
-                it.next().unwrap_or(0),
-            )
-        })
-        .collect()
-}
-
-fn bar_is(dev: &Path, bar: usize, kind: u64) -> bool {
-    resources(dev)
-        .get(bar)
-        .is_some_and(|&(start, end, flags)| end > start && flags & kind != 0)
-}
-
-fn ids(dev: &Path) -> Option<(u64, u64, u64)> {
-    Some((
-        read_hex(&dev.join("vendor"))?,
-        read_hex(&dev.join("device"))?,
-        read_hex(&dev.join("class"))?,
-    ))
-}
-
-/// Is `dev` a ptnet NIC (ids, class and BAR0 type all match)?
-fn is_ptnet_nic(dev: &Path) -> bool {
-    ids(dev).is_some_and(|(v, d, c)| {
-        v == u64::from(regs::PCI_VENDOR_ID)
-            && d == u64::from(regs::PTNET_PCI_DEVICE_ID)
-            && c >> 8 == u64::from(regs::PTNET_PCI_CLASS)
-    }) && bar_is(dev, 0, IORESOURCE_IO)
-}
-
-/// Is `dev` a ptnet memdev (ids, not a bridge, BAR0 I/O and BAR1 memory)?
-fn is_memdev(dev: &Path) -> bool {
-    ids(dev).is_some_and(|(v, d, c)| {
-        v == u64::from(regs::PCI_VENDOR_ID)
-            && d == u64::from(regs::MEMDEV_PCI_DEVICE_ID)
-            && c >> 16 != 0x06 // pcie-root-port is a bridge (class 0x0604)
-    }) && bar_is(dev, 0, IORESOURCE_IO)
-        && bar_is(dev, regs::MEMDEV_MEM_BAR as usize, IORESOURCE_MEM)
-}
-
-/// All PCI devices in sysfs order (sorted by address).
-fn pci_devices() -> Result<Vec<PathBuf>, Error> {
-    let mut v: Vec<PathBuf> = fs::read_dir(SYSFS_PCI)
-        .map_err(|e| Error::io(format!("reading {SYSFS_PCI}"), e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    v.sort();
-    Ok(v)
-}
-
-/// Makes sure the kernel has enabled the device (I/O and memory decoding).
-fn enable(dev: &Path) {
-    let p = dev.join("enable");
-    if read_trim(&p).map(|s| s == "0").unwrap_or(false) {
-        let _ = fs::write(&p, "1");
-    }
 }
 
 /// 32-bit access to an I/O BAR.
@@ -170,10 +92,7 @@ impl IoBar {
         }
         Err(match sysfs {
             Err(e) => Error::io(format!("opening {}", path.display()), e),
-            Ok(_) => Error::Device(format!(
-                "{}: 32-bit reads refused and port I/O unavailable",
-                path.display()
-            )),
+            Ok(_) => Error::NoRegisterAccess { path },
         })
     }
 
@@ -183,14 +102,12 @@ impl IoBar {
                 let mut b = [0u8; 4];
                 match f.read_at(&mut b, off.into()) {
                     Ok(4) => Ok(u32::from_le_bytes(b)),
-                    Ok(n) => Err(Error::Device(format!("short register read ({n} bytes)"))),
+                    Ok(bytes) => Err(Error::ShortRegisterAccess { offset: off, bytes }),
                     Err(e) => Err(Error::io(format!("reading register {off}"), e)),
                 }
             }
             #[cfg(target_arch = "x86_64")]
-            IoBar::Port(p) => p
-                .read(off)
-                .ok_or_else(|| Error::Device(format!("register {off} outside the BAR"))),
+            IoBar::Port(p) => p.read(off).ok_or(Error::RegisterOutsideBar(off)),
         }
     }
 
@@ -198,7 +115,7 @@ impl IoBar {
         match self {
             IoBar::Sysfs(f) => match f.write_at(&val.to_le_bytes(), off.into()) {
                 Ok(4) => Ok(()),
-                Ok(n) => Err(Error::Device(format!("short register write ({n} bytes)"))),
+                Ok(bytes) => Err(Error::ShortRegisterAccess { offset: off, bytes }),
                 Err(e) => Err(Error::io(format!("writing register {off}"), e)),
             },
             #[cfg(target_arch = "x86_64")]
@@ -206,7 +123,7 @@ impl IoBar {
                 if p.write(off, val) {
                     Ok(())
                 } else {
-                    Err(Error::Device(format!("register {off} outside the BAR")))
+                    Err(Error::RegisterOutsideBar(off))
                 }
             }
         }
@@ -244,12 +161,10 @@ fn virt_to_phys(vaddr: usize) -> Result<u64, Error> {
     let entry = u64::from_le_bytes(b);
     let pfn = entry & ((1u64 << 55) - 1);
     if entry >> 63 == 0 {
-        return Err(Error::Device("CSB page not present in pagemap".into()));
+        return Err(Error::PhysAddr(PhysAddrProblem::NotPresent));
     }
     if pfn == 0 {
-        return Err(Error::Device(
-            "pagemap hides physical frame numbers (need CAP_SYS_ADMIN)".into(),
-        ));
+        return Err(Error::PhysAddr(PhysAddrProblem::Hidden));
     }
     Ok(pfn * PAGE_SIZE as u64 + (vaddr % PAGE_SIZE) as u64)
 }
@@ -390,17 +305,9 @@ pub struct PciTransport {
 impl PciTransport {
     /// Finds and attaches to the device `spec` designates.
     pub fn open(sel: &PciSelector) -> Result<Self, Error> {
-        let devices = pci_devices()?;
-        let nics: Vec<&PathBuf> = devices.iter().filter(|d| is_ptnet_nic(d)).collect();
-        let dev = match sel {
-            PciSelector::Index(n) => nics.get(*n).copied(),
-            PciSelector::Address(a) => nics
-                .iter()
-                .copied()
-                .find(|d| d.file_name().is_some_and(|f| f.to_string_lossy() == *a)),
-        }
-        .ok_or_else(|| Error::NoDevice(sel.to_string()))?
-        .clone();
+        let root = Path::new(SYSFS_PCI);
+        let devices = pci_devices(root)?;
+        let dev = find_nic(&devices, sel)?;
         let addr = dev
             .file_name()
             .map(|f| f.to_string_lossy().into_owned())
@@ -429,10 +336,9 @@ impl PciTransport {
                 break;
             }
         }
-        let (memdev_dir, mem_regs) = found.ok_or_else(|| {
-            Error::Device(format!(
-                "{addr}: no ptnetmap-memdev with MEMID {memid} (HOSTMEMID of the NIC)"
-            ))
+        let (memdev_dir, mem_regs) = found.ok_or_else(|| Error::NoMemdev {
+            nic: addr.clone(),
+            mem_id: memid,
         })?;
         Ok(PciTransport {
             name: format!("pci:{addr}"),
@@ -477,9 +383,10 @@ impl Transport for PciTransport {
             .map(|&(s, e, _)| if e > s { e - s + 1 } else { 0 })
             .unwrap_or(0);
         if size == 0 || size > bar {
-            return Err(Error::Device(format!(
-                "netmap memory size {size} does not fit the memdev BAR ({bar} bytes)"
-            )));
+            return Err(Error::MemorySize {
+                size,
+                available: bar,
+            });
         }
         let path = self
             .memdev_dir
@@ -493,23 +400,20 @@ impl Transport for PciTransport {
     fn alloc_csb(&mut self, rings: u32) -> Result<CsbArrays, Error> {
         let size = csb::array_size(rings);
         if rings == 0 || size > PAGE_SIZE {
-            return Err(Error::Device(format!(
-                "{rings} rings: a CSB array must fit one page (at most 64 rings)"
-            )));
+            return Err(Error::CsbRings {
+                rings,
+                max: (PAGE_SIZE / csb::array_size(1)) as u32,
+            });
         }
         // Best effort: keep compaction from migrating locked pages under the host's feet.
         let _ = fs::write("/proc/sys/vm/compact_unevictable_allowed", "0");
         let (a, atok_gpa) = alloc_locked_page()?;
         let (k, ktoa_gpa) = alloc_locked_page()?;
-        let sub = |m: &Mapping| {
-            m.shared()
-                .sub(0, size)
-                .ok_or_else(|| Error::Device("CSB window".into()))
-        };
+        let sub = |m: &Mapping| m.shared().sub(0, size).expect("size checked above");
         let arrays = CsbArrays {
-            atok: sub(&a)?,
+            atok: sub(&a),
             atok_gpa,
-            ktoa: sub(&k)?,
+            ktoa: sub(&k),
             ktoa_gpa,
         };
         self.csb.push(a);
@@ -631,26 +535,121 @@ impl Drop for PciTransport {
 mod tests {
     use super::*;
 
-    #[test]
-    fn locked_page_has_a_physical_address() {
-        // Needs root (pagemap hides PFNs otherwise) and mlock permission: skip quietly without.
-        if !sys::is_root() {
-            return;
-        }
-        if let Ok((m, pa)) = alloc_locked_page() {
-            assert_eq!(pa % PAGE_SIZE as u64, 0);
-            assert!(m.shared().load_u32(0, std::sync::atomic::Ordering::Relaxed) == 0);
-        }
+    /// Does this process have CAP_SYS_ADMIN (which pagemap wants before it shows frame numbers)?
+    fn has_cap_sys_admin() -> bool {
+        let status = fs::read_to_string("/proc/self/status").unwrap();
+        let eff = status
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+            .expect("CapEff in /proc/self/status");
+        eff & (1 << 21) != 0
     }
 
     #[test]
-    fn no_device_is_an_error() {
-        // No machine has a ptnet NIC at ff:1f.7: the error names the selector, and no other
-        // device is touched.
-        match open(&PciSelector::Address("0000:ff:1f.7".into())) {
-            Err(Error::NoDevice(what)) => assert_eq!(what, "ptnet:0000:ff:1f.7"),
-            Err(e) => panic!("{e}"),
-            Ok(_) => panic!("a device at 0000:ff:1f.7"),
+    fn locked_page_has_a_physical_address() {
+        if !has_cap_sys_admin() {
+            // Without the capability the answer is a specific error, not a made-up address.
+            match alloc_locked_page() {
+                Err(Error::PhysAddr(PhysAddrProblem::Hidden)) => return,
+                // mlock refused (RLIMIT_MEMLOCK) before pagemap was asked.
+                Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc::EPERM) => {
+                    return
+                }
+                other => panic!("without CAP_SYS_ADMIN: {other:?}"),
+            }
         }
+        let (a, pa) = alloc_locked_page().expect("a locked page and its physical address");
+        let (b, pb) = alloc_locked_page().expect("a second one");
+        assert!(pa != 0 && pa % PAGE_SIZE as u64 == 0, "{pa:#x}");
+        assert!(pb != 0 && pb % PAGE_SIZE as u64 == 0, "{pb:#x}");
+        // Two live pages are two frames, and a locked page keeps its frame.
+        assert_ne!(pa, pb);
+        assert_eq!(virt_to_phys(a.addr()).unwrap(), pa);
+        assert_eq!(virt_to_phys(b.addr() + 100).unwrap(), pb + 100);
+        assert_eq!(a.shared().load_u32(0, Ordering::Relaxed), 0, "zeroed");
+    }
+
+    /// A transport whose BARs are plain files of `size` bytes (`pread`/`pwrite` on them is what
+    /// the sysfs resource files get), no memdev directory and no interrupts.
+    fn file_transport(name: &str, size: u64) -> (PciTransport, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("ptnet-pci-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let bar = |n: &str| {
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(dir.join(n))
+                .unwrap();
+            f.set_len(size).unwrap();
+            IoBar::Sysfs(f)
+        };
+        let t = PciTransport {
+            name: format!("pci:{name}"),
+            nic: bar("nic"),
+            mem_regs: bar("memdev"),
+            memdev_dir: dir.clone(),
+            netmap: None,
+            csb: Vec::new(),
+            uio: None,
+            uio_error: Some("test".into()),
+        };
+        (t, dir)
+    }
+
+    #[test]
+    fn registers_are_32_bit_accesses_to_the_bar() {
+        let (mut t, dir) = file_transport("regs", 128);
+        t.write_reg(ptnet::PTFEAT, 0x1234_5678).unwrap();
+        assert_eq!(t.read_reg(ptnet::PTFEAT).unwrap(), 0x1234_5678);
+        // Little-endian, at the register's offset.
+        let raw = fs::read(dir.join("nic")).unwrap();
+        let at = ptnet::PTFEAT as usize;
+        assert_eq!(raw[at..at + 4], [0x78, 0x56, 0x34, 0x12]);
+        // A read the BAR cannot complete is an error, not a zero.
+        match t.read_reg(126) {
+            Err(Error::ShortRegisterAccess {
+                offset: 126,
+                bytes: 2,
+            }) => {}
+            other => panic!("{other:?}"),
+        }
+        // Netmap memory larger than the memdev BAR (none here) is refused.
+        assert!(matches!(
+            t.netmap_mem(),
+            Err(Error::MemorySize { available: 0, .. })
+        ));
+        drop(t);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn csb_arrays_must_fit_a_page() {
+        let (mut t, dir) = file_transport("csb", 256);
+        match t.alloc_csb(65) {
+            Err(Error::CsbRings { rings: 65, max: 64 }) => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            t.alloc_csb(0),
+            Err(Error::CsbRings { rings: 0, .. })
+        ));
+        if has_cap_sys_admin() {
+            let c = t.alloc_csb(64).expect("64 rings fit");
+            assert_eq!(c.atok.len(), csb::array_size(64));
+            assert_ne!(c.atok_gpa, c.ktoa_gpa);
+            // Dropping a transport with a CSB stops the host first: DELETE, then the addresses.
+            drop(t);
+            let raw = fs::read(dir.join("nic")).unwrap();
+            let word = |off: u32| {
+                let o = off as usize;
+                u32::from_le_bytes(raw[o..o + 4].try_into().unwrap())
+            };
+            assert_eq!(word(ptnet::PTCTL), regs::PTCTL_DELETE);
+        }
+        let _ = fs::remove_dir_all(&dir);
     }
 }

@@ -7,13 +7,13 @@
 //!   at [`GUEST_MEM_GPA`];
 //! * kicks and interrupts: one kick and one call eventfd per ring (SET_VRING_KICK/SET_VRING_CALL).
 
+use crate::error::ShmemMapProblem;
 use crate::sys::{self, Mapping};
 use crate::transport::{CsbArrays, PollWait, Transport};
 use crate::Error;
 use ptnet_protocol::csb;
 use ptnet_protocol::device::{
-    protocol_features, PtnetConfig, CONFIG_SIZE, MEMDEV_CONFIG_BASE, NETMAP_SHMEM_ID,
-    VHOST_USER_F_PROTOCOL_FEATURES,
+    protocol_features, PtnetConfig, CONFIG_SIZE, MEMDEV_CONFIG_BASE, VHOST_USER_F_PROTOCOL_FEATURES,
 };
 use ptnet_protocol::regs::ptnet;
 use ptnet_protocol::shmem::SharedMem;
@@ -24,14 +24,18 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use vhost::vhost_user::message::{
-    VhostUserConfigFlags, VhostUserHeaderFlag, VhostUserInflight, VhostUserMMap,
-    VhostUserMMapFlags, VhostUserProtocolFeatures,
+    VhostUserConfigFlags, VhostUserHeaderFlag, VhostUserInflight, VhostUserProtocolFeatures,
 };
-use vhost::vhost_user::{
-    Frontend, FrontendReqHandler, VhostUserFrontend, VhostUserFrontendReqHandlerMut,
-};
+use vhost::vhost_user::{Frontend, FrontendReqHandler, VhostUserFrontend};
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+mod config;
+mod shmem;
+mod watchdog;
+
+use shmem::ShmemHandler;
+use watchdog::{ReplyWatchdog, REPLY_TIMEOUT};
 
 /// Guest-physical address at which our "guest memory" (the CSB memfd) is registered.
 pub const GUEST_MEM_GPA: u64 = 0x4000_0000;
@@ -39,8 +43,6 @@ pub const GUEST_MEM_GPA: u64 = 0x4000_0000;
 pub const GUEST_MEM_SIZE: usize = 64 * 1024;
 /// Offset of the host-to-guest CSB array in the guest memory (the guest-to-host one is at 0).
 const KTOA_OFFSET: usize = 4096;
-/// How long we wait for any reply or for the SHMEM_MAP request.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Protocol features we need from the daemon (RESET_DEVICE is optional and not used).
 const WANTED_PROTOCOL_FEATURES: u64 = protocol_features::MQ
@@ -48,66 +50,6 @@ const WANTED_PROTOCOL_FEATURES: u64 = protocol_features::MQ
     | protocol_features::BACKEND_REQ
     | protocol_features::CONFIG
     | protocol_features::SHMEM;
-
-/// Receives the daemon's SHMEM_MAP on the backend channel.
-#[derive(Default)]
-struct ShmemHandler {
-    /// Size GET_SHMEM_CONFIG announced for region 0.
-    expected_len: u64,
-    /// The mapping, once received.
-    mapped: Option<Mapping>,
-    /// Why a SHMEM_MAP was refused.
-    error: Option<String>,
-}
-
-impl VhostUserFrontendReqHandlerMut for ShmemHandler {
-    fn shmem_map(&mut self, req: &VhostUserMMap, fd: &dyn AsRawFd) -> io::Result<u64> {
-        let (shmid, shm_offset, fd_offset, len, flags) =
-            (req.shmid, req.shm_offset, req.fd_offset, req.len, req.flags);
-        let refuse = |me: &mut Self, why: String| {
-            me.error = Some(why);
-            Err(io::Error::from_raw_os_error(libc::EINVAL))
-        };
-        if shmid != NETMAP_SHMEM_ID || shm_offset != 0 {
-            return refuse(
-                self,
-                format!("SHMEM_MAP of region {shmid} offset {shm_offset}"),
-            );
-        }
-        if len != self.expected_len {
-            return refuse(
-                self,
-                format!(
-                    "SHMEM_MAP of {len} bytes, GET_SHMEM_CONFIG said {}",
-                    self.expected_len
-                ),
-            );
-        }
-        if flags & VhostUserMMapFlags::WRITABLE.bits() == 0 {
-            return refuse(self, "SHMEM_MAP is read-only".into());
-        }
-        if self.mapped.is_some() {
-            return refuse(self, "second SHMEM_MAP".into());
-        }
-        let Ok(len) = usize::try_from(len) else {
-            return refuse(self, format!("SHMEM_MAP of {len} bytes"));
-        };
-        match Mapping::map_shared(fd.as_raw_fd(), fd_offset, len) {
-            Ok(m) => {
-                self.mapped = Some(m);
-                Ok(0)
-            }
-            Err(e) => refuse(self, format!("mmap of the netmap memory: {e}")),
-        }
-    }
-
-    fn shmem_unmap(&mut self, _req: &VhostUserMMap) -> io::Result<u64> {
-        // Unmapping under a running application is not supported: keep the mapping (the memory
-        // stays valid for us) and report it.
-        self.error = Some("daemon sent SHMEM_UNMAP".into());
-        Err(io::Error::from_raw_os_error(libc::ENOTSUP))
-    }
-}
 
 /// A ptnet device reached through a vhost-user socket.
 pub struct VhostUserTransport {
@@ -148,15 +90,17 @@ impl VhostUserTransport {
         let ctl = sock
             .try_clone()
             .map_err(|e| Error::io("clone the socket", e))?;
-        let wd = ReplyWatchdog::new(&sock).map_err(|e| Error::io("reply watchdog", e))?;
+        let wd = ReplyWatchdog::new(&name, &sock).map_err(|e| Error::io("reply watchdog", e))?;
         let mut fe = Frontend::from_stream(sock, 1);
 
         wd.call("SET_OWNER", || fe.set_owner())?;
         let features = wd.call("GET_FEATURES", || fe.get_features())?;
         if features & VHOST_USER_F_PROTOCOL_FEATURES == 0 {
-            return Err(Error::VhostUser(format!(
-                "daemon does not offer VHOST_USER_F_PROTOCOL_FEATURES (features {features:#x})"
-            )));
+            return Err(Error::MissingFeatures {
+                what: "features",
+                offered: features,
+                needed: VHOST_USER_F_PROTOCOL_FEATURES,
+            });
         }
         wd.call("SET_FEATURES", || {
             fe.set_features(VHOST_USER_F_PROTOCOL_FEATURES)
@@ -165,9 +109,11 @@ impl VhostUserTransport {
             .call("GET_PROTOCOL_FEATURES", || fe.get_protocol_features())?
             .bits();
         if offered & WANTED_PROTOCOL_FEATURES != WANTED_PROTOCOL_FEATURES {
-            return Err(Error::VhostUser(format!(
-                "daemon offers protocol features {offered:#x}, we need {WANTED_PROTOCOL_FEATURES:#x}"
-            )));
+            return Err(Error::MissingFeatures {
+                what: "protocol features",
+                offered,
+                needed: WANTED_PROTOCOL_FEATURES,
+            });
         }
         // INFLIGHT_SHMFD, when offered, lets a tool hand a restarted daemon its old port memory.
         let optional = protocol_features::INFLIGHT_SHMFD;
@@ -181,19 +127,20 @@ impl VhostUserTransport {
 
         let num_rings = wd.call("GET_QUEUE_NUM", || fe.get_queue_num())?;
         if num_rings == 0 || num_rings > u64::from(ptnet::MAX_RINGS) {
-            return Err(Error::Device(format!(
-                "GET_QUEUE_NUM says {num_rings} rings (1..={} supported)",
-                ptnet::MAX_RINGS
-            )));
+            return Err(Error::QueueCount {
+                queues: num_rings,
+                max: ptnet::MAX_RINGS,
+            });
         }
         let num_rings = num_rings as u32;
 
         let shmem = wd.call("GET_SHMEM_CONFIG", || fe.get_shmem_config())?;
         let (nregions, size0) = (shmem.nregions, shmem.memory_sizes[0]);
         if nregions < 1 || size0 == 0 {
-            return Err(Error::Device(format!(
-                "GET_SHMEM_CONFIG: {nregions} regions, region 0 of {size0} bytes"
-            )));
+            return Err(Error::ShmemConfig {
+                regions: nregions,
+                size: size0,
+            });
         }
 
         // The backend channel, and the one SHMEM_MAP the daemon sends on it.
@@ -202,7 +149,7 @@ impl VhostUserTransport {
             ..Default::default()
         }));
         let mut channel = FrontendReqHandler::new(handler.clone())
-            .map_err(|e| Error::VhostUser(format!("backend channel: {e}")))?;
+            .map_err(|e| Error::ShmemMap(ShmemMapProblem::Channel(e)))?;
         channel.set_reply_ack_flag(true);
         let tx_fd = channel.get_tx_raw_fd();
         wd.call("SET_BACKEND_REQ_FD", || fe.set_backend_request_fd(&tx_fd))?;
@@ -210,22 +157,18 @@ impl VhostUserTransport {
             .map_err(|e| Error::io("poll backend channel", e))?
             == 0
         {
-            return Err(Error::VhostUser(
-                "no SHMEM_MAP from the daemon within 10 s of SET_BACKEND_REQ_FD".into(),
-            ));
+            return Err(Error::ShmemMap(ShmemMapProblem::Timeout(REPLY_TIMEOUT)));
         }
         let res = channel.handle_request();
         let mut h = handler.lock().unwrap_or_else(|p| p.into_inner());
         let netmap = match (res, h.mapped.take()) {
             (Ok(_), Some(m)) => m,
             (res, _) => {
-                let why = h.error.take().unwrap_or_else(|| match res {
-                    Err(e) => e.to_string(),
-                    Ok(_) => "unexpected request".into(),
+                let why = h.error.take().unwrap_or(match res {
+                    Err(e) => ShmemMapProblem::Channel(e),
+                    Ok(_) => ShmemMapProblem::Unexpected,
                 });
-                return Err(Error::VhostUser(format!(
-                    "backend channel: expected SHMEM_MAP: {why}"
-                )));
+                return Err(Error::ShmemMap(why));
             }
         };
         drop(h);
@@ -275,16 +218,17 @@ impl VhostUserTransport {
         t.refresh_config()?;
         let geo = t.config.geometry();
         if geo.num_rings() != num_rings {
-            return Err(Error::Device(format!(
-                "GET_QUEUE_NUM says {num_rings} rings, the registers {} + {}",
-                geo.num_tx_rings, geo.num_rx_rings
-            )));
+            return Err(Error::QueueCountMismatch {
+                queues: num_rings,
+                tx: geo.num_tx_rings,
+                rx: geo.num_rx_rings,
+            });
         }
         if geo.mem_size != size0 {
-            return Err(Error::Device(format!(
-                "memdev MEMSIZE is {} bytes, the shared memory region {size0}",
-                geo.mem_size
-            )));
+            return Err(Error::MemorySize {
+                size: geo.mem_size,
+                available: size0,
+            });
         }
         Ok(t)
     }
@@ -312,7 +256,7 @@ impl VhostUserTransport {
         msg.extend_from_slice(&u64::from(ring).to_le_bytes());
         self.raw
             .send_with_fd(&msg[..], fd.as_raw_fd())
-            .map_err(|e| Error::VhostUser(format!("raw SET_VRING_{request}: {e}")))?;
+            .map_err(|e| Error::io(format!("vhost-user raw request {request}"), e.into()))?;
         let mut reply = [0u8; 20];
         if self.raw.read_exact(&mut reply).is_err() {
             return Ok(false);
@@ -352,60 +296,11 @@ impl VhostUserTransport {
         })
     }
 
-    /// GET_CONFIG of `size` bytes at `offset` of the device's config space. Made by hand, not
-    /// through the `vhost` crate: a daemon refusing it answers with an empty config (size 0),
-    /// for which vhost 0.18 waits for ever (it expects the payload, and retries EAGAIN); here a
-    /// refusal is an error at once, and a silent daemon one after the reply timeout.
-    pub fn read_config(&mut self, offset: u32, size: u32) -> Result<Vec<u8>, Error> {
-        let what = format!("GET_CONFIG of {size} bytes at {offset}");
-        let bad = |why: String| Error::VhostUser(format!("{what}: {why}"));
-        let len = usize::try_from(size).unwrap_or(usize::MAX);
-        if len > MAX_CONFIG_REQUEST {
-            return Err(bad(format!("at most {MAX_CONFIG_REQUEST} bytes")));
+    /// The daemon hung up.
+    fn disconnected(&self) -> Error {
+        Error::Disconnected {
+            port: self.name.clone(),
         }
-        let deadline = Instant::now() + REPLY_TIMEOUT;
-        let mut msg = Vec::with_capacity(24 + len);
-        // Header (request GET_CONFIG, flags version 1, body size), then VhostUserConfig
-        // (offset, size, flags) and `size` bytes of payload.
-        for w in [GET_CONFIG, 0x1, 12 + size, offset, size, 0] {
-            msg.extend_from_slice(&w.to_le_bytes());
-        }
-        msg.resize(24 + len, 0);
-        io_with_deadline(&self.ctl, deadline, |s| std::io::Write::write_all(s, &msg))
-            .map_err(|e| bad(format!("sending: {e}")))?;
-        let mut hdr = [0u8; 12];
-        io_with_deadline(&self.ctl, deadline, |s| {
-            std::io::Read::read_exact(s, &mut hdr)
-        })
-        .map_err(|e| bad(format!("reply: {e}")))?;
-        let word = |b: &[u8], i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4"));
-        let (req, flags, body_len) = (word(&hdr, 0), word(&hdr, 4), word(&hdr, 8) as usize);
-        if req != GET_CONFIG || flags & VhostUserHeaderFlag::REPLY.bits() == 0 {
-            return Err(bad(format!(
-                "reply is request {req} with flags {flags:#x}, not a GET_CONFIG reply"
-            )));
-        }
-        if !(12..=12 + MAX_CONFIG_REQUEST).contains(&body_len) {
-            return Err(bad(format!("reply body of {body_len} bytes")));
-        }
-        let mut body = vec![0u8; body_len];
-        io_with_deadline(&self.ctl, deadline, |s| {
-            std::io::Read::read_exact(s, &mut body)
-        })
-        .map_err(|e| bad(format!("reply body: {e}")))?;
-        let (r_offset, r_size) = (word(&body, 0), word(&body, 4));
-        if r_size == 0 {
-            return Err(bad(
-                "refused by the daemon (it answered with an empty config)".into(),
-            ));
-        }
-        if r_offset != offset || r_size != size || body_len != 12 + len {
-            return Err(bad(format!(
-                "reply of {r_size} bytes at {r_offset} in a body of {body_len} bytes"
-            )));
-        }
-        body.drain(..12);
-        Ok(body)
     }
 
     fn refresh_config(&mut self) -> Result<(), Error> {
@@ -420,130 +315,6 @@ impl VhostUserTransport {
             self.refresh_config()?;
         }
         Ok(&self.config)
-    }
-}
-
-/// vhost-user GET_CONFIG.
-const GET_CONFIG: u32 = 24;
-/// Largest GET_CONFIG we ask for (vhost-user's limit on a config space).
-const MAX_CONFIG_REQUEST: usize = 256;
-
-/// Runs `f` on `sock` with the socket's timeouts set to what is left until `deadline`; a
-/// timeout (EAGAIN) is an error, never retried.
-fn io_with_deadline(
-    sock: &UnixStream,
-    deadline: Instant,
-    f: impl FnOnce(&mut &UnixStream) -> io::Result<()>,
-) -> io::Result<()> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Err(io::Error::new(io::ErrorKind::TimedOut, "no reply in time"));
-    }
-    sock.set_read_timeout(Some(left))?;
-    sock.set_write_timeout(Some(left))?;
-    let res = f(&mut &*sock);
-    let _ = sock.set_read_timeout(Some(REPLY_TIMEOUT));
-    let _ = sock.set_write_timeout(Some(REPLY_TIMEOUT));
-    res.map_err(|e| match e.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("no answer from the daemon within {REPLY_TIMEOUT:?}"),
-        ),
-        io::ErrorKind::UnexpectedEof => io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "the daemon closed the connection",
-        ),
-        _ => e,
-    })
-}
-
-/// Bounds every wait for the daemon inside the `vhost` crate's frontend. That crate retries
-/// EAGAIN for ever, so the socket's receive timeout alone never ends a wait for a reply that
-/// does not come: while a request is out, this thread watches the clock, and at the reply
-/// timeout shuts the socket down (`shutdown(2)`), which ends the wait with an error; the
-/// connection is unusable from then on, and every later request fails at once.
-struct ReplyWatchdog {
-    state: Arc<(Mutex<WatchState>, std::sync::Condvar)>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-#[derive(Default)]
-struct WatchState {
-    deadline: Option<Instant>,
-    fired: bool,
-    quit: bool,
-}
-
-impl ReplyWatchdog {
-    fn new(sock: &UnixStream) -> io::Result<Self> {
-        let sock = sock.try_clone()?;
-        let state: Arc<(Mutex<WatchState>, std::sync::Condvar)> = Arc::default();
-        let st = state.clone();
-        let thread = std::thread::Builder::new()
-            .name("vu-reply-watch".into())
-            .spawn(move || {
-                let (lock, cv) = &*st;
-                let mut s = lock.lock().unwrap_or_else(|p| p.into_inner());
-                while !s.quit {
-                    match s.deadline {
-                        None => s = cv.wait(s).unwrap_or_else(|p| p.into_inner()),
-                        Some(d) if Instant::now() >= d => {
-                            s.fired = true;
-                            s.deadline = None;
-                            let _ = sock.shutdown(std::net::Shutdown::Both);
-                        }
-                        Some(d) => {
-                            let left = d.saturating_duration_since(Instant::now());
-                            s = cv
-                                .wait_timeout(s, left)
-                                .unwrap_or_else(|p| p.into_inner())
-                                .0;
-                        }
-                    }
-                }
-            })?;
-        Ok(Self {
-            state,
-            thread: Some(thread),
-        })
-    }
-
-    /// Runs `f` (one request and its reply, through the `vhost` crate) under the reply timeout.
-    fn call<T>(&self, what: &str, f: impl FnOnce() -> Result<T, vhost::Error>) -> Result<T, Error> {
-        let (lock, cv) = &*self.state;
-        let lock = || lock.lock().unwrap_or_else(|p| p.into_inner());
-        if lock().fired {
-            return Err(Error::VhostUser(format!(
-                "{what}: the connection was closed after the daemon did not answer within {REPLY_TIMEOUT:?}"
-            )));
-        }
-        lock().deadline = Some(Instant::now() + REPLY_TIMEOUT);
-        cv.notify_all();
-        let res = f();
-        let fired = {
-            let mut s = lock();
-            s.deadline = None;
-            s.fired
-        };
-        match res {
-            Ok(v) if !fired => Ok(v),
-            _ if fired => Err(Error::VhostUser(format!(
-                "{what}: no reply from the daemon within {REPLY_TIMEOUT:?} (connection closed)"
-            ))),
-            Err(e) => Err(Error::VhostUser(format!("{what}: {e}"))),
-            Ok(_) => unreachable!("matched above"),
-        }
-    }
-}
-
-impl Drop for ReplyWatchdog {
-    fn drop(&mut self) {
-        let (lock, cv) = &*self.state;
-        lock.lock().unwrap_or_else(|p| p.into_inner()).quit = true;
-        cv.notify_all();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
@@ -636,9 +407,10 @@ impl Transport for VhostUserTransport {
     fn alloc_csb(&mut self, rings: u32) -> Result<CsbArrays, Error> {
         let size = csb::array_size(rings);
         if rings == 0 || size > KTOA_OFFSET {
-            return Err(Error::Device(format!(
-                "cannot allocate a CSB for {rings} rings"
-            )));
+            return Err(Error::CsbRings {
+                rings,
+                max: (KTOA_OFFSET / csb::array_size(1)) as u32,
+            });
         }
         let mem = self.guest_mem.shared();
         mem.zero(0, 2 * KTOA_OFFSET);
@@ -677,16 +449,13 @@ impl Transport for VhostUserTransport {
             }
         }
         if n == 0 {
-            return Err(Error::Device(format!("wait on unknown rings {rings:?}")));
+            return Err(Error::UnknownRings(rings.to_vec()));
         }
         fds[n] = self.frontend.as_raw_fd();
         let ready =
             poll_fds(&fds[..n + 1], timeout).map_err(|e| Error::io("poll the call eventfds", e))?;
         if ready & 1 << n != 0 {
-            return Err(Error::VhostUser(format!(
-                "{}: the daemon closed the connection",
-                self.name
-            )));
+            return Err(self.disconnected());
         }
         if ready != 0 {
             for &r in rings {
@@ -717,10 +486,7 @@ impl Transport for VhostUserTransport {
 
     fn wait_done(&self, rings: &[u32], ready: &[bool]) -> Result<(), Error> {
         if ready.get(rings.len()).copied().unwrap_or(false) {
-            return Err(Error::VhostUser(format!(
-                "{}: the daemon closed the connection",
-                self.name
-            )));
+            return Err(self.disconnected());
         }
         for (&r, &fired) in rings.iter().zip(ready) {
             if fired {
@@ -734,5 +500,61 @@ impl Transport for VhostUserTransport {
 
     fn name(&self) -> &str {
         &self.name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+
+    /// A "daemon" that accepts one connection and hangs up at once.
+    fn hang_up_daemon(name: &str) -> (std::path::PathBuf, std::thread::JoinHandle<()>) {
+        let path =
+            std::env::temp_dir().join(format!("ptnet-vu-{name}-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let l = UnixListener::bind(&path).unwrap();
+        let t = std::thread::spawn(move || {
+            let (s, _) = l.accept().unwrap();
+            drop(s);
+        });
+        (path, t)
+    }
+
+    #[test]
+    fn a_daemon_that_hangs_up_is_a_matchable_disconnect() {
+        let (path, t) = hang_up_daemon("hangup");
+        let res = VhostUserTransport::open(&path);
+        t.join().unwrap();
+        match res {
+            Err(e @ Error::Disconnected { .. }) => {
+                assert!(e.is_disconnected());
+                let Error::Disconnected { port } = &e else {
+                    unreachable!()
+                };
+                assert_eq!(*port, format!("vhost-user:{}", path.display()));
+                assert!(
+                    e.to_string().ends_with("the daemon closed the connection"),
+                    "{e}"
+                );
+            }
+            Err(e) => panic!("not a disconnect: {e:?}"),
+            Ok(_) => panic!("attached to nothing"),
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn no_daemon_is_an_io_error_naming_the_socket() {
+        let path = std::env::temp_dir().join(format!("ptnet-vu-none-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        match VhostUserTransport::open(&path) {
+            Err(Error::Io { what, source }) => {
+                assert!(what.contains(&path.display().to_string()), "{what}");
+                assert_eq!(source.kind(), io::ErrorKind::NotFound);
+            }
+            Err(e) => panic!("{e:?}"),
+            Ok(_) => panic!("attached to nothing"),
+        }
     }
 }

@@ -28,7 +28,8 @@
 //! [`TxRing::forward_from`]: ptnet_driver::TxRing::forward_from
 
 use clap::Parser;
-use ptnet_driver::port::{ForwardMode, Forwarded};
+use ptnet_driver::summary::{BridgeDir, BridgeSummary};
+use ptnet_driver::ForwardMode;
 use ptnet_driver::{Error, Port, RingId};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,7 +55,7 @@ const MAX_SLEEP: Duration = Duration::from_millis(200);
 #[derive(Parser, Debug)]
 #[command(name = "ptnet-bridge", version, about)]
 struct Args {
-    /// The two ports (give -i twice): vhost-user:PATH, [pci:]ptnetN, ptnet:DDDD:BB:DD.F or
+    /// The two ports (give -i twice): vhost-user:PATH, ptnetN (or pci:ptnetN), ptnet:DDDD:BB:DD.F or
     /// pci:DDDD:BB:DD.F.
     #[arg(short = 'i', long = "interface", value_name = "PORT", required = true)]
     ports: Vec<String>,
@@ -79,23 +80,6 @@ struct Args {
     force_copy: bool,
 }
 
-/// Counters of one direction.
-#[derive(Default, Clone, Copy, Debug)]
-struct Dir {
-    packets: u64,
-    bytes: u64,
-    dropped: u64,
-}
-
-impl Dir {
-    #[inline]
-    fn add(&mut self, f: Forwarded) {
-        self.packets += u64::from(f.packets);
-        self.bytes += f.bytes;
-        self.dropped += u64::from(f.dropped);
-    }
-}
-
 /// Adds `id` to `list` unless it is there (lists hold at most one entry per ring).
 #[inline]
 fn push_once(list: &mut Vec<RingId>, id: RingId) {
@@ -116,7 +100,7 @@ fn forward(
     mode: ForwardMode,
     batch: u32,
     limit: u64,
-    c: &mut Dir,
+    c: &mut BridgeDir,
     src_waits: &mut Vec<RingId>,
     dst_waits: &mut Vec<RingId>,
 ) -> Result<u64, Error> {
@@ -179,75 +163,15 @@ fn drain(port: &mut Port, limit: Duration) -> Result<(), Error> {
     }
 }
 
-/// What a run did.
-struct Summary {
-    zero_copy: bool,
-    ab: Dir,
-    ba: Dir,
-    /// From the first packet forwarded to the last.
-    seconds: f64,
-}
-
-impl Summary {
-    fn packets(&self) -> u64 {
-        self.ab.packets + self.ba.packets
-    }
-
-    fn mpps(&self) -> f64 {
-        if self.seconds > 0.0 {
-            self.packets() as f64 / self.seconds / 1e6
-        } else {
-            0.0
-        }
-    }
-
-    fn json(&self) -> String {
-        let d = |name: &str, d: &Dir| {
-            format!(
-                "\"{name}_packets\":{},\"{name}_bytes\":{},\"{name}_dropped\":{}",
-                d.packets, d.bytes, d.dropped
-            )
-        };
-        format!(
-            "{{\"mode\":\"bridge\",\"zero_copy\":{},\"packets\":{},\"bytes\":{},\"dropped\":{},\"seconds\":{:.6},\"mpps\":{:.6},{},{}}}",
-            self.zero_copy,
-            self.packets(),
-            self.ab.bytes + self.ba.bytes,
-            self.ab.dropped + self.ba.dropped,
-            self.seconds,
-            self.mpps(),
-            d("a_to_b", &self.ab),
-            d("b_to_a", &self.ba)
-        )
-    }
-
-    fn text(&self, a: &str, b: &str) -> String {
-        let d = |d: &Dir| {
-            format!(
-                "{} packets, {} bytes, {} dropped",
-                d.packets, d.bytes, d.dropped
-            )
-        };
-        format!(
-            "bridge ({}): {a} -> {b}: {}; {b} -> {a}: {}; {:.3} s, {:.3} Mpps",
-            if self.zero_copy { "zero copy" } else { "copy" },
-            d(&self.ab),
-            d(&self.ba),
-            self.seconds,
-            self.mpps()
-        )
-    }
-}
-
-fn run(args: &Args, a: &mut Port, b: &mut Port, zero_copy: bool) -> Result<Summary, Error> {
+fn run(args: &Args, a: &mut Port, b: &mut Port, zero_copy: bool) -> Result<BridgeSummary, Error> {
     let mode = if zero_copy {
         ForwardMode::SwapBuffers
     } else {
         ForwardMode::Copy
     };
     let idle = args.timeout_ms.map(Duration::from_millis);
-    let mut ab = Dir::default();
-    let mut ba = Dir::default();
+    let mut ab = BridgeDir::default();
+    let mut ba = BridgeDir::default();
     // Rings to sleep on, per port (capacity for every ring: no allocation in the loop).
     let cap = |p: &Port| (p.num_tx_rings() + p.num_rx_rings()) as usize;
     let mut wa: Vec<RingId> = Vec::with_capacity(cap(a));
@@ -303,18 +227,13 @@ fn run(args: &Args, a: &mut Port, b: &mut Port, zero_copy: bool) -> Result<Summa
     // Let the hosts take what was queued; dropping the ports releases the RX slots.
     drain(a, Duration::from_secs(2))?;
     drain(b, Duration::from_secs(2))?;
-    Ok(Summary {
-        zero_copy,
-        ab,
-        ba,
-        seconds,
-    })
+    Ok(BridgeSummary::new(zero_copy, ab, ba, seconds))
 }
 
 fn open(spec: &str) -> Result<Port, ExitCode> {
     match Port::open(spec) {
         Ok(p) => Ok(p),
-        Err(e @ Error::BadPort(..)) => {
+        Err(e @ Error::BadPort { .. }) => {
             eprintln!("ptnet-bridge: -i: {e}");
             Err(ExitCode::from(2))
         }
@@ -393,11 +312,10 @@ fn main() -> ExitCode {
     } else {
         println!("{}", s.text(&names.0, &names.1));
     }
-    if args.count > 0 && s.packets() + s.ab.dropped + s.ba.dropped < args.count {
+    if args.count > 0 && s.packets + s.dropped < args.count {
         eprintln!(
             "ptnet-bridge: forwarded {} of {} packets",
-            s.packets(),
-            args.count
+            s.packets, args.count
         );
         return ExitCode::from(1);
     }

@@ -22,15 +22,34 @@
 //! message saying what to use instead (`memory-backend-memfd,seal=on`, or
 //! `memory-backend-memfd,hugetlb=on,seal=on` for huge pages) costs users one option.
 
+mod fds;
+
+pub use fds::*;
 use ptnet_protocol::shmem::SharedMem;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, RawFd};
 
-/// A read-write mapping (of a file, a socket's rings, or anonymous memory); unmapped on drop.
+/// A read-write mapping (of a file, a socket's rings, or anonymous memory). Its window, and
+/// every clone and sub-window of it, holds the mapping alive: it is unmapped when the last of
+/// them is dropped, so no view can outlive the memory it points into.
 #[derive(Debug)]
 pub struct Mapping {
     mem: SharedMem,
+}
+
+/// Unmaps `[base, base + len)` when dropped: the keepalive of a [`Mapping`]'s windows.
+struct Unmap {
+    base: usize,
+    len: usize,
+}
+
+impl Drop for Unmap {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `Mapping::new`, once: this value is the
+        // keepalive of every window into it, so no window is left when it is dropped.
+        unsafe { libc::munmap(self.base as *mut libc::c_void, self.len) };
+    }
 }
 
 impl Mapping {
@@ -72,24 +91,19 @@ impl Mapping {
         if p == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        // SAFETY: the mapping is `len` bytes, page-aligned, and lives until `drop` unmaps it; the
-        // windows handed out are used only by the owner of this mapping, or with an `Arc` of it
-        // (or bounded by its lifetime).
-        let mem = unsafe { SharedMem::new(p.cast(), len) };
+        let keep: ptnet_protocol::shmem::Keepalive = std::sync::Arc::new(Unmap {
+            base: p as usize,
+            len,
+        });
+        // SAFETY: the mapping is `len` bytes, page-aligned, readable and writable, and stays
+        // mapped while `keep` lives (it unmaps it on drop).
+        let mem = unsafe { SharedMem::with_keepalive(p.cast(), len, keep) };
         Ok(Self { mem })
     }
 
-    /// The mapped window.
-    pub fn mem(&self) -> SharedMem {
-        self.mem
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping made in `new`; no copies of the window outlive the
-        // owner by construction (see `new`).
-        unsafe { libc::munmap(self.mem.as_ptr().cast(), self.mem.len()) };
+    /// The mapped window (clone it to keep the memory beyond this value).
+    pub fn mem(&self) -> &SharedMem {
+        &self.mem
     }
 }
 
@@ -146,8 +160,8 @@ impl MappedFile {
         Self::map(file, offset, len).map_err(GuestFileError::Map)
     }
 
-    /// The mapped window.
-    pub fn mem(&self) -> SharedMem {
+    /// The mapped window (clone it to keep the memory beyond this value).
+    pub fn mem(&self) -> &SharedMem {
         self.map.mem()
     }
 
@@ -362,333 +376,6 @@ pub fn group_id(name: &str) -> io::Result<Option<u32>> {
     }
 }
 
-// --- Frontend descriptors: kicks and interrupts that never block a daemon thread. ---
-//
-// A frontend shares the file description of every eventfd it sends: it can clear O_NONBLOCK
-// after we set it, read the counter itself, or saturate it. So the flags are never relied on:
-// reads and writes ask the kernel not to wait (RWF_NOWAIT), whatever the description says.
-
-/// Checks that `f` is an eventfd, from its `/proc/self/fd` link (an anonymous inode's link names
-/// its kind: `anon_inode:[eventfd]`). `Err` says what it is instead (`pipe:[..]`, `/dev/zero`,
-/// `socket:[..]`), or why that could not be read.
-pub fn check_eventfd(f: &File) -> Result<(), String> {
-    match std::fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd())) {
-        Ok(link) if link.as_os_str() == "anon_inode:[eventfd]" => Ok(()),
-        Ok(link) => Err(format!("not an eventfd ({:?})", link)),
-        Err(e) => Err(format!("of unknown kind (/proc/self/fd: {e})")),
-    }
-}
-
-/// Which way [`eventfd_signal_nowait`] writes: 0 not tried yet, 1 `pwritev2(RWF_NOWAIT)`, 2 the
-/// fallback for kernels whose eventfds have no `write_iter` (before Linux 6.8).
-static NOWAIT_WRITE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
-/// The same for [`eventfd_take_nowait`] (eventfds honour RWF_NOWAIT reads since Linux 5.11).
-static NOWAIT_READ: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
-
-/// Is `fd` ready for `events` right now (poll with a zero timeout)?
-fn ready_now(fd: RawFd, events: i16) -> bool {
-    let mut p = libc::pollfd {
-        fd,
-        events,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd, zero timeout.
-    let r = unsafe { libc::poll(&mut p, 1, 0) };
-    r == 1 && p.revents & events != 0
-}
-
-/// Takes an eventfd's counter without ever blocking, whatever its file status flags:
-/// `preadv2(RWF_NOWAIT)`. `Ok(0)`: the counter was zero (or another reader took it first).
-/// Kernels before 5.11 refuse the flag; there the read is made only after `poll` says the counter
-/// is non-zero (a frontend reading its own kicks in between, on a description whose O_NONBLOCK it
-/// cleared, could still make that read wait: not possible on 5.11 and later).
-pub fn eventfd_take_nowait(f: &File) -> io::Result<u64> {
-    use std::sync::atomic::Ordering::Relaxed;
-    let fd = f.as_raw_fd();
-    let mut v = 0u64;
-    if NOWAIT_READ.load(Relaxed) != 2 {
-        let iov = libc::iovec {
-            iov_base: (&mut v as *mut u64).cast(),
-            iov_len: 8,
-        };
-        // SAFETY: the iovec points to a live local of 8 bytes the kernel may write; offset -1
-        // reads at the current position (eventfds have none).
-        let r = unsafe { libc::preadv2(fd, &iov, 1, -1, libc::RWF_NOWAIT) };
-        if r == 8 {
-            NOWAIT_READ.store(1, Relaxed);
-            return Ok(v);
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            _ if r >= 0 => return Err(io::Error::other(format!("eventfd read of {r} bytes"))),
-            Some(libc::EAGAIN) => return Ok(0),
-            Some(libc::EOPNOTSUPP) if NOWAIT_READ.load(Relaxed) == 0 => {
-                NOWAIT_READ.store(2, Relaxed);
-            }
-            _ => return Err(e),
-        }
-    }
-    if !ready_now(fd, libc::POLLIN) {
-        return Ok(0);
-    }
-    let mut b = [0u8; 8];
-    match std::io::Read::read(&mut &*f, &mut b) {
-        Ok(8) => Ok(u64::from_ne_bytes(b)),
-        Ok(n) => Err(io::Error::other(format!("eventfd read of {n} bytes"))),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
-        Err(e) => Err(e),
-    }
-}
-
-/// Adds 1 to an eventfd's counter (raises the frontend's interrupt) without ever blocking,
-/// whatever its file status flags: `pwritev2(RWF_NOWAIT)`. `Ok(false)`: the counter is saturated,
-/// so the interrupt is dropped (the frontend has one pending anyway: its counter is not zero).
-/// Kernels that refuse the flag on eventfds get a `poll` for room first, then a write bounded
-/// in time (`bounded_write`): a frontend that cleared O_NONBLOCK on the shared description and
-/// saturates its counter between the two calls holds the writing thread (often another port's,
-/// with direct delivery) for at most [`SIGNAL_WRITE_BOUND`], and that interrupt is dropped.
-pub fn eventfd_signal_nowait(f: &File) -> io::Result<bool> {
-    use std::sync::atomic::Ordering::Relaxed;
-    let fd = f.as_raw_fd();
-    let one = 1u64;
-    if NOWAIT_WRITE.load(Relaxed) != 2 {
-        let iov = libc::iovec {
-            iov_base: (&one as *const u64).cast_mut().cast(),
-            iov_len: 8,
-        };
-        // SAFETY: the iovec points to a live local of 8 bytes the kernel only reads; offset -1
-        // writes at the current position (eventfds have none).
-        let r = unsafe { libc::pwritev2(fd, &iov, 1, -1, libc::RWF_NOWAIT) };
-        if r == 8 {
-            NOWAIT_WRITE.store(1, Relaxed);
-            return Ok(true);
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            _ if r >= 0 => return Err(io::Error::other(format!("eventfd write of {r} bytes"))),
-            Some(libc::EAGAIN) => return Ok(false),
-            Some(libc::EOPNOTSUPP) if NOWAIT_WRITE.load(Relaxed) == 0 => {
-                NOWAIT_WRITE.store(2, Relaxed);
-            }
-            _ => return Err(e),
-        }
-    }
-    if !ready_now(fd, libc::POLLOUT) {
-        return Ok(false);
-    }
-    match bounded_write(fd, &one.to_ne_bytes(), SIGNAL_WRITE_BOUND) {
-        Ok(Some(8)) => Ok(true),
-        Ok(Some(n)) => Err(io::Error::other(format!("eventfd write of {n} bytes"))),
-        Ok(None) => {
-            SIGNAL_WRITES_CUT.fetch_add(1, Relaxed);
-            Ok(false)
-        }
-        // Saturated between the poll and the write, on a non-blocking description.
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
-/// The longest an interrupt write may wait on a frontend's eventfd (see
-/// [`eventfd_signal_nowait`]). A frontend's counter never fills up in normal operation, so
-/// no honest frontend ever meets this bound.
-pub const SIGNAL_WRITE_BOUND: std::time::Duration = std::time::Duration::from_millis(2);
-
-/// Interrupt writes cut short by [`SIGNAL_WRITE_BOUND`] (a frontend holding its own interrupts).
-static SIGNAL_WRITES_CUT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// How many interrupt writes were cut short by [`SIGNAL_WRITE_BOUND`] since the daemon started.
-pub fn signal_writes_cut() -> u64 {
-    SIGNAL_WRITES_CUT.load(std::sync::atomic::Ordering::Relaxed)
-}
-
-/// The signal that ends a [`bounded_write`]: delivered to the writing thread only, by its own
-/// timer, with a handler that does nothing and without `SA_RESTART`, so the write returns EINTR.
-fn write_bound_signal() -> libc::c_int {
-    libc::SIGRTMIN() + 1
-}
-
-extern "C" fn ignore_signal(_: libc::c_int) {}
-
-/// A thread's one-shot timer for [`bounded_write`], deleted when the thread exits.
-struct WriteTimer(libc::timer_t);
-
-impl WriteTimer {
-    fn new() -> io::Result<Self> {
-        static HANDLER: std::sync::Once = std::sync::Once::new();
-        HANDLER.call_once(|| {
-            // SAFETY: installs a handler that does nothing (async-signal-safe) for a real-time
-            // signal nobody else in the process uses; the struct is zeroed then filled.
-            unsafe {
-                let mut sa: libc::sigaction = std::mem::zeroed();
-                sa.sa_sigaction = ignore_signal as *const () as libc::sighandler_t;
-                libc::sigemptyset(&mut sa.sa_mask);
-                sa.sa_flags = 0;
-                libc::sigaction(write_bound_signal(), &sa, std::ptr::null_mut());
-            }
-        });
-        // SAFETY: a zeroed sigevent is a valid starting value; the fields set are the ones
-        // SIGEV_THREAD_ID reads (signal and target thread, this one).
-        let mut ev: libc::sigevent = unsafe { std::mem::zeroed() };
-        ev.sigev_notify = libc::SIGEV_THREAD_ID;
-        ev.sigev_signo = write_bound_signal();
-        // SAFETY: gettid has no preconditions.
-        ev.sigev_notify_thread_id = unsafe { libc::gettid() };
-        let mut id: libc::timer_t = std::ptr::null_mut();
-        // SAFETY: `ev` and `id` are live locals; the kernel fills `id`.
-        if unsafe { libc::timer_create(libc::CLOCK_MONOTONIC, &mut ev, &mut id) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Self(id))
-    }
-
-    /// Arms the timer to fire once after `after` (`None`: disarms it).
-    fn set(&self, after: Option<std::time::Duration>) -> io::Result<()> {
-        let d = after.unwrap_or_default();
-        let spec = libc::itimerspec {
-            it_interval: libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            },
-            it_value: libc::timespec {
-                tv_sec: d.as_secs() as libc::time_t,
-                tv_nsec: libc::c_long::from(d.subsec_nanos() as i32),
-            },
-        };
-        // SAFETY: the timer is this thread's, alive until `drop`; `spec` is a live local.
-        if unsafe { libc::timer_settime(self.0, 0, &spec, std::ptr::null_mut()) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-}
-
-impl Drop for WriteTimer {
-    fn drop(&mut self) {
-        // SAFETY: deletes the timer made in `new`, once.
-        unsafe { libc::timer_delete(self.0) };
-    }
-}
-
-thread_local! {
-    static WRITE_TIMER: std::cell::OnceCell<Option<WriteTimer>> = const { std::cell::OnceCell::new() };
-}
-
-/// Writes `buf` to `fd`, giving up after `bound`: `Ok(None)` when the write was still waiting
-/// then. The thread's timer is armed around the write only, so its signal can interrupt
-/// nothing else: if it fires after the write returned, the handler runs and nothing fails.
-fn bounded_write(fd: RawFd, buf: &[u8], bound: std::time::Duration) -> io::Result<Option<usize>> {
-    WRITE_TIMER.with(|t| {
-        let timer = t.get_or_init(|| WriteTimer::new().ok());
-        let Some(timer) = timer else {
-            return Err(io::Error::other("no timer to bound the interrupt write"));
-        };
-        timer.set(Some(bound))?;
-        // SAFETY: `buf` is a live slice of `buf.len()` bytes the kernel only reads.
-        let r = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
-        let err = io::Error::last_os_error();
-        timer.set(None)?;
-        if r >= 0 {
-            return Ok(Some(r as usize));
-        }
-        match err.raw_os_error() {
-            Some(libc::EINTR) => Ok(None),
-            _ => Err(err),
-        }
-    })
-}
-
-/// Like [`poll_fds`], but gives each entry's `revents` in `out` (0 for entries that reported
-/// nothing or were ignored), so a caller can tell POLLHUP / POLLERR / POLLNVAL from the events it
-/// asked for. Returns how many entries reported anything; EINTR returns 0.
-pub fn poll_revents(
-    fds: &[(RawFd, i16)],
-    timeout_ms: i32,
-    out: &mut [i16; 8],
-) -> io::Result<usize> {
-    let mut pfds = [libc::pollfd {
-        fd: -1,
-        events: 0,
-        revents: 0,
-    }; 8];
-    let n = fds.len().min(pfds.len());
-    for (p, &(fd, events)) in pfds.iter_mut().zip(fds) {
-        *p = libc::pollfd {
-            fd,
-            events,
-            revents: 0,
-        };
-    }
-    *out = [0; 8];
-    // SAFETY: `pfds[..n]` is a valid array of pollfd structures.
-    let r = unsafe { libc::poll(pfds.as_mut_ptr(), n as libc::nfds_t, timeout_ms) };
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        return if e.kind() == io::ErrorKind::Interrupted {
-            Ok(0)
-        } else {
-            Err(e)
-        };
-    }
-    for (o, p) in out.iter_mut().zip(&pfds[..n]) {
-        *o = p.revents;
-    }
-    Ok(r as usize)
-}
-
-#[cfg(test)]
-mod frontend_fd_tests {
-    use super::*;
-    use std::os::fd::OwnedFd;
-
-    fn eventfd(flags: i32) -> File {
-        let e = vmm_sys_util::eventfd::EventFd::new(flags).unwrap();
-        let fd = e.try_clone().unwrap();
-        // SAFETY: into_raw_fd hands over a descriptor nothing else owns.
-        File::from(unsafe { OwnedFd::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(fd)) })
-    }
-
-    #[test]
-    fn only_eventfds_pass_the_check() {
-        assert_eq!(check_eventfd(&eventfd(0)), Ok(()));
-        let zero = File::open("/dev/zero").unwrap();
-        assert!(check_eventfd(&zero).unwrap_err().contains("/dev/zero"));
-        let (r, _w) = std::io::pipe().unwrap();
-        let r = File::from(OwnedFd::from(r));
-        assert!(check_eventfd(&r).unwrap_err().contains("pipe:"));
-    }
-
-    #[test]
-    fn blocking_eventfds_are_read_and_written_without_waiting() {
-        // No O_NONBLOCK: a plain read of a zero counter, or a write to a saturated one, would
-        // wait for ever.
-        let e = eventfd(0);
-        assert_eq!(eventfd_take_nowait(&e).unwrap(), 0);
-        assert!(eventfd_signal_nowait(&e).unwrap());
-        assert!(eventfd_signal_nowait(&e).unwrap());
-        assert_eq!(eventfd_take_nowait(&e).unwrap(), 2);
-        std::io::Write::write_all(&mut &e, &(u64::MAX - 1).to_ne_bytes()).unwrap();
-        assert!(!eventfd_signal_nowait(&e).unwrap(), "saturated: dropped");
-        assert_eq!(eventfd_take_nowait(&e).unwrap(), u64::MAX - 1);
-        assert_eq!(eventfd_take_nowait(&e).unwrap(), 0);
-    }
-
-    #[test]
-    fn revents_tell_hangups_from_readiness() {
-        let (r, w) = std::io::pipe().unwrap();
-        let e = eventfd(libc::EFD_NONBLOCK);
-        let fds = [(r.as_raw_fd(), libc::POLLIN), (e.as_raw_fd(), libc::POLLIN)];
-        let mut out = [0; 8];
-        assert_eq!(poll_revents(&fds, 0, &mut out).unwrap(), 0);
-        assert!(eventfd_signal_nowait(&e).unwrap());
-        assert_eq!(poll_revents(&fds, 0, &mut out).unwrap(), 1);
-        assert_eq!(out[1], libc::POLLIN);
-        drop(w);
-        assert_eq!(poll_revents(&fds, 0, &mut out).unwrap(), 2);
-        assert_ne!(out[0] & libc::POLLHUP, 0);
-    }
-}
-
 // --- Descriptors a frontend sends (fuzzing and in-process tests make them). ---
 
 /// A fresh eventfd (counter 0), as a file: what a frontend sends for a kick or an interrupt.
@@ -741,7 +428,6 @@ pub fn set_nonblocking_to(f: &File, on: bool) -> io::Result<bool> {
 mod tests {
     use super::*;
     use std::sync::atomic::Ordering;
-    use std::time::Duration;
 
     #[test]
     fn memfd_maps_and_shares() {
@@ -750,6 +436,16 @@ mod tests {
         let again = MappedFile::map(m.file().try_clone().unwrap(), 4096, 4096).unwrap();
         assert_eq!(again.mem().load_u32(0, Ordering::Relaxed), 77);
         assert!(MappedFile::map(m.file().try_clone().unwrap(), 0, 0).is_err());
+    }
+
+    #[test]
+    fn a_window_keeps_its_mapping_alive() {
+        let m = MappedFile::memfd("t", 8192).unwrap();
+        let window = m.mem().sub(4096, 4096).unwrap();
+        drop(m);
+        // The mapping is still there: it goes with the last window, not with its owner.
+        window.store_u32(0, 5, Ordering::Relaxed);
+        assert_eq!(window.load_u32(0, Ordering::Relaxed), 5);
     }
 
     #[test]
@@ -879,45 +575,5 @@ mod tests {
         let (r, w) = pipe();
         drop(w);
         assert_eq!(poll_fds(&[(r.as_raw_fd(), libc::POLLOUT)], 0).unwrap(), 0b1);
-    }
-
-    #[test]
-    fn a_write_that_would_wait_for_ever_is_cut_at_its_bound() {
-        // A blocking eventfd whose counter is full: a write of 1 waits until somebody reads,
-        // which a hostile frontend never does.
-        let e = eventfd_file(false).unwrap();
-        std::io::Write::write_all(&mut &e, &(u64::MAX - 1).to_ne_bytes()).unwrap();
-        let t = std::time::Instant::now();
-        let r = bounded_write(e.as_raw_fd(), &1u64.to_ne_bytes(), SIGNAL_WRITE_BOUND).unwrap();
-        let took = t.elapsed();
-        assert_eq!(r, None, "the write must be cut, not complete");
-        assert!(took >= SIGNAL_WRITE_BOUND, "cut after {took:?}");
-        assert!(took < Duration::from_millis(500), "cut after {took:?}");
-        // The counter is untouched (nothing was added), and the thread's other calls are not
-        // interrupted afterwards: a 50 ms poll on nothing runs its full time.
-        let mut b = [0u8; 8];
-        std::io::Read::read_exact(&mut &e, &mut b).unwrap();
-        assert_eq!(u64::from_ne_bytes(b), u64::MAX - 1);
-        let t = std::time::Instant::now();
-        assert_eq!(poll_fds(&[(e.as_raw_fd(), libc::POLLIN)], 50).unwrap(), 0);
-        assert!(t.elapsed() >= Duration::from_millis(45));
-        // A write with room completes, and the signal armed around it never fires later.
-        assert_eq!(
-            bounded_write(e.as_raw_fd(), &1u64.to_ne_bytes(), SIGNAL_WRITE_BOUND).unwrap(),
-            Some(8)
-        );
-        std::thread::sleep(SIGNAL_WRITE_BOUND * 3);
-        let t = std::time::Instant::now();
-        assert_eq!(poll_fds(&[(e.as_raw_fd(), libc::POLLOUT)], 0).unwrap(), 0b1);
-        assert!(t.elapsed() < Duration::from_millis(45));
-    }
-
-    #[test]
-    fn signalling_a_saturated_blocking_eventfd_never_waits() {
-        let e = eventfd_file(false).unwrap();
-        std::io::Write::write_all(&mut &e, &(u64::MAX - 1).to_ne_bytes()).unwrap();
-        let t = std::time::Instant::now();
-        assert!(!eventfd_signal_nowait(&e).unwrap());
-        assert!(t.elapsed() < Duration::from_millis(500));
     }
 }
