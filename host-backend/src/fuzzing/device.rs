@@ -1,6 +1,6 @@
 //! The `device` target: vhost-user requests to the ptnet device over real ports.
 
-use super::Input;
+use super::input::Input;
 use crate::frontend::ptnet::syncloop::LoopOptions;
 use crate::frontend::ptnet::PtnetDevice;
 use crate::portspec::PortSpec;

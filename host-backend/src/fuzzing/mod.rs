@@ -3,7 +3,7 @@
 //! fuzz`); `tests/fuzz_corpus.rs` runs every file of `fuzz/corpus/` through them on stable, so
 //! CI replays the corpus on every run.
 //!
-//! Inputs are decoded by [`Input`], a byte reader in the style of `arbitrary::Unstructured`
+//! Inputs are decoded by `Input` (`input.rs`), a byte reader in the style of `arbitrary::Unstructured`
 //! (this crate takes no fuzzing dependency): a short input simply reads as zeros, so every byte
 //! string is a valid input. Each target asserts what must hold whatever the input: no panic, no
 //! fault, ring indexes in range, and no buffer index outside the pool reaching a peer.
@@ -18,6 +18,7 @@
 //! | [`vnet`](fn@vnet) | `VnetHeader::parse`, `complete_checksum` and `Gso` segmentation on any bytes |
 
 mod device;
+mod input;
 mod slots;
 mod state;
 mod sync;
@@ -31,8 +32,6 @@ pub use sync::sync;
 pub use vale::vale_frames;
 pub use vnet::vnet;
 
-use ptnet_protocol::sync::HostKring;
-
 /// A target body.
 pub type Target = fn(&[u8]);
 
@@ -45,73 +44,3 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("vale_frames", vale_frames),
     ("vnet", vnet),
 ];
-
-/// A reader of structured values from fuzzer bytes; past the end every value is zero.
-pub struct Input<'a> {
-    data: &'a [u8],
-}
-
-impl<'a> Input<'a> {
-    /// Reads from `data`.
-    pub fn new(data: &'a [u8]) -> Self {
-        Self { data }
-    }
-
-    /// No bytes left.
-    pub fn is_empty(&self) -> bool {
-        self.data.is_empty()
-    }
-
-    /// Up to `n` bytes (fewer at the end).
-    pub fn bytes(&mut self, n: usize) -> &'a [u8] {
-        let (a, b) = self.data.split_at(n.min(self.data.len()));
-        self.data = b;
-        a
-    }
-
-    fn le(&mut self, n: usize) -> u64 {
-        self.bytes(n)
-            .iter()
-            .rev()
-            .fold(0u64, |v, &b| (v << 8) | u64::from(b))
-    }
-
-    /// One byte.
-    pub fn u8(&mut self) -> u8 {
-        self.le(1) as u8
-    }
-    /// Two bytes, little-endian.
-    pub fn u16(&mut self) -> u16 {
-        self.le(2) as u16
-    }
-    /// Four bytes, little-endian.
-    pub fn u32(&mut self) -> u32 {
-        self.le(4) as u32
-    }
-    /// Eight bytes, little-endian.
-    pub fn u64(&mut self) -> u64 {
-        self.le(8)
-    }
-    /// One byte's low bit.
-    pub fn bool(&mut self) -> bool {
-        self.u8() & 1 != 0
-    }
-    /// A value below `n` (0 when `n` is 0), from as few bytes as `n` needs.
-    pub fn below(&mut self, n: u32) -> u32 {
-        match n {
-            0 => 0,
-            1..=256 => u32::from(self.u8()) % n,
-            257..=65536 => u32::from(self.u16()) % n,
-            _ => self.u32() % n,
-        }
-    }
-}
-
-/// The kring's indexes are inside the ring.
-fn check_kring(k: &HostKring) {
-    let n = k.num_slots;
-    assert!(
-        k.hwcur < n && k.hwtail < n && k.rhead < n && k.rcur < n && k.rtail < n,
-        "kring index out of range: {k:?}"
-    );
-}

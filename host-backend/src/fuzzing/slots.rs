@@ -1,6 +1,6 @@
 //! The `slots` target, and the rig of real ports built in-process it shares with `vale_frames`.
 
-use super::{check_kring, Input};
+use super::input::{check_kring, Input};
 use crate::port::ring::RingWorker;
 use crate::portspec::PortSpec;
 use crate::served::{build_ports, NetmapImpl};

@@ -4,7 +4,7 @@
 //! request gets, whether CREATE starts the rings (and with what), and the config space the guest
 //! reads back.
 
-use super::Input;
+use super::input::Input;
 use crate::frontend::ptnet::memory::{GuestMemory, MemoryRegion, MemoryTableError, MAX_REGIONS};
 use crate::frontend::ptnet::state::{
     DeviceError, DevicePort, PtctlError, PtnetState, RingFd, StartError,

@@ -1,6 +1,6 @@
 //! The `sync` target: the host sync passes over a ring in memory, with a hostile guest.
 
-use super::{check_kring, Input};
+use super::input::{check_kring, Input};
 use ptnet_protocol::csb::{self, Atok, Ktoa};
 use ptnet_protocol::netmap::{ring, ring_add, ring_dist, RingView};
 use ptnet_protocol::shmem::OwnedMem;

@@ -1,7 +1,7 @@
 //! The `vale_frames` target: frames and virtio-net headers through a VALE switch.
 
+use super::input::Input;
 use super::slots::{hdr_len, Rig};
-use super::Input;
 use ptnet_protocol::vnet::{self, VnetHeader};
 use std::sync::atomic::Ordering;
 

@@ -1,6 +1,6 @@
 //! The `vnet` target: virtio-net headers, checksums and GSO on any bytes.
 
-use super::Input;
+use super::input::Input;
 use ptnet_protocol::vnet::{self, complete_checksum, Gso, VnetHeader};
 
 /// Virtio-net header parsing, checksum completion and GSO segmentation on arbitrary bytes.

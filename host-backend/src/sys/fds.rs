@@ -7,7 +7,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 
 /// Checks that `f` is an eventfd, from its `/proc/self/fd` link (an anonymous inode's link names
 /// its kind: `anon_inode:[eventfd]`). `Err` says what it is instead (`pipe:[..]`, `/dev/zero`,
@@ -239,7 +239,7 @@ fn bounded_write(fd: RawFd, buf: &[u8], bound: std::time::Duration) -> io::Resul
     })
 }
 
-/// Like [`poll_fds`](super::poll_fds), but gives each entry's `revents` in `out` (0 for entries that reported
+/// Like [`poll_fds`], but gives each entry's `revents` in `out` (0 for entries that reported
 /// nothing or were ignored), so a caller can tell POLLHUP / POLLERR / POLLNVAL from the events it
 /// asked for. Returns how many entries reported anything; EINTR returns 0.
 pub fn poll_revents(
@@ -277,10 +277,36 @@ pub fn poll_revents(
     Ok(r as usize)
 }
 
+/// Waits until one of `fds` (descriptor, `poll(2)` events) reports an event, or `timeout_ms`
+/// passes (-1: forever). Returns a bitmask of the entries that reported anything: the events
+/// asked, or POLLERR / POLLHUP / POLLNVAL, which `poll` reports whatever was asked (a caller
+/// treats them as a wake-up and lets the owner of the descriptor handle them). Descriptors below
+/// 0 are ignored. At most 8 entries (the rest are ignored); EINTR returns an empty mask.
+pub fn poll_fds(fds: &[(RawFd, i16)], timeout_ms: i32) -> io::Result<u64> {
+    let mut revents = [0i16; 8];
+    poll_revents(fds, timeout_ms, &mut revents)?;
+    Ok(revents
+        .iter()
+        .enumerate()
+        .filter(|(_, &r)| r != 0)
+        .fold(0, |mask, (i, _)| mask | 1 << i))
+}
+
+/// A fresh eventfd (counter 0), as a file: what a frontend sends for a kick or an interrupt.
+pub fn eventfd_file(nonblock: bool) -> io::Result<File> {
+    let flags = libc::EFD_CLOEXEC | if nonblock { libc::EFD_NONBLOCK } else { 0 };
+    // SAFETY: plain syscall; it returns a fresh descriptor or -1.
+    let fd = unsafe { libc::eventfd(0, flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor nobody else owns.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
 #[cfg(test)]
 mod frontend_fd_tests {
     use super::*;
-    use crate::sys::{eventfd_file, poll_fds};
     use std::os::fd::{FromRawFd, OwnedFd};
     use std::time::Duration;
 

@@ -240,21 +240,6 @@ pub fn add_seals(f: &File, seals: libc::c_int) -> io::Result<()> {
     Ok(())
 }
 
-/// Waits until one of `fds` (descriptor, `poll(2)` events) reports an event, or `timeout_ms`
-/// passes (-1: forever). Returns a bitmask of the entries that reported anything: the events
-/// asked, or POLLERR / POLLHUP / POLLNVAL, which `poll` reports whatever was asked (a caller
-/// treats them as a wake-up and lets the owner of the descriptor handle them). Descriptors below
-/// 0 are ignored. At most 8 entries (the rest are ignored); EINTR returns an empty mask.
-pub fn poll_fds(fds: &[(RawFd, i16)], timeout_ms: i32) -> io::Result<u64> {
-    let mut revents = [0i16; 8];
-    poll_revents(fds, timeout_ms, &mut revents)?;
-    Ok(revents
-        .iter()
-        .enumerate()
-        .filter(|(_, &r)| r != 0)
-        .fold(0, |mask, (i, _)| mask | 1 << i))
-}
-
 /// The signals the daemon's main thread takes: SIGINT and SIGTERM stop it, SIGUSR1 asks for the
 /// counters.
 fn daemon_signals() -> libc::sigset_t {
@@ -377,18 +362,6 @@ pub fn group_id(name: &str) -> io::Result<Option<u32>> {
 }
 
 // --- Descriptors a frontend sends (fuzzing and in-process tests make them). ---
-
-/// A fresh eventfd (counter 0), as a file: what a frontend sends for a kick or an interrupt.
-pub fn eventfd_file(nonblock: bool) -> io::Result<File> {
-    let flags = libc::EFD_CLOEXEC | if nonblock { libc::EFD_NONBLOCK } else { 0 };
-    // SAFETY: plain syscall; it returns a fresh descriptor or -1.
-    let fd = unsafe { libc::eventfd(0, flags) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a fresh descriptor nobody else owns.
-    Ok(unsafe { File::from_raw_fd(fd) })
-}
 
 /// A memfd of `size` bytes that can be sealed, with no seal yet: what a frontend sends as guest
 /// memory (it seals it, or not, with [`add_seals`]).

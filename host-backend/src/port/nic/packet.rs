@@ -12,7 +12,8 @@
 //! Unlike kernel netmap, AF_PACKET does not take the interface away from the host stack: the
 //! stack still receives what arrives, and the port sees a copy.
 
-use super::{link_error, require_if, sys, NicError, NicParts, PortBufs};
+use super::common::{link_error, require_if, NicError, NicParts, PortBufs};
+use super::sys;
 use crate::port::built::BuiltPort;
 use crate::port::ring::{BatchCounts, RingStats, RingSync, TxBatch, Wake};
 use crate::portspec::PortSpec;

@@ -15,7 +15,8 @@
 //! scratch header (`readv`), and with no header the tap's offloads are off, so the kernel
 //! segments and checksums before a frame reaches the guest.
 
-use super::{sys, NicError, NicParts, PortBufs};
+use super::common::{NicError, NicParts, PortBufs};
+use super::sys;
 use crate::port::built::BuiltPort;
 use crate::port::ring::{BatchCounts, RingStats, RingSync, TxBatch, Wake};
 use crate::portspec::PortSpec;

@@ -14,7 +14,8 @@
 //! from the host stack while the port exists. One `xdp:` port per interface (the interface has
 //! one XDP program).
 
-use super::{bpf, link_error, require_if, sys, NicError, NicParts, PortBufs};
+use super::common::{link_error, require_if, NicError, NicParts, PortBufs};
+use super::{bpf, sys};
 use crate::port::built::BuiltPort;
 use crate::port::ring::{BatchCounts, RingStats, RingSync, TxBatch, Wake};
 use crate::portspec::PortSpec;
