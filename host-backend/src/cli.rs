@@ -26,7 +26,10 @@ PORT syntax (netmap's nmport syntax):
                      (defaults: 1 TX and 1 RX ring of 1024 slots; at most 32 rings in all);
                      VALE ports also macs=N: source MACs the port may claim besides its own
                      (default 1; a bridge port needs one per host behind it; another port's
-                     MAC is never taken, frames from it are dropped and counted)
+                     MAC is never taken, frames from it are dropped and counted);
+                     frontend=ptnet|virtio-net: the device the port is served as (default
+                     ptnet; virtio-net: a standard vhost-user net device for stock QEMU and a
+                     guest's virtio_net driver, one queue pair per ring pair)
 
 Each PORT is served on DIR/<PORT without @conf>.sock (--socket-dir), or on --socket PATH when
 a single PORT is given. Pipe and VALE ports run on kernel netmap when /dev/netmap exists, on the
@@ -38,11 +41,17 @@ Examples:
   ptnet-backend --socket-dir /run/ptnet vale0:1 vale0:bridge@conf:macs=256
   ptnet-backend --socket /tmp/sink.sock null:sink
   ptnet-backend --socket-dir /tmp/p tap:ptap0 packet:eth1@conf:rings=2
+  ptnet-backend --socket-dir /tmp/p vale0:1@conf:frontend=virtio-net vale0:2@conf:rings=2
 
 Then point a frontend at a socket, e.g.
   qemu-system-x86_64 ... -chardev socket,id=p0,path=/tmp/p/vale0:1.sock,reconnect-ms=1000 \\
       -device ptnet-pci,chardev=p0
-  ptnet-pkt-gen -i vhost-user:/tmp/p/vale0:1.sock -f tx";
+  ptnet-pkt-gen -i vhost-user:/tmp/p/vale0:1.sock -f tx
+and, for a frontend=virtio-net port, stock QEMU (add mq=on,vectors=2N+2 to the device and
+queues=N to the netdev for N ring pairs; give each guest a MAC of its own):
+  qemu-system-x86_64 ... -object memory-backend-memfd,id=mem,size=1G,share=on \\
+      -numa node,memdev=mem -chardev socket,id=c,path=/tmp/p/vale0:1.sock,reconnect-ms=1000 \\
+      -netdev vhost-user,id=n,chardev=c -device virtio-net-pci,netdev=n,mac=52:54:00:00:00:01";
 
 /// Serve netmap ports to ptnet frontends (QEMU's ptnet-pci, or ptnet-driver) over vhost-user.
 #[derive(Parser, Debug)]
@@ -228,7 +237,11 @@ pub fn run() -> ExitCode {
     };
     // The main thread waits for signals, reporting the counters on SIGUSR1 and every
     // --stats-every seconds.
-    let mut reports = Reporter::new(config.stats_format, daemon.ports());
+    let mut reports = Reporter::new(
+        config.stats_format,
+        daemon.ports(),
+        daemon.virtqueues().to_vec(),
+    );
     loop {
         let timeout = config
             .stats_every

@@ -71,6 +71,16 @@ pub enum PortKind {
     },
 }
 
+/// The device a port is served as (`@conf:frontend=`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Frontend {
+    /// The ptnet device (the default): the guest syncs the port's netmap rings itself.
+    #[default]
+    Ptnet,
+    /// A standard vhost-user virtio-net device (stock QEMU, any `virtio_net` guest).
+    VirtioNet,
+}
+
 /// Ring geometry asked for with `@conf:`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RingConf {
@@ -109,6 +119,8 @@ pub struct PortSpec {
     /// VALE: source addresses the port may claim beyond its own (`macs=N`; a bridge port needs
     /// one per host behind it). See `netmap::mactable`.
     pub mac_limit: u32,
+    /// The device the port is served as (`frontend=ptnet|virtio-net`).
+    pub frontend: Frontend,
 }
 
 /// Most source addresses one VALE port may claim: a quarter of the switch's table.
@@ -252,11 +264,20 @@ impl PortSpec {
         };
         let mut conf = RingConf::default();
         let mut mac_limit = None;
+        let mut frontend = Frontend::Ptnet;
         if let Some(c) = conf_str {
             for opt in c.split(',').filter(|o| !o.is_empty()) {
                 let (k, v) = opt
                     .split_once('=')
                     .ok_or_else(|| err(format!("option '{opt}' is not KEY=VALUE")))?;
+                if k == "frontend" {
+                    frontend = match v {
+                        "ptnet" => Frontend::Ptnet,
+                        "virtio-net" => Frontend::VirtioNet,
+                        _ => return Err(err(format!("frontend '{v}' (known: ptnet, virtio-net)"))),
+                    };
+                    continue;
+                }
                 let v: u32 = v
                     .parse()
                     .map_err(|_| err(format!("option '{k}' wants a number, got '{v}'")))?;
@@ -270,7 +291,7 @@ impl PortSpec {
                     "macs" => mac_limit = Some(v),
                     _ => {
                         return Err(err(format!(
-                            "unknown option '{k}' (known: rings, tx-rings, rx-rings, slots, tx-slots, rx-slots, macs)"
+                            "unknown option '{k}' (known: rings, tx-rings, rx-rings, slots, tx-slots, rx-slots, macs, frontend)"
                         )))
                     }
                 }
@@ -312,7 +333,31 @@ impl PortSpec {
             conf,
             explicit_conf: conf_str.is_some(),
             mac_limit: mac_limit.unwrap_or(crate::port::mactable::DEFAULT_MAC_LIMIT),
+            frontend,
         })
+    }
+}
+
+#[cfg(test)]
+mod frontend_tests {
+    use super::*;
+
+    #[test]
+    fn frontend_option() {
+        assert_eq!(
+            PortSpec::parse("vale0:1").unwrap().frontend,
+            Frontend::Ptnet
+        );
+        let p = PortSpec::parse("vale0:1@conf:frontend=virtio-net,rings=2").unwrap();
+        assert_eq!((p.frontend, p.conf.tx_rings), (Frontend::VirtioNet, 2));
+        assert!(p.explicit_conf);
+        assert_eq!(
+            PortSpec::parse("vale0:1@conf:rings=2,frontend=ptnet")
+                .unwrap()
+                .frontend,
+            Frontend::Ptnet
+        );
+        assert!(PortSpec::parse("vale0:1@conf:frontend=virtio").is_err());
     }
 }
 

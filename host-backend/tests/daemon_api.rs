@@ -242,3 +242,29 @@ fn the_binary_prints_json_stats_lines() {
     );
     assert!(child.wait().unwrap().success());
 }
+
+/// A `frontend=virtio-net` port reports its virtqueues' counters beside its rings'; a ptnet
+/// port has none.
+#[test]
+fn a_virtio_net_port_reports_its_virtqueues() {
+    let dir = TempDir::new("vq");
+    let config = DaemonConfig::in_dir(
+        &dir.0,
+        &["null:apivq@conf:frontend=virtio-net,rings=2", "null:apipt"],
+    )
+    .expect("config");
+    let d = Daemon::start(&config).expect("daemon");
+    let s = d.stats();
+    let vq = s.ports[0].virtqueues.as_ref().expect("virtqueue counters");
+    assert_eq!(
+        vq.iter().map(|q| (q.index, q.dir)).collect::<Vec<_>>(),
+        [(0, Dir::Rx), (1, Dir::Tx), (2, Dir::Rx), (3, Dir::Tx)]
+    );
+    assert!(vq.iter().all(|q| q.packets == 0 && q.broken == 0), "{vq:?}");
+    assert_eq!(s.ports[1].virtqueues, None);
+    let json = serde_json::to_value(&s).expect("serializes");
+    assert_eq!(json["ports"][0]["virtqueues"][1]["dir"], "tx");
+    assert!(json["ports"][1].get("virtqueues").is_none(), "{json}");
+    let after = d.stop();
+    assert_eq!(after.ports[0].virtqueues.as_ref().map(Vec::len), Some(4));
+}

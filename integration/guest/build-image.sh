@@ -125,7 +125,7 @@ kver="${vmlinuz#./boot/vmlinuz-}"
 mkdir -p "$tmp/k"
 
 # Modules to load, with their dependencies first (modinfo's depends field).
-wanted=(uio_pci_generic)
+wanted=(uio_pci_generic virtio_pci virtio_net)
 order=()
 declare -A seen=()
 resolve() {

@@ -335,6 +335,14 @@ impl BufPool {
         self.valid(idx).then(|| idx as usize * self.size as usize)
     }
 
+    /// The pool's memory (buffer `idx` at [`Self::offset`], [`Self::buf_size`] bytes), for
+    /// copies the caller makes itself, e.g. straight from or to guest memory. A reference: a
+    /// window of each buffer would take a keepalive per buffer.
+    #[inline]
+    pub fn mem(&self) -> &SharedMem {
+        &self.mem
+    }
+
     /// Copies `data` into buffer `idx` at byte `at`. False if out of range.
     #[inline]
     pub fn write(&self, idx: u32, at: usize, data: &[u8]) -> bool {

@@ -9,6 +9,7 @@
 //! cargo xtask build-qemu    patched QEMU (cached); prints its path
 //! cargo xtask guest-image   the guest kernel + initramfs (cached); prints its directory
 //! cargo xtask deps          install the Debian packages the tests need
+//! cargo xtask stock-qemu    Debian's unpatched QEMU (bookworm-backports) for the virtio-net VM tests; prints its path
 //! cargo xtask fuzz          cargo-fuzz targets on nightly ([--seconds N] [--sanitizer S] [TARGET...])
 //! ```
 
@@ -99,13 +100,71 @@ fn guest_image() -> Result<PathBuf, String> {
     run_for_path(Command::new("bash").arg(root().join("integration/guest/build-image.sh")))
 }
 
+/// Debian's own QEMU (`qemu-system-x86` 10.0.x from bookworm-backports), which the virtio-net
+/// VM tests boot unpatched (`integration/tests/vm_virtio.rs`): installed when missing, with
+/// the backports source added when no apt source names it.
+fn stock_qemu() -> Result<PathBuf, String> {
+    let bin = PathBuf::from("/usr/bin/qemu-system-x86_64");
+    let installed = Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", "qemu-system-x86"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"));
+    if installed && bin.is_file() {
+        return Ok(bin);
+    }
+    let mut sources = String::new();
+    for f in ["/etc/apt/sources.list"]
+        .into_iter()
+        .map(PathBuf::from)
+        .chain(
+            std::fs::read_dir("/etc/apt/sources.list.d")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path()),
+        )
+    {
+        sources.push_str(&std::fs::read_to_string(f).unwrap_or_default());
+    }
+    if !sources.contains("bookworm-backports") {
+        let list = "/etc/apt/sources.list.d/bookworm-backports.list";
+        eprintln!("xtask: adding {list}");
+        std::fs::write(
+            list,
+            "deb http://deb.debian.org/debian bookworm-backports main\n",
+        )
+        .map_err(|e| format!("{list}: {e}"))?;
+    }
+    run(Command::new("apt-get").arg("update").arg("-q"))?;
+    run(Command::new("apt-get")
+        .args([
+            "install",
+            "-y",
+            "-q",
+            "-t",
+            "bookworm-backports",
+            "qemu-system-x86",
+        ])
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(format!(
+            "{} missing after installing qemu-system-x86",
+            bin.display()
+        ))
+    }
+}
+
 /// Builds QEMU and the guest image and exports their locations for the VM tests.
 fn vm_prereqs() -> Result<Vec<(String, PathBuf)>, String> {
     let qemu = build_qemu()?;
     let image = guest_image()?;
+    let stock = stock_qemu()?;
     Ok(vec![
         ("PTNET_QEMU".into(), qemu),
         ("PTNET_GUEST_DIR".into(), image),
+        ("PTNET_STOCK_QEMU".into(), stock),
     ])
 }
 
@@ -217,7 +276,7 @@ fn soak(extra: &[String]) -> Result<(), String> {
 }
 
 const USAGE: &str =
-    "usage: cargo xtask <test|ci|demo|bench|soak|build-qemu|guest-image|deps|fuzz> [ARGS...]";
+    "usage: cargo xtask <test|ci|demo|bench|soak|build-qemu|guest-image|stock-qemu|deps|fuzz> [ARGS...]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -234,6 +293,7 @@ fn main() -> ExitCode {
         "soak" => soak(rest),
         "build-qemu" => build_qemu().map(|p| println!("{}", p.display())),
         "guest-image" => guest_image().map(|p| println!("{}", p.display())),
+        "stock-qemu" => stock_qemu().map(|p| println!("{}", p.display())),
         "deps" => deps(),
         "fuzz" => fuzz::fuzz(rest),
         "-h" | "--help" | "help" => {

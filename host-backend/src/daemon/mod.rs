@@ -4,14 +4,18 @@
 //! ([`crate::cli`]) is a thin loop over this.
 
 pub mod config;
+pub mod device;
 pub mod server;
+mod socket;
 pub mod stats;
 
 pub use config::{ConfigError, DaemonConfig, Sockets, StatsFormat};
 pub use stats::{DaemonStats, FrontendState, PortStats};
 
 use crate::frontend::ptnet::GuestMemory;
+use crate::frontend::virtio_net::vq::VqStats;
 use crate::port::build::BuildError;
+use crate::portspec::Frontend;
 use crate::served::{build_ports, NetmapImpl, Port};
 use server::{PortServer, ServeError};
 use std::path::{Path, PathBuf};
@@ -35,6 +39,12 @@ pub enum DaemonError {
     /// A port's socket could not be served.
     #[error(transparent)]
     Serve(#[from] ServeError),
+    /// `frontend=virtio-net` on a port the kernel's loop runs.
+    #[error(
+        "port '{0}': frontend=virtio-net needs the userspace netmap (kernel netmap ports are run \
+         by the kernel's loop; use --netmap user)"
+    )]
+    VirtioNetOnKernel(String),
 }
 
 /// A running daemon: its ports, each served on its socket.
@@ -42,6 +52,8 @@ pub struct Daemon {
     ports: Vec<Arc<Port>>,
     sockets: Vec<PathBuf>,
     servers: Vec<PortServer>,
+    /// Each port's virtqueue counters, if it is served as a virtio-net device.
+    virtqueues: Vec<Option<Vec<Arc<VqStats>>>>,
     started: Instant,
 }
 
@@ -68,9 +80,18 @@ impl Daemon {
         let ports = build_ports(&config.ports, config.netmap)?;
         GuestMemory::set_max_per_connection(config.max_guest_memory);
         let sockets = config.socket_paths();
+        // Checked before anything is served: a refused port serves none.
+        let frontends: Vec<Frontend> = config.ports.iter().map(|s| s.frontend).collect();
+        if let Some((p, _)) = ports
+            .iter()
+            .zip(&frontends)
+            .find(|(p, f)| **f == Frontend::VirtioNet && p.threads_memory().is_none())
+        {
+            return Err(DaemonError::VirtioNetOnKernel(p.name().to_string()));
+        }
         let mut servers = Vec::new();
-        for (port, path) in ports.iter().zip(&sockets) {
-            match PortServer::start(port.clone(), path, config.serve) {
+        for ((port, path), &frontend) in ports.iter().zip(&sockets).zip(&frontends) {
+            match PortServer::start_frontend(port.clone(), path, config.serve, frontend) {
                 Ok(s) => {
                     let g = port.geometry();
                     tracing::info!(
@@ -81,6 +102,8 @@ impl Daemon {
                         slots = g.num_tx_slots,
                         mem_id = g.mem_id,
                         mem_size = g.mem_size,
+                        frontend = ?frontend,
+                        mac = %mac_string(port.mac()),
                         "serving"
                     );
                     servers.push(s);
@@ -93,10 +116,15 @@ impl Daemon {
                 }
             }
         }
+        let virtqueues = servers
+            .iter()
+            .map(|s| s.virtqueues().map(<[_]>::to_vec))
+            .collect();
         Ok(Self {
             ports,
             sockets,
             servers,
+            virtqueues,
             started: Instant::now(),
         })
     }
@@ -119,6 +147,12 @@ impl Daemon {
             .map(|i| self.sockets[i].as_path())
     }
 
+    /// Each port's virtqueue counters (in port order), for the ports served as virtio-net
+    /// devices.
+    pub fn virtqueues(&self) -> &[Option<Vec<Arc<VqStats>>>] {
+        &self.virtqueues
+    }
+
     /// Every counter, now.
     pub fn stats(&self) -> DaemonStats {
         self.collect(|i| Some(self.servers[i].frontend()))
@@ -134,7 +168,10 @@ impl Daemon {
                 .iter()
                 .zip(&self.sockets)
                 .enumerate()
-                .map(|(i, (p, s))| stats::port_stats(p, s.clone(), frontend(i)))
+                .map(|(i, (p, s))| {
+                    let vq = self.virtqueues[i].as_deref();
+                    stats::port_stats(p, s.clone(), frontend(i), vq)
+                })
                 .collect(),
         }
     }
@@ -146,6 +183,7 @@ impl Daemon {
             ports,
             sockets,
             servers,
+            virtqueues,
             started,
         } = self;
         for s in servers {
@@ -155,10 +193,19 @@ impl Daemon {
             ports,
             sockets,
             servers: Vec::new(),
+            virtqueues,
             started,
         };
         stopped.collect(|_| None)
     }
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+fn mac_string(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// Creates the socket directory if missing, 0700 (0710 with `group`, which it then gets)

@@ -36,13 +36,17 @@
 //!   around `bind`, so it is never reachable with wider permissions), or 0660 with group
 //!   `--socket-group`.
 
+pub use super::device::ServedDevice;
+use super::socket::{bind_private, file_id, lock_socket_path};
 use crate::frontend::ptnet::syncloop::LoopOptions;
 use crate::frontend::ptnet::PtnetDevice;
+use crate::frontend::virtio_net::vq::VqStats;
+use crate::frontend::virtio_net::VirtioNetDevice;
+use crate::portspec::Frontend;
 use crate::served::Port;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -87,7 +91,9 @@ impl Default for ServeOptions {
 /// A port being served on a socket.
 pub struct PortServer {
     path: PathBuf,
-    status: Arc<ServerStatus>,
+    status: Arc<dyn StatusView>,
+    /// The virtio-net device's virtqueue counters (kept across connections).
+    virtqueues: Option<Vec<Arc<VqStats>>>,
     stop: EventFd,
     thread: Option<JoinHandle<()>>,
     /// (device, inode) of the socket we bound: removed at stop only if the path still names it.
@@ -97,13 +103,48 @@ pub struct PortServer {
 }
 
 /// What a server tells about its frontend (see [`PortServer::frontend`]).
-struct ServerStatus {
+struct ServerStatus<D> {
     /// The port's device (shared with the connection threads).
-    device: Arc<Mutex<PtnetDevice>>,
+    device: Arc<Mutex<D>>,
     /// Connections accepted so far.
     accepted: AtomicU64,
     /// A connection is being served.
     active: AtomicBool,
+}
+
+/// A [`ServerStatus`], whichever its device.
+trait StatusView: Send + Sync {
+    fn frontend(&self) -> FrontendStatus;
+}
+
+impl<D: ServedDevice> StatusView for ServerStatus<D> {
+    fn frontend(&self) -> FrontendStatus {
+        FrontendStatus {
+            connected: self.active.load(Ordering::SeqCst),
+            running: self.device.lock().expect("device lock").running(),
+            accepted: self.accepted.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Starts the port's listener thread over `device`.
+fn spawn_supervisor<D: ServedDevice>(
+    device: D,
+    port: Arc<Port>,
+    listener: UnixListener,
+    stop: EventFd,
+    opts: ServeOptions,
+) -> io::Result<(Arc<dyn StatusView>, JoinHandle<()>)> {
+    let status = Arc::new(ServerStatus {
+        device: Arc::new(Mutex::new(device)),
+        accepted: AtomicU64::new(0),
+        active: AtomicBool::new(false),
+    });
+    let status2 = status.clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("vu-{}", port.name()).chars().take(15).collect())
+        .spawn(move || supervise(port, listener, stop, opts, &status2))?;
+    Ok((status, thread))
 }
 
 /// A port's frontend, as its server sees it.
@@ -142,68 +183,20 @@ pub enum ServeError {
     Mode(PathBuf, #[source] io::Error),
 }
 
-/// `PATH.lock`, locked (flock, exclusive) and still named by its path.
-fn lock_socket_path(path: &Path) -> Result<(PathBuf, File), ServeError> {
-    let mut name = path.as_os_str().to_owned();
-    name.push(".lock");
-    let lock_path = PathBuf::from(name);
-    let lock_err = |e| ServeError::Lock(lock_path.clone(), e);
-    loop {
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(lock_err)?;
-        match f.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(ServeError::InUse(path.to_path_buf(), lock_path))
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(lock_err(e)),
-        }
-        // A stopping daemon removes its lock file while it still holds the lock: ours counts
-        // only if the path still names the file we locked.
-        let ours = f.metadata().map_err(lock_err)?;
-        if file_id(&lock_path) == Some((ours.dev(), ours.ino())) {
-            return Ok((lock_path, f));
-        }
-    }
-}
-
-/// (device, inode) of what `path` names (not following a symlink).
-fn file_id(path: &Path) -> Option<(u64, u64)> {
-    std::fs::symlink_metadata(path)
-        .ok()
-        .map(|m| (m.dev(), m.ino()))
-}
-
-/// Binds `path` with mode 0600 (the umask narrowed around `bind`), then gives it `group` and
-/// mode 0660 if asked.
-fn bind_private(path: &Path, group: Option<u32>) -> Result<UnixListener, ServeError> {
-    // Process-wide, but only ever narrows: a file another thread creates in this instant gets
-    // fewer permissions, never more.
-    let old = crate::sys::set_umask(0o177);
-    let res = UnixListener::bind(path);
-    crate::sys::set_umask(old);
-    let listener = res.map_err(|e| ServeError::Listen(path.to_path_buf(), e))?;
-    let mode_err = |e| ServeError::Mode(path.to_path_buf(), e);
-    let mode = if let Some(gid) = group {
-        std::os::unix::fs::chown(path, None, Some(gid)).map_err(mode_err)?;
-        0o660
-    } else {
-        0o600
-    };
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(mode_err)?;
-    Ok(listener)
-}
-
 impl PortServer {
     /// Locks `path`, listens on it (replacing a stale socket, never a live one) and serves
     /// `port` there.
     pub fn start(port: Arc<Port>, path: &Path, opts: ServeOptions) -> Result<Self, ServeError> {
+        Self::start_frontend(port, path, opts, Frontend::Ptnet)
+    }
+
+    /// [`Self::start`], serving the port as `frontend`'s device.
+    pub fn start_frontend(
+        port: Arc<Port>,
+        path: &Path,
+        opts: ServeOptions,
+        frontend: Frontend,
+    ) -> Result<Self, ServeError> {
         let lock = lock_socket_path(path)?;
         let listen_err = |e| ServeError::Listen(path.to_path_buf(), e);
         if let Ok(m) = std::fs::symlink_metadata(path) {
@@ -228,19 +221,24 @@ impl PortServer {
         listener.set_nonblocking(true).map_err(listen_err)?;
         let stop = EventFd::new(EFD_NONBLOCK).map_err(listen_err)?;
         let stop2 = stop.try_clone().map_err(listen_err)?;
-        let status = Arc::new(ServerStatus {
-            device: Arc::new(Mutex::new(PtnetDevice::new(port.clone(), opts.loops))),
-            accepted: AtomicU64::new(0),
-            active: AtomicBool::new(false),
-        });
-        let status2 = status.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("vu-{}", port.name()).chars().take(15).collect())
-            .spawn(move || supervise(port, listener, stop2, opts, &status2))
-            .map_err(listen_err)?;
+        // The device is made here, so that its status can be asked from the start.
+        let mut virtqueues = None;
+        let (status, thread) = match frontend {
+            Frontend::Ptnet => {
+                let device = PtnetDevice::new(port.clone(), opts.loops);
+                spawn_supervisor(device, port, listener, stop2, opts)
+            }
+            Frontend::VirtioNet => {
+                let device = VirtioNetDevice::new(port.clone(), opts.loops);
+                virtqueues = Some(device.queue_stats());
+                spawn_supervisor(device, port, listener, stop2, opts)
+            }
+        }
+        .map_err(listen_err)?;
         Ok(Self {
             path: path.to_path_buf(),
             status,
+            virtqueues,
             stop,
             thread: Some(thread),
             socket_id,
@@ -256,11 +254,12 @@ impl PortServer {
     /// The port's frontend: connected or not, running its rings or not. (Waits for the request
     /// the connection is handling, if any: requests are handled only once queued whole.)
     pub fn frontend(&self) -> FrontendStatus {
-        FrontendStatus {
-            connected: self.status.active.load(Ordering::SeqCst),
-            running: self.status.device.lock().expect("device lock").running(),
-            accepted: self.status.accepted.load(Ordering::Relaxed),
-        }
+        self.status.frontend()
+    }
+
+    /// A virtio-net port's virtqueue counters (`None`: a ptnet port).
+    pub fn virtqueues(&self) -> Option<&[Arc<VqStats>]> {
+        self.virtqueues.as_deref()
     }
 
     /// Stops serving: closes the connection (stopping the rings) and the socket, and removes the
@@ -361,9 +360,9 @@ struct Waiting {
     ready: bool,
 }
 
-fn start_conn(
+fn start_conn<D: ServedDevice>(
     port: &Arc<Port>,
-    status: &Arc<ServerStatus>,
+    status: &Arc<ServerStatus<D>>,
     stream: UnixStream,
     ended: &Arc<EventFd>,
     opts: ServeOptions,
@@ -398,12 +397,12 @@ fn start_conn(
 }
 
 /// The port's listener thread: accepts, decides which connection is served, stops.
-fn supervise(
+fn supervise<D: ServedDevice>(
     port: Arc<Port>,
     listener: UnixListener,
     stop: EventFd,
     opts: ServeOptions,
-    status: &Arc<ServerStatus>,
+    status: &Arc<ServerStatus<D>>,
 ) {
     let name = port.name().to_string();
     let device = &status.device;
@@ -581,9 +580,9 @@ fn supervise(
 }
 
 /// Serves one connection until it ends, is cut, or breaks a deadline.
-fn serve_connection(
+fn serve_connection<D: ServedDevice>(
     port: &Arc<Port>,
-    device: &Arc<Mutex<PtnetDevice>>,
+    device: &Arc<Mutex<D>>,
     stream: UnixStream,
     shared: &ConnShared,
     opts: ServeOptions,
@@ -614,6 +613,18 @@ fn serve_connection(
             }
             Queued::Message => {
                 partial_since = None;
+                match device.lock().expect("device lock").intercept(gate) {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        handshaken = true;
+                        *shared.last_message.lock().expect("lock") = Instant::now();
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(port = name, "closing connection: {e}");
+                        return;
+                    }
+                }
                 match handler.handle_request() {
                     Ok(()) => device.lock().expect("device lock").flush_backend_requests(),
                     Err(VuError::InvalidParam)

@@ -4,6 +4,7 @@
 
 use crate::daemon::config::StatsFormat;
 use crate::daemon::server::FrontendStatus;
+use crate::frontend::virtio_net::vq::VqStats;
 use crate::port::ring::RingStats;
 use crate::served::{Datapath, Port};
 use serde::Serialize;
@@ -104,6 +105,77 @@ pub struct PortStats {
     /// Kernel ports whose rings run: each ring's positions, from the CSB.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kernel_rings: Option<Vec<KernelRing>>,
+    /// Ports served as virtio-net devices (`frontend=virtio-net`): each virtqueue's counters,
+    /// since the daemon started (the netmap rings' are in [`Self::rings`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub virtqueues: Option<Vec<VirtqueueCounters>>,
+}
+
+/// One virtqueue's counters ([`VqStats`]): virtqueue `2i` is queue pair `i`'s RX, `2i + 1` its
+/// TX.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct VirtqueueCounters {
+    /// Virtqueue index.
+    pub index: u32,
+    /// TX (guest to port) or RX.
+    pub dir: Dir,
+    /// See [`VqStats::packets`].
+    pub packets: u64,
+    /// See [`VqStats::bytes`].
+    pub bytes: u64,
+    /// See [`VqStats::bad_chains`].
+    pub bad_chains: u64,
+    /// See [`VqStats::bad_addresses`].
+    pub bad_addresses: u64,
+    /// See [`VqStats::too_long`].
+    pub too_long: u64,
+    /// See [`VqStats::too_short`].
+    pub too_short: u64,
+    /// See [`VqStats::bad_headers`].
+    pub bad_headers: u64,
+    /// See [`VqStats::bad_heads`].
+    pub bad_heads: u64,
+    /// See [`VqStats::broken`].
+    pub broken: u64,
+    /// See [`VqStats::interrupts`].
+    pub interrupts: u64,
+}
+
+impl VirtqueueCounters {
+    /// Virtqueue `index`'s counters, now.
+    pub fn of(index: u32, s: &VqStats) -> Self {
+        let l = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        Self {
+            index,
+            dir: if index.is_multiple_of(2) {
+                Dir::Rx
+            } else {
+                Dir::Tx
+            },
+            packets: l(&s.packets),
+            bytes: l(&s.bytes),
+            bad_chains: l(&s.bad_chains),
+            bad_addresses: l(&s.bad_addresses),
+            too_long: l(&s.too_long),
+            too_short: l(&s.too_short),
+            bad_headers: l(&s.bad_headers),
+            bad_heads: l(&s.bad_heads),
+            broken: l(&s.broken),
+            interrupts: l(&s.interrupts),
+        }
+    }
+}
+
+/// The virtqueues' log line: `vq0 rx: packets=... ...; vq1 tx: ...`.
+fn virtqueue_line(v: &[Arc<VqStats>]) -> String {
+    v.iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let dir = if i.is_multiple_of(2) { "rx" } else { "tx" };
+            format!("vq{i} {dir}: {}", s.line())
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Packet rates, in millions of packets a second.
@@ -161,8 +233,14 @@ pub struct KernelRing {
     pub hwtail: u32,
 }
 
-/// The counters of `port`, served on `socket` (`frontend`: `None` once not served).
-pub fn port_stats(port: &Port, socket: PathBuf, frontend: Option<FrontendStatus>) -> PortStats {
+/// The counters of `port`, served on `socket` (`frontend`: `None` once not served;
+/// `virtqueues`: its virtio-net device's, if it is served as one).
+pub fn port_stats(
+    port: &Port,
+    socket: PathBuf,
+    frontend: Option<FrontendStatus>,
+    virtqueues: Option<&[Arc<VqStats>]>,
+) -> PortStats {
     let ntx = port.geometry().num_tx_rings;
     let dir = |i: u32| if i < ntx { Dir::Tx } else { Dir::Rx };
     let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
@@ -222,6 +300,12 @@ pub fn port_stats(port: &Port, socket: PathBuf, frontend: Option<FrontendStatus>
         rates: None,
         rings,
         kernel_rings,
+        virtqueues: virtqueues.map(|v| {
+            v.iter()
+                .zip(0u32..)
+                .map(|(s, i)| VirtqueueCounters::of(i, s))
+                .collect()
+        }),
     }
 }
 
@@ -252,15 +336,23 @@ pub struct Reporter {
     format: StatsFormat,
     since: Instant,
     packets: Vec<(u64, u64)>,
+    /// Each port's virtqueue counters (virtio-net ports), for their log line.
+    virtqueues: Vec<Option<Vec<Arc<VqStats>>>>,
 }
 
 impl Reporter {
-    /// A reporter whose first rates count from now.
-    pub fn new(format: StatsFormat, ports: &[Arc<Port>]) -> Self {
+    /// A reporter whose first rates count from now; `virtqueues[i]`: port `i`'s virtio-net
+    /// counters, if it is served as a virtio-net device ([`crate::daemon::Daemon::virtqueues`]).
+    pub fn new(
+        format: StatsFormat,
+        ports: &[Arc<Port>],
+        virtqueues: Vec<Option<Vec<Arc<VqStats>>>>,
+    ) -> Self {
         Self {
             format,
             since: Instant::now(),
             packets: ports.iter().map(|p| p.packets()).collect(),
+            virtqueues,
         }
     }
 
@@ -295,6 +387,11 @@ impl Reporter {
         } else {
             for p in ports {
                 tracing::info!(port = p.name(), "{}", p.stats_line());
+            }
+        }
+        for (p, v) in ports.iter().zip(&self.virtqueues) {
+            if let Some(v) = v {
+                tracing::info!(port = p.name(), "virtio-net {}", virtqueue_line(v));
             }
         }
         if self.format == StatsFormat::Json {

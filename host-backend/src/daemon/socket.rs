@@ -1,0 +1,66 @@
+//! A port's socket file: its lock (`PATH.lock`, one daemon per socket), and a private bind
+//! (see the rules in [`super::server`]).
+
+use super::server::ServeError;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+
+/// `PATH.lock`, locked (flock, exclusive) and still named by its path.
+pub(super) fn lock_socket_path(path: &Path) -> Result<(PathBuf, File), ServeError> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock_path = PathBuf::from(name);
+    let lock_err = |e| ServeError::Lock(lock_path.clone(), e);
+    loop {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(lock_err)?;
+        match f.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(ServeError::InUse(path.to_path_buf(), lock_path))
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(lock_err(e)),
+        }
+        // A stopping daemon removes its lock file while it still holds the lock: ours counts
+        // only if the path still names the file we locked.
+        let ours = f.metadata().map_err(lock_err)?;
+        if file_id(&lock_path) == Some((ours.dev(), ours.ino())) {
+            return Ok((lock_path, f));
+        }
+    }
+}
+
+/// (device, inode) of what `path` names (not following a symlink).
+pub(super) fn file_id(path: &Path) -> Option<(u64, u64)> {
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
+/// Binds `path` with mode 0600 (the umask narrowed around `bind`), then gives it `group` and
+/// mode 0660 if asked.
+pub(super) fn bind_private(path: &Path, group: Option<u32>) -> Result<UnixListener, ServeError> {
+    // Process-wide, but only ever narrows: a file another thread creates in this instant gets
+    // fewer permissions, never more.
+    let old = crate::sys::set_umask(0o177);
+    let res = UnixListener::bind(path);
+    crate::sys::set_umask(old);
+    let listener = res.map_err(|e| ServeError::Listen(path.to_path_buf(), e))?;
+    let mode_err = |e| ServeError::Mode(path.to_path_buf(), e);
+    let mode = if let Some(gid) = group {
+        std::os::unix::fs::chown(path, None, Some(gid)).map_err(mode_err)?;
+        0o660
+    } else {
+        0o600
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(mode_err)?;
+    Ok(listener)
+}

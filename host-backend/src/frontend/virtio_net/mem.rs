@@ -1,0 +1,96 @@
+//! Guest memory for the virtio-net device. (The one bridge between the port's netmap memory and
+//! vm-memory's volatile slices is `sys::buffer`.)
+//!
+//! The frontend's regions are checked exactly as the ptnet device checks its own
+//! ([`crate::sys::MappedFile::map_guest`]): a memfd sealed with `F_SEAL_SHRINK`, the region inside
+//! the file as `fstat` sees it once the seal holds. Only then does vm-memory map the file: the
+//! seal guarantees the mapping can never reach past the end of the file, so a frontend that
+//! `ftruncate`s its memfd cannot SIGBUS the daemon (it gets EPERM).
+
+use crate::sys::GuestFileError;
+use std::fs::File;
+use vhost::vhost_user::message::VhostUserMemoryRegion;
+use vm_memory::{FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
+
+/// Most memory regions accepted in one SET_MEM_TABLE (as for the ptnet device).
+pub const MAX_REGIONS: usize = 32;
+
+/// The frontend's memory: vm-memory's view for the virtqueues, and the frontend's virtual
+/// addresses of each region (vhost-user gives ring addresses in those).
+pub struct FrontendMemory {
+    /// The regions, by guest-physical address.
+    pub mem: GuestMemoryMmap,
+    /// (frontend virtual address, size, guest-physical address) of each region.
+    va: Vec<(u64, u64, u64)>,
+}
+
+impl FrontendMemory {
+    /// Translates a frontend virtual address (SET_VRING_ADDR) to a guest-physical one.
+    pub fn va_to_gpa(&self, va: u64) -> Option<u64> {
+        self.va.iter().find_map(|&(base, size, gpa)| {
+            let off = va.checked_sub(base)?;
+            (off < size).then(|| gpa + off)
+        })
+    }
+
+    /// The memory of a table, every region checked before it is mapped. The total is capped
+    /// like the ptnet device's (`--max-guest-memory`).
+    pub fn from_table(ctx: &[VhostUserMemoryRegion], files: Vec<File>) -> Result<Self, String> {
+        if ctx.len() != files.len() || ctx.is_empty() || ctx.len() > MAX_REGIONS {
+            return Err(format!(
+                "a malformed memory table ({} regions, {} descriptors)",
+                ctx.len(),
+                files.len()
+            ));
+        }
+        let cap = crate::frontend::ptnet::GuestMemory::max_per_connection();
+        let total = ctx
+            .iter()
+            .try_fold(0u64, |t, r| t.checked_add(r.memory_size));
+        if total.is_none_or(|t| t > cap) {
+            return Err(format!(
+                "a memory table over the {cap}-byte cap on guest memory per connection \
+                 (--max-guest-memory)"
+            ));
+        }
+        let mut regions = Vec::with_capacity(ctx.len());
+        let mut va = Vec::with_capacity(ctx.len());
+        for (i, (r, f)) in ctx.iter().zip(files).enumerate() {
+            let (gpa, size, offset) = (r.guest_phys_addr, r.memory_size, r.mmap_offset);
+            let len = usize::try_from(size).map_err(|_| format!("region {i}: {size} bytes"))?;
+            if gpa.checked_add(size).is_none() || r.user_addr.checked_add(size).is_none() {
+                return Err(format!("region {i} wraps around"));
+            }
+            check_guest_file(&f, offset, len).map_err(|e| {
+                format!(
+                    "region {i} (guest address {gpa:#x}, {size} bytes at file offset {offset}) \
+                     cannot be mapped: {e}"
+                )
+            })?;
+            let map = MmapRegion::<()>::from_file(FileOffset::new(f, offset), len)
+                .map_err(|e| format!("region {i}: mmap: {e}"))?;
+            let region = GuestRegionMmap::new(map, GuestAddress(gpa))
+                .ok_or_else(|| format!("region {i} does not fit the address space"))?;
+            regions.push(region);
+            va.push((r.user_addr, size, gpa));
+        }
+        let mem = GuestMemoryMmap::from_regions(regions)
+            .map_err(|e| format!("the regions overlap or are unordered: {e}"))?;
+        Ok(Self { mem, va })
+    }
+}
+
+/// The checks of [`crate::sys::MappedFile::map_guest`], without the mapping: a memfd sealed
+/// against shrinking, `[offset, offset + len)` inside it once the seal holds.
+pub fn check_guest_file(file: &File, offset: u64, len: usize) -> Result<(), GuestFileError> {
+    let seals = crate::sys::seals(file).map_err(GuestFileError::NotAMemfd)?;
+    if seals & libc::F_SEAL_SHRINK == 0 {
+        return Err(GuestFileError::NotSealed { seals });
+    }
+    // The seal holds from here on: the size fstat reports now can only grow.
+    let size = file.metadata().map_err(GuestFileError::Map)?.len();
+    if len == 0 || offset.checked_add(len as u64).is_none_or(|end| end > size) {
+        return Err(GuestFileError::PastEnd { offset, len, size });
+    }
+    Ok(())
+}

@@ -1,0 +1,374 @@
+//! Frames between virtqueue descriptor chains and netmap buffers: one copy each way, straight
+//! between guest memory and the port's buffer, nothing allocated.
+//!
+//! * TX ([`tx_chain_to_buf`]): the readable descriptors of a chain are the guest's virtio-net
+//!   header then its frame. The header is parsed and checked against what was negotiated, and
+//!   rewritten in the port's header form (the length the port carries, 0 when it carries none);
+//!   the frame goes into the netmap buffer after it.
+//! * RX ([`RxWriter::deliver`]): a netmap slot (the port's header form, then the frame) goes into
+//!   one chain, or with `VIRTIO_NET_F_MRG_RXBUF` as many chains as it needs, with the guest's
+//!   header (`num_buffers` the number of chains) written last into the first one.
+//!
+//! Everything the guest controls is checked: descriptor direction, addresses (inside guest
+//! memory, each descriptor inside one region), lengths (the frame must fit a netmap buffer),
+//! header fields. virtio-queue bounds every chain by the queue size (loops end there), refuses
+//! nested indirect tables and chains over 4 GiB, and ends a chain at a descriptor it cannot read;
+//! what is left of such a chain is checked here like any other.
+
+use ptnet_protocol::vnet::{self, VnetHeader};
+use virtio_queue::desc::split::Descriptor;
+use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, VolatileSlice};
+
+/// Shortest frame accepted from a guest: an Ethernet header.
+pub const ETH_HLEN: usize = 14;
+
+/// Most chains one received frame may span (mergeable buffers). A netmap buffer of 2 KiB needs
+/// two of Linux's; a guest posting tiny buffers gets its frames dropped.
+pub const MAX_MERGE: usize = 32;
+
+/// The header forms on both sides, fixed at feature negotiation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HdrConf {
+    /// The guest's virtio-net header: 12 bytes (VERSION_1 or MRG_RXBUF), else 10.
+    pub guest_len: usize,
+    /// The header the port's netmap slots carry: the guest's length, or 0 for a port that
+    /// carries none.
+    pub port_len: usize,
+    /// `VIRTIO_NET_F_CSUM` negotiated: the guest may send partial checksums.
+    pub csum: bool,
+    /// `VIRTIO_NET_F_GUEST_CSUM` negotiated: the guest takes partial checksums.
+    pub guest_csum: bool,
+    /// `VIRTIO_NET_F_MRG_RXBUF` negotiated.
+    pub mrg_rxbuf: bool,
+}
+
+/// Why a TX chain's frame was dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxDrop {
+    /// A device-writable descriptor in a TX chain.
+    Writable,
+    /// A descriptor outside guest memory (or across regions).
+    BadAddress,
+    /// Header plus frame longer than a netmap buffer.
+    TooLong,
+    /// No complete header, or a frame shorter than an Ethernet header.
+    TooShort,
+    /// A malformed header, or one asking for an offload that was not negotiated.
+    BadHeader,
+}
+
+/// Why a received frame was not delivered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RxDrop {
+    /// The slot's header is malformed, or it asks for an offload the guest did not take
+    /// (GSO), or its checksum cannot be completed.
+    BadFrame,
+    /// The frame needs more room than the guest's buffers (a chain without mergeable buffers,
+    /// or more than [`MAX_MERGE`] chains).
+    NoRoom,
+    /// A chain with a device-readable descriptor, or a descriptor outside guest memory.
+    BadChain,
+}
+
+/// What became of one received frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RxOutcome {
+    /// Written into this many chains.
+    Delivered(u16),
+    /// The guest has not posted enough buffers: the frame stays in the netmap ring, the chains
+    /// looked at stay available.
+    NoBuffers,
+    /// Dropped (the slot is released anyway).
+    Dropped(RxDrop),
+}
+
+/// Is the guest's avail index at most a queue ahead of what was consumed? Past that the driver
+/// is broken (virtio-queue then refuses to iterate) and the queue must stop until it is set up
+/// again, not be looked at on every wake-up.
+pub fn avail_in_range(q: &Queue, mem: &GuestMemoryMmap) -> bool {
+    q.avail_idx(mem, std::sync::atomic::Ordering::Acquire)
+        .is_ok_and(|idx| (idx - std::num::Wrapping(q.next_avail())).0 <= q.size())
+}
+
+/// Asks the driver for a kick once it makes chains available past `idx` (the avail index
+/// seen when the chains there were not enough for a frame): with EVENT_IDX `avail_event` =
+/// `idx`, else notifications on. Returns false when chains came past `idx` meanwhile (do not
+/// sleep). virtio-queue's own `enable_notification` arms at the next chain to consume, which
+/// a driver that already made it available never kicks for again.
+pub fn arm_avail_past(q: &mut Queue, mem: &GuestMemoryMmap, idx: u16) -> bool {
+    use std::sync::atomic::{fence, Ordering};
+    if q.event_idx_enabled() {
+        let at = q.used_ring() + 4 + 8 * u64::from(q.size());
+        if mem
+            .store(idx.to_le(), GuestAddress(at), Ordering::Relaxed)
+            .is_err()
+        {
+            return true;
+        }
+    } else {
+        let _ = q.enable_notification(mem);
+    }
+    fence(Ordering::SeqCst);
+    q.avail_idx(mem, Ordering::Acquire)
+        .is_ok_and(|now| now.0 == idx)
+}
+
+/// Copies the frame of a TX chain into `dst` (a netmap buffer) in the port's header form.
+/// Returns the slot length.
+pub fn tx_chain_to_buf<I: Iterator<Item = Descriptor>>(
+    mem: &GuestMemoryMmap,
+    chain: I,
+    conf: &HdrConf,
+    dst: &VolatileSlice<'_>,
+) -> Result<usize, TxDrop> {
+    let mut head = [0u8; vnet::HDR_LEN_MRG];
+    let mut got_hdr = 0usize;
+    let mut out = conf.port_len;
+    let limit = conf.guest_len + dst.len() - conf.port_len;
+    let mut total = 0usize;
+    for d in chain {
+        if d.is_write_only() {
+            return Err(TxDrop::Writable);
+        }
+        let len = d.len() as usize;
+        if len == 0 {
+            continue;
+        }
+        total = total.saturating_add(len);
+        if total > limit {
+            return Err(TxDrop::TooLong);
+        }
+        let mut s = mem
+            .get_slice(d.addr(), len)
+            .map_err(|_| TxDrop::BadAddress)?;
+        if got_hdr < conf.guest_len {
+            let take = (conf.guest_len - got_hdr).min(len);
+            let part = s.subslice(0, take).map_err(|_| TxDrop::BadAddress)?;
+            part.copy_to(&mut head[got_hdr..got_hdr + take]);
+            got_hdr += take;
+            if take == len {
+                continue;
+            }
+            s = s.offset(take).map_err(|_| TxDrop::BadAddress)?;
+        }
+        let to = dst.subslice(out, s.len()).map_err(|_| TxDrop::TooLong)?;
+        s.copy_to_volatile_slice(to);
+        out += s.len();
+    }
+    if got_hdr < conf.guest_len || out - conf.port_len < ETH_HLEN {
+        return Err(TxDrop::TooShort);
+    }
+    let h = VnetHeader::parse(&head[..conf.guest_len], conf.guest_len)
+        .map_err(|_| TxDrop::BadHeader)?;
+    // No GSO is offered (a netmap buffer holds one frame of at most its size), and a partial
+    // checksum only where CSUM was negotiated (which needs a port that carries the header).
+    if h.is_gso() || (h.needs_csum() && !conf.csum) || h.flags & vnet::flags::DATA_VALID != 0 {
+        return Err(TxDrop::BadHeader);
+    }
+    if conf.port_len > 0 {
+        let mut ph = [0u8; vnet::HDR_LEN_MRG];
+        let h = VnetHeader {
+            // A frame in one slot: as netmap's 12-byte form says it.
+            num_buffers: u16::from(conf.port_len == vnet::HDR_LEN_MRG),
+            ..h
+        };
+        h.emit(&mut ph, conf.port_len)
+            .map_err(|_| TxDrop::BadHeader)?;
+        dst.subslice(0, conf.port_len)
+            .map_err(|_| TxDrop::TooLong)?
+            .copy_from(&ph[..conf.port_len]);
+    }
+    Ok(out)
+}
+
+/// Writes received frames into RX chains. Holds the scratch buffer for the rare frame whose
+/// checksum must be completed for a guest that did not negotiate GUEST_CSUM.
+pub struct RxWriter {
+    scratch: Vec<u8>,
+    /// (head index, bytes written) of the chains of the frame being delivered.
+    used: [(u16, u32); MAX_MERGE],
+}
+
+/// Where the guest's header goes: the first writable descriptors of the first chain.
+#[derive(Clone, Copy, Default)]
+struct HdrPieces {
+    at: [(u64, u32); vnet::HDR_LEN_MRG],
+    n: usize,
+}
+
+impl RxWriter {
+    /// A writer for netmap buffers of `buf_size` bytes (allocates its scratch buffer once).
+    pub fn new(buf_size: usize) -> Self {
+        Self {
+            scratch: vec![0; buf_size],
+            used: [(0, 0); MAX_MERGE],
+        }
+    }
+
+    /// Delivers the slot `frame` (the port's header form, then the frame) into the RX queue `q`.
+    /// Returns what became of it; on [`RxOutcome::Delivered`] the chains are in the used ring
+    /// (the caller decides on the interrupt).
+    pub fn deliver(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        q: &mut Queue,
+        frame: &VolatileSlice<'_>,
+        conf: &HdrConf,
+    ) -> RxOutcome {
+        // The header the port wrote (its own guest's, or the switch's conversion): checked.
+        let mut h = VnetHeader::default();
+        if conf.port_len > 0 {
+            let mut ph = [0u8; vnet::HDR_LEN_MRG];
+            if frame.len() < conf.port_len {
+                return RxOutcome::Dropped(RxDrop::BadFrame);
+            }
+            if let Ok(s) = frame.subslice(0, conf.port_len) {
+                s.copy_to(&mut ph[..conf.port_len]);
+            }
+            match VnetHeader::parse(&ph[..conf.port_len], conf.port_len) {
+                Ok(p) => h = p,
+                Err(_) => return RxOutcome::Dropped(RxDrop::BadFrame),
+            }
+        }
+        let Ok(payload) = frame.offset(conf.port_len) else {
+            return RxOutcome::Dropped(RxDrop::BadFrame);
+        };
+        if h.is_gso() {
+            return RxOutcome::Dropped(RxDrop::BadFrame);
+        }
+        h.num_buffers = 0;
+        let mut scratch_len = None;
+        if !conf.guest_csum {
+            if h.needs_csum() {
+                let n = payload.len().min(self.scratch.len());
+                payload.copy_to(&mut self.scratch[..n]);
+                if vnet::complete_checksum(&h, &mut self.scratch[..n]).is_err() {
+                    return RxOutcome::Dropped(RxDrop::BadFrame);
+                }
+                scratch_len = Some(n);
+            }
+            h = VnetHeader::default();
+        }
+        let src: VolatileSlice<'_> = match scratch_len {
+            Some(n) => VolatileSlice::from(&mut self.scratch[..n]),
+            None => payload,
+        };
+        Self::write_chains(&mut self.used, mem, q, &src, h, conf)
+    }
+
+    fn write_chains(
+        used: &mut [(u16, u32); MAX_MERGE],
+        mem: &GuestMemoryMmap,
+        q: &mut Queue,
+        src: &VolatileSlice<'_>,
+        mut h: VnetHeader,
+        conf: &HdrConf,
+    ) -> RxOutcome {
+        let total = conf.guest_len + src.len();
+        let mut pieces = HdrPieces::default();
+        let mut pos = 0usize; // bytes of header + frame placed so far
+        let mut chains = 0usize;
+        let mut bad = false;
+        while pos < total {
+            if chains == MAX_MERGE || (chains == 1 && !conf.mrg_rxbuf) {
+                // Cannot fit: give back what was taken but not yet used (nothing written is
+                // visible to the guest before the used ring says so) and drop the frame.
+                for _ in 0..chains {
+                    q.go_to_previous_position();
+                }
+                return RxOutcome::Dropped(RxDrop::NoRoom);
+            }
+            let Some(chain) = q.pop_descriptor_chain(mem) else {
+                for _ in 0..chains {
+                    q.go_to_previous_position();
+                }
+                return RxOutcome::NoBuffers;
+            };
+            let head = chain.head_index();
+            let mut written = 0u32;
+            for d in chain {
+                if !d.is_write_only() {
+                    bad = true;
+                    break;
+                }
+                let len = d.len() as usize;
+                if len == 0 {
+                    continue;
+                }
+                let Ok(dst) = mem.get_slice(d.addr(), len) else {
+                    bad = true;
+                    break;
+                };
+                let mut off = 0usize;
+                // The header part: recorded, written once the chain count is known.
+                if pos < conf.guest_len {
+                    let take = (conf.guest_len - pos).min(len);
+                    if pieces.n < pieces.at.len() {
+                        pieces.at[pieces.n] = (d.addr().0, take as u32);
+                        pieces.n += 1;
+                    }
+                    pos += take;
+                    off = take;
+                }
+                if pos >= conf.guest_len && off < len && pos < total {
+                    let from = pos - conf.guest_len;
+                    let n = (len - off).min(total - pos);
+                    match (dst.subslice(off, n), src.subslice(from, n)) {
+                        (Ok(d), Ok(s)) => s.copy_to_volatile_slice(d),
+                        _ => {
+                            bad = true;
+                            break;
+                        }
+                    }
+                    pos += n;
+                    off += n;
+                }
+                written += off as u32;
+                if pos == total {
+                    break;
+                }
+            }
+            used[chains] = (head, written);
+            chains += 1;
+            if bad {
+                break;
+            }
+            if written == 0 {
+                // A chain with no room at all: hand it back empty rather than loop on it.
+                bad = true;
+                break;
+            }
+        }
+        if bad {
+            // The guest's own broken buffer: every chain taken goes back empty (a driver drops a
+            // buffer shorter than a header), and the frame is dropped.
+            for &(head, _) in &used[..chains] {
+                let _ = q.add_used(mem, head, 0);
+            }
+            return RxOutcome::Dropped(RxDrop::BadChain);
+        }
+        h.num_buffers = chains as u16;
+        let mut hb = [0u8; vnet::HDR_LEN_MRG];
+        if h.emit(&mut hb, conf.guest_len).is_err() {
+            return RxOutcome::Dropped(RxDrop::BadFrame);
+        }
+        let mut at = 0usize;
+        for &(addr, len) in &pieces.at[..pieces.n] {
+            let len = len as usize;
+            if let Ok(s) = mem.get_slice(GuestAddress(addr), len) {
+                s.copy_from(&hb[at..at + len]);
+            }
+            at += len;
+        }
+        for &(head, len) in &used[..chains] {
+            if q.add_used(mem, head, len).is_err() {
+                return RxOutcome::Dropped(RxDrop::BadChain);
+            }
+        }
+        RxOutcome::Delivered(chains as u16)
+    }
+}
+
+#[cfg(test)]
+mod tests;

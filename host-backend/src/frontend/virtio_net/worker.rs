@@ -1,0 +1,664 @@
+//! The data path of one queue pair: a thread that is the in-process "guest" of the port's
+//! netmap TX ring and RX ring of the same number.
+//!
+//! The port layer is used exactly as a ptnet guest's host sync loop uses it: the thread takes
+//! the two rings' [`RingWorker`]s apart (the host kring goes into the ring's [`PassState`], its
+//! one owner while the thread runs; the port kind's [`RingSync`] stays with the thread), and a
+//! private CSB pair per ring in its own memory stands where a ptnet guest's CSB would be. The
+//! guest side of that CSB is the protocol's [`GuestKring`]; the host side runs
+//! [`HostKring::tx_pass`] / [`HostKring::rx_pass`] over the port's sync, inline on this thread:
+//!
+//! * TX kick: each TX chain's frame is copied into the next free slot of the netmap TX ring
+//!   (`queue::tx_chain_to_buf`), the chain goes to the used ring, and one host TX pass hands
+//!   the batch to the port (VALE copies into the destinations' RX rings, a pipe swaps buffers
+//!   into its peer's, a NIC writes to its socket).
+//! * RX: ports whose RX rings others fill (pipes, VALE) use direct delivery
+//!   ([`crate::port::delivery`]): the ring's [`PassState`] is lent to the ring
+//!   ([`DirectRx::lend`]) while the thread runs, exactly as the ptnet sync loop lends it, and the
+//!   producer's pass publishes into the private CSB and signals this thread's own interrupt
+//!   eventfd when the ring had been empty. Other ports' RX passes run here. Frames
+//!   between the guest's head and hwtail are copied into RX chains (`queue::RxWriter`), and
+//!   the slots released with the next guest sync.
+//!
+//! Kicks and interrupts: virtqueue notifications are off while the thread works and re-enabled
+//! (EVENT_IDX: `avail_event`) only before it sleeps, with a re-check; the guest is interrupted
+//! once per batch, when the used ring crosses its `used_event`. Nothing here allocates, locks
+//! or makes a per-packet system call.
+
+use super::mem::FrontendMemory;
+use super::queue::{arm_avail_past, tx_chain_to_buf, HdrConf, RxDrop, RxOutcome, RxWriter, TxDrop};
+use super::sys::buffer;
+use super::vq::{Vq, VqStats};
+use crate::frontend::ptnet::syncloop::LoopOptions;
+use crate::port::ring::{DirectRx, Keepalive, PassDone, PassState, RingSync};
+use crate::port::{RingStats, RingWorker};
+use crate::sys::{eventfd_file, eventfd_take_nowait, poll_revents};
+use ptnet_protocol::csb::{Atok, Ktoa, ENTRY_SIZE, NAF_FORCE_RECLAIM};
+use ptnet_protocol::netmap::{ring_add, BufPool, RingView};
+use ptnet_protocol::shmem::{OwnedMem, SharedMem};
+use ptnet_protocol::sync::{GuestKring, HostKring, HostStop};
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use virtio_queue::QueueT;
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
+
+/// What a pair thread gets and gives back.
+pub struct PairParts {
+    /// Queue pair number (netmap ring pair).
+    pub pair: u32,
+    /// The RX virtqueue (2 * pair).
+    pub rxq: Vq,
+    /// The TX virtqueue (2 * pair + 1).
+    pub txq: Vq,
+    /// The netmap TX ring `pair`.
+    pub txw: RingWorker,
+    /// The netmap RX ring `pair`.
+    pub rxw: RingWorker,
+}
+
+/// What the thread needs of the port.
+pub struct PortRings {
+    /// Netmap TX ring.
+    pub tx: RingView,
+    /// Netmap RX ring.
+    pub rx: RingView,
+    /// The port's buffers.
+    pub bufs: BufPool,
+}
+
+/// A running pair thread.
+pub struct PairThread {
+    stop_flag: Arc<AtomicBool>,
+    stop_fd: Arc<EventFd>,
+    thread: std::thread::JoinHandle<PairParts>,
+}
+
+impl PairThread {
+    /// Starts the thread. `keep` keeps the port's memory and the guest memory alive.
+    pub fn start(
+        port: &str,
+        parts: PairParts,
+        rings: PortRings,
+        mem: Arc<FrontendMemory>,
+        conf: HdrConf,
+        opts: LoopOptions,
+        keep: Keepalive,
+    ) -> Result<Self, (std::io::Error, Box<PairParts>)> {
+        let stop_fd = match EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) {
+            Ok(e) => Arc::new(e),
+            Err(e) => return Err((e, Box::new(parts))),
+        };
+        let call = match eventfd_file(true) {
+            Ok(f) => f,
+            Err(e) => return Err((e, Box::new(parts))),
+        };
+        let stop_flag = Arc::new(AtomicBool::new(false));
+        let name: String = format!("{port}-vq{}", parts.pair)
+            .chars()
+            .take(15)
+            .collect();
+        let (flag, fd, port) = (stop_flag.clone(), stop_fd.clone(), port.to_string());
+        // The parts go through a slot, so a failed spawn leaves them here.
+        let slot = Arc::new(std::sync::Mutex::new(Some(parts)));
+        let theirs = slot.clone();
+        let spawned = std::thread::Builder::new().name(name).spawn(move || {
+            let _keep = keep;
+            let parts = theirs
+                .lock()
+                .expect("slot")
+                .take()
+                .expect("parts wait in the slot");
+            Pair::new(&port, parts, rings, mem, conf, call, opts).run(&flag, &fd)
+        });
+        match spawned {
+            Ok(thread) => Ok(Self {
+                stop_flag,
+                stop_fd,
+                thread,
+            }),
+            Err(e) => {
+                let parts = slot
+                    .lock()
+                    .expect("slot")
+                    .take()
+                    .expect("no thread took them");
+                Err((e, Box::new(parts)))
+            }
+        }
+    }
+
+    /// Stops the thread and returns its parts (queue positions, ring state).
+    pub fn stop(self) -> PairParts {
+        self.stop_flag.store(true, Ordering::SeqCst);
+        let _ = self.stop_fd.write(1);
+        self.thread.join().expect("virtio-net pair thread panicked")
+    }
+}
+
+/// The CSB entries of the private CSB: TX atok, TX ktoa, RX atok, RX ktoa.
+const CSB_ENTRIES: usize = 4;
+
+/// A netmap ring while a pair thread runs it: its worker taken apart, the host kring in the pass
+/// state (its one copy until [`Self::into_worker`]), as in the ptnet sync loop.
+struct Running {
+    index: u32,
+    is_tx: bool,
+    sync: Box<dyn RingSync>,
+    notify: Arc<EventFd>,
+    stats: Arc<RingStats>,
+    /// The thread's, or `None` while lent to the ring (direct delivery).
+    state: Option<PassState>,
+}
+
+impl Running {
+    /// Starts the worker's ring on CSB entries `host` (`call`: the interrupt its passes raise).
+    fn start(w: RingWorker, host: (Atok, Ktoa), call: Option<File>) -> Self {
+        let RingWorker {
+            index,
+            is_tx,
+            mut kring,
+            sync,
+            notify,
+            stats,
+        } = w;
+        let (atok, ktoa) = host;
+        kring.start(&atok, &ktoa);
+        let _ = notify.read();
+        Self {
+            index,
+            is_tx,
+            sync,
+            notify,
+            stats,
+            state: Some(PassState {
+                kring,
+                atok,
+                ktoa,
+                call,
+            }),
+        }
+    }
+
+    /// The host kring, unless it is lent.
+    fn kring(&self) -> Option<&HostKring> {
+        self.state.as_ref().map(|s| &s.kring)
+    }
+
+    /// One host pass here (`None` while the state is lent).
+    fn pass(&mut self, busy: bool) -> Option<PassDone> {
+        let Self {
+            state, sync, is_tx, ..
+        } = self;
+        state.as_mut().map(|s| s.run(sync.as_mut(), *is_tx, busy))
+    }
+
+    /// [`RingSync::arm`] (false while the state is lent: the ring's producers run its passes).
+    fn arm(&mut self) -> bool {
+        let Self { state, sync, .. } = self;
+        state.as_ref().is_some_and(|s| sync.arm(&s.kring))
+    }
+
+    /// The worker again, with the ring's state (which must be back).
+    fn into_worker(self) -> RingWorker {
+        RingWorker {
+            index: self.index,
+            is_tx: self.is_tx,
+            kring: self.state.expect("the pass state is back").kring,
+            sync: self.sync,
+            notify: self.notify,
+            stats: self.stats,
+        }
+    }
+}
+
+/// The CSB entries of ring `i` (0: TX, 1: RX) of the private CSB.
+fn entries(m: &SharedMem, ring: u32) -> (Atok, Ktoa) {
+    (
+        Atok::new(m, 2 * ring).expect("an atok entry"),
+        Ktoa::new(m, 2 * ring + 1).expect("a ktoa entry"),
+    )
+}
+
+struct Pair<'a> {
+    port: &'a str,
+    pair: u32,
+    rxq: Vq,
+    txq: Vq,
+    /// Netmap TX ring `pair`.
+    tx: Running,
+    /// Netmap RX ring `pair`.
+    rx: Running,
+    rings: PortRings,
+    mem: Arc<FrontendMemory>,
+    conf: HdrConf,
+    _csb: OwnedMem,
+    tx_atok: Atok,
+    tx_ktoa: Ktoa,
+    rx_atok: Atok,
+    rx_ktoa: Ktoa,
+    gtx: GuestKring,
+    grx: GuestKring,
+    direct: Option<Arc<dyn DirectRx>>,
+    /// Our own interrupt eventfd, signalled by a direct-delivery pass.
+    call: File,
+    rxw_writer: RxWriter,
+    /// TX: the netmap ring is full (wait for the port).
+    tx_full: bool,
+    /// RX: frames wait for the guest's buffers.
+    rx_need_bufs: bool,
+    /// The guest's avail index when they were found wanting.
+    rx_avail_seen: u16,
+    last_log: Option<Instant>,
+    opts: LoopOptions,
+}
+
+/// Rate limit for log lines about a guest's bad input.
+const LOG_EVERY: Duration = Duration::from_secs(1);
+
+impl<'a> Pair<'a> {
+    fn new(
+        port: &'a str,
+        p: PairParts,
+        rings: PortRings,
+        mem: Arc<FrontendMemory>,
+        conf: HdrConf,
+        call: File,
+        opts: LoopOptions,
+    ) -> Self {
+        let csb = OwnedMem::new(CSB_ENTRIES * ENTRY_SIZE);
+        let m = csb.mem();
+        let PairParts {
+            pair,
+            rxq,
+            txq,
+            txw,
+            rxw,
+        } = p;
+        // The host side's views of the entries go into the pass states; the guest side makes its
+        // own (two views of the same entries: nothing here copies a view).
+        let direct = rxw.sync.direct_rx();
+        // Direct delivery: a producer's pass raises our own interrupt. Our own passes need none
+        // (this thread runs them).
+        let rx_call = direct.as_ref().and_then(|_| call.try_clone().ok());
+        let tx = Running::start(txw, entries(&m, 0), None);
+        let mut rx = Running::start(rxw, entries(&m, 1), rx_call);
+        let ((tx_atok, tx_ktoa), (rx_atok, rx_ktoa)) = (entries(&m, 0), entries(&m, 1));
+        let slots = |r: &Running| r.kring().expect("not lent yet").num_slots;
+        let gtx = GuestKring::attach(slots(&tx), &tx_atok, &tx_ktoa);
+        let grx = GuestKring::attach(slots(&rx), &rx_atok, &rx_ktoa);
+        if let Some(d) = &direct {
+            d.lend(rx.state.take().expect("not lent yet"));
+        }
+        let buf_size = rings.bufs.buf_size() as usize;
+        Self {
+            port,
+            pair,
+            rxq,
+            txq,
+            tx,
+            rx,
+            rings,
+            mem,
+            conf,
+            _csb: csb,
+            tx_atok,
+            tx_ktoa,
+            rx_atok,
+            rx_ktoa,
+            gtx,
+            grx,
+            direct,
+            call,
+            rxw_writer: RxWriter::new(buf_size),
+            tx_full: false,
+            rx_need_bufs: false,
+            rx_avail_seen: 0,
+            last_log: None,
+            opts,
+        }
+    }
+
+    fn run(mut self, stop: &AtomicBool, stop_fd: &EventFd) -> PairParts {
+        let mem = self.mem.clone();
+        let mem = &mem.mem;
+        let _ = self.txq.queue.disable_notification(mem);
+        let _ = self.rxq.queue.disable_notification(mem);
+        // Spin-then-sleep, as the ptnet sync loops: after progress the thread keeps polling for
+        // `opts.spin` (the clock read once every 32 empty rounds); `busy_poll` never sleeps.
+        let opts = self.opts;
+        let mut spin_until: Option<Instant> = None;
+        let mut idle = 0u32;
+        while !stop.load(Ordering::Relaxed) {
+            let moved_tx = self.tx_round(mem);
+            let moved_rx = self.rx_round(mem);
+            if moved_tx || moved_rx {
+                if !opts.spin.is_zero() {
+                    spin_until = Some(Instant::now() + opts.spin);
+                }
+                idle = 0;
+                continue;
+            }
+            if opts.busy_poll {
+                std::hint::spin_loop();
+                continue;
+            }
+            if let Some(t) = spin_until {
+                idle = idle.wrapping_add(1);
+                if !idle.is_multiple_of(32) || Instant::now() < t {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                spin_until = None;
+            }
+            if !self.prepare_sleep(mem) {
+                continue;
+            }
+            let tx_wake = self.tx.sync.wake_fd().filter(|_| self.tx_full);
+            let rx_wake = if self.direct.is_none() && !self.rx_need_bufs {
+                self.rx.sync.wake_fd()
+            } else {
+                None
+            };
+            let kick_fd = |q: &Vq| if q.broken { -1 } else { q.kick.as_raw_fd() };
+            let fds = [
+                (stop_fd.as_raw_fd(), libc::POLLIN),
+                (kick_fd(&self.txq), libc::POLLIN),
+                (kick_fd(&self.rxq), libc::POLLIN),
+                (self.tx.notify.as_raw_fd(), libc::POLLIN),
+                (self.rx.notify.as_raw_fd(), libc::POLLIN),
+                (self.call.as_raw_fd(), libc::POLLIN),
+                tx_wake.map_or((-1, 0), |w| (w.fd, w.events)),
+                rx_wake.map_or((-1, 0), |w| (w.fd, w.events)),
+            ];
+            let mut rev = [0i16; 8];
+            if let Err(e) = poll_revents(&fds, -1, &mut rev) {
+                tracing::error!(
+                    port = self.port,
+                    pair = self.pair,
+                    "poll: {e}; pair stopped"
+                );
+                break;
+            }
+            for (i, q) in [(1usize, &mut self.txq), (2, &mut self.rxq)] {
+                if rev[i] == 0 {
+                    continue;
+                }
+                let hup = rev[i] & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0;
+                if hup || eventfd_take_nowait(&q.kick).is_err() {
+                    q.broken = true;
+                    VqStats::add(&q.stats.broken, 1);
+                    tracing::warn!(
+                        port = self.port,
+                        "a kick descriptor failed (poll events {:#x}); queue stopped until reset",
+                        rev[i]
+                    );
+                }
+            }
+            if rev[3] != 0 {
+                let _ = self.tx.notify.read();
+            }
+            if rev[4] != 0 {
+                let _ = self.rx.notify.read();
+            }
+            if rev[5] != 0 {
+                let _ = eventfd_take_nowait(&self.call);
+            }
+        }
+        self.finish(mem)
+    }
+
+    /// Before sleeping: turns the notifications wanted back on and re-checks. False when there
+    /// is work after all (do not sleep).
+    fn prepare_sleep(&mut self, mem: &GuestMemoryMmap) -> bool {
+        let mut sleep = true;
+        if !self.txq.broken
+            && !self.tx_full
+            && self.txq.queue.enable_notification(mem).unwrap_or(false)
+        {
+            let _ = self.txq.queue.disable_notification(mem);
+            sleep = false;
+        }
+        if self.tx_full && self.tx.arm() {
+            sleep = false;
+        }
+        // Frames wait for buffers: a kick once the guest adds chains past those that were not
+        // enough (not at once because some are there: that would spin on a guest that posts
+        // one small buffer and no more).
+        if !self.rxq.broken
+            && self.rx_need_bufs
+            && !arm_avail_past(&mut self.rxq.queue, mem, self.rx_avail_seen)
+        {
+            sleep = false;
+        }
+        // (Not while frames wait for the guest's buffers: the port could say it has more, and
+        // nothing here could take them.)
+        if self.direct.is_none() && !self.rx_need_bufs && self.rx.arm() {
+            sleep = false;
+        }
+        sleep
+    }
+
+    /// A rate-limited line about a guest's bad input (the arguments are rendered only then).
+    fn log_bad(&mut self, what: std::fmt::Arguments<'_>) {
+        if self.last_log.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
+            self.last_log = Some(Instant::now());
+            tracing::warn!(
+                port = self.port,
+                pair = self.pair,
+                "guest: {what} (counted; rate-limited)"
+            );
+        }
+    }
+
+    /// The host TX pass over what the guest side published, then the completions read back.
+    fn tx_publish(&mut self, cur: u32) {
+        if self.gtx.prologue(cur, cur).is_err() {
+            // Our own indexes: cannot be bad; start the ring over rather than wedge it.
+            self.gtx = GuestKring::attach(self.gtx.num_slots, &self.tx_atok, &self.tx_ktoa);
+            return;
+        }
+        self.gtx.txsync(&self.tx_atok, &self.tx_ktoa, 0);
+        let stop = self.tx.pass(false).map_or(HostStop::Idle, |d| d.stop);
+        if let HostStop::Reset(bad) = stop {
+            tracing::error!(
+                port = self.port,
+                "TX ring reset by its own guest side: {bad}"
+            );
+        }
+        // Take in the completions.
+        let _ = self.gtx.prologue(self.gtx.rhead, self.gtx.rcur);
+        self.gtx
+            .txsync(&self.tx_atok, &self.tx_ktoa, NAF_FORCE_RECLAIM);
+        // No free slot, or frames the port could not take yet: wait for the port.
+        self.tx_full = self.gtx.rcur == self.gtx.hwtail
+            || matches!(stop, HostStop::PortBlocked)
+                && self.tx.kring().is_some_and(|k| k.hwcur != k.rhead);
+    }
+
+    /// Moves TX chains into the netmap TX ring and the port. True if anything moved.
+    fn tx_round(&mut self, mem: &GuestMemoryMmap) -> bool {
+        if !self.txq.check(mem, self.port, "tx") {
+            return false;
+        }
+        if self.tx_full {
+            // Completions may have come (the port notified): look.
+            let cur = self.gtx.rcur;
+            self.tx_publish(cur);
+            if self.tx_full {
+                return false;
+            }
+        }
+        let n = self.gtx.num_slots;
+        let mut moved = false;
+        let mut used = false;
+        let st = self.txq.stats.clone();
+        loop {
+            let mut cur = self.gtx.rcur;
+            let mut taken = 0u32;
+            while cur != self.gtx.hwtail {
+                let Some(chain) = self.txq.queue.pop_descriptor_chain(mem) else {
+                    break;
+                };
+                let head = chain.head_index();
+                taken += 1;
+                let r = match buffer(&self.rings.bufs, self.rings.tx.buf_idx(cur)) {
+                    Some(b) => tx_chain_to_buf(mem, chain, &self.conf, &b),
+                    None => Err(TxDrop::TooLong),
+                };
+                match r {
+                    Ok(len) => {
+                        self.rings.tx.set_len(cur, len as u16);
+                        self.rings.tx.set_flags(cur, 0);
+                        cur = ring_add(cur, 1, n);
+                        VqStats::add(&st.packets, 1);
+                        VqStats::add(&st.bytes, (len - self.conf.port_len) as u64);
+                    }
+                    Err(e) => {
+                        let c = match e {
+                            TxDrop::Writable => &st.bad_chains,
+                            TxDrop::BadAddress => &st.bad_addresses,
+                            TxDrop::TooLong => &st.too_long,
+                            TxDrop::TooShort => &st.too_short,
+                            TxDrop::BadHeader => &st.bad_headers,
+                        };
+                        VqStats::add(c, 1);
+                        self.log_bad(format_args!("TX chain dropped: {e:?}"));
+                    }
+                }
+                if self.txq.queue.add_used(mem, head, 0).is_err() {
+                    VqStats::add(&st.bad_heads, 1);
+                    self.log_bad(format_args!("TX chain head outside the queue"));
+                }
+                used = true;
+            }
+            if taken == 0 {
+                break;
+            }
+            moved = true;
+            if cur != self.gtx.rcur {
+                self.tx_publish(cur);
+            }
+            if self.tx_full {
+                break;
+            }
+        }
+        if used {
+            self.txq.notify(mem);
+        }
+        moved
+    }
+
+    /// Moves received frames from the netmap RX ring into the guest's RX chains. True if
+    /// anything moved.
+    fn rx_round(&mut self, mem: &GuestMemoryMmap) -> bool {
+        if let Some(rx) = &self.direct {
+            // One pass of our own each round (a try-lock when a producer runs one): it takes in
+            // what producers committed before the ring was lent (their passes were dropped
+            // then), as the ptnet sync loop's first pass does.
+            rx.host_pass(false);
+        } else if let Some(PassDone {
+            stop: HostStop::Reset(bad),
+            ..
+        }) = self.rx.pass(false)
+        {
+            tracing::error!(
+                port = self.port,
+                "RX ring reset by its own guest side: {bad}"
+            );
+        }
+        let head0 = self.grx.rhead;
+        let _ = self.grx.prologue(head0, head0);
+        self.grx.rxsync(&self.rx_atok, &self.rx_ktoa, 0);
+        if !self.rxq.check(mem, self.port, "rx") {
+            return false;
+        }
+        let n = self.grx.num_slots;
+        let mut head = self.grx.rhead;
+        let mut delivered = false;
+        self.rx_need_bufs = false;
+        let st = self.rxq.stats.clone();
+        while head != self.grx.hwtail {
+            let len = usize::from(self.rings.rx.len(head));
+            let out = match buffer(&self.rings.bufs, self.rings.rx.buf_idx(head)) {
+                Some(b) => match b.subslice(0, len.min(b.len())) {
+                    Ok(frame) => {
+                        self.rxw_writer
+                            .deliver(mem, &mut self.rxq.queue, &frame, &self.conf)
+                    }
+                    Err(_) => RxOutcome::Dropped(RxDrop::BadFrame),
+                },
+                None => RxOutcome::Dropped(RxDrop::BadFrame),
+            };
+            match out {
+                RxOutcome::NoBuffers => {
+                    self.rx_need_bufs = true;
+                    self.rx_avail_seen = self
+                        .rxq
+                        .queue
+                        .avail_idx(mem, Ordering::Acquire)
+                        .map_or(0, |i| i.0);
+                    break;
+                }
+                RxOutcome::Delivered(_) => {
+                    VqStats::add(&st.packets, 1);
+                    VqStats::add(&st.bytes, len.saturating_sub(self.conf.port_len) as u64);
+                    delivered = true;
+                }
+                RxOutcome::Dropped(why) => {
+                    let c = match why {
+                        RxDrop::BadFrame => &st.bad_headers,
+                        RxDrop::NoRoom => &st.too_long,
+                        RxDrop::BadChain => {
+                            delivered = true; // chains went back to the guest
+                            &st.bad_chains
+                        }
+                    };
+                    VqStats::add(c, 1);
+                }
+            }
+            head = ring_add(head, 1, n);
+        }
+        let moved = head != head0;
+        if moved {
+            let _ = self.grx.prologue(head, head);
+            let kick = self.grx.rxsync(&self.rx_atok, &self.rx_ktoa, 0);
+            match &self.direct {
+                // The slots released matter at once only to a producer waiting for room.
+                Some(rx) if kick => {
+                    rx.host_pass(false);
+                }
+                Some(_) => {}
+                None => {
+                    self.rx.pass(false);
+                }
+            }
+        }
+        if delivered {
+            self.rxq.notify(mem);
+        }
+        moved
+    }
+
+    /// On the way out: the lent RX state comes back, and a last pass over each ring leaves the
+    /// port's state as the guest side left it.
+    fn finish(mut self, _mem: &GuestMemoryMmap) -> PairParts {
+        // Waits for a producer's pass to end: from then on producers only commit, and notify
+        // the next thread's first pass.
+        if let Some(d) = &self.direct {
+            self.rx.state = d.take_back();
+        }
+        let _ = self.rx.pass(true);
+        let _ = self.tx.pass(true);
+        PairParts {
+            pair: self.pair,
+            rxq: self.rxq,
+            txq: self.txq,
+            txw: self.tx.into_worker(),
+            rxw: self.rx.into_worker(),
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! The virtio-net frontend end to end: Debian's unpatched QEMU (`qemu-system-x86` from
+//! bookworm-backports, 10.0.2) booting the test guest with the stock `virtio_net` driver, on
+//! `PORT@conf:frontend=virtio-net` ports of one VALE switch.
+//!
+//! * two virtio guests ping each other (ARP, ICMP both ways through the switch, small and
+//!   near-MTU frames), echo 300 KiB over TCP (checksum offload), then go on pinging across a
+//!   restart of the daemon (QEMU's `reconnect-ms`: the new daemon serves the reconnected
+//!   frontends from their vring bases);
+//! * a virtio guest and a ptnet guest (our patched QEMU, `ptnet-pkt-gen -f pong`) on one switch:
+//!   the virtio guest's frames reach the ptnet guest, which reflects them, and come back.
+//!
+//! Stock QEMU: `PTNET_STOCK_QEMU`, else `/usr/bin/qemu-system-x86_64` (`cargo xtask stock-qemu`
+//! installs it). A missing QEMU fails the tests. They boot QEMU, so they are `#[ignore]`d:
+//! `cargo xtask test` runs them (`-- --include-ignored`), as does
+//! `cargo test -p ptnet-integration --test vm_virtio -- --include-ignored`.
+
+use ptnet_integration::host::{Backend, TempDir};
+use ptnet_integration::json_num;
+use ptnet_integration::vm::{vm_lock, Nic, Vm, VmConfig, VmResult};
+use std::path::PathBuf;
+use std::time::Duration;
+
+fn stock_qemu() -> PathBuf {
+    let q = std::env::var_os("PTNET_STOCK_QEMU")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/qemu-system-x86_64"));
+    assert!(
+        q.is_file(),
+        "{} missing: install Debian's QEMU with `cargo xtask stock-qemu` \
+         (apt-get install -t bookworm-backports qemu-system-x86), or set PTNET_STOCK_QEMU",
+        q.display()
+    );
+    q
+}
+
+/// A guest on stock QEMU with one virtio-net NIC on `sock`, MAC `mac`, running `cmd`.
+fn virtio_guest(
+    name: &str,
+    cmd: &str,
+    sock: &std::path::Path,
+    mac: &str,
+    timeout_s: u64,
+) -> VmConfig {
+    VmConfig {
+        timeout: Duration::from_secs(timeout_s),
+        qemu: Some(stock_qemu()),
+        extra_args: vec![
+            "-chardev".into(),
+            format!("socket,id=c0,path={},reconnect-ms=1000", sock.display()),
+            "-netdev".into(),
+            "vhost-user,id=n0,chardev=c0".into(),
+            "-device".into(),
+            // No option ROM: Debian's ipxe files are not needed to boot a kernel directly.
+            format!("virtio-net-pci,netdev=n0,mac={mac},romfile="),
+        ],
+        ..VmConfig::new(name, cmd)
+    }
+}
+
+/// Shell: bring eth0 up as `ip`/24.
+fn net_up(ip: &str) -> String {
+    format!(
+        "ip link set eth0 up && ip addr add {ip}/24 dev eth0 && \
+         echo VIRTIO-UP $(cat /sys/class/net/eth0/address)"
+    )
+}
+
+fn stat_line(r: &VmResult, key: &str) -> u64 {
+    r.serial
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(&format!("{key}=")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {key}= line\n{}", r.report()))
+}
+
+const MAC_A: &str = "52:54:00:00:00:0a";
+const MAC_B: &str = "52:54:00:00:00:0b";
+
+#[test]
+#[ignore = "boots QEMU: run by `cargo xtask test`, or `cargo test -- --include-ignored`"]
+fn vm_two_virtio_guests_ping_on_one_switch_across_a_daemon_restart() {
+    let _g = vm_lock();
+    let dir = TempDir::new("virtio2").unwrap();
+    let ports = [
+        "vale0:1@conf:frontend=virtio-net",
+        "vale0:2@conf:frontend=virtio-net",
+    ];
+    let mut be =
+        Backend::start(dir.path(), &ports, &["--netmap", "user"]).unwrap_or_else(|e| panic!("{e}"));
+    // B also echoes TCP (busybox nc running cat): checksum offload both ways, through VALE.
+    let b_cmd = format!(
+        "{} && (nc -ll -p 5000 -e cat &) && sleep 600",
+        net_up("10.0.0.2")
+    );
+    let mut b = Vm::start(&virtio_guest(
+        "virtio-b",
+        &b_cmd,
+        &be.socket(ports[1]),
+        MAC_B,
+        700,
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        b.wait_for("VIRTIO-UP", Duration::from_secs(120)),
+        "guest B: no eth0\n{}\n--- backend ---\n{}",
+        b.serial(),
+        be.log_text()
+    );
+    // A: wait for B to answer, then 20 pings and 5 near-MTU ones; every one must come back.
+    // Then 40 more at 2 per second, across a restart of the daemon (QEMU reconnects).
+    let a_cmd = format!(
+        "{} && i=0; until ping -c 1 -W 1 10.0.0.2 >/dev/null; do i=$((i+1)); \
+         [ $i -ge 30 ] && break; done; \
+         ping -c 20 -i 0.2 -W 5 10.0.0.2 && ping -c 5 -s 1400 -i 0.2 -W 5 10.0.0.2; rc=$?; \
+         dd if=/dev/urandom of=/tmp/s bs=1k count=300 2>/dev/null; \
+         timeout 60 nc 10.0.0.2 5000 </tmp/s >/tmp/r; cmp /tmp/s /tmp/r && echo TCP-ECHO-OK; \
+         echo PHASE1 rc=$rc; ping -c 40 -i 0.5 -W 5 10.0.0.2 | tail -3; \
+         echo RX=$(cat /sys/class/net/eth0/statistics/rx_packets); \
+         echo TX=$(cat /sys/class/net/eth0/statistics/tx_packets); exit $rc",
+        net_up("10.0.0.1")
+    );
+    let mut a = Vm::start(&virtio_guest(
+        "virtio-a",
+        &a_cmd,
+        &be.socket(ports[0]),
+        MAC_A,
+        300,
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let phase1 = a.wait_for("PHASE1", Duration::from_secs(150));
+    if phase1 {
+        std::thread::sleep(Duration::from_secs(3));
+        be.kill();
+        be.restart().unwrap_or_else(|e| panic!("{e}"));
+    }
+    let ra = a.wait().unwrap();
+    drop(b);
+    let ctx = format!("{}\n--- backend ---\n{}", ra.report(), be.log_text());
+    assert!(phase1, "{ctx}");
+    assert_eq!(ra.rc, Some(0), "pings lost\n{ctx}");
+    assert!(
+        ra.serial
+            .contains("20 packets transmitted, 20 packets received"),
+        "{ctx}"
+    );
+    assert!(
+        ra.serial
+            .contains("5 packets transmitted, 5 packets received"),
+        "{ctx}"
+    );
+    assert!(
+        ra.serial.contains("TCP-ECHO-OK"),
+        "300 KiB echoed over TCP\n{ctx}"
+    );
+    // Across the restart: the pings sent while no daemon ran may be lost, the rest not.
+    let across = ra
+        .serial
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("40 packets transmitted, "))
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse::<u32>().ok())
+        .unwrap_or_else(|| panic!("no statistics of the pings across the restart\n{ctx}"));
+    assert!(
+        across >= 30,
+        "{across} of 40 pings across the restart\n{ctx}"
+    );
+    assert!(stat_line(&ra, "RX") >= 55, "{ctx}");
+    assert!(stat_line(&ra, "TX") >= 55, "{ctx}");
+}
+
+#[test]
+#[ignore = "boots QEMU: run by `cargo xtask test`, or `cargo test -- --include-ignored`"]
+fn vm_virtio_guest_and_ptnet_guest_on_one_switch() {
+    let _g = vm_lock();
+    let dir = TempDir::new("virtio-ptnet").unwrap();
+    let ports = ["vale1:v@conf:frontend=virtio-net", "vale1:p"];
+    let be =
+        Backend::start(dir.path(), &ports, &["--netmap", "user"]).unwrap_or_else(|e| panic!("{e}"));
+    // The ptnet guest reflects every frame it gets (source MAC MAC_B), until 20 s pass without.
+    let pong = format!("ptnet-pkt-gen -T 0 -i ptnet0 -f pong -S {MAC_B} --timeout 20 --json");
+    let mut p = Vm::start(
+        &VmConfig {
+            timeout: Duration::from_secs(300),
+            ..VmConfig::new("ptnet-pong", &pong)
+        }
+        .nic(Nic::new(be.socket(ports[1]))),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        p.wait_for("ptnet-pkt-gen: pci:", Duration::from_secs(120)),
+        "ptnet guest never opened its port\n{}",
+        p.serial()
+    );
+    // The virtio guest pings an address whose MAC is the ptnet guest's: each echo request comes
+    // back reflected (addressed to us, for 10.0.0.2: counted by the NIC, not answered).
+    let v_cmd = format!(
+        "{} && arp -s 10.0.0.2 {MAC_B} && \
+         ping -c 30 -i 0.2 -W 2 10.0.0.2; \
+         echo RX=$(cat /sys/class/net/eth0/statistics/rx_packets); \
+         echo RXB=$(cat /sys/class/net/eth0/statistics/rx_bytes); \
+         echo TX=$(cat /sys/class/net/eth0/statistics/tx_packets)",
+        net_up("10.0.0.1")
+    );
+    let v = Vm::start(&virtio_guest(
+        "virtio-v",
+        &v_cmd,
+        &be.socket(ports[0]),
+        MAC_A,
+        300,
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let rv = v.wait().unwrap();
+    let rp = p.wait().unwrap();
+    let ctx = format!(
+        "--- virtio ---\n{}\n--- ptnet ---\n{}\n--- backend ---\n{}",
+        rv.report(),
+        rp.report(),
+        be.log_text()
+    );
+    assert_eq!(rv.rc, Some(0), "{ctx}");
+    let rx = stat_line(&rv, "RX");
+    let tx = stat_line(&rv, "TX");
+    assert!(tx >= 30, "{ctx}");
+    // Every echo request (98 bytes) came back through the ptnet guest.
+    assert!(rx >= 30, "only {rx} frames came back\n{ctx}");
+    assert!(stat_line(&rv, "RXB") >= 30 * 98, "{ctx}");
+    let line = rp
+        .json
+        .iter()
+        .rev()
+        .find(|l| l.contains("\"mode\""))
+        .unwrap_or_else(|| panic!("no pong summary\n{ctx}"));
+    let reflected = json_num(line, "packets").unwrap_or(0.0) as u64;
+    assert!(reflected >= 30, "{line}\n{ctx}");
+}
