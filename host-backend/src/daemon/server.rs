@@ -37,6 +37,7 @@
 //!   `--socket-group`.
 
 pub use super::device::ServedDevice;
+pub use super::socket::ServeError;
 use super::socket::{bind_private, file_id, lock_socket_path};
 use crate::frontend::ptnet::syncloop::LoopOptions;
 use crate::frontend::ptnet::PtnetDevice;
@@ -156,31 +157,6 @@ pub struct FrontendStatus {
     pub running: bool,
     /// Connections accepted since the server started.
     pub accepted: u64,
-}
-
-/// Why serving could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    /// The socket could not be created.
-    #[error("cannot listen on {0}: {1}")]
-    Listen(PathBuf, #[source] io::Error),
-    /// Another daemon holds the socket's lock.
-    #[error(
-        "{0} is in use by another ptnet-backend (it holds {1}); stop it, or use another \
-         --socket-dir or --socket"
-    )]
-    InUse(PathBuf, PathBuf),
-    /// Something answers on the socket, though nobody holds its lock.
-    #[error(
-        "{0} is a live socket another program serves (it answers connections); not replacing it"
-    )]
-    Live(PathBuf),
-    /// The lock file could not be made or locked.
-    #[error("cannot lock {0}: {1}")]
-    Lock(PathBuf, #[source] io::Error),
-    /// The socket's mode or group could not be set.
-    #[error("cannot set the group or mode of {0}: {1}")]
-    Mode(PathBuf, #[source] io::Error),
 }
 
 impl PortServer {

@@ -1,7 +1,6 @@
 //! A port's socket file: its lock (`PATH.lock`, one daemon per socket), and a private bind
 //! (see the rules in [`super::server`]).
 
-use super::server::ServeError;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
@@ -63,4 +62,29 @@ pub(super) fn bind_private(path: &Path, group: Option<u32>) -> Result<UnixListen
     };
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(mode_err)?;
     Ok(listener)
+}
+
+/// Why serving could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The socket could not be created.
+    #[error("cannot listen on {0}: {1}")]
+    Listen(PathBuf, #[source] std::io::Error),
+    /// Another daemon holds the socket's lock.
+    #[error(
+        "{0} is in use by another ptnet-backend (it holds {1}); stop it, or use another \
+         --socket-dir or --socket"
+    )]
+    InUse(PathBuf, PathBuf),
+    /// Something answers on the socket, though nobody holds its lock.
+    #[error(
+        "{0} is a live socket another program serves (it answers connections); not replacing it"
+    )]
+    Live(PathBuf),
+    /// The lock file could not be made or locked.
+    #[error("cannot lock {0}: {1}")]
+    Lock(PathBuf, #[source] std::io::Error),
+    /// The socket's mode or group could not be set.
+    #[error("cannot set the group or mode of {0}: {1}")]
+    Mode(PathBuf, #[source] std::io::Error),
 }

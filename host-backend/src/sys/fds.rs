@@ -331,7 +331,7 @@ pub fn eventfd_file(nonblock: bool) -> io::Result<File> {
 
 #[cfg(test)]
 mod frontend_fd_tests {
-    use super::*;
+    use crate::sys::fds::*;
     use std::os::fd::{FromRawFd, OwnedFd};
     use std::time::Duration;
 
