@@ -287,10 +287,14 @@ impl PassState {
         } = self;
         // Never blocks, whatever the frontend did to the descriptor, and on whichever thread
         // (another port's, with direct delivery): a saturated counter drops the interrupt (one
-        // is pending anyway).
+        // is pending anyway), and a write that had to be cut (a frontend that made its counter
+        // blocking and full) means this descriptor is not signalled again while these rings
+        // run, so a hostile frontend costs another port's thread one cut at most.
         let mut irq = || {
-            if let Some(c) = call {
-                let _ = crate::sys::eventfd_signal_nowait(c);
+            if let Some(c) = call.as_ref() {
+                if let Ok(crate::sys::Raised::Cut) = crate::sys::eventfd_signal_nowait(c) {
+                    *call = None;
+                }
             }
         };
         let before = (kring.hwcur, kring.hwtail, kring.rhead);

@@ -84,11 +84,13 @@ pub fn eventfd_take_nowait(f: &File) -> io::Result<u64> {
 /// Adds 1 to an eventfd's counter (raises the frontend's interrupt) without ever blocking,
 /// whatever its file status flags: `pwritev2(RWF_NOWAIT)`. `Ok(false)`: the counter is saturated,
 /// so the interrupt is dropped (the frontend has one pending anyway: its counter is not zero).
+/// The caller should stop signalling a descriptor whose write was [`Raised::Cut`]: only a
+/// frontend holding its own interrupts gets there, and each cut cost the writer a tick.
 /// Kernels that refuse the flag on eventfds get a `poll` for room first, then a write bounded
 /// in time (`bounded_write`): a frontend that cleared O_NONBLOCK on the shared description and
 /// saturates its counter between the two calls holds the writing thread (often another port's,
 /// with direct delivery) for at most twice [`SIGNAL_WRITE_BOUND`], and that interrupt is dropped.
-pub fn eventfd_signal_nowait(f: &File) -> io::Result<bool> {
+pub fn eventfd_signal_nowait(f: &File) -> io::Result<Raised> {
     use std::sync::atomic::Ordering::Relaxed;
     let fd = f.as_raw_fd();
     let one = 1u64;
@@ -102,12 +104,12 @@ pub fn eventfd_signal_nowait(f: &File) -> io::Result<bool> {
         let r = unsafe { libc::pwritev2(fd, &iov, 1, -1, libc::RWF_NOWAIT) };
         if r == 8 {
             NOWAIT_WRITE.store(1, Relaxed);
-            return Ok(true);
+            return Ok(Raised::Yes);
         }
         let e = io::Error::last_os_error();
         match e.raw_os_error() {
             _ if r >= 0 => return Err(io::Error::other(format!("eventfd write of {r} bytes"))),
-            Some(libc::EAGAIN) => return Ok(false),
+            Some(libc::EAGAIN) => return Ok(Raised::Saturated),
             Some(libc::EOPNOTSUPP) if NOWAIT_WRITE.load(Relaxed) == 0 => {
                 NOWAIT_WRITE.store(2, Relaxed);
             }
@@ -115,19 +117,31 @@ pub fn eventfd_signal_nowait(f: &File) -> io::Result<bool> {
         }
     }
     if !ready_now(fd, libc::POLLOUT) {
-        return Ok(false);
+        return Ok(Raised::Saturated);
     }
     match bounded_write(fd, &one.to_ne_bytes()) {
-        Ok(Some(8)) => Ok(true),
+        Ok(Some(8)) => Ok(Raised::Yes),
         Ok(Some(n)) => Err(io::Error::other(format!("eventfd write of {n} bytes"))),
         Ok(None) => {
             SIGNAL_WRITES_CUT.fetch_add(1, Relaxed);
-            Ok(false)
+            Ok(Raised::Cut)
         }
         // Saturated between the poll and the write, on a non-blocking description.
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Raised::Saturated),
         Err(e) => Err(e),
     }
+}
+
+/// What [`eventfd_signal_nowait`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Raised {
+    /// The counter went up: the frontend sees the interrupt.
+    Yes,
+    /// The counter was full: dropped (the frontend has one pending anyway).
+    Saturated,
+    /// The write waited (a blocking, full counter) and was cut after about
+    /// [`SIGNAL_WRITE_BOUND`]: stop signalling this descriptor.
+    Cut,
 }
 
 /// About how long an interrupt write may wait on a frontend's eventfd (see
@@ -358,11 +372,15 @@ mod frontend_fd_tests {
         // wait for ever.
         let e = eventfd(0);
         assert_eq!(eventfd_take_nowait(&e).unwrap(), 0);
-        assert!(eventfd_signal_nowait(&e).unwrap());
-        assert!(eventfd_signal_nowait(&e).unwrap());
+        assert_eq!(eventfd_signal_nowait(&e).unwrap(), Raised::Yes);
+        assert_eq!(eventfd_signal_nowait(&e).unwrap(), Raised::Yes);
         assert_eq!(eventfd_take_nowait(&e).unwrap(), 2);
         std::io::Write::write_all(&mut &e, &(u64::MAX - 1).to_ne_bytes()).unwrap();
-        assert!(!eventfd_signal_nowait(&e).unwrap(), "saturated: dropped");
+        assert_eq!(
+            eventfd_signal_nowait(&e).unwrap(),
+            Raised::Saturated,
+            "saturated: dropped"
+        );
         assert_eq!(eventfd_take_nowait(&e).unwrap(), u64::MAX - 1);
         assert_eq!(eventfd_take_nowait(&e).unwrap(), 0);
     }
@@ -374,7 +392,7 @@ mod frontend_fd_tests {
         let fds = [(r.as_raw_fd(), libc::POLLIN), (e.as_raw_fd(), libc::POLLIN)];
         let mut out = [0; 8];
         assert_eq!(poll_revents(&fds, 0, &mut out).unwrap(), 0);
-        assert!(eventfd_signal_nowait(&e).unwrap());
+        assert_eq!(eventfd_signal_nowait(&e).unwrap(), Raised::Yes);
         assert_eq!(poll_revents(&fds, 0, &mut out).unwrap(), 1);
         assert_eq!(out[1], libc::POLLIN);
         drop(w);
@@ -418,7 +436,7 @@ mod frontend_fd_tests {
         let e = eventfd_file(false).unwrap();
         std::io::Write::write_all(&mut &e, &(u64::MAX - 1).to_ne_bytes()).unwrap();
         let t = std::time::Instant::now();
-        assert!(!eventfd_signal_nowait(&e).unwrap());
+        assert_eq!(eventfd_signal_nowait(&e).unwrap(), Raised::Saturated);
         assert!(t.elapsed() < Duration::from_millis(500));
     }
 }

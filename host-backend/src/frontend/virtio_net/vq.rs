@@ -81,7 +81,11 @@ impl Vq {
     pub(super) fn notify(&mut self, mem: &GuestMemoryMmap) {
         if self.queue.needs_notification(mem).unwrap_or(true) {
             if let Some(c) = &self.call {
-                let _ = eventfd_signal_nowait(c);
+                // A write that had to be cut: this guest holds its own interrupts; stop
+                // signalling it until the queue is set up again.
+                if let Ok(crate::sys::Raised::Cut) = eventfd_signal_nowait(c) {
+                    self.call = None;
+                }
                 VqStats::add(&self.stats.interrupts, 1);
             }
         }
