@@ -148,8 +148,10 @@ impl Model {
         gpa != 0
             && self.regions.as_ref().is_some_and(|rs| {
                 rs.iter().any(|&(base, size)| {
-                    gpa.checked_sub(base)
-                        .is_some_and(|off| off.checked_add(len).is_some_and(|e| e <= size))
+                    // Inside, and 8-byte aligned in the region (whose mapping is page-aligned).
+                    gpa.checked_sub(base).is_some_and(|off| {
+                        off % 8 == 0 && off.checked_add(len).is_some_and(|e| e <= size)
+                    })
                 })
             })
     }

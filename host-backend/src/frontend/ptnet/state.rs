@@ -78,9 +78,10 @@ pub enum PtctlError {
     /// CREATE or RESUME before any SET_MEM_TABLE: no memory to find the CSB in.
     #[error("CREATE before SET_MEM_TABLE")]
     NoMemory,
-    /// The CSB arrays (`gh`, `hg`: guest-physical) are unset or not inside one memory region
-    /// each, with room for an entry per ring.
-    #[error("CREATE with CSB arrays {gh:#x}/{hg:#x} not inside guest memory")]
+    /// The CSB arrays (`gh`, `hg`: guest-physical) are unset, not inside one memory region
+    /// each with room for an entry per ring, or not 8-byte aligned (their words are atomics;
+    /// netmap's drivers allocate them page-aligned).
+    #[error("CREATE with CSB arrays {gh:#x}/{hg:#x} not inside guest memory (or misaligned)")]
     CsbOutside {
         /// Guest-to-host array.
         gh: u64,

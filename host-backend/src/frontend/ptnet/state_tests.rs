@@ -211,6 +211,8 @@ fn csb_arrays_must_lie_inside_guest_memory() {
         (GPA, end - size + 1), // straddles the end
         (u64::MAX - 63, GPA),  // wraps
         (GPA, 0xffff_ffff_0000_0000),
+        (GPA + 4, GPA), // misaligned: the entries' words are atomics
+        (GPA, GPA + 0xff),
     ] {
         set_csb(&mut d, gh, hg);
         match d.ptctl(PTCTL_CREATE) {
