@@ -6,7 +6,7 @@ use crate::daemon::config::StatsFormat;
 use crate::daemon::server::FrontendStatus;
 use crate::port::ring::RingStats;
 use crate::served::{Datapath, Port};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// Every port's counters at one moment.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct DaemonStats {
     /// Seconds since the daemon started.
     pub uptime_s: f64,
@@ -35,7 +35,7 @@ impl DaemonStats {
 }
 
 /// Which loop syncs a port's rings.
-#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum DatapathKind {
     /// The daemon's ring threads (userspace netmap ports).
@@ -45,7 +45,7 @@ pub enum DatapathKind {
 }
 
 /// A port's frontend.
-#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum FrontendState {
     /// No connection.
@@ -70,7 +70,7 @@ impl From<Option<FrontendStatus>> for FrontendState {
 }
 
 /// One port's counters (the sums are those of its log line).
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct PortStats {
     /// The port's name (the PORT argument without `@conf`).
     pub name: String,
@@ -107,7 +107,7 @@ pub struct PortStats {
 }
 
 /// Packet rates, in millions of packets a second.
-#[derive(Clone, Copy, Debug, Serialize, PartialEq)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Rates {
     /// TX rings.
     pub tx_mpps: f64,
@@ -116,7 +116,7 @@ pub struct Rates {
 }
 
 /// TX or RX.
-#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Dir {
     /// Guest to port.
@@ -126,7 +126,7 @@ pub enum Dir {
 }
 
 /// One ring's counters ([`RingStats`]).
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RingCounters {
     /// Ring index (TX rings first): the vhost-user queue.
     pub index: u32,
@@ -147,7 +147,7 @@ pub struct RingCounters {
 }
 
 /// A kernel netmap ring's positions, from the CSB.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct KernelRing {
     /// Ring index (TX rings first).
     pub index: u32,
@@ -226,7 +226,7 @@ pub fn port_stats(port: &Port, socket: PathBuf, frontend: Option<FrontendStatus>
 }
 
 /// Why a report is made.
-#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
     /// SIGUSR1.
