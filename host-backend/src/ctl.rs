@@ -222,7 +222,11 @@ pub fn run() -> ExitCode {
             } else {
                 rates_table(&rates)
             };
-            if out.write_all(text.as_bytes()).and_then(|()| out.flush()).is_err() {
+            if out
+                .write_all(text.as_bytes())
+                .and_then(|()| out.flush())
+                .is_err()
+            {
                 return ExitCode::SUCCESS;
             }
             prev = now;
@@ -268,7 +272,9 @@ pub struct PortRates {
     pub tx_bps: f64,
     /// Packets a second the guest received.
     pub rx_pps: f64,
-    /// Bits a second the guest received.
+    /// Bits a second the guest received, where the port counts them: NIC ports (tap, packet,
+    /// xdp), which copy; pipes and VALE count RX packets only (their RX rings only move
+    /// indexes; the bytes are the sender's), so theirs is 0.
     pub rx_bps: f64,
     /// Drops a second.
     pub drops_ps: f64,
@@ -325,10 +331,7 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     }
     let mut out = String::new();
     let mut line = |cells: &mut dyn Iterator<Item = &str>| {
-        let l: Vec<String> = cells
-            .zip(&width)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
+        let l: Vec<String> = cells.zip(&width).map(|(c, w)| format!("{c:<w$}")).collect();
         out.push_str(l.join("  ").trim_end());
         out.push('\n');
     };

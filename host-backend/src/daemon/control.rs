@@ -262,7 +262,9 @@ impl Client {
     }
 
     fn too_long(&mut self) {
-        self.respond(&Response::error(&RequestError::TooLong { max: MAX_REQUEST }));
+        self.respond(&Response::error(&RequestError::TooLong {
+            max: MAX_REQUEST,
+        }));
         self.input.clear();
         self.closing = true;
     }

@@ -131,12 +131,8 @@ impl Daemon {
                     .collect();
                 let c2 = core.clone();
                 let stats: control::StatsFn = Arc::new(move || c2.stats());
-                match control::ControlServer::start(
-                    path,
-                    config.serve.socket_group,
-                    statics,
-                    stats,
-                ) {
+                match control::ControlServer::start(path, config.serve.socket_group, statics, stats)
+                {
                     Ok(c) => Some(c),
                     Err(e) => {
                         Core::stop_servers(&core);

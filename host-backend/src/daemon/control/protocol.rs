@@ -129,6 +129,12 @@ fn echo(s: &str) -> String {
 impl Request {
     /// Parses one request line (without its newline).
     pub fn parse(line: &[u8]) -> Result<Command, RequestError> {
+        // serde would take a struct from an array too (`["list"]`): only an object is a request.
+        if line.trim_ascii_start().first() != Some(&b'{') {
+            return Err(RequestError::BadRequest(
+                "a request is a JSON object".into(),
+            ));
+        }
         let req: Request = serde_json::from_slice(line)
             .map_err(|e| RequestError::BadRequest(echo(&e.to_string())))?;
         req.command()
@@ -311,7 +317,10 @@ mod tests {
     #[test]
     fn requests_are_checked() {
         assert_eq!(Request::parse(br#"{"cmd":"list"}"#), Ok(Command::List));
-        assert_eq!(Request::parse(br#"{"cmd":"version"}"#), Ok(Command::Version));
+        assert_eq!(
+            Request::parse(br#"{"cmd":"version"}"#),
+            Ok(Command::Version)
+        );
         assert_eq!(
             Request::parse(br#"{"cmd":"stats","port":"a"}"#),
             Ok(Command::Stats {
@@ -326,6 +335,8 @@ mod tests {
             (&br#"{"cmd":"list""#[..], ErrorCode::BadRequest),
             (b"", ErrorCode::BadRequest),
             (b"[1,2]", ErrorCode::BadRequest),
+            (br#"["list"]"#, ErrorCode::BadRequest),
+            (b"\"list\"", ErrorCode::BadRequest),
             (br#"{"port":"a"}"#, ErrorCode::BadRequest),
             (br#"{"cmd":7}"#, ErrorCode::BadRequest),
             (br#"{"cmd":"list","x":1}"#, ErrorCode::BadRequest),
