@@ -76,7 +76,10 @@ impl Raw {
     /// The daemon closed the connection (nothing more to read).
     fn closed(&mut self) -> bool {
         let mut rest = Vec::new();
-        matches!(self.r.read_to_end(&mut rest), Ok(_) if rest.is_empty())
+        match self.r.read_to_end(&mut rest) {
+            Ok(_) => rest.is_empty(),
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
     }
 }
 
