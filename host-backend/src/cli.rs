@@ -94,6 +94,10 @@ pub struct Args {
     /// `none` serves none. Mode 0600, or 0660 with --socket-group.
     #[arg(long, value_name = "PATH")]
     pub control_socket: Option<PathBuf>,
+    /// Print the backend's capabilities as JSON ({"type":"net","features":[]}) and exit: QEMU's
+    /// convention for vhost-user backend programs.
+    #[arg(long, exclusive = true)]
+    pub print_capabilities: bool,
     /// Ports to serve.
     #[arg(value_name = "PORT", required = true)]
     pub ports: Vec<String>,
@@ -211,6 +215,10 @@ pub fn run() -> ExitCode {
             };
         }
     };
+    if args.print_capabilities {
+        println!("{}", crate::daemon::capabilities::capabilities_json());
+        return ExitCode::SUCCESS;
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PTNET_LOG")

@@ -492,3 +492,23 @@ fn the_binary_serves_its_control_socket_by_default() {
         assert!(!ctl.exists(), "left behind");
     }
 }
+
+/// `--print-capabilities` (QEMU's vhost-user backend convention): one JSON object, exit 0; it
+/// takes no other argument.
+#[test]
+fn the_binary_prints_its_capabilities() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ptnet-backend"))
+            .args(args)
+            .output()
+            .expect("ptnet-backend")
+    };
+    let out = run(&["--print-capabilities"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).expect(&text);
+    assert_eq!(v, serde_json::json!({"type": "net", "features": []}));
+    let out = run(&["--print-capabilities", "null:x"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}

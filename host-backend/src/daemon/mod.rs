@@ -3,6 +3,7 @@
 //! ([`DaemonStats`]); [`Daemon::stop`] shuts it all down, as SIGTERM does. The command line
 //! ([`crate::cli`]) is a thin loop over this.
 
+pub mod capabilities;
 pub mod config;
 pub mod control;
 pub mod server;
