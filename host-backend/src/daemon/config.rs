@@ -216,6 +216,25 @@ mod tests {
     }
 
     #[test]
+    fn the_control_socket_defaults_beside_the_sockets() {
+        let dir = Sockets::Dir("/run/p".into());
+        let one = Sockets::Single("/tmp/one.sock".into());
+        assert_eq!(
+            resolve_control_socket(None, &dir),
+            Some(PathBuf::from("/run/p/ptnet-backend.ctl"))
+        );
+        assert_eq!(
+            resolve_control_socket(None, &one),
+            Some(PathBuf::from("/tmp/one.sock.ctl"))
+        );
+        assert_eq!(resolve_control_socket(Some(Path::new("none")), &dir), None);
+        assert_eq!(
+            resolve_control_socket(Some(Path::new("/x/c.ctl")), &one),
+            Some(PathBuf::from("/x/c.ctl"))
+        );
+    }
+
+    #[test]
     fn sockets_are_named_after_the_ports() {
         let c = DaemonConfig::in_dir("/run/p", &["null:a", "vale0:1@conf:rings=2"]).unwrap();
         assert_eq!(

@@ -109,8 +109,15 @@ impl ControlServer {
         &self.path
     }
 
-    /// Stops serving (every connection closed) and removes the socket if still ours.
-    pub fn stop(mut self) {
+    /// Stops serving (every connection closed) and removes the socket if still ours. (Dropping
+    /// the server does the same.)
+    pub fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
         let _ = crate::sys::eventfd_signal_nowait(&self.stop);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -118,6 +125,7 @@ impl ControlServer {
         if file_id(&self.path) == Some(self.socket_id) {
             let _ = std::fs::remove_file(&self.path);
         }
+        // Removed while still locked (see `server::lock_socket_path`), then unlocked by the close.
         let _ = std::fs::remove_file(&self.lock.0);
     }
 }
