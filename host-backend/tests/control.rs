@@ -512,3 +512,25 @@ fn the_binary_prints_its_capabilities() {
     let out = run(&["--print-capabilities", "null:x"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
+
+/// With `--socket-group`, the control socket gets the group and mode 0660, like the ports'.
+#[test]
+fn the_control_socket_takes_the_socket_group() {
+    use std::os::unix::fs::MetadataExt;
+    // /proc/self belongs to the effective user.
+    if std::fs::metadata("/proc/self").map(|m| m.uid()).ok() != Some(0) {
+        eprintln!("skipped: giving a socket an arbitrary group needs root");
+        return;
+    }
+    let dir = TempDir::new("group");
+    let mut config = DaemonConfig::in_dir(&dir.0, &["null:ctlgroup"]).unwrap();
+    let ctl = dir.0.join("c.ctl");
+    config.control_socket = Some(ctl.clone());
+    config.serve.socket_group = Some(4242);
+    let d = Daemon::start(&config).expect("daemon");
+    let m = std::fs::metadata(&ctl).unwrap();
+    assert_eq!((m.mode() & 0o777, m.gid()), (0o660, 4242), "{:o}", m.mode());
+    assert!(ask(&ctl, Command::Version).ok);
+    d.stop();
+    assert!(!ctl.exists());
+}
