@@ -311,10 +311,29 @@ impl Raw {
 fn silent_and_surplus_clients_hold_nothing() {
     let dir = TempDir::new("silent");
     let (d, ctl) = daemon(&dir.0, &["null:ctlquiet"]);
-    // Clients that connect and say nothing, or half a request: every slot taken.
+    // Clients that connect and say nothing, send half a request, or ask without ever reading
+    // the answers (until the daemon stops reading them): all slots but one taken.
     let started = Instant::now();
-    let mut silent: Vec<Raw> = (0..MAX_CLIENTS).map(|_| Raw::connect(&ctl)).collect();
+    let mut silent: Vec<Raw> = (0..MAX_CLIENTS - 1).map(|_| Raw::connect(&ctl)).collect();
     silent[0].send(b"{\"cmd\":");
+    silent[1].s.set_nonblocking(true).unwrap();
+    let flood = b"{\"cmd\":\"stats\"}\n".repeat(100_000);
+    let mut flooded = 0;
+    while let Ok(n) = silent[1].s.write(&flood[flooded..]) {
+        flooded += n;
+        if flooded == flood.len() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(
+        flooded < flood.len(),
+        "the daemon read every request unanswered"
+    );
+    silent[1].s.set_nonblocking(false).unwrap();
+    // The last slot still serves.
+    assert!(ask(&ctl, Command::Version).ok);
+    silent.push(Raw::connect(&ctl));
     // One more is told the daemon is busy, and closed.
     std::thread::sleep(Duration::from_millis(100));
     let mut extra = Raw::connect(&ctl);
