@@ -1,6 +1,6 @@
 //! The command line of `ptnet-backend`.
 
-use crate::daemon::config::{check_sockets, resolve_group, resolve_netmap};
+use crate::daemon::config::{check_sockets, resolve_control_socket, resolve_group, resolve_netmap};
 use crate::daemon::server::ServeOptions;
 use crate::daemon::stats::{Reason, Reporter};
 use crate::daemon::{ConfigError, Daemon, DaemonConfig, Sockets, StatsFormat};
@@ -98,6 +98,15 @@ pub struct Args {
     /// daemon creates gets the group and mode 0710. Without it: sockets 0600, directory 0700.
     #[arg(long, value_name = "GROUP")]
     pub socket_group: Option<String>,
+    /// The control socket ptnet-ctl talks to (one JSON request a line: list, stats, version;
+    /// see ptnet-ctl --help). Default DIR/ptnet-backend.ctl, or PATH.ctl with --socket;
+    /// `none` serves none. Mode 0600, or 0660 with --socket-group.
+    #[arg(long, value_name = "PATH")]
+    pub control_socket: Option<PathBuf>,
+    /// Print the backend's capabilities as JSON ({"type":"net","features":[]}) and exit: QEMU's
+    /// convention for vhost-user backend programs.
+    #[arg(long, exclusive = true)]
+    pub print_capabilities: bool,
     /// Ports to serve.
     #[arg(value_name = "PORT", required = true)]
     pub ports: Vec<String>,
@@ -172,6 +181,7 @@ impl TryFrom<Args> for DaemonConfig {
             (None, dir) => Sockets::Dir(dir.unwrap_or_else(|| PathBuf::from("."))),
         };
         check_sockets(&sockets, ports.len())?;
+        let control_socket = resolve_control_socket(args.control_socket.as_deref(), &sockets);
         let want = match args.netmap {
             NetmapArg::Auto => None,
             NetmapArg::Kernel => Some(NetmapImpl::Kernel),
@@ -195,6 +205,7 @@ impl TryFrom<Args> for DaemonConfig {
             max_guest_memory: args.max_guest_memory,
             stats_every: (args.stats_every > 0).then(|| Duration::from_secs(args.stats_every)),
             stats_format: args.stats_format,
+            control_socket,
         })
     }
 }
@@ -213,6 +224,10 @@ pub fn run() -> ExitCode {
             };
         }
     };
+    if args.print_capabilities {
+        println!("{}", crate::daemon::capabilities::capabilities_json());
+        return ExitCode::SUCCESS;
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PTNET_LOG")

@@ -5,7 +5,7 @@
 //!
 //! Layers, arrows pointing down only:
 //!
-//! * [`cli`]: the command line;
+//! * [`cli`]: the command line; [`ctl`]: `ptnet-ctl`, the control socket's client;
 //! * [`daemon`]: sockets and connections ([`daemon::server`]);
 //! * [`frontend`]: what serves a port to a VMM ([`frontend::ptnet`]: the ptnet vhost-user device
 //!   and its per-ring host sync threads);
@@ -23,6 +23,7 @@
 //! every block there carries its `// SAFETY:` argument.
 
 pub mod cli;
+pub mod ctl;
 pub mod daemon;
 pub mod frontend;
 #[doc(hidden)]

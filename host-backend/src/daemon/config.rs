@@ -45,6 +45,8 @@ pub struct DaemonConfig {
     pub stats_every: Option<Duration>,
     /// How the counters are reported.
     pub stats_format: StatsFormat,
+    /// The control socket (`--control-socket`; `None`: none is served).
+    pub control_socket: Option<PathBuf>,
 }
 
 /// A bad command line: one variant per option that can be wrong, naming it. The messages are
@@ -100,6 +102,7 @@ impl DaemonConfig {
             max_guest_memory: DEFAULT_MAX_GUEST_MEMORY,
             stats_every: None,
             stats_format: StatsFormat::Text,
+            control_socket: None,
         })
     }
 
@@ -121,6 +124,23 @@ impl DaemonConfig {
             Sockets::Dir(d) => Some(d),
             Sockets::Single(_) => None,
         }
+    }
+}
+
+/// `--control-socket`: `none` serves none; no value gives the default of `sockets`:
+/// `DIR/ptnet-backend.ctl` with `--socket-dir`, `PATH.ctl` beside a single `--socket PATH`.
+pub fn resolve_control_socket(arg: Option<&Path>, sockets: &Sockets) -> Option<PathBuf> {
+    match arg {
+        Some(p) if p == Path::new("none") => None,
+        Some(p) => Some(p.to_path_buf()),
+        None => Some(match sockets {
+            Sockets::Dir(d) => d.join(crate::daemon::control::protocol::CONTROL_SOCKET_NAME),
+            Sockets::Single(p) => {
+                let mut s = p.as_os_str().to_owned();
+                s.push(".ctl");
+                PathBuf::from(s)
+            }
+        }),
     }
 }
 
@@ -193,6 +213,25 @@ mod tests {
             Err(ConfigError::Port(e)) => assert_eq!(e.spec, "bogus:"),
             r => panic!("{r:?}"),
         }
+    }
+
+    #[test]
+    fn the_control_socket_defaults_beside_the_sockets() {
+        let dir = Sockets::Dir("/run/p".into());
+        let one = Sockets::Single("/tmp/one.sock".into());
+        assert_eq!(
+            resolve_control_socket(None, &dir),
+            Some(PathBuf::from("/run/p/ptnet-backend.ctl"))
+        );
+        assert_eq!(
+            resolve_control_socket(None, &one),
+            Some(PathBuf::from("/tmp/one.sock.ctl"))
+        );
+        assert_eq!(resolve_control_socket(Some(Path::new("none")), &dir), None);
+        assert_eq!(
+            resolve_control_socket(Some(Path::new("/x/c.ctl")), &one),
+            Some(PathBuf::from("/x/c.ctl"))
+        );
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! ([`DaemonStats`]); [`Daemon::stop`] shuts it all down, as SIGTERM does. The command line
 //! ([`crate::cli`]) is a thin loop over this.
 
+pub mod capabilities;
 pub mod config;
+pub mod control;
 pub mod device;
 pub mod server;
 mod socket;
@@ -19,7 +21,7 @@ use crate::portspec::Frontend;
 use crate::served::{build_ports, NetmapImpl, Port};
 use server::{PortServer, ServeError};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 /// Why the daemon could not start.
@@ -45,13 +47,22 @@ pub enum DaemonError {
          by the kernel's loop; use --netmap user)"
     )]
     VirtioNetOnKernel(String),
+    /// The control socket (`--control-socket`) could not be served.
+    #[error("--control-socket: {0}")]
+    Control(#[source] ServeError),
 }
 
-/// A running daemon: its ports, each served on its socket.
+/// A running daemon: its ports, each served on its socket; and its control socket.
 pub struct Daemon {
+    core: Arc<Core>,
+    control: Option<control::ControlServer>,
+}
+
+/// What the control thread shares with the daemon: the ports and their servers (taken at stop).
+struct Core {
     ports: Vec<Arc<Port>>,
     sockets: Vec<PathBuf>,
-    servers: Vec<PortServer>,
+    servers: RwLock<Vec<PortServer>>,
     /// Each port's virtqueue counters, if it is served as a virtio-net device.
     virtqueues: Vec<Option<Vec<Arc<VqStats>>>>,
     started: Instant,
@@ -120,42 +131,108 @@ impl Daemon {
             .iter()
             .map(|s| s.virtqueues().map(<[_]>::to_vec))
             .collect();
-        Ok(Self {
+        let core = Arc::new(Core {
             ports,
             sockets,
-            servers,
+            servers: RwLock::new(servers),
             virtqueues,
             started: Instant::now(),
-        })
+        });
+        let control = match &config.control_socket {
+            None => None,
+            Some(path) => {
+                let statics = config
+                    .ports
+                    .iter()
+                    .zip(&core.ports)
+                    .map(|(spec, p)| {
+                        let g = p.geometry();
+                        control::PortStatic {
+                            kind: control::protocol::kind_name(&spec.kind),
+                            geometry: (
+                                g.num_tx_rings,
+                                g.num_rx_rings,
+                                g.num_tx_slots,
+                                g.num_rx_slots,
+                            ),
+                        }
+                    })
+                    .collect();
+                let c2 = core.clone();
+                let stats: control::StatsFn = Arc::new(move || c2.stats());
+                match control::ControlServer::start(path, config.serve.socket_group, statics, stats)
+                {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        Core::stop_servers(&core);
+                        return Err(DaemonError::Control(e));
+                    }
+                }
+            }
+        };
+        Ok(Self { core, control })
+    }
+
+    /// The control socket, if one is served.
+    pub fn control_socket(&self) -> Option<&Path> {
+        self.control.as_ref().map(|c| c.path())
     }
 
     /// The served ports, in command-line order.
     pub fn ports(&self) -> &[Arc<Port>] {
-        &self.ports
+        &self.core.ports
     }
 
     /// Their sockets, in the same order.
     pub fn sockets(&self) -> &[PathBuf] {
-        &self.sockets
+        &self.core.sockets
     }
 
     /// The socket of port `name`.
     pub fn socket(&self, name: &str) -> Option<&Path> {
-        self.ports
+        self.core
+            .ports
             .iter()
             .position(|p| p.name() == name)
-            .map(|i| self.sockets[i].as_path())
+            .map(|i| self.core.sockets[i].as_path())
     }
 
     /// Each port's virtqueue counters (in port order), for the ports served as virtio-net
     /// devices.
     pub fn virtqueues(&self) -> &[Option<Vec<Arc<VqStats>>>] {
-        &self.virtqueues
+        &self.core.virtqueues
     }
 
     /// Every counter, now.
     pub fn stats(&self) -> DaemonStats {
-        self.collect(|i| Some(self.servers[i].frontend()))
+        self.core.stats()
+    }
+
+    /// Stops serving: the control socket first, then every connection is closed (its rings
+    /// stopped) and every socket removed. Returns the counters as they stand after (every
+    /// frontend [`FrontendState::Stopped`]).
+    pub fn stop(self) -> DaemonStats {
+        if let Some(c) = self.control {
+            c.stop();
+        }
+        Core::stop_servers(&self.core);
+        self.core.stats()
+    }
+}
+
+impl Core {
+    /// Every counter, now (frontends [`FrontendState::Stopped`] once the servers are stopped).
+    fn stats(&self) -> DaemonStats {
+        let servers = self.servers.read().unwrap_or_else(|e| e.into_inner());
+        self.collect(|i| servers.get(i).map(PortServer::frontend))
+    }
+
+    /// Stops and drops every port server.
+    fn stop_servers(&self) {
+        let servers = std::mem::take(&mut *self.servers.write().unwrap_or_else(|e| e.into_inner()));
+        for s in servers {
+            s.stop();
+        }
     }
 
     fn collect(&self, frontend: impl Fn(usize) -> Option<server::FrontendStatus>) -> DaemonStats {
@@ -174,29 +251,6 @@ impl Daemon {
                 })
                 .collect(),
         }
-    }
-
-    /// Stops serving: every connection is closed (its rings stopped) and every socket removed.
-    /// Returns the counters as they stand after (every frontend [`FrontendState::Stopped`]).
-    pub fn stop(self) -> DaemonStats {
-        let Self {
-            ports,
-            sockets,
-            servers,
-            virtqueues,
-            started,
-        } = self;
-        for s in servers {
-            s.stop();
-        }
-        let stopped = Self {
-            ports,
-            sockets,
-            servers: Vec::new(),
-            virtqueues,
-            started,
-        };
-        stopped.collect(|_| None)
     }
 }
 

@@ -7,7 +7,7 @@ use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
 /// `PATH.lock`, locked (flock, exclusive) and still named by its path.
-pub(super) fn lock_socket_path(path: &Path) -> Result<(PathBuf, File), ServeError> {
+pub(crate) fn lock_socket_path(path: &Path) -> Result<(PathBuf, File), ServeError> {
     let mut name = path.as_os_str().to_owned();
     name.push(".lock");
     let lock_path = PathBuf::from(name);
@@ -38,7 +38,7 @@ pub(super) fn lock_socket_path(path: &Path) -> Result<(PathBuf, File), ServeErro
 }
 
 /// (device, inode) of what `path` names (not following a symlink).
-pub(super) fn file_id(path: &Path) -> Option<(u64, u64)> {
+pub(crate) fn file_id(path: &Path) -> Option<(u64, u64)> {
     std::fs::symlink_metadata(path)
         .ok()
         .map(|m| (m.dev(), m.ino()))
@@ -46,7 +46,7 @@ pub(super) fn file_id(path: &Path) -> Option<(u64, u64)> {
 
 /// Binds `path` with mode 0600 (the umask narrowed around `bind`), then gives it `group` and
 /// mode 0660 if asked.
-pub(super) fn bind_private(path: &Path, group: Option<u32>) -> Result<UnixListener, ServeError> {
+pub(crate) fn bind_private(path: &Path, group: Option<u32>) -> Result<UnixListener, ServeError> {
     // Process-wide, but only ever narrows: a file another thread creates in this instant gets
     // fewer permissions, never more.
     let old = crate::sys::set_umask(0o177);

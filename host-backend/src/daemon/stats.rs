@@ -7,7 +7,7 @@ use crate::daemon::server::FrontendStatus;
 use crate::frontend::virtio_net::vq::VqStats;
 use crate::port::ring::RingStats;
 use crate::served::{Datapath, Port};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// Every port's counters at one moment.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct DaemonStats {
     /// Seconds since the daemon started.
     pub uptime_s: f64,
@@ -36,7 +36,7 @@ impl DaemonStats {
 }
 
 /// Which loop syncs a port's rings.
-#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum DatapathKind {
     /// The daemon's ring threads (userspace netmap ports).
@@ -46,7 +46,7 @@ pub enum DatapathKind {
 }
 
 /// A port's frontend.
-#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum FrontendState {
     /// No connection.
@@ -71,7 +71,7 @@ impl From<Option<FrontendStatus>> for FrontendState {
 }
 
 /// One port's counters (the sums are those of its log line).
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct PortStats {
     /// The port's name (the PORT argument without `@conf`).
     pub name: String,
@@ -104,16 +104,18 @@ pub struct PortStats {
     pub rings: Vec<RingCounters>,
     /// Kernel ports whose rings run: each ring's positions, from the CSB.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub kernel_rings: Option<Vec<KernelRing>>,
     /// Ports served as virtio-net devices (`frontend=virtio-net`): each virtqueue's counters,
     /// since the daemon started (the netmap rings' are in [`Self::rings`]).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub virtqueues: Option<Vec<VirtqueueCounters>>,
 }
 
 /// One virtqueue's counters ([`VqStats`]): virtqueue `2i` is queue pair `i`'s RX, `2i + 1` its
 /// TX.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct VirtqueueCounters {
     /// Virtqueue index.
     pub index: u32,
@@ -179,7 +181,7 @@ fn virtqueue_line(v: &[Arc<VqStats>]) -> String {
 }
 
 /// Packet rates, in millions of packets a second.
-#[derive(Clone, Copy, Debug, Serialize, PartialEq)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Rates {
     /// TX rings.
     pub tx_mpps: f64,
@@ -188,7 +190,7 @@ pub struct Rates {
 }
 
 /// TX or RX.
-#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Dir {
     /// Guest to port.
@@ -198,7 +200,7 @@ pub enum Dir {
 }
 
 /// One ring's counters ([`RingStats`]).
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RingCounters {
     /// Ring index (TX rings first): the vhost-user queue.
     pub index: u32,
@@ -219,7 +221,7 @@ pub struct RingCounters {
 }
 
 /// A kernel netmap ring's positions, from the CSB.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct KernelRing {
     /// Ring index (TX rings first).
     pub index: u32,
@@ -310,7 +312,7 @@ pub fn port_stats(
 }
 
 /// Why a report is made.
-#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
     /// SIGUSR1.

@@ -1,0 +1,358 @@
+//! The control socket (`--control-socket`, default `SOCKET_DIR/ptnet-backend.ctl`): what
+//! `ptnet-ctl` talks to. One JSON request per line, one JSON response per line ([`protocol`]),
+//! served by one thread over plain non-blocking unix sockets.
+//!
+//! Every client is untrusted (whoever can open the socket: it is 0600, or 0660 with
+//! `--socket-group`, like the ports' sockets), so none can hold the thread or grow its memory:
+//!
+//! * **A deadline per request.** A connection has [`REQUEST_TIMEOUT`] from its accept, or from
+//!   its last response, to send a whole request and read the whole answer; then it is closed.
+//! * **Bounded requests.** A line longer than [`protocol::MAX_REQUEST`] bytes gets `too_long`
+//!   and the connection is closed; at most that much (plus one read) is ever buffered.
+//! * **Bounded clients.** At most [`MAX_CLIENTS`] connections are served at once; one more gets
+//!   `busy` and is closed at once.
+//! * **Nothing blocks.** The listener and the connections are non-blocking, waited on with
+//!   `poll` together with a stop eventfd; answers are written as the client reads them.
+//!
+//! The socket is bound like the ports' (`server`): locked with `PATH.lock`, a stale socket
+//! replaced, a live one refused, removed at stop if still ours.
+
+pub mod protocol;
+
+use crate::daemon::socket::{bind_private, file_id, lock_socket_path, ServeError};
+use crate::daemon::stats::DaemonStats;
+use protocol::{Command, PortInfo, Request, RequestError, Response, VersionInfo, MAX_REQUEST};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Time a connection has for each request: to send it whole and read its answer.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// Connections served at once (`poll` watches them with the listener and the stop eventfd).
+pub const MAX_CLIENTS: usize = 6;
+
+/// What the control thread reads: every port's counters, now.
+pub type StatsFn = Arc<dyn Fn() -> DaemonStats + Send + Sync>;
+
+/// What `list` says of a port that does not change while the daemon runs.
+#[derive(Clone, Debug)]
+pub struct PortStatic {
+    /// [`protocol::kind_name`].
+    pub kind: &'static str,
+    /// TX rings, RX rings, TX slots, RX slots.
+    pub geometry: (u32, u32, u32, u32),
+}
+
+/// The control socket being served.
+pub struct ControlServer {
+    path: PathBuf,
+    stop: File,
+    thread: Option<JoinHandle<()>>,
+    socket_id: (u64, u64),
+    lock: (PathBuf, File),
+}
+
+impl ControlServer {
+    /// Binds `path` (mode 0600, or 0660 with `group`) and serves it: `ports` in the daemon's
+    /// order, `stats` read for each `list` and `stats`.
+    pub fn start(
+        path: &Path,
+        group: Option<u32>,
+        ports: Vec<PortStatic>,
+        stats: StatsFn,
+    ) -> Result<Self, ServeError> {
+        let lock = lock_socket_path(path)?;
+        let listen_err = |e| ServeError::Listen(path.to_path_buf(), e);
+        if let Ok(m) = std::fs::symlink_metadata(path) {
+            if std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()) {
+                match UnixStream::connect(path) {
+                    Ok(_) => return Err(ServeError::Live(path.to_path_buf())),
+                    Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
+                        let _ = std::fs::remove_file(path);
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+        let listener = bind_private(path, group)?;
+        let socket_id = file_id(path).ok_or_else(|| {
+            listen_err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "the socket vanished after bind",
+            ))
+        })?;
+        listener.set_nonblocking(true).map_err(listen_err)?;
+        let stop = crate::sys::eventfd_file(true).map_err(listen_err)?;
+        let stop2 = stop.try_clone().map_err(listen_err)?;
+        let answer = Answerer { ports, stats };
+        let thread = std::thread::Builder::new()
+            .name("control".into())
+            .spawn(move || serve(listener, stop2, answer))
+            .map_err(listen_err)?;
+        tracing::info!(socket = %path.display(), "control socket");
+        Ok(Self {
+            path: path.to_path_buf(),
+            stop,
+            thread: Some(thread),
+            socket_id,
+            lock,
+        })
+    }
+
+    /// The socket path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Stops serving (every connection closed) and removes the socket if still ours. (Dropping
+    /// the server does the same.)
+    pub fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        let _ = crate::sys::eventfd_signal_nowait(&self.stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        if file_id(&self.path) == Some(self.socket_id) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+        // Removed while still locked (see `socket::lock_socket_path`), then unlocked by the close.
+        let _ = std::fs::remove_file(&self.lock.0);
+    }
+}
+
+/// Answers checked requests.
+struct Answerer {
+    ports: Vec<PortStatic>,
+    stats: StatsFn,
+}
+
+impl Answerer {
+    fn answer(&self, line: &[u8]) -> Response {
+        match Request::parse(line).and_then(|c| self.run(c)) {
+            Ok(r) => r,
+            Err(e) => Response::error(&e),
+        }
+    }
+
+    fn run(&self, cmd: Command) -> Result<Response, RequestError> {
+        Ok(match cmd {
+            Command::Version => Response::version(VersionInfo::current()),
+            Command::List => Response::ports(
+                (self.stats)()
+                    .ports
+                    .into_iter()
+                    .zip(&self.ports)
+                    .map(|(p, s)| PortInfo {
+                        name: p.name,
+                        kind: s.kind.into(),
+                        socket: p.socket,
+                        frontend: p.frontend,
+                        datapath: p.datapath,
+                        connections: p.connections,
+                        tx_rings: s.geometry.0,
+                        rx_rings: s.geometry.1,
+                        tx_slots: s.geometry.2,
+                        rx_slots: s.geometry.3,
+                    })
+                    .collect(),
+            ),
+            Command::Stats { port: None } => Response::stats((self.stats)()),
+            Command::Stats { port: Some(name) } => {
+                let mut s = (self.stats)();
+                s.ports.retain(|p| p.name == name);
+                if s.ports.is_empty() {
+                    return Err(RequestError::NoSuchPort(name.chars().take(64).collect()));
+                }
+                Response::stats(s)
+            }
+        })
+    }
+}
+
+/// One control connection.
+struct Client {
+    stream: UnixStream,
+    /// Bytes of the requests not yet answered.
+    input: Vec<u8>,
+    /// The answer being written, and how much of it is written.
+    output: Vec<u8>,
+    written: usize,
+    /// The client has shut down its side.
+    eof: bool,
+    /// Close once the answer is written (too long a line, or the end of the input).
+    closing: bool,
+    deadline: Instant,
+}
+
+impl Client {
+    fn new(stream: UnixStream) -> Self {
+        Self {
+            stream,
+            input: Vec::new(),
+            output: Vec::new(),
+            written: 0,
+            eof: false,
+            closing: false,
+            deadline: Instant::now() + REQUEST_TIMEOUT,
+        }
+    }
+
+    fn respond(&mut self, r: &Response) {
+        self.output = r.to_line().into_bytes();
+        self.output.push(b'\n');
+        self.written = 0;
+    }
+
+    /// Does what the connection allows without waiting; false when it is to be closed.
+    fn service(&mut self, answer: &Answerer) -> bool {
+        let mut buf = [0u8; 4096];
+        loop {
+            if self.written < self.output.len() {
+                match self.stream.write(&self.output[self.written..]) {
+                    Ok(0) => return false,
+                    Ok(n) => self.written += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => return false,
+                }
+                if self.written < self.output.len() {
+                    continue;
+                }
+                if self.closing {
+                    return false;
+                }
+                self.output.clear();
+                self.written = 0;
+                self.deadline = Instant::now() + REQUEST_TIMEOUT;
+            }
+            if let Some(pos) = self.input.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.input.drain(..=pos).collect();
+                let line = line[..pos].trim_ascii();
+                if pos > MAX_REQUEST {
+                    self.too_long();
+                } else if !line.is_empty() {
+                    self.respond(&answer.answer(line));
+                }
+                continue;
+            }
+            if self.input.len() > MAX_REQUEST {
+                self.too_long();
+                continue;
+            }
+            if self.eof {
+                // A last request without its newline is still answered.
+                let line = std::mem::take(&mut self.input);
+                if line.trim_ascii().is_empty() {
+                    return false;
+                }
+                self.respond(&answer.answer(line.trim_ascii()));
+                self.closing = true;
+                continue;
+            }
+            match self.stream.read(&mut buf) {
+                Ok(0) => self.eof = true,
+                Ok(n) => self.input.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+    }
+
+    fn too_long(&mut self) {
+        self.respond(&Response::error(&RequestError::TooLong {
+            max: MAX_REQUEST,
+        }));
+        self.input.clear();
+        self.closing = true;
+    }
+
+    /// What to wait for: room for the answer, or more of the request.
+    fn events(&self) -> i16 {
+        if self.written < self.output.len() {
+            libc::POLLOUT
+        } else {
+            libc::POLLIN
+        }
+    }
+}
+
+/// Accepts every queued connection: served while there is room, else told `busy` and closed.
+fn accept_all(listener: &UnixListener, clients: &mut Vec<Client>, answer: &Answerer) {
+    // Bounded, so that a flood of connections cannot starve the connections already served.
+    for _ in 0..64 {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                if stream.set_nonblocking(true).is_err() {
+                    continue;
+                }
+                let mut c = Client::new(stream);
+                if clients.len() >= MAX_CLIENTS {
+                    // One non-blocking write, whatever it manages; then closed.
+                    c.respond(&Response::error(&RequestError::Busy { max: MAX_CLIENTS }));
+                    let _ = c.stream.write(&c.output);
+                    continue;
+                }
+                if c.service(answer) {
+                    clients.push(c);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// The control thread: until `stop` is signalled.
+fn serve(listener: UnixListener, stop: File, answer: Answerer) {
+    let mut clients: Vec<Client> = Vec::new();
+    loop {
+        let now = Instant::now();
+        clients.retain(|c| c.deadline > now);
+        let mut fds = vec![
+            (stop.as_raw_fd(), libc::POLLIN),
+            (listener.as_raw_fd(), libc::POLLIN),
+        ];
+        fds.extend(clients.iter().map(|c| (c.stream.as_raw_fd(), c.events())));
+        let timeout = clients
+            .iter()
+            .map(|c| c.deadline.saturating_duration_since(now))
+            .min()
+            .map_or(-1, |d| {
+                i32::try_from(d.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
+            });
+        let mut revents = [0i16; 8];
+        if let Err(e) = crate::sys::poll_revents(&fds, timeout, &mut revents) {
+            tracing::warn!("control socket: poll: {e}");
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        if revents[0] != 0 {
+            return;
+        }
+        // Connections first, so a newly accepted one is not looked at twice.
+        let ready: Vec<bool> = revents[2..2 + clients.len()]
+            .iter()
+            .map(|&r| r != 0)
+            .collect();
+        let mut i = 0;
+        clients.retain_mut(|c| {
+            let keep = !ready[i] || c.service(&answer);
+            i += 1;
+            keep
+        });
+        if revents[1] != 0 {
+            accept_all(&listener, &mut clients, &answer);
+        }
+    }
+}
