@@ -61,6 +61,11 @@ fn vale_frames_corpus() {
 }
 
 #[test]
+fn virtq_corpus() {
+    replay("virtq");
+}
+
+#[test]
 fn vnet_corpus() {
     replay("vnet");
 }
@@ -76,6 +81,7 @@ fn every_target_has_a_test() {
             "sync",
             "slots",
             "vale_frames",
+            "virtq",
             "vnet"
         ]
     );

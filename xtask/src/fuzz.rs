@@ -17,6 +17,7 @@ pub const TARGETS: &[&str] = &[
     "sync",
     "slots",
     "vale_frames",
+    "virtq",
     "vnet",
 ];
 

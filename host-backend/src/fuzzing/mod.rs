@@ -15,6 +15,7 @@
 //! | [`sync`](fn@sync) | `HostKring::tx_pass`/`rx_pass` over a ring in memory, with the CSB and the ring written between passes and, by a second thread, during them |
 //! | [`slots`](fn@slots) | TX syncs of pipes, VALE and null ports over any slot contents (and hostile receivers' RX slots) |
 //! | [`vale_frames`](fn@vale_frames) | frames and virtio-net headers through a 3-port VALE switch whose ports use different header lengths |
+//! | [`virtq`](fn@virtq) | a virtio-net guest's split virtqueue (descriptor and indirect tables, avail ring, header settings, the delivered frame) through the virtio-net frontend's TX and RX paths |
 //! | [`vnet`](fn@vnet) | `VnetHeader::parse`, `complete_checksum` and `Gso` segmentation on any bytes |
 
 mod device;
@@ -23,6 +24,7 @@ mod slots;
 mod state;
 mod sync;
 mod vale;
+mod virtq;
 mod vnet;
 
 pub use device::device;
@@ -30,6 +32,7 @@ pub use slots::slots;
 pub use state::device_state;
 pub use sync::sync;
 pub use vale::vale_frames;
+pub use virtq::virtq;
 pub use vnet::vnet;
 
 /// A target body.
@@ -42,5 +45,6 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("sync", sync),
     ("slots", slots),
     ("vale_frames", vale_frames),
+    ("virtq", virtq),
     ("vnet", vnet),
 ];
