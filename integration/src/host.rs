@@ -311,6 +311,16 @@ impl Backend {
         }
     }
 
+    /// `--stats-format json` unless the caller chose a format: the counters tests read
+    /// ([`crate::stats::PortCounters`]) then come as JSON lines.
+    fn stats_format(&self) -> &'static [&'static str] {
+        if self.extra.iter().any(|a| a.starts_with("--stats-format")) {
+            &[]
+        } else {
+            &["--stats-format", "json"]
+        }
+    }
+
     fn spawn(&mut self) -> Result<(), String> {
         for p in &self.ports {
             let _ = std::fs::remove_file(self.socket(p));
@@ -324,6 +334,7 @@ impl Backend {
             .command()
             .arg("--socket-dir")
             .arg(&self.dir)
+            .args(self.stats_format())
             .args(&self.extra)
             .args(&self.ports)
             .stdin(Stdio::null())

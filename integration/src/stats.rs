@@ -1,11 +1,35 @@
-//! The daemon's per-port counters, read back from its log: the one place that knows how the
-//! daemon prints them.
+//! The daemon's per-port counters, read back from its output: the one place that knows how the
+//! daemon reports them.
 //!
-//! `ptnet-backend` logs a port's counters (`tx_packets=.. tx_bytes=.. rx_packets=.. drops=..
-//! bad_slots=.. resets=.. src_refused=..`, with the port as a `port="NAME"` field) on SIGUSR1,
-//! every `--stats-every` seconds, at exit, and in its "rings stopped (...)" line when a frontend
-//! goes. Tests compare [`PortCounters`], not log text; when the daemon gains a machine-readable
-//! stats line, only this module changes.
+//! On SIGUSR1, every `--stats-every` seconds and at exit, `ptnet-backend --stats-format json`
+//! prints one JSON object a line (`{"event":"stats",...,"ports":[{"name":..,"tx_packets":..}]}`),
+//! which [`Backend`](crate::host::Backend) always asks for: those are parsed as JSON. A log
+//! without them (a daemon started by hand with text stats) falls back to the text lines
+//! (`tx_packets=.. ... port="NAME"`). The counters of one frontend's connection exist only as
+//! the "rings stopped (...)" log line ([`PortCounters::last_stopped`]). Tests compare
+//! [`PortCounters`], not log text.
+
+use serde::Deserialize;
+
+/// One `--stats-format json` report, as far as the tests read it.
+#[derive(Deserialize)]
+struct StatsReport {
+    event: String,
+    ports: Vec<PortReport>,
+}
+
+/// One port of a [`StatsReport`] (its other fields are ignored).
+#[derive(Deserialize)]
+struct PortReport {
+    name: String,
+    tx_packets: u64,
+    tx_bytes: u64,
+    rx_packets: u64,
+    drops: u64,
+    bad_slots: u64,
+    resets: u64,
+    src_refused: u64,
+}
 
 /// One port's counters, as one log line gave them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -48,12 +72,37 @@ impl PortCounters {
         })
     }
 
-    /// Every set of counters `log` has for `port` (any port when `None`), oldest first.
+    /// Every set of counters `log` has for `port` (any port when `None`), oldest first: from
+    /// its JSON stats lines when it has any, else from its text stats lines.
     pub fn all(log: &str, port: Option<&str>) -> Vec<Self> {
+        let json = Self::all_json(log, port);
+        if log.lines().any(|l| l.starts_with("{\"event\":\"stats\"")) {
+            return json;
+        }
         let tag = port.map(|p| format!("port=\"{p}\""));
         log.lines()
             .filter(|l| tag.as_ref().is_none_or(|t| l.contains(t.as_str())))
             .filter_map(Self::parse)
+            .collect()
+    }
+
+    /// The counters of every JSON stats report in `log` for `port` (any port when `None`).
+    fn all_json(log: &str, port: Option<&str>) -> Vec<Self> {
+        log.lines()
+            .filter(|l| l.starts_with('{'))
+            .filter_map(|l| serde_json::from_str::<StatsReport>(l).ok())
+            .filter(|r| r.event == "stats")
+            .flat_map(|r| r.ports)
+            .filter(|p| port.is_none_or(|n| n == p.name))
+            .map(|p| Self {
+                tx_packets: p.tx_packets,
+                tx_bytes: p.tx_bytes,
+                rx_packets: p.rx_packets,
+                drops: p.drops,
+                bad_slots: p.bad_slots,
+                resets: p.resets,
+                src_refused: p.src_refused,
+            })
             .collect()
     }
 
@@ -97,6 +146,22 @@ mod tests {
         );
         assert_eq!(counter(LINE, "packets"), None);
         assert_eq!(PortCounters::parse("tx_packets=1 rx_packets=2"), None);
+    }
+
+    #[test]
+    fn json_reports_are_read_and_preferred() {
+        let json = r#"{"event":"stats","reason":"exit","uptime_s":1.0,"kick_faults":0,"ports":[{"name":"a","socket":"/x","tx_packets":7,"tx_bytes":420,"rx_packets":0,"drops":1,"bad_slots":0,"resets":0,"src_refused":0,"rings":[]},{"name":"b","tx_packets":0,"tx_bytes":0,"rx_packets":6,"drops":0,"bad_slots":2,"resets":3,"src_refused":4}]}"#;
+        let log = format!("{LINE}\n{json}\n");
+        let a = PortCounters::last(&log, Some("a")).unwrap();
+        assert_eq!((a.tx_packets, a.tx_bytes, a.drops), (7, 420, 1));
+        let b = PortCounters::last(&log, Some("b")).unwrap();
+        assert_eq!(
+            (b.rx_packets, b.bad_slots, b.resets, b.src_refused),
+            (6, 2, 3, 4)
+        );
+        // With JSON reports present, the text line (port netmap:st{0) is not read.
+        assert_eq!(PortCounters::last(&log, Some("netmap:st{0")), None);
+        assert_eq!(PortCounters::all(&log, None).len(), 2);
     }
 
     #[test]

@@ -402,9 +402,12 @@ impl Reporter {
                 reason,
                 stats: &stats,
             };
-            let line = serde_json::to_string(&report).expect("stats serialize");
+            let mut line = serde_json::to_string(&report).expect("stats serialize");
+            // One write for the whole line, newline included, so that a log line written to
+            // the same file meanwhile cannot land inside it.
+            line.push('\n');
             let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{line}");
+            let _ = out.write_all(line.as_bytes());
             let _ = out.flush();
         }
     }
