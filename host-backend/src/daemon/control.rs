@@ -19,7 +19,7 @@
 
 pub mod protocol;
 
-use crate::daemon::socket::{bind_private, file_id, lock_socket_path, ServeError};
+use crate::daemon::socket::{claim_socket, file_id, ClaimedSocket, ServeError};
 use crate::daemon::stats::DaemonStats;
 use protocol::{Command, PortInfo, Request, RequestError, Response, VersionInfo, MAX_REQUEST};
 use std::fs::File;
@@ -66,27 +66,12 @@ impl ControlServer {
         ports: Vec<PortStatic>,
         stats: StatsFn,
     ) -> Result<Self, ServeError> {
-        let lock = lock_socket_path(path)?;
+        let ClaimedSocket {
+            lock,
+            listener,
+            socket_id,
+        } = claim_socket(path, group)?;
         let listen_err = |e| ServeError::Listen(path.to_path_buf(), e);
-        if let Ok(m) = std::fs::symlink_metadata(path) {
-            if std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()) {
-                match UnixStream::connect(path) {
-                    Ok(_) => return Err(ServeError::Live(path.to_path_buf())),
-                    Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
-                        let _ = std::fs::remove_file(path);
-                    }
-                    Err(_) => {}
-                }
-            }
-        }
-        let listener = bind_private(path, group)?;
-        let socket_id = file_id(path).ok_or_else(|| {
-            listen_err(io::Error::new(
-                io::ErrorKind::NotFound,
-                "the socket vanished after bind",
-            ))
-        })?;
-        listener.set_nonblocking(true).map_err(listen_err)?;
         let stop = crate::sys::eventfd_file(true).map_err(listen_err)?;
         let stop2 = stop.try_clone().map_err(listen_err)?;
         let answer = Answerer { ports, stats };

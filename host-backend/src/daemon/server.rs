@@ -38,7 +38,7 @@
 
 pub use super::device::ServedDevice;
 pub use super::socket::ServeError;
-use super::socket::{bind_private, file_id, lock_socket_path};
+use super::socket::{claim_socket, file_id, ClaimedSocket};
 use crate::frontend::ptnet::syncloop::LoopOptions;
 use crate::frontend::ptnet::PtnetDevice;
 use crate::frontend::virtio_net::vq::VqStats;
@@ -173,28 +173,12 @@ impl PortServer {
         opts: ServeOptions,
         frontend: Frontend,
     ) -> Result<Self, ServeError> {
-        let lock = lock_socket_path(path)?;
+        let ClaimedSocket {
+            lock,
+            listener,
+            socket_id,
+        } = claim_socket(path, opts.socket_group)?;
         let listen_err = |e| ServeError::Listen(path.to_path_buf(), e);
-        if let Ok(m) = std::fs::symlink_metadata(path) {
-            // A socket left by a previous run is removed; anything else is refused by bind.
-            if std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()) {
-                match UnixStream::connect(path) {
-                    Ok(_) => return Err(ServeError::Live(path.to_path_buf())),
-                    Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
-                        let _ = std::fs::remove_file(path);
-                    }
-                    Err(_) => {}
-                }
-            }
-        }
-        let listener = bind_private(path, opts.socket_group)?;
-        let socket_id = file_id(path).ok_or_else(|| {
-            listen_err(io::Error::new(
-                io::ErrorKind::NotFound,
-                "the socket vanished after bind",
-            ))
-        })?;
-        listener.set_nonblocking(true).map_err(listen_err)?;
         let stop = EventFd::new(EFD_NONBLOCK).map_err(listen_err)?;
         let stop2 = stop.try_clone().map_err(listen_err)?;
         // The device is made here, so that its status can be asked from the start.
@@ -248,7 +232,7 @@ impl PortServer {
         if file_id(&self.path) == Some(self.socket_id) {
             let _ = std::fs::remove_file(&self.path);
         }
-        // Removed while still locked (see `lock_socket_path`), then unlocked by the close.
+        // Removed while still locked (see `socket::lock_socket_path`), then unlocked by the close.
         let _ = std::fs::remove_file(&self.lock.0);
     }
 }

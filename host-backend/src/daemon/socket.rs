@@ -3,11 +3,55 @@
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
+/// A socket path claimed and listened on: its lock, the non-blocking listener, and the
+/// (device, inode) of the socket file, which only its holder unlinks at stop.
+pub(crate) struct ClaimedSocket {
+    /// `PATH.lock` and its locked file.
+    pub lock: (PathBuf, File),
+    /// The listener, non-blocking.
+    pub listener: UnixListener,
+    /// What `PATH` named right after the bind ([`file_id`]).
+    pub socket_id: (u64, u64),
+}
+
+/// Locks `path`, removes a stale socket there (refusing a live one: something answers on it),
+/// binds it privately ([`bind_private`]) and makes the listener non-blocking: what the port
+/// sockets and the control socket both do before serving.
+pub(crate) fn claim_socket(path: &Path, group: Option<u32>) -> Result<ClaimedSocket, ServeError> {
+    let lock = lock_socket_path(path)?;
+    let listen_err = |e| ServeError::Listen(path.to_path_buf(), e);
+    if let Ok(m) = std::fs::symlink_metadata(path) {
+        // A socket left by a previous run is removed; anything else is refused by bind.
+        if std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()) {
+            match UnixStream::connect(path) {
+                Ok(_) => return Err(ServeError::Live(path.to_path_buf())),
+                Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
+                    let _ = std::fs::remove_file(path);
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    let listener = bind_private(path, group)?;
+    let socket_id = file_id(path).ok_or_else(|| {
+        listen_err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "the socket vanished after bind",
+        ))
+    })?;
+    listener.set_nonblocking(true).map_err(listen_err)?;
+    Ok(ClaimedSocket {
+        lock,
+        listener,
+        socket_id,
+    })
+}
+
 /// `PATH.lock`, locked (flock, exclusive) and still named by its path.
-pub(crate) fn lock_socket_path(path: &Path) -> Result<(PathBuf, File), ServeError> {
+fn lock_socket_path(path: &Path) -> Result<(PathBuf, File), ServeError> {
     let mut name = path.as_os_str().to_owned();
     name.push(".lock");
     let lock_path = PathBuf::from(name);
@@ -46,7 +90,7 @@ pub(crate) fn file_id(path: &Path) -> Option<(u64, u64)> {
 
 /// Binds `path` with mode 0600 (the umask narrowed around `bind`), then gives it `group` and
 /// mode 0660 if asked.
-pub(crate) fn bind_private(path: &Path, group: Option<u32>) -> Result<UnixListener, ServeError> {
+fn bind_private(path: &Path, group: Option<u32>) -> Result<UnixListener, ServeError> {
     // Process-wide, but only ever narrows: a file another thread creates in this instant gets
     // fewer permissions, never more.
     let old = crate::sys::set_umask(0o177);

@@ -148,15 +148,7 @@ impl MappedFile {
     /// fault: the file must be a memfd sealed with `F_SEAL_SHRINK` (so its size only grows), and
     /// `[offset, offset + len)` must lie inside it as `fstat` sees it after the seal.
     pub fn map_guest(file: File, offset: u64, len: usize) -> Result<Self, GuestFileError> {
-        let seals = seals(&file).map_err(GuestFileError::NotAMemfd)?;
-        if seals & libc::F_SEAL_SHRINK == 0 {
-            return Err(GuestFileError::NotSealed { seals });
-        }
-        // The seal holds from here on: the size fstat reports now can only grow.
-        let size = file.metadata().map_err(GuestFileError::Map)?.len();
-        if len == 0 || offset.checked_add(len as u64).is_none_or(|end| end > size) {
-            return Err(GuestFileError::PastEnd { offset, len, size });
-        }
+        check_guest_file(&file, offset, len)?;
         Self::map(file, offset, len).map_err(GuestFileError::Map)
     }
 
@@ -169,6 +161,22 @@ impl MappedFile {
     pub fn file(&self) -> &File {
         &self.file
     }
+}
+
+/// The checks of [`MappedFile::map_guest`], for a caller that maps the file itself (the
+/// virtio-net device, through vm-memory): a memfd sealed with `F_SEAL_SHRINK`, and
+/// `[offset, offset + len)` inside it as `fstat` sees it once the seal holds.
+pub fn check_guest_file(file: &File, offset: u64, len: usize) -> Result<(), GuestFileError> {
+    let seals = seals(file).map_err(GuestFileError::NotAMemfd)?;
+    if seals & libc::F_SEAL_SHRINK == 0 {
+        return Err(GuestFileError::NotSealed { seals });
+    }
+    // The seal holds from here on: the size fstat reports now can only grow.
+    let size = file.metadata().map_err(GuestFileError::Map)?.len();
+    if len == 0 || offset.checked_add(len as u64).is_none_or(|end| end > size) {
+        return Err(GuestFileError::PastEnd { offset, len, size });
+    }
+    Ok(())
 }
 
 /// Why a frontend's memory file was not mapped ([`MappedFile::map_guest`]).

@@ -7,13 +7,13 @@
 //! seal guarantees the mapping can never reach past the end of the file, so a frontend that
 //! `ftruncate`s its memfd cannot SIGBUS the daemon (it gets EPERM).
 
-use crate::sys::GuestFileError;
+use crate::sys::check_guest_file;
 use std::fs::File;
 use vhost::vhost_user::message::VhostUserMemoryRegion;
 use vm_memory::{FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
 
-/// Most memory regions accepted in one SET_MEM_TABLE (as for the ptnet device).
-pub const MAX_REGIONS: usize = 32;
+/// Most memory regions accepted in one SET_MEM_TABLE: the ptnet device's bound.
+pub use crate::frontend::ptnet::memory::MAX_REGIONS;
 
 /// The frontend's memory: vm-memory's view for the virtqueues, and the frontend's virtual
 /// addresses of each region (vhost-user gives ring addresses in those).
@@ -78,19 +78,4 @@ impl FrontendMemory {
             .map_err(|e| format!("the regions overlap or are unordered: {e}"))?;
         Ok(Self { mem, va })
     }
-}
-
-/// The checks of [`crate::sys::MappedFile::map_guest`], without the mapping: a memfd sealed
-/// against shrinking, `[offset, offset + len)` inside it once the seal holds.
-pub fn check_guest_file(file: &File, offset: u64, len: usize) -> Result<(), GuestFileError> {
-    let seals = crate::sys::seals(file).map_err(GuestFileError::NotAMemfd)?;
-    if seals & libc::F_SEAL_SHRINK == 0 {
-        return Err(GuestFileError::NotSealed { seals });
-    }
-    // The seal holds from here on: the size fstat reports now can only grow.
-    let size = file.metadata().map_err(GuestFileError::Map)?.len();
-    if len == 0 || offset.checked_add(len as u64).is_none_or(|end| end > size) {
-        return Err(GuestFileError::PastEnd { offset, len, size });
-    }
-    Ok(())
 }
