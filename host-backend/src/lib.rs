@@ -15,6 +15,7 @@
 //! * [`port`]: the ring contract every port kind implements, and the kinds: the built-in
 //!   userspace netmap (memory allocator, pipes, VALE, null) and host interfaces ([`port::nic`]:
 //!   tap, AF_PACKET, AF_XDP);
+//! * [`capture`]: a port's frames copied out for `ptnet-ctl capture`, never slowing the port;
 //! * [`portspec`]: PORT arguments (nmport syntax);
 //! * [`sys`]: memfd, mmap and poll.
 //!
@@ -22,6 +23,7 @@
 //! line: [`sys`], `port::nic::sys` (sockets, ioctls, `bpf(2)`), `kernel::sys` (`NIOCCTRL`);
 //! every block there carries its `// SAFETY:` argument.
 
+pub mod capture;
 pub mod cli;
 pub mod ctl;
 pub mod daemon;

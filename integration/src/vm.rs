@@ -238,6 +238,18 @@ impl VmConfig {
         self
     }
 
+    /// The guest kernel's command line: the serial console, and the command for the image's init
+    /// (base64 in `ptnet.cmd=`).
+    pub fn kernel_cmdline(&self) -> String {
+        format!(
+            "console=ttyS0 panic=-1 quiet loglevel=4 ptnet.cmd={} {}",
+            base64(self.cmd.as_bytes()),
+            self.extra_append
+        )
+        .trim_end()
+        .to_string()
+    }
+
     /// The QEMU arguments (without the binary) for this guest.
     pub fn qemu_args(&self, img: &GuestImage, serial: &Path) -> Vec<String> {
         let accel = self.accel.unwrap_or_else(Accel::from_env);
@@ -269,13 +281,7 @@ impl VmConfig {
             "-initrd".into(),
             img.initrd.display().to_string(),
             "-append".into(),
-            format!(
-                "console=ttyS0 panic=-1 quiet loglevel=4 ptnet.cmd={} {}",
-                base64(self.cmd.as_bytes()),
-                self.extra_append
-            )
-            .trim_end()
-            .to_string(),
+            self.kernel_cmdline(),
         ];
         for (i, nic) in self.nics.iter().enumerate() {
             let mut chardev = format!("socket,id=p{i},path={}", nic.socket.display());

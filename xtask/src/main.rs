@@ -100,16 +100,28 @@ fn guest_image() -> Result<PathBuf, String> {
     run_for_path(Command::new("bash").arg(root().join("integration/guest/build-image.sh")))
 }
 
-/// Debian's own QEMU (`qemu-system-x86` 10.0.x from bookworm-backports), which the virtio-net
-/// VM tests boot unpatched (`integration/tests/vm_virtio.rs`): installed when missing, with
-/// the backports source added when no apt source names it.
+/// What comes from bookworm-backports: Debian's own QEMU (`qemu-system-x86` 10.0.x), which the
+/// virtio-net VM tests boot unpatched (`integration/tests/vm_virtio.rs`), and the libvirt of the
+/// same generation (11.3) the libvirt test drives (`integration/tests/vm_libvirt.rs`).
+const BACKPORTS_PACKAGES: &[&str] = &[
+    "qemu-system-x86",
+    "libvirt-daemon-system",
+    "libvirt-daemon-driver-qemu",
+    "libvirt-clients",
+];
+
+fn installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+/// Installs [`BACKPORTS_PACKAGES`] when one is missing, with the backports source added when no
+/// apt source names it; returns the stock QEMU binary.
 fn stock_qemu() -> Result<PathBuf, String> {
     let bin = PathBuf::from("/usr/bin/qemu-system-x86_64");
-    let installed = Command::new("dpkg-query")
-        .args(["-W", "-f=${Status}", "qemu-system-x86"])
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"));
-    if installed && bin.is_file() {
+    if BACKPORTS_PACKAGES.iter().all(|p| installed(p)) && bin.is_file() {
         return Ok(bin);
     }
     let mut sources = String::new();
@@ -141,10 +153,11 @@ fn stock_qemu() -> Result<PathBuf, String> {
             "install",
             "-y",
             "-q",
+            "--no-install-recommends",
             "-t",
             "bookworm-backports",
-            "qemu-system-x86",
         ])
+        .args(BACKPORTS_PACKAGES)
         .env("DEBIAN_FRONTEND", "noninteractive"))?;
     if bin.is_file() {
         Ok(bin)
