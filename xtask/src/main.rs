@@ -26,6 +26,9 @@ const APT_PACKAGES: &[&str] = &[
     "python3",
     "procps",
     "file",
+    // host-backend/tests/metrics.rs: curl reads the metrics endpoint, promtool checks it.
+    "curl",
+    "prometheus",
 ];
 
 fn root() -> PathBuf {
