@@ -111,7 +111,7 @@ pub struct Args {
     /// port (or the control socket) whose path it is bound to.
     #[arg(long, value_name = "FDNUM", conflicts_with = "socket_dir")]
     pub fd: Option<i32>,
-    /// Serve the counters for Prometheus on this TCP address (e.g. 127.0.0.1:9465, [::1]:9465;
+    /// Serve the counters for Prometheus on this TCP address (e.g. 127.0.0.1:9465, `[::1]:9465`;
     /// port 0 picks one, logged): GET /metrics, the text exposition format. Off by default.
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<std::net::SocketAddr>,

@@ -177,7 +177,7 @@ pub fn same_socket(a: &Path, b: &Path) -> bool {
 
 /// Matches each inherited socket to the one of `expected` (the daemon's socket paths: the
 /// ports', the control socket's) it is bound to, and keeps it for the server of that path,
-/// which takes it instead of binding ([`take`]).
+/// which takes it instead of binding.
 pub fn register(inherited: Vec<Inherited>, expected: &[PathBuf]) -> Result<(), ActivationError> {
     let mut matched: Vec<(PathBuf, Inherited)> = Vec::new();
     for i in inherited {

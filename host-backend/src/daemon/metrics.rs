@@ -1,5 +1,6 @@
 //! `--metrics-listen ADDR`: the daemon's counters for Prometheus, over HTTP: `GET /metrics`
-//! answers [`exposition::render`] of the same [`DaemonStats`] `ptnet-ctl stats` shows.
+//! answers [`exposition::render`] of the same [`DaemonStats`](crate::daemon::DaemonStats)
+//! `ptnet-ctl stats` shows.
 //!
 //! The HTTP server is a few dozen lines of std, on one thread, rather than a crate: the only
 //! request is `GET /metrics`, one per connection, and what matters is that no client can hold
