@@ -101,7 +101,15 @@ fn deps() -> Result<(), String> {
 fn man() -> Result<(), String> {
     let dir = root().join("target").join("man");
     run(cargo()
-        .args(["run", "-q", "-p", "ptnet-backend", "--example", "ptnet-man", "--"])
+        .args([
+            "run",
+            "-q",
+            "-p",
+            "ptnet-backend",
+            "--example",
+            "ptnet-man",
+            "--",
+        ])
         .arg(&dir))
 }
 
