@@ -58,10 +58,6 @@ fn command(fds: &[BorrowedFd<'_>], listen: Option<&str>, args: &[&str]) -> Comma
         );
     }
     script += r#"exec "$0" "$@""#;
-    // The descriptors are inherited only while the child starts.
-    for fd in fds {
-        fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty())).unwrap();
-    }
     let mut c = Command::new("bash");
     c.arg("-c")
         .arg(script)
@@ -70,23 +66,29 @@ fn command(fds: &[BorrowedFd<'_>], listen: Option<&str>, args: &[&str]) -> Comma
     c
 }
 
-fn spawn(fds: &[BorrowedFd<'_>], listen: Option<&str>, args: &[&str]) -> Child {
-    let child = command(fds, listen, args)
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("bash");
+/// Runs `f` (which starts a child) with `fds` inheritable, one test at a time: no other test's
+/// child inherits them meanwhile (and finds a listening socket where it expects none).
+fn inheriting<R>(fds: &[BorrowedFd<'_>], f: impl FnOnce() -> R) -> R {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _g = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    for fd in fds {
+        fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty())).unwrap();
+    }
+    let r = f();
     for fd in fds {
         fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).unwrap();
     }
-    child
+    r
+}
+
+fn spawn(fds: &[BorrowedFd<'_>], listen: Option<&str>, args: &[&str]) -> Child {
+    let mut c = command(fds, listen, args);
+    inheriting(fds, || c.stderr(Stdio::null()).spawn().expect("bash"))
 }
 
 fn run(fds: &[BorrowedFd<'_>], listen: Option<&str>, args: &[&str]) -> Output {
-    let out = command(fds, listen, args).output().expect("bash");
-    for fd in fds {
-        fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).unwrap();
-    }
-    out
+    let mut c = command(fds, listen, args);
+    inheriting(fds, || c.output().expect("bash"))
 }
 
 /// The daemon's counters, once its control socket answers (its connection waits in the
@@ -283,7 +285,7 @@ fn descriptors_that_cannot_serve_are_exit_2_naming_them() {
     c.env("LISTEN_PID", "1")
         .env("LISTEN_FDS", "1")
         .stderr(Stdio::null());
-    let child = c.spawn().unwrap();
+    let child = inheriting(&[], || c.spawn().unwrap());
     let sock = dir.0.join("null:bad.sock");
     let deadline = Instant::now() + T;
     while !sock.exists() {
