@@ -1,6 +1,8 @@
 //! The command line of `ptnet-backend`.
 
+use crate::daemon::activation::{self, ActivationError, Inherited};
 use crate::daemon::config::{check_sockets, resolve_control_socket, resolve_group, resolve_netmap};
+use crate::daemon::metrics::MetricsServer;
 use crate::daemon::server::ServeOptions;
 use crate::daemon::stats::{Reason, Reporter};
 use crate::daemon::{ConfigError, Daemon, DaemonConfig, Sockets, StatsFormat};
@@ -103,6 +105,16 @@ pub struct Args {
     /// `none` serves none. Mode 0600, or 0660 with --socket-group.
     #[arg(long, value_name = "PATH")]
     pub control_socket: Option<PathBuf>,
+    /// Serve the single PORT on this descriptor, a unix socket already bound and listening
+    /// (QEMU's convention for vhost-user backend programs); its path becomes the port's socket.
+    /// systemd socket activation (LISTEN_FDS) needs no option: each passed socket serves the
+    /// port (or the control socket) whose path it is bound to.
+    #[arg(long, value_name = "FDNUM", conflicts_with = "socket_dir")]
+    pub fd: Option<i32>,
+    /// Serve the counters for Prometheus on this TCP address (e.g. 127.0.0.1:9465, `[::1]:9465`;
+    /// port 0 picks one, logged): GET /metrics, the text exposition format. Off by default.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Print the backend's capabilities as JSON ({"type":"net","features":[]}) and exit: QEMU's
     /// convention for vhost-user backend programs.
     #[arg(long, exclusive = true)]
@@ -240,15 +252,35 @@ pub fn run() -> ExitCode {
         eprintln!("ptnet-backend: {msg}");
         ExitCode::from(2)
     };
+    // Inherited sockets are claimed before the daemon opens anything.
+    let mut args = args;
+    let inherited = match inherit_sockets(&mut args) {
+        Ok(i) => i,
+        Err(e) => return fail(&e),
+    };
+    let metrics_listen = args.metrics_listen;
     let config = match DaemonConfig::try_from(args) {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
+    let mut paths = config.socket_paths();
+    paths.extend(config.control_socket.clone());
+    if let Err(e) = activation::register(inherited, &paths) {
+        return fail(&e);
+    }
     // Signals go to the main thread only: block them before any thread starts.
     crate::sys::block_daemon_signals();
     let daemon = match Daemon::start(&config) {
         Ok(d) => d,
         Err(e) => return fail(&e),
+    };
+    let metrics = match metrics_listen.map(|a| MetricsServer::start(a, daemon.stats_source())) {
+        None => None,
+        Some(Ok(m)) => Some(m),
+        Some(Err(e)) => {
+            daemon.stop();
+            return fail(&e);
+        }
     };
     // The main thread waits for signals, reporting the counters on SIGUSR1 and every
     // --stats-every seconds.
@@ -270,10 +302,36 @@ pub fn run() -> ExitCode {
             None => reports.report(Reason::Interval, daemon.ports(), daemon.stats()),
         }
     }
+    drop(metrics);
     let ports = daemon.ports().to_vec();
     let last = daemon.stop();
     reports.report(Reason::Exit, &ports, last);
     ExitCode::SUCCESS
+}
+
+/// The sockets the daemon was started with: systemd's (`LISTEN_FDS`), and `--fd`'s, whose path
+/// becomes `--socket` (see [`activation`]).
+fn inherit_sockets(args: &mut Args) -> Result<Vec<Inherited>, ActivationError> {
+    let mut all = activation::from_env()?;
+    if let Some(fd) = args.fd {
+        if args.ports.len() != 1 {
+            return Err(ActivationError::FdForSeveralPorts(args.ports.len()));
+        }
+        let i = activation::from_fd(fd)?;
+        match &args.socket {
+            None => args.socket = Some(i.path.clone()),
+            Some(s) if activation::same_socket(s, &i.path) => args.socket = Some(i.path.clone()),
+            Some(s) => {
+                return Err(ActivationError::FdNotSocket {
+                    fd,
+                    bound: i.path,
+                    socket: s.clone(),
+                })
+            }
+        }
+        all.push(i);
+    }
+    Ok(all)
 }
 
 #[cfg(test)]

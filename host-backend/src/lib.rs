@@ -17,7 +17,8 @@
 //!   tap, AF_PACKET, AF_XDP);
 //! * [`capture`]: a port's frames copied out for `ptnet-ctl capture`, never slowing the port;
 //! * [`portspec`]: PORT arguments (nmport syntax);
-//! * [`sys`]: memfd, mmap and poll.
+//! * [`sys`]: memfd, mmap and poll;
+//! * [`man`]: the man pages, from the command lines' clap definitions.
 //!
 //! `unsafe` code is denied (workspace lints) except in the modules that allow it at their `mod`
 //! line: [`sys`], `port::nic::sys` (sockets, ioctls, `bpf(2)`), `kernel::sys` (`NIOCCTRL`);
@@ -31,6 +32,7 @@ pub mod frontend;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod kernel;
+pub mod man;
 pub mod port;
 pub mod portspec;
 pub mod served;

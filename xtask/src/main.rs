@@ -10,6 +10,7 @@
 //! cargo xtask guest-image   the guest kernel + initramfs (cached); prints its directory
 //! cargo xtask deps          install the Debian packages the tests need
 //! cargo xtask stock-qemu    Debian's unpatched QEMU (bookworm-backports) for the virtio-net VM tests; prints its path
+//! cargo xtask man           man pages of ptnet-backend and ptnet-ctl (from their clap definitions) into target/man
 //! cargo xtask fuzz          cargo-fuzz targets on nightly ([--seconds N] [--sanitizer S] [TARGET...])
 //! ```
 
@@ -26,6 +27,9 @@ const APT_PACKAGES: &[&str] = &[
     "python3",
     "procps",
     "file",
+    // host-backend/tests/metrics.rs: curl reads the metrics endpoint, promtool checks it.
+    "curl",
+    "prometheus",
 ];
 
 fn root() -> PathBuf {
@@ -90,6 +94,23 @@ fn deps() -> Result<(), String> {
         .args(["install", "-y", "-q", "--no-install-recommends"])
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// The man pages, generated from the clap definitions (`ptnet_backend::man`), into
+/// `target/man`: `man -l target/man/ptnet-backend.1`.
+fn man() -> Result<(), String> {
+    let dir = root().join("target").join("man");
+    run(cargo()
+        .args([
+            "run",
+            "-q",
+            "-p",
+            "ptnet-backend",
+            "--example",
+            "ptnet-man",
+            "--",
+        ])
+        .arg(&dir))
 }
 
 fn build_qemu() -> Result<PathBuf, String> {
@@ -289,7 +310,7 @@ fn soak(extra: &[String]) -> Result<(), String> {
 }
 
 const USAGE: &str =
-    "usage: cargo xtask <test|ci|demo|bench|soak|build-qemu|guest-image|stock-qemu|deps|fuzz> [ARGS...]";
+    "usage: cargo xtask <test|ci|demo|bench|soak|build-qemu|guest-image|stock-qemu|deps|man|fuzz> [ARGS...]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -308,6 +329,7 @@ fn main() -> ExitCode {
         "guest-image" => guest_image().map(|p| println!("{}", p.display())),
         "stock-qemu" => stock_qemu().map(|p| println!("{}", p.display())),
         "deps" => deps(),
+        "man" => man(),
         "fuzz" => fuzz::fuzz(rest),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");

@@ -3,10 +3,12 @@
 //! ([`DaemonStats`]); [`Daemon::stop`] shuts it all down, as SIGTERM does. The command line
 //! ([`crate::cli`]) is a thin loop over this.
 
+pub mod activation;
 pub mod capabilities;
 pub mod config;
 pub mod control;
 pub mod device;
+pub mod metrics;
 pub mod server;
 mod socket;
 pub mod stats;
@@ -206,6 +208,12 @@ impl Daemon {
     /// Every counter, now.
     pub fn stats(&self) -> DaemonStats {
         self.core.stats()
+    }
+
+    /// [`Self::stats`] as a function another thread can call (the metrics endpoint's).
+    pub fn stats_source(&self) -> control::StatsFn {
+        let core = self.core.clone();
+        Arc::new(move || core.stats())
     }
 
     /// Stops serving: the control socket first, then every connection is closed (its rings

@@ -23,6 +23,16 @@ pub(crate) struct ClaimedSocket {
 pub(crate) fn claim_socket(path: &Path, group: Option<u32>) -> Result<ClaimedSocket, ServeError> {
     let lock = lock_socket_path(path)?;
     let listen_err = |e| ServeError::Listen(path.to_path_buf(), e);
+    if let Some(listener) = super::activation::take(path) {
+        // Inherited (socket activation, `--fd`): served as it is; its file is never removed,
+        // as no file id matches this one.
+        listener.set_nonblocking(true).map_err(listen_err)?;
+        return Ok(ClaimedSocket {
+            lock,
+            listener,
+            socket_id: (u64::MAX, u64::MAX),
+        });
+    }
     if let Ok(m) = std::fs::symlink_metadata(path) {
         // A socket left by a previous run is removed; anything else is refused by bind.
         if std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()) {

@@ -23,8 +23,10 @@
 //! `memory-backend-memfd,hugetlb=on,seal=on` for huge pages) costs users one option.
 
 mod fds;
+mod inherit;
 
 pub use fds::*;
+pub use inherit::{claim_listening_unix_socket, InheritError};
 use ptnet_protocol::shmem::SharedMem;
 use std::fs::File;
 use std::io;
