@@ -252,25 +252,21 @@ pub fn run() -> ExitCode {
     };
     // The main thread waits for signals, reporting the counters on SIGUSR1 and every
     // --stats-every seconds.
-    let mut reports = Reporter::new(
-        config.stats_format,
-        daemon.ports(),
-        daemon.virtqueues().to_vec(),
-    );
+    let mut reports = Reporter::new(config.stats_format, &daemon.ports(), daemon.virtqueues());
     loop {
         let timeout = config
             .stats_every
             .map(|e| e.saturating_sub(reports.since().elapsed()));
         match crate::sys::wait_for_signal(timeout) {
-            Some(libc::SIGUSR1) => reports.report(Reason::Signal, daemon.ports(), daemon.stats()),
+            Some(libc::SIGUSR1) => reports.report(Reason::Signal, &daemon.ports(), daemon.stats()),
             Some(sig) => {
                 tracing::info!("signal {sig}: shutting down");
                 break;
             }
-            None => reports.report(Reason::Interval, daemon.ports(), daemon.stats()),
+            None => reports.report(Reason::Interval, &daemon.ports(), daemon.stats()),
         }
     }
-    let ports = daemon.ports().to_vec();
+    let ports = daemon.ports();
     let last = daemon.stop();
     reports.report(Reason::Exit, &ports, last);
     ExitCode::SUCCESS
