@@ -73,10 +73,16 @@ fn nic_attach_at_runtime_joins_the_switch_to_the_wire() {
     assert_eq!(code(&o), Some(0), "{o:?}");
     let o = ctl(dir.path(), &["list"]);
     assert!(!o.stdout.contains("va0"), "{}", o.stdout);
-    // And attached again, it works again.
-    let o = ctl(dir.path(), &["attach", "vale0", "va0"]);
-    assert_eq!(code(&o), Some(0), "{o:?}");
+    // Attached again through AF_XDP, it works again.
+    let o = ctl(dir.path(), &["attach", "vale0", "va0", "--kind", "xdp"]);
+    assert_eq!(code(&o), Some(0), "{o:?}\n{}", d.log_text());
+    assert!(o.stdout.contains("vale+xdp"), "{}", o.stdout);
     port_to_kernel(&mut port, &VETH(&b), 0, 50, 4999);
+    // A tap the daemon creates joins the switch too.
+    let o = ctl(dir.path(), &["attach", "vale0", "tapat0", "--kind", "tap"]);
+    assert_eq!(code(&o), Some(0), "{o:?}\n{}", d.log_text());
+    let o = ctl(dir.path(), &["detach", "vale0", "tapat0"]);
+    assert_eq!(code(&o), Some(0), "{o:?}");
     drop(port);
     d.stop();
 }
