@@ -88,6 +88,11 @@ impl Attached {
         let crate::portspec::PortKind::Vale { port: ifname, .. } = &spec.kind else {
             return Err(unsupported("only a VALE port attaches an interface"));
         };
+        if vale.threads_memory().is_none() {
+            return Err(unsupported(
+                "attaching an interface needs the userspace netmap's switch (--netmap user)",
+            ));
+        }
         if spec.conf.tx_rings != 1 || spec.conf.rx_rings != 1 {
             return Err(unsupported(
                 "an attached interface has one TX and one RX ring",
