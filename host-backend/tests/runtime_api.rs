@@ -146,9 +146,9 @@ fn a_switch_changing_ports_under_traffic_loses_nothing() {
                 break;
             }
             let names = [format!("vale6:x{k}"), format!("vale6:y{k}")];
-            d.add_ports(&names.to_vec()).expect("add");
+            d.add_ports(&names).expect("add");
             let p = open(&names[0]).expect("frontend on an added port");
-            d.remove_ports(&names.to_vec()).expect("remove");
+            d.remove_ports(&names).expect("remove");
             drop(p);
             changes += 2;
             k += 1;
