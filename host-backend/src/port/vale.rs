@@ -29,8 +29,9 @@
 //! control socket's `add` / `remove`, one at a time) publish a new [`PortTable`] and bump the
 //! switch's generation. A TX ring keeps its own `Arc` of the table and, at the start of each
 //! sync, compares one atomic generation with the one it has: only when they differ does it take
-//! the new table (a mutex held for an `Arc` clone, once per ring and change, never per packet
-//! or per batch) and size its per-destination lists to it. An old table stays alive while any
+//! the new table (a `try_lock` for an `Arc` clone, once per ring and change: a sync never waits
+//! for it, and keeps its old table while a change is being published) and size its
+//! per-destination lists to it. An old table stays alive while any
 //! ring still uses it, so a sync that started before a removal finishes into the removed port's
 //! rings, harmlessly. A port's index is its slot for its whole life; a removed port's slot is
 //! empty in the new table and its MAC entries are forgotten ([`MacTable::forget`]), so frames
@@ -113,6 +114,17 @@ impl Switch {
         let t = self.ports.lock().unwrap_or_else(|e| e.into_inner());
         // Read under the lock: a change bumps it before unlocking.
         (t.clone(), self.generation.load(Ordering::Acquire))
+    }
+
+    /// [`Self::snapshot`] without waiting: `None` while a change (or another ring's refresh)
+    /// holds the table; the caller keeps the table it has, which stays valid.
+    fn try_snapshot(&self) -> Option<(Arc<PortTable>, u64)> {
+        let t = match self.ports.try_lock() {
+            Ok(t) => t,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        Some((t.clone(), self.generation.load(Ordering::Acquire)))
     }
 
     /// Port `i`, if it is on the switch.
@@ -250,17 +262,25 @@ impl ValeTx {
             bufs,
             stats,
         };
-        t.refresh();
+        let now = t.switch.snapshot();
+        t.take(now);
         t
     }
 
-    /// Takes the switch's current port table if it changed (allocating only then).
+    /// Takes the switch's current port table if it changed (allocating only then), without
+    /// ever waiting: while the table is being changed, this sync uses the one it has.
     #[inline]
     fn refresh(&mut self) {
         if self.switch.generation.load(Ordering::Acquire) == self.generation {
             return;
         }
-        let (ports, generation) = self.switch.snapshot();
+        if let Some(now) = self.switch.try_snapshot() {
+            self.take(now);
+        }
+    }
+
+    /// Uses table `ports` of `generation` from now on.
+    fn take(&mut self, (ports, generation): (Arc<PortTable>, u64)) {
         let slots = self.tx.num_slots() as usize;
         self.lists
             .resize_with(ports.ports.len(), || Vec::with_capacity(slots));
