@@ -65,6 +65,29 @@ fn refusals_are_typed_and_change_nothing() {
         remove(&["vale5:a", "vale5:a"]),
         Err(RequestError::Duplicate(_))
     ));
+    let many: Vec<String> = (0..65).map(|i| format!("null:m{i}")).collect();
+    assert!(matches!(d.add_ports(&many), Err(RequestError::BadPort(_))));
+    for bad in [
+        "vale5:../x",
+        "vale5:a b",
+        "null:\u{0}",
+        "netmap:p{99999999999",
+        "tap:",
+    ] {
+        assert!(
+            matches!(add(&[bad]), Err(RequestError::BadPort(_))),
+            "{bad:?}"
+        );
+    }
+    // Valid, but its socket path is longer than a unix socket's: refused, and the VALE port it
+    // built leaves the switch again (the next one joins as usual).
+    let long = format!("vale5:{}", "l".repeat(200));
+    assert!(matches!(
+        add(&[long.as_str()]),
+        Err(RequestError::Refused(_))
+    ));
+    assert_eq!(add(&["vale5:b"]).unwrap(), strings(&["vale5:b"]));
+    assert_eq!(remove(&["vale5:b"]).unwrap(), strings(&["vale5:b"]));
     // A request with one bad port adds none of the others.
     assert!(add(&["null:fine", "vale5:a"]).is_err());
     assert_eq!(d.ports().len(), 3);
