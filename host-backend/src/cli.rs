@@ -30,6 +30,11 @@ PORT syntax (netmap's nmport syntax):
                      frontend=ptnet|virtio-net: the device the port is served as (default
                      ptnet; virtio-net: a standard vhost-user net device for stock QEMU and a
                      guest's virtio_net driver, one queue pair per ring pair)
+  valeX:IF@conf:attach=packet|xdp|tap
+                     host interface IF joins switch X through that port kind, moved by a
+                     daemon thread (no socket; as vale-ctl -a; macs defaults to 4096)
+
+Ports are added and removed at runtime with ptnet-ctl add/remove/attach/detach.
 
 Each PORT is served on DIR/<PORT without @conf>.sock (--socket-dir), or on --socket PATH when
 a single PORT is given. Pipe and VALE ports run on kernel netmap when /dev/netmap exists, on the
