@@ -32,6 +32,11 @@ PORT syntax (netmap's nmport syntax):
                      frontend=ptnet|virtio-net: the device the port is served as (default
                      ptnet; virtio-net: a standard vhost-user net device for stock QEMU and a
                      guest's virtio_net driver, one queue pair per ring pair)
+  valeX:IF@conf:attach=packet|xdp|tap
+                     host interface IF joins switch X through that port kind, moved by a
+                     daemon thread (no socket; as vale-ctl -a; macs defaults to 4096)
+
+Ports are added and removed at runtime with ptnet-ctl add/remove/attach/detach.
 
 Each PORT is served on DIR/<PORT without @conf>.sock (--socket-dir), or on --socket PATH when
 a single PORT is given. Pipe and VALE ports run on kernel netmap when /dev/netmap exists, on the
@@ -284,26 +289,22 @@ pub fn run() -> ExitCode {
     };
     // The main thread waits for signals, reporting the counters on SIGUSR1 and every
     // --stats-every seconds.
-    let mut reports = Reporter::new(
-        config.stats_format,
-        daemon.ports(),
-        daemon.virtqueues().to_vec(),
-    );
+    let mut reports = Reporter::new(config.stats_format, &daemon.ports(), daemon.virtqueues());
     loop {
         let timeout = config
             .stats_every
             .map(|e| e.saturating_sub(reports.since().elapsed()));
         match crate::sys::wait_for_signal(timeout) {
-            Some(libc::SIGUSR1) => reports.report(Reason::Signal, daemon.ports(), daemon.stats()),
+            Some(libc::SIGUSR1) => reports.report(Reason::Signal, &daemon.ports(), daemon.stats()),
             Some(sig) => {
                 tracing::info!("signal {sig}: shutting down");
                 break;
             }
-            None => reports.report(Reason::Interval, daemon.ports(), daemon.stats()),
+            None => reports.report(Reason::Interval, &daemon.ports(), daemon.stats()),
         }
     }
     drop(metrics);
-    let ports = daemon.ports().to_vec();
+    let ports = daemon.ports();
     let last = daemon.stop();
     reports.report(Reason::Exit, &ports, last);
     ExitCode::SUCCESS

@@ -1,5 +1,5 @@
 //! `ptnet-ctl`, the control socket's client (like `vale-ctl` or `ovs-appctl`): one request per
-//! run (`list`, `stats`, `version`), the answer as a table, or as the daemon's JSON with
+//! run (`list`, `stats`, `version`, `add`, `remove`, `attach`, `detach`), the answer as a table, or as the daemon's JSON with
 //! `--json`. `stats --watch SECONDS` samples again every SECONDS and prints each port's rates.
 //!
 //! Exit status: 0 done; 1 the daemon could not be reached (or hung up, or answered nonsense);
@@ -7,6 +7,7 @@
 
 use crate::daemon::control::protocol::{Command, PortInfo, Response, CONTROL_SOCKET_NAME};
 use crate::daemon::stats::{DaemonStats, Dir, PortStats};
+use crate::portspec::AttachKind;
 use clap::{Parser, Subcommand};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -26,7 +27,11 @@ Exit status: 0 done, 1 the daemon is not reachable, 2 a bad command line or a re
 Examples:
   ptnet-ctl --socket-dir /run/ptnet list
   ptnet-ctl --socket-dir /run/ptnet stats vale0:1 --json
-  ptnet-ctl --socket-dir /run/ptnet stats --watch 1";
+  ptnet-ctl --socket-dir /run/ptnet stats --watch 1
+  ptnet-ctl --socket-dir /run/ptnet add vale0:vm3 'netmap:p{2@conf:rings=2'
+  ptnet-ctl --socket-dir /run/ptnet remove vale0:vm3
+  ptnet-ctl --socket-dir /run/ptnet attach vale0 eth1 --kind packet
+  ptnet-ctl --socket-dir /run/ptnet detach vale0 eth1";
 
 /// Ask a running ptnet-backend about its ports, over its control socket.
 #[derive(Parser, Debug)]
@@ -68,6 +73,39 @@ pub enum CtlCommand {
     },
     /// The daemon's version, protocol version and pid.
     Version,
+    /// Adds ports while the daemon runs (PORT as on ptnet-backend's command line, @conf:
+    /// included): a VALE switch gains a port, a pipe is created (an end brings its peer), a
+    /// null or host interface port is opened; each gets its socket. All or nothing.
+    Add {
+        /// The ports.
+        #[arg(required = true, value_name = "PORT")]
+        ports: Vec<String>,
+    },
+    /// Removes ports: a frontend attached is disconnected (its rings stopped first), the socket
+    /// removed. Both ends of a served pipe go together: name both.
+    Remove {
+        /// The ports' names.
+        #[arg(required = true, value_name = "PORT")]
+        ports: Vec<String>,
+    },
+    /// Attaches host interface IFNAME to VALE switch SWITCH (as vale-ctl -a): a port
+    /// SWITCH:IFNAME driven by a daemon thread, no socket, no bridge process.
+    Attach {
+        /// The switch (valeX).
+        switch: String,
+        /// The host interface.
+        ifname: String,
+        /// Through which port kind.
+        #[arg(long, default_value = "packet", value_parser = ["packet", "xdp", "tap"])]
+        kind: String,
+    },
+    /// Detaches an attached interface from its switch (as vale-ctl -h).
+    Detach {
+        /// The switch (valeX).
+        switch: String,
+        /// The host interface.
+        ifname: String,
+    },
 }
 
 /// Why a request got no answer.
@@ -173,6 +211,25 @@ pub fn run() -> ExitCode {
         CtlCommand::List => Command::List,
         CtlCommand::Version => Command::Version,
         CtlCommand::Stats { port, .. } => Command::Stats { port: port.clone() },
+        CtlCommand::Add { ports } => Command::Add {
+            ports: ports.clone(),
+        },
+        CtlCommand::Remove { ports } => Command::Remove {
+            ports: ports.clone(),
+        },
+        CtlCommand::Attach {
+            switch,
+            ifname,
+            kind,
+        } => Command::Attach {
+            switch: switch.clone(),
+            ifname: ifname.clone(),
+            kind: AttachKind::parse(kind).unwrap_or(AttachKind::Packet),
+        },
+        CtlCommand::Detach { switch, ifname } => Command::Detach {
+            switch: switch.clone(),
+            ifname: ifname.clone(),
+        },
     };
     let watch = match &args.command {
         CtlCommand::Stats {
@@ -245,6 +302,8 @@ pub fn run() -> ExitCode {
         list_table(p)
     } else if let Some(s) = &first.stats {
         stats_table(s)
+    } else if let Some(r) = &first.removed {
+        r.iter().map(|n| format!("removed {n}\n")).collect()
     } else {
         String::new()
     };

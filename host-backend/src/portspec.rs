@@ -10,6 +10,7 @@
 //! packet:IFNAME        a host interface through AF_PACKET rings
 //! xdp:IFNAME[@QUEUE]   a host interface through AF_XDP, from queue QUEUE (default 0)
 //! ...@conf:OPT=V,...   options: rings, tx-rings, rx-rings, slots, tx-slots, rx-slots
+//! valeX:IF@conf:attach=packet|xdp|tap   host interface IF joins switch X (no socket)
 //! ```
 
 use std::fmt;
@@ -81,6 +82,41 @@ pub enum Frontend {
     VirtioNet,
 }
 
+/// How an attached host interface joins its switch (`valeX:IFNAME@conf:attach=KIND`): through
+/// the port kind of the same name (`packet:`, `xdp:`, `tap:`), driven by a daemon thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttachKind {
+    /// AF_PACKET.
+    Packet,
+    /// AF_XDP (queue 0).
+    Xdp,
+    /// A tap device (created if missing).
+    Tap,
+}
+
+impl AttachKind {
+    /// `packet`, `xdp`, `tap`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "packet" => Some(Self::Packet),
+            "xdp" => Some(Self::Xdp),
+            "tap" => Some(Self::Tap),
+            _ => None,
+        }
+    }
+
+    /// The PORT argument of the interface through this kind (`packet:eth1`).
+    pub fn nic_port(self, ifname: &str) -> String {
+        let k = match self {
+            Self::Packet => "packet",
+            Self::Xdp => "xdp",
+            Self::Tap => "tap",
+        };
+        format!("{k}:{ifname}")
+    }
+}
+
 /// Ring geometry asked for with `@conf:`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RingConf {
@@ -121,6 +157,9 @@ pub struct PortSpec {
     pub mac_limit: u32,
     /// The device the port is served as (`frontend=ptnet|virtio-net`).
     pub frontend: Frontend,
+    /// VALE: the host interface named like the port attached to the switch through it
+    /// (`attach=packet|xdp|tap`): no socket, a daemon thread moves its frames.
+    pub attach: Option<AttachKind>,
 }
 
 /// Most source addresses one VALE port may claim: a quarter of the switch's table.
@@ -265,6 +304,7 @@ impl PortSpec {
         let mut conf = RingConf::default();
         let mut mac_limit = None;
         let mut frontend = Frontend::Ptnet;
+        let mut attach = None;
         if let Some(c) = conf_str {
             for opt in c.split(',').filter(|o| !o.is_empty()) {
                 let (k, v) = opt
@@ -276,6 +316,13 @@ impl PortSpec {
                         "virtio-net" => Frontend::VirtioNet,
                         _ => return Err(err(format!("frontend '{v}' (known: ptnet, virtio-net)"))),
                     };
+                    continue;
+                }
+                if k == "attach" {
+                    attach =
+                        Some(AttachKind::parse(v).ok_or_else(|| {
+                            err(format!("attach '{v}' (known: packet, xdp, tap)"))
+                        })?);
                     continue;
                 }
                 let v: u32 = v
@@ -291,7 +338,7 @@ impl PortSpec {
                     "macs" => mac_limit = Some(v),
                     _ => {
                         return Err(err(format!(
-                            "unknown option '{k}' (known: rings, tx-rings, rx-rings, slots, tx-slots, rx-slots, macs, frontend)"
+                            "unknown option '{k}' (known: rings, tx-rings, rx-rings, slots, tx-slots, rx-slots, macs, frontend, attach)"
                         )))
                     }
                 }
@@ -324,6 +371,17 @@ impl PortSpec {
         if mac_limit.is_some() && !matches!(kind, PortKind::Vale { .. }) {
             return Err(err("'macs' is an option of VALE ports".into()));
         }
+        if let (Some(_), PortKind::Vale { port, .. }) = (attach, &kind) {
+            if !valid_ifname(port) || frontend != Frontend::Ptnet {
+                return Err(err(format!(
+                    "attach: '{port}' must be an interface name, and no frontend is served"
+                )));
+            }
+        } else if attach.is_some() {
+            return Err(err(
+                "'attach' is an option of VALE ports (valeX:IFNAME)".into()
+            ));
+        }
         if mac_limit.is_some_and(|m| m > MAX_MAC_LIMIT) {
             return Err(err(format!("macs: at most {MAX_MAC_LIMIT}")));
         }
@@ -332,8 +390,15 @@ impl PortSpec {
             kind,
             conf,
             explicit_conf: conf_str.is_some(),
-            mac_limit: mac_limit.unwrap_or(crate::port::mactable::DEFAULT_MAC_LIMIT),
+            // An attached interface is a bridge port: the hosts behind it send from their own
+            // addresses (up to the limit `macs` gives, by default as many as netmap allows).
+            mac_limit: mac_limit.unwrap_or(if attach.is_some() {
+                MAX_MAC_LIMIT
+            } else {
+                crate::port::mactable::DEFAULT_MAC_LIMIT
+            }),
             frontend,
+            attach,
         })
     }
 }

@@ -9,9 +9,10 @@
 
 use crate::kernel::KernelNetmap;
 use crate::port::build::{build_user_ports, BuildError};
-use crate::port::built::{mac_for, BuiltPort};
+use crate::port::built::{mac_for, BuiltPort, RemoveHooks};
 use crate::port::mem::NetmapMemory;
 use crate::port::ring::{RingStats, RingWorker};
+use crate::port::vale::Switches;
 use crate::portspec::{PortKind, PortSpec};
 use ptnet_protocol::device::PortGeometry;
 use std::collections::HashSet;
@@ -48,6 +49,8 @@ pub struct Port {
     started: AtomicBool,
     /// What the port kind undoes when a frontend goes (VALE: the source addresses it claimed).
     on_frontend_gone: Option<Box<dyn Fn() + Send + Sync>>,
+    /// What the port kind undoes when the port is removed (VALE: leaving the switch).
+    on_remove: Mutex<Option<RemoveHooks>>,
 }
 
 impl Port {
@@ -73,6 +76,33 @@ impl Port {
             vnet_hdr_len: b.vnet_hdr_len,
             started: AtomicBool::new(false),
             on_frontend_gone: b.on_frontend_gone,
+            on_remove: Mutex::new(b.on_remove),
+        }
+    }
+
+    /// The port is being removed: what its kind does before its rings stop (a VALE port leaves
+    /// its switch's port table).
+    pub fn removing(&self) {
+        if let Some(h) = self
+            .on_remove
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            h.before();
+        }
+    }
+
+    /// The port was removed, its rings stopped: what its kind does last (a VALE port's
+    /// addresses are forgotten).
+    pub fn removed(&self) {
+        if let Some(mut h) = self
+            .on_remove
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            h.after();
         }
     }
 
@@ -100,6 +130,7 @@ impl Port {
             vnet_hdr_len: None,
             started: AtomicBool::new(false),
             on_frontend_gone: None,
+            on_remove: Mutex::new(None),
         })
     }
 
@@ -258,8 +289,14 @@ pub enum NetmapImpl {
 }
 
 /// Builds every port named on the command line, in the order given. With [`NetmapImpl::Kernel`],
-/// pipe and VALE names go to the kernel as they are; `netmap:IFNAME` always does.
-pub fn build_ports(all: &[PortSpec], netmap: NetmapImpl) -> Result<Vec<Arc<Port>>, BuildError> {
+/// pipe and VALE names go to the kernel as they are; `netmap:IFNAME` always does. VALE ports of
+/// the userspace netmap join their switch in `switches` (made by its first port); the daemon
+/// calls this again for ports added at runtime.
+pub fn build_ports(
+    all: &[PortSpec],
+    netmap: NetmapImpl,
+    switches: &Switches,
+) -> Result<Vec<Arc<Port>>, BuildError> {
     let mut seen = HashSet::new();
     for s in all {
         if !seen.insert(s.name.clone()) {
@@ -274,7 +311,7 @@ pub fn build_ports(all: &[PortSpec], netmap: NetmapImpl) -> Result<Vec<Arc<Port>
         _ => None,
     };
     let user: Vec<&PortSpec> = all.iter().filter(|s| kernel_name(s).is_none()).collect();
-    let mut user = build_user_ports(&user)?;
+    let mut user = build_user_ports(&user, switches)?;
     let mut ports = Vec::with_capacity(all.len());
     for s in all {
         let port = match kernel_name(s) {

@@ -58,7 +58,7 @@ fn a_daemon_serves_counts_and_stops() {
     let d = Daemon::start(&config).expect("daemon");
     let sock = |n: &str| dir.0.join(format!("{n}.sock"));
     for n in ["netmap:api{0", "netmap:api}0", "null:apisink"] {
-        assert_eq!(d.socket(n), Some(sock(n).as_path()));
+        assert_eq!(d.socket(n), Some(sock(n)));
         assert!(sock(n).exists(), "{n}");
     }
     let s = d.stats();

@@ -21,6 +21,7 @@ pub mod protocol;
 
 use crate::daemon::socket::{claim_socket, file_id, ClaimedSocket, ServeError};
 use crate::daemon::stats::DaemonStats;
+use crate::portspec::AttachKind;
 use protocol::{Command, PortInfo, Request, RequestError, Response, VersionInfo, MAX_REQUEST};
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -36,16 +37,29 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// Connections served at once (`poll` watches them with the listener and the stop eventfd).
 pub const MAX_CLIENTS: usize = 6;
 
-/// What the control thread reads: every port's counters, now.
+/// Every port's counters, now (what a reader of the counters is given).
 pub type StatsFn = Arc<dyn Fn() -> DaemonStats + Send + Sync>;
 
-/// What `list` says of a port that does not change while the daemon runs.
-#[derive(Clone, Debug)]
-pub struct PortStatic {
-    /// [`protocol::kind_name`].
-    pub kind: &'static str,
-    /// TX rings, RX rings, TX slots, RX slots.
-    pub geometry: (u32, u32, u32, u32),
+/// What the control thread asks of the daemon (the daemon's core implements it; tests may
+/// stand in for it).
+pub trait Operator: Send + Sync {
+    /// Every port's counters, now.
+    fn stats(&self) -> DaemonStats;
+    /// Every port, as `list` shows it.
+    fn list(&self) -> Vec<PortInfo>;
+    /// Adds ports (PORT arguments): `add`.
+    fn add(&self, ports: &[String]) -> Result<Vec<PortInfo>, RequestError>;
+    /// Removes ports by name: `remove`.
+    fn remove(&self, ports: &[String]) -> Result<Vec<String>, RequestError>;
+    /// Attaches a host interface to a switch: `attach`.
+    fn attach(
+        &self,
+        switch: &str,
+        ifname: &str,
+        kind: AttachKind,
+    ) -> Result<Vec<PortInfo>, RequestError>;
+    /// Detaches it: `detach`.
+    fn detach(&self, switch: &str, ifname: &str) -> Result<Vec<String>, RequestError>;
 }
 
 /// The control socket being served.
@@ -58,13 +72,11 @@ pub struct ControlServer {
 }
 
 impl ControlServer {
-    /// Binds `path` (mode 0600, or 0660 with `group`) and serves it: `ports` in the daemon's
-    /// order, `stats` read for each `list` and `stats`.
+    /// Binds `path` (mode 0600, or 0660 with `group`) and serves it, answering from `op`.
     pub fn start(
         path: &Path,
         group: Option<u32>,
-        ports: Vec<PortStatic>,
-        stats: StatsFn,
+        op: Arc<dyn Operator>,
     ) -> Result<Self, ServeError> {
         let ClaimedSocket {
             lock,
@@ -74,7 +86,7 @@ impl ControlServer {
         let listen_err = |e| ServeError::Listen(path.to_path_buf(), e);
         let stop = crate::sys::eventfd_file(true).map_err(listen_err)?;
         let stop2 = stop.try_clone().map_err(listen_err)?;
-        let answer = Answerer { ports, stats };
+        let answer = Answerer { op };
         let thread = std::thread::Builder::new()
             .name("control".into())
             .spawn(move || serve(listener, stop2, answer))
@@ -117,8 +129,7 @@ impl Drop for ControlServer {
 
 /// Answers checked requests.
 struct Answerer {
-    ports: Vec<PortStatic>,
-    stats: StatsFn,
+    op: Arc<dyn Operator>,
 }
 
 impl Answerer {
@@ -132,28 +143,20 @@ impl Answerer {
     fn run(&self, cmd: Command) -> Result<Response, RequestError> {
         Ok(match cmd {
             Command::Version => Response::version(VersionInfo::current()),
-            Command::List => Response::ports(
-                (self.stats)()
-                    .ports
-                    .into_iter()
-                    .zip(&self.ports)
-                    .map(|(p, s)| PortInfo {
-                        name: p.name,
-                        kind: s.kind.into(),
-                        socket: p.socket,
-                        frontend: p.frontend,
-                        datapath: p.datapath,
-                        connections: p.connections,
-                        tx_rings: s.geometry.0,
-                        rx_rings: s.geometry.1,
-                        tx_slots: s.geometry.2,
-                        rx_slots: s.geometry.3,
-                    })
-                    .collect(),
-            ),
-            Command::Stats { port: None } => Response::stats((self.stats)()),
+            Command::List => Response::ports(self.op.list()),
+            Command::Add { ports } => Response::ports(self.op.add(&ports)?),
+            Command::Remove { ports } => Response::removed(self.op.remove(&ports)?),
+            Command::Attach {
+                switch,
+                ifname,
+                kind,
+            } => Response::ports(self.op.attach(&switch, &ifname, kind)?),
+            Command::Detach { switch, ifname } => {
+                Response::removed(self.op.detach(&switch, &ifname)?)
+            }
+            Command::Stats { port: None } => Response::stats(self.op.stats()),
             Command::Stats { port: Some(name) } => {
-                let mut s = (self.stats)();
+                let mut s = self.op.stats();
                 s.ports.retain(|p| p.name == name);
                 if s.ports.is_empty() {
                     return Err(RequestError::NoSuchPort(name.chars().take(64).collect()));

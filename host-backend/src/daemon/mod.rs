@@ -4,11 +4,13 @@
 //! ([`crate::cli`]) is a thin loop over this.
 
 pub mod activation;
+pub mod attach;
 pub mod capabilities;
 pub mod config;
 pub mod control;
 pub mod device;
 pub mod metrics;
+pub mod runtime;
 pub mod server;
 mod socket;
 pub mod stats;
@@ -19,11 +21,13 @@ pub use stats::{DaemonStats, FrontendState, PortStats};
 use crate::frontend::ptnet::GuestMemory;
 use crate::frontend::virtio_net::vq::VqStats;
 use crate::port::build::BuildError;
-use crate::portspec::Frontend;
+use crate::port::vale::Switches;
+use crate::portspec::{Frontend, PortSpec};
 use crate::served::{build_ports, NetmapImpl, Port};
-use server::{PortServer, ServeError};
+use control::protocol::RequestError;
+use server::{PortServer, ServeError, ServeOptions};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 /// Why the daemon could not start.
@@ -52,6 +56,9 @@ pub enum DaemonError {
     /// The control socket (`--control-socket`) could not be served.
     #[error("--control-socket: {0}")]
     Control(#[source] ServeError),
+    /// An interface could not be attached to its switch (`@conf:attach=`).
+    #[error(transparent)]
+    Attach(attach::AttachError),
 }
 
 /// A running daemon: its ports, each served on its socket; and its control socket.
@@ -60,13 +67,33 @@ pub struct Daemon {
     control: Option<control::ControlServer>,
 }
 
-/// What the control thread shares with the daemon: the ports and their servers (taken at stop).
-struct Core {
-    ports: Vec<Arc<Port>>,
-    sockets: Vec<PathBuf>,
-    servers: RwLock<Vec<PortServer>>,
-    /// Each port's virtqueue counters, if it is served as a virtio-net device.
-    virtqueues: Vec<Option<Vec<Arc<VqStats>>>>,
+/// A port the daemon serves, and how.
+pub(crate) struct Served {
+    /// Its PORT argument, parsed.
+    spec: PortSpec,
+    port: Arc<Port>,
+    /// Its vhost-user socket (an attached interface's port has none: empty).
+    socket: PathBuf,
+    /// `None` once stopped; and for the ports of an attached interface, which have no server.
+    server: Option<PortServer>,
+    /// Its virtqueue counters, if it is served as a virtio-net device.
+    virtqueues: Option<Vec<Arc<VqStats>>>,
+    /// The interface attached to its switch through this port, driven by a daemon thread.
+    attached: Option<attach::Attached>,
+}
+
+/// What the control thread shares with the daemon: the ports and their servers. The data path
+/// never takes `served` (ring threads hold their port's parts themselves); the control thread,
+/// the stats readers and [`Daemon::stop`] do, briefly; `changes` makes runtime additions and
+/// removals one at a time.
+pub(crate) struct Core {
+    served: RwLock<Vec<Served>>,
+    /// The userspace netmap's VALE switches.
+    switches: Switches,
+    sockets: Sockets,
+    netmap: NetmapImpl,
+    serve: ServeOptions,
+    changes: Mutex<()>,
     started: Instant,
 }
 
@@ -90,80 +117,23 @@ impl Daemon {
                 "the built-in userspace netmap"
             }
         );
-        let ports = build_ports(&config.ports, config.netmap)?;
         GuestMemory::set_max_per_connection(config.max_guest_memory);
-        let sockets = config.socket_paths();
-        // Checked before anything is served: a refused port serves none.
-        let frontends: Vec<Frontend> = config.ports.iter().map(|s| s.frontend).collect();
-        if let Some((p, _)) = ports
-            .iter()
-            .zip(&frontends)
-            .find(|(p, f)| **f == Frontend::VirtioNet && p.threads_memory().is_none())
-        {
-            return Err(DaemonError::VirtioNetOnKernel(p.name().to_string()));
-        }
-        let mut servers = Vec::new();
-        for ((port, path), &frontend) in ports.iter().zip(&sockets).zip(&frontends) {
-            match PortServer::start_frontend(port.clone(), path, config.serve, frontend) {
-                Ok(s) => {
-                    let g = port.geometry();
-                    tracing::info!(
-                        port = port.name(),
-                        socket = %path.display(),
-                        tx_rings = g.num_tx_rings,
-                        rx_rings = g.num_rx_rings,
-                        slots = g.num_tx_slots,
-                        mem_id = g.mem_id,
-                        mem_size = g.mem_size,
-                        frontend = ?frontend,
-                        mac = %mac_string(port.mac()),
-                        "serving"
-                    );
-                    servers.push(s);
-                }
-                Err(e) => {
-                    for s in servers {
-                        s.stop();
-                    }
-                    return Err(e.into());
-                }
-            }
-        }
-        let virtqueues = servers
-            .iter()
-            .map(|s| s.virtqueues().map(<[_]>::to_vec))
-            .collect();
         let core = Arc::new(Core {
-            ports,
-            sockets,
-            servers: RwLock::new(servers),
-            virtqueues,
+            served: RwLock::new(Vec::new()),
+            switches: Switches::default(),
+            sockets: config.sockets.clone(),
+            netmap: config.netmap,
+            serve: config.serve,
+            changes: Mutex::new(()),
             started: Instant::now(),
         });
+        let served = core.start_ports(&config.ports, config.socket_paths())?;
+        core.write().extend(served);
         let control = match &config.control_socket {
             None => None,
             Some(path) => {
-                let statics = config
-                    .ports
-                    .iter()
-                    .zip(&core.ports)
-                    .map(|(spec, p)| {
-                        let g = p.geometry();
-                        control::PortStatic {
-                            kind: control::protocol::kind_name(&spec.kind),
-                            geometry: (
-                                g.num_tx_rings,
-                                g.num_rx_rings,
-                                g.num_tx_slots,
-                                g.num_rx_slots,
-                            ),
-                        }
-                    })
-                    .collect();
-                let c2 = core.clone();
-                let stats: control::StatsFn = Arc::new(move || c2.stats());
-                match control::ControlServer::start(path, config.serve.socket_group, statics, stats)
-                {
+                let op: Arc<dyn control::Operator> = core.clone();
+                match control::ControlServer::start(path, config.serve.socket_group, op) {
                     Ok(c) => Some(c),
                     Err(e) => {
                         Core::stop_servers(&core);
@@ -180,29 +150,33 @@ impl Daemon {
         self.control.as_ref().map(|c| c.path())
     }
 
-    /// The served ports, in command-line order.
-    pub fn ports(&self) -> &[Arc<Port>] {
-        &self.core.ports
+    /// The served ports, in the order they were added (command line first).
+    pub fn ports(&self) -> Vec<Arc<Port>> {
+        self.core.read().iter().map(|s| s.port.clone()).collect()
     }
 
     /// Their sockets, in the same order.
-    pub fn sockets(&self) -> &[PathBuf] {
-        &self.core.sockets
+    pub fn sockets(&self) -> Vec<PathBuf> {
+        self.core.read().iter().map(|s| s.socket.clone()).collect()
     }
 
     /// The socket of port `name`.
-    pub fn socket(&self, name: &str) -> Option<&Path> {
+    pub fn socket(&self, name: &str) -> Option<PathBuf> {
         self.core
-            .ports
+            .read()
             .iter()
-            .position(|p| p.name() == name)
-            .map(|i| self.core.sockets[i].as_path())
+            .find(|s| s.port.name() == name)
+            .map(|s| s.socket.clone())
     }
 
     /// Each port's virtqueue counters (in port order), for the ports served as virtio-net
     /// devices.
-    pub fn virtqueues(&self) -> &[Option<Vec<Arc<VqStats>>>] {
-        &self.core.virtqueues
+    pub fn virtqueues(&self) -> Vec<Option<Vec<Arc<VqStats>>>> {
+        self.core
+            .read()
+            .iter()
+            .map(|s| s.virtqueues.clone())
+            .collect()
     }
 
     /// Every counter, now.
@@ -214,6 +188,19 @@ impl Daemon {
     pub fn stats_source(&self) -> control::StatsFn {
         let core = self.core.clone();
         Arc::new(move || core.stats())
+    }
+
+    /// Adds ports as `ptnet-ctl add` does (PORT arguments, `@conf:` included): see
+    /// [`runtime`].
+    pub fn add_ports(&self, specs: &[String]) -> Result<Vec<String>, RequestError> {
+        self.core
+            .add(specs)
+            .map(|p| p.into_iter().map(|p| p.name).collect())
+    }
+
+    /// Removes ports as `ptnet-ctl remove` does.
+    pub fn remove_ports(&self, names: &[String]) -> Result<Vec<String>, RequestError> {
+        self.core.remove(names)
     }
 
     /// Stops serving: the control socket first, then every connection is closed (its rings
@@ -229,35 +216,141 @@ impl Daemon {
 }
 
 impl Core {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Served>> {
+        self.served.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Served>> {
+        self.served.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Builds `specs` and serves each on its socket (`sockets`, in the same order); on error,
+    /// what was started is stopped and the ports built are dropped (leaving their switches).
+    fn start_ports(
+        &self,
+        specs: &[PortSpec],
+        sockets: Vec<PathBuf>,
+    ) -> Result<Vec<Served>, DaemonError> {
+        let ports = build_ports(specs, self.netmap, &self.switches)?;
+        // Checked before anything is served: a refused port serves none.
+        if let Some((p, _)) = ports
+            .iter()
+            .zip(specs)
+            .find(|(p, s)| s.frontend == Frontend::VirtioNet && p.threads_memory().is_none())
+        {
+            return Err(DaemonError::VirtioNetOnKernel(p.name().to_string()));
+        }
+        let mut served: Vec<Served> = Vec::new();
+        for ((port, path), spec) in ports.into_iter().zip(sockets).zip(specs) {
+            let started = match spec.attach {
+                Some(kind) => attach::Attached::start(&port, spec, kind, self.serve.loops)
+                    .map(|a| (None, Some(a)))
+                    .map_err(DaemonError::Attach),
+                None => PortServer::start_frontend(port.clone(), &path, self.serve, spec.frontend)
+                    .map(|s| (Some(s), None))
+                    .map_err(DaemonError::Serve),
+            };
+            match started {
+                Ok((server, attached)) => {
+                    let g = port.geometry();
+                    tracing::info!(
+                        port = port.name(),
+                        socket = %path.display(),
+                        tx_rings = g.num_tx_rings,
+                        rx_rings = g.num_rx_rings,
+                        slots = g.num_tx_slots,
+                        mem_id = g.mem_id,
+                        mem_size = g.mem_size,
+                        frontend = ?spec.frontend,
+                        attached = ?spec.attach,
+                        mac = %mac_string(port.mac()),
+                        "serving"
+                    );
+                    served.push(Served {
+                        spec: spec.clone(),
+                        virtqueues: server
+                            .as_ref()
+                            .and_then(|s| s.virtqueues().map(<[_]>::to_vec)),
+                        port,
+                        socket: if attached.is_some() {
+                            PathBuf::new()
+                        } else {
+                            path
+                        },
+                        server,
+                        attached,
+                    });
+                }
+                Err(e) => {
+                    for s in served {
+                        s.stop();
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(served)
+    }
+
     /// Every counter, now (frontends [`FrontendState::Stopped`] once the servers are stopped).
     fn stats(&self) -> DaemonStats {
-        let servers = self.servers.read().unwrap_or_else(|e| e.into_inner());
-        self.collect(|i| servers.get(i).map(PortServer::frontend))
-    }
-
-    /// Stops and drops every port server.
-    fn stop_servers(&self) {
-        let servers = std::mem::take(&mut *self.servers.write().unwrap_or_else(|e| e.into_inner()));
-        for s in servers {
-            s.stop();
-        }
-    }
-
-    fn collect(&self, frontend: impl Fn(usize) -> Option<server::FrontendStatus>) -> DaemonStats {
+        let served = self.read();
         DaemonStats {
             uptime_s: self.started.elapsed().as_secs_f64(),
             kick_faults: crate::frontend::ptnet::syncloop::kick_faults(),
             interrupt_writes_cut: crate::sys::signal_writes_cut(),
-            ports: self
-                .ports
+            ports: served
                 .iter()
-                .zip(&self.sockets)
-                .enumerate()
-                .map(|(i, (p, s))| {
-                    let vq = self.virtqueues[i].as_deref();
-                    stats::port_stats(p, s.clone(), frontend(i), vq)
+                .map(|s| {
+                    stats::port_stats(
+                        &s.port,
+                        s.socket.clone(),
+                        s.frontend(),
+                        s.virtqueues.as_deref(),
+                    )
                 })
                 .collect(),
+        }
+    }
+
+    /// Stops every port server (the ports stay listed, stopped).
+    fn stop_servers(&self) {
+        let all: Vec<_> = self
+            .write()
+            .iter_mut()
+            .map(|s| (s.server.take(), s.attached.take()))
+            .collect();
+        for (server, attached) in all {
+            if let Some(a) = attached {
+                a.stop();
+            }
+            if let Some(s) = server {
+                s.stop();
+            }
+        }
+    }
+}
+
+impl Served {
+    /// Its frontend: an attached interface's port always runs (its daemon thread).
+    fn frontend(&self) -> Option<server::FrontendStatus> {
+        if self.attached.is_some() {
+            return Some(server::FrontendStatus {
+                connected: true,
+                running: true,
+                accepted: 0,
+            });
+        }
+        self.server.as_ref().map(PortServer::frontend)
+    }
+
+    /// Stops its server or its attach thread.
+    fn stop(self) {
+        if let Some(a) = self.attached {
+            a.stop();
+        }
+        if let Some(s) = self.server {
+            s.stop();
         }
     }
 }

@@ -337,9 +337,11 @@ struct JsonReport<'a> {
 pub struct Reporter {
     format: StatsFormat,
     since: Instant,
-    packets: Vec<(u64, u64)>,
-    /// Each port's virtqueue counters (virtio-net ports), for their log line.
-    virtqueues: Vec<Option<Vec<Arc<VqStats>>>>,
+    /// Each port's packets at the last periodic report, by name (ports come and go at runtime).
+    packets: std::collections::HashMap<String, (u64, u64)>,
+    /// The virtqueue counters of the virtio-net ports served at start-up, by name, for their
+    /// log line.
+    virtqueues: std::collections::HashMap<String, Vec<Arc<VqStats>>>,
 }
 
 impl Reporter {
@@ -353,8 +355,15 @@ impl Reporter {
         Self {
             format,
             since: Instant::now(),
-            packets: ports.iter().map(|p| p.packets()).collect(),
-            virtqueues,
+            packets: ports
+                .iter()
+                .map(|p| (p.name().to_string(), p.packets()))
+                .collect(),
+            virtqueues: ports
+                .iter()
+                .zip(virtqueues)
+                .filter_map(|(p, v)| Some((p.name().to_string(), v?)))
+                .collect(),
         }
     }
 
@@ -368,8 +377,10 @@ impl Reporter {
     pub fn report(&mut self, reason: Reason, ports: &[Arc<Port>], mut stats: DaemonStats) {
         if reason == Reason::Interval {
             let secs = self.since.elapsed().as_secs_f64().max(1e-6);
-            for ((p, prev), s) in ports.iter().zip(&mut self.packets).zip(&mut stats.ports) {
+            let mut packets = std::collections::HashMap::new();
+            for p in ports {
                 let now = p.packets();
+                let prev = self.packets.get(p.name()).copied().unwrap_or_default();
                 let rate = |a: u64, b: u64| (a.saturating_sub(b)) as f64 / secs / 1e6;
                 let r = Rates {
                     tx_mpps: rate(now.0, prev.0),
@@ -382,17 +393,20 @@ impl Reporter {
                     "{}",
                     p.stats_line()
                 );
-                s.rates = Some(r);
-                *prev = now;
+                if let Some(s) = stats.ports.iter_mut().find(|s| s.name == p.name()) {
+                    s.rates = Some(r);
+                }
+                packets.insert(p.name().to_string(), now);
             }
+            self.packets = packets;
             self.since = Instant::now();
         } else {
             for p in ports {
                 tracing::info!(port = p.name(), "{}", p.stats_line());
             }
         }
-        for (p, v) in ports.iter().zip(&self.virtqueues) {
-            if let Some(v) = v {
+        for p in ports {
+            if let Some(v) = self.virtqueues.get(p.name()) {
                 tracing::info!(port = p.name(), "virtio-net {}", virtqueue_line(v));
             }
         }

@@ -27,7 +27,9 @@ fn device_ports() -> &'static Mutex<Vec<Arc<Port>>> {
         .iter()
         .map(|s| PortSpec::parse(s).expect("spec"))
         .collect();
-        Mutex::new(build_ports(&specs, NetmapImpl::User).expect("device ports"))
+        Mutex::new(
+            build_ports(&specs, NetmapImpl::User, &Default::default()).expect("device ports"),
+        )
     })
 }
 

@@ -21,7 +21,7 @@ impl Rig {
             .iter()
             .map(|s| PortSpec::parse(s).expect("a fuzz port spec"))
             .collect();
-        let ports = build_ports(&specs, NetmapImpl::User).expect("fuzz ports");
+        let ports = build_ports(&specs, NetmapImpl::User, &Default::default()).expect("fuzz ports");
         let workers = ports
             .iter()
             .map(|p| p.take_workers().expect("a userspace port"))

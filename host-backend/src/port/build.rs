@@ -4,13 +4,12 @@
 
 use crate::port::built::{mac_for, BuiltPort, RingParts};
 use crate::port::delivery::{DeliveryRing, DeliveryRx};
-use crate::port::mactable::MacTable;
 use crate::port::mem::{IfSpec, NetmapMemory};
 use crate::port::nic;
 use crate::port::null::{NullRx, NullTx};
 use crate::port::pipe::PipeTx;
 use crate::port::ring::RingSync;
-use crate::port::vale::{Switch, SwitchPort, ValeTx};
+use crate::port::vale::{Switch, SwitchFull, SwitchPort, Switches, ValeTx};
 use crate::portspec::{PortKind, PortSpec, RingConf};
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU8;
@@ -32,6 +31,9 @@ pub enum BuildError {
     /// port registered (see [`crate::kernel`]).
     #[error(transparent)]
     Nic(#[from] nic::NicError),
+    /// A VALE switch has no free slot.
+    #[error("port '{0}': {1}")]
+    SwitchFull(String, #[source] SwitchFull),
 }
 
 fn if_spec(name: &str, c: &RingConf) -> IfSpec {
@@ -46,7 +48,10 @@ fn if_spec(name: &str, c: &RingConf) -> IfSpec {
 
 /// Builds the ports of `specs` (pipe, VALE, null and host interface ports, each named once),
 /// by name.
-pub fn build_user_ports(specs: &[&PortSpec]) -> Result<BTreeMap<String, BuiltPort>, BuildError> {
+pub fn build_user_ports(
+    specs: &[&PortSpec],
+    switches: &Switches,
+) -> Result<BTreeMap<String, BuiltPort>, BuildError> {
     let mut built = BTreeMap::new();
 
     // Pipes: both ends of each pipe at once, in one memory.
@@ -152,77 +157,10 @@ pub fn build_user_ports(specs: &[&PortSpec]) -> Result<BTreeMap<String, BuiltPor
     }
 
     // VALE: every port of a switch has its own memory; the TX syncs need the whole switch.
-    let mut switches: BTreeMap<String, Vec<&PortSpec>> = BTreeMap::new();
     for &s in specs {
         if let PortKind::Vale { switch, .. } = &s.kind {
-            switches.entry(switch.clone()).or_default().push(s);
-        }
-    }
-    for (sw_name, members) in switches {
-        let mut mems = Vec::new();
-        let mut parts = Vec::new();
-        let mut ports = Vec::new();
-        for m in &members {
-            let spec = if_spec(&m.name, &m.conf);
-            let mem = Arc::new(
-                NetmapMemory::new(&m.name, std::slice::from_ref(&spec))
-                    .map_err(|e| BuildError::Memory(m.name.clone(), e))?,
-            );
-            let p = RingParts::new(spec.tx_rings + spec.rx_rings)
-                .map_err(|e| BuildError::Memory(m.name.clone(), e))?;
-            let rx = (0..spec.rx_rings)
-                .map(|r| {
-                    let ring = (spec.tx_rings + r) as usize;
-                    Arc::new(DeliveryRing::new(
-                        mem.ring(0, spec.tx_rings + r),
-                        mem.bufs().clone(),
-                        (p.notify[ring].clone(), None),
-                        p.stats[ring].clone(),
-                    ))
-                })
-                .collect();
-            ports.push(SwitchPort {
-                mac: mac_for(&m.name),
-                rx,
-                rx_stats: p.stats[spec.tx_rings as usize..].to_vec(),
-                vnet_hdr_len: Arc::new(AtomicU8::new(0)),
-            });
-            mems.push((spec, mem));
-            parts.push(p);
-        }
-        let macs: Vec<[u8; 6]> = ports.iter().map(|p: &SwitchPort| p.mac).collect();
-        let limits: Vec<u32> = members.iter().map(|m| m.mac_limit).collect();
-        let switch = Arc::new(Switch {
-            name: sw_name.clone(),
-            ports,
-            table: MacTable::new(&macs, &limits),
-        });
-        for (me, ((spec, mem), p)) in mems.into_iter().zip(parts).enumerate() {
-            let mut syncs: Vec<Box<dyn RingSync>> = Vec::new();
-            for r in 0..spec.tx_rings {
-                syncs.push(Box::new(ValeTx::new(
-                    switch.clone(),
-                    me,
-                    r as usize,
-                    mem.ring(0, r),
-                    mem.bufs().clone(),
-                    p.stats[r as usize].clone(),
-                )));
-            }
-            for r in 0..spec.rx_rings {
-                syncs.push(Box::new(DeliveryRx {
-                    rx: switch.ports[me].rx[r as usize].clone(),
-                }));
-            }
-            let w = p.workers(&spec, syncs);
-            let hdr_len = switch.ports[me].vnet_hdr_len.clone();
-            let (sw, own) = (switch.clone(), switch.ports[me].mac);
-            built.insert(
-                spec.name.clone(),
-                BuiltPort::new(&spec.name, mem, 0, w)
-                    .with_vnet_hdr(hdr_len)
-                    .with_frontend_gone(move || sw.table.release(me, own)),
-            );
+            let sw = switches.get_or_create(switch);
+            built.insert(s.name.clone(), build_vale_port(&sw, s)?);
         }
     }
 
@@ -257,4 +195,64 @@ pub fn build_user_ports(specs: &[&PortSpec]) -> Result<BTreeMap<String, BuiltPor
     }
 
     Ok(built)
+}
+
+/// Builds VALE port `m` and puts it on `switch` (taken off again when the port is removed:
+/// [`BuiltPort::with_on_remove`]). The port's own TX rings join at once; the other ports' rings
+/// see it at their next sync.
+pub fn build_vale_port(switch: &Arc<Switch>, m: &PortSpec) -> Result<BuiltPort, BuildError> {
+    let spec = if_spec(&m.name, &m.conf);
+    let mem = Arc::new(
+        NetmapMemory::new(&m.name, std::slice::from_ref(&spec))
+            .map_err(|e| BuildError::Memory(m.name.clone(), e))?,
+    );
+    let p = RingParts::new(spec.tx_rings + spec.rx_rings)
+        .map_err(|e| BuildError::Memory(m.name.clone(), e))?;
+    let rx: Vec<Arc<DeliveryRing>> = (0..spec.rx_rings)
+        .map(|r| {
+            let ring = (spec.tx_rings + r) as usize;
+            Arc::new(DeliveryRing::new(
+                mem.ring(0, spec.tx_rings + r),
+                mem.bufs().clone(),
+                (p.notify[ring].clone(), None),
+                p.stats[ring].clone(),
+            ))
+        })
+        .collect();
+    let own = mac_for(&m.name);
+    let hdr_len = Arc::new(AtomicU8::new(0));
+    let me = switch
+        .add_port(
+            SwitchPort {
+                mac: own,
+                rx: rx.clone(),
+                rx_stats: p.stats[spec.tx_rings as usize..].to_vec(),
+                vnet_hdr_len: hdr_len.clone(),
+            },
+            m.mac_limit,
+        )
+        .map_err(|e| BuildError::SwitchFull(m.name.clone(), e))?;
+    let mut syncs: Vec<Box<dyn RingSync>> = Vec::new();
+    for r in 0..spec.tx_rings {
+        syncs.push(Box::new(ValeTx::new(
+            switch.clone(),
+            me,
+            r as usize,
+            mem.ring(0, r),
+            mem.bufs().clone(),
+            p.stats[r as usize].clone(),
+        )));
+    }
+    for ring in rx {
+        syncs.push(Box::new(DeliveryRx { rx: ring }));
+    }
+    let w = p.workers(&spec, syncs);
+    let (sw, sw2) = (switch.clone(), switch.clone());
+    Ok(BuiltPort::new(&spec.name, mem, 0, w)
+        .with_vnet_hdr(hdr_len)
+        .with_frontend_gone(move || sw.table.release(me, own))
+        .with_on_remove(move || sw2.remove_port(me), {
+            let sw3 = switch.clone();
+            move || sw3.forget_port(me)
+        }))
 }

@@ -25,6 +25,40 @@ pub struct BuiltPort {
     pub vnet_hdr_len: Option<Arc<AtomicU8>>,
     /// What the port kind undoes when a frontend goes (VALE: the source addresses it claimed).
     pub on_frontend_gone: Option<Box<dyn Fn() + Send + Sync>>,
+    /// What the port kind undoes when the port is removed at runtime (VALE: leaving the
+    /// switch), before its rings stop and after.
+    pub on_remove: Option<RemoveHooks>,
+}
+
+/// What a port kind does when the port is removed: `before` its rings stop (no new traffic
+/// toward it), `after` (what its own rings could still have redone). Dropped unrun (a port
+/// built but never served, or the daemon stopping), both run then.
+pub struct RemoveHooks {
+    before: Option<Box<dyn FnOnce() + Send>>,
+    after: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl RemoveHooks {
+    /// Runs `before` (once).
+    pub fn before(&mut self) {
+        if let Some(f) = self.before.take() {
+            f();
+        }
+    }
+
+    /// Runs `before` if not yet run, then `after` (once).
+    pub fn after(&mut self) {
+        self.before();
+        if let Some(f) = self.after.take() {
+            f();
+        }
+    }
+}
+
+impl Drop for RemoveHooks {
+    fn drop(&mut self) {
+        self.after();
+    }
 }
 
 impl BuiltPort {
@@ -42,6 +76,7 @@ impl BuiltPort {
             workers,
             vnet_hdr_len: None,
             on_frontend_gone: None,
+            on_remove: None,
         }
     }
 
@@ -54,6 +89,19 @@ impl BuiltPort {
     /// Runs `f` whenever a frontend goes.
     pub fn with_frontend_gone(mut self, f: impl Fn() + Send + Sync + 'static) -> Self {
         self.on_frontend_gone = Some(Box::new(f));
+        self
+    }
+
+    /// Runs `before` and `after` when the port is removed (see [`RemoveHooks`]).
+    pub fn with_on_remove(
+        mut self,
+        before: impl FnOnce() + Send + 'static,
+        after: impl FnOnce() + Send + 'static,
+    ) -> Self {
+        self.on_remove = Some(RemoveHooks {
+            before: Some(Box::new(before)),
+            after: Some(Box::new(after)),
+        });
         self
     }
 }

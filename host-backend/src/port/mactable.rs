@@ -10,6 +10,9 @@
 //!   whose set is full. A port cannot hijack another's unicast stream, nor evict its entries to
 //!   make the switch flood (and so leak) that port's traffic.
 //! * A port's claims end when its frontend goes (the next guest may use other addresses).
+//! * Ports come and go while the switch runs (`ptnet-ctl add/remove`): [`MacTable::add_port`]
+//!   gives a new port its own MAC and limit; [`MacTable::forget`] drops every entry of a removed
+//!   one, its own MAC included, so that the switch floods rather than sends to a port that is gone.
 //!
 //! Lock-free: sets of [`WAYS`] words `mac << 16 | (port + 1)`, claimed with compare-and-swap;
 //! the owner alone releases its words. The sender's TX ring thread checks its source on every
@@ -42,12 +45,15 @@ pub enum Admit {
     OverLimit,
 }
 
-/// The table, for a switch of a fixed number of ports.
+/// Most ports a switch has at once (netmap's limit too); a port's index is below it.
+pub const MAX_PORTS: usize = 254;
+
+/// The table, for a switch of at most [`MAX_PORTS`] ports.
 pub struct MacTable {
     sets: Box<[[AtomicU64; WAYS]]>,
-    /// Per port: addresses claimed (its own MAC not included), and its limit.
+    /// Per port index: addresses claimed (its own MAC not included), and its limit.
     claimed: Box<[AtomicU32]>,
-    limits: Box<[u32]>,
+    limits: Box<[AtomicU32]>,
 }
 
 fn entry(mac: u64, port: usize) -> u64 {
@@ -59,19 +65,59 @@ fn owner(e: u64) -> Option<usize> {
 }
 
 impl MacTable {
-    /// A table for ports with the given claim limits, each owning its own MAC (`own[p]`).
+    /// A table for ports `0..own.len()` with the given claim limits, each owning its own MAC
+    /// (`own[p]`).
     pub fn new(own: &[[u8; 6]], limits: &[u32]) -> Self {
-        let t = Self {
-            sets: (0..SETS).map(|_| Default::default()).collect(),
-            claimed: (0..own.len()).map(|_| AtomicU32::new(0)).collect(),
-            limits: limits.into(),
-        };
-        for (p, mac) in own.iter().enumerate() {
-            // Distinct ports have distinct MACs (derived from distinct names); a full set (four
-            // colliding port MACs) leaves that port to claim its MAC like any other.
-            t.insert(mac_u64(mac), p);
+        let t = Self::empty();
+        for (p, (mac, &limit)) in own.iter().zip(limits).enumerate() {
+            t.add_port(p, *mac, limit);
         }
         t
+    }
+
+    /// A table with no ports.
+    pub fn empty() -> Self {
+        Self {
+            sets: (0..SETS).map(|_| Default::default()).collect(),
+            claimed: (0..MAX_PORTS).map(|_| AtomicU32::new(0)).collect(),
+            limits: (0..MAX_PORTS).map(|_| AtomicU32::new(0)).collect(),
+        }
+    }
+
+    /// Port `port` (below [`MAX_PORTS`], not in the table: new, or [`Self::forget`]-ten)
+    /// joins: it owns `own` and may claim `limit` more addresses.
+    pub fn add_port(&self, port: usize, own: [u8; 6], limit: u32) {
+        if port >= MAX_PORTS {
+            return;
+        }
+        self.claimed[port].store(0, Ordering::Relaxed);
+        self.limits[port].store(limit, Ordering::Relaxed);
+        // Distinct ports have distinct MACs (derived from distinct names); a full set (four
+        // colliding port MACs) leaves that port to claim its MAC like any other.
+        self.insert(mac_u64(&own), port);
+    }
+
+    /// Port `port` left the switch: every entry it owns goes, its own MAC too, and it may claim
+    /// nothing more.
+    pub fn forget(&self, port: usize) {
+        if port >= MAX_PORTS {
+            return;
+        }
+        self.limits[port].store(0, Ordering::Relaxed);
+        self.clear(port, None);
+        self.claimed[port].store(0, Ordering::Relaxed);
+    }
+
+    /// Drops the entries of `port`, but `keep`.
+    fn clear(&self, port: usize, keep: Option<u64>) {
+        for set in self.sets.iter() {
+            for w in set {
+                let e = w.load(Ordering::Relaxed);
+                if owner(e) == Some(port) && Some(e >> 16) != keep {
+                    let _ = w.compare_exchange(e, 0, Ordering::AcqRel, Ordering::Relaxed);
+                }
+            }
+        }
     }
 
     fn set(&self, mac: u64) -> &[AtomicU64; WAYS] {
@@ -112,8 +158,10 @@ impl MacTable {
             Some(_) => return Admit::Spoofed,
             None => {}
         }
-        let claimed = &self.claimed[port];
-        if claimed.load(Ordering::Relaxed) >= self.limits[port] {
+        let (Some(claimed), Some(limit)) = (self.claimed.get(port), self.limits.get(port)) else {
+            return Admit::OverLimit;
+        };
+        if claimed.load(Ordering::Relaxed) >= limit.load(Ordering::Relaxed) {
             return Admit::OverLimit;
         }
         if !self.insert(mac, port) {
@@ -130,15 +178,10 @@ impl MacTable {
 
     /// The frontend of `port` went: its claims end (its own MAC stays its).
     pub fn release(&self, port: usize, own: [u8; 6]) {
-        let own = mac_u64(&own);
-        for set in self.sets.iter() {
-            for w in set {
-                let e = w.load(Ordering::Relaxed);
-                if owner(e) == Some(port) && e >> 16 != own {
-                    let _ = w.compare_exchange(e, 0, Ordering::AcqRel, Ordering::Relaxed);
-                }
-            }
+        if port >= MAX_PORTS {
+            return;
         }
+        self.clear(port, Some(mac_u64(&own)));
         self.claimed[port].store(0, Ordering::Relaxed);
     }
 }
@@ -170,6 +213,15 @@ mod tests {
         assert_eq!(t.lookup(0x0200_0000_0077), None);
         assert_eq!(t.lookup(mac_u64(&A)), Some(0));
         assert_eq!(t.admit(0x0200_0000_0078, 0), Admit::Claimed);
+        // A removed port owns nothing, not even its MAC; a new port in its index starts afresh.
+        t.forget(0);
+        assert_eq!(t.lookup(mac_u64(&A)), None);
+        assert_eq!(t.lookup(0x0200_0000_0078), None);
+        assert_eq!(t.admit(0x0200_0000_0079, 0), Admit::OverLimit);
+        assert_eq!(t.lookup(mac_u64(&B)), Some(1));
+        t.add_port(0, [2, 0, 0, 0, 0, 9], 1);
+        assert_eq!(t.lookup(mac_u64(&[2, 0, 0, 0, 0, 9])), Some(0));
+        assert_eq!(t.admit(mac_u64(&A), 0), Admit::Claimed);
     }
 
     /// A port flooding random source addresses gets its limit's worth and evicts nobody.

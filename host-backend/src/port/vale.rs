@@ -22,6 +22,21 @@
 //! (direct delivery, see [`crate::port::delivery`]): once after its commits, and once before when
 //! the destination looks short of room, to take in what its guest released without a kick (a
 //! switch drops what does not fit, so a stale view of the room would lose packets).
+//!
+//! # Ports coming and going
+//!
+//! The port table is read-copy-update: [`Switch::add_port`] and [`Switch::remove_port`] (the
+//! control socket's `add` / `remove`, one at a time) publish a new [`PortTable`] and bump the
+//! switch's generation. A TX ring keeps its own `Arc` of the table and, at the start of each
+//! sync, compares one atomic generation with the one it has: only when they differ does it take
+//! the new table (a `try_lock` for an `Arc` clone, once per ring and change: a sync never waits
+//! for it, and keeps its old table while a change is being published) and size its
+//! per-destination lists to it. An old table stays alive while any
+//! ring still uses it, so a sync that started before a removal finishes into the removed port's
+//! rings, harmlessly. A port's index is its slot for its whole life; a removed port's slot is
+//! empty in the new table and its MAC entries are forgotten ([`MacTable::forget`]), so frames
+//! for it are flooded to the ports that remain (or dropped as `no route` while a stale entry is
+//! still seen).
 
 use crate::port::delivery::DeliveryRing;
 use crate::port::mactable::{mac_u64, Admit, MacTable};
@@ -29,8 +44,8 @@ use crate::port::ring::{RingStats, RingSync, TxBatch};
 use ptnet_protocol::netmap::{ring_add, slot_flags, BufPool, RingView};
 use ptnet_protocol::sync::{HostKring, PortSync};
 use ptnet_protocol::vnet::{self, VnetError, VnetHeader};
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Frames shorter than an Ethernet header cannot be switched.
 const ETH_HLEN: usize = 14;
@@ -47,20 +62,152 @@ pub struct SwitchPort {
     pub vnet_hdr_len: Arc<AtomicU8>,
 }
 
+/// The switch's ports as the TX rings see them: slot `i` is port `i`, `None` once removed.
+#[derive(Default)]
+pub struct PortTable {
+    /// The ports, by index.
+    pub ports: Vec<Option<Arc<SwitchPort>>>,
+}
+
+impl PortTable {
+    /// The largest RX buffer of any port (what a conversion may write).
+    fn max_buf(&self) -> usize {
+        self.ports
+            .iter()
+            .flatten()
+            .flat_map(|p| p.rx.iter().map(|r| r.bufs.buf_size() as usize))
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// Why a port could not join a switch.
+#[derive(Debug, thiserror::Error)]
+#[error("switch '{0}' has {max} ports already", max = crate::port::mactable::MAX_PORTS)]
+pub struct SwitchFull(pub String);
+
 /// A VALE switch.
 pub struct Switch {
     /// Name (`vale0`).
     pub name: String,
-    /// Ports, by index.
-    pub ports: Vec<SwitchPort>,
+    /// The current port table (replaced whole by a change; see the module notes).
+    ports: Mutex<Arc<PortTable>>,
+    /// Bumped after each change of `ports`.
+    generation: AtomicU64,
     /// Learnt MACs.
     pub table: MacTable,
+}
+
+impl Switch {
+    /// A switch with no ports.
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            ports: Mutex::new(Arc::new(PortTable::default())),
+            generation: AtomicU64::new(0),
+            table: MacTable::empty(),
+        }
+    }
+
+    /// The current table and its generation.
+    pub fn snapshot(&self) -> (Arc<PortTable>, u64) {
+        let t = self.ports.lock().unwrap_or_else(|e| e.into_inner());
+        // Read under the lock: a change bumps it before unlocking.
+        (t.clone(), self.generation.load(Ordering::Acquire))
+    }
+
+    /// [`Self::snapshot`] without waiting: `None` while a change (or another ring's refresh)
+    /// holds the table; the caller keeps the table it has, which stays valid.
+    fn try_snapshot(&self) -> Option<(Arc<PortTable>, u64)> {
+        let t = match self.ports.try_lock() {
+            Ok(t) => t,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        Some((t.clone(), self.generation.load(Ordering::Acquire)))
+    }
+
+    /// Port `i`, if it is on the switch.
+    pub fn port(&self, i: usize) -> Option<Arc<SwitchPort>> {
+        self.snapshot().0.ports.get(i).cloned().flatten()
+    }
+
+    /// Ports on the switch.
+    pub fn num_ports(&self) -> usize {
+        self.snapshot().0.ports.iter().flatten().count()
+    }
+
+    /// Puts `port` in the first free slot (its MAC its own, `mac_limit` more to claim);
+    /// returns its index.
+    pub fn add_port(&self, port: SwitchPort, mac_limit: u32) -> Result<usize, SwitchFull> {
+        let mut t = self.ports.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ports = t.ports.clone();
+        let i = ports
+            .iter()
+            .position(Option::is_none)
+            .unwrap_or(ports.len());
+        if i >= crate::port::mactable::MAX_PORTS {
+            return Err(SwitchFull(self.name.clone()));
+        }
+        self.table.add_port(i, port.mac, mac_limit);
+        if i == ports.len() {
+            ports.push(None);
+        }
+        ports[i] = Some(Arc::new(port));
+        *t = Arc::new(PortTable { ports });
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        Ok(i)
+    }
+
+    /// Takes port `i` off the switch (its rings' syncs stop sending to it as soon as they see
+    /// the new table). Its MAC entries go with [`Self::forget_port`], once its own TX rings
+    /// have stopped (they would claim again).
+    pub fn remove_port(&self, i: usize) {
+        let mut t = self.ports.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ports = t.ports.clone();
+        if let Some(p) = ports.get_mut(i) {
+            *p = None;
+        }
+        while ports.last().is_some_and(Option::is_none) {
+            ports.pop();
+        }
+        *t = Arc::new(PortTable { ports });
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Forgets every address port `i` owned (see [`Self::remove_port`]).
+    pub fn forget_port(&self, i: usize) {
+        self.table.forget(i);
+    }
+}
+
+/// The switches of the userspace netmap, by name: made by their first port.
+#[derive(Default)]
+pub struct Switches(Mutex<std::collections::BTreeMap<String, Arc<Switch>>>);
+
+impl Switches {
+    /// Switch `name`, made now if it does not exist.
+    pub fn get_or_create(&self, name: &str) -> Arc<Switch> {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(name.to_string())
+            .or_insert_with(|| Arc::new(Switch::new(name)))
+            .clone()
+    }
+
+    /// Switch `name`, if it exists.
+    pub fn get(&self, name: &str) -> Option<Arc<Switch>> {
+        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(name).cloned()
+    }
 }
 
 /// TX ring `ring_no` of switch port `me`.
 pub struct ValeTx {
     /// The switch.
     pub switch: Arc<Switch>,
+    /// The port table this ring uses, and its generation (see the module notes).
+    ports: Arc<PortTable>,
+    generation: u64,
     /// This port's index.
     pub me: usize,
     /// This ring's number among the port's TX rings.
@@ -101,33 +248,61 @@ impl ValeTx {
         bufs: BufPool,
         stats: Arc<RingStats>,
     ) -> Self {
-        let lists = (0..switch.ports.len())
-            .map(|_| Vec::with_capacity(tx.num_slots() as usize))
-            .collect();
-        let out_size = switch
-            .ports
-            .iter()
-            .flat_map(|p| p.rx.iter().map(|r| r.bufs.buf_size()))
-            .max()
-            .unwrap_or(0);
-        Self {
+        let mut t = Self {
             frame: vec![0; bufs.buf_size() as usize],
-            out: vec![0; out_size as usize],
+            out: Vec::new(),
             bad_headers: Vec::with_capacity(tx.num_slots() as usize),
+            ports: Arc::default(),
+            generation: u64::MAX,
+            lists: Vec::new(),
             switch,
             me,
             ring_no,
             tx,
             bufs,
-            lists,
             stats,
+        };
+        let now = t.switch.snapshot();
+        t.take(now);
+        t
+    }
+
+    /// Takes the switch's current port table if it changed (allocating only then), without
+    /// ever waiting: while the table is being changed, this sync uses the one it has.
+    #[inline]
+    fn refresh(&mut self) {
+        if self.switch.generation.load(Ordering::Acquire) == self.generation {
+            return;
         }
+        if let Some(now) = self.switch.try_snapshot() {
+            self.take(now);
+        }
+    }
+
+    /// Uses table `ports` of `generation` from now on.
+    fn take(&mut self, (ports, generation): (Arc<PortTable>, u64)) {
+        let slots = self.tx.num_slots() as usize;
+        self.lists
+            .resize_with(ports.ports.len(), || Vec::with_capacity(slots));
+        let out = ports.max_buf();
+        if self.out.len() < out {
+            self.out.resize(out, 0);
+        }
+        (self.ports, self.generation) = (ports, generation);
+    }
+
+    /// Port `p` of the table this ring uses.
+    #[inline]
+    fn dst(&self, p: usize) -> Option<&Arc<SwitchPort>> {
+        self.ports.ports.get(p).and_then(Option::as_ref)
     }
 
     /// Delivers the slots in `self.lists[p]` to port `p`, whose header length (`dst_len`) differs
     /// from ours (`src_len`), converting each frame. Returns (delivered, dropped).
     fn deliver_converted(&mut self, p: usize, src_len: usize, dst_len: usize) -> (u64, u64) {
-        let dst = &self.switch.ports[p];
+        let Some(dst) = self.dst(p) else {
+            return (0, self.lists[p].len() as u64);
+        };
         let rx = dst.rx[self.ring_no % dst.rx.len()].clone();
         let (mut sent, mut dropped) = (0u64, 0u64);
         for i in 0..self.lists[p].len() {
@@ -234,7 +409,9 @@ impl ValeTx {
     /// Copies the slots in `self.lists[p]` into port `p`'s RX ring. Returns (delivered, dropped
     /// for want of room); a receiver's corrupt slot counts in its own RX ring's `bad_slots`.
     fn deliver(&self, p: usize) -> (u64, u64) {
-        let dst = &self.switch.ports[p];
+        let Some(dst) = self.dst(p) else {
+            return (0, self.lists[p].len() as u64);
+        };
         let k = self.ring_no % dst.rx.len();
         let rx = &dst.rx[k];
         let mut rest = &self.lists[p][..];
@@ -277,15 +454,14 @@ impl ValeTx {
 
 impl PortSync for ValeTx {
     fn sync(&mut self, k: &mut HostKring, _flags: u32) {
+        self.refresh();
         for l in &mut self.lists {
             l.clear();
         }
         self.bad_headers.clear();
-        let my_len = usize::from(
-            self.switch.ports[self.me]
-                .vnet_hdr_len
-                .load(Ordering::Relaxed),
-        );
+        let my_len = self
+            .dst(self.me)
+            .map_or(0, |p| usize::from(p.vnet_hdr_len.load(Ordering::Relaxed)));
         let mut b = TxBatch::new(k);
         while let Some(j) = b.slot() {
             let (idx, len, flags) = (
@@ -323,11 +499,17 @@ impl PortSync for ValeTx {
                     None
                 };
                 match known {
-                    Some(p) if p != self.me => self.lists[p].push(j),
+                    // An index past this ring's table: a port added since (dropped, as if it
+                    // were full, until the next sync takes the new table).
+                    Some(p) if p != self.me => match self.lists.get_mut(p) {
+                        Some(l) => l.push(j),
+                        None => b.counts.drops += 1,
+                    },
                     Some(_) => {}
                     None => {
+                        let ports = &self.ports.ports;
                         for (p, l) in self.lists.iter_mut().enumerate() {
-                            if p != self.me {
+                            if p != self.me && ports[p].is_some() {
                                 l.push(j);
                             }
                         }
@@ -339,8 +521,9 @@ impl PortSync for ValeTx {
         let mut dropped = 0;
         for p in 0..self.lists.len() {
             if !self.lists[p].is_empty() {
-                let dst_len =
-                    usize::from(self.switch.ports[p].vnet_hdr_len.load(Ordering::Relaxed));
+                let dst_len = self
+                    .dst(p)
+                    .map_or(0, |d| usize::from(d.vnet_hdr_len.load(Ordering::Relaxed)));
                 dropped += if dst_len == my_len {
                     self.deliver(p).1
                 } else {

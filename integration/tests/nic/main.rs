@@ -14,6 +14,7 @@
 //! cargo test -p ptnet-integration --test nic
 //! ```
 
+mod attach;
 mod backend;
 mod driver;
 mod frames;

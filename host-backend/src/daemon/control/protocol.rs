@@ -2,22 +2,29 @@
 //! daemon ([`super::ControlServer`]) and the client (`ptnet-ctl`, [`crate::ctl`]) share these
 //! types.
 //!
-//! Requests (`port` only with `stats`; any other field is refused):
+//! Requests (each command takes the fields shown, no others):
 //!
 //! ```text
 //! {"cmd":"version"}
 //! {"cmd":"list"}
 //! {"cmd":"stats"}
 //! {"cmd":"stats","port":"vale0:1"}
+//! {"cmd":"add","ports":["vale0:3","netmap:p{2@conf:rings=2"]}
+//! {"cmd":"remove","ports":["vale0:3"]}
+//! {"cmd":"attach","switch":"vale0","ifname":"eth1","kind":"packet"}   (kind: packet, xdp, tap)
+//! {"cmd":"detach","switch":"vale0","ifname":"eth1"}
 //! ```
 //!
-//! Responses: `{"ok":true,` and the command's field (`version`, `ports` or `stats`) `}`, or
+//! `add` and `attach` answer the ports added in `ports` (a pipe end brings its peer), `remove`
+//! and `detach` the names removed in `removed`; a request is refused whole or done whole.
+//!
+//! Responses: `{"ok":true,` and the command's field (`version`, `ports`, `stats`, `removed`) `}`, or
 //! `{"ok":false,"code":"...","error":"..."}` (codes: [`ErrorCode`]). A request must be at most
 //! [`MAX_REQUEST`] bytes, newline excluded, and arrive whole within the deadline; a longer line
 //! gets `too_long` and the connection is closed.
 
 use crate::daemon::stats::{DaemonStats, DatapathKind, FrontendState};
-use crate::portspec::PortKind;
+use crate::portspec::{AttachKind, PortKind};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -37,6 +44,18 @@ pub struct Request {
     /// `stats`: only this port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<String>,
+    /// `add`: PORT arguments; `remove`: port names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Vec<String>>,
+    /// `attach`, `detach`: the switch (`vale0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switch: Option<String>,
+    /// `attach`, `detach`: the host interface.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ifname: Option<String>,
+    /// `attach`: `packet` (the default), `xdp` or `tap`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
 }
 
 /// A checked request.
@@ -51,6 +70,32 @@ pub enum Command {
         /// Only this port.
         port: Option<String>,
     },
+    /// Adds ports at runtime (PORT arguments, as on the command line).
+    Add {
+        /// The ports.
+        ports: Vec<String>,
+    },
+    /// Removes ports at runtime.
+    Remove {
+        /// Their names.
+        ports: Vec<String>,
+    },
+    /// A host interface joins a VALE switch.
+    Attach {
+        /// The switch.
+        switch: String,
+        /// The interface.
+        ifname: String,
+        /// Through which port kind.
+        kind: AttachKind,
+    },
+    /// An attached interface leaves its switch.
+    Detach {
+        /// The switch.
+        switch: String,
+        /// The interface.
+        ifname: String,
+    },
 }
 
 /// Why a request was refused: each is a response `{"ok":false,"code":...,"error":...}`.
@@ -60,7 +105,7 @@ pub enum RequestError {
     #[error("bad request: {0}")]
     BadRequest(String),
     /// `cmd` names no command.
-    #[error("unknown command {0:?} (commands: version, list, stats)")]
+    #[error("unknown command {0:?} (commands: version, list, stats, add, remove, attach, detach)")]
     UnknownCommand(String),
     /// A field the command does not take.
     #[error("{cmd}: takes no {field:?}")]
@@ -70,9 +115,35 @@ pub enum RequestError {
         /// The field.
         field: &'static str,
     },
-    /// `stats` for a port the daemon does not serve.
+    /// `stats` or `remove` for a port the daemon does not serve.
     #[error("no port named {0:?}")]
     NoSuchPort(String),
+    /// `add`: a PORT argument that does not parse (the parser's message), or a bad port list.
+    #[error("{0}")]
+    BadPort(String),
+    /// `add`: a port the daemon serves already.
+    #[error("port {0:?} exists")]
+    PortExists(String),
+    /// The same port twice in one request.
+    #[error("port {0:?} given twice")]
+    Duplicate(String),
+    /// `remove` of one end of a pipe whose other end is served.
+    #[error(
+        "{port:?} is one end of a pipe whose other end {peer:?} is served: remove both at once"
+    )]
+    PipePeer {
+        /// The end named.
+        port: String,
+        /// Its peer.
+        peer: String,
+    },
+    /// `detach` of a port that is not an attached interface's.
+    #[error("{0:?} is not an attached interface (use remove)")]
+    NotAttached(String),
+    /// The request was valid but could not be done (the reason: a port that cannot be built,
+    /// a socket that cannot be bound, a switch that is full, ...). Nothing was changed.
+    #[error("{0}")]
+    Refused(String),
     /// A line longer than [`MAX_REQUEST`] bytes (the connection is then closed).
     #[error("request longer than {max} bytes")]
     TooLong {
@@ -99,6 +170,18 @@ pub enum ErrorCode {
     UnexpectedField,
     /// [`RequestError::NoSuchPort`].
     NoSuchPort,
+    /// [`RequestError::BadPort`].
+    BadPort,
+    /// [`RequestError::PortExists`].
+    PortExists,
+    /// [`RequestError::Duplicate`].
+    Duplicate,
+    /// [`RequestError::PipePeer`].
+    PipePeer,
+    /// [`RequestError::NotAttached`].
+    NotAttached,
+    /// [`RequestError::Refused`].
+    Refused,
     /// [`RequestError::TooLong`].
     TooLong,
     /// [`RequestError::Busy`].
@@ -113,6 +196,12 @@ impl RequestError {
             Self::UnknownCommand(_) => ErrorCode::UnknownCommand,
             Self::UnexpectedField { .. } => ErrorCode::UnexpectedField,
             Self::NoSuchPort(_) => ErrorCode::NoSuchPort,
+            Self::BadPort(_) => ErrorCode::BadPort,
+            Self::PortExists(_) => ErrorCode::PortExists,
+            Self::Duplicate(_) => ErrorCode::Duplicate,
+            Self::PipePeer { .. } => ErrorCode::PipePeer,
+            Self::NotAttached(_) => ErrorCode::NotAttached,
+            Self::Refused(_) => ErrorCode::Refused,
             Self::TooLong { .. } => ErrorCode::TooLong,
             Self::Busy { .. } => ErrorCode::Busy,
         }
@@ -142,32 +231,118 @@ impl Request {
 
     /// Checks the command and its fields.
     pub fn command(self) -> Result<Command, RequestError> {
-        let no_port = |cmd| match self.port {
-            Some(_) => Err(RequestError::UnexpectedField { cmd, field: "port" }),
-            None => Ok(()),
+        let cmd: &'static str = match self.cmd.as_str() {
+            "version" => "version",
+            "list" => "list",
+            "stats" => "stats",
+            "add" => "add",
+            "remove" => "remove",
+            "attach" => "attach",
+            "detach" => "detach",
+            other => return Err(RequestError::UnknownCommand(echo(other))),
         };
-        match self.cmd.as_str() {
-            "version" => no_port("version").map(|()| Command::Version),
-            "list" => no_port("list").map(|()| Command::List),
-            "stats" => Ok(Command::Stats { port: self.port }),
-            other => Err(RequestError::UnknownCommand(echo(other))),
+        // Which fields each command takes.
+        let takes: &[&str] = match cmd {
+            "stats" => &["port"],
+            "add" | "remove" => &["ports"],
+            "attach" => &["switch", "ifname", "kind"],
+            "detach" => &["switch", "ifname"],
+            _ => &[],
+        };
+        for (field, given) in [
+            ("port", self.port.is_some()),
+            ("ports", self.ports.is_some()),
+            ("switch", self.switch.is_some()),
+            ("ifname", self.ifname.is_some()),
+            ("kind", self.kind.is_some()),
+        ] {
+            if given && !takes.contains(&field) {
+                return Err(RequestError::UnexpectedField { cmd, field });
+            }
         }
+        let need = |v: Option<String>, field: &str| {
+            v.ok_or_else(|| RequestError::BadRequest(format!("{cmd}: needs {field:?}")))
+        };
+        Ok(match cmd {
+            "version" => Command::Version,
+            "list" => Command::List,
+            "stats" => Command::Stats { port: self.port },
+            "add" => Command::Add {
+                ports: self
+                    .ports
+                    .ok_or_else(|| RequestError::BadRequest("add: needs \"ports\"".into()))?,
+            },
+            "remove" => Command::Remove {
+                ports: self
+                    .ports
+                    .ok_or_else(|| RequestError::BadRequest("remove: needs \"ports\"".into()))?,
+            },
+            "attach" => {
+                let kind = match self.kind.as_deref() {
+                    None => AttachKind::Packet,
+                    Some(k) => AttachKind::parse(k).ok_or_else(|| {
+                        RequestError::BadRequest(format!(
+                            "attach: kind {:?} (known: packet, xdp, tap)",
+                            echo(k)
+                        ))
+                    })?,
+                };
+                Command::Attach {
+                    switch: need(self.switch, "switch")?,
+                    ifname: need(self.ifname, "ifname")?,
+                    kind,
+                }
+            }
+            _ => Command::Detach {
+                switch: need(self.switch, "switch")?,
+                ifname: need(self.ifname, "ifname")?,
+            },
+        })
     }
 }
 
 impl Command {
     /// The request line for this command (no newline).
     pub fn to_line(&self) -> String {
-        let (cmd, port) = match self {
-            Self::Version => ("version", None),
-            Self::List => ("list", None),
-            Self::Stats { port } => ("stats", port.clone()),
+        let mut r = Request {
+            cmd: String::new(),
+            port: None,
+            ports: None,
+            switch: None,
+            ifname: None,
+            kind: None,
         };
-        serde_json::to_string(&Request {
-            cmd: cmd.into(),
-            port,
-        })
-        .expect("a request serializes")
+        r.cmd = match self {
+            Self::Version => "version",
+            Self::List => "list",
+            Self::Stats { port } => {
+                r.port = port.clone();
+                "stats"
+            }
+            Self::Add { ports } => {
+                r.ports = Some(ports.clone());
+                "add"
+            }
+            Self::Remove { ports } => {
+                r.ports = Some(ports.clone());
+                "remove"
+            }
+            Self::Attach {
+                switch,
+                ifname,
+                kind,
+            } => {
+                (r.switch, r.ifname) = (Some(switch.clone()), Some(ifname.clone()));
+                r.kind = Some(crate::daemon::runtime::attach_word(*kind).into());
+                "attach"
+            }
+            Self::Detach { switch, ifname } => {
+                (r.switch, r.ifname) = (Some(switch.clone()), Some(ifname.clone()));
+                "detach"
+            }
+        }
+        .into();
+        serde_json::to_string(&r).expect("a request serializes")
     }
 }
 
@@ -192,6 +367,9 @@ pub struct Response {
     /// `stats` (with `port`: only that port in `ports`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stats: Option<DaemonStats>,
+    /// `remove`, `detach`: the ports removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed: Option<Vec<String>>,
 }
 
 impl Response {
@@ -203,6 +381,7 @@ impl Response {
             version: None,
             ports: None,
             stats: None,
+            removed: None,
         }
     }
 
@@ -228,6 +407,14 @@ impl Response {
     pub fn ports(p: Vec<PortInfo>) -> Self {
         Self {
             ports: Some(p),
+            ..Self::ok()
+        }
+    }
+
+    /// The answer to `remove` and `detach`.
+    pub fn removed(names: Vec<String>) -> Self {
+        Self {
+            removed: Some(names),
             ..Self::ok()
         }
     }
@@ -343,6 +530,29 @@ mod tests {
             (b"\xff\xfe", ErrorCode::BadRequest),
             (br#"{"cmd":"reboot"}"#, ErrorCode::UnknownCommand),
             (br#"{"cmd":"list","port":"a"}"#, ErrorCode::UnexpectedField),
+            (br#"{"cmd":"add"}"#, ErrorCode::BadRequest),
+            (br#"{"cmd":"add","ports":"vale0:1"}"#, ErrorCode::BadRequest),
+            (br#"{"cmd":"add","ports":[1]}"#, ErrorCode::BadRequest),
+            (
+                br#"{"cmd":"add","ports":[],"port":"a"}"#,
+                ErrorCode::UnexpectedField,
+            ),
+            (
+                br#"{"cmd":"remove","switch":"vale0"}"#,
+                ErrorCode::UnexpectedField,
+            ),
+            (
+                br#"{"cmd":"attach","switch":"vale0"}"#,
+                ErrorCode::BadRequest,
+            ),
+            (
+                br#"{"cmd":"attach","switch":"vale0","ifname":"e","kind":"dpdk"}"#,
+                ErrorCode::BadRequest,
+            ),
+            (
+                br#"{"cmd":"detach","ifname":"e","kind":"tap"}"#,
+                ErrorCode::UnexpectedField,
+            ),
         ] {
             let e = Request::parse(bad).unwrap_err();
             assert_eq!(e.code(), code, "{bad:?}: {e}");
@@ -359,6 +569,21 @@ mod tests {
             Command::Stats { port: None },
             Command::Stats {
                 port: Some("vale0:1".into()),
+            },
+            Command::Add {
+                ports: vec!["vale0:1@conf:rings=2".into(), "netmap:p{1".into()],
+            },
+            Command::Remove {
+                ports: vec!["vale0:1".into()],
+            },
+            Command::Attach {
+                switch: "vale0".into(),
+                ifname: "eth1".into(),
+                kind: AttachKind::Xdp,
+            },
+            Command::Detach {
+                switch: "vale0".into(),
+                ifname: "eth1".into(),
             },
         ] {
             assert_eq!(Request::parse(c.to_line().as_bytes()), Ok(c));

@@ -140,7 +140,7 @@ impl Guest {
 
 fn switch(names: &[&str]) -> Vec<Arc<Port>> {
     let specs: Vec<PortSpec> = names.iter().map(|n| PortSpec::parse(n).unwrap()).collect();
-    build_ports(&specs, NetmapImpl::User).unwrap()
+    build_ports(&specs, NetmapImpl::User, &Default::default()).unwrap()
 }
 
 /// A 12-byte zero header and an Ethernet frame from `src` to `dst` of `len` bytes.
