@@ -24,3 +24,4 @@ mod scenarios;
 mod tap;
 mod veth;
 mod xdp;
+mod xdp_restart;
