@@ -74,7 +74,8 @@ impl Spec {
     }
 }
 
-fn cleanup_prefix(prefix: &str) {
+/// Removes what a DPDK process with EAL `--file-prefix=prefix` left (hugepage files, runtime dir).
+pub fn cleanup_prefix(prefix: &str) {
     if let Ok(rd) = std::fs::read_dir("/dev/hugepages") {
         for e in rd.flatten() {
             if e.file_name()
@@ -88,26 +89,31 @@ fn cleanup_prefix(prefix: &str) {
     let _ = std::fs::remove_dir_all(PathBuf::from("/var/run/dpdk").join(prefix));
 }
 
+/// The EAL arguments of every DPDK process of the bench: both lcores (main, forwarding) on `cpu`,
+/// no PCI, its own `--file-prefix`, hugepage memory, the `vdevs`.
+pub fn eal_args(cfg: &Config, name: &str, cpu: usize, vdevs: &[String]) -> Vec<String> {
+    let mut a: Vec<String> = vec![
+        format!("--lcores=0@{cpu},1@{cpu}"),
+        "--main-lcore=0".into(),
+        "--no-pci".into(),
+        format!("--file-prefix={name}"),
+        "--single-file-segments".into(),
+        "--iova-mode=va".into(),
+        "-m".into(),
+        cfg.mem_mb.to_string(),
+    ];
+    for v in vdevs {
+        a.push(format!("--vdev={v}"));
+    }
+    a
+}
+
 impl Testpmd {
     /// Starts it; `len` is the txonly frame length.
     pub fn start(cfg: &Config, spec: &Spec, len: usize) -> Result<Self, String> {
         cleanup_prefix(&spec.name);
-        let c = spec.cpu;
-        let mut a: Vec<String> = vec![
-            "-oL".into(),
-            TESTPMD.into(),
-            format!("--lcores=0@{c},1@{c}"),
-            "--main-lcore=0".into(),
-            "--no-pci".into(),
-            format!("--file-prefix={}", spec.name),
-            "--single-file-segments".into(),
-            "--iova-mode=va".into(),
-            "-m".into(),
-            cfg.mem_mb.to_string(),
-        ];
-        for v in &spec.vdevs {
-            a.push(format!("--vdev={v}"));
-        }
+        let mut a: Vec<String> = vec!["-oL".into(), TESTPMD.into()];
+        a.extend(eal_args(cfg, &spec.name, spec.cpu, &spec.vdevs));
         a.extend([
             "--".into(),
             format!("--forward-mode={}", spec.fwd),
