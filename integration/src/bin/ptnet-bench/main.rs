@@ -34,6 +34,7 @@ mod proc;
 mod ptnet;
 mod report;
 mod setup;
+mod single;
 mod workloads;
 
 use opts::Opts;
