@@ -5,7 +5,8 @@
 //!                           (the `#[ignore]`d VM tests too; PTNET_SKIP_VM=1 leaves them ignored)
 //! cargo xtask ci            fmt + clippy + doc + test (what .ci/run runs)
 //! cargo xtask demo          daemon + two guests exchanging packets (Ctrl-C stops)
-//! cargo xtask bench         ptnet vs DPDK vhost-user benchmark
+//! cargo xtask bench         ptnet vs DPDK vhost-user benchmark (ARGS go to ptnet-bench: --quick, --only ...)
+//! cargo xtask bench-table   README's figures table from target/bench/results.json ([RESULTS])
 //! cargo xtask build-qemu    patched QEMU (cached); prints its path
 //! cargo xtask guest-image   the guest kernel + initramfs (cached); prints its directory
 //! cargo xtask deps          install the Debian packages the tests need
@@ -13,6 +14,7 @@
 //! cargo xtask fuzz          cargo-fuzz targets on nightly ([--seconds N] [--sanitizer S] [TARGET...])
 //! ```
 
+mod bench_table;
 mod fuzz;
 
 use std::path::{Path, PathBuf};
@@ -276,7 +278,7 @@ fn soak(extra: &[String]) -> Result<(), String> {
 }
 
 const USAGE: &str =
-    "usage: cargo xtask <test|ci|demo|bench|soak|build-qemu|guest-image|stock-qemu|deps|fuzz> [ARGS...]";
+    "usage: cargo xtask <test|ci|demo|bench|bench-table|soak|build-qemu|guest-image|stock-qemu|deps|fuzz> [ARGS...]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -290,6 +292,7 @@ fn main() -> ExitCode {
         "ci" => ci(),
         "demo" => demo(rest),
         "bench" => bench(rest),
+        "bench-table" => bench_table::bench_table(&root(), rest),
         "soak" => soak(rest),
         "build-qemu" => build_qemu().map(|p| println!("{}", p.display())),
         "guest-image" => guest_image().map(|p| println!("{}", p.display())),

@@ -86,9 +86,7 @@ fn have(prog: &str) -> bool {
 
 /// testpmd, and what P8 builds its paced DPDK sender with (`cc`, `pkg-config libdpdk`).
 fn dpdk_ready() -> bool {
-    have(dpdk::TESTPMD)
-        && have("cc")
-        && proc::sh("pkg-config", &["--exists", "libdpdk"]).is_ok()
+    have(dpdk::TESTPMD) && have("cc") && proc::sh("pkg-config", &["--exists", "libdpdk"]).is_ok()
 }
 
 /// The Debian packages [`dpdk_ready`] needs.
