@@ -58,7 +58,7 @@ fn failure(e: &Value) -> Option<String> {
 /// The table's rows: workload, ptnet, DPDK (or the reference), ratio, target, met.
 fn rows(r: &Value) -> Vec<[String; 6]> {
     let mut out = Vec::new();
-    let mut failed = |name: &str, e: &Value, out: &mut Vec<[String; 6]>| {
+    let failed = |name: &str, e: &Value, out: &mut Vec<[String; 6]>| {
         let f = failure(e)?;
         out.push([
             name.into(),
@@ -80,10 +80,11 @@ fn rows(r: &Value) -> Vec<[String; 6]> {
             continue;
         }
         let best = text(e, &["dpdk_best_shape"]).unwrap_or("");
-        let dpdk = best
-            .is_empty()
-            .then(|| "-".to_string())
-            .unwrap_or_else(|| format!("{} {best}", runs(e.pointer(&format!("/dpdk/{best}")), 2)));
+        let dpdk = if best.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{} {best}", runs(e.pointer(&format!("/dpdk/{best}")), 2))
+        };
         out.push([
             name.into(),
             runs(e.get("ptnet"), 2),
