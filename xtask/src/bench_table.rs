@@ -182,7 +182,12 @@ fn rows(r: &Value) -> Vec<[String; 6]> {
                 side("dpdk", "dpdk_cpu_s_per_mpkt"),
                 ratio(num(x, &["ratio"])),
                 num(x, &["target_ratio"]).map_or("-".into(), |t| format!("<= {t}x DPDK")),
-                met(x.get("met").and_then(Value::as_bool)),
+                match x.get("both_carried_the_load").and_then(Value::as_bool) {
+                    Some(false) if x.get("target_ratio").is_some() => {
+                        "n/a (a side received < 95 % of the offered load)".into()
+                    }
+                    _ => met(x.get("met").and_then(Value::as_bool)),
+                },
             ]);
         }
     }
