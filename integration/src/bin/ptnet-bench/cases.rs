@@ -267,14 +267,13 @@ fn dpdk_run(
     let t0 = Instant::now();
     let from = t0 + std::time::Duration::from_secs_f64(warm);
     let to = from + std::time::Duration::from_secs_f64(secs);
-    std::thread::sleep(
-        to.saturating_duration_since(Instant::now()) + std::time::Duration::from_millis(600),
-    );
     let (measured, ports): (&dpdk::Testpmd, &[u32]) = match shape {
         Shape::Sink => (&host, &[0]),
         Shape::Chain => (rx.as_ref().expect("chain has a receiver"), &[0]),
         Shape::Flowgen => (&tx, &[0, 1]),
     };
+    crate::proc::sleep_until(to);
+    dpdk::wait_sample_after(&measured.proc, to, std::time::Duration::from_secs(5));
     let r = dpdk::window_mpps_sum(&measured.proc.stdout(), ports, from, to);
     let tail = measured.proc.tail(15);
     drop(tx);

@@ -201,8 +201,8 @@ fn dpdk_run(o: &Opts, sender: &std::path::Path, topo: Topo, rate: u64) -> Result
     sleep_until(to);
     let cpu = meter.finish()?;
     // testpmd prints its statistics once a second.
-    sleep_until(to + Duration::from_millis(1200));
     let measured = rx.as_ref().unwrap_or(&host);
+    dpdk::wait_sample_after(&measured.proc, to, Duration::from_secs(5));
     let rx_mpps =
         dpdk::window_mpps(&measured.proc.stdout(), 0, true, from, to).ok_or_else(|| {
             format!(

@@ -4,7 +4,7 @@
 //! sender paces on the TSC exactly as `ptnet-pkt-gen -R` does (chunks of min(512, rate/1000),
 //! sleeping between them), so both sides' senders pay for the same work.
 
-use crate::dpdk::{cleanup_prefix, eal_args, Config};
+use crate::dpdk::{cleanup_prefix, eal_args, file_prefix, Config};
 use crate::proc::{sh, Proc};
 use nix::sys::signal::Signal;
 use ptnet_integration::host::workspace_root;
@@ -62,17 +62,15 @@ impl PacedTx {
         len: usize,
     ) -> Result<Self, String> {
         let name = "ptb-paced";
-        cleanup_prefix(name);
+        let prefix = file_prefix(name);
+        cleanup_prefix(&prefix);
         let mut a = eal_args(cfg, name, cpu, &[vdev]);
         a.extend(["--".into(), rate.to_string(), len.to_string(), "500".into()]);
         let mut proc = Proc::spawn(name, None, bin, &a)?;
         proc.wait_line(Duration::from_secs(60), |l| {
             l.contains("ptb-paced-tx: port") && l.contains("started")
         })?;
-        Ok(Self {
-            proc,
-            prefix: name.into(),
-        })
+        Ok(Self { proc, prefix })
     }
 }
 

@@ -55,6 +55,7 @@ fn run(o: &Opts) -> Result<Vec<&'static str>, String> {
     }
     if o.dpdk {
         setup_dpdk()?;
+        dpdk::cleanup_stale();
         setup_hugepages()?;
     }
     let bins = setup_bins()?;
