@@ -12,7 +12,7 @@ use ptnet_integration::Bins;
 pub const P5_OVER_FLOOR: f64 = 1.3;
 
 /// The host-interface ports of the `nic` workload: (kind, port).
-const NIC_PORTS: [(&str, &str); 3] = [
+pub const NIC_PORTS: [(&str, &str); 3] = [
     ("tap", "tap:ptbencht"),
     ("packet", "packet:ptbench0"),
     ("xdp", "xdp:ptbench0"),

@@ -24,7 +24,7 @@ pub enum Kind {
     IdleCpu,
     /// Ping-pong round trips through a pipe.
     PingPong,
-    /// pkt-gen tx into each host-interface port kind ([`NIC_PORTS`]).
+    /// pkt-gen tx into each host-interface port kind ([`crate::single::NIC_PORTS`]).
     Nic,
     /// One parameter of the pipe case (P2) swept over `points`, ptnet only.
     Scaling {
