@@ -260,7 +260,7 @@ pub fn run(o: &Opts, bins: &Bins, w: &Workload, rep: &mut Report) -> Result<(), 
             let carried = |sd: &Side| sd.rx.median() / rate as f64;
             let short: Vec<String> = [("ptnet", &pt), ("dpdk", &dp)]
                 .iter()
-                .filter(|(_, sd)| carried(sd) < CARRIED)
+                .filter(|(_, sd)| !sd.rx.0.is_empty() && carried(sd) < CARRIED)
                 .map(|(n, sd)| format!("{n} rx {:.0}%", carried(sd) * 100.0))
                 .collect();
             let judged = ratio.is_finite() && short.is_empty();

@@ -293,10 +293,14 @@ fn compared(
     let key = w.key;
     let c = compare(o, bins, key, topo, target)?;
     let best = c.best().map_or("", |(s, _)| s.key());
+    let dpdk = match (c.best(), c.dpdk_errors.first()) {
+        (None, Some((_, e))) => format!("FAILED: {}", e.lines().next().unwrap_or("")),
+        _ => format!("{} {best}", c.dpdk().show()),
+    };
     rep.table.push([
         w.name.into(),
         c.ptnet.show(),
-        format!("{} {best}", c.dpdk().show()),
+        dpdk,
         ratio_text(c.ratio()),
         format!(">= {target}x"),
         met_text(c.ratio() >= target, c.ratio()),
@@ -311,7 +315,14 @@ fn compared(
         ));
     }
     rep.res.set(key, c.json());
-    Ok(())
+    match c.dpdk_errors.first() {
+        None => Ok(()),
+        Some((shape, e)) => Err(format!(
+            "{} DPDK run(s) failed (ptnet's and the other runs are kept); {}: {e}",
+            c.dpdk_errors.len(),
+            shape.key()
+        )),
+    }
 }
 
 fn scaling(
