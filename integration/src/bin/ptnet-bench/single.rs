@@ -11,13 +11,6 @@ use ptnet_integration::Bins;
 /// P5's round trip p50, at most this times the eventfd floor's p50.
 pub const P5_OVER_FLOOR: f64 = 1.3;
 
-/// The host-interface ports of the `nic` workload: (kind, port).
-pub const NIC_PORTS: [(&str, &str); 3] = [
-    ("tap", "tap:ptbencht"),
-    ("packet", "packet:ptbench0"),
-    ("xdp", "xdp:ptbench0"),
-];
-
 pub fn idle_cpu(o: &Opts, bins: &Bins, w: &Workload, rep: &mut Report) -> Result<(), String> {
     let (attached, bare) = ptnet::idle_cpu(bins, "1", "0", 64, o.secs)?;
     eprintln!("bench: p4 {attached:.3}% with idle receivers attached, {bare:.3}% unattached");
@@ -122,34 +115,96 @@ pub fn ping_pong(o: &Opts, bins: &Bins, w: &Workload, rep: &mut Report) -> Resul
     Ok(())
 }
 
-/// Mpps per host-interface port kind: pkt-gen tx into `tap:`, `packet:` and `xdp:` ports over a
-/// veth pair and a tap made here (and removed after). The copies into the kernel are the cost.
-pub fn nic_ports(o: &Opts, bins: &Bins, w: &Workload, rep: &mut Report) -> Result<(), String> {
-    let cleanup = || {
-        let _ = proc::sh("ip", &["link", "del", "ptbench0"]);
-        let _ = proc::sh("ip", &["link", "del", "ptbencht"]);
-    };
-    cleanup();
-    let setup = || -> Result<(), String> {
+/// The host-interface port kinds of the `nic` workload, over the interfaces of [`NicIfs`].
+pub const NIC_PORTS: [&str; 3] = ["tap", "packet", "xdp"];
+
+/// The `nic` workload's interfaces, named after this bench's pid (`ptb<PID>v0`/`v1`, a veth
+/// pair, and the tap `ptb<PID>t`) so that two benches on one machine do not delete each other's.
+struct NicIfs {
+    veth: String,
+    peer: String,
+    tap: String,
+}
+
+impl NicIfs {
+    fn new() -> Self {
+        let pid = std::process::id();
+        Self {
+            veth: format!("ptb{pid}v0"),
+            peer: format!("ptb{pid}v1"),
+            tap: format!("ptb{pid}t"),
+        }
+    }
+
+    /// The port of `kind` on these interfaces.
+    fn port(&self, kind: &str) -> String {
+        match kind {
+            "tap" => format!("tap:{}", self.tap),
+            _ => format!("{kind}:{}", self.veth),
+        }
+    }
+
+    fn cleanup(&self) {
+        let _ = proc::sh("ip", &["link", "del", &self.veth]);
+        let _ = proc::sh("ip", &["link", "del", &self.tap]);
+    }
+
+    fn setup(&self) -> Result<(), String> {
         proc::sh(
             "ip",
             &[
-                "link", "add", "ptbench0", "type", "veth", "peer", "name", "ptbench1",
+                "link", "add", &self.veth, "type", "veth", "peer", "name", &self.peer,
             ],
         )?;
-        proc::sh("ip", &["tuntap", "add", "dev", "ptbencht", "mode", "tap"])?;
-        for dev in ["ptbench0", "ptbench1", "ptbencht"] {
+        proc::sh("ip", &["tuntap", "add", "dev", &self.tap, "mode", "tap"])?;
+        for dev in [&self.veth, &self.peer, &self.tap] {
             proc::sh("ip", &["link", "set", dev, "up"])?;
         }
         Ok(())
+    }
+}
+
+/// Removes the interfaces earlier benches left when they were killed (`ptb<PID>v0`, `ptb<PID>t`
+/// of a PID that is gone).
+fn cleanup_stale_ifs() {
+    let Ok(rd) = std::fs::read_dir("/sys/class/net") else {
+        return;
     };
-    if let Err(e) = setup() {
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix("ptb") else {
+            continue;
+        };
+        let Some(pid) = rest
+            .strip_suffix("v0")
+            .or_else(|| rest.strip_suffix('t'))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = proc::sh("ip", &["link", "del", &name]);
+        }
+    }
+}
+
+/// Mpps per host-interface port kind: pkt-gen tx into `tap:`, `packet:` and `xdp:` ports over a
+/// veth pair and a tap made here (and removed after). The copies into the kernel are the cost.
+/// A kind that cannot run is recorded as failed; the others still run.
+pub fn nic_ports(o: &Opts, bins: &Bins, w: &Workload, rep: &mut Report) -> Result<(), String> {
+    cleanup_stale_ifs();
+    let ifs = NicIfs::new();
+    let cleanup = || ifs.cleanup();
+    cleanup();
+    if let Err(e) = ifs.setup() {
         cleanup();
         return Err(format!("nic workload setup: {e}"));
     }
     let mut out = Json::obj();
     let mut failed = Vec::new();
-    for (kind, port) in NIC_PORTS {
+    for kind in NIC_PORTS {
+        let port = ifs.port(kind);
+        let port = port.as_str();
         let case = ptnet::Case {
             ports: vec![port.into()],
             daemon_cpus: PT_P1.1.into(),
