@@ -5,7 +5,8 @@
 //!                           (the `#[ignore]`d VM tests too; PTNET_SKIP_VM=1 leaves them ignored)
 //! cargo xtask ci            fmt + clippy + doc + test (what .ci/run runs)
 //! cargo xtask demo          daemon + two guests exchanging packets (Ctrl-C stops)
-//! cargo xtask bench         ptnet vs DPDK vhost-user benchmark
+//! cargo xtask bench         ptnet vs DPDK vhost-user benchmark (ARGS go to ptnet-bench: --quick, --only ...)
+//! cargo xtask bench-table   README's figures table from target/bench/results.json ([RESULTS])
 //! cargo xtask build-qemu    patched QEMU (cached); prints its path
 //! cargo xtask guest-image   the guest kernel + initramfs (cached); prints its directory
 //! cargo xtask deps          install the Debian packages the tests need
@@ -14,6 +15,7 @@
 //! cargo xtask fuzz          cargo-fuzz targets on nightly ([--seconds N] [--sanitizer S] [TARGET...])
 //! ```
 
+mod bench_table;
 mod fuzz;
 
 use std::path::{Path, PathBuf};
@@ -310,7 +312,7 @@ fn soak(extra: &[String]) -> Result<(), String> {
 }
 
 const USAGE: &str =
-    "usage: cargo xtask <test|ci|demo|bench|soak|build-qemu|guest-image|stock-qemu|deps|man|fuzz> [ARGS...]";
+    "usage: cargo xtask <test|ci|demo|bench|bench-table|soak|build-qemu|guest-image|stock-qemu|deps|man|fuzz> [ARGS...]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -324,6 +326,7 @@ fn main() -> ExitCode {
         "ci" => ci(),
         "demo" => demo(rest),
         "bench" => bench(rest),
+        "bench-table" => bench_table::bench_table(&root(), rest),
         "soak" => soak(rest),
         "build-qemu" => build_qemu().map(|p| println!("{}", p.display())),
         "guest-image" => guest_image().map(|p| println!("{}", p.display())),

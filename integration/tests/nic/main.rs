@@ -25,3 +25,4 @@ mod scenarios;
 mod tap;
 mod veth;
 mod xdp;
+mod xdp_restart;

@@ -154,6 +154,11 @@ impl Daemon {
         self.b.running()
     }
 
+    /// Sends it `sig` without waiting for it.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        self.b.signal(sig)
+    }
+
     /// Stops it (SIGTERM) and returns how it exited (`None`: it had to be killed).
     pub fn terminate(&mut self) -> Option<ExitStatus> {
         self.b.terminate(Duration::from_secs(5))

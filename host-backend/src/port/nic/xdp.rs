@@ -25,6 +25,7 @@ use ptnet_protocol::sync::{ring_prev, HostKring, PortSync};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// UMEM chunk size (one netmap buffer).
 const CHUNK: u64 = 2048;
@@ -34,7 +35,15 @@ const ETH_HLEN: usize = 14;
 /// How long a TX ring waiting for the kernel sleeps at most: the socket is not woken when the
 /// link goes down (its poll then reports nothing), nor when a busy driver queue restarts with
 /// none of our frames in flight; the ring finds out this long after, on its own.
-const TX_BACKSTOP: std::time::Duration = std::time::Duration::from_millis(50);
+const TX_BACKSTOP: Duration = Duration::from_millis(50);
+/// How long opening a queue waits for it to be free. The kernel releases an AF_XDP socket's hold
+/// on its queue some time after the socket is closed (after its process exited, in deferred
+/// work), so a daemon started right after another one stopped on the same interface finds the
+/// queue busy (EBUSY from the bind) for a short while; it tries again until this deadline, then
+/// fails naming the interface and the queue.
+const BIND_BUSY_WAIT: Duration = Duration::from_secs(5);
+/// The longest pause between two binding attempts.
+const BIND_BUSY_PAUSE: Duration = Duration::from_millis(100);
 
 /// The XDP program, its map and the link keeping it attached (dropped with the last ring).
 struct Attachment {
@@ -108,14 +117,86 @@ fn ring_map(
     sys::Mapping::shared(fd, pgoff, len, libc::MAP_POPULATE)
 }
 
+/// Why one attempt at opening a socket failed.
+enum OpenError {
+    /// The queue is still held by another socket (EBUSY from the bind): worth another try.
+    Busy(std::io::Error),
+    /// Anything else.
+    Failed(NicError),
+}
+
+impl From<NicError> for OpenError {
+    fn from(e: NicError) -> Self {
+        Self::Failed(e)
+    }
+}
+
 impl Xsk {
+    /// [`Xsk::try_open`] until the queue is free or [`BIND_BUSY_WAIT`] has passed (a new socket
+    /// each time: a socket whose bind failed is not reused).
     fn open(
+        port: &str,
+        (ifname, ifindex): (&str, u32),
+        queue: u32,
+        rx_size: Option<u32>,
+        tx_size: Option<u32>,
+    ) -> Result<Self, NicError> {
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(5);
+        let mut tries = 0u32;
+        loop {
+            tries += 1;
+            let e = match Self::try_open(port, ifindex, queue, rx_size, tx_size) {
+                Ok(x) => {
+                    if tries > 1 {
+                        tracing::info!(
+                            port,
+                            ifname,
+                            queue,
+                            waited_ms = start.elapsed().as_millis() as u64,
+                            tries,
+                            "queue released by its previous socket"
+                        );
+                    }
+                    return Ok(x);
+                }
+                Err(OpenError::Failed(e)) => return Err(e),
+                Err(OpenError::Busy(e)) => e,
+            };
+            let left = BIND_BUSY_WAIT.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                return Err(NicError::io(
+                    port,
+                    format!(
+                        "binding to queue {queue} of {ifname}: still busy after {:.1} s and \
+                         {tries} tries (another AF_XDP socket, or a program such as another \
+                         daemon, holds that queue)",
+                        start.elapsed().as_secs_f64()
+                    ),
+                    e,
+                ));
+            }
+            if tries == 1 {
+                tracing::info!(
+                    port,
+                    ifname,
+                    queue,
+                    "queue busy (the previous socket not released yet?): trying again"
+                );
+            }
+            std::thread::sleep(pause.min(left));
+            pause = (pause * 2).min(BIND_BUSY_PAUSE);
+        }
+    }
+
+    /// One attempt: a socket, its UMEM and rings, bound to `queue`.
+    fn try_open(
         port: &str,
         ifindex: u32,
         queue: u32,
         rx_size: Option<u32>,
         tx_size: Option<u32>,
-    ) -> Result<Self, NicError> {
+    ) -> Result<Self, OpenError> {
         let io = |what: String, e| NicError::io(port, what, e);
         let fd =
             sys::socket(libc::AF_XDP, 0).map_err(|e| io("creating an AF_XDP socket".into(), e))?;
@@ -156,9 +237,9 @@ impl Xsk {
             .map_err(|e| io("XDP_MMAP_OFFSETS".into(), e))?;
         let mut maps = Vec::new();
         let mut map =
-            |o: &libc::xdp_ring_offset, entry, size, pgoff| -> Result<XskRing, NicError> {
+            |o: &libc::xdp_ring_offset, entry, size, pgoff| -> Result<XskRing, OpenError> {
                 let m = ring_map(fd.as_fd(), o, entry, size, pgoff)
-                    .map_err(|e| io("mapping an AF_XDP ring".into(), e))?;
+                    .map_err(|e| OpenError::Failed(io("mapping an AF_XDP ring".into(), e)))?;
                 let r = XskRing::new(m.mem().clone(), o, size);
                 maps.push(m);
                 Ok(r)
@@ -182,12 +263,12 @@ impl Xsk {
         sa.sxdp_ifindex = ifindex;
         sa.sxdp_queue_id = queue;
         sys::bind_raw(raw, &sa).map_err(|e| {
-            let hint = if e.raw_os_error() == Some(libc::EINVAL) {
-                " (does the interface have that many queues?)"
-            } else {
-                ""
+            let hint = match e.raw_os_error() {
+                Some(libc::EBUSY) => return OpenError::Busy(e),
+                Some(libc::EINVAL) => " (does the interface have that many queues?)",
+                _ => "",
             };
-            io(format!("binding to queue {queue}{hint}"), e)
+            OpenError::Failed(io(format!("binding to queue {queue}{hint}"), e))
         })?;
         Ok(Self {
             _maps: maps,
@@ -220,7 +301,7 @@ pub(crate) fn build(spec: &PortSpec, ifname: &str, queue: u32) -> Result<BuiltPo
     for i in 0..n {
         let x = Xsk::open(
             port,
-            ifindex,
+            (ifname, ifindex),
             queue + i,
             (i < r).then(|| parts.spec.rx_slots.next_power_of_two()),
             (i < t).then(|| parts.spec.tx_slots.next_power_of_two()),
@@ -231,24 +312,7 @@ pub(crate) fn build(spec: &PortSpec, ifname: &str, queue: u32) -> Result<BuiltPo
     }
     let prog = bpf::load_redirect(&map)
         .map_err(|e| NicError::io(port, "loading the XDP redirect program", e))?;
-    let (link, mode) = match bpf::attach_xdp(&prog, ifindex, bpf::XDP_FLAGS_DRV_MODE) {
-        Ok(l) => (l, "native"),
-        Err(_) => (
-            bpf::attach_xdp(&prog, ifindex, bpf::XDP_FLAGS_SKB_MODE).map_err(|e| {
-                let hint = if e.raw_os_error() == Some(libc::EBUSY) {
-                    " (the interface already has an XDP program)"
-                } else {
-                    ""
-                };
-                NicError::io(
-                    port,
-                    format!("attaching the XDP program to {ifname}{hint}"),
-                    e,
-                )
-            })?,
-            "generic",
-        ),
-    };
+    let (link, mode) = attach(port, &prog, (ifname, ifindex))?;
     let att = Arc::new(Attachment {
         _link: link,
         _prog: prog,
@@ -301,6 +365,40 @@ pub(crate) fn build(spec: &PortSpec, ifname: &str, queue: u32) -> Result<BuiltPo
         "AF_XDP sockets attached (copy mode)"
     );
     Ok(parts.into_port(port, syncs, None))
+}
+
+/// Attaches `prog` to the interface, natively, else in generic mode. An interface that still has
+/// an XDP program (EBUSY: a daemon that just exited, whose link the kernel has not let go of yet)
+/// is tried again until [`BIND_BUSY_WAIT`], as the queues are.
+fn attach(
+    port: &str,
+    prog: &OwnedFd,
+    (ifname, ifindex): (&str, u32),
+) -> Result<(OwnedFd, &'static str), NicError> {
+    let start = Instant::now();
+    loop {
+        let e = match bpf::attach_xdp(prog, ifindex, bpf::XDP_FLAGS_DRV_MODE) {
+            Ok(l) => return Ok((l, "native")),
+            Err(_) => match bpf::attach_xdp(prog, ifindex, bpf::XDP_FLAGS_SKB_MODE) {
+                Ok(l) => return Ok((l, "generic")),
+                Err(e) => e,
+            },
+        };
+        let busy = e.raw_os_error() == Some(libc::EBUSY);
+        if !busy || start.elapsed() >= BIND_BUSY_WAIT {
+            let hint = if busy {
+                " (the interface already has an XDP program)"
+            } else {
+                ""
+            };
+            return Err(NicError::io(
+                port,
+                format!("attaching the XDP program to {ifname}{hint}"),
+                e,
+            ));
+        }
+        std::thread::sleep(BIND_BUSY_PAUSE / 4);
+    }
 }
 
 /// TX ring i: netmap slots -> TX chunks -> the socket's TX ring.

@@ -267,14 +267,13 @@ fn dpdk_run(
     let t0 = Instant::now();
     let from = t0 + std::time::Duration::from_secs_f64(warm);
     let to = from + std::time::Duration::from_secs_f64(secs);
-    std::thread::sleep(
-        to.saturating_duration_since(Instant::now()) + std::time::Duration::from_millis(600),
-    );
     let (measured, ports): (&dpdk::Testpmd, &[u32]) = match shape {
         Shape::Sink => (&host, &[0]),
         Shape::Chain => (rx.as_ref().expect("chain has a receiver"), &[0]),
         Shape::Flowgen => (&tx, &[0, 1]),
     };
+    crate::proc::sleep_until(to);
+    dpdk::wait_sample_after(&measured.proc, to, std::time::Duration::from_secs(5));
     let r = dpdk::window_mpps_sum(&measured.proc.stdout(), ports, from, to);
     let tail = measured.proc.tail(15);
     drop(tx);
@@ -316,6 +315,8 @@ pub struct Cmp {
     pub dpdk_shapes: Vec<(Shape, Runs)>,
     pub pt_place: Placement,
     pub target: f64,
+    /// DPDK runs that failed: (shape, error). The other runs are kept.
+    pub dpdk_errors: Vec<(Shape, String)>,
 }
 
 impl Cmp {
@@ -351,6 +352,13 @@ impl Cmp {
             shapes.set(shape.key(), e);
         }
         o.set("dpdk", shapes);
+        if !self.dpdk_errors.is_empty() {
+            let mut e = Json::obj();
+            for (shape, err) in &self.dpdk_errors {
+                e.set(shape.key(), err.as_str());
+            }
+            o.set("dpdk_failed_runs", e);
+        }
         o
     }
 }
@@ -367,6 +375,7 @@ pub fn compare(o: &Opts, bins: &Bins, name: &str, topo: Topo, target: f64) -> Re
         dpdk_shapes: shapes.iter().map(|&s| (s, Runs::default())).collect(),
         pt_place,
         target,
+        dpdk_errors: Vec::new(),
     };
     // Alternate: ptnet, then each DPDK shape, per repetition.
     for rep in 0..o.reps {
@@ -374,7 +383,18 @@ pub fn compare(o: &Opts, bins: &Bins, name: &str, topo: Topo, target: f64) -> Re
         eprintln!("bench: {name} run {} ptnet {m:.3} Mpps", rep + 1);
         c.ptnet.0.push(m);
         for (shape, runs) in &mut c.dpdk_shapes {
-            let m = dpdk_run(&o.dpdk_cfg, *shape, 60, o.warm, o.secs)?;
+            let m = match dpdk_run(&o.dpdk_cfg, *shape, 60, o.warm, o.secs) {
+                Ok(m) => m,
+                Err(e) => {
+                    eprintln!(
+                        "bench: {name} run {} dpdk {} FAILED: {e}",
+                        rep + 1,
+                        shape.key()
+                    );
+                    c.dpdk_errors.push((*shape, e));
+                    continue;
+                }
+            };
             eprintln!(
                 "bench: {name} run {} dpdk {} {m:.3} Mpps",
                 rep + 1,

@@ -74,7 +74,42 @@ impl Spec {
     }
 }
 
-fn cleanup_prefix(prefix: &str) {
+/// The EAL `--file-prefix` of the bench's DPDK process `name`: the name and this bench's pid, so
+/// two benches on one machine neither share a DPDK runtime nor remove each other's hugepages.
+pub fn file_prefix(name: &str) -> String {
+    format!("{name}-{}", std::process::id())
+}
+
+/// Removes what earlier benches' DPDK processes left behind when they were killed (hugepage
+/// files and runtime directories of `ptb-*-PID` prefixes whose bench PID is gone).
+pub fn cleanup_stale() {
+    let dead = |prefix: &str| {
+        prefix.strip_prefix("ptb-").is_some()
+            && prefix
+                .rsplit('-')
+                .next()
+                .and_then(|p| p.parse::<u32>().ok())
+                .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+    };
+    let mut prefixes: Vec<String> = Vec::new();
+    for dir in ["/dev/hugepages", "/var/run/dpdk"] {
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            for e in rd.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                let p = n.split("map_").next().unwrap_or(&n).to_string();
+                if dead(&p) && !prefixes.contains(&p) {
+                    prefixes.push(p);
+                }
+            }
+        }
+    }
+    for p in prefixes {
+        cleanup_prefix(&p);
+    }
+}
+
+/// Removes what a DPDK process with EAL `--file-prefix=prefix` left (hugepage files, runtime dir).
+pub fn cleanup_prefix(prefix: &str) {
     if let Ok(rd) = std::fs::read_dir("/dev/hugepages") {
         for e in rd.flatten() {
             if e.file_name()
@@ -88,26 +123,32 @@ fn cleanup_prefix(prefix: &str) {
     let _ = std::fs::remove_dir_all(PathBuf::from("/var/run/dpdk").join(prefix));
 }
 
+/// The EAL arguments of every DPDK process of the bench: both lcores (main, forwarding) on `cpu`,
+/// no PCI, its own `--file-prefix`, hugepage memory, the `vdevs`.
+pub fn eal_args(cfg: &Config, name: &str, cpu: usize, vdevs: &[String]) -> Vec<String> {
+    let mut a: Vec<String> = vec![
+        format!("--lcores=0@{cpu},1@{cpu}"),
+        "--main-lcore=0".into(),
+        "--no-pci".into(),
+        format!("--file-prefix={}", file_prefix(name)),
+        "--single-file-segments".into(),
+        "--iova-mode=va".into(),
+        "-m".into(),
+        cfg.mem_mb.to_string(),
+    ];
+    for v in vdevs {
+        a.push(format!("--vdev={v}"));
+    }
+    a
+}
+
 impl Testpmd {
     /// Starts it; `len` is the txonly frame length.
     pub fn start(cfg: &Config, spec: &Spec, len: usize) -> Result<Self, String> {
-        cleanup_prefix(&spec.name);
-        let c = spec.cpu;
-        let mut a: Vec<String> = vec![
-            "-oL".into(),
-            TESTPMD.into(),
-            format!("--lcores=0@{c},1@{c}"),
-            "--main-lcore=0".into(),
-            "--no-pci".into(),
-            format!("--file-prefix={}", spec.name),
-            "--single-file-segments".into(),
-            "--iova-mode=va".into(),
-            "-m".into(),
-            cfg.mem_mb.to_string(),
-        ];
-        for v in &spec.vdevs {
-            a.push(format!("--vdev={v}"));
-        }
+        let prefix = file_prefix(&spec.name);
+        cleanup_prefix(&prefix);
+        let mut a: Vec<String> = vec!["-oL".into(), TESTPMD.into()];
+        a.extend(eal_args(cfg, &spec.name, spec.cpu, &spec.vdevs));
         a.extend([
             "--".into(),
             format!("--forward-mode={}", spec.fwd),
@@ -122,10 +163,7 @@ impl Testpmd {
         let mut proc = Proc::spawn(&spec.name, None, Path::new("stdbuf"), &a)?;
         // Forwarding has started once the first statistics block shows up.
         proc.wait_line(Duration::from_secs(60), |l| l.contains("Port statistics"))?;
-        Ok(Self {
-            proc,
-            prefix: spec.name.clone(),
-        })
+        Ok(Self { proc, prefix })
     }
 
     /// Stops it (SIGINT, as Ctrl-C) and removes its hugepage files.
@@ -204,6 +242,23 @@ pub fn window_mpps_sum(lines: &[Line], ports: &[u32], from: Instant, to: Instant
         .iter()
         .map(|&p| window_mpps(lines, p, true, from, to))
         .sum()
+}
+
+/// Waits (up to `max`) until `p` printed a statistics sample after `t`: on a loaded machine
+/// testpmd's printing thread can lag, and the window's samples are only all there once a later
+/// one arrived.
+pub fn wait_sample_after(p: &Proc, t: Instant, max: Duration) {
+    let deadline = Instant::now() + max;
+    while Instant::now() < deadline {
+        if p.stdout()
+            .iter()
+            .rev()
+            .any(|l| l.at > t && l.text.contains("Tx-pps:"))
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Waits until `path` exists (a vhost socket).

@@ -3,7 +3,8 @@
 //! ```text
 //! cargo xtask bench                 # the full spec: 3+3 alternating runs of 10 s per workload
 //! cargo xtask bench --quick         # 1+1 runs of 2 s, for development
-//! cargo xtask bench --only p1,p5    # a subset (p1 p2 p3 p4 p5 nic batch rings size)
+//! cargo xtask bench --only p1,p5    # a subset (`ptnet-bench --help` lists the names)
+//! cargo xtask bench-table           # the README's figures table from target/bench/results.json
 //! ```
 //!
 //! Workloads (60-byte frames, batch 512 unless varied):
@@ -13,20 +14,27 @@
 //! * P4 daemon CPU with 64 idle VALE ports (% of one core, /proc/PID/stat utime+stime).
 //! * P5 ping-pong round trip through a pipe (p50, p99, p99.9).
 //! * Scaling: batch 1/8/64/512, rings 1/2/4, frame sizes 60/256/1514 (over the pipe).
+//! * P8 the cost at a fixed offered load (1 and 5 Mpps): CPU seconds per million packets of every
+//!   process of each side, P1-P3's paths (`cost.rs`; DPDK's paced sender: `dpdk_paced.rs`).
 //!
 //! Both sides get the same two CPUs, each process pinned (taskset / EAL `--lcores`); where each
 //! ran is printed and written to `target/bench/results.json` with every figure. DPDK's rate is
 //! taken from testpmd's own statistics (`--stats-period 1`, Rx-pps of the receiving port), ptnet's
 //! from the receiving pkt-gen's periodic reports, both averaged over the same window after the
-//! warm-up. The benchmark never fails on a figure; it fails only when something cannot run.
+//! warm-up. The benchmark never fails on a figure. A workload that cannot run is recorded as
+//! failed (its error in the results file and in the table) and the others go on; the table is
+//! printed in any case, and the exit status is non-zero at the end when something failed.
 
 mod cases;
+mod cost;
 mod dpdk;
+mod dpdk_paced;
 mod opts;
 mod proc;
 mod ptnet;
 mod report;
 mod setup;
+mod single;
 mod workloads;
 
 use opts::Opts;
@@ -36,8 +44,8 @@ use std::process::ExitCode;
 use workloads::{Report, WORKLOADS};
 
 /// Runs every workload `o` asks for, in [`WORKLOADS`] order, saving the results file after each;
-/// then prints the table.
-fn run(o: &Opts) -> Result<(), String> {
+/// then prints the table. `Ok` with the workloads that failed; `Err` when nothing could run.
+fn run(o: &Opts) -> Result<Vec<&'static str>, String> {
     let start_load = loadavg();
     let start = utc_now();
     eprintln!("bench: start {start}, /proc/loadavg {start_load}");
@@ -47,6 +55,7 @@ fn run(o: &Opts) -> Result<(), String> {
     }
     if o.dpdk {
         setup_dpdk()?;
+        dpdk::cleanup_stale();
         setup_hugepages()?;
     }
     let bins = setup_bins()?;
@@ -83,16 +92,23 @@ fn run(o: &Opts) -> Result<(), String> {
         .set("ptnet_pkt_gen", bins.pkt_gen.display().to_string());
     let mut rep = Report::new(&o.out, meta.clone());
     for w in WORKLOADS.iter().filter(|w| o.wants(w.key)) {
-        workloads::run(o, &bins, w, &mut rep)?;
-        rep.save()?;
+        if let Err(e) = workloads::run(o, &bins, w, &mut rep) {
+            eprintln!("bench: {} FAILED: {e}", w.key);
+            rep.fail(w, &e);
+        }
+        if let Err(e) = rep.save() {
+            eprintln!("bench: {e}");
+        }
     }
+    rep.pipe_over_switch();
     let end_load = loadavg();
     meta.set("loadavg_end", end_load.as_str())
         .set("end_utc", utc_now());
     rep.res.set("meta", meta);
-    rep.save()?;
+    let saved = rep.save();
     print_table(o, &rep, &start_load, &end_load);
-    Ok(())
+    saved?;
+    Ok(rep.failed().to_vec())
 }
 
 /// The summary on stdout: the table, where things ran, the results file.
@@ -123,7 +139,11 @@ fn print_table(o: &Opts, rep: &Report, start_load: &str, end_load: &str) {
     println!();
     println!(
         "ptnet vs DPDK {} ({}): {} run(s) per side of {} s after {} s warm-up, alternating",
-        dpdk::version(),
+        if o.dpdk {
+            dpdk::version()
+        } else {
+            "skipped (--no-dpdk)".into()
+        },
         if o.quick { "QUICK" } else { "full" },
         o.reps,
         o.secs,
@@ -158,7 +178,15 @@ fn main() -> ExitCode {
         }
     };
     match run(&o) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(failed) if failed.is_empty() => ExitCode::SUCCESS,
+        Ok(failed) => {
+            eprintln!(
+                "ptnet-bench: {} workload(s) failed: {} (errors in the table and in the results file)",
+                failed.len(),
+                failed.join(", ")
+            );
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("ptnet-bench: {e}");
             ExitCode::FAILURE

@@ -1,15 +1,31 @@
 //! The command line.
 
 use crate::dpdk;
+use crate::workloads::WORKLOADS;
 use ptnet_integration::host::workspace_root;
 use std::path::PathBuf;
 
-/// `--help`.
-pub const USAGE: &str = "\
+/// `--help`, the workloads' names filled in from [`WORKLOADS`].
+pub fn usage() -> String {
+    USAGE.replace("{NAMES}", &names())
+}
+
+/// Every workload's `--only` name, comma-separated, in the order they run.
+fn names() -> String {
+    let mut v: Vec<&str> = Vec::new();
+    for w in WORKLOADS {
+        if !v.contains(&w.key) {
+            v.push(w.key);
+        }
+    }
+    v.join(",")
+}
+
+const USAGE: &str = "\
 usage: ptnet-bench [--quick] [--only LIST] [--secs S] [--warm S] [--reps N] [--no-dpdk]
                    [--dpdk-burst N] [--dpdk-virtio OPTS] [--daemon-args ARGS] [--out PATH]
   --quick            2 s runs after 1 s of warm-up, 1 run of each side (default: 10 s, 2 s, 3)
-  --only LIST        comma-separated subset of: p1,p2,p3,p4,p5,nic,batch,rings,size
+  --only LIST        comma-separated subset of: {NAMES}
   --secs S           measured seconds per run        --warm S   warm-up seconds per run
   --reps N           runs of each side per workload  --no-dpdk  skip the DPDK side
   --dpdk-burst N     testpmd --burst (default 64)
@@ -59,7 +75,7 @@ impl Opts {
             let mut val = |name: &str| {
                 it.next()
                     .cloned()
-                    .ok_or_else(|| format!("{name} needs a value\n{USAGE}"))
+                    .ok_or_else(|| format!("{name} needs a value\n{}", usage()))
             };
             let num = |s: String, name: &str| -> Result<f64, String> {
                 s.parse::<f64>()
@@ -70,7 +86,18 @@ impl Opts {
             match a.as_str() {
                 "--quick" => {}
                 "--only" => {
-                    o.only = Some(val(a)?.split(',').map(|s| s.trim().to_string()).collect())
+                    let list: Vec<String> =
+                        val(a)?.split(',').map(|s| s.trim().to_string()).collect();
+                    if let Some(bad) = list
+                        .iter()
+                        .find(|x| !WORKLOADS.iter().any(|w| w.key == x.as_str()))
+                    {
+                        return Err(format!(
+                            "--only: no workload named '{bad}' (the names: {})",
+                            names()
+                        ));
+                    }
+                    o.only = Some(list)
                 }
                 "--secs" => o.secs = num(val(a)?, a)?,
                 "--warm" => o.warm = num(val(a)?, a)?,
@@ -82,8 +109,8 @@ impl Opts {
                     o.daemon_args = val(a)?.split_whitespace().map(String::from).collect()
                 }
                 "--out" => o.out = PathBuf::from(val(a)?),
-                "-h" | "--help" => return Err(USAGE.to_string()),
-                other => return Err(format!("unknown argument {other}\n{USAGE}")),
+                "-h" | "--help" => return Err(usage()),
+                other => return Err(format!("unknown argument {other}\n{}", usage())),
             }
         }
         o.reps = o.reps.max(1);

@@ -111,6 +111,12 @@ impl Proc {
         })
     }
 
+    /// Its pid (`None` once stopped). Spawned through `taskset` or `stdbuf`, which exec the
+    /// program, so it is the program's.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Still running?
     pub fn running(&mut self) -> bool {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
@@ -251,6 +257,65 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     let stime: f64 = f.get(12)?.parse().ok()?;
     let hz = sysconf(SysconfVar::CLK_TCK).ok().flatten()? as f64;
     Some((utime + stime) / hz)
+}
+
+/// CPU time of a set of processes over a window: [`CpuMeter::start`] at its beginning,
+/// [`CpuMeter::finish`] at its end.
+pub struct CpuMeter {
+    at: Instant,
+    start: Vec<(String, u32, f64)>,
+}
+
+/// What a [`CpuMeter`] measured: each process's CPU seconds, and the window's length (s).
+#[derive(Clone, Debug, Default)]
+pub struct CpuUse {
+    /// (process, CPU seconds over the window).
+    pub per_proc: Vec<(String, f64)>,
+    /// The window (s).
+    pub window_s: f64,
+}
+
+impl CpuUse {
+    /// Every process's CPU seconds, summed.
+    pub fn total(&self) -> f64 {
+        self.per_proc.iter().map(|(_, c)| c).sum()
+    }
+}
+
+impl CpuMeter {
+    /// Reads utime + stime of each (name, pid) now.
+    pub fn start(procs: &[(&str, Option<u32>)]) -> Result<Self, String> {
+        let mut start = Vec::new();
+        for (name, pid) in procs {
+            let pid = pid.ok_or_else(|| format!("{name} is not running"))?;
+            let c =
+                cpu_seconds(pid).ok_or_else(|| format!("cannot read /proc/{pid}/stat ({name})"))?;
+            start.push((name.to_string(), pid, c));
+        }
+        Ok(Self {
+            at: Instant::now(),
+            start,
+        })
+    }
+
+    /// Reads them again: what each used since [`CpuMeter::start`].
+    pub fn finish(&self) -> Result<CpuUse, String> {
+        let mut per_proc = Vec::new();
+        for (name, pid, c0) in &self.start {
+            let c1 = cpu_seconds(*pid)
+                .ok_or_else(|| format!("{name} (pid {pid}) exited during the measurement"))?;
+            per_proc.push((name.clone(), c1 - c0));
+        }
+        Ok(CpuUse {
+            per_proc,
+            window_s: self.at.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+/// Sleeps until `t`.
+pub fn sleep_until(t: Instant) {
+    std::thread::sleep(t.saturating_duration_since(Instant::now()));
 }
 
 /// Average rate over the samples that arrived in `[from, to]`: `parse` returns a rate from a line.

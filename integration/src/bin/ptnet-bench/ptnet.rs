@@ -1,6 +1,6 @@
 //! ptnet runs: `ptnet-backend` plus host `ptnet-pkt-gen` processes over vhost-user.
 
-use super::proc::{cpu_seconds, window_mean, Proc};
+use super::proc::{cpu_seconds, sleep_until, window_mean, CpuMeter, CpuUse, Proc};
 use nix::sys::signal::Signal;
 use ptnet_integration::{json_num, Backend, Bins, TempDir};
 use std::path::Path;
@@ -12,21 +12,10 @@ pub struct Daemon {
     b: Backend,
 }
 
-/// How long [`Daemon::start`] retries a daemon that could not open a port because the previous
-/// run's kernel resources were not released yet (an AF_XDP socket's queue is freed after its
-/// process exits, not when it exits).
-const BUSY_RETRY: Duration = Duration::from_secs(5);
-
-/// The daemon's own error for a port whose kernel resources are still held (EBUSY), as in
-/// `binding to queue 0: Device or resource busy`.
-fn busy(output: &str) -> bool {
-    output.contains("Device or resource busy")
-}
-
 impl Daemon {
     /// Starts `ptnet-backend --socket-dir DIR ARGS PORTS` on `cpus` and waits for its sockets.
-    /// A daemon that exits because a port is still busy (the previous run's AF_XDP socket not
-    /// released yet) is started again, with a growing pause, for up to [`BUSY_RETRY`].
+    /// (A port whose kernel resources the previous run still holds, an AF_XDP queue, is waited
+    /// for by the daemon itself: `host-backend/src/port/nic/xdp.rs`.)
     pub fn start(
         dir: &Path,
         cpus: &str,
@@ -36,21 +25,7 @@ impl Daemon {
         let wrapper = ["taskset", "-c", cpus];
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let ports: Vec<&str> = ports.iter().map(String::as_str).collect();
-        let give_up = Instant::now() + BUSY_RETRY;
-        let mut pause = Duration::from_millis(100);
-        loop {
-            match Backend::start_under(&wrapper, dir, &ports, &args) {
-                Ok(b) => return Ok(Self { b }),
-                Err(e) if busy(&e) && Instant::now() + pause < give_up => {
-                    eprintln!(
-                        "bench: a port is still busy, starting ptnet-backend again in {pause:?}"
-                    );
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_secs(1));
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        Backend::start_under(&wrapper, dir, &ports, &args).map(|b| Self { b })
     }
 
     /// The `vhost-user:` port string for `port`.
@@ -145,9 +120,28 @@ fn spawn_gen(bins: &Bins, d: &Daemon, g: &Gen, name: &str) -> Result<Proc, Strin
     Ok(p)
 }
 
+/// What one run measured.
+#[derive(Clone, Debug)]
+pub struct Measured {
+    /// Mpps: the mean of the measured pkt-gen's reports in the window (the receiver's, or the
+    /// sender's when there is none).
+    pub mpps: f64,
+    /// The sender's Mpps over the same window.
+    pub sent_mpps: Option<f64>,
+    /// CPU of the daemon and of every pkt-gen over the window.
+    pub cpu: CpuUse,
+}
+
 /// Runs `case` for `warm` + `secs`; the measured Mpps (mean of the periodic reports in the window).
 pub fn throughput(bins: &Bins, case: &Case, warm: f64, secs: f64) -> Result<f64, String> {
+    measure(bins, case, warm, secs).map(|m| m.mpps)
+}
+
+/// [`throughput`], with the CPU every process of the run (daemon, sender, receiver) used in the
+/// measured window.
+pub fn measure(bins: &Bins, case: &Case, warm: f64, secs: f64) -> Result<Measured, String> {
     let dir = TempDir::new("bench").map_err(|e| e.to_string())?;
+    // On the error paths the daemon is killed when dropped (the library's Backend).
     let mut d = Daemon::start(
         dir.path(),
         &case.daemon_cpus,
@@ -166,26 +160,45 @@ pub fn throughput(bins: &Bins, case: &Case, warm: f64, secs: f64) -> Result<f64,
     let t0 = Instant::now();
     let from = t0 + Duration::from_secs_f64(warm);
     let to = from + Duration::from_secs_f64(secs);
-    while Instant::now() < to + Duration::from_millis(REPORT_MS / 2) {
-        if !tx.running() {
-            return Err(format!(
-                "pkt-gen tx exited early:\n{}\ndaemon:\n{}",
-                tx.tail(20),
-                d.tail(20)
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    let early = |tx: &mut Proc, d: &Daemon| {
+        format!(
+            "pkt-gen tx exited early:\n{}\ndaemon:\n{}",
+            tx.tail(20),
+            d.tail(20)
+        )
+    };
+    sleep_until(from);
+    if !tx.running() {
+        return Err(early(&mut tx, &d));
     }
+    let mut procs = vec![("ptnet-backend", Some(d.pid())), ("pkt-gen tx", tx.pid())];
+    if let Some(r) = &rx {
+        procs.push(("pkt-gen rx", r.pid()));
+    }
+    let meter = CpuMeter::start(&procs)?;
+    sleep_until(to);
+    let cpu = meter.finish();
+    if !tx.running() {
+        return Err(early(&mut tx, &d));
+    }
+    sleep_until(to + Duration::from_millis(REPORT_MS / 2));
     let measured = rx.as_ref().unwrap_or(&tx);
     let r = window_mean(&measured.stderr(), from, to, parse_report);
+    let sent = window_mean(&tx.stderr(), from, to, parse_report).map(|(m, _)| m);
     let text = measured.tail(20);
     tx.stop(Signal::SIGKILL, Duration::ZERO);
     if let Some(r) = rx.as_mut() {
         r.stop(Signal::SIGKILL, Duration::ZERO);
     }
     d.stop();
-    r.map(|(m, _)| m)
-        .ok_or_else(|| format!("no rate reports in the window:\n{text}"))
+    let mpps = r
+        .map(|(m, _)| m)
+        .ok_or_else(|| format!("no rate reports in the window:\n{text}"))?;
+    Ok(Measured {
+        mpps,
+        sent_mpps: sent,
+        cpu: cpu?,
+    })
 }
 
 /// Ping-pong through a pipe; (p50, p99, p99.9) in microseconds.
@@ -296,15 +309,6 @@ pub fn idle_cpu(
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn busy_queue_is_recognised() {
-        let err = "ptnet-backend: xdp:ptbench0: binding to queue 0: Device or resource busy (os error 16)";
-        assert!(super::busy(err));
-        assert!(!super::busy(
-            "ptnet-backend: xdp:nosuch0: nosuch0 does not exist"
-        ));
-    }
-
     #[test]
     fn report_line() {
         assert_eq!(

@@ -38,6 +38,14 @@ impl Json {
         self
     }
 
+    /// The value of `k` in an object.
+    pub fn get(&self, k: &str) -> Option<&Json> {
+        match self {
+            Json::Obj(m) => m.iter().find(|(key, _)| key == k).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
     /// Writes it, indented.
     pub fn render(&self) -> String {
         let mut s = String::new();

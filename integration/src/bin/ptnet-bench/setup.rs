@@ -84,14 +84,26 @@ fn have(prog: &str) -> bool {
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
 }
 
+/// testpmd, and what P8 builds its paced DPDK sender with (`cc`, `pkg-config libdpdk`).
+fn dpdk_ready() -> bool {
+    have(dpdk::TESTPMD) && have("cc") && proc::sh("pkg-config", &["--exists", "libdpdk"]).is_ok()
+}
+
+/// The Debian packages [`dpdk_ready`] needs.
+const DPDK_PACKAGES: [&str; 4] = ["dpdk", "dpdk-dev", "pkg-config", "gcc"];
+
 pub fn setup_dpdk() -> Result<(), String> {
-    if have(dpdk::TESTPMD) {
+    if dpdk_ready() {
         return Ok(());
     }
-    eprintln!("bench: installing dpdk (apt-get install -y dpdk dpdk-dev)");
+    eprintln!(
+        "bench: installing {} (apt-get install -y)",
+        DPDK_PACKAGES.join(" ")
+    );
     let install = || {
         std::process::Command::new("apt-get")
-            .args(["install", "-y", "dpdk", "dpdk-dev"])
+            .args(["install", "-y"])
+            .args(DPDK_PACKAGES)
             .env("DEBIAN_FRONTEND", "noninteractive")
             .status()
             .map_err(|e| format!("apt-get: {e}"))
@@ -104,8 +116,11 @@ pub fn setup_dpdk() -> Result<(), String> {
             .status();
         st = install()?;
     }
-    if !st.success() || !have(dpdk::TESTPMD) {
-        return Err("apt-get install dpdk dpdk-dev did not provide dpdk-testpmd".into());
+    if !st.success() || !dpdk_ready() {
+        return Err(format!(
+            "apt-get install {} did not provide dpdk-testpmd, cc and pkg-config libdpdk",
+            DPDK_PACKAGES.join(" ")
+        ));
     }
     Ok(())
 }

@@ -2,10 +2,10 @@
 //! how each one is measured and reported (its rows of the printed table, its entries of the
 //! results file).
 
-use crate::cases::{compare, dpdk_placement, pl, pt_case, s, PtParams, Topo, PT_P1};
+use crate::cases::{compare, dpdk_placement, pt_case, PtParams, Topo};
 use crate::opts::Opts;
 use crate::report::{Json, Runs};
-use crate::{proc, ptnet};
+use crate::{ptnet, single};
 use ptnet_integration::Bins;
 use std::path::Path;
 
@@ -24,7 +24,7 @@ pub enum Kind {
     IdleCpu,
     /// Ping-pong round trips through a pipe.
     PingPong,
-    /// pkt-gen tx into each host-interface port kind ([`NIC_PORTS`]).
+    /// pkt-gen tx into each host-interface port kind ([`crate::single::NIC_PORTS`]).
     Nic,
     /// One parameter of the pipe case (P2) swept over `points`, ptnet only.
     Scaling {
@@ -33,7 +33,13 @@ pub enum Kind {
         /// Sets it in the pipe case.
         apply: fn(&mut PtParams, u64),
     },
+    /// A workload that measures and reports by itself (its own module): it adds its rows to
+    /// [`Report::table`] and its entries to [`Report::res`]. An error marks it failed.
+    Run(RunFn),
 }
+
+/// What a [`Kind::Run`] workload runs.
+pub type RunFn = fn(&Opts, &Bins, &Workload, &mut Report) -> Result<(), String>;
 
 /// One workload.
 #[derive(Clone, Copy, Debug)]
@@ -58,8 +64,9 @@ fn set_len(p: &mut PtParams, x: u64) {
     p.len = x as usize;
 }
 
-/// Every workload, in the order they run.
-pub const WORKLOADS: [Workload; 9] = [
+/// Every workload, in the order they run. A new one is one entry here (a [`Kind::Run`] for one
+/// that lives in its own module).
+pub const WORKLOADS: &[Workload] = &[
     Workload {
         key: "p1",
         name: "P1 tx -> daemon -> null",
@@ -123,13 +130,11 @@ pub const WORKLOADS: [Workload; 9] = [
             apply: set_len,
         },
     },
-];
-
-/// The host-interface ports of the `nic` workload: (kind, port).
-const NIC_PORTS: [(&str, &str); 3] = [
-    ("tap", "tap:ptbencht"),
-    ("packet", "packet:ptbench0"),
-    ("xdp", "xdp:ptbench0"),
+    Workload {
+        key: "p8",
+        name: "P8 CPU-s/Mpkt at a fixed load,",
+        kind: Kind::Run(crate::cost::run),
+    },
 ];
 
 /// What the run produced so far: the results file's content, the table's rows, where things ran.
@@ -141,8 +146,12 @@ pub struct Report<'a> {
     /// "workload side: placement" lines.
     pub places: Vec<String>,
     scaling: Json,
+    failed: Vec<&'static str>,
     out: &'a Path,
 }
+
+/// P2 (pipe) over P3 (VALE), ptnet's medians, asked for.
+pub const P2_OVER_P3: f64 = 2.0;
 
 impl<'a> Report<'a> {
     /// An empty report written to `out`, starting with `meta`.
@@ -154,6 +163,7 @@ impl<'a> Report<'a> {
             table: Vec::new(),
             places: Vec::new(),
             scaling: Json::obj(),
+            failed: Vec::new(),
             out,
         }
     }
@@ -167,26 +177,108 @@ impl<'a> Report<'a> {
             .map_err(|e| format!("{}: {e}", self.out.display()))
     }
 
+    /// Records that `w` failed with `err`: in the results file (`failures`; and, when the
+    /// workload recorded nothing of its own, its entry and a row of the table).
+    pub fn fail(&mut self, w: &Workload, err: &str) {
+        let mut f = match self.res.get("failures") {
+            Some(f) => f.clone(),
+            None => Json::obj(),
+        };
+        f.set(w.key, err);
+        self.res.set("failures", f);
+        // A workload that recorded partial results wrote its own rows (its failed parts say so).
+        if self.res.get(w.key).is_none() {
+            let mut e = Json::obj();
+            e.set("failed", true).set("error", err);
+            self.res.set(w.key, e);
+            let first = err.lines().next().unwrap_or("");
+            self.table.push([
+                w.name.into(),
+                format!("FAILED: {first}"),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "FAILED".into(),
+            ]);
+        }
+        self.failed.push(w.key);
+    }
+
+    /// The workloads that failed so far.
+    pub fn failed(&self) -> &[&'static str] {
+        &self.failed
+    }
+
+    /// Once P2 and P3 both ran: the zero-copy pipe against the copying switch (ptnet's medians),
+    /// as a row and as `p2_over_p3`.
+    pub fn pipe_over_switch(&mut self) {
+        let (Some(p2), Some(p3)) = (self.ptnet_mpps("p2"), self.ptnet_mpps("p3")) else {
+            return;
+        };
+        let ratio = p2 / p3;
+        let mut e = Json::obj();
+        e.set("p2_ptnet_mpps", p2)
+            .set("p3_ptnet_mpps", p3)
+            .set("ratio", ratio)
+            .set("target_ratio", P2_OVER_P3)
+            .set("met", ratio >= P2_OVER_P3);
+        self.res.set("p2_over_p3", e);
+        self.table.push([
+            "P2 / P3 ptnet (zero copy vs one copy)".into(),
+            format!("{p2:.3} / {p3:.3}"),
+            "-".into(),
+            ratio_text(ratio),
+            format!(">= {P2_OVER_P3}x"),
+            met_text(ratio >= P2_OVER_P3, ratio),
+        ]);
+    }
+
+    fn ptnet_mpps(&self, key: &str) -> Option<f64> {
+        match self.res.get(key)?.get("ptnet_mpps")? {
+            Json::Num(x) if x.is_finite() => Some(*x),
+            _ => None,
+        }
+    }
+
     /// A row with only a ptnet figure.
-    fn figure(&mut self, name: String, ptnet: String) {
+    pub fn figure(&mut self, name: String, ptnet: String) {
         let dash = || "-".to_string();
         self.table
             .push([name, ptnet, dash(), dash(), dash(), dash()]);
     }
 }
 
-fn yes(met: bool) -> String {
+pub fn yes(met: bool) -> String {
     if met { "yes" } else { "NO" }.into()
+}
+
+/// "2.71x", or "-" when there is no ratio (no DPDK side, a side failed).
+pub fn ratio_text(r: f64) -> String {
+    if r.is_finite() {
+        format!("{r:.2}x")
+    } else {
+        "-".into()
+    }
+}
+
+/// "yes" / "NO", or "-" when there is no ratio to judge.
+pub fn met_text(met: bool, r: f64) -> String {
+    if r.is_finite() {
+        yes(met)
+    } else {
+        "-".into()
+    }
 }
 
 /// Runs workload `w` and adds what it measured to `rep`.
 pub fn run(o: &Opts, bins: &Bins, w: &Workload, rep: &mut Report) -> Result<(), String> {
     match w.kind {
         Kind::Compare { topo, target } => compared(o, bins, w, topo, target, rep),
-        Kind::IdleCpu => idle_cpu(o, bins, w, rep),
-        Kind::PingPong => ping_pong(o, bins, w, rep),
-        Kind::Nic => nic_ports(o, bins, w, rep),
+        Kind::IdleCpu => single::idle_cpu(o, bins, w, rep),
+        Kind::PingPong => single::ping_pong(o, bins, w, rep),
+        Kind::Nic => single::nic_ports(o, bins, w, rep),
         Kind::Scaling { points, apply } => scaling(o, bins, w, points, apply, rep),
+        Kind::Run(f) => f(o, bins, w, rep),
     }
 }
 
@@ -201,13 +293,17 @@ fn compared(
     let key = w.key;
     let c = compare(o, bins, key, topo, target)?;
     let best = c.best().map_or("", |(s, _)| s.key());
+    let dpdk = match (c.best(), c.dpdk_errors.first()) {
+        (None, Some((_, e))) => format!("FAILED: {}", e.lines().next().unwrap_or("")),
+        _ => format!("{} {best}", c.dpdk().show()),
+    };
     rep.table.push([
         w.name.into(),
         c.ptnet.show(),
-        format!("{} {best}", c.dpdk().show()),
-        format!("{:.2}x", c.ratio()),
+        dpdk,
+        ratio_text(c.ratio()),
         format!(">= {target}x"),
-        yes(c.ratio() >= target),
+        met_text(c.ratio() >= target, c.ratio()),
     ]);
     rep.places
         .push(format!("{key} ptnet: {}", c.pt_place.text()));
@@ -219,177 +315,14 @@ fn compared(
         ));
     }
     rep.res.set(key, c.json());
-    Ok(())
-}
-
-fn idle_cpu(o: &Opts, bins: &Bins, w: &Workload, rep: &mut Report) -> Result<(), String> {
-    let (attached, bare) = ptnet::idle_cpu(bins, "1", "0", 64, o.secs)?;
-    eprintln!("bench: p4 {attached:.3}% with idle receivers attached, {bare:.3}% unattached");
-    rep.res.set("p4_idle_cpu_pct", attached);
-    let mut p4 = Json::obj();
-    p4.set("idle_cpu_pct_attached", attached)
-        .set("idle_cpu_pct_unattached", bare)
-        .set("ports", 64u64)
-        .set("seconds", o.secs)
-        .set(
-            "what",
-            "64 VALE ports, each with an idle ptnet-pkt-gen -f rx attached (it re-checks every 200 ms); \
-             also measured before any frontend attached",
-        )
-        .set("target_pct", 1.0)
-        .set("met", attached < 1.0)
-        .set(
-            "placement",
-            pl(&[("ptnet-backend", "cpu 1"), ("64 idle pkt-gen rx", "cpu 0")]).json(),
-        );
-    rep.res.set("p4", p4);
-    rep.table.push([
-        w.name.into(),
-        format!("{attached:.3}% ({bare:.3}% unattached)"),
-        "-".into(),
-        "-".into(),
-        "< 1%".into(),
-        yes(attached < 1.0),
-    ]);
-    Ok(())
-}
-
-fn ping_pong(o: &Opts, bins: &Bins, w: &Workload, rep: &mut Report) -> Result<(), String> {
-    let count: u64 = if o.quick { 20_000 } else { 300_000 };
-    let (mut p50, mut p99, mut p999) = (Runs::default(), Runs::default(), Runs::default());
-    for i in 0..o.reps {
-        let (a, b, c) = ptnet::ping_pong(bins, "0,1", &o.daemon_args, ("0", "1"), count, &[])?;
-        eprintln!(
-            "bench: p5 run {} rtt p50 {a:.1} us p99 {b:.1} us p99.9 {c:.1} us",
-            i + 1
-        );
-        p50.0.push(a);
-        p99.0.push(b);
-        p999.0.push(c);
+    match c.dpdk_errors.first() {
+        None => Ok(()),
+        Some((shape, e)) => Err(format!(
+            "{} DPDK run(s) failed (ptnet's and the other runs are kept); {}: {e}",
+            c.dpdk_errors.len(),
+            shape.key()
+        )),
     }
-    let floor = proc::eventfd_floor(if o.quick { 5_000 } else { 50_000 });
-    eprintln!(
-        "bench: p5 floor (eventfd ping-pong, cpu 0 <-> cpu 1) p50 {:.1} us p99 {:.1} us p99.9 {:.1} us",
-        floor.0, floor.1, floor.2
-    );
-    let mut fl = Json::obj();
-    fl.set("p50", floor.0)
-        .set("p99", floor.1)
-        .set("p999", floor.2)
-        .set(
-            "what",
-            "two threads (cpu 0, cpu 1) bouncing a token through two eventfds: the cost of 2 \
-             cross-CPU wake-ups on this machine; a ptnet ping-pong through a pipe takes 6 \
-             (ping->tx thread->rx thread->pong->tx thread->rx thread->ping) when nothing spins",
-        );
-    let mut rtt = Json::obj();
-    rtt.set("p50", p50.median())
-        .set("p99", p99.median())
-        .set("p999", p999.median());
-    rep.res.set("p5_rtt_us", rtt);
-    let mut p5 = Json::obj();
-    p5.set("pings_per_run", count)
-        .set("p50", p50.json())
-        .set("p99", p99.json())
-        .set("p999", p999.json())
-        .set("floor_eventfd_rtt_us", fl)
-        .set("target_p99_us", 20.0)
-        .set("met", p99.median() < 20.0)
-        .set(
-            "placement",
-            pl(&[
-                ("ptnet-pkt-gen ping", "cpu 0"),
-                ("ptnet-pkt-gen pong", "cpu 1"),
-                ("ptnet-backend", "cpus 0-1"),
-            ])
-            .json(),
-        );
-    rep.res.set("p5", p5);
-    rep.table.push([
-        w.name.into(),
-        format!(
-            "p50 {:.1} p99 {:.1} p99.9 {:.1}",
-            p50.median(),
-            p99.median(),
-            p999.median()
-        ),
-        format!("floor p50 {:.1} p99 {:.1}", floor.0, floor.1),
-        "-".into(),
-        "p99 < 20 us".into(),
-        yes(p99.median() < 20.0),
-    ]);
-    Ok(())
-}
-
-/// Mpps per host-interface port kind: pkt-gen tx into `tap:`, `packet:` and `xdp:` ports over a
-/// veth pair and a tap made here (and removed after). The copies into the kernel are the cost.
-fn nic_ports(o: &Opts, bins: &Bins, w: &Workload, rep: &mut Report) -> Result<(), String> {
-    let cleanup = || {
-        let _ = proc::sh("ip", &["link", "del", "ptbench0"]);
-        let _ = proc::sh("ip", &["link", "del", "ptbencht"]);
-    };
-    cleanup();
-    let setup = || -> Result<(), String> {
-        proc::sh(
-            "ip",
-            &[
-                "link", "add", "ptbench0", "type", "veth", "peer", "name", "ptbench1",
-            ],
-        )?;
-        proc::sh("ip", &["tuntap", "add", "dev", "ptbencht", "mode", "tap"])?;
-        for dev in ["ptbench0", "ptbench1", "ptbencht"] {
-            proc::sh("ip", &["link", "set", dev, "up"])?;
-        }
-        Ok(())
-    };
-    if let Err(e) = setup() {
-        cleanup();
-        return Err(format!("nic workload setup: {e}"));
-    }
-    let mut out = Json::obj();
-    for (kind, port) in NIC_PORTS {
-        let case = ptnet::Case {
-            ports: vec![port.into()],
-            daemon_cpus: PT_P1.1.into(),
-            daemon_args: o.daemon_args.clone(),
-            tx: ptnet::Gen {
-                port: port.into(),
-                cpus: PT_P1.0.into(),
-                args: s(&["-f", "tx", "-l", "60", "-b", "512"]),
-            },
-            rx: None,
-            thread_pins: Vec::new(),
-        };
-        let mut r = Runs::default();
-        for i in 0..o.reps {
-            match ptnet::throughput(bins, &case, o.warm, o.secs) {
-                Ok(m) => {
-                    eprintln!("bench: nic {kind} run {} ptnet {m:.3} Mpps", i + 1);
-                    r.0.push(m);
-                }
-                Err(e) => {
-                    cleanup();
-                    return Err(format!("nic {kind}: {e}"));
-                }
-            }
-        }
-        let mut e = Json::obj();
-        e.set("port", port)
-            .set("mpps", r.median())
-            .set("ptnet", r.json())
-            .set(
-                "placement",
-                pl(&[("ptnet-pkt-gen tx", "cpu 0"), ("ptnet-backend", "cpu 1")]).json(),
-            );
-        out.set(kind, e);
-        rep.figure(
-            format!("{} {kind}: tx -> daemon -> kernel", w.name),
-            format!("{:.3}", r.median()),
-        );
-    }
-    cleanup();
-    rep.res.set("nic", out);
-    Ok(())
 }
 
 fn scaling(
@@ -440,22 +373,51 @@ fn scaling(
 mod tests {
     use super::*;
 
-    /// `--only` takes exactly the table's keys, and the usage text lists them all, in order.
+    /// Every workload has its own `--only` name, and the usage text lists them all, in order.
     #[test]
     fn usage_lists_every_workload() {
         let keys: Vec<&str> = WORKLOADS.iter().map(|w| w.key).collect();
-        let list = keys.join(",");
-        assert!(crate::opts::USAGE.contains(&list), "{list}");
-        assert_eq!(
-            keys,
-            ["p1", "p2", "p3", "p4", "p5", "nic", "batch", "rings", "size"]
-        );
+        let mut uniq = keys.clone();
+        uniq.sort_unstable();
+        uniq.dedup();
+        assert_eq!(uniq.len(), keys.len(), "{keys:?}");
+        assert!(crate::opts::usage().contains(&keys.join(",")), "{keys:?}");
+        for k in [
+            "p1", "p2", "p3", "p4", "p5", "p8", "nic", "batch", "rings", "size",
+        ] {
+            assert!(keys.contains(&k), "{k}");
+        }
+    }
+
+    /// A failed workload keeps what the others recorded, gets its own entry and row, and is
+    /// listed; a workload that recorded partial results keeps them.
+    #[test]
+    fn a_failed_workload_is_recorded_beside_the_others() {
+        let out = std::path::Path::new("/nonexistent/results.json");
+        let mut rep = Report::new(out, Json::obj());
+        rep.res.set("p1", 1.0);
+        rep.fail(&WORKLOADS[1], "p2: ptnet-backend exited\nmore");
+        let mut part = Json::obj();
+        part.set("tap", 0.4);
+        rep.res.set("nic", part);
+        let nic = WORKLOADS.iter().find(|w| w.key == "nic").unwrap();
+        rep.fail(nic, "nic xdp: busy");
+        let text = rep.res.render();
+        assert!(text.contains("\"p1\": 1"), "{text}");
+        assert!(text.contains("\"failed\": true"), "{text}");
+        assert!(text.contains("\"tap\": 0.4"), "{text}");
+        assert_eq!(rep.failed(), ["p2", "nic"]);
+        assert_eq!(rep.table.len(), 1, "only p2 gets a row of its own");
+        assert_eq!(rep.table[0][1], "FAILED: p2: ptnet-backend exited");
+        assert_eq!(ratio_text(f64::NAN), "-");
+        assert_eq!(met_text(false, f64::NAN), "-");
+        assert_eq!(ratio_text(2.714), "2.71x");
     }
 
     /// Each sweep changes only its own parameter, to each of its points.
     #[test]
     fn sweeps_set_their_parameter() {
-        for w in &WORKLOADS {
+        for w in WORKLOADS {
             let Kind::Scaling { points, apply } = w.kind else {
                 continue;
             };
