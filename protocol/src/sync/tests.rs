@@ -478,3 +478,69 @@ fn a_ring_resumed_in_place_sends_what_the_guest_queued() {
     guest.txsync(&f.atok, &f.ktoa, 0);
     assert_eq!(guest.host_resets, 0);
 }
+
+/// An RX port whose producers take released slots in themselves (direct delivery) and says so
+/// through [`PortSync::wants_released_slots`].
+struct DirectSource {
+    inner: Source,
+    waiting: bool,
+}
+
+impl PortSync for DirectSource {
+    fn sync(&mut self, k: &mut HostKring, flags: u32) {
+        self.inner.sync(k, flags);
+    }
+    fn wants_released_slots(&self) -> bool {
+        self.waiting
+    }
+}
+
+#[test]
+fn a_full_ring_asks_for_kicks_only_while_a_producer_waits() {
+    let n = 8;
+    let f = fixture(n);
+    let mut host = HostKring::new_rx(n);
+    host.start(&f.atok, &f.ktoa);
+    let mut guest = GuestKring::attach(n, &f.atok, &f.ktoa);
+    let mut port = DirectSource {
+        inner: Source {
+            ring: f.ring,
+            next: 0,
+            limit: 100,
+            budget: 8,
+        },
+        waiting: false,
+    };
+    // The ring fills up (7 packets in the guest's hands): nobody waits for room, so no kick
+    // is wanted for the slots the guest will release.
+    assert_eq!(
+        host.rx_pass(&f.atok, &f.ktoa, &mut port, false, &mut || {}),
+        HostStop::PortBlocked
+    );
+    assert_eq!(host.hwtail, 7);
+    assert!(!f.ktoa.kern_need_kick());
+    guest.prologue(0, 0).unwrap();
+    guest.rxsync(&f.atok, &f.ktoa, 0);
+    guest.prologue(7, 7).unwrap();
+    assert!(
+        !guest.rxsync(&f.atok, &f.ktoa, 0),
+        "kicked with nobody waiting"
+    );
+    // A producer's pass takes the released slots in and fills them; then one waits for room:
+    // the pass it runs asks for the kick, and the guest's release sends it.
+    host.rx_pass(&f.atok, &f.ktoa, &mut port, false, &mut || {});
+    assert_eq!(host.hwtail, 6);
+    port.waiting = true;
+    assert_eq!(
+        host.rx_pass(&f.atok, &f.ktoa, &mut port, false, &mut || {}),
+        HostStop::Idle
+    );
+    assert!(f.ktoa.kern_need_kick());
+    guest.prologue(7, 7).unwrap();
+    guest.rxsync(&f.atok, &f.ktoa, 0);
+    guest.prologue(6, 6).unwrap();
+    assert!(
+        guest.rxsync(&f.atok, &f.ktoa, 0),
+        "the waiting producer's kick"
+    );
+}
