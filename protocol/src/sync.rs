@@ -536,12 +536,6 @@ impl HostKring {
                 if busy_wait {
                     break HostStop::Poll;
                 }
-                if !port.wants_released_slots() {
-                    // The guest holds every slot, and the port's producers take in what it
-                    // releases with their own passes (one waiting for room asks again): no
-                    // kick needed for them.
-                    break HostStop::PortBlocked;
-                }
                 // The guest holds every slot: wait for it to release some.
                 guest = self.ask_for_kicks(atok, ktoa);
                 if guest.is_ok() && !no_rx_slots(&guest, self) {
