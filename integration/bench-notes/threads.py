@@ -51,6 +51,8 @@ def main():
     ap.add_argument("--gen-args", default="")
     ap.add_argument("--daemon-args", default="")
     ap.add_argument("--rx-args", default="", help="extra flags of the receiver only")
+    ap.add_argument("--events", default="",
+                    help="more perf events to count per thread (e.g. uprobes: probe_ptnet:pipesync)")
     ap.add_argument("--syscalls", action="store_true",
                     help="count syscalls per thread with perf (slows the run down)")
     a = ap.parse_args()
@@ -83,11 +85,13 @@ def main():
     t0 = time.time()
     ev = ["syscalls:sys_enter_write", "syscalls:sys_enter_pwritev2", "syscalls:sys_enter_poll",
           "syscalls:sys_enter_ppoll"]
-    perf = "" if not a.syscalls else subprocess.run(
+    if a.events:
+        ev = ([] if not a.syscalls else ev) + a.events.split(",")
+    perf = "" if not (a.syscalls or a.events) else subprocess.run(
         ["perf", "stat", "--per-thread", "-x,", "-e", ",".join(ev), "-p",
          ",".join(str(p) for p in procs.values()), "--", "sleep", str(a.secs)],
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True).stderr
-    if not a.syscalls:
+    if not (a.syscalls or a.events):
         time.sleep(a.secs)
     after = {k: threads(p) for k, p in procs.items()}
     dt = time.time() - t0
@@ -112,11 +116,11 @@ def main():
         f = line.split(",")
         if len(f) > 3 and f[1].isdigit():
             tid = f[0].rsplit("-", 1)[-1]
-            short = f[3].split("sys_enter_")[-1]
+            short = f[3].split("sys_enter_")[-1].split(":")[-1]
             sysc.setdefault(tid, {})[short] = int(f[1])
     if sysc:
-      print("syscalls per 1000 packets (write: kicks and eventfd writes; pwritev2: interrupts; "
-          "poll/ppoll: sleeps or checks):")
+      print("events per 1000 packets (write: kicks and eventfd writes; pwritev2: interrupts; "
+          "poll/ppoll: sleeps or checks; probes: calls):")
     for k in procs:
         for tid, c in sysc.items():
             if tid in after[k] and sum(c.values()) > 0:
