@@ -112,6 +112,15 @@ pub struct SlotWriter<'a> {
 }
 
 impl SlotWriter<'_> {
+    /// The index of the buffer being filled. Buffers change hands (a pipe swaps the sender's
+    /// buffer with the receiver's), so a sender that prepares each buffer once keeps note of the
+    /// indexes it has filled already.
+    #[inline]
+    #[must_use]
+    pub fn buf_idx(&self) -> u32 {
+        self.idx
+    }
+
     /// Copies `data` into the buffer at byte `at`. Returns false if it would pass the frame
     /// length given to [`TxRing::send_with`].
     #[inline]

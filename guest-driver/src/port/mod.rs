@@ -140,6 +140,12 @@ impl Port {
         self.bufs.buf_size()
     }
 
+    /// Number of packet buffers in the port's memory (valid buffer indexes are below it).
+    #[must_use]
+    pub fn num_bufs(&self) -> u32 {
+        self.bufs.num()
+    }
+
     /// The netmap memory allocator id.
     #[must_use]
     pub fn mem_id(&self) -> u32 {

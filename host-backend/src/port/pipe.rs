@@ -30,7 +30,7 @@
 //! that corrupts its ring can only lose its own traffic, and the loss shows on its counters.
 
 use crate::port::delivery::DeliveryRing;
-use crate::port::ring::{RingStats, RingSync, TxBatch};
+use crate::port::ring::{BatchCounts, RingStats, RingSync, TxBatch};
 use ptnet_protocol::netmap::{ring_add, slot_flags, BufPool, RingView};
 use ptnet_protocol::sync::{HostKring, PortSync};
 use ptnet_protocol::vnet::{self, VnetHeader};
@@ -128,6 +128,71 @@ fn convert(
     Ok(new_len as u16)
 }
 
+/// One TX slot `j` (buffer `ai`, `len` bytes) and the peer's RX slot `d` (buffer `bi`).
+#[derive(Clone, Copy)]
+struct Slot {
+    j: u32,
+    d: u32,
+    ai: u32,
+    len: u16,
+    bi: u32,
+}
+
+/// The slots the tight loop of [`PipeTx`]'s sync leaves: headers to convert, or a bad index or
+/// length on either end. Swaps (converting the frame) or refuses the slot, counting in
+/// `counts`; true when the peer's own slot was bad (the peer's loss, counted there).
+fn other_slot(
+    (tx, rx, bufs): (&RingView, &RingView, &BufPool),
+    s: Slot,
+    (src_len, dst_len): (usize, usize),
+    scratch: &mut [u8],
+    counts: &mut BatchCounts,
+) -> bool {
+    let sane = bufs.valid(s.ai) && u32::from(s.len) <= bufs.buf_size();
+    let mut len = s.len;
+    let refused = if !bufs.valid(s.bi) {
+        Some(Refused::PeerBad)
+    } else if !sane {
+        Some(Refused::Bad)
+    } else if src_len != dst_len {
+        match convert(scratch, bufs, s.ai, usize::from(len), src_len, dst_len) {
+            Ok(l) => {
+                len = l;
+                None
+            }
+            Err(r) => Some(r),
+        }
+    } else {
+        None
+    };
+    match refused {
+        None => {
+            tx.set_buf_idx(s.j, s.bi);
+            tx.set_flags(s.j, slot_flags::BUF_CHANGED);
+            rx.set_buf_idx(s.d, s.ai);
+            rx.set_len(s.d, len);
+            rx.set_flags(s.d, slot_flags::BUF_CHANGED);
+            counts.moved(usize::from(len));
+        }
+        Some(r) => {
+            // Never hand a bad index to the peer: it gets an empty slot instead.
+            rx.set_len(s.d, 0);
+            rx.set_flags(s.d, 0);
+            match r {
+                Refused::Gso => counts.drops += 1,
+                Refused::Bad => counts.bad_slots += 1,
+                // What the peer's corrupt slot lost is the peer's: the sender's packet counts
+                // as sent (it left this end intact) and the loss as the peer's bad slot.
+                Refused::PeerBad => {
+                    counts.packets += 1;
+                    return true;
+                }
+            }
+        }
+    }
+    false
+}
+
 impl PortSync for PipeTx {
     fn sync(&mut self, k: &mut HostKring, _flags: u32) {
         let mut b = TxBatch::new(k);
@@ -136,66 +201,43 @@ impl PortSync for PipeTx {
             return b.finish(k, &self.stats);
         }
         let mut peer_bad = 0u64;
+        if self.peer.space() < pending {
+            // Take in what the peer guest released since the last pass first (it does not kick
+            // for them while no producer waits): the room it gave back moves this batch now.
+            self.peer.host_pass(false);
+        }
         if let Some(res) = self.peer.reserve(pending) {
             let [mine, theirs] = [0, 1].map(|e| self.hdr_lens[e].load(Ordering::Relaxed));
             let (src_len, dst_len) = (usize::from(mine), usize::from(theirs));
             let (rx, buf_size) = (&self.peer.ring, self.bufs.buf_size());
             let mut d = res.start;
+            let (same, mut swapped, mut bytes) = (src_len == dst_len, 0u64, 0u64);
             for _ in 0..res.n {
                 let j = b.slot().expect("no more reserved than pending");
-                let (ai, mut len, bi) = (self.tx.buf_idx(j), self.tx.len(j), rx.buf_idx(d));
-                let sane = self.bufs.valid(ai) && u32::from(len) <= buf_size;
-                let refused = if !self.bufs.valid(bi) {
-                    Some(Refused::PeerBad)
-                } else if !sane {
-                    Some(Refused::Bad)
-                } else if src_len != dst_len {
-                    match convert(
-                        &mut self.frame,
-                        &self.bufs,
-                        ai,
-                        usize::from(len),
-                        src_len,
-                        dst_len,
-                    ) {
-                        Ok(l) => {
-                            len = l;
-                            None
-                        }
-                        Err(r) => Some(r),
-                    }
+                let (ai, len, bi) = (self.tx.buf_idx(j), self.tx.len(j), rx.buf_idx(d));
+                if same && self.bufs.valid(ai) && self.bufs.valid(bi) && u32::from(len) <= buf_size
+                {
+                    // The common case, kept tight: equal headers, sane slots, a plain swap.
+                    self.tx.set_buf_idx(j, bi);
+                    self.tx.set_flags(j, slot_flags::BUF_CHANGED);
+                    rx.set_buf_idx(d, ai);
+                    rx.set_len(d, len);
+                    rx.set_flags(d, slot_flags::BUF_CHANGED);
+                    swapped += 1;
+                    bytes += u64::from(len);
                 } else {
-                    None
-                };
-                match refused {
-                    None => {
-                        self.tx.set_buf_idx(j, bi);
-                        self.tx.set_flags(j, slot_flags::BUF_CHANGED);
-                        rx.set_buf_idx(d, ai);
-                        rx.set_len(d, len);
-                        rx.set_flags(d, slot_flags::BUF_CHANGED);
-                        b.counts.moved(usize::from(len));
-                    }
-                    Some(r) => {
-                        // Never hand a bad index to the peer: it gets an empty slot instead.
-                        rx.set_len(d, 0);
-                        rx.set_flags(d, 0);
-                        match r {
-                            Refused::Gso => b.counts.drops += 1,
-                            Refused::Bad => b.counts.bad_slots += 1,
-                            // What the peer's corrupt slot lost is the peer's: the sender's
-                            // packet counts as sent (it left this end intact) and the loss as
-                            // the peer's bad slot.
-                            Refused::PeerBad => {
-                                b.counts.packets += 1;
-                                peer_bad += 1;
-                            }
-                        }
+                    let slot = Slot { j, d, ai, len, bi };
+                    let lens = (src_len, dst_len);
+                    let ends = (&self.tx, rx, &self.bufs);
+                    if other_slot(ends, slot, lens, &mut self.frame, &mut b.counts) {
+                        peer_bad += 1;
                     }
                 }
                 b.next();
                 d = ring_add(d, 1, rx.num_slots());
             }
+            b.counts.packets += swapped;
+            b.counts.bytes += bytes;
             self.peer.commit(res);
         }
         // Direct delivery, once per sync: publishes what was just committed to the peer guest

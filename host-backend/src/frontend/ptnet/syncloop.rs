@@ -267,7 +267,10 @@ fn ring_loop(
             opts.busy_poll || spinning,
         );
         if moved {
-            if dense && !opts.spin.is_zero() {
+            // A lent ring does not spin: its producers run the passes that matter (delivery and
+            // the slots its guest releases), and this thread, which only serves kicks, would
+            // spin on the receiving guest's CPU, taking it from the guest.
+            if dense && !opts.spin.is_zero() && direct.is_none() {
                 spinning = true;
                 spin_until = Instant::now() + opts.spin;
             }

@@ -8,6 +8,10 @@
 //! Frames are Ethernet + IPv4 + UDP, then a magic, a stream number (the TX ring), a per-stream
 //! sequence number and a payload pattern derived from the sequence number. `rx` verifies all of it.
 //!
+//! `--fast` (both ends) sends and receives like netmap's pkt-gen, for throughput figures: the
+//! sender writes one fixed frame into each buffer once and afterwards only advances the ring, the
+//! receiver only counts. Nothing is verified then.
+//!
 //! Exit codes: 0 success, 1 runtime failure (verification errors, fewer packets than asked, device
 //! errors), 2 bad command line or bad port string.
 
@@ -35,6 +39,10 @@ fn main() -> ExitCode {
             "ptnet-pkt-gen: -l {}: frame length must be at least {MIN_LEN}",
             args.len
         );
+        return ExitCode::from(2);
+    }
+    if args.fast && !matches!(args.function, Function::Tx | Function::Rx) {
+        eprintln!("ptnet-pkt-gen: --fast: only for -f tx and -f rx");
         return ExitCode::from(2);
     }
     let timeout = match args.timeout {
