@@ -86,8 +86,12 @@ pub fn pt_case(p: &PtParams, daemon_args: &[String]) -> (ptnet::Case, Placement)
     } else {
         String::new()
     };
+    // `--fast`: pkt-gen sends as netmap's does (each buffer prepared once, the receiver only
+    // counts), DPDK's testpmd txonly/rxonly being the same kind of sender and sink. The tests
+    // use pkt-gen's default, checking mode.
     let gen = |f: &str| {
         s(&[
+            "--fast",
             "-f",
             f,
             "-l",
