@@ -36,6 +36,11 @@ fn replay(target: &str) {
 }
 
 #[test]
+fn control_corpus() {
+    replay("control");
+}
+
+#[test]
 fn device_corpus() {
     replay("device");
 }
@@ -76,6 +81,7 @@ fn every_target_has_a_test() {
     assert_eq!(
         names,
         [
+            "control",
             "device",
             "device_state",
             "sync",

@@ -12,6 +12,7 @@ use std::process::{Command, Stdio};
 
 /// The targets, in the order they run (the names of `fuzz/fuzz_targets/*.rs`).
 pub const TARGETS: &[&str] = &[
+    "control",
     "device",
     "device_state",
     "sync",

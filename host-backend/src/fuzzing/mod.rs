@@ -10,6 +10,7 @@
 //!
 //! | target | what the input controls |
 //! |---|---|
+//! | [`control`](fn@control) | control-socket request lines: raw bytes, and JSON objects of any command with fields of any type (each parses and writes itself back, or is refused with one bounded JSON line) |
 //! | [`device`](fn@device) | a sequence of vhost-user requests to one or two `PtnetDevice`s over a real pipe or VALE pair: memory tables of memfds of any size, offset and seal, kick/call fds (eventfds or not, saturated), register writes and SET_CONFIG, PTCTL CREATE/DELETE/RESUME, GET_CONFIG, guest writes into the CSB and the port memory while the rings run, truncation |
 //! | [`device_state`](fn@device_state) | the device's state machine alone (`PtnetState`) over a port that runs nothing: memory tables, descriptors, register writes, SET_CONFIG and GET_CONFIG of any offset and size, PTCTL, features, disconnects; each answer checked against what the request predicts (fast: no ring threads) |
 //! | [`sync`](fn@sync) | `HostKring::tx_pass`/`rx_pass` over a ring in memory, with the CSB and the ring written between passes and, by a second thread, during them |
@@ -18,6 +19,7 @@
 //! | [`virtq`](fn@virtq) | a virtio-net guest's split virtqueue (descriptor and indirect tables, avail ring, header settings, the delivered frame) through the virtio-net frontend's TX and RX paths |
 //! | [`vnet`](fn@vnet) | `VnetHeader::parse`, `complete_checksum` and `Gso` segmentation on any bytes |
 
+mod control;
 mod device;
 mod input;
 mod slots;
@@ -27,6 +29,7 @@ mod vale;
 mod virtq;
 mod vnet;
 
+pub use control::control;
 pub use device::device;
 pub use slots::slots;
 pub use state::device_state;
@@ -40,6 +43,7 @@ pub type Target = fn(&[u8]);
 
 /// Every target, by the name its cargo-fuzz binary and corpus directory have.
 pub const TARGETS: &[(&str, Target)] = &[
+    ("control", control),
     ("device", device),
     ("device_state", device_state),
     ("sync", sync),

@@ -75,7 +75,10 @@ fn run(o: &Opts) -> Result<Vec<&'static str>, String> {
         .set("reps_per_side", o.reps)
         .set("frame_len", 60u64)
         .set("batch", 512u64)
-        .set("pkt_gen_mode", "--fast: frames prepared once per buffer, receiver only counts (netmap pkt-gen style)")
+        .set(
+            "pkt_gen_mode",
+            "--fast: frames prepared once per buffer, receiver only counts (netmap pkt-gen style)",
+        )
         .set("daemon_args", o.daemon_args.join(" "))
         .set(
             "dpdk_version",
