@@ -26,6 +26,9 @@ const APT_PACKAGES: &[&str] = &[
     "python3",
     "procps",
     "file",
+    // DPDK's testpmd: the virtio-user frontend test (integration/tests/virtio_user.rs).
+    "dpdk",
+    "dpdk-dev",
 ];
 
 fn root() -> PathBuf {

@@ -90,6 +90,7 @@ impl Daemon {
         );
         let ports = build_ports(&config.ports, config.netmap)?;
         GuestMemory::set_max_per_connection(config.max_guest_memory);
+        crate::frontend::virtio_net::mem::allow_unsealed(config.allow_unsealed_memory);
         let sockets = config.socket_paths();
         // Checked before anything is served: a refused port serves none.
         let frontends: Vec<Frontend> = config.ports.iter().map(|s| s.frontend).collect();
