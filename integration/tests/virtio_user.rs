@@ -200,7 +200,7 @@ fn gone_line(b: &Backend, port: &str) -> String {
             .log_text()
             .lines()
             .filter(|l| l.contains("virtio-net frontend gone") && l.contains(&tag))
-            .last()
+            .next_back()
         {
             return l.to_string();
         }
