@@ -199,8 +199,7 @@ fn gone_line(b: &Backend, port: &str) -> String {
         if let Some(l) = b
             .log_text()
             .lines()
-            .filter(|l| l.contains("virtio-net frontend gone") && l.contains(&tag))
-            .next_back()
+            .rfind(|l| l.contains("virtio-net frontend gone") && l.contains(&tag))
         {
             return l.to_string();
         }
