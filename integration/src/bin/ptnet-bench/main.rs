@@ -27,6 +27,7 @@ mod proc;
 mod ptnet;
 mod report;
 mod setup;
+mod virtio;
 mod workloads;
 
 use opts::Opts;

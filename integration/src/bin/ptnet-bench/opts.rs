@@ -9,7 +9,7 @@ pub const USAGE: &str = "\
 usage: ptnet-bench [--quick] [--only LIST] [--secs S] [--warm S] [--reps N] [--no-dpdk]
                    [--dpdk-burst N] [--dpdk-virtio OPTS] [--daemon-args ARGS] [--out PATH]
   --quick            2 s runs after 1 s of warm-up, 1 run of each side (default: 10 s, 2 s, 3)
-  --only LIST        comma-separated subset of: p1,p2,p3,p4,p5,nic,batch,rings,size
+  --only LIST        comma-separated subset of: p1,p2,p3,p4,p5,p6,p7,nic,batch,rings,size
   --secs S           measured seconds per run        --warm S   warm-up seconds per run
   --reps N           runs of each side per workload  --no-dpdk  skip the DPDK side
   --dpdk-burst N     testpmd --burst (default 64)
