@@ -158,6 +158,19 @@ impl PackedQueue {
             .map(u16::from_le)
     }
 
+    /// The descriptor at `pos`: (address, length, id, flags). Length, id and flags are one
+    /// acquire load (the flags the driver writes last with a release store come with the
+    /// length and id written before them), then the address.
+    fn read(&self, mem: &GuestMemoryMmap, pos: u16) -> Option<(u64, u32, u16, u16)> {
+        let at = self.at(pos);
+        let w = u64::from_le(
+            mem.load::<u64>(at.unchecked_add(8), Ordering::Acquire)
+                .ok()?,
+        );
+        let addr = u64::from_le(mem.load::<u64>(at, Ordering::Relaxed).ok()?);
+        Some((addr, w as u32, (w >> 32) as u16, (w >> 48) as u16))
+    }
+
     fn fail(&mut self, e: VqError) -> Option<PackedChain<'static>> {
         self.error = Some(e);
         None
@@ -173,8 +186,9 @@ impl PackedQueue {
         let mut n = 0u16;
         let mut bad = None;
         let mut table = None;
+        let mut first = None;
         let id = loop {
-            let Some(flags) = self.flags(mem, pos) else {
+            let Some((addr, len, id, flags)) = self.read(mem, pos) else {
                 return self.fail(VqError::DescOutside);
             };
             if !is_avail(flags, wrap) {
@@ -184,15 +198,15 @@ impl PackedQueue {
                 }
                 return self.fail(VqError::ChainNotAvailable { at: pos });
             }
-            let Ok(d) = mem.read_obj::<packed::Descriptor>(self.at(pos)) else {
-                return self.fail(VqError::DescOutside);
-            };
             n += 1;
+            if n == 1 {
+                first = Some(split::Descriptor::new(addr, len, flags & F_WRITE, 0));
+            }
             if flags & F_INDIRECT != 0 {
                 if n > 1 || flags & F_NEXT != 0 {
                     bad = Some(VqError::IndirectInChain);
                 } else {
-                    table = Some((d.addr(), d.len()));
+                    table = Some((GuestAddress(addr), len));
                 }
             }
             pos += 1;
@@ -201,7 +215,7 @@ impl PackedQueue {
                 wrap = !wrap;
             }
             if flags & F_NEXT == 0 {
-                break d.id();
+                break id;
             }
             if n == self.size {
                 return self.fail(VqError::ChainTooLong);
@@ -219,6 +233,7 @@ impl PackedQueue {
             size: self.size,
             pos: start,
             left: if table.is_some() { 0 } else { n },
+            first: if table.is_some() { None } else { first },
             table,
             bad,
         })
@@ -245,9 +260,10 @@ impl PackedQueue {
         if len > 0 {
             flags |= F_WRITE;
         }
-        mem.write_obj(len.to_le(), at.unchecked_add(8))
-            .and_then(|()| mem.write_obj(head.id.to_le(), at.unchecked_add(12)))
-            .and_then(|()| mem.store(flags.to_le(), at.unchecked_add(14), Ordering::Release))
+        // Length, id and flags in one store (the flags, which publish the entry, cannot be seen
+        // before the rest).
+        let word = u64::from(len) | u64::from(head.id) << 32 | u64::from(flags) << 48;
+        mem.store(word.to_le(), at.unchecked_add(8), Ordering::Release)
             .map_err(|_| VqError::DescOutside)?;
         self.used += head.ndesc;
         if self.used >= self.size {
@@ -345,6 +361,8 @@ pub struct PackedChain<'m> {
     /// Next ring position, and ring descriptors left.
     pos: u16,
     left: u16,
+    /// The head descriptor, read by [`PackedQueue::pop`] already.
+    first: Option<split::Descriptor>,
     /// The indirect table not yet read (address, length), then (next entry, entries left).
     table: Option<(GuestAddress, u32)>,
     bad: Option<VqError>,
@@ -401,6 +419,15 @@ impl Iterator for PackedChain<'_> {
         }
         if self.left == 0 {
             return None;
+        }
+        if let Some(d) = self.first.take() {
+            self.left -= 1;
+            self.pos = if self.pos + 1 == self.size {
+                0
+            } else {
+                self.pos + 1
+            };
+            return Some(Ok(d));
         }
         let at = self.ring.unchecked_add(16 * u64::from(self.pos));
         self.left -= 1;

@@ -132,8 +132,12 @@ pub fn tx_chain_to_buf<I: Iterator<Item = Result<Descriptor, VqError>>>(
     if got_hdr < conf.guest_len || out - conf.port_len < ETH_HLEN {
         return Err(TxDrop::TooShort);
     }
-    let h = VnetHeader::parse(&head[..conf.guest_len], conf.guest_len)
-        .map_err(|_| TxDrop::BadHeader)?;
+    // The common header, all zeros (no offload), is the default one: no parse.
+    let h = if head == [0u8; vnet::HDR_LEN_MRG] {
+        VnetHeader::default()
+    } else {
+        VnetHeader::parse(&head[..conf.guest_len], conf.guest_len).map_err(|_| TxDrop::BadHeader)?
+    };
     // No GSO is offered (a netmap buffer holds one frame of at most its size), and a partial
     // checksum only where CSUM was negotiated (which needs a port that carries the header).
     if h.is_gso() || (h.needs_csum() && !conf.csum) || h.flags & vnet::flags::DATA_VALID != 0 {
