@@ -80,7 +80,7 @@ fn dpdk_side(o: &Opts, p7: bool) -> Result<f64, String> {
     let dir = TempDir::new("bench-vhost").map_err(|e| e.to_string())?;
     let (s0, s1) = (dir.path().join("vh0.sock"), dir.path().join("vh1.sock"));
     let spec = Spec {
-        name: "ptb-vhost".into(),
+        name: "ptb-vu-vhost".into(),
         cpu: 1,
         vdevs: if p7 {
             vec![Spec::vhost(0, &s0), Spec::vhost(1, &s1)]
@@ -102,6 +102,15 @@ fn dpdk_side(o: &Opts, p7: bool) -> Result<f64, String> {
     }
 }
 
+/// A run, tried a second time when testpmd printed no statistics (a virtio-user that came up
+/// before its vhost side's port was started sends nothing).
+fn twice(key: &str, f: impl Fn() -> Result<f64, String>) -> Result<f64, String> {
+    f().or_else(|e| {
+        eprintln!("bench: {key}: {e}; trying once more");
+        f()
+    })
+}
+
 /// P6 (`p7` false) or P7: alternating runs of both sides, the table row and the results entry.
 pub fn run(
     o: &Opts,
@@ -114,11 +123,11 @@ pub fn run(
 ) -> Result<(), String> {
     let (mut us, mut them) = (Runs::default(), Runs::default());
     for i in 0..o.reps {
-        let m = ours(o, p7)?;
+        let m = twice(key, || ours(o, p7))?;
         eprintln!("bench: {key} run {} ptnet {m:.3} Mpps", i + 1);
         us.0.push(m);
         if o.dpdk {
-            let m = dpdk_side(o, p7)?;
+            let m = twice(key, || dpdk_side(o, p7))?;
             eprintln!("bench: {key} run {} dpdk {m:.3} Mpps", i + 1);
             them.0.push(m);
         }
