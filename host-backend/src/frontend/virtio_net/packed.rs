@@ -23,7 +23,7 @@
 use super::ring::{Head, VqError};
 use std::sync::atomic::{fence, Ordering};
 use virtio_queue::desc::{packed, split};
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, VolatileSlice};
 
 /// Descriptor flags (the split ring's three, plus the two availability bits).
 pub const F_NEXT: u16 = 1;
@@ -161,14 +161,17 @@ impl PackedQueue {
     /// The descriptor at `pos`: (address, length, id, flags). Length, id and flags are one
     /// acquire load (the flags the driver writes last with a release store come with the
     /// length and id written before them), then the address.
-    fn read(&self, mem: &GuestMemoryMmap, pos: u16) -> Option<(u64, u32, u16, u16)> {
-        let at = self.at(pos);
-        let w = u64::from_le(
-            mem.load::<u64>(at.unchecked_add(8), Ordering::Acquire)
-                .ok()?,
-        );
-        let addr = u64::from_le(mem.load::<u64>(at, Ordering::Relaxed).ok()?);
+    fn read(ring: &VolatileSlice<'_>, pos: u16) -> Option<(u64, u32, u16, u16)> {
+        let at = 16 * usize::from(pos);
+        let w = u64::from_le(ring.load::<u64>(at + 8, Ordering::Acquire).ok()?);
+        let addr = u64::from_le(ring.load::<u64>(at, Ordering::Relaxed).ok()?);
         Some((addr, w as u32, (w >> 32) as u16, (w >> 48) as u16))
+    }
+
+    /// The descriptor ring (checked inside one region at set-up): one look-up a pop, not one a
+    /// field.
+    fn ring<'m>(&self, mem: &'m GuestMemoryMmap) -> Option<VolatileSlice<'m>> {
+        mem.get_slice(self.ring, 16 * usize::from(self.size)).ok()
     }
 
     fn fail(&mut self, e: VqError) -> Option<PackedChain<'static>> {
@@ -181,6 +184,9 @@ impl PackedQueue {
         if self.error.is_some() {
             return None;
         }
+        let Some(ring) = self.ring(mem) else {
+            return self.fail(VqError::DescOutside);
+        };
         let (mut pos, mut wrap) = (self.avail, self.avail_wrap);
         let start = pos;
         let mut n = 0u16;
@@ -188,7 +194,7 @@ impl PackedQueue {
         let mut table = None;
         let mut first = None;
         let id = loop {
-            let Some((addr, len, id, flags)) = self.read(mem, pos) else {
+            let Some((addr, len, id, flags)) = Self::read(&ring, pos) else {
                 return self.fail(VqError::DescOutside);
             };
             if !is_avail(flags, wrap) {
@@ -255,7 +261,6 @@ impl PackedQueue {
         if head.id >= self.size || head.ndesc == 0 || head.ndesc > self.size {
             return Err(VqError::IdOutOfRange { id: head.id });
         }
-        let at = self.at(self.used);
         let mut flags = if self.used_wrap { F_AVAIL | F_USED } else { 0 };
         if len > 0 {
             flags |= F_WRITE;
@@ -263,8 +268,16 @@ impl PackedQueue {
         // Length, id and flags in one store (the flags, which publish the entry, cannot be seen
         // before the rest).
         let word = u64::from(len) | u64::from(head.id) << 32 | u64::from(flags) << 48;
-        mem.store(word.to_le(), at.unchecked_add(8), Ordering::Release)
-            .map_err(|_| VqError::DescOutside)?;
+        self.ring(mem)
+            .and_then(|r| {
+                r.store(
+                    word.to_le(),
+                    16 * usize::from(self.used) + 8,
+                    Ordering::Release,
+                )
+                .ok()
+            })
+            .ok_or(VqError::DescOutside)?;
         self.used += head.ndesc;
         if self.used >= self.size {
             self.used -= self.size;
