@@ -92,6 +92,11 @@ pub struct Args {
     /// (powers of 1024; KiB, MiB, ... also accepted). Larger tables are refused.
     #[arg(long, value_name = "SIZE", default_value = "64G", value_parser = parse_size)]
     pub max_guest_memory: u64,
+    /// virtio-net ports also map frontend memory files that are not memfds sealed against
+    /// shrinking (DPDK virtio-user's hugepage files). Only for trusted frontends: one that
+    /// shrinks its file while it is mapped kills the daemon (SIGBUS).
+    #[arg(long)]
+    pub allow_unsealed_memory: bool,
     /// Time a new connection has to send its first complete vhost-user message before it is
     /// closed (seconds, fractions allowed).
     #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = parse_seconds)]
@@ -220,6 +225,7 @@ impl TryFrom<Args> for DaemonConfig {
                 socket_group,
             },
             max_guest_memory: args.max_guest_memory,
+            allow_unsealed_memory: args.allow_unsealed_memory,
             stats_every: (args.stats_every > 0).then(|| Duration::from_secs(args.stats_every)),
             stats_format: args.stats_format,
             control_socket,

@@ -32,6 +32,9 @@ const APT_PACKAGES: &[&str] = &[
     // host-backend/tests/metrics.rs: curl reads the metrics endpoint, promtool checks it.
     "curl",
     "prometheus",
+    // DPDK's testpmd: the virtio-user frontend test (integration/tests/virtio_user.rs).
+    "dpdk",
+    "dpdk-dev",
 ];
 
 fn root() -> PathBuf {

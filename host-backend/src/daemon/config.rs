@@ -41,6 +41,8 @@ pub struct DaemonConfig {
     pub serve: ServeOptions,
     /// Most guest memory one connection may map (`--max-guest-memory`).
     pub max_guest_memory: u64,
+    /// virtio-net ports map unsealed memory files too (`--allow-unsealed-memory`).
+    pub allow_unsealed_memory: bool,
     /// Report the counters this often (`--stats-every`), besides SIGUSR1 and exit.
     pub stats_every: Option<Duration>,
     /// How the counters are reported.
@@ -100,6 +102,7 @@ impl DaemonConfig {
             netmap: NetmapImpl::User,
             serve: ServeOptions::default(),
             max_guest_memory: DEFAULT_MAX_GUEST_MEMORY,
+            allow_unsealed_memory: false,
             stats_every: None,
             stats_format: StatsFormat::Text,
             control_socket: None,

@@ -118,6 +118,7 @@ impl Daemon {
             }
         );
         GuestMemory::set_max_per_connection(config.max_guest_memory);
+        crate::frontend::virtio_net::mem::allow_unsealed(config.allow_unsealed_memory);
         let core = Arc::new(Core {
             served: RwLock::new(Vec::new()),
             switches: Switches::default(),

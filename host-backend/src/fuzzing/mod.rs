@@ -16,7 +16,7 @@
 //! | [`sync`](fn@sync) | `HostKring::tx_pass`/`rx_pass` over a ring in memory, with the CSB and the ring written between passes and, by a second thread, during them |
 //! | [`slots`](fn@slots) | TX syncs of pipes, VALE and null ports over any slot contents (and hostile receivers' RX slots) |
 //! | [`vale_frames`](fn@vale_frames) | frames and virtio-net headers through a 3-port VALE switch whose ports use different header lengths |
-//! | [`virtq`](fn@virtq) | a virtio-net guest's split virtqueue (descriptor and indirect tables, avail ring, header settings, the delivered frame) through the virtio-net frontend's TX and RX paths |
+//! | [`virtq`](fn@virtq) | a virtio-net guest's split or packed virtqueue (descriptor table or ring, indirect tables, avail ring or wrap bits and buffer ids, event suppression, header settings, the delivered frame) through the virtio-net frontend's TX and RX paths |
 //! | [`vnet`](fn@vnet) | `VnetHeader::parse`, `complete_checksum` and `Gso` segmentation on any bytes |
 
 mod control;

@@ -1,11 +1,14 @@
-//! The `virtq` target: a virtio-net guest's split virtqueue, every byte of it from the input
-//! (descriptor table, indirect tables, avail ring, header settings, the frame a port delivers),
+//! The `virtq` target: a virtio-net guest's virtqueue, split or packed (the first byte's top
+//! bit), every byte of it from the input (descriptor table or ring, indirect tables, avail ring
+//! or wrap bits and buffer ids, event suppression, header settings, the frame a port delivers),
 //! through the virtio-net frontend's TX and RX paths.
 
 use super::input::Input;
+use crate::frontend::virtio_net::packed::{encode, PackedQueue, F_AVAIL, F_USED};
 use crate::frontend::virtio_net::queue::{
     tx_chain_to_buf, HdrConf, RxOutcome, RxWriter, MAX_MERGE,
 };
+use crate::frontend::virtio_net::ring::VirtQueue;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap, VolatileSlice};
 
@@ -20,6 +23,13 @@ const MEM: usize = 0x40000;
 /// One guest's queue, then TX or RX over it: never a panic, never a length past the buffers
 /// given, never more chains than were made available, and RX that waits for buffers takes none.
 pub fn virtq(data: &[u8]) {
+    match data.split_first() {
+        Some((b, rest)) if b & 0x80 != 0 => packed(rest),
+        _ => split(data),
+    }
+}
+
+fn split(data: &[u8]) {
     let mut inp = Input::new(data);
     let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM)]).expect("memory");
     let mut q = Queue::new(SIZE).expect("queue");
@@ -29,17 +39,6 @@ pub fn virtq(data: &[u8]) {
     q.set_used_ring_address(Some(USED as u32), Some((USED >> 32) as u32));
     q.set_event_idx(inp.bool());
     q.set_ready(true);
-    let addr = |inp: &mut Input| match inp.below(4) {
-        0 => inp.u64(),
-        1 => MEM as u64 - u64::from(inp.below(128)),
-        2 => INDIRECT + 16 * u64::from(inp.below(4)),
-        _ => DATA + u64::from(inp.below(0x8000)),
-    };
-    let len = |inp: &mut Input| match inp.below(4) {
-        0 => inp.u32(),
-        1 => 16 * inp.below(6),
-        _ => inp.below(3000),
-    };
     for i in 0..SIZE + 4 {
         let (a, l) = (addr(&mut inp), len(&mut inp));
         let (flags, next) = (inp.below(8) as u16, inp.below(u32::from(SIZE) + 4) as u16);
@@ -60,6 +59,68 @@ pub fn virtq(data: &[u8]) {
         let _ = mem.write_obj(h, GuestAddress(AVAIL + 4 + 2 * u64::from(k)));
     }
     let _ = mem.write_obj(heads, GuestAddress(AVAIL + 2));
+    run(&mut inp, &mem, &mut VirtQueue::Split(q), SIZE);
+}
+
+/// A packed ring: descriptors with any flags (wrap bits weighted towards available), any buffer
+/// ids, any base, any driver event suppression.
+fn packed(data: &[u8]) {
+    let mut inp = Input::new(data);
+    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM)]).expect("memory");
+    let event_idx = inp.bool();
+    let base = match inp.below(4) {
+        0 => inp.u16(),
+        _ => encode(inp.below(u32::from(SIZE)) as u16, inp.below(4) != 0),
+    };
+    for i in 0..SIZE + 8 {
+        let (a, l) = (addr(&mut inp), len(&mut inp));
+        let avail = match inp.below(8) {
+            0 => 0,
+            1 => F_USED,
+            2 => F_AVAIL | F_USED,
+            3 => F_USED,
+            _ => F_AVAIL,
+        };
+        let flags = inp.below(8) as u16 | avail;
+        let id = inp.below(u32::from(SIZE) + 4) as u16;
+        let mut entry = [0u8; 16];
+        entry[..8].copy_from_slice(&a.to_le_bytes());
+        entry[8..12].copy_from_slice(&l.to_le_bytes());
+        entry[12..14].copy_from_slice(&id.to_le_bytes());
+        entry[14..].copy_from_slice(&flags.to_le_bytes());
+        if i < SIZE {
+            let _ = mem.write_slice(&entry, GuestAddress(DESC + 16 * u64::from(i)));
+        }
+        let _ = mem.write_slice(&entry, GuestAddress(INDIRECT + 16 * u64::from(i % 8)));
+    }
+    let _ = mem.write_obj(inp.u16(), GuestAddress(AVAIL));
+    let _ = mem.write_obj(inp.below(4) as u16, GuestAddress(AVAIL + 2));
+    let Ok(q) = PackedQueue::new(&mem, SIZE, (DESC, AVAIL, USED), event_idx, base) else {
+        return;
+    };
+    run(&mut inp, &mem, &mut VirtQueue::Packed(q), 2 * SIZE);
+}
+
+fn addr(inp: &mut Input) -> u64 {
+    match inp.below(4) {
+        0 => inp.u64(),
+        1 => MEM as u64 - u64::from(inp.below(128)),
+        2 => INDIRECT + 16 * u64::from(inp.below(4)),
+        _ => DATA + u64::from(inp.below(0x8000)),
+    }
+}
+
+fn len(inp: &mut Input) -> u32 {
+    match inp.below(4) {
+        0 => inp.u32(),
+        1 => 16 * inp.below(6),
+        _ => inp.below(3000),
+    }
+}
+
+/// TX or RX over `q`; at most `most` chains may be taken (a packed ring's descriptors the driver
+/// marked available for both wrap counter values can be taken twice).
+fn run(inp: &mut Input, mem: &GuestMemoryMmap, q: &mut VirtQueue, most: u16) {
     let guest_len = if inp.below(4) == 0 { 10 } else { 12 };
     let c = HdrConf {
         guest_len,
@@ -71,14 +132,14 @@ pub fn virtq(data: &[u8]) {
     if inp.bool() {
         let mut buf = vec![0u8; 2048];
         let mut chains = 0;
-        while let Some(chain) = q.pop_descriptor_chain(&mem) {
-            let head = chain.head_index();
-            if let Ok(n) = tx_chain_to_buf(&mem, chain, &c, &VolatileSlice::from(&mut buf[..])) {
+        while let Some(chain) = q.pop(mem) {
+            let head = chain.head();
+            if let Ok(n) = tx_chain_to_buf(mem, chain, &c, &VolatileSlice::from(&mut buf[..])) {
                 assert!(n <= buf.len(), "a frame longer than its buffer");
             }
-            let _ = q.add_used(&mem, head, 0);
+            let _ = q.add_used(mem, head, 0);
             chains += 1;
-            assert!(chains <= SIZE, "more chains than were made available");
+            assert!(chains <= most, "more chains than were made available");
         }
     } else {
         let mut w = RxWriter::new(2048);
@@ -87,14 +148,20 @@ pub fn virtq(data: &[u8]) {
         slot.resize(flen, 0);
         for _ in 0..4 {
             let before = q.next_avail();
-            let out = w.deliver(&mem, &mut q, &VolatileSlice::from(&mut slot[..]), &c);
+            let out = w.deliver(mem, q, &VolatileSlice::from(&mut slot[..]), &c);
             let taken = q.next_avail().wrapping_sub(before);
             match out {
                 RxOutcome::Delivered(n) => assert!(n >= 1 && usize::from(n) <= MAX_MERGE),
                 RxOutcome::NoBuffers => assert_eq!(taken, 0, "chains given back"),
                 RxOutcome::Dropped(_) => {}
             }
-            assert!(usize::from(taken) <= MAX_MERGE);
+            assert!(usize::from(taken) <= MAX_MERGE || matches!(q, VirtQueue::Packed(_)));
         }
     }
+    // The interrupt and kick paths over whatever the rings hold now.
+    let _ = q.needs_notification(mem);
+    let _ = q.enable_notification(mem);
+    let mark = q.avail_mark(mem);
+    let _ = q.arm_avail_past(mem, mark);
+    let _ = q.check(mem);
 }

@@ -24,6 +24,8 @@ pub const F_EVENT_IDX: u64 = 1 << 29;
 pub const F_PROTOCOL_FEATURES: u64 = 1 << 30;
 /// `VIRTIO_F_VERSION_1`.
 pub const F_VERSION_1: u64 = 1 << 32;
+/// `VIRTIO_F_RING_PACKED`.
+pub const F_RING_PACKED: u64 = 1 << 34;
 
 /// `VIRTIO_NET_S_LINK_UP`.
 pub const S_LINK_UP: u16 = 1;
@@ -35,6 +37,7 @@ pub const CONFIG_SIZE: usize = 12;
 /// carry a virtio-net header (so partial checksums can travel), `pairs` queue pairs.
 pub fn offered_features(vnet_hdr: bool, pairs: u32) -> u64 {
     let mut f = F_VERSION_1
+        | F_RING_PACKED
         | F_PROTOCOL_FEATURES
         | F_EVENT_IDX
         | F_INDIRECT_DESC

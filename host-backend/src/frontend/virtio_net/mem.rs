@@ -7,10 +7,37 @@
 //! seal guarantees the mapping can never reach past the end of the file, so a frontend that
 //! `ftruncate`s its memfd cannot SIGBUS the daemon (it gets EPERM).
 
-use crate::sys::check_guest_file;
+use crate::sys::{check_guest_file, GuestFileError};
 use std::fs::File;
+use std::sync::atomic::{AtomicBool, Ordering};
 use vhost::vhost_user::message::VhostUserMemoryRegion;
 use vm_memory::{FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
+
+/// `--allow-unsealed-memory`: set once at start-up.
+static ALLOW_UNSEALED: AtomicBool = AtomicBool::new(false);
+
+/// Lets virtio-net ports map memory files that cannot be sealed against shrinking (DPDK
+/// virtio-user's hugetlbfs files), the region still checked against the file's size: for
+/// trusted frontends only (one that shrinks the file while it is mapped kills the daemon).
+pub fn allow_unsealed(yes: bool) {
+    ALLOW_UNSEALED.store(yes, Ordering::Relaxed);
+}
+
+/// [`check_guest_file`], or with [`allow_unsealed`] only its size check for an unsealed file.
+fn check_file(f: &File, offset: u64, len: usize) -> Result<(), GuestFileError> {
+    match check_guest_file(f, offset, len) {
+        Err(GuestFileError::NotSealed { .. } | GuestFileError::NotAMemfd(_))
+            if ALLOW_UNSEALED.load(Ordering::Relaxed) =>
+        {
+            let size = f.metadata().map_err(GuestFileError::Map)?.len();
+            if len == 0 || offset.checked_add(len as u64).is_none_or(|end| end > size) {
+                return Err(GuestFileError::PastEnd { offset, len, size });
+            }
+            Ok(())
+        }
+        r => r,
+    }
+}
 
 /// Most memory regions accepted in one SET_MEM_TABLE: the ptnet device's bound.
 pub use crate::frontend::ptnet::memory::MAX_REGIONS;
@@ -61,7 +88,7 @@ impl FrontendMemory {
             if gpa.checked_add(size).is_none() || r.user_addr.checked_add(size).is_none() {
                 return Err(format!("region {i} wraps around"));
             }
-            check_guest_file(&f, offset, len).map_err(|e| {
+            check_file(&f, offset, len).map_err(|e| {
                 format!(
                     "region {i} (guest address {gpa:#x}, {size} bytes at file offset {offset}) \
                      cannot be mapped: {e}"

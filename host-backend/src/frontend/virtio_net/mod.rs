@@ -13,7 +13,9 @@
 //! `VIRTIO_NET_F_STATUS`, `VIRTIO_NET_F_MQ` (with `rings=N`), and on ports whose slots carry a
 //! virtio-net header (VALE, pipes, tap) `VIRTIO_NET_F_CSUM` / `VIRTIO_NET_F_GUEST_CSUM`: the
 //! 12-byte header travels in the slot and the switch converts it for ports with other lengths.
-//! No TSO/GSO (a netmap buffer holds one frame of at most 2 KiB), split rings only.
+//! `VIRTIO_F_RING_PACKED` too ([`packed`], our own: virtio-queue has split queues only; both
+//! layouts behind [`ring::VirtQueue`]). No TSO/GSO (a netmap buffer holds one frame of at most
+//! 2 KiB).
 //!
 //! The vhost-user handling ([`vhost`]) is this crate's own, like the ptnet device's, over
 //! `virtio-queue` and `vm-memory`: rust-vmm's `vhost-user-backend` daemon accepts and owns its
@@ -23,7 +25,9 @@
 
 pub mod config;
 pub mod mem;
+pub mod packed;
 pub mod queue;
+pub mod ring;
 #[allow(unsafe_code)]
 mod sys;
 pub mod vhost;
@@ -35,6 +39,7 @@ use crate::port::RingWorker;
 use crate::served::Port;
 use mem::FrontendMemory;
 use queue::HdrConf;
+use ring::VirtQueue;
 use std::fs::File;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -239,6 +244,29 @@ impl VirtioNetDevice {
             mem.va_to_gpa(va)
                 .ok_or_else(|| format!("queue {i}: {what} address {va:#x} outside guest memory"))
         };
+        let acked = self.acked.unwrap_or(0);
+        let event_idx = acked & config::F_EVENT_IDX != 0;
+        let kick = kick
+            .try_clone()
+            .map_err(|e| format!("queue {i}: kick: {e}"))?;
+        let call = v.call.as_ref().and_then(|c| c.try_clone().ok());
+        let vq = |queue| Vq {
+            queue,
+            kick,
+            call,
+            stats: v.stats.clone(),
+            broken: false,
+        };
+        if acked & config::F_RING_PACKED != 0 {
+            let areas = (
+                gpa(d, "descriptor ring")?,
+                gpa(a, "driver area")?,
+                gpa(u, "device area")?,
+            );
+            let q = packed::PackedQueue::new(&mem.mem, v.size, areas, event_idx, v.next_avail)
+                .map_err(|e| format!("queue {i}: {e}"))?;
+            return Ok(Some(vq(VirtQueue::Packed(q))));
+        }
         let mut q = Queue::new(MAX_QUEUE_SIZE).map_err(|e| format!("queue: {e}"))?;
         q.try_set_size(v.size)
             .map_err(|e| format!("queue {i}: size {}: {e}", v.size))?;
@@ -248,24 +276,14 @@ impl VirtioNetDevice {
             .map_err(|e| format!("queue {i}: avail ring: {e}"))?;
         q.try_set_used_ring_address(GuestAddress(gpa(u, "used ring")?))
             .map_err(|e| format!("queue {i}: used ring: {e}"))?;
-        q.set_event_idx(self.acked.unwrap_or(0) & config::F_EVENT_IDX != 0);
+        q.set_event_idx(event_idx);
         q.set_next_avail(v.next_avail);
         q.set_next_used(v.next_used);
         q.set_ready(true);
         if !q.is_valid(&mem.mem) {
             return Err(format!("queue {i}: rings not inside guest memory"));
         }
-        let kick = kick
-            .try_clone()
-            .map_err(|e| format!("queue {i}: kick: {e}"))?;
-        let call = v.call.as_ref().and_then(|c| c.try_clone().ok());
-        Ok(Some(Vq {
-            queue: q,
-            kick,
-            call,
-            stats: v.stats.clone(),
-            broken: false,
-        }))
+        Ok(Some(vq(VirtQueue::Split(q))))
     }
 
     /// Stops the pairs and starts again every pair the frontend has set up completely. Called

@@ -11,14 +11,15 @@
 //!
 //! Everything the guest controls is checked: descriptor direction, addresses (inside guest
 //! memory, each descriptor inside one region), lengths (the frame must fit a netmap buffer),
-//! header fields. virtio-queue bounds every chain by the queue size (loops end there), refuses
-//! nested indirect tables and chains over 4 GiB, and ends a chain at a descriptor it cannot read;
-//! what is left of such a chain is checked here like any other.
+//! header fields. Both layouts ([`VirtQueue`]) bound every chain by the queue size (loops end
+//! there) and refuse nested indirect tables; virtio-queue (split) ends a chain at a descriptor it
+//! cannot read, the packed queue ends one with an error (the frame is dropped). What is left of
+//! a chain is checked here like any other.
 
+use super::ring::{Head, VirtQueue, VqError};
 use ptnet_protocol::vnet::{self, VnetHeader};
 use virtio_queue::desc::split::Descriptor;
-use virtio_queue::{Queue, QueueOwnedT, QueueT};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, VolatileSlice};
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, VolatileSlice};
 
 /// Shortest frame accepted from a guest: an Ethernet header.
 pub const ETH_HLEN: usize = 14;
@@ -48,6 +49,8 @@ pub struct HdrConf {
 pub enum TxDrop {
     /// A device-writable descriptor in a TX chain.
     Writable,
+    /// A chain the queue could not follow (a bad indirect table).
+    BadChain,
     /// A descriptor outside guest memory (or across regions).
     BadAddress,
     /// Header plus frame longer than a netmap buffer.
@@ -83,40 +86,9 @@ pub enum RxOutcome {
     Dropped(RxDrop),
 }
 
-/// Is the guest's avail index at most a queue ahead of what was consumed? Past that the driver
-/// is broken (virtio-queue then refuses to iterate) and the queue must stop until it is set up
-/// again, not be looked at on every wake-up.
-pub fn avail_in_range(q: &Queue, mem: &GuestMemoryMmap) -> bool {
-    q.avail_idx(mem, std::sync::atomic::Ordering::Acquire)
-        .is_ok_and(|idx| (idx - std::num::Wrapping(q.next_avail())).0 <= q.size())
-}
-
-/// Asks the driver for a kick once it makes chains available past `idx` (the avail index
-/// seen when the chains there were not enough for a frame): with EVENT_IDX `avail_event` =
-/// `idx`, else notifications on. Returns false when chains came past `idx` meanwhile (do not
-/// sleep). virtio-queue's own `enable_notification` arms at the next chain to consume, which
-/// a driver that already made it available never kicks for again.
-pub fn arm_avail_past(q: &mut Queue, mem: &GuestMemoryMmap, idx: u16) -> bool {
-    use std::sync::atomic::{fence, Ordering};
-    if q.event_idx_enabled() {
-        let at = q.used_ring() + 4 + 8 * u64::from(q.size());
-        if mem
-            .store(idx.to_le(), GuestAddress(at), Ordering::Relaxed)
-            .is_err()
-        {
-            return true;
-        }
-    } else {
-        let _ = q.enable_notification(mem);
-    }
-    fence(Ordering::SeqCst);
-    q.avail_idx(mem, Ordering::Acquire)
-        .is_ok_and(|now| now.0 == idx)
-}
-
 /// Copies the frame of a TX chain into `dst` (a netmap buffer) in the port's header form.
 /// Returns the slot length.
-pub fn tx_chain_to_buf<I: Iterator<Item = Descriptor>>(
+pub fn tx_chain_to_buf<I: Iterator<Item = Result<Descriptor, VqError>>>(
     mem: &GuestMemoryMmap,
     chain: I,
     conf: &HdrConf,
@@ -128,6 +100,7 @@ pub fn tx_chain_to_buf<I: Iterator<Item = Descriptor>>(
     let limit = conf.guest_len + dst.len() - conf.port_len;
     let mut total = 0usize;
     for d in chain {
+        let d = d.map_err(|_| TxDrop::BadChain)?;
         if d.is_write_only() {
             return Err(TxDrop::Writable);
         }
@@ -159,8 +132,12 @@ pub fn tx_chain_to_buf<I: Iterator<Item = Descriptor>>(
     if got_hdr < conf.guest_len || out - conf.port_len < ETH_HLEN {
         return Err(TxDrop::TooShort);
     }
-    let h = VnetHeader::parse(&head[..conf.guest_len], conf.guest_len)
-        .map_err(|_| TxDrop::BadHeader)?;
+    // The common header, all zeros (no offload), is the default one: no parse.
+    let h = if head == [0u8; vnet::HDR_LEN_MRG] {
+        VnetHeader::default()
+    } else {
+        VnetHeader::parse(&head[..conf.guest_len], conf.guest_len).map_err(|_| TxDrop::BadHeader)?
+    };
     // No GSO is offered (a netmap buffer holds one frame of at most its size), and a partial
     // checksum only where CSUM was negotiated (which needs a port that carries the header).
     if h.is_gso() || (h.needs_csum() && !conf.csum) || h.flags & vnet::flags::DATA_VALID != 0 {
@@ -186,8 +163,8 @@ pub fn tx_chain_to_buf<I: Iterator<Item = Descriptor>>(
 /// checksum must be completed for a guest that did not negotiate GUEST_CSUM.
 pub struct RxWriter {
     scratch: Vec<u8>,
-    /// (head index, bytes written) of the chains of the frame being delivered.
-    used: [(u16, u32); MAX_MERGE],
+    /// (head, bytes written) of the chains of the frame being delivered.
+    used: [(Head, u32); MAX_MERGE],
 }
 
 /// Where the guest's header goes: the first writable descriptors of the first chain.
@@ -202,7 +179,7 @@ impl RxWriter {
     pub fn new(buf_size: usize) -> Self {
         Self {
             scratch: vec![0; buf_size],
-            used: [(0, 0); MAX_MERGE],
+            used: [(Head::default(), 0); MAX_MERGE],
         }
     }
 
@@ -212,7 +189,7 @@ impl RxWriter {
     pub fn deliver(
         &mut self,
         mem: &GuestMemoryMmap,
-        q: &mut Queue,
+        q: &mut VirtQueue,
         frame: &VolatileSlice<'_>,
         conf: &HdrConf,
     ) -> RxOutcome {
@@ -258,9 +235,9 @@ impl RxWriter {
     }
 
     fn write_chains(
-        used: &mut [(u16, u32); MAX_MERGE],
+        used: &mut [(Head, u32); MAX_MERGE],
         mem: &GuestMemoryMmap,
-        q: &mut Queue,
+        q: &mut VirtQueue,
         src: &VolatileSlice<'_>,
         mut h: VnetHeader,
         conf: &HdrConf,
@@ -274,24 +251,24 @@ impl RxWriter {
             if chains == MAX_MERGE || (chains == 1 && !conf.mrg_rxbuf) {
                 // Cannot fit: give back what was taken but not yet used (nothing written is
                 // visible to the guest before the used ring says so) and drop the frame.
-                for _ in 0..chains {
-                    q.go_to_previous_position();
+                for &(head, _) in used[..chains].iter().rev() {
+                    q.undo_pop(head);
                 }
                 return RxOutcome::Dropped(RxDrop::NoRoom);
             }
-            let Some(chain) = q.pop_descriptor_chain(mem) else {
-                for _ in 0..chains {
-                    q.go_to_previous_position();
+            let Some(chain) = q.pop(mem) else {
+                for &(head, _) in used[..chains].iter().rev() {
+                    q.undo_pop(head);
                 }
                 return RxOutcome::NoBuffers;
             };
-            let head = chain.head_index();
+            let head = chain.head();
             let mut written = 0u32;
             for d in chain {
-                if !d.is_write_only() {
+                let Some(d) = d.ok().filter(Descriptor::is_write_only) else {
                     bad = true;
                     break;
-                }
+                };
                 let len = d.len() as usize;
                 if len == 0 {
                     continue;

@@ -1,12 +1,12 @@
 //! One virtqueue as a pair thread runs it ([`Vq`]: the queue, its kick and interrupt, its
 //! counters [`VqStats`]).
 
+use super::ring::VirtQueue;
 use crate::port::RingStats;
 use crate::sys::eventfd_signal_nowait;
 use std::fs::File;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 
 /// Counters of one virtqueue. Written by its pair's thread only.
@@ -29,8 +29,9 @@ pub struct VqStats {
     pub bad_headers: AtomicU64,
     /// Chain heads outside the queue (the used entry could not be written).
     pub bad_heads: AtomicU64,
-    /// The queue stopped: an avail index more than a queue ahead, or a kick descriptor that
-    /// failed. It needs a reset (a new SET_VRING_* setup) to run again.
+    /// The queue stopped: an avail index more than a queue ahead (split), a chain that could
+    /// not be followed (packed: its wrap bits, its length, its buffer id), or a kick descriptor
+    /// that failed. It needs a reset (a new SET_VRING_* setup) to run again.
     pub broken: AtomicU64,
     /// Interrupts raised.
     pub interrupts: AtomicU64,
@@ -64,7 +65,7 @@ impl VqStats {
 /// One virtqueue as a pair thread runs it.
 pub struct Vq {
     /// The queue (addresses, size, positions).
-    pub queue: Queue,
+    pub queue: VirtQueue,
     /// Kick eventfd from the frontend.
     pub kick: File,
     /// Interrupt eventfd to the frontend.
@@ -79,7 +80,7 @@ impl Vq {
     /// Raises the interrupt if the used ring moved past what the guest asked (EVENT_IDX) or
     /// it did not suppress it.
     pub(super) fn notify(&mut self, mem: &GuestMemoryMmap) {
-        if self.queue.needs_notification(mem).unwrap_or(true) {
+        if self.queue.needs_notification(mem) {
             if let Some(c) = &self.call {
                 // A write that had to be cut: this guest holds its own interrupts; stop
                 // signalling it until the queue is set up again.
@@ -91,22 +92,23 @@ impl Vq {
         }
     }
 
-    /// Checks the avail index before a round: more than a queue ahead of what we consumed is a
-    /// broken driver (virtio-queue then refuses to iterate; re-checking it on every wake-up would
-    /// spin). The queue stops until it is set up again.
+    /// Checks the queue before a round ([`VirtQueue::check`]): a split avail index more than a
+    /// queue ahead of what we consumed, or a packed chain that could not be followed, is a broken
+    /// driver (re-checking it on every wake-up would spin). The queue stops until it is set up
+    /// again.
     pub(super) fn check(&mut self, mem: &GuestMemoryMmap, port: &str, what: &str) -> bool {
         if self.broken {
             return false;
         }
-        match super::queue::avail_in_range(&self.queue, mem) {
-            true => true,
-            false => {
+        match self.queue.check(mem) {
+            Ok(()) => true,
+            Err(e) => {
                 self.broken = true;
                 VqStats::add(&self.stats.broken, 1);
                 tracing::warn!(
                     port,
                     queue = what,
-                    "the guest's avail index is out of range; queue stopped until reset"
+                    "the guest's queue: {e}; stopped until reset"
                 );
                 false
             }

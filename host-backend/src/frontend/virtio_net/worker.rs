@@ -26,7 +26,7 @@
 //! or makes a per-packet system call.
 
 use super::mem::FrontendMemory;
-use super::queue::{arm_avail_past, tx_chain_to_buf, HdrConf, RxDrop, RxOutcome, RxWriter, TxDrop};
+use super::queue::{tx_chain_to_buf, HdrConf, RxDrop, RxOutcome, RxWriter, TxDrop};
 use super::sys::buffer;
 use super::vq::{Vq, VqStats};
 use crate::frontend::ptnet::syncloop::LoopOptions;
@@ -42,7 +42,6 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use virtio_queue::QueueT;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -325,8 +324,8 @@ impl<'a> Pair<'a> {
     fn run(mut self, stop: &AtomicBool, stop_fd: &EventFd) -> PairParts {
         let mem = self.mem.clone();
         let mem = &mem.mem;
-        let _ = self.txq.queue.disable_notification(mem);
-        let _ = self.rxq.queue.disable_notification(mem);
+        self.txq.queue.disable_notification(mem);
+        self.rxq.queue.disable_notification(mem);
         // Spin-then-sleep, as the ptnet sync loops: after progress the thread keeps polling for
         // `opts.spin` (the clock read once every 32 empty rounds); `busy_poll` never sleeps.
         let opts = self.opts;
@@ -415,11 +414,8 @@ impl<'a> Pair<'a> {
     /// is work after all (do not sleep).
     fn prepare_sleep(&mut self, mem: &GuestMemoryMmap) -> bool {
         let mut sleep = true;
-        if !self.txq.broken
-            && !self.tx_full
-            && self.txq.queue.enable_notification(mem).unwrap_or(false)
-        {
-            let _ = self.txq.queue.disable_notification(mem);
+        if !self.txq.broken && !self.tx_full && self.txq.queue.enable_notification(mem) {
+            self.txq.queue.disable_notification(mem);
             sleep = false;
         }
         if self.tx_full && self.tx.arm() {
@@ -430,7 +426,7 @@ impl<'a> Pair<'a> {
         // one small buffer and no more).
         if !self.rxq.broken
             && self.rx_need_bufs
-            && !arm_avail_past(&mut self.rxq.queue, mem, self.rx_avail_seen)
+            && !self.rxq.queue.arm_avail_past(mem, self.rx_avail_seen)
         {
             sleep = false;
         }
@@ -500,10 +496,10 @@ impl<'a> Pair<'a> {
             let mut cur = self.gtx.rcur;
             let mut taken = 0u32;
             while cur != self.gtx.hwtail {
-                let Some(chain) = self.txq.queue.pop_descriptor_chain(mem) else {
+                let Some(chain) = self.txq.queue.pop(mem) else {
                     break;
                 };
-                let head = chain.head_index();
+                let head = chain.head();
                 taken += 1;
                 let r = match buffer(&self.rings.bufs, self.rings.tx.buf_idx(cur)) {
                     Some(b) => tx_chain_to_buf(mem, chain, &self.conf, &b),
@@ -519,7 +515,7 @@ impl<'a> Pair<'a> {
                     }
                     Err(e) => {
                         let c = match e {
-                            TxDrop::Writable => &st.bad_chains,
+                            TxDrop::Writable | TxDrop::BadChain => &st.bad_chains,
                             TxDrop::BadAddress => &st.bad_addresses,
                             TxDrop::TooLong => &st.too_long,
                             TxDrop::TooShort => &st.too_short,
@@ -596,11 +592,7 @@ impl<'a> Pair<'a> {
             match out {
                 RxOutcome::NoBuffers => {
                     self.rx_need_bufs = true;
-                    self.rx_avail_seen = self
-                        .rxq
-                        .queue
-                        .avail_idx(mem, Ordering::Acquire)
-                        .map_or(0, |i| i.0);
+                    self.rx_avail_seen = self.rxq.queue.avail_mark(mem);
                     break;
                 }
                 RxOutcome::Delivered(_) => {

@@ -35,6 +35,7 @@ mod ptnet;
 mod report;
 mod setup;
 mod single;
+mod virtio;
 mod workloads;
 
 use opts::Opts;

@@ -20,6 +20,14 @@ pub enum Kind {
         /// The ratio ptnet / DPDK asked for.
         target: f64,
     },
+    /// DPDK virtio-user into our virtio-net device vs DPDK's vhost PMD (`virtio.rs`): P6 into
+    /// `null:` (`p7` false), P7 through VALE.
+    Virtio {
+        /// P7 rather than P6.
+        p7: bool,
+        /// The ratio asked for.
+        target: f64,
+    },
     /// The daemon's CPU with 64 idle VALE ports.
     IdleCpu,
     /// Ping-pong round trips through a pipe.
@@ -100,6 +108,22 @@ pub const WORKLOADS: &[Workload] = &[
         key: "p5",
         name: "P5 ping-pong RTT over a pipe (us)",
         kind: Kind::PingPong,
+    },
+    Workload {
+        key: "p6",
+        name: "P6 virtio-user tx -> daemon -> null",
+        kind: Kind::Virtio {
+            p7: false,
+            target: 1.5,
+        },
+    },
+    Workload {
+        key: "p7",
+        name: "P7 virtio-user tx -> VALE -> rx",
+        kind: Kind::Virtio {
+            p7: true,
+            target: 1.5,
+        },
     },
     Workload {
         key: "nic",
@@ -276,6 +300,7 @@ pub fn run(o: &Opts, bins: &Bins, w: &Workload, rep: &mut Report) -> Result<(), 
         Kind::Compare { topo, target } => compared(o, bins, w, topo, target, rep),
         Kind::IdleCpu => single::idle_cpu(o, bins, w, rep),
         Kind::PingPong => single::ping_pong(o, bins, w, rep),
+        Kind::Virtio { p7, target } => crate::virtio::run(o, bins, w.name, w.key, p7, target, rep),
         Kind::Nic => single::nic_ports(o, bins, w, rep),
         Kind::Scaling { points, apply } => scaling(o, bins, w, points, apply, rep),
         Kind::Run(f) => f(o, bins, w, rep),
@@ -383,7 +408,7 @@ mod tests {
         assert_eq!(uniq.len(), keys.len(), "{keys:?}");
         assert!(crate::opts::usage().contains(&keys.join(",")), "{keys:?}");
         for k in [
-            "p1", "p2", "p3", "p4", "p5", "p8", "nic", "batch", "rings", "size",
+            "p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8", "nic", "batch", "rings", "size",
         ] {
             assert!(keys.contains(&k), "{k}");
         }

@@ -2,6 +2,8 @@
 //! ring, used ring at fixed addresses), including the hostile ones.
 
 use super::*;
+use crate::frontend::virtio_net::ring::{Head, VirtQueue, VqError};
+use virtio_queue::{Queue, QueueT};
 use vm_memory::{Address, Bytes};
 
 const SIZE: u16 = 16;
@@ -18,7 +20,7 @@ const F_INDIRECT: u16 = 4;
 
 struct Ring {
     mem: GuestMemoryMmap,
-    q: Queue,
+    q: VirtQueue,
     avail: u16,
 }
 
@@ -32,7 +34,11 @@ impl Ring {
         q.try_set_used_ring_address(GuestAddress(USED)).unwrap();
         q.set_ready(true);
         assert!(q.is_valid(&mem));
-        Self { mem, q, avail: 0 }
+        Self {
+            mem,
+            q: VirtQueue::Split(q),
+            avail: 0,
+        }
     }
 
     fn desc_at(&self, table: u64, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
@@ -82,7 +88,7 @@ impl Ring {
     /// Pops the next chain and copies it as TX into a 2048-byte "netmap buffer".
     fn tx(&mut self, conf: &HdrConf) -> (Result<usize, TxDrop>, Vec<u8>) {
         let mut buf = vec![0u8; 2048];
-        let chain = self.q.pop_descriptor_chain(&self.mem).expect("a chain");
+        let chain = self.q.pop(&self.mem).expect("a chain");
         let r = tx_chain_to_buf(&self.mem, chain, conf, &VolatileSlice::from(&mut buf[..]));
         (r, buf)
     }
@@ -241,7 +247,7 @@ fn tx_hostile_descriptors() {
     // A head outside the table: no descriptor at all, and no used entry can be written.
     r.push(200);
     assert_eq!(r.tx(&conf(12)).0, Err(TxDrop::TooShort));
-    assert!(r.q.add_used(&r.mem, 200, 0).is_err());
+    assert!(r.q.add_used(&r.mem, Head { id: 200, ndesc: 1 }, 0).is_err());
 }
 
 #[test]
@@ -468,19 +474,22 @@ fn rx_slot_headers_are_checked_and_checksums_completed_for_a_guest_without_guest
 #[test]
 fn avail_index_more_than_a_queue_ahead_is_out_of_range() {
     let mut r = Ring::new();
-    assert!(avail_in_range(&r.q, &r.mem));
+    assert!(r.q.check(&r.mem).is_ok());
     r.mem.write_obj(SIZE + 1, GuestAddress(AVAIL + 2)).unwrap();
-    assert!(!avail_in_range(&r.q, &r.mem));
-    assert!(r.q.pop_descriptor_chain(&r.mem).is_none());
+    assert_eq!(r.q.check(&r.mem), Err(VqError::AvailOutOfRange));
+    assert!(r.q.pop(&r.mem).is_none());
     r.mem.write_obj(SIZE, GuestAddress(AVAIL + 2)).unwrap();
-    assert!(avail_in_range(&r.q, &r.mem));
+    assert!(r.q.check(&r.mem).is_ok());
     r.avail = 0;
 }
 
 #[test]
 fn event_idx_suppresses_interrupts_until_used_event() {
     let mut r = Ring::new();
-    r.q.set_event_idx(true);
+    let VirtQueue::Split(q) = &mut r.q else {
+        unreachable!()
+    };
+    q.set_event_idx(true);
     let mut w = RxWriter::new(2048);
     // used_event (after the avail ring) = 1: interrupt once the used index passes 1.
     r.mem
@@ -496,7 +505,7 @@ fn event_idx_suppresses_interrupts_until_used_event() {
         RxOutcome::Delivered(1)
     );
     assert!(
-        !r.q.needs_notification(&r.mem).unwrap(),
+        !r.q.needs_notification(&r.mem),
         "used 1: not past used_event 1"
     );
     assert_eq!(
@@ -504,14 +513,11 @@ fn event_idx_suppresses_interrupts_until_used_event() {
         RxOutcome::Delivered(1)
     );
     assert!(
-        r.q.needs_notification(&r.mem).unwrap(),
+        r.q.needs_notification(&r.mem),
         "used 2 crosses used_event 1"
     );
     // Kick suppression: avail_event is what we consumed once notifications are enabled.
-    assert!(
-        r.q.enable_notification(&r.mem).unwrap(),
-        "one chain still available"
-    );
+    assert!(r.q.enable_notification(&r.mem), "one chain still available");
     let avail_event: u16 = r
         .mem
         .read_obj(GuestAddress(USED + 4 + 8 * u64::from(SIZE)))
@@ -584,8 +590,8 @@ fn random_rings_never_panic() {
         if round % 2 == 0 {
             let mut buf = vec![0u8; 2048];
             let mut guard = 0;
-            while let Some(chain) = r.q.pop_descriptor_chain(&r.mem) {
-                let head = chain.head_index();
+            while let Some(chain) = r.q.pop(&r.mem) {
+                let head = chain.head();
                 match tx_chain_to_buf(&r.mem, chain, &c, &VolatileSlice::from(&mut buf[..])) {
                     Ok(n) => {
                         assert!(n <= buf.len());
