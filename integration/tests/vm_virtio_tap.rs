@@ -2,7 +2,8 @@
 //! network stack through a `tap:` port served as a virtio-net device: the daemon runs in a
 //! network namespace of the test's, creates the tap there, and the namespace's kernel answers
 //! the guest's pings and echoes a TCP stream of 300 KiB back to it (the guest compares it with
-//! what it sent; checksum offload on: the tap carries the virtio-net header both ways).
+//! what it sent; checksum offload and TSO on: the tap carries the virtio-net header both ways,
+//! and the device cuts the guest's GSO frames into segments).
 //!
 //! Boots QEMU, so `#[ignore]`d: `cargo xtask test` runs it (`-- --include-ignored`).
 
@@ -152,5 +153,14 @@ fn vm_virtio_guest_pings_and_streams_to_the_host_through_a_tap_port() {
         "{ctx}"
     );
     assert!(echoed.contains(&format!("ECHOED {STREAM}")), "{ctx}");
+    // The guest took TSO (the device cut its 64 KiB frames into segments for the tap).
+    let log = be.log_text();
+    let features = log
+        .lines()
+        .filter(|l| l.contains("queue pairs running"))
+        .find_map(|l| l.split("features=\"0x").nth(1)?.split('"').next())
+        .and_then(|h| u64::from_str_radix(h, 16).ok())
+        .unwrap_or_else(|| panic!("no features logged\n{ctx}"));
+    assert_ne!(features & (1 << 11), 0, "HOST_TSO4 not negotiated: {features:#x}\n{ctx}");
     assert!(r.serial.contains("TCP-ECHO-OK"), "{ctx}");
 }

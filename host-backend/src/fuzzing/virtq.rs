@@ -6,7 +6,7 @@
 use super::input::Input;
 use crate::frontend::virtio_net::packed::{encode, PackedQueue, F_AVAIL, F_USED};
 use crate::frontend::virtio_net::queue::{
-    tx_chain_to_buf, HdrConf, RxOutcome, RxWriter, MAX_MERGE,
+    tx_chain, HdrConf, RxOutcome, RxWriter, TxFrame, MAX_MERGE,
 };
 use crate::frontend::virtio_net::ring::VirtQueue;
 use virtio_queue::{Queue, QueueT};
@@ -128,14 +128,33 @@ fn run(inp: &mut Input, mem: &GuestMemoryMmap, q: &mut VirtQueue, most: u16) {
         csum: inp.bool(),
         guest_csum: inp.bool(),
         mrg_rxbuf: inp.below(3) != 0,
+        tso4: inp.bool(),
+        tso6: inp.bool(),
     };
     if inp.bool() {
         let mut buf = vec![0u8; 2048];
+        // The worker's GSO scratch buffer, when TSO was negotiated.
+        let mut scratch = vec![0u8; if c.tso4 || c.tso6 { 65536 + 256 } else { 0 }];
         let mut chains = 0;
         while let Some(chain) = q.pop(mem) {
             let head = chain.head();
-            if let Ok(n) = tx_chain_to_buf(mem, chain, &c, &VolatileSlice::from(&mut buf[..])) {
-                assert!(n <= buf.len(), "a frame longer than its buffer");
+            let dst = VolatileSlice::from(&mut buf[..]);
+            match tx_chain(mem, chain, &c, &dst, &mut scratch) {
+                Ok(TxFrame::Slot(n)) => assert!(n <= dst.len(), "a frame longer than its buffer"),
+                Ok(TxFrame::Gso(h, n)) => {
+                    assert!(c.tso4 || c.tso6, "a GSO frame without TSO");
+                    assert!(n <= scratch.len());
+                    // Cut as the worker does: every segment fits a buffer or is refused.
+                    if let Ok(g) = ptnet_protocol::vnet::Gso::new(&h, &scratch[..n]) {
+                        let mut seg = vec![0u8; 2048 - c.port_len];
+                        for i in 0..g.count() {
+                            if let Ok(l) = g.write_segment(&scratch[..n], i, &mut seg) {
+                                assert!(l <= seg.len());
+                            }
+                        }
+                    }
+                }
+                Err(_) => {}
             }
             let _ = q.add_used(mem, head, 0);
             chains += 1;

@@ -8,6 +8,10 @@
 pub const F_CSUM: u64 = 1 << 0;
 /// `VIRTIO_NET_F_GUEST_CSUM`: the driver takes partial checksums.
 pub const F_GUEST_CSUM: u64 = 1 << 1;
+/// `VIRTIO_NET_F_HOST_TSO4`: the device takes TCP/IPv4 GSO frames.
+pub const F_HOST_TSO4: u64 = 1 << 11;
+/// `VIRTIO_NET_F_HOST_TSO6`: the device takes TCP/IPv6 GSO frames.
+pub const F_HOST_TSO6: u64 = 1 << 12;
 /// `VIRTIO_NET_F_MAC`.
 pub const F_MAC: u64 = 1 << 5;
 /// `VIRTIO_NET_F_MRG_RXBUF`.
@@ -45,7 +49,8 @@ pub fn offered_features(vnet_hdr: bool, pairs: u32) -> u64 {
         | F_MAC
         | F_STATUS;
     if vnet_hdr {
-        f |= F_CSUM | F_GUEST_CSUM;
+        // TSO needs CSUM (the segments' checksums are completed here either way).
+        f |= F_CSUM | F_GUEST_CSUM | F_HOST_TSO4 | F_HOST_TSO6;
     }
     if pairs > 1 {
         f |= F_MQ;

@@ -14,8 +14,10 @@
 //! virtio-net header (VALE, pipes, tap) `VIRTIO_NET_F_CSUM` / `VIRTIO_NET_F_GUEST_CSUM`: the
 //! 12-byte header travels in the slot and the switch converts it for ports with other lengths.
 //! `VIRTIO_F_RING_PACKED` too ([`packed`], our own: virtio-queue has split queues only; both
-//! layouts behind [`ring::VirtQueue`]). No TSO/GSO (a netmap buffer holds one frame of at most
-//! 2 KiB).
+//! layouts behind [`ring::VirtQueue`]). With CSUM, `VIRTIO_NET_F_HOST_TSO4` and `TSO6`: the
+//! guest's GSO frames (up to 64 KiB) are cut into segments here, a netmap buffer holding one
+//! frame of at most 2 KiB; no GUEST_TSO (frames reach the guest as the port has them), no UFO,
+//! no ECN.
 //!
 //! The vhost-user handling ([`vhost`]) is this crate's own, like the ptnet device's, over
 //! `virtio-queue` and `vm-memory`: rust-vmm's `vhost-user-backend` daemon accepts and owns its
@@ -201,6 +203,8 @@ impl VirtioNetDevice {
             csum: f & config::F_CSUM != 0,
             guest_csum: f & config::F_GUEST_CSUM != 0,
             mrg_rxbuf: f & config::F_MRG_RXBUF != 0,
+            tso4: f & config::F_HOST_TSO4 != 0,
+            tso6: f & config::F_HOST_TSO6 != 0,
         }
     }
 

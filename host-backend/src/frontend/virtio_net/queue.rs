@@ -4,7 +4,9 @@
 //! * TX ([`tx_chain_to_buf`]): the readable descriptors of a chain are the guest's virtio-net
 //!   header then its frame. The header is parsed and checked against what was negotiated, and
 //!   rewritten in the port's header form (the length the port carries, 0 when it carries none);
-//!   the frame goes into the netmap buffer after it.
+//!   the frame goes into the netmap buffer after it. With TSO negotiated a GSO frame (up to 64
+//!   KiB) goes into a scratch buffer instead ([`tx_chain`]) and is cut into segments of a
+//!   slot each, their checksums complete: a netmap buffer holds one frame.
 //! * RX ([`RxWriter::deliver`]): a netmap slot (the port's header form, then the frame) goes into
 //!   one chain, or with `VIRTIO_NET_F_MRG_RXBUF` as many chains as it needs, with the guest's
 //!   header (`num_buffers` the number of chains) written last into the first one.
@@ -42,6 +44,11 @@ pub struct HdrConf {
     pub guest_csum: bool,
     /// `VIRTIO_NET_F_MRG_RXBUF` negotiated.
     pub mrg_rxbuf: bool,
+    /// `VIRTIO_NET_F_HOST_TSO4` negotiated: the guest may send TCP/IPv4 GSO frames (up to 64
+    /// KiB), which the device cuts into segments.
+    pub tso4: bool,
+    /// `VIRTIO_NET_F_HOST_TSO6`: the same for TCP/IPv6.
+    pub tso6: bool,
 }
 
 /// Why a TX chain's frame was dropped.
@@ -87,17 +94,47 @@ pub enum RxOutcome {
 }
 
 /// Copies the frame of a TX chain into `dst` (a netmap buffer) in the port's header form.
-/// Returns the slot length.
+/// Returns the slot length. (No GSO: [`tx_chain`] with a scratch buffer takes those.)
 pub fn tx_chain_to_buf<I: Iterator<Item = Result<Descriptor, VqError>>>(
     mem: &GuestMemoryMmap,
     chain: I,
     conf: &HdrConf,
     dst: &VolatileSlice<'_>,
 ) -> Result<usize, TxDrop> {
+    match tx_chain(mem, chain, conf, dst, &mut [])? {
+        TxFrame::Slot(n) => Ok(n),
+        TxFrame::Gso(..) => Err(TxDrop::TooLong),
+    }
+}
+
+/// What a TX chain became.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxFrame {
+    /// One slot of this length (header and frame) in the netmap buffer.
+    Slot(usize),
+    /// A GSO frame of this length in the scratch buffer, with the guest's header: the caller
+    /// cuts it into segments (`vnet::Gso`), a slot each.
+    Gso(VnetHeader, usize),
+}
+
+/// Copies the frame of a TX chain into `dst` (a netmap buffer) in the port's header form, or,
+/// with TSO negotiated, a GSO frame into `scratch`: the chain goes into `dst` while it fits
+/// (every frame that is not a super-frame pays one copy, as without TSO), and once it does not,
+/// what was copied moves to `scratch` and the rest follows it there. A frame longer than a
+/// buffer must be a GSO frame of a kind negotiated.
+pub fn tx_chain<I: Iterator<Item = Result<Descriptor, VqError>>>(
+    mem: &GuestMemoryMmap,
+    chain: I,
+    conf: &HdrConf,
+    dst: &VolatileSlice<'_>,
+    scratch: &mut [u8],
+) -> Result<TxFrame, TxDrop> {
     let mut head = [0u8; vnet::HDR_LEN_MRG];
     let mut got_hdr = 0usize;
     let mut out = conf.port_len;
-    let limit = conf.guest_len + dst.len() - conf.port_len;
+    // Frame bytes in `scratch`, once the frame outgrew the buffer.
+    let mut spilled: Option<usize> = None;
+    let limit = conf.guest_len + (dst.len() - conf.port_len).max(scratch.len());
     let mut total = 0usize;
     for d in chain {
         let d = d.map_err(|_| TxDrop::BadChain)?;
@@ -125,11 +162,23 @@ pub fn tx_chain_to_buf<I: Iterator<Item = Result<Descriptor, VqError>>>(
             }
             s = s.offset(take).map_err(|_| TxDrop::BadAddress)?;
         }
-        let to = dst.subslice(out, s.len()).map_err(|_| TxDrop::TooLong)?;
-        s.copy_to_volatile_slice(to);
-        out += s.len();
+        let at = match spilled {
+            None if out + s.len() <= dst.len() => {
+                let to = dst.subslice(out, s.len()).map_err(|_| TxDrop::TooLong)?;
+                s.copy_to_volatile_slice(to);
+                out += s.len();
+                continue;
+            }
+            None if !scratch.is_empty() => move_to_scratch(dst, conf, out, scratch)?,
+            None => return Err(TxDrop::TooLong),
+            Some(n) => n,
+        };
+        let to = scratch.get_mut(at..at + s.len()).ok_or(TxDrop::TooLong)?;
+        s.copy_to(to);
+        spilled = Some(at + s.len());
     }
-    if got_hdr < conf.guest_len || out - conf.port_len < ETH_HLEN {
+    let frame_len = spilled.unwrap_or(out - conf.port_len);
+    if got_hdr < conf.guest_len || frame_len < ETH_HLEN {
         return Err(TxDrop::TooShort);
     }
     // The common header, all zeros (no offload), is the default one: no parse.
@@ -138,11 +187,57 @@ pub fn tx_chain_to_buf<I: Iterator<Item = Result<Descriptor, VqError>>>(
     } else {
         VnetHeader::parse(&head[..conf.guest_len], conf.guest_len).map_err(|_| TxDrop::BadHeader)?
     };
-    // No GSO is offered (a netmap buffer holds one frame of at most its size), and a partial
-    // checksum only where CSUM was negotiated (which needs a port that carries the header).
-    if h.is_gso() || (h.needs_csum() && !conf.csum) || h.flags & vnet::flags::DATA_VALID != 0 {
+    if h.is_gso() {
+        // Only the kinds negotiated (TSO needs CSUM; no ECN, no UFO offered).
+        let offered = match h.gso_kind() {
+            vnet::gso::TCPV4 => conf.tso4,
+            vnet::gso::TCPV6 => conf.tso6,
+            _ => false,
+        };
+        if !offered || h.gso_type & vnet::gso::ECN != 0 || !conf.csum {
+            return Err(TxDrop::BadHeader);
+        }
+        let n = match spilled {
+            Some(n) => n,
+            None => move_to_scratch(dst, conf, out, scratch).map_err(|_| TxDrop::BadHeader)?,
+        };
+        return Ok(TxFrame::Gso(h, n));
+    }
+    if spilled.is_some() {
+        return Err(TxDrop::TooLong);
+    }
+    // A partial checksum only where CSUM was negotiated (which needs a port that carries the
+    // header).
+    if (h.needs_csum() && !conf.csum) || h.flags & vnet::flags::DATA_VALID != 0 {
         return Err(TxDrop::BadHeader);
     }
+    emit_port_header(dst, conf, h)?;
+    Ok(TxFrame::Slot(out))
+}
+
+/// Moves the frame bytes copied into the buffer so far (`out` is the end) to the start of
+/// `scratch`; returns their length.
+fn move_to_scratch(
+    dst: &VolatileSlice<'_>,
+    conf: &HdrConf,
+    out: usize,
+    scratch: &mut [u8],
+) -> Result<usize, TxDrop> {
+    let have = out - conf.port_len;
+    let to = scratch.get_mut(..have).ok_or(TxDrop::TooLong)?;
+    dst.subslice(conf.port_len, have)
+        .map_err(|_| TxDrop::TooLong)?
+        .copy_to(to);
+    Ok(have)
+}
+
+/// Writes `h` in the port's header form at the start of the slot `dst` (nothing for a port
+/// without a header).
+pub fn emit_port_header(
+    dst: &VolatileSlice<'_>,
+    conf: &HdrConf,
+    h: VnetHeader,
+) -> Result<(), TxDrop> {
     if conf.port_len > 0 {
         let mut ph = [0u8; vnet::HDR_LEN_MRG];
         let h = VnetHeader {
@@ -156,7 +251,7 @@ pub fn tx_chain_to_buf<I: Iterator<Item = Result<Descriptor, VqError>>>(
             .map_err(|_| TxDrop::TooLong)?
             .copy_from(&ph[..conf.port_len]);
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Writes received frames into RX chains. Holds the scratch buffer for the rare frame whose

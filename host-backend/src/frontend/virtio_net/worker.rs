@@ -26,7 +26,9 @@
 //! or makes a per-packet system call.
 
 use super::mem::FrontendMemory;
-use super::queue::{tx_chain_to_buf, HdrConf, RxDrop, RxOutcome, RxWriter, TxDrop};
+use super::queue::{
+    emit_port_header, tx_chain, HdrConf, RxDrop, RxOutcome, RxWriter, TxDrop, TxFrame,
+};
 use super::sys::buffer;
 use super::vq::{Vq, VqStats};
 use crate::frontend::ptnet::syncloop::LoopOptions;
@@ -34,9 +36,10 @@ use crate::port::ring::{DirectRx, Keepalive, PassDone, PassState, RingSync};
 use crate::port::{RingStats, RingWorker};
 use crate::sys::{eventfd_file, eventfd_take_nowait, poll_revents};
 use ptnet_protocol::csb::{Atok, Ktoa, ENTRY_SIZE, NAF_FORCE_RECLAIM};
-use ptnet_protocol::netmap::{ring_add, BufPool, RingView};
+use ptnet_protocol::netmap::{ring_add, ring_dist, BufPool, RingView};
 use ptnet_protocol::shmem::{OwnedMem, SharedMem};
 use ptnet_protocol::sync::{GuestKring, HostKring, HostStop};
+use ptnet_protocol::vnet::{self, VnetHeader};
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -245,6 +248,7 @@ struct Pair<'a> {
     /// Our own interrupt eventfd, signalled by a direct-delivery pass.
     call: File,
     rxw_writer: RxWriter,
+    gso: GsoBuffers,
     /// TX: the netmap ring is full (wait for the port).
     tx_full: bool,
     /// RX: frames wait for the guest's buffers.
@@ -253,6 +257,32 @@ struct Pair<'a> {
     rx_avail_seen: u16,
     last_log: Option<Instant>,
     opts: LoopOptions,
+}
+
+/// Largest GSO frame a guest may send (Linux's is 64 KiB, headers included).
+const GSO_FRAME_MAX: usize = 65536 + 256;
+
+/// The TX side's scratch buffers for GSO frames, allocated once when TSO was negotiated: the
+/// whole frame, and one segment.
+struct GsoBuffers {
+    frame: Vec<u8>,
+    segment: Vec<u8>,
+}
+
+impl GsoBuffers {
+    fn new(conf: &HdrConf, buf_size: usize) -> Self {
+        if conf.tso4 || conf.tso6 {
+            Self {
+                frame: vec![0; GSO_FRAME_MAX],
+                segment: vec![0; buf_size.saturating_sub(conf.port_len)],
+            }
+        } else {
+            Self {
+                frame: Vec::new(),
+                segment: Vec::new(),
+            }
+        }
+    }
 }
 
 /// Rate limit for log lines about a guest's bad input.
@@ -313,6 +343,7 @@ impl<'a> Pair<'a> {
             direct,
             call,
             rxw_writer: RxWriter::new(buf_size),
+            gso: GsoBuffers::new(&conf, buf_size),
             tx_full: false,
             rx_need_bufs: false,
             rx_avail_seen: 0,
@@ -470,9 +501,49 @@ impl<'a> Pair<'a> {
         self.gtx
             .txsync(&self.tx_atok, &self.tx_ktoa, NAF_FORCE_RECLAIM);
         // No free slot, or frames the port could not take yet: wait for the port.
-        self.tx_full = self.gtx.rcur == self.gtx.hwtail
+        self.tx_full = ring_dist(self.gtx.rcur, self.gtx.hwtail, self.gtx.num_slots)
+            < self.tx_room()
             || matches!(stop, HostStop::PortBlocked)
                 && self.tx.kring().is_some_and(|k| k.hwcur != k.rhead);
+    }
+
+    /// Free TX slots a chain needs before it is taken: one, or with TSO the most segments a GSO
+    /// frame may make (a chain, once taken, is not given back), bounded by the ring.
+    fn tx_room(&self) -> u32 {
+        if self.conf.tso4 || self.conf.tso6 {
+            (vnet::MAX_GSO_SEGMENTS as u32).min(self.gtx.num_slots - 1)
+        } else {
+            1
+        }
+    }
+
+    /// Cuts the GSO frame in the scratch buffer into segments, one slot each from `cur` on,
+    /// each with complete checksums (so the port's header says no offload).
+    fn tx_segments(&mut self, h: &VnetHeader, len: usize, cur: &mut u32) -> Result<(), TxDrop> {
+        let frame = &self.gso.frame[..len];
+        let g = vnet::Gso::new(h, frame).map_err(|_| TxDrop::BadHeader)?;
+        let n = self.gtx.num_slots;
+        if g.count() as u32 > ring_dist(*cur, self.gtx.hwtail, n) {
+            return Err(TxDrop::TooLong);
+        }
+        let st = &self.txq.stats;
+        let port_len = self.conf.port_len;
+        for i in 0..g.count() {
+            let seg = g
+                .write_segment(frame, i, &mut self.gso.segment[..])
+                .map_err(|_| TxDrop::TooLong)?;
+            let b = buffer(&self.rings.bufs, self.rings.tx.buf_idx(*cur)).ok_or(TxDrop::TooLong)?;
+            b.subslice(port_len, seg)
+                .map_err(|_| TxDrop::TooLong)?
+                .copy_from(&self.gso.segment[..seg]);
+            emit_port_header(&b, &self.conf, VnetHeader::default())?;
+            self.rings.tx.set_len(*cur, (port_len + seg) as u16);
+            self.rings.tx.set_flags(*cur, 0);
+            *cur = ring_add(*cur, 1, n);
+            VqStats::add(&st.packets, 1);
+            VqStats::add(&st.bytes, seg as u64);
+        }
+        Ok(())
     }
 
     /// Moves TX chains into the netmap TX ring and the port. True if anything moved.
@@ -495,24 +566,30 @@ impl<'a> Pair<'a> {
         loop {
             let mut cur = self.gtx.rcur;
             let mut taken = 0u32;
-            while cur != self.gtx.hwtail {
+            while ring_dist(cur, self.gtx.hwtail, n) >= self.tx_room() {
                 let Some(chain) = self.txq.queue.pop(mem) else {
                     break;
                 };
                 let head = chain.head();
                 taken += 1;
                 let r = match buffer(&self.rings.bufs, self.rings.tx.buf_idx(cur)) {
-                    Some(b) => tx_chain_to_buf(mem, chain, &self.conf, &b),
+                    Some(b) => tx_chain(mem, chain, &self.conf, &b, &mut self.gso.frame),
                     None => Err(TxDrop::TooLong),
                 };
-                match r {
-                    Ok(len) => {
+                let r = match r {
+                    Ok(TxFrame::Slot(len)) => {
                         self.rings.tx.set_len(cur, len as u16);
                         self.rings.tx.set_flags(cur, 0);
                         cur = ring_add(cur, 1, n);
                         VqStats::add(&st.packets, 1);
                         VqStats::add(&st.bytes, (len - self.conf.port_len) as u64);
+                        Ok(())
                     }
+                    Ok(TxFrame::Gso(h, len)) => self.tx_segments(&h, len, &mut cur),
+                    Err(e) => Err(e),
+                };
+                match r {
+                    Ok(()) => {}
                     Err(e) => {
                         let c = match e {
                             TxDrop::Writable | TxDrop::BadChain => &st.bad_chains,

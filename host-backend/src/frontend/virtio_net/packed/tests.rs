@@ -102,6 +102,8 @@ fn conf() -> HdrConf {
         csum: false,
         guest_csum: false,
         mrg_rxbuf: true,
+        tso4: false,
+        tso6: false,
     }
 }
 
