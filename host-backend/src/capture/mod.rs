@@ -13,6 +13,7 @@
 //! capture shows whatever was there, bounded by the slot's checked length.
 
 pub mod pcap;
+pub mod ring;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, TryLockError};

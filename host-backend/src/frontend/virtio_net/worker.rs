@@ -167,6 +167,7 @@ impl Running {
         } = w;
         let (atok, ktoa) = host;
         kring.start(&atok, &ktoa);
+        let obs = crate::port::ring::RingObs::new(&stats);
         let _ = notify.read();
         Self {
             index,
@@ -179,6 +180,7 @@ impl Running {
                 atok,
                 ktoa,
                 call,
+                obs,
             }),
         }
     }
