@@ -30,6 +30,8 @@ const APT_PACKAGES: &[&str] = &[
     // host-backend/tests/metrics.rs: curl reads the metrics endpoint, promtool checks it.
     "curl",
     "prometheus",
+    // integration/tests/capture.rs: tcpdump reads what `ptnet-ctl capture` wrote.
+    "tcpdump",
 ];
 
 fn root() -> PathBuf {
