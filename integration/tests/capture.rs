@@ -105,14 +105,15 @@ fn send_and_receive(tx: &mut Port, rx: &mut Port, frames: &[Vec<u8>]) -> Vec<Vec
             }
             t.txsync().unwrap();
         }
-        let mut r = rx.rx_ring(0);
-        r.rxsync().unwrap();
-        let mut buf = [0u8; 2048];
-        while let Some(n) = r.recv(&mut buf) {
-            got.push(buf[..n.min(2048)].to_vec());
+        {
+            let mut r = rx.rx_ring(0);
+            r.rxsync().unwrap();
+            let mut buf = [0u8; 2048];
+            while let Some(n) = r.recv(&mut buf) {
+                got.push(buf[..n.min(2048)].to_vec());
+            }
+            r.rxsync().unwrap();
         }
-        r.rxsync().unwrap();
-        drop(r);
         if got.len() < frames.len() {
             let _ = rx.wait_any(&[RingId::Rx(0)], Some(Duration::from_millis(5)));
         }
