@@ -130,7 +130,7 @@ pub enum RequestError {
     #[error("bad request: {0}")]
     BadRequest(String),
     /// `cmd` names no command.
-    #[error("unknown command {0:?} (commands: version, list, stats, add, remove, attach, detach, capture)")]
+    #[error("unknown command {0:?} (known: version list stats add remove attach detach capture)")]
     UnknownCommand(String),
     /// A field the command does not take.
     #[error("{cmd}: takes no {field:?}")]
@@ -646,6 +646,28 @@ mod tests {
                 br#"{"cmd":"detach","ifname":"e","kind":"tap"}"#,
                 ErrorCode::UnexpectedField,
             ),
+            (br#"{"cmd":"capture"}"#, ErrorCode::BadRequest),
+            (
+                br#"{"cmd":"capture","port":"a","count":0}"#,
+                ErrorCode::BadArgument,
+            ),
+            (
+                br#"{"cmd":"capture","port":"a","snaplen":0}"#,
+                ErrorCode::BadArgument,
+            ),
+            (
+                br#"{"cmd":"capture","port":"a","snaplen":2049}"#,
+                ErrorCode::BadArgument,
+            ),
+            (
+                br#"{"cmd":"capture","port":"a","count":-1}"#,
+                ErrorCode::BadRequest,
+            ),
+            (
+                br#"{"cmd":"capture","port":"a","kind":"tap"}"#,
+                ErrorCode::UnexpectedField,
+            ),
+            (br#"{"cmd":"stats","count":1}"#, ErrorCode::UnexpectedField),
         ] {
             let e = Request::parse(bad).unwrap_err();
             assert_eq!(e.code(), code, "{bad:?}: {e}");
@@ -677,6 +699,16 @@ mod tests {
             Command::Detach {
                 switch: "vale0".into(),
                 ifname: "eth1".into(),
+            },
+            Command::Capture {
+                port: "vale0:1".into(),
+                count: Some(5),
+                snaplen: 128,
+            },
+            Command::Capture {
+                port: "vale0:1".into(),
+                count: None,
+                snaplen: 2048,
             },
         ] {
             assert_eq!(Request::parse(c.to_line().as_bytes()), Ok(c));
