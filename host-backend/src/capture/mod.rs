@@ -124,13 +124,19 @@ impl Tap {
     }
 
     /// Moves what was recorded so far into `out` (records of [`for_each_record`]'s form);
-    /// returns false once the capture got all the frames it wanted (or was stopped).
+    /// returns false once the capture got all the frames it wanted (or was stopped). An empty
+    /// `out` of [`BUFFER_BYTES`] capacity is swapped with the tap's buffer (the rings wait for
+    /// no copy: the lock is held for a swap); otherwise the records are copied.
     pub fn drain(&self, out: &mut Vec<u8>) -> bool {
         let mut s = self.session.lock().unwrap_or_else(|p| p.into_inner());
         match s.as_mut() {
             Some(sess) => {
-                out.extend_from_slice(&sess.buf);
-                sess.buf.clear();
+                if out.is_empty() && out.capacity() >= BUFFER_BYTES {
+                    std::mem::swap(out, &mut sess.buf);
+                } else {
+                    out.extend_from_slice(&sess.buf);
+                    sess.buf.clear();
+                }
                 sess.wanted > 0
             }
             None => false,
