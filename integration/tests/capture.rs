@@ -193,10 +193,14 @@ fn capture_of_both_ends_is_what_was_sent_byte_for_byte() {
                 continue;
             }
             assert!(n("batches") > 0 && n("batches") <= n("packets"), "{r}");
-            assert!(
-                n("kicks") > 0 && n("kicks") <= n("batches") + n("packets") + 1,
-                "{r}"
-            );
+            // A TX ring is woken by the sender's kick at least once (its loop sleeps at the
+            // start); an RX ring with direct delivery may never need one. A kick that finds
+            // nothing new (the guest asks for completions) is no batch, so kicks can exceed
+            // batches, not packets.
+            if r["dir"] == "tx" {
+                assert!(n("kicks") > 0, "{r}");
+            }
+            assert!(n("kicks") <= n("packets") + 1, "{r}");
             assert!(n("irqs_sent") + n("irqs_suppressed") > 0, "{r}");
             assert!(n("irqs_sent") <= n("batches") + 1, "{r}");
         }
