@@ -355,6 +355,8 @@ fn a_capture_nobody_reads_never_slows_the_port() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    let (after, _) = pipe_run(&b, N);
+    eprintln!("pipe: {after:.0} pps after the unread captures were dropped");
     // What they got is far less than the traffic: the rest was missed (counted), not waited for.
     for s in &stuck {
         s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();

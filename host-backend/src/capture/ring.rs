@@ -82,10 +82,16 @@ impl RingTap {
         while j != to {
             let (idx, len) = (self.view.buf_idx(j), usize::from(self.view.len(j)));
             // A bad slot (the port refuses it and counts it) is not captured.
-            if self.bufs.valid(idx) && len <= size && len >= hdr {
-                b.push(self.dir, len - hdr, |dst| self.bufs.read(idx, hdr, dst));
-            }
             j = ring_add(j, 1, n);
+            if self.bufs.valid(idx)
+                && len <= size
+                && len >= hdr
+                && !b.push(self.dir, len - hdr, |dst| self.bufs.read(idx, hdr, dst))
+            {
+                // Full (the rest missed, counted in one add), or all frames wanted taken.
+                b.miss(u64::from(ring_dist(j, to, n)));
+                return;
+            }
         }
     }
 }
