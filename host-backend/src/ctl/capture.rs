@@ -88,6 +88,8 @@ pub fn run(path: &Path, cmd: &Command, file: &Path, timeout: Duration) -> ExitCo
             eprintln!("ptnet-ctl: {frames} frames written; the capture ended without its counts (the daemon dropped it)");
             ExitCode::from(1)
         }
+        // The reader of `-w -` went (`tcpdump -c`, a closed Wireshark): the capture is over.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => fail(format!("capture: {e}"), 1),
     }
 }
