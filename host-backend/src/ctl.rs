@@ -1,9 +1,12 @@
 //! `ptnet-ctl`, the control socket's client (like `vale-ctl` or `ovs-appctl`): one request per
-//! run (`list`, `stats`, `version`, `add`, `remove`, `attach`, `detach`), the answer as a table, or as the daemon's JSON with
+//! run (`list`, `stats`, `version`, `add`, `remove`, `attach`, `detach`, `capture`), the answer as a table, or as the daemon's JSON with
 //! `--json`. `stats --watch SECONDS` samples again every SECONDS and prints each port's rates.
 //!
 //! Exit status: 0 done; 1 the daemon could not be reached (or hung up, or answered nonsense);
 //! 2 a bad command line, or a request the daemon refused (e.g. no such port).
+
+mod capture;
+mod rings;
 
 use crate::daemon::control::protocol::{Command, PortInfo, Response, CONTROL_SOCKET_NAME};
 use crate::daemon::stats::{DaemonStats, Dir, PortStats};
@@ -31,7 +34,9 @@ Examples:
   ptnet-ctl --socket-dir /run/ptnet add vale0:vm3 'netmap:p{2@conf:rings=2'
   ptnet-ctl --socket-dir /run/ptnet remove vale0:vm3
   ptnet-ctl --socket-dir /run/ptnet attach vale0 eth1 --kind packet
-  ptnet-ctl --socket-dir /run/ptnet detach vale0 eth1";
+  ptnet-ctl --socket-dir /run/ptnet detach vale0 eth1
+  ptnet-ctl --socket-dir /run/ptnet capture vale0:1 -c 100 -w vm1.pcap
+  ptnet-ctl --socket-dir /run/ptnet capture vale0:1 -w - | tcpdump -n -r -";
 
 /// Ask a running ptnet-backend about its ports, over its control socket.
 #[derive(Parser, Debug)]
@@ -105,6 +110,22 @@ pub enum CtlCommand {
         switch: String,
         /// The host interface.
         ifname: String,
+    },
+    /// Captures PORT's frames, both directions, into a pcap file (as tcpdump -w): a monitor
+    /// that never slows the port (frames it cannot keep up with are counted missed). Ends
+    /// after COUNT frames or on Ctrl-C; the counts go to stderr.
+    Capture {
+        /// The port.
+        port: String,
+        /// Stop after COUNT frames.
+        #[arg(short = 'c', long, value_name = "COUNT")]
+        count: Option<u64>,
+        /// Keep the first SNAPLEN bytes of each frame (1..=2048, default 2048).
+        #[arg(short = 's', long, value_name = "SNAPLEN")]
+        snaplen: Option<u32>,
+        /// The pcap file; `-` streams to stdout (`| tcpdump -r -`, `| wireshark -k -i -`).
+        #[arg(short = 'w', long, value_name = "FILE", required = true)]
+        write: PathBuf,
     },
 }
 
@@ -230,6 +251,26 @@ pub fn run() -> ExitCode {
             switch: switch.clone(),
             ifname: ifname.clone(),
         },
+        CtlCommand::Capture {
+            port,
+            count,
+            snaplen,
+            write,
+        } => {
+            let snaplen = snaplen.unwrap_or(crate::capture::DEFAULT_SNAPLEN);
+            if *count == Some(0) {
+                return usage("capture -c: the count must be at least 1");
+            }
+            if snaplen == 0 || snaplen > crate::capture::DEFAULT_SNAPLEN {
+                return usage("capture -s: the snap length must be 1..=2048");
+            }
+            let cmd = Command::Capture {
+                port: port.clone(),
+                count: *count,
+                snaplen,
+            };
+            return capture::run(&path, &cmd, write, timeout);
+        }
     };
     let watch = match &args.command {
         CtlCommand::Stats {
@@ -445,7 +486,7 @@ fn stats_table(s: &DaemonStats) -> String {
         })
         .collect();
     format!(
-        "uptime {:.1} s, kick faults {}, interrupt writes cut {}\n{}",
+        "uptime {:.1} s, kick faults {}, interrupt writes cut {}\n{}{}",
         s.uptime_s,
         s.kick_faults,
         s.interrupt_writes_cut,
@@ -463,7 +504,8 @@ fn stats_table(s: &DaemonStats) -> String {
                 "SRC_REFUSED"
             ],
             &rows
-        )
+        ),
+        rings::ring_table(s, table)
     )
 }
 

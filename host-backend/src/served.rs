@@ -7,6 +7,8 @@
 //! [`RingWorker`] per ring, run by the daemon's own sync threads; kernel netmap ports
 //! ([`crate::kernel`]) have the kernel's memory and the kernel's sync loop.
 
+use crate::capture::ring::RingTap;
+use crate::capture::Tap;
 use crate::kernel::KernelNetmap;
 use crate::port::build::{build_user_ports, BuildError};
 use crate::port::built::{mac_for, BuiltPort, RemoveHooks};
@@ -51,6 +53,8 @@ pub struct Port {
     on_frontend_gone: Option<Box<dyn Fn() + Send + Sync>>,
     /// What the port kind undoes when the port is removed (VALE: leaving the switch).
     on_remove: Mutex<Option<RemoveHooks>>,
+    /// The port's capture point, fed by every ring (`None` for kernel ports).
+    tap: Option<Arc<Tap>>,
 }
 
 impl Port {
@@ -59,6 +63,17 @@ impl Port {
     pub fn threads(b: BuiltPort) -> Self {
         let mac = mac_for(&b.name);
         let stats = b.workers.iter().map(|w| w.stats.clone()).collect();
+        let tap = Arc::new(Tap::default());
+        for w in &b.workers {
+            let ring = RingTap::new(
+                tap.clone(),
+                b.memory.ring(b.if_index, w.index),
+                b.memory.bufs().clone(),
+                b.vnet_hdr_len.clone(),
+                w.is_tx,
+            );
+            let _ = w.stats.tap.set(Arc::new(ring));
+        }
         let mut geometry = b.memory.geometry(b.if_index, 0, mac);
         if b.vnet_hdr_len.is_some() {
             geometry.features |= ptnet_protocol::regs::PTNETMAP_F_VNET_HDR;
@@ -77,6 +92,7 @@ impl Port {
             started: AtomicBool::new(false),
             on_frontend_gone: b.on_frontend_gone,
             on_remove: Mutex::new(b.on_remove),
+            tap: Some(tap),
         }
     }
 
@@ -113,6 +129,11 @@ impl Port {
         }
     }
 
+    /// The port's capture point (`None` for kernel ports: the kernel runs their rings).
+    pub fn tap(&self) -> Option<&Arc<Tap>> {
+        self.tap.as_ref()
+    }
+
     /// The port's virtio-net header length, if it can carry one.
     pub fn vnet_hdr_len(&self) -> Option<&Arc<AtomicU8>> {
         self.vnet_hdr_len.as_ref()
@@ -131,6 +152,7 @@ impl Port {
             started: AtomicBool::new(false),
             on_frontend_gone: None,
             on_remove: Mutex::new(None),
+            tap: None,
         })
     }
 

@@ -35,6 +35,8 @@ const APT_PACKAGES: &[&str] = &[
     // DPDK's testpmd: the virtio-user frontend test (integration/tests/virtio_user.rs).
     "dpdk",
     "dpdk-dev",
+    // integration/tests/capture.rs: tcpdump reads what `ptnet-ctl capture` wrote.
+    "tcpdump",
 ];
 
 fn root() -> PathBuf {

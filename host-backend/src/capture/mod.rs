@@ -13,6 +13,7 @@
 //! capture shows whatever was there, bounded by the slot's checked length.
 
 pub mod pcap;
+pub mod ring;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, TryLockError};
@@ -123,13 +124,19 @@ impl Tap {
     }
 
     /// Moves what was recorded so far into `out` (records of [`for_each_record`]'s form);
-    /// returns false once the capture got all the frames it wanted (or was stopped).
+    /// returns false once the capture got all the frames it wanted (or was stopped). An empty
+    /// `out` of [`BUFFER_BYTES`] capacity is swapped with the tap's buffer (the rings wait for
+    /// no copy: the lock is held for a swap); otherwise the records are copied.
     pub fn drain(&self, out: &mut Vec<u8>) -> bool {
         let mut s = self.session.lock().unwrap_or_else(|p| p.into_inner());
         match s.as_mut() {
             Some(sess) => {
-                out.extend_from_slice(&sess.buf);
-                sess.buf.clear();
+                if out.is_empty() && out.capacity() >= BUFFER_BYTES {
+                    std::mem::swap(out, &mut sess.buf);
+                } else {
+                    out.extend_from_slice(&sess.buf);
+                    sess.buf.clear();
+                }
                 sess.wanted > 0
             }
             None => false,
@@ -144,7 +151,11 @@ impl Tap {
             return None;
         }
         match self.session.try_lock() {
-            Ok(guard) if guard.is_some() => Some(TapBatch { tap: self, guard }),
+            Ok(guard) if guard.is_some() => Some(TapBatch {
+                tap: self,
+                guard,
+                ts: 0,
+            }),
             Ok(_) => None,
             Err(TryLockError::WouldBlock) => {
                 self.missed.fetch_add(missed_if_busy, Ordering::Relaxed);
@@ -160,39 +171,60 @@ impl Tap {
 pub struct TapBatch<'a> {
     tap: &'a Tap,
     guard: std::sync::MutexGuard<'a, Option<Session>>,
+    /// The batch's timestamp (one clock read a batch), 0 until its first frame.
+    ts: u64,
 }
 
 impl TapBatch<'_> {
     /// Records one frame of `len` bytes; `fill` copies its first `dst.len()` bytes (at most the
     /// snap length) into `dst` and returns false when it could not read them (the record is
-    /// dropped then).
-    pub fn push(&mut self, dir: Direction, len: usize, fill: impl FnOnce(&mut [u8]) -> bool) {
-        let Some(s) = self.guard.as_mut() else { return };
+    /// dropped then). Returns false when the buffer is full (the frame is counted missed): the
+    /// caller may count the rest of its batch with [`Self::miss`] at once.
+    pub fn push(
+        &mut self,
+        dir: Direction,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> bool,
+    ) -> bool {
+        let Some(s) = self.guard.as_mut() else {
+            return false;
+        };
         if s.wanted == 0 {
-            return;
+            return false;
         }
         let cap = len.min(s.snaplen as usize);
         if s.buf.len() + RECORD_HDR + cap > s.buf.capacity() {
             self.tap.missed.fetch_add(1, Ordering::Relaxed);
-            return;
+            return false;
         }
         let at = s.buf.len();
-        let ts = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        s.buf.extend_from_slice(&ts.to_le_bytes());
+        if self.ts == 0 {
+            self.ts = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64);
+        }
+        s.buf.extend_from_slice(&self.ts.to_le_bytes());
         s.buf.extend_from_slice(&(len as u32).to_le_bytes());
         s.buf.extend_from_slice(&(cap as u32).to_le_bytes());
         s.buf.extend_from_slice(&[dir as u8, 0, 0, 0]);
         s.buf.resize(at + RECORD_HDR + cap, 0);
         if !fill(&mut s.buf[at + RECORD_HDR..]) {
             s.buf.truncate(at);
-            return;
+            return true;
         }
         s.wanted -= 1;
         self.tap.captured.fetch_add(1, Ordering::Relaxed);
         if s.wanted == 0 {
             self.tap.active.store(false, Ordering::Release);
+            return false;
+        }
+        true
+    }
+
+    /// Counts `n` frames missed (the rest of a batch after [`Self::push`] found no room).
+    pub fn miss(&mut self, n: u64) {
+        if n != 0 && self.guard.as_ref().is_some_and(|s| s.wanted > 0) {
+            self.tap.missed.fetch_add(n, Ordering::Relaxed);
         }
     }
 }

@@ -205,6 +205,7 @@ impl Ring {
         kring.start(&atok, &ktoa);
         let _ = notify.read();
         let (gatok, gktoa) = entries(m, i);
+        let obs = crate::port::ring::RingObs::new(&stats);
         let g = GuestKring::attach(kring.num_slots, &gatok, &gktoa);
         Self {
             index,
@@ -217,6 +218,7 @@ impl Ring {
                 atok,
                 ktoa,
                 call: None,
+                obs,
             }),
             atok: gatok,
             ktoa: gktoa,

@@ -17,6 +17,7 @@
 //! The socket is bound like the ports' (`server`): locked with `PATH.lock`, a stale socket
 //! replaced, a live one refused, removed at stop if still ours.
 
+pub mod capture;
 pub mod protocol;
 
 use crate::daemon::socket::{claim_socket, file_id, ClaimedSocket, ServeError};
@@ -60,6 +61,10 @@ pub trait Operator: Send + Sync {
     ) -> Result<Vec<PortInfo>, RequestError>;
     /// Detaches it: `detach`.
     fn detach(&self, switch: &str, ifname: &str) -> Result<Vec<String>, RequestError>;
+    /// The capture point of a port: `capture`.
+    fn tap(&self, port: &str) -> Result<Arc<crate::capture::Tap>, RequestError> {
+        Err(RequestError::NoSuchPort(port.chars().take(64).collect()))
+    }
 }
 
 /// The control socket being served.
@@ -133,11 +138,17 @@ struct Answerer {
 }
 
 impl Answerer {
-    fn answer(&self, line: &[u8]) -> Response {
-        match Request::parse(line).and_then(|c| self.run(c)) {
-            Ok(r) => r,
-            Err(e) => Response::error(&e),
-        }
+    /// The response, and the stream that follows it for `capture`.
+    fn answer(&self, line: &[u8]) -> (Response, Option<capture::Stream>) {
+        let r = Request::parse(line).and_then(|c| match c {
+            Command::Capture {
+                port,
+                count,
+                snaplen,
+            } => capture::start(&*self.op, &port, count, snaplen).map(|(r, s)| (r, Some(s))),
+            c => self.run(c).map(|r| (r, None)),
+        });
+        r.unwrap_or_else(|e| (Response::error(&e), None))
     }
 
     fn run(&self, cmd: Command) -> Result<Response, RequestError> {
@@ -154,6 +165,7 @@ impl Answerer {
             Command::Detach { switch, ifname } => {
                 Response::removed(self.op.detach(&switch, &ifname)?)
             }
+            Command::Capture { .. } => unreachable!("answered by `answer`"),
             Command::Stats { port: None } => Response::stats(self.op.stats()),
             Command::Stats { port: Some(name) } => {
                 let mut s = self.op.stats();
@@ -180,6 +192,8 @@ struct Client {
     /// Close once the answer is written (too long a line, or the end of the input).
     closing: bool,
     deadline: Instant,
+    /// A `capture` streams on this connection: nothing else is answered on it.
+    capture: Option<capture::Stream>,
 }
 
 impl Client {
@@ -192,6 +206,7 @@ impl Client {
             eof: false,
             closing: false,
             deadline: Instant::now() + REQUEST_TIMEOUT,
+            capture: None,
         }
     }
 
@@ -201,10 +216,25 @@ impl Client {
         self.written = 0;
     }
 
+    /// Answers one request line; a `capture` turns the connection into its stream.
+    fn respond_to(&mut self, answer: &Answerer, line: &[u8]) {
+        let (r, stream) = answer.answer(line);
+        self.respond(&r);
+        if let Some(s) = stream {
+            let snaplen = r.capture.as_ref().map_or(0, |c| c.snaplen);
+            self.output.extend_from_slice(&capture::header(snaplen));
+            self.input.clear();
+            self.capture = Some(s);
+        }
+    }
+
     /// Does what the connection allows without waiting; false when it is to be closed.
     fn service(&mut self, answer: &Answerer) -> bool {
         let mut buf = [0u8; 4096];
         loop {
+            if self.capture.is_some() {
+                return capture::service(self);
+            }
             if self.written < self.output.len() {
                 match self.stream.write(&self.output[self.written..]) {
                     Ok(0) => return false,
@@ -229,7 +259,7 @@ impl Client {
                 if pos > MAX_REQUEST {
                     self.too_long();
                 } else if !line.is_empty() {
-                    self.respond(&answer.answer(line));
+                    self.respond_to(answer, line);
                 }
                 continue;
             }
@@ -243,7 +273,7 @@ impl Client {
                 if line.trim_ascii().is_empty() {
                     return false;
                 }
-                self.respond(&answer.answer(line.trim_ascii()));
+                self.respond_to(answer, line.trim_ascii());
                 self.closing = true;
                 continue;
             }
@@ -267,6 +297,9 @@ impl Client {
 
     /// What to wait for: room for the answer, or more of the request.
     fn events(&self) -> i16 {
+        if self.capture.is_some() {
+            return capture::events(self);
+        }
         if self.written < self.output.len() {
             libc::POLLOUT
         } else {
@@ -314,7 +347,11 @@ fn serve(listener: UnixListener, stop: File, answer: Answerer) {
         fds.extend(clients.iter().map(|c| (c.stream.as_raw_fd(), c.events())));
         let timeout = clients
             .iter()
-            .map(|c| c.deadline.saturating_duration_since(now))
+            .map(|c| {
+                c.deadline
+                    .min(c.capture.as_ref().map_or(c.deadline, |s| s.due()))
+            })
+            .map(|t| t.saturating_duration_since(now))
             .min()
             .map_or(-1, |d| {
                 i32::try_from(d.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
@@ -334,8 +371,10 @@ fn serve(listener: UnixListener, stop: File, answer: Answerer) {
             .map(|&r| r != 0)
             .collect();
         let mut i = 0;
+        let now = Instant::now();
         clients.retain_mut(|c| {
-            let keep = !ready[i] || c.service(&answer);
+            let due = c.capture.as_ref().is_some_and(|s| s.due() <= now);
+            let keep = !(ready[i] || due) || c.service(&answer);
             i += 1;
             keep
         });

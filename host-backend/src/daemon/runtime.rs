@@ -267,4 +267,17 @@ impl super::control::Operator for Core {
     fn detach(&self, switch: &str, ifname: &str) -> Result<Vec<String>, RequestError> {
         Core::detach(self, switch, ifname)
     }
+
+    fn tap(&self, port: &str) -> Result<std::sync::Arc<crate::capture::Tap>, RequestError> {
+        let ports = self.read();
+        let p = ports
+            .iter()
+            .find(|s| s.port.name() == port)
+            .ok_or_else(|| RequestError::NoSuchPort(port.chars().take(64).collect()))?;
+        p.port.tap().cloned().ok_or_else(|| {
+            RequestError::Refused(format!(
+                "{port}: a kernel netmap port (the kernel runs its rings): capture it with the kernel's tools"
+            ))
+        })
+    }
 }

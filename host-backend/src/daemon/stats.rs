@@ -218,6 +218,18 @@ pub struct RingCounters {
     pub resets: u64,
     /// Refused source addresses.
     pub src_refused: u64,
+    /// Syncs that moved the ring.
+    #[serde(default)]
+    pub batches: u64,
+    /// Kicks received.
+    #[serde(default)]
+    pub kicks: u64,
+    /// Interrupts sent.
+    #[serde(default)]
+    pub irqs_sent: u64,
+    /// Interrupts suppressed (the frontend asked for none).
+    #[serde(default)]
+    pub irqs_suppressed: u64,
 }
 
 /// A kernel netmap ring's positions, from the CSB.
@@ -259,6 +271,10 @@ pub fn port_stats(
             bad_slots: load(&s.bad_slots),
             resets: load(&s.resets),
             src_refused: load(&s.src_refused),
+            batches: load(&s.batches),
+            kicks: load(&s.kicks),
+            irqs_sent: load(&s.irqs_sent),
+            irqs_suppressed: load(&s.irqs_suppressed),
         })
         .collect();
     let sum = |f: fn(&RingCounters) -> u64, d: Option<Dir>| {

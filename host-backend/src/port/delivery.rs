@@ -458,11 +458,13 @@ mod tests {
         let mut kring = HostKring::new_rx(n);
         kring.start(&atok, &ktoa);
         let stats = r.stats.clone();
+        let obs = crate::port::ring::RingObs::new(&stats);
         r.lend(PassState {
             kring,
             atok: atok.clone(),
             ktoa: ktoa.clone(),
             call: None,
+            obs,
         });
         let kick = Arc::new(EventFd::new(libc::EFD_NONBLOCK).unwrap());
         let done = Arc::new(AtomicBool::new(false));

@@ -17,6 +17,8 @@
 //! direct delivery, the ring itself, to which the loop lends it ([`DirectRx`], see
 //! [`crate::port::delivery`]) so that its producers can run the pass.
 
+use crate::capture::ring::ObservedSync;
+pub use crate::capture::ring::RingObs;
 use ptnet_protocol::csb::{Atok, Ktoa};
 use ptnet_protocol::netmap::{ring_add, ring_dist};
 use ptnet_protocol::shmem::SharedMem;
@@ -126,6 +128,16 @@ pub struct RingStats {
     pub resets: AtomicU64,
     /// VALE: frames refused for a source address the port does not own (`port::mactable`).
     pub src_refused: AtomicU64,
+    /// Syncs of the port that moved the ring (hwcur or hwtail).
+    pub batches: AtomicU64,
+    /// Kicks received from the frontend (reads of the kick eventfd that found one).
+    pub kicks: AtomicU64,
+    /// Interrupts raised to the frontend.
+    pub irqs_sent: AtomicU64,
+    /// Passes that completed or delivered slots while the frontend asked for no interrupt.
+    pub irqs_suppressed: AtomicU64,
+    /// The ring's capture point (set once, when the port is built; see [`crate::capture`]).
+    pub tap: std::sync::OnceLock<Arc<crate::capture::ring::RingTap>>,
 }
 
 impl RingStats {
@@ -264,6 +276,8 @@ pub struct PassState {
     pub ktoa: Ktoa,
     /// Interrupt eventfd, if the frontend gave one.
     pub call: Option<File>,
+    /// Capture and the pass counters ([`RingObs::new`] with the ring's counters).
+    pub obs: RingObs,
 }
 
 /// What the host passes run by one call did.
@@ -284,13 +298,16 @@ impl PassState {
             atok,
             ktoa,
             call,
+            obs,
         } = self;
         // Never blocks, whatever the frontend did to the descriptor, and on whichever thread
         // (another port's, with direct delivery): a saturated counter drops the interrupt (one
         // is pending anyway), and a write that had to be cut (a frontend that made its counter
         // blocking and full) means this descriptor is not signalled again while these rings
         // run, so a hostile frontend costs another port's thread one cut at most.
+        let mut sent = 0u64;
         let mut irq = || {
+            sent += 1;
             if let Some(c) = call.as_ref() {
                 if let Ok(crate::sys::Raised::Cut) = crate::sys::eventfd_signal_nowait(c) {
                     *call = None;
@@ -298,11 +315,13 @@ impl PassState {
             }
         };
         let before = (kring.hwcur, kring.hwtail, kring.rhead);
+        let mut port = ObservedSync::new(port, obs, is_tx);
         let stop = if is_tx {
-            kring.tx_pass(atok, ktoa, port, busy, &mut irq)
+            kring.tx_pass(atok, ktoa, &mut port, busy, &mut irq)
         } else {
-            kring.rx_pass(atok, ktoa, port, busy, &mut irq)
+            kring.rx_pass(atok, ktoa, &mut port, busy, &mut irq)
         };
+        obs.pass_done(sent, kring.hwtail != before.1, atok.appl_need_kick());
         PassDone {
             stop,
             moved: (kring.hwcur, kring.hwtail, kring.rhead) != before,

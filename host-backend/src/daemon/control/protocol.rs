@@ -13,7 +13,17 @@
 //! {"cmd":"remove","ports":["vale0:3"]}
 //! {"cmd":"attach","switch":"vale0","ifname":"eth1","kind":"packet"}   (kind: packet, xdp, tap)
 //! {"cmd":"detach","switch":"vale0","ifname":"eth1"}
+//! {"cmd":"capture","port":"vale0:1","count":100,"snaplen":2048}   (count, snaplen optional)
 //! ```
+//!
+//! `capture` turns the connection into a stream (see [`super::capture`]): one response line
+//! `{"ok":true,"capture":{...}}`, then a classic nanosecond pcap stream (file header, records,
+//! both directions of the port), ended by one *end record*: a record header whose nanoseconds
+//! field is `0xffffffff` (no real record has it) and whose data is a JSON object
+//! `{"captured":N,"missed":M}`; then the daemon closes the connection. The capture ends after
+//! `count` frames, when the client shuts down its side (the daemon then sends the end record),
+//! or when it hangs up or stops reading (then without an end record). One capture per port
+//! (`capture_busy`); `count` 0 or a `snaplen` outside 1..=2048 is `bad_argument`.
 //!
 //! `add` and `attach` answer the ports added in `ports` (a pipe end brings its peer), `remove`
 //! and `detach` the names removed in `removed`; a request is refused whole or done whole.
@@ -56,6 +66,12 @@ pub struct Request {
     /// `attach`: `packet` (the default), `xdp` or `tap`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
+    /// `capture`: frames wanted (none: until the client hangs up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// `capture`: bytes kept of each frame.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snaplen: Option<u32>,
 }
 
 /// A checked request.
@@ -96,6 +112,15 @@ pub enum Command {
         /// The interface.
         ifname: String,
     },
+    /// Streams a port's frames as pcap.
+    Capture {
+        /// The port.
+        port: String,
+        /// Frames wanted (`None`: no limit).
+        count: Option<u64>,
+        /// Bytes kept of each.
+        snaplen: u32,
+    },
 }
 
 /// Why a request was refused: each is a response `{"ok":false,"code":...,"error":...}`.
@@ -105,7 +130,7 @@ pub enum RequestError {
     #[error("bad request: {0}")]
     BadRequest(String),
     /// `cmd` names no command.
-    #[error("unknown command {0:?} (commands: version, list, stats, add, remove, attach, detach)")]
+    #[error("unknown command {0:?} (known: version list stats add remove attach detach capture)")]
     UnknownCommand(String),
     /// A field the command does not take.
     #[error("{cmd}: takes no {field:?}")]
@@ -150,6 +175,12 @@ pub enum RequestError {
         /// [`MAX_REQUEST`].
         max: usize,
     },
+    /// `capture` of a port captured already.
+    #[error("a capture of {0:?} is already running")]
+    CaptureBusy(String),
+    /// A field's value is out of range (`capture`'s count or snap length).
+    #[error("{0}")]
+    BadArgument(String),
     /// Every control connection is taken.
     #[error("too many control clients (at most {max}); try again")]
     Busy {
@@ -186,6 +217,10 @@ pub enum ErrorCode {
     TooLong,
     /// [`RequestError::Busy`].
     Busy,
+    /// [`RequestError::CaptureBusy`].
+    CaptureBusy,
+    /// [`RequestError::BadArgument`].
+    BadArgument,
 }
 
 impl RequestError {
@@ -204,6 +239,8 @@ impl RequestError {
             Self::Refused(_) => ErrorCode::Refused,
             Self::TooLong { .. } => ErrorCode::TooLong,
             Self::Busy { .. } => ErrorCode::Busy,
+            Self::CaptureBusy(_) => ErrorCode::CaptureBusy,
+            Self::BadArgument(_) => ErrorCode::BadArgument,
         }
     }
 }
@@ -239,11 +276,13 @@ impl Request {
             "remove" => "remove",
             "attach" => "attach",
             "detach" => "detach",
+            "capture" => "capture",
             other => return Err(RequestError::UnknownCommand(echo(other))),
         };
         // Which fields each command takes.
         let takes: &[&str] = match cmd {
             "stats" => &["port"],
+            "capture" => &["port", "count", "snaplen"],
             "add" | "remove" => &["ports"],
             "attach" => &["switch", "ifname", "kind"],
             "detach" => &["switch", "ifname"],
@@ -255,6 +294,8 @@ impl Request {
             ("switch", self.switch.is_some()),
             ("ifname", self.ifname.is_some()),
             ("kind", self.kind.is_some()),
+            ("count", self.count.is_some()),
+            ("snaplen", self.snaplen.is_some()),
         ] {
             if given && !takes.contains(&field) {
                 return Err(RequestError::UnexpectedField { cmd, field });
@@ -293,6 +334,25 @@ impl Request {
                     kind,
                 }
             }
+            "capture" => {
+                let snaplen = self.snaplen.unwrap_or(crate::capture::DEFAULT_SNAPLEN);
+                if snaplen == 0 || snaplen > crate::capture::DEFAULT_SNAPLEN {
+                    return Err(RequestError::BadArgument(format!(
+                        "capture: snaplen {snaplen}: must be 1..={}",
+                        crate::capture::DEFAULT_SNAPLEN
+                    )));
+                }
+                if self.count == Some(0) {
+                    return Err(RequestError::BadArgument(
+                        "capture: count 0: must be at least 1".into(),
+                    ));
+                }
+                Command::Capture {
+                    port: need(self.port, "port")?,
+                    count: self.count,
+                    snaplen,
+                }
+            }
             _ => Command::Detach {
                 switch: need(self.switch, "switch")?,
                 ifname: need(self.ifname, "ifname")?,
@@ -311,6 +371,8 @@ impl Command {
             switch: None,
             ifname: None,
             kind: None,
+            count: None,
+            snaplen: None,
         };
         r.cmd = match self {
             Self::Version => "version",
@@ -339,6 +401,14 @@ impl Command {
             Self::Detach { switch, ifname } => {
                 (r.switch, r.ifname) = (Some(switch.clone()), Some(ifname.clone()));
                 "detach"
+            }
+            Self::Capture {
+                port,
+                count,
+                snaplen,
+            } => {
+                (r.port, r.count, r.snaplen) = (Some(port.clone()), *count, Some(*snaplen));
+                "capture"
             }
         }
         .into();
@@ -370,6 +440,20 @@ pub struct Response {
     /// `remove`, `detach`: the ports removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub removed: Option<Vec<String>>,
+    /// `capture`: the capture started (the pcap stream follows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture: Option<CaptureInfo>,
+}
+
+/// What a `capture` response says of the capture it started.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureInfo {
+    /// The port.
+    pub port: String,
+    /// Frames wanted (`None`: no limit).
+    pub count: Option<u64>,
+    /// Bytes kept of each.
+    pub snaplen: u32,
 }
 
 impl Response {
@@ -382,6 +466,15 @@ impl Response {
             ports: None,
             stats: None,
             removed: None,
+            capture: None,
+        }
+    }
+
+    /// The answer to `capture` (the stream follows).
+    pub fn capture(c: CaptureInfo) -> Self {
+        Self {
+            capture: Some(c),
+            ..Self::ok()
         }
     }
 
@@ -553,6 +646,28 @@ mod tests {
                 br#"{"cmd":"detach","ifname":"e","kind":"tap"}"#,
                 ErrorCode::UnexpectedField,
             ),
+            (br#"{"cmd":"capture"}"#, ErrorCode::BadRequest),
+            (
+                br#"{"cmd":"capture","port":"a","count":0}"#,
+                ErrorCode::BadArgument,
+            ),
+            (
+                br#"{"cmd":"capture","port":"a","snaplen":0}"#,
+                ErrorCode::BadArgument,
+            ),
+            (
+                br#"{"cmd":"capture","port":"a","snaplen":2049}"#,
+                ErrorCode::BadArgument,
+            ),
+            (
+                br#"{"cmd":"capture","port":"a","count":-1}"#,
+                ErrorCode::BadRequest,
+            ),
+            (
+                br#"{"cmd":"capture","port":"a","kind":"tap"}"#,
+                ErrorCode::UnexpectedField,
+            ),
+            (br#"{"cmd":"stats","count":1}"#, ErrorCode::UnexpectedField),
         ] {
             let e = Request::parse(bad).unwrap_err();
             assert_eq!(e.code(), code, "{bad:?}: {e}");
@@ -584,6 +699,16 @@ mod tests {
             Command::Detach {
                 switch: "vale0".into(),
                 ifname: "eth1".into(),
+            },
+            Command::Capture {
+                port: "vale0:1".into(),
+                count: Some(5),
+                snaplen: 128,
+            },
+            Command::Capture {
+                port: "vale0:1".into(),
+                count: None,
+                snaplen: 2048,
             },
         ] {
             assert_eq!(Request::parse(c.to_line().as_bytes()), Ok(c));

@@ -28,6 +28,10 @@ const RING_FIELDS: &[RingField] = &[
     ("ptnet_ring_drops_total", "", Some("bad_slot"), "bad_slots", |r| r.bad_slots),
     ("ptnet_ring_drops_total", "", Some("src_refused"), "src_refused", |r| r.src_refused),
     ("ptnet_ring_resets_total", "Ring resets for bad head/cur values from the guest.", None, "resets", |r| r.resets),
+    ("ptnet_ring_batches_total", "Syncs of the port that moved the ring.", None, "batches", |r| r.batches),
+    ("ptnet_ring_kicks_total", "Kicks received from the guest.", None, "kicks", |r| r.kicks),
+    ("ptnet_ring_interrupts_total", "Interrupts for the ring, by outcome: sent (raised in the guest), suppressed (slots completed or delivered while the guest asked for none).", Some("sent"), "irqs_sent", |r| r.irqs_sent),
+    ("ptnet_ring_interrupts_total", "", Some("suppressed"), "irqs_suppressed", |r| r.irqs_suppressed),
 ];
 
 /// A per-virtqueue counter, as [`RingField`].
@@ -243,6 +247,10 @@ mod tests {
             bad_slots: base + 4,
             resets: base + 5,
             src_refused: base + 6,
+            batches: base + 7,
+            kicks: base + 8,
+            irqs_sent: base + 9,
+            irqs_suppressed: base + 10,
         }
     }
 

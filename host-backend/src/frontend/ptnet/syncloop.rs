@@ -236,16 +236,18 @@ fn ring_loop(
     let mut bad_slots_logged = stats.bad_slots.load(Ordering::Relaxed);
     // Drain stale kicks and notifications from before CREATE, then make a first pass: the guest
     // may have published work before we started.
-    let mut kick_ok = drain(port, index, &kick_fd);
+    let mut kick_ok = drain(port, index, &kick_fd, &stats);
     let _ = notify.read();
     // The ring's pass state, this thread's while it runs. Direct delivery: the state goes to the
     // ring instead, and every pass, this loop's too, runs through it. A busy-polling loop keeps
     // its state: it sees a producer's packets as soon as the producer's own pass would.
+    let obs = crate::port::ring::RingObs::new(&stats);
     let mut state = Some(PassState {
         kring,
         atok,
         ktoa,
         call,
+        obs,
     });
     let direct = if opts.busy_poll {
         None
@@ -343,7 +345,7 @@ fn ring_loop(
                     break;
                 }
                 if kick != 0 {
-                    kick_ok = drain(port, index, &kick_fd);
+                    kick_ok = drain(port, index, &kick_fd, &stats);
                 }
                 if revents[1] != 0 {
                     let _ = notify.read();
@@ -402,9 +404,12 @@ fn pass(
 /// Takes the kicks counted on the kick eventfd, without ever blocking (the frontend shares the
 /// descriptor and may have cleared O_NONBLOCK and read the counter itself). False, logged and
 /// counted, when the descriptor cannot be read: the ring then stops.
-fn drain(port: &str, ring: u32, f: &File) -> bool {
+fn drain(port: &str, ring: u32, f: &File, stats: &RingStats) -> bool {
     match eventfd_take_nowait(f) {
-        Ok(_) => true,
+        Ok(v) => {
+            RingStats::add(&stats.kicks, u64::from(v != 0));
+            true
+        }
         Err(e) => {
             kick_fault(port, ring, &format!("cannot be read ({e})"));
             false

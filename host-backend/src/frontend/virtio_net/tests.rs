@@ -175,6 +175,10 @@ fn frames_cross(names: &[&str]) {
     let mut a = Guest::new(ports[0].clone());
     let mut b = Guest::new(ports[1].clone());
     let (ma, mb) = (ports[0].mac(), ports[1].mac());
+    // Both ports captured (`crate::capture`): the frames without their virtio-net header.
+    for p in &ports {
+        p.tap().unwrap().start(Some(8), 2048).unwrap();
+    }
     // B posts 8 RX buffers of 2 KiB; A sends 8 frames of different lengths.
     for i in 0..8u16 {
         b.desc(0, i, 0x10000 + 0x800 * u64::from(i), 2048, 2);
@@ -207,6 +211,17 @@ fn frames_cross(names: &[&str]) {
         let h = VnetHeader::parse(&got[..12], 12).unwrap();
         assert_eq!(h.num_buffers, 1);
         assert_eq!(got[12..], tx_frame(mb, ma, len, i as u8)[12..], "frame {i}");
+    }
+    use crate::capture::Direction::{FromFrontend, ToFrontend};
+    for (p, dir) in [(&ports[0], FromFrontend), (&ports[1], ToFrontend)] {
+        let mut buf = Vec::new();
+        let c = p.tap().unwrap().stop(&mut buf);
+        let mut got = Vec::new();
+        crate::capture::for_each_record(&buf, |r| got.push((r.dir, r.data.to_vec())));
+        let want: Vec<_> = (lens.iter().enumerate())
+            .map(|(i, &len)| (dir, tx_frame(mb, ma, len, i as u8)[12..].to_vec()))
+            .collect();
+        assert!(got == want && c.missed == 0, "{}: {c:?}", p.name());
     }
     assert_eq!(a.dev.vrings[1].stats.packets.load(Ordering::Relaxed), 8);
     assert_eq!(b.dev.vrings[0].stats.packets.load(Ordering::Relaxed), 8);

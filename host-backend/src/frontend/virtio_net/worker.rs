@@ -169,6 +169,7 @@ impl Running {
         } = w;
         let (atok, ktoa) = host;
         kring.start(&atok, &ktoa);
+        let obs = crate::port::ring::RingObs::new(&stats);
         let _ = notify.read();
         Self {
             index,
@@ -181,6 +182,7 @@ impl Running {
                 atok,
                 ktoa,
                 call,
+                obs,
             }),
         }
     }

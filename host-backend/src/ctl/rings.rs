@@ -1,0 +1,45 @@
+//! `ptnet-ctl stats`: the per-ring table (what each sync did: batches, kicks, interrupts).
+
+use crate::daemon::stats::{DaemonStats, Dir};
+
+/// One row per ring of every port that has ring counters (kernel ports have none).
+pub fn ring_table(s: &DaemonStats, table: fn(&[&str], &[Vec<String>]) -> String) -> String {
+    let rows: Vec<Vec<String>> = s
+        .ports
+        .iter()
+        .flat_map(|p| {
+            p.rings.iter().map(|r| {
+                let dir = match r.dir {
+                    Dir::Tx => "tx",
+                    Dir::Rx => "rx",
+                };
+                vec![
+                    p.name.clone(),
+                    format!("{dir}{}", r.index),
+                    r.packets.to_string(),
+                    r.batches.to_string(),
+                    r.kicks.to_string(),
+                    r.irqs_sent.to_string(),
+                    r.irqs_suppressed.to_string(),
+                    r.drops.to_string(),
+                ]
+            })
+        })
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    table(
+        &[
+            "PORT",
+            "RING",
+            "PACKETS",
+            "BATCHES",
+            "KICKS",
+            "IRQS",
+            "IRQS_SUPPR",
+            "DROPS",
+        ],
+        &rows,
+    )
+}
