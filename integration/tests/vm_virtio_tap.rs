@@ -161,6 +161,10 @@ fn vm_virtio_guest_pings_and_streams_to_the_host_through_a_tap_port() {
         .find_map(|l| l.split("features=\"0x").nth(1)?.split('"').next())
         .and_then(|h| u64::from_str_radix(h, 16).ok())
         .unwrap_or_else(|| panic!("no features logged\n{ctx}"));
-    assert_ne!(features & (1 << 11), 0, "HOST_TSO4 not negotiated: {features:#x}\n{ctx}");
+    assert_ne!(
+        features & (1 << 11),
+        0,
+        "HOST_TSO4 not negotiated: {features:#x}\n{ctx}"
+    );
     assert!(r.serial.contains("TCP-ECHO-OK"), "{ctx}");
 }
