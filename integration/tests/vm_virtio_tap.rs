@@ -5,6 +5,9 @@
 //! what it sent; checksum offload and TSO on: the tap carries the virtio-net header both ways,
 //! and the device cuts the guest's GSO frames into segments).
 //!
+//! Twice: split rings with the guest's offloads on (TSO negotiated), and QEMU's packed rings
+//! with the guest's checksum offload and GSO off.
+//!
 //! Boots QEMU, so `#[ignore]`d: `cargo xtask test` runs it (`-- --include-ignored`).
 
 use ptnet_integration::host::{Backend, TempDir};
@@ -81,9 +84,43 @@ fn stock_qemu() -> PathBuf {
     q
 }
 
+/// How the guest's NIC is set up.
+struct Variant {
+    /// Extra `virtio-net-pci` properties (`,packed=on`).
+    device: &'static str,
+    /// Extra kernel command-line words (`virtio_net.csum=0 ...`: offloads off in the guest).
+    append: &'static str,
+    /// Feature bits the daemon must log as negotiated.
+    features: u64,
+}
+
+const HOST_TSO4: u64 = 1 << 11;
+const RING_PACKED: u64 = 1 << 34;
+
 #[test]
 #[ignore = "boots QEMU: run by `cargo xtask test`, or `cargo test -- --include-ignored`"]
 fn vm_virtio_guest_pings_and_streams_to_the_host_through_a_tap_port() {
+    // Split rings, checksum offload and TSO on (the guest's defaults).
+    ping_and_stream(&Variant {
+        device: "",
+        append: "",
+        features: HOST_TSO4,
+    });
+}
+
+#[test]
+#[ignore = "boots QEMU: run by `cargo xtask test`, or `cargo test -- --include-ignored`"]
+fn vm_virtio_guest_on_packed_rings_with_offloads_off_through_a_tap_port() {
+    // QEMU's packed rings, and the guest's virtio_net with checksum offload and GSO off (its
+    // `csum` and `gso` module options: what `ethtool -K eth0 tx off tso off` does).
+    ping_and_stream(&Variant {
+        device: ",packed=on",
+        append: "virtio_net.csum=0 virtio_net.gso=0",
+        features: RING_PACKED,
+    });
+}
+
+fn ping_and_stream(v: &Variant) {
     let _g = vm_lock();
     let ns = Netns::new();
     let dir = TempDir::new("virtio-tap").unwrap();
@@ -112,7 +149,8 @@ fn vm_virtio_guest_pings_and_streams_to_the_host_through_a_tap_port() {
          ping -c 20 -i 0.2 -W 5 10.0.3.1 && ping -c 5 -s 1400 -i 0.2 -W 5 10.0.3.1; rc=$?; \
          dd if=/dev/urandom of=/tmp/s bs=1k count=300 2>/dev/null; \
          timeout 90 nc 10.0.3.1 5000 </tmp/s >/tmp/r; cmp /tmp/s /tmp/r && echo TCP-ECHO-OK; \
-         exit $rc";
+         echo CSUM=$(cat /sys/module/virtio_net/parameters/csum) \
+         GSO=$(cat /sys/module/virtio_net/parameters/gso); exit $rc";
     let vm = Vm::start(&VmConfig {
         timeout: Duration::from_secs(300),
         qemu: Some(stock_qemu()),
@@ -125,8 +163,9 @@ fn vm_virtio_guest_pings_and_streams_to_the_host_through_a_tap_port() {
             "-netdev".into(),
             "vhost-user,id=n0,chardev=c0".into(),
             "-device".into(),
-            format!("virtio-net-pci,netdev=n0,mac={MAC},romfile="),
+            format!("virtio-net-pci,netdev=n0,mac={MAC},romfile={}", v.device),
         ],
+        extra_append: v.append.into(),
         ..VmConfig::new("virtio-tap", cmd)
     })
     .unwrap_or_else(|e| panic!("{e}"));
@@ -153,7 +192,11 @@ fn vm_virtio_guest_pings_and_streams_to_the_host_through_a_tap_port() {
         "{ctx}"
     );
     assert!(echoed.contains(&format!("ECHOED {STREAM}")), "{ctx}");
-    // The guest took TSO (the device cut its 64 KiB frames into segments for the tap).
+    // The options took: the module's, and the features (with TSO negotiated the device cut
+    // the guest's 64 KiB frames into segments for the tap).
+    let off = !v.append.is_empty();
+    let want = if off { "CSUM=N GSO=N" } else { "CSUM=Y GSO=Y" };
+    assert!(r.serial.contains(want), "{want}\n{ctx}");
     let log = be.log_text();
     let features = log
         .lines()
@@ -161,10 +204,11 @@ fn vm_virtio_guest_pings_and_streams_to_the_host_through_a_tap_port() {
         .find_map(|l| l.split("features=\"0x").nth(1)?.split('"').next())
         .and_then(|h| u64::from_str_radix(h, 16).ok())
         .unwrap_or_else(|| panic!("no features logged\n{ctx}"));
-    assert_ne!(
-        features & (1 << 11),
-        0,
-        "HOST_TSO4 not negotiated: {features:#x}\n{ctx}"
+    assert_eq!(
+        features & v.features,
+        v.features,
+        "features {features:#x} lack {:#x}\n{ctx}",
+        v.features
     );
     assert!(r.serial.contains("TCP-ECHO-OK"), "{ctx}");
 }

@@ -575,3 +575,33 @@ fn two_queue_pairs_on_two_ring_pairs() {
     a.dev.set_vring_enable(2, false).unwrap();
     assert_eq!(a.dev.threads.iter().filter(|t| t.is_some()).count(), 1);
 }
+
+#[test]
+fn vring_bases_in_qemus_packed_form_carry_both_positions() {
+    let ports = switch(&["valeb:a@conf:frontend=virtio-net"]);
+    let mut dev = VirtioNetDevice::new(ports[0].clone(), LoopOptions::default());
+    let offered = dev.get_features().unwrap();
+    // (The reply is a packed struct: its field copied out.)
+    let base = |d: &mut VirtioNetDevice| {
+        let st = d.get_vring_base(0).unwrap();
+        {
+            st.num
+        }
+    };
+    // Packed: QEMU sends (and takes back) the avail position in the low half and the used
+    // position in the high half, each with its wrap counter in bit 15; its first is 0x80008000.
+    dev.set_features(offered).unwrap();
+    dev.set_vring_num(0, u32::from(QSIZE)).unwrap();
+    dev.set_vring_base(0, 0x8000_8000).unwrap();
+    assert_eq!(base(&mut dev), 0x8000_8000);
+    // DPDK's virtio-user sends the low half only: the used position is the avail one.
+    dev.set_vring_base(0, 0x8003).unwrap();
+    assert_eq!(base(&mut dev), 0x8003_8003);
+    // Split: a 16-bit index; a high half is refused.
+    let mut dev = VirtioNetDevice::new(ports[0].clone(), LoopOptions::default());
+    dev.set_features(offered & !config::F_RING_PACKED).unwrap();
+    dev.set_vring_num(0, u32::from(QSIZE)).unwrap();
+    dev.set_vring_base(0, 7).unwrap();
+    assert_eq!(base(&mut dev), 7);
+    assert!(dev.set_vring_base(0, 0x1_0007).is_err());
+}

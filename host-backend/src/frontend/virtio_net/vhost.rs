@@ -180,12 +180,18 @@ impl VhostUserBackendReqHandlerMut for VirtioNetDevice {
     }
     fn set_vring_base(&mut self, index: u32, base: u32) -> VuResult<()> {
         let i = self.vring(index)?;
-        let Ok(base) = u16::try_from(base) else {
+        // Split rings: the next avail index. Packed rings: the next avail position in the low
+        // half (index, wrap counter in bit 15) and, from QEMU, the next used position in the
+        // high half (DPDK's virtio-user sends the low half only: used = avail then, which is
+        // where a queue stopped cleanly has its used position).
+        let packed = self.acked.unwrap_or(0) & config::F_RING_PACKED != 0;
+        let (avail, used) = ((base & 0xffff) as u16, (base >> 16) as u16);
+        if used != 0 && !packed {
             return self.refuse(&format!("a vring base of {base}"));
-        };
+        }
         self.stop_all();
-        self.vrings[i].next_avail = base;
-        self.vrings[i].next_used = base;
+        self.vrings[i].next_avail = avail;
+        self.vrings[i].next_used = if used != 0 { used } else { avail };
         self.vrings[i].broken = false;
         self.apply();
         Ok(())
@@ -193,11 +199,17 @@ impl VhostUserBackendReqHandlerMut for VirtioNetDevice {
     fn get_vring_base(&mut self, index: u32) -> VuResult<VhostUserVringState> {
         let i = self.vring(index)?;
         self.stop_all();
-        let base = self.vrings[i].next_avail;
+        let v = &self.vrings[i];
+        // Packed rings: the used position too, in the high half (QEMU restores both from it).
+        let base = if self.acked.unwrap_or(0) & config::F_RING_PACKED != 0 {
+            u32::from(v.next_avail) | u32::from(v.next_used) << 16
+        } else {
+            u32::from(v.next_avail)
+        };
         // The queue is stopped until the frontend starts it again (a new kick).
         self.vrings[i].kick = None;
         self.apply();
-        Ok(VhostUserVringState::new(index, u32::from(base)))
+        Ok(VhostUserVringState::new(index, base))
     }
     fn set_vring_kick(&mut self, index: u8, fd: Option<File>) -> VuResult<()> {
         let i = self.vring(u32::from(index))?;
