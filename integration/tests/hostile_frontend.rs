@@ -5,6 +5,8 @@
 //! the storm it is still running, nothing panicked, and well-behaved drivers move packets through
 //! the same ports.
 //!
+//! Virtio-net ports take the same storm, and must still answer as virtio-net devices after it.
+//!
 //! The generator is a fixed-seed xorshift, so a failure replays exactly.
 
 use ptnet_integration::host::{finish, pkt_gen, spawn_pkt_gen};
@@ -166,7 +168,16 @@ fn storm(sock: &std::path::Path, rng: &mut Rng, requests: u32) -> u32 {
 #[test]
 fn hostile_frontends_never_take_the_daemon_down() {
     let dir = TempDir::new("hostile").expect("temp dir");
-    let ports = ["netmap:hz{0", "netmap:hz}0", "vale7:a", "vale7:b"];
+    // Two virtio-net ports take the same storm (their device refuses ptnet's registers, and
+    // takes rings and memory tables of its own).
+    let ports = [
+        "netmap:hz{0",
+        "netmap:hz}0",
+        "vale7:a",
+        "vale7:b",
+        "vale7:v@conf:frontend=virtio-net",
+        "netmap:hv{0@conf:frontend=virtio-net",
+    ];
     let mut b = Backend::start(dir.path(), &ports, &[]).expect("ptnet-backend starts");
     let sockets: Vec<_> = ports.iter().map(|p| b.socket(p)).collect();
     // The storm runs on a thread of its own so that a frontend stuck waiting fails the test at a
@@ -217,6 +228,16 @@ fn hostile_frontends_never_take_the_daemon_down() {
         .next_back()
         .unwrap_or(0.0);
     assert_eq!(received as u64, 20000, "{}", rx.stdout);
+    // The virtio-net ports still answer a frontend as a virtio-net device.
+    for p in &ports[4..] {
+        let stream = UnixStream::connect(b.socket(p)).expect("connect after the storm");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("socket timeout");
+        let mut fe = Frontend::from_stream(stream, 2);
+        let f = fe.get_features().unwrap_or_else(|e| panic!("{p}: {e}"));
+        assert_ne!(f & (1 << 32), 0, "{p}: VERSION_1 not offered: {f:#x}");
+    }
     b.stop();
     let log = b.log_text();
     assert!(!log.contains("panicked"), "{log}");
