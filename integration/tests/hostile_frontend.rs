@@ -234,7 +234,7 @@ fn hostile_frontends_never_take_the_daemon_down() {
         stream
             .set_read_timeout(Some(Duration::from_secs(5)))
             .expect("socket timeout");
-        let mut fe = Frontend::from_stream(stream, 2);
+        let fe = Frontend::from_stream(stream, 2);
         let f = fe.get_features().unwrap_or_else(|e| panic!("{p}: {e}"));
         assert_ne!(f & (1 << 32), 0, "{p}: VERSION_1 not offered: {f:#x}");
     }
