@@ -22,6 +22,7 @@ pub fn ring_table(s: &DaemonStats, table: fn(&[&str], &[Vec<String>]) -> String)
                     r.irqs_sent.to_string(),
                     r.irqs_suppressed.to_string(),
                     r.drops.to_string(),
+                    r.no_route.to_string(),
                 ]
             })
         })
@@ -39,6 +40,7 @@ pub fn ring_table(s: &DaemonStats, table: fn(&[&str], &[Vec<String>]) -> String)
             "IRQS",
             "IRQS_SUPPR",
             "DROPS",
+            "NO_ROUTE",
         ],
         &rows,
     )

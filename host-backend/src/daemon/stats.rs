@@ -230,6 +230,9 @@ pub struct RingCounters {
     /// Interrupts suppressed (the frontend asked for none).
     #[serde(default)]
     pub irqs_suppressed: u64,
+    /// VALE: frames for a port the ring's table does not have (just added or removed).
+    #[serde(default)]
+    pub no_route: u64,
 }
 
 /// A kernel netmap ring's positions, from the CSB.
@@ -275,6 +278,7 @@ pub fn port_stats(
             kicks: load(&s.kicks),
             irqs_sent: load(&s.irqs_sent),
             irqs_suppressed: load(&s.irqs_suppressed),
+            no_route: load(&s.no_route),
         })
         .collect();
     let sum = |f: fn(&RingCounters) -> u64, d: Option<Dir>| {

@@ -128,6 +128,9 @@ pub struct RingStats {
     pub resets: AtomicU64,
     /// VALE: frames refused for a source address the port does not own (`port::mactable`).
     pub src_refused: AtomicU64,
+    /// VALE: frames for a port the ring's table does not have (added since its last sync, or
+    /// just removed).
+    pub no_route: AtomicU64,
     /// Syncs of the port that moved the ring (hwcur or hwtail).
     pub batches: AtomicU64,
     /// Kicks received from the frontend (reads of the kick eventfd that found one).
@@ -157,6 +160,7 @@ impl RingStats {
         Self::add(&self.drops, c.drops);
         Self::add(&self.bad_slots, c.bad_slots);
         Self::add(&self.src_refused, c.src_refused);
+        Self::add(&self.no_route, c.no_route);
     }
 }
 
@@ -173,6 +177,8 @@ pub struct BatchCounts {
     pub bad_slots: u64,
     /// See [`RingStats::src_refused`].
     pub src_refused: u64,
+    /// See [`RingStats::no_route`].
+    pub no_route: u64,
 }
 
 impl BatchCounts {

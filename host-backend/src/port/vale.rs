@@ -499,11 +499,11 @@ impl PortSync for ValeTx {
                     None
                 };
                 match known {
-                    // An index past this ring's table: a port added since (dropped, as if it
-                    // were full, until the next sync takes the new table).
+                    // An index past this ring's table: a port added since (no route until the
+                    // next sync takes the new table).
                     Some(p) if p != self.me => match self.lists.get_mut(p) {
                         Some(l) => l.push(j),
-                        None => b.counts.drops += 1,
+                        None => b.counts.no_route += 1,
                     },
                     Some(_) => {}
                     None => {
@@ -520,7 +520,10 @@ impl PortSync for ValeTx {
         }
         let mut dropped = 0;
         for p in 0..self.lists.len() {
-            if !self.lists[p].is_empty() {
+            if !self.lists[p].is_empty() && self.dst(p).is_none() {
+                // A port removed since the table was taken: no route, not a full ring.
+                b.counts.no_route += self.lists[p].len() as u64;
+            } else if !self.lists[p].is_empty() {
                 let dst_len = self
                     .dst(p)
                     .map_or(0, |d| usize::from(d.vnet_hdr_len.load(Ordering::Relaxed)));

@@ -24,9 +24,10 @@ type RingField = (
 const RING_FIELDS: &[RingField] = &[
     ("ptnet_ring_packets_total", "Packets moved by the ring (TX: sent or dropped by the port; RX: received by the guest).", None, "packets", |r| r.packets),
     ("ptnet_ring_bytes_total", "Bytes moved by the ring (TX rings, and RX rings of NIC ports).", None, "bytes", |r| r.bytes),
-    ("ptnet_ring_drops_total", "Packets dropped or refused by the ring, by cause: ring_full (no room at the destination), bad_slot (bad buffer index or length), src_refused (VALE: a source MAC the port does not own).", Some("ring_full"), "drops", |r| r.drops),
+    ("ptnet_ring_drops_total", "Packets dropped or refused by the ring, by cause: ring_full (no room at the destination), bad_slot (bad buffer index or length), src_refused (VALE: a source MAC the port does not own), no_route (VALE: a destination port just added or removed).", Some("ring_full"), "drops", |r| r.drops),
     ("ptnet_ring_drops_total", "", Some("bad_slot"), "bad_slots", |r| r.bad_slots),
     ("ptnet_ring_drops_total", "", Some("src_refused"), "src_refused", |r| r.src_refused),
+    ("ptnet_ring_drops_total", "", Some("no_route"), "no_route", |r| r.no_route),
     ("ptnet_ring_resets_total", "Ring resets for bad head/cur values from the guest.", None, "resets", |r| r.resets),
     ("ptnet_ring_batches_total", "Syncs of the port that moved the ring.", None, "batches", |r| r.batches),
     ("ptnet_ring_kicks_total", "Kicks received from the guest.", None, "kicks", |r| r.kicks),
@@ -251,6 +252,7 @@ mod tests {
             kicks: base + 8,
             irqs_sent: base + 9,
             irqs_suppressed: base + 10,
+            no_route: base + 11,
         }
     }
 
@@ -293,6 +295,7 @@ mod tests {
             format!("ptnet_ring_drops_total{{{port},ring=\"0\",direction=\"tx\",cause=\"ring_full\"}} 13\n"),
             format!("ptnet_ring_drops_total{{{port},ring=\"1\",direction=\"rx\",cause=\"src_refused\"}} 26\n"),
             format!("ptnet_ring_resets_total{{{port},ring=\"1\",direction=\"rx\"}} 25\n"),
+            format!("ptnet_ring_drops_total{{{port},ring=\"0\",direction=\"tx\",cause=\"no_route\"}} 21\n"),
         ] {
             assert!(text.contains(&want), "{want:?} missing in\n{text}");
         }
