@@ -233,19 +233,25 @@ impl TryFrom<Args> for DaemonConfig {
     }
 }
 
+/// Parses the process's command line as `A`: on an error clap's message and exit status 2, for
+/// `--help` and `--version` their text and success (the caller returns the code).
+pub fn parse_or_exit<A: Parser>() -> Result<A, ExitCode> {
+    A::try_parse().map_err(|e| {
+        let _ = e.print();
+        if e.use_stderr() {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        }
+    })
+}
+
 /// Runs the daemon; returns when SIGINT or SIGTERM arrives. Exit status 2 for a bad command line
 /// or a daemon that cannot start.
 pub fn run() -> ExitCode {
-    let args = match Args::try_parse() {
+    let args = match parse_or_exit::<Args>() {
         Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
+        Err(code) => return code,
     };
     if args.print_capabilities {
         println!("{}", crate::daemon::capabilities::capabilities_json());

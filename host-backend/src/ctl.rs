@@ -208,16 +208,9 @@ pub fn socket_path(args: &CtlArgs) -> PathBuf {
 
 /// `ptnet-ctl`'s main.
 pub fn run() -> ExitCode {
-    let args = match CtlArgs::try_parse() {
+    let args = match crate::cli::parse_or_exit::<CtlArgs>() {
         Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
+        Err(code) => return code,
     };
     let usage = |msg: &str| {
         eprintln!("ptnet-ctl: {msg}");
