@@ -296,3 +296,109 @@ fn pipes_convert_in_place_and_drop_gso_toward_an_end_without_a_header() {
         .unwrap_or_else(|| panic!("no counters for the pipe:\n{log}"));
     assert_eq!(c.drops, 1, "{log}");
 }
+
+/// Sends `frame` from `port` as a chain of slots (NS_MOREFRAG on all but the last), as netmap's
+/// stock Linux ptnet driver sends a TSO frame longer than a buffer.
+fn send_chain(port: &mut Port, frame: &[u8]) {
+    let mut tx = port.tx_ring(0);
+    assert!(tx.send_chain(frame), "room for the chain");
+    tx.txsync().unwrap();
+}
+
+#[test]
+fn vale_assembles_chains_of_slots_and_delivers_their_segments() {
+    let ports = ["vale6:a@conf:macs=3", "vale6:b", "vale6:c"];
+    let (_d, mut b) = Backend::in_temp_dir("vnetchain", &ports);
+    let (mut a, mut bb) = (open(&b, "vale6:a", 12), open(&b, "vale6:b", 12));
+    let mut c = open(&b, "vale6:c", 0);
+    let q = Duration::from_millis(500);
+    for (v6, src) in [(false, 1), (true, 2)] {
+        // 6000 bytes of payload in 1448-byte segments: 3 slots of 2048 bytes, 5 segments.
+        let frame = tcp_frame(v6, src, 6000);
+        send_chain(&mut a, &with_header(&frame, v6, 1448));
+        // A port with the same header: the segments, each behind a header asking for nothing.
+        let got = receive(&mut bb, 5, q);
+        let mut segs = Vec::new();
+        for s in &got {
+            assert_eq!(
+                s[..12],
+                [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0],
+                "segment header"
+            );
+            segs.push(s[12..].to_vec());
+        }
+        check_segments(&frame, v6, 1448, &segs);
+        // A port without a header: the same segments.
+        check_segments(&frame, v6, 1448, &receive(&mut c, 5, q));
+    }
+    // A chain that is no GSO frame and fits no buffer: dropped at each of the two ports.
+    let jumbo = with_header(&tcp_frame(false, 3, 3000), false, 0);
+    send_chain(&mut a, &jumbo);
+    // A malformed header on a chain: its two slots are bad.
+    let mut bad = with_header(&tcp_frame(false, 3, 3000), false, 1448);
+    bad[1] = 4; // TCPv6 on an IPv4 frame
+    send_chain(&mut a, &bad);
+    // Frames before and after a chain keep their order around it.
+    let small = |n: usize| with_header(&tcp_frame(false, 3, n), false, 0);
+    send(&mut a, &[small(100)]);
+    send_chain(
+        &mut a,
+        &with_header(&tcp_frame(false, 3, 3000), false, 1448),
+    );
+    send(&mut a, &[small(200)]);
+    let got = receive(&mut c, 5, q);
+    let lens: Vec<usize> = got.iter().map(Vec::len).collect();
+    assert_eq!(lens, [154, 1502, 1502, 158, 254], "order around the chain");
+    drop((a, bb, c));
+    b.stop();
+    let log = b.log_text();
+    let c = PortCounters::last_stopped(&log, "vale6:a")
+        .unwrap_or_else(|| panic!("no counters for vale6:a:\n{log}"));
+    assert_eq!(c.drops, 2, "{log}");
+    assert_eq!(c.bad_slots, 2, "{log}");
+}
+
+#[test]
+fn pipes_carry_chains_of_slots_to_an_end_with_a_header_only() {
+    let ports = ["netmap:vc{1", "netmap:vc}1", "netmap:vd{1", "netmap:vd}1"];
+    let (_d, mut b) = Backend::in_temp_dir("vnetpipechain", &ports);
+    let (mut m, mut s) = (open(&b, ports[0], 12), open(&b, ports[1], 12));
+    let sent = with_header(&tcp_frame(false, 1, 6000), false, 1448);
+    send_chain(&mut m, &sent);
+    // The chain crosses as it is: the receiver joins its three slots into the frame sent.
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut got = Vec::new();
+    let slots = loop {
+        let mut rx = s.rx_ring(0);
+        rx.rxsync().unwrap();
+        if let Some(n) = rx.recv_chain(&mut got) {
+            rx.rxsync().unwrap();
+            break n;
+        }
+        assert!(Instant::now() < until, "no chain received");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(slots, 3);
+    assert_eq!(got, sent, "the frame, joined");
+    // Toward an end without a header a chain cannot be finished in place: dropped whole (its
+    // slots cross empty), counted once; the frame after it crosses converted.
+    let (mut m2, mut s2) = (open(&b, ports[2], 12), open(&b, ports[3], 0));
+    send_chain(&mut m2, &sent);
+    let frame = tcp_frame(false, 1, 100);
+    send(&mut m2, &[with_header(&frame, false, 0)]);
+    let got = receive(&mut s2, 4, Duration::from_millis(500));
+    let sane: Vec<_> = got.iter().filter(|f| !f.is_empty()).collect();
+    assert_eq!(
+        sane.len(),
+        1,
+        "only the single-slot frame: {:?}",
+        got.iter().map(Vec::len).collect::<Vec<_>>()
+    );
+    assert_eq!(sane[0].len(), frame.len());
+    drop((m, s, m2, s2));
+    b.stop();
+    let log = b.log_text();
+    let c = PortCounters::last_stopped(&log, ports[2])
+        .unwrap_or_else(|| panic!("no counters for the pipe:\n{log}"));
+    assert_eq!(c.drops, 1, "{log}");
+}

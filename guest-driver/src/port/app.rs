@@ -6,7 +6,7 @@ use super::ring::RingState;
 use crate::transport::Transport;
 use crate::Error;
 use ptnet_protocol::csb::NAF_FORCE_RECLAIM;
-use ptnet_protocol::netmap::{ring_add, ring_dist, BufPool};
+use ptnet_protocol::netmap::{ring_add, ring_dist, slot_flags, BufPool};
 
 /// A TX ring of a [`Port`](crate::Port): fill slots from `cur`, then [`TxRing::txsync`].
 pub struct TxRing<'a> {
@@ -89,6 +89,36 @@ impl<'a> TxRing<'a> {
         r.view.set_flags(r.cur, 0);
         r.cur = ring_add(r.cur, 1, r.view.num_slots());
         r.head = r.cur;
+        true
+    }
+
+    /// Sends `frame` in as many slots as it needs, each but the last flagged NS_MOREFRAG (how
+    /// netmap applications, and the stock ptnet driver for its TSO frames, send frames longer
+    /// than a buffer). Returns false, changing nothing, when the ring has fewer free slots.
+    #[must_use]
+    pub fn send_chain(&mut self, frame: &[u8]) -> bool {
+        let size = self.bufs.buf_size() as usize;
+        let need = frame.len().div_ceil(size).max(1);
+        let r = &mut *self.ring;
+        let n = r.view.num_slots();
+        if (r.avail() as usize) < need {
+            return false;
+        }
+        let mut at = r.cur;
+        for i in 0..need {
+            let idx = r.view.buf_idx(at);
+            let part = &frame[i * size..frame.len().min((i + 1) * size)];
+            if !self.bufs.valid(idx) || !self.bufs.write(idx, 0, part) {
+                return false;
+            }
+            r.view.set_len(at, part.len() as u16);
+            let last = i + 1 == need;
+            r.view
+                .set_flags(at, if last { 0 } else { slot_flags::MOREFRAG });
+            at = ring_add(at, 1, n);
+        }
+        r.cur = at;
+        r.head = at;
         true
     }
 
@@ -207,6 +237,40 @@ impl<'a> RxRing<'a> {
         r.cur = ring_add(r.cur, 1, r.view.num_slots());
         r.head = r.cur;
         Some(out)
+    }
+
+    /// Reads the frame at `cur` into `out` (replacing its contents), joining a chain of slots
+    /// flagged NS_MOREFRAG, and advances past it. Returns the number of slots it took, or
+    /// `None` when no frame is waiting, or only the first slots of a chain (its rest not
+    /// received yet: `cur` stays, a later call reads the whole chain).
+    pub fn recv_chain(&mut self, out: &mut Vec<u8>) -> Option<u32> {
+        let r = &mut *self.ring;
+        let n = r.view.num_slots();
+        let (mut at, mut slots) = (r.cur, 0u32);
+        out.clear();
+        loop {
+            if at == r.tail {
+                return None;
+            }
+            let idx = r.view.buf_idx(at);
+            let len = usize::from(r.view.len(at));
+            if self.bufs.valid(idx) && len <= self.bufs.buf_size() as usize {
+                let from = out.len();
+                out.resize(from + len, 0);
+                if !self.bufs.read(idx, 0, &mut out[from..]) {
+                    out.truncate(from);
+                }
+            }
+            slots += 1;
+            let more = r.view.flags(at) & slot_flags::MOREFRAG != 0;
+            at = ring_add(at, 1, n);
+            if !more {
+                break;
+            }
+        }
+        r.cur = at;
+        r.head = at;
+        Some(slots)
     }
 
     /// Releases the packets read and learns of newly received ones.

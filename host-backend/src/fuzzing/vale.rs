@@ -2,6 +2,7 @@
 
 use super::input::Input;
 use super::slots::{hdr_len, Rig};
+use ptnet_protocol::netmap::slot_flags;
 use ptnet_protocol::vnet::{self, VnetHeader};
 use std::sync::atomic::Ordering;
 
@@ -136,7 +137,10 @@ pub fn vale_frames(data: &[u8]) {
                 len as u16
             };
             v.set_len(i, len);
-            v.set_flags(i, 0);
+            // Some slots chained to the next (NS_MOREFRAG): frames in several slots, finished
+            // or left open at the guest's head.
+            let more = inp.below(4) == 0;
+            v.set_flags(i, if more { slot_flags::MOREFRAG } else { 0 });
         });
     }
 }

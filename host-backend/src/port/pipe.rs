@@ -22,6 +22,17 @@
 //! for any refused slot. (netmap itself offers headers on VALE ports only; pipes here offer them
 //! so a stock driver's offloads work on either.)
 //!
+//! # Frames in several slots
+//!
+//! A frame longer than a buffer comes as a chain of slots, each but the last flagged NS_MOREFRAG
+//! (netmap's stock Linux ptnet driver sends its TSO frames so). The flag crosses with the slot,
+//! as in netmap's pipes, so the receiver sees the chain; it may see the first slots of a chain
+//! before the rest (netmap publishes whole chains only; the stock driver, finding a chain cut
+//! by its tail, waits for the rest). Only the first slot of a chain holds the header: between
+//! ends of different lengths it alone is converted, the others cross as they are, and a chain
+//! toward an end without a header is dropped whole (its offloads cannot be finished in place),
+//! counted once in `drops`.
+//!
 //! # Who pays for a bad slot
 //!
 //! A loss counts on the end that caused it: a bad buffer index or length in the sender's TX slot
@@ -54,6 +65,20 @@ pub struct PipeTx {
     hdr_lens: [Arc<AtomicU8>; 2],
     /// A frame being converted (only when the ends' header lengths differ).
     frame: Vec<u8>,
+    /// Where the slow path is in a chain of slots (see the module notes), across syncs.
+    chain: Chain,
+}
+
+/// The slow path's position in a chain of NS_MOREFRAG slots.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Chain {
+    /// The next slot starts a frame.
+    #[default]
+    Start,
+    /// Inside a chain whose first slot crossed: the rest cross as they are.
+    Pass,
+    /// Inside a chain that was refused: the rest are refused too (not counted again).
+    Drop,
 }
 
 /// Why a frame could not cross between ends of different header lengths.
@@ -64,6 +89,8 @@ enum Refused {
     Bad,
     /// The receiver's own slot holds a buffer index outside the pool.
     PeerBad,
+    /// A later slot of a chain already refused.
+    Rest,
 }
 
 impl PipeTx {
@@ -84,6 +111,7 @@ impl PipeTx {
             bufs,
             stats,
             hdr_lens,
+            chain: Chain::Start,
         }
     }
 }
@@ -145,15 +173,22 @@ fn other_slot(
     (tx, rx, bufs): (&RingView, &RingView, &BufPool),
     s: Slot,
     (src_len, dst_len): (usize, usize),
-    scratch: &mut [u8],
+    (scratch, chain): (&mut [u8], &mut Chain),
     counts: &mut BatchCounts,
 ) -> bool {
     let sane = bufs.valid(s.ai) && u32::from(s.len) <= bufs.buf_size();
+    let more = tx.flags(s.j) & slot_flags::MOREFRAG;
     let mut len = s.len;
     let refused = if !bufs.valid(s.bi) {
         Some(Refused::PeerBad)
     } else if !sane {
         Some(Refused::Bad)
+    } else if *chain == Chain::Drop {
+        Some(Refused::Rest)
+    } else if *chain == Chain::Pass {
+        None
+    } else if more != 0 && dst_len == 0 && src_len > 0 {
+        Some(Refused::Gso)
     } else if src_len != dst_len {
         match convert(scratch, bufs, s.ai, usize::from(len), src_len, dst_len) {
             Ok(l) => {
@@ -165,13 +200,18 @@ fn other_slot(
     } else {
         None
     };
+    *chain = match (more != 0, refused.is_some()) {
+        (false, _) => Chain::Start,
+        (true, false) => Chain::Pass,
+        (true, true) => Chain::Drop,
+    };
     match refused {
         None => {
             tx.set_buf_idx(s.j, s.bi);
             tx.set_flags(s.j, slot_flags::BUF_CHANGED);
             rx.set_buf_idx(s.d, s.ai);
             rx.set_len(s.d, len);
-            rx.set_flags(s.d, slot_flags::BUF_CHANGED);
+            rx.set_flags(s.d, slot_flags::BUF_CHANGED | more);
             counts.moved(usize::from(len));
         }
         Some(r) => {
@@ -180,6 +220,7 @@ fn other_slot(
             rx.set_flags(s.d, 0);
             match r {
                 Refused::Gso => counts.drops += 1,
+                Refused::Rest => {}
                 Refused::Bad => counts.bad_slots += 1,
                 // What the peer's corrupt slot lost is the peer's: the sender's packet counts
                 // as sent (it left this end intact) and the loss as the peer's bad slot.
@@ -212,24 +253,31 @@ impl PortSync for PipeTx {
             let (rx, buf_size) = (&self.peer.ring, self.bufs.buf_size());
             let mut d = res.start;
             let (same, mut swapped, mut bytes) = (src_len == dst_len, 0u64, 0u64);
+            if same {
+                // Chains matter to the slow path only between ends of different lengths.
+                self.chain = Chain::Start;
+            }
             for _ in 0..res.n {
                 let j = b.slot().expect("no more reserved than pending");
                 let (ai, len, bi) = (self.tx.buf_idx(j), self.tx.len(j), rx.buf_idx(d));
                 if same && self.bufs.valid(ai) && self.bufs.valid(bi) && u32::from(len) <= buf_size
                 {
-                    // The common case, kept tight: equal headers, sane slots, a plain swap.
+                    // The common case, kept tight: equal headers, sane slots, a plain swap (a
+                    // chain's MOREFRAG crossing with its slot).
+                    let more = self.tx.flags(j) & slot_flags::MOREFRAG;
                     self.tx.set_buf_idx(j, bi);
                     self.tx.set_flags(j, slot_flags::BUF_CHANGED);
                     rx.set_buf_idx(d, ai);
                     rx.set_len(d, len);
-                    rx.set_flags(d, slot_flags::BUF_CHANGED);
+                    rx.set_flags(d, slot_flags::BUF_CHANGED | more);
                     swapped += 1;
                     bytes += u64::from(len);
                 } else {
                     let slot = Slot { j, d, ai, len, bi };
                     let lens = (src_len, dst_len);
                     let ends = (&self.tx, rx, &self.bufs);
-                    if other_slot(ends, slot, lens, &mut self.frame, &mut b.counts) {
+                    let state = (&mut self.frame[..], &mut self.chain);
+                    if other_slot(ends, slot, lens, state, &mut b.counts) {
                         peer_bad += 1;
                     }
                 }

@@ -16,6 +16,17 @@
 //! has not that many free). A malformed header is counted in the sender's `bad_slots`, once per
 //! slot however many destinations refused it.
 //!
+//! # Frames longer than a buffer
+//!
+//! A frame may span several slots, each but the last flagged NS_MOREFRAG: netmap's stock Linux
+//! ptnet driver sends its TSO frames (up to 64 KiB) so once it has a virtio-net header. The
+//! switch assembles such a frame (see [`frags`]) and, since no port here takes a frame in
+//! several slots, delivers it as single-slot frames: a GSO frame cut into its segments (each with
+//! the destination's header, offloads done), anything else whole if it fits the destination's
+//! buffer, dropped if not. Frames of the same sync before it are delivered first, so the order
+//! between them holds. A chain the guest left unfinished, or one longer than
+//! [`frags::MAX_FRAME`], is refused as bad slots.
+//!
 //! # Delivery
 //!
 //! A sender copies into the destination's [`DeliveryRing`] and runs that ring's host pass itself
@@ -40,12 +51,14 @@
 
 use crate::port::delivery::DeliveryRing;
 use crate::port::mactable::{mac_u64, Admit, MacTable};
-use crate::port::ring::{RingStats, RingSync, TxBatch};
+use crate::port::ring::{BatchCounts, RingStats, RingSync, TxBatch};
 use ptnet_protocol::netmap::{ring_add, slot_flags, BufPool, RingView};
 use ptnet_protocol::sync::{HostKring, PortSync};
 use ptnet_protocol::vnet::{self, VnetError, VnetHeader};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
+
+mod frags;
 
 /// Frames shorter than an Ethernet header cannot be switched.
 const ETH_HLEN: usize = 14;
@@ -220,7 +233,8 @@ pub struct ValeTx {
     pub lists: Vec<Vec<u32>>,
     /// Counters.
     pub stats: Arc<RingStats>,
-    /// The frame being converted (only between ports of different header lengths).
+    /// The frame being converted (between ports of different header lengths) or assembled from
+    /// its slots ([`frags`]).
     frame: Vec<u8>,
     /// The converted frame or segment.
     out: Vec<u8>,
@@ -249,7 +263,7 @@ impl ValeTx {
         stats: Arc<RingStats>,
     ) -> Self {
         let mut t = Self {
-            frame: vec![0; bufs.buf_size() as usize],
+            frame: vec![0; (bufs.buf_size() as usize).max(frags::MAX_FRAME)],
             out: Vec::new(),
             bad_headers: Vec::with_capacity(tx.num_slots() as usize),
             ports: Arc::default(),
@@ -340,21 +354,40 @@ impl ValeTx {
         {
             return Converted::Bad(VnetError::Truncated { need: len, have: 0 });
         }
+        self.convert_frame(rx, len, (src_len, dst_len), false)
+    }
+
+    /// Converts the frame in `self.frame[..len]` (with the sender's `src_len`-byte header) into
+    /// one or more slots of `rx` (whose port takes `dst_len`-byte headers). A GSO frame is cut
+    /// into segments when the destination has no header, or always with `split` (a frame
+    /// assembled from several slots, which no destination takes whole).
+    fn convert_frame(
+        &mut self,
+        rx: &DeliveryRing,
+        len: usize,
+        (src_len, dst_len): (usize, usize),
+        split: bool,
+    ) -> Converted {
         let hdr = match VnetHeader::parse(&self.frame[..len], src_len) {
             Ok(h) => h,
             Err(e) => return Converted::Bad(e),
         };
         let payload = src_len..len;
         let dst_buf = rx.bufs.buf_size() as usize;
-        if dst_len == 0 && hdr.is_gso() {
+        if (dst_len == 0 || split) && hdr.is_gso() {
             let g = match vnet::Gso::new(&hdr, &self.frame[payload.clone()]) {
                 Ok(g) => g,
                 Err(e) => return Converted::Bad(e),
             };
             let n = g.count() as u32;
-            if g.segment_len(0) > dst_buf || rx.space() < n {
+            if dst_len + g.segment_len(0) > dst_buf || rx.space() < n {
                 return Converted::Dropped;
             }
+            // Each segment is complete (checksums done): its header, if any, asks for nothing.
+            let seg_hdr = VnetHeader {
+                num_buffers: u16::from(dst_len == vnet::HDR_LEN_MRG),
+                ..VnetHeader::default()
+            };
             // Another sender may take the room first: what does not fit is dropped.
             let Some(res) = rx.reserve(n) else {
                 return Converted::Dropped;
@@ -362,10 +395,11 @@ impl ValeTx {
             let mut d = res.start;
             for i in 0..res.n as usize {
                 let out = &mut self.out[..dst_buf];
+                seg_hdr.emit(out, dst_len).expect("room for the header");
                 let seg_len = g
-                    .write_segment(&self.frame[payload.clone()], i, out)
+                    .write_segment(&self.frame[payload.clone()], i, &mut out[dst_len..])
                     .expect("checked by Gso::new and sized above");
-                self.put(rx, d, seg_len);
+                self.put(rx, d, dst_len + seg_len);
                 d = ring_add(d, 1, rx.num_slots());
             }
             rx.commit(res);
@@ -469,6 +503,12 @@ impl PortSync for ValeTx {
                 usize::from(self.tx.len(j)),
                 self.tx.flags(j),
             );
+            if flags & slot_flags::MOREFRAG != 0 {
+                // A frame in several slots (see the module notes): what came before it first.
+                self.flush(&mut b.counts, my_len);
+                self.multi_slot(&mut b, my_len);
+                continue;
+            }
             let mut hdr = [0u8; 12];
             if len < my_len + ETH_HLEN
                 || len > self.bufs.buf_size() as usize
@@ -476,37 +516,14 @@ impl PortSync for ValeTx {
             {
                 b.counts.bad_slots += 1;
             } else {
-                let dst = mac_u64(hdr[..6].try_into().expect("6 bytes"));
-                let src = mac_u64(hdr[6..].try_into().expect("6 bytes"));
-                let t = &self.switch.table;
-                let admitted = hdr[6] & 1 == 0
-                    && if flags & slot_flags::NO_LEARN == 0 {
-                        matches!(t.admit(src, self.me), Admit::Owned | Admit::Claimed)
-                    } else {
-                        t.lookup(src) == Some(self.me)
-                    };
-                if !admitted {
-                    // A source it does not own (another port's, a multicast one, one past its
-                    // limit): the frame never reaches the switch.
-                    b.counts.src_refused += 1;
-                    b.next();
-                    continue;
-                }
-                b.counts.moved(len);
-                let known = if hdr[0] & 1 == 0 {
-                    self.switch.table.lookup(dst)
-                } else {
-                    None
-                };
-                match known {
-                    // An index past this ring's table: a port added since (no route until the
-                    // next sync takes the new table).
-                    Some(p) if p != self.me => match self.lists.get_mut(p) {
-                        Some(l) => l.push(j),
-                        None => b.counts.no_route += 1,
-                    },
-                    Some(_) => {}
-                    None => {
+                match self.route(&hdr, flags, &mut b.counts) {
+                    Route::Refused => {}
+                    Route::To(p) => {
+                        b.counts.moved(len);
+                        self.lists[p].push(j);
+                    }
+                    Route::Flood => {
+                        b.counts.moved(len);
                         let ports = &self.ports.ports;
                         for (p, l) in self.lists.iter_mut().enumerate() {
                             if p != self.me && ports[p].is_some() {
@@ -514,32 +531,90 @@ impl PortSync for ValeTx {
                             }
                         }
                     }
+                    Route::Nowhere => b.counts.moved(len),
                 }
             }
             b.next();
         }
-        let mut dropped = 0;
-        for p in 0..self.lists.len() {
-            if !self.lists[p].is_empty() && self.dst(p).is_none() {
-                // A port removed since the table was taken: no route, not a full ring.
-                b.counts.no_route += self.lists[p].len() as u64;
-            } else if !self.lists[p].is_empty() {
-                let dst_len = self
-                    .dst(p)
-                    .map_or(0, |d| usize::from(d.vnet_hdr_len.load(Ordering::Relaxed)));
-                dropped += if dst_len == my_len {
-                    self.deliver(p).1
-                } else {
-                    self.deliver_converted(p, my_len, dst_len).1
-                };
-            }
-        }
+        self.flush(&mut b.counts, my_len);
         // Slots with a bad header were counted as packets above: they are bad slots instead.
         b.counts.bad_slots += self.bad_headers.len() as u64;
         b.counts.packets -= self.bad_headers.len() as u64;
-        b.counts.drops += dropped;
         // Copied or dropped, every slot is complete.
         b.finish(k, &self.stats);
+    }
+}
+
+/// Where a frame goes, from its MACs ([`ValeTx::route`]).
+enum Route {
+    /// Its source is not the sender's to use: it never reaches the switch (counted).
+    Refused,
+    /// The port that owns its destination.
+    To(usize),
+    /// Every other port (unknown or multicast destination).
+    Flood,
+    /// Nowhere: its destination is the sender itself, or a port this ring's table does not have
+    /// yet (counted as no route).
+    Nowhere,
+}
+
+impl ValeTx {
+    /// Admits the frame whose MACs are `macs` (destination, source) and finds where it goes,
+    /// counting a refused source or a missing route in `counts`.
+    #[inline]
+    fn route(&self, macs: &[u8; 12], flags: u16, counts: &mut BatchCounts) -> Route {
+        let dst = mac_u64(macs[..6].try_into().expect("6 bytes"));
+        let src = mac_u64(macs[6..].try_into().expect("6 bytes"));
+        let t = &self.switch.table;
+        let admitted = macs[6] & 1 == 0
+            && if flags & slot_flags::NO_LEARN == 0 {
+                matches!(t.admit(src, self.me), Admit::Owned | Admit::Claimed)
+            } else {
+                t.lookup(src) == Some(self.me)
+            };
+        if !admitted {
+            // A source it does not own (another port's, a multicast one, one past its limit).
+            counts.src_refused += 1;
+            return Route::Refused;
+        }
+        let known = if macs[0] & 1 == 0 {
+            t.lookup(dst)
+        } else {
+            None
+        };
+        match known {
+            // An index past this ring's table: a port added since (no route until the next
+            // sync takes the new table).
+            Some(p) if p != self.me && p < self.lists.len() => Route::To(p),
+            Some(p) if p != self.me => {
+                counts.no_route += 1;
+                Route::Nowhere
+            }
+            Some(_) => Route::Nowhere,
+            None => Route::Flood,
+        }
+    }
+
+    /// Delivers the frames collected in the per-destination lists, and empties them.
+    fn flush(&mut self, counts: &mut BatchCounts, my_len: usize) {
+        for p in 0..self.lists.len() {
+            if self.lists[p].is_empty() {
+                continue;
+            }
+            match self.dst(p) {
+                // A port removed since the table was taken: no route, not a full ring.
+                None => counts.no_route += self.lists[p].len() as u64,
+                Some(d) => {
+                    let dst_len = usize::from(d.vnet_hdr_len.load(Ordering::Relaxed));
+                    counts.drops += if dst_len == my_len {
+                        self.deliver(p).1
+                    } else {
+                        self.deliver_converted(p, my_len, dst_len).1
+                    };
+                }
+            }
+            self.lists[p].clear();
+        }
     }
 }
 

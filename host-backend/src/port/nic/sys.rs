@@ -214,6 +214,43 @@ pub fn writev_from(
     cvt_size(unsafe { libc::writev(fd, iov.as_ptr(), 2) })
 }
 
+/// The most slots [`writev_chain`] gathers into one frame (a 64 KiB frame in 2 KiB buffers
+/// takes 33).
+pub const MAX_CHAIN: usize = 64;
+
+/// `writev(2)` of `head`, then the ranges `(offset, length)` of `mem` in order: one frame from
+/// a chain of slots. `EFAULT` if a range is outside the mapping, `EINVAL` for more than
+/// [`MAX_CHAIN`] ranges.
+pub fn writev_chain(
+    fd: RawFd,
+    head: &[u8],
+    mem: &SharedMem,
+    ranges: &[(usize, usize)],
+) -> io::Result<usize> {
+    if ranges.len() > MAX_CHAIN {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let mut iov = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; MAX_CHAIN + 1];
+    iov[0] = libc::iovec {
+        iov_base: head.as_ptr().cast_mut().cast(),
+        iov_len: head.len(),
+    };
+    for (v, &(off, len)) in iov[1..].iter_mut().zip(ranges) {
+        if !mem.contains(off, len) {
+            return Err(io::Error::from_raw_os_error(libc::EFAULT));
+        }
+        // SAFETY: inside the mapping (checked just above), as in `read_into`.
+        v.iov_base = unsafe { mem.as_ptr().add(off) }.cast();
+        v.iov_len = len;
+    }
+    // SAFETY: every iovec used describes memory valid for reads for the call (a live slice,
+    // ranges checked inside the mapping); the kernel only reads them.
+    cvt_size(unsafe { libc::writev(fd, iov.as_ptr(), ranges.len() as libc::c_int + 1) })
+}
+
 /// `read(2)` into `len` bytes of `mem` at `off`.
 pub fn read_into(fd: RawFd, mem: &SharedMem, off: usize, len: usize) -> io::Result<usize> {
     if !mem.contains(off, len) {

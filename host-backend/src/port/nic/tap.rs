@@ -3,7 +3,8 @@
 //! multi-queue with N descriptors; TX ring i and RX ring i share queue i.
 //!
 //! A tap moves one frame per system call (`read`/`write`), straight between the descriptor and
-//! the slot's buffer: no intermediate copy, no allocation.
+//! the slot's buffer: no intermediate copy, no allocation. A frame in a chain of TX slots
+//! (NS_MOREFRAG on all but the last: the stock ptnet driver's TSO frames) is one `writev`.
 //!
 //! # Virtio-net headers
 //!
@@ -21,7 +22,7 @@ use super::sys;
 use crate::port::built::BuiltPort;
 use crate::port::ring::{BatchCounts, RingStats, RingSync, TxBatch, Wake};
 use crate::portspec::PortSpec;
-use ptnet_protocol::netmap::{ring_add, RingView};
+use ptnet_protocol::netmap::{ring_add, slot_flags, RingView};
 use ptnet_protocol::sync::{ring_prev, HostKring, PortSync};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -121,11 +122,92 @@ pub struct TapTx {
     hdr_len: Arc<AtomicU8>,
 }
 
+/// What became of a chain of TX slots ([`TapTx::write_chain`]).
+enum Chain {
+    /// Written as one frame of this many bytes.
+    Sent(usize),
+    /// The tap is full: the chain waits, whole.
+    Blocked,
+    /// The write failed (link down, device gone): dropped.
+    Dropped,
+    /// A bad slot (index, length), more than [`sys::MAX_CHAIN`] slots, or unfinished at the
+    /// guest's head.
+    Bad,
+}
+
+impl TapTx {
+    /// Writes the chain of slots from `j` (NS_MOREFRAG on all but its last; at most `pending`
+    /// slots) as one frame: the stock Linux ptnet driver's TSO frames, which the tap takes
+    /// whole behind their header and the kernel segments. Returns what happened and how many
+    /// slots the chain has.
+    fn write_chain(&self, j: u32, pending: u32, hdr: usize) -> (Chain, u32) {
+        let mut ranges = [(0usize, 0usize); sys::MAX_CHAIN];
+        let (mut n, mut total, mut ok, mut at) = (0usize, 0usize, true, j);
+        let num_slots = self.tx.num_slots();
+        loop {
+            if n as u32 == pending {
+                // Unfinished at the guest's head: refused (a driver publishes whole chains).
+                return (Chain::Bad, n as u32);
+            }
+            let (idx, len) = (self.tx.buf_idx(at), usize::from(self.tx.len(at)));
+            match self.bufs.offset(idx) {
+                Some(off) if n < sys::MAX_CHAIN && len <= self.bufs.buf_size() => {
+                    ranges[n] = (off, len);
+                }
+                _ => ok = false,
+            }
+            n += 1;
+            total += len;
+            let more = self.tx.flags(at) & slot_flags::MOREFRAG != 0;
+            at = ring_add(at, 1, num_slots);
+            if !more {
+                break;
+            }
+        }
+        let slots = n as u32;
+        if !ok || total < hdr + ETH_HLEN || ranges[0].1 < hdr {
+            return (Chain::Bad, slots);
+        }
+        let (fd, pool) = (self.fd.as_raw_fd(), self.bufs.pool());
+        // The tap reads a 12-byte header: the guest's from its first slot, completed here.
+        let mut head = [0u8; TAP_HDR_LEN];
+        if hdr != TAP_HDR_LEN {
+            if !pool.read(ranges[0].0, &mut head[..hdr]) {
+                return (Chain::Bad, slots);
+            }
+            ranges[0] = (ranges[0].0 + hdr, ranges[0].1 - hdr);
+        }
+        let head = if hdr == TAP_HDR_LEN {
+            &[][..]
+        } else {
+            &head[..]
+        };
+        match sys::writev_chain(fd, head, pool, &ranges[..n]) {
+            Ok(_) => (Chain::Sent(total), slots),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => (Chain::Blocked, slots),
+            Err(_) => (Chain::Dropped, slots),
+        }
+    }
+}
+
 impl PortSync for TapTx {
     fn sync(&mut self, k: &mut HostKring, _flags: u32) {
         let hdr = usize::from(self.hdr_len.load(Ordering::Relaxed));
         let mut b = TxBatch::new(k);
         while let Some(j) = b.slot() {
+            if self.tx.flags(j) & slot_flags::MOREFRAG != 0 {
+                let (what, slots) = self.write_chain(j, b.pending(), hdr);
+                match what {
+                    Chain::Sent(len) => b.counts.moved(len),
+                    Chain::Blocked => break,
+                    Chain::Dropped => b.counts.drops += 1,
+                    Chain::Bad => b.counts.bad_slots += u64::from(slots),
+                }
+                for _ in 0..slots {
+                    b.next();
+                }
+                continue;
+            }
             let (idx, len) = (self.tx.buf_idx(j), usize::from(self.tx.len(j)));
             match self.bufs.offset(idx) {
                 Some(off) if (hdr + ETH_HLEN..=self.bufs.buf_size()).contains(&len) => {
