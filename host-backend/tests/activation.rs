@@ -5,37 +5,17 @@
 //! the inherited sockets in place for the next start; descriptors that are not listening unix
 //! stream sockets, or serve no port, are exit status 2 naming them.
 
+mod support;
+
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-use ptnet_backend::ctl::request;
-use ptnet_backend::daemon::control::protocol::Command as CtlCommand;
-use ptnet_backend::daemon::{DaemonStats, FrontendState};
-use ptnet_driver::{Port, RingId};
+use ptnet_backend::daemon::FrontendState;
+use ptnet_driver::Port;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("ptnet-act-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-const T: Duration = Duration::from_secs(5);
+use support::{ctl_stats_until as stats_until, move_frames, terminate, TempDir, T};
 
 /// The daemon, exec'd by bash with `fds` as its descriptors 3, 4, ... (and, with `listen`,
 /// the `LISTEN_*` variables naming them, `LISTEN_PID` being the daemon's own pid).
@@ -91,64 +71,9 @@ fn run(fds: &[BorrowedFd<'_>], listen: Option<&str>, args: &[&str]) -> Output {
     inheriting(fds, || c.output().expect("bash"))
 }
 
-/// The daemon's counters, once its control socket answers (its connection waits in the
-/// inherited socket's backlog until the daemon accepts it).
-fn stats(ctl: &Path) -> DaemonStats {
-    request(ctl, &CtlCommand::Stats { port: None }, T)
-        .expect("control socket")
-        .stats
-        .expect("stats")
-}
-
-fn stats_until(ctl: &Path, what: &str, ok: impl Fn(&DaemonStats) -> bool) -> DaemonStats {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let s = stats(ctl);
-        if ok(&s) {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "{what}: {s:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// `n` frames of 60 bytes from `tx` to `rx`.
-fn move_frames(tx: &mut Port, rx: &mut Port, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let (mut sent, mut got) = (0, 0);
-    let mut buf = [0u8; 2048];
-    while got < n {
-        assert!(Instant::now() < deadline, "sent {sent}, received {got}");
-        {
-            let mut t = tx.tx_ring(0);
-            while sent < n && t.send(&[0xa5; 60]) {
-                sent += 1;
-            }
-            t.txsync().expect("txsync");
-        }
-        rx.wait(RingId::Rx(0), Some(Duration::from_millis(50)))
-            .expect("wait");
-        let mut r = rx.rx_ring(0);
-        while r.recv(&mut buf).is_some() {
-            got += 1;
-        }
-        r.rxsync().expect("rxsync");
-    }
-}
-
-/// SIGTERM, and the time the daemon took to exit (successfully).
-fn terminate(mut child: Child) -> Duration {
-    let t = Instant::now();
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
-    let st = child.wait().unwrap();
-    let took = t.elapsed();
-    assert!(st.success(), "{st}");
-    took
-}
-
 #[test]
 fn systemd_sockets_serve_the_ports_and_sigterm_stops_at_once() {
-    let dir = TempDir::new("systemd");
+    let dir = TempDir::created("systemd");
     let d = dir.0.to_str().unwrap();
     let paths = [
         dir.0.join("netmap:act{0.sock"),
@@ -203,7 +128,7 @@ fn systemd_sockets_serve_the_ports_and_sigterm_stops_at_once() {
 
 #[test]
 fn fd_serves_the_single_port_on_its_path() {
-    let dir = TempDir::new("fd");
+    let dir = TempDir::created("fd");
     let path = dir.0.join("custom-name.sock");
     let l = UnixListener::bind(&path).unwrap();
     let child = spawn(
@@ -231,7 +156,7 @@ fn fd_serves_the_single_port_on_its_path() {
 
 #[test]
 fn descriptors_that_cannot_serve_are_exit_2_naming_them() {
-    let dir = TempDir::new("bad");
+    let dir = TempDir::created("bad");
     let d = dir.0.to_str().unwrap();
     let args = ["--socket-dir", d, "--netmap", "user", "null:bad"];
     let check = |out: Output, want: &[&str]| {

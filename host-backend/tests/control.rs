@@ -4,48 +4,25 @@
 //! silent and surplus clients get their errors or are cut, while the ports and the other
 //! control clients are still served.
 
+mod support;
+
 use ptnet_backend::ctl::{request, CtlError};
 use ptnet_backend::daemon::control::protocol::{
-    Command, ErrorCode, Response, MAX_REQUEST, PROTOCOL_VERSION,
+    Command, ErrorCode, PortInfo, Response, MAX_REQUEST, PROTOCOL_VERSION,
 };
 use ptnet_backend::daemon::control::{MAX_CLIENTS, REQUEST_TIMEOUT};
 use ptnet_backend::daemon::server::ServeError;
 use ptnet_backend::daemon::{Daemon, DaemonConfig, DaemonError, FrontendState};
-use ptnet_driver::{Port, RingId};
+use ptnet_driver::Port;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
-
-/// A fresh directory under the temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("ptnet-ctl-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        Self(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-const T: Duration = Duration::from_secs(5);
-
-/// A daemon serving `specs` in `dir`, with its control socket at `dir/ptnet-backend.ctl`.
-fn daemon(dir: &Path, specs: &[&str]) -> (Daemon, PathBuf) {
-    let mut config = DaemonConfig::in_dir(dir, specs).expect("config");
-    let ctl = dir.join("ptnet-backend.ctl");
-    config.control_socket = Some(ctl.clone());
-    let d = Daemon::start(&config).expect("daemon");
-    assert_eq!(d.control_socket(), Some(ctl.as_path()));
-    (d, ctl)
-}
+use support::{
+    ask, backend, ctl_stats_until, daemon_with_control as daemon, move_frames, terminate, wait_for,
+    wait_for_path, TempDir, T,
+};
 
 /// A raw control connection.
 struct Raw {
@@ -81,12 +58,6 @@ impl Raw {
             Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
         }
     }
-}
-
-fn ask(path: &Path, cmd: Command) -> Response {
-    let r = request(path, &cmd, T).expect("request");
-    assert!(r.ok, "{r:?}");
-    r
 }
 
 #[test]
@@ -148,47 +119,19 @@ fn list_and_stats_tell_what_the_sender_counted() {
     assert_eq!(ports[2].socket, dir.0.join("null:ctlsink.sock"));
 
     // 100 frames of 60 bytes from one end of the pipe to the other.
-    let sock = |n: &str| format!("vhost-user:{}", dir.0.join(format!("{n}.sock")).display());
-    let mut tx = Port::open(&sock("netmap:ctl{0")).expect("tx end");
-    let mut rx = Port::open(&sock("netmap:ctl}0")).expect("rx end");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let p = ask(&ctl, Command::List).ports.unwrap();
-        if p[..2].iter().all(|p| p.frontend == FrontendState::Running) {
-            assert_eq!(p[2].frontend, FrontendState::Idle);
-            assert_eq!((p[0].connections, p[1].connections), (1, 1));
-            break;
-        }
-        assert!(Instant::now() < deadline, "{p:?}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let (mut sent, mut got) = (0, 0);
-    let mut buf = [0u8; 2048];
-    while got < 100 {
-        assert!(Instant::now() < deadline, "sent {sent}, received {got}");
-        {
-            let mut t = tx.tx_ring(0);
-            while sent < 100 && t.send(&[0x5a; 60]) {
-                sent += 1;
-            }
-            t.txsync().expect("txsync");
-        }
-        rx.wait(RingId::Rx(0), Some(Duration::from_millis(50)))
-            .expect("wait");
-        let mut r = rx.rx_ring(0);
-        while r.recv(&mut buf).is_some() {
-            got += 1;
-        }
-        r.rxsync().expect("rxsync");
-    }
-    let s = loop {
-        let s = ask(&ctl, Command::Stats { port: None }).stats.unwrap();
-        if s.ports[1].rx_packets == 100 {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "{s:?}");
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let mut tx = Port::open(&dir.vhost_user("netmap:ctl{0")).expect("tx end");
+    let mut rx = Port::open(&dir.vhost_user("netmap:ctl}0")).expect("rx end");
+    let running = |p: &Vec<PortInfo>| p[..2].iter().all(|p| p.frontend == FrontendState::Running);
+    let p = wait_for(
+        "both ends running",
+        Duration::from_millis(10),
+        || ask(&ctl, Command::List).ports.unwrap(),
+        running,
+    );
+    assert_eq!(p[2].frontend, FrontendState::Idle);
+    assert_eq!((p[0].connections, p[1].connections), (1, 1));
+    move_frames(&mut tx, &mut rx, 100);
+    let s = ctl_stats_until(&ctl, "100 frames counted", |s| s.ports[1].rx_packets == 100);
     assert_eq!(
         (
             s.ports[0].tx_packets,
@@ -341,8 +284,7 @@ fn silent_and_surplus_clients_hold_nothing() {
     assert_eq!((r.ok, r.code), (false, Some(ErrorCode::Busy)), "{r:?}");
     assert!(extra.closed());
     // Meanwhile the port is served: a frontend connects and sends.
-    let sock = format!("vhost-user:{}", dir.0.join("null:ctlquiet.sock").display());
-    let mut p = Port::open(&sock).expect("the port is still served");
+    let mut p = Port::open(&dir.vhost_user("null:ctlquiet")).expect("the port is still served");
     {
         let mut t = p.tx_ring(0);
         for _ in 0..10 {
@@ -487,24 +429,15 @@ fn ptnet_ctl_tables_json_and_exit_codes() {
 /// `--control-socket none`.
 #[test]
 fn the_binary_serves_its_control_socket_by_default() {
-    use nix::sys::signal::{kill, Signal};
-    use nix::unistd::Pid;
     let dir = TempDir::new("daemonbin");
     for (extra, want) in [(&[][..], true), (&["--control-socket", "none"][..], false)] {
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ptnet-backend"))
-            .arg("--socket-dir")
-            .arg(&dir.0)
+        let child = backend(&dir.0)
             .args(extra)
             .args(["--netmap", "user", "null:ctldefault"])
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("ptnet-backend");
-        let sock = dir.0.join("null:ctldefault.sock");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !sock.exists() {
-            assert!(Instant::now() < deadline, "no socket");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_for_path(&dir.0.join("null:ctldefault.sock"));
         std::thread::sleep(Duration::from_millis(100));
         let ctl = dir.0.join("ptnet-backend.ctl");
         assert_eq!(ctl.exists(), want, "{extra:?}");
@@ -512,8 +445,7 @@ fn the_binary_serves_its_control_socket_by_default() {
             let p = ask(&ctl, Command::List).ports.unwrap();
             assert_eq!(p[0].name, "null:ctldefault");
         }
-        kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).expect("SIGTERM");
-        assert!(child.wait().unwrap().success());
+        terminate(child);
         assert!(!ctl.exists(), "left behind");
     }
 }

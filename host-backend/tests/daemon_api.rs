@@ -2,46 +2,13 @@
 //! vhost-user frontend, its counters read as data (`Daemon::stats`), stopped; and the binary's
 //! `--stats-format json` lines parsed.
 
+mod support;
+
 use ptnet_backend::daemon::server::ServeError;
 use ptnet_backend::daemon::stats::{DatapathKind, Dir};
-use ptnet_backend::daemon::{Daemon, DaemonConfig, DaemonError, DaemonStats, FrontendState};
-use ptnet_driver::{Port, RingId};
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
-
-/// A fresh directory under the temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("ptnet-api-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        Self(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Waits (up to 10 s) until `f` holds of the daemon's counters; returns them.
-fn wait_stats(d: &Daemon, what: &str, f: impl Fn(&DaemonStats) -> bool) -> DaemonStats {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let s = d.stats();
-        if f(&s) {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "{what}: {s:#?}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn vhost_user(sock: &Path) -> String {
-    format!("vhost-user:{}", sock.display())
-}
+use ptnet_backend::daemon::{Daemon, DaemonConfig, DaemonError, FrontendState};
+use ptnet_driver::Port;
+use support::{backend, move_frames, vhost_user, wait_for_path, wait_stats, TempDir};
 
 #[test]
 fn a_daemon_serves_counts_and_stops() {
@@ -89,28 +56,7 @@ fn a_daemon_serves_counts_and_stops() {
             .iter()
             .all(|p| p.frontend == FrontendState::Running)
     });
-    let mut sent = 0;
-    let mut got = 0;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut buf = [0u8; 2048];
-    while got < 100 {
-        assert!(Instant::now() < deadline, "sent {sent}, received {got}");
-        {
-            let mut t = tx.tx_ring(0);
-            while sent < 100 && t.send(&[0x5a; 60]) {
-                sent += 1;
-            }
-            t.txsync().expect("txsync");
-        }
-        rx.wait(RingId::Rx(0), Some(Duration::from_millis(50)))
-            .expect("wait");
-        let mut r = rx.rx_ring(0);
-        while let Some(n) = r.recv(&mut buf) {
-            assert_eq!(n, 60);
-            got += 1;
-        }
-        r.rxsync().expect("rxsync");
-    }
+    move_frames(&mut tx, &mut rx, 100);
     let s = wait_stats(&d, "the counters", |s| {
         s.ports[0].tx_packets == 100 && s.ports[1].rx_packets == 100
     });
@@ -208,20 +154,13 @@ fn the_binary_prints_json_stats_lines() {
     use nix::unistd::Pid;
     use std::io::BufRead;
     let dir = TempDir::new("json");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ptnet-backend"))
-        .arg("--socket-dir")
-        .arg(&dir.0)
+    let mut child = backend(&dir.0)
         .args(["--stats-format", "json", "--netmap", "user", "null:apijson"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("ptnet-backend");
-    let sock = dir.0.join("null:apijson.sock");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !sock.exists() {
-        assert!(Instant::now() < deadline, "no socket");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_path(&dir.0.join("null:apijson.sock"));
     let pid = Pid::from_raw(child.id() as i32);
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
     kill(pid, Signal::SIGUSR1).expect("SIGUSR1");

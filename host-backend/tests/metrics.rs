@@ -4,30 +4,16 @@
 //! are cut while the endpoint goes on serving. `promtool` comes with Debian's `prometheus`
 //! package (`cargo xtask deps`).
 
+mod support;
+
 use ptnet_backend::daemon::metrics::{MetricsServer, MAX_CLIENTS, MAX_REQUEST, REQUEST_TIMEOUT};
 use ptnet_backend::daemon::{Daemon, DaemonConfig};
-use ptnet_driver::{Port, RingId};
+use ptnet_driver::Port;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("ptnet-metrics-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        Self(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use support::{backend, move_frames, terminate, TempDir};
 
 /// `curl` of `url`: (HTTP status, body).
 fn curl(url: &str, extra: &[&str]) -> (u16, String) {
@@ -69,30 +55,6 @@ fn promtool(text: &str) -> (bool, String) {
     (out.status.success(), said)
 }
 
-/// Sends `n` frames of 60 bytes from `tx` to `rx` (the two ends of a pipe).
-fn move_frames(tx: &mut Port, rx: &mut Port, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let (mut sent, mut got) = (0, 0);
-    let mut buf = [0u8; 2048];
-    while got < n {
-        assert!(Instant::now() < deadline, "sent {sent}, received {got}");
-        {
-            let mut t = tx.tx_ring(0);
-            while sent < n && t.send(&[0x5a; 60]) {
-                sent += 1;
-            }
-            t.txsync().expect("txsync");
-        }
-        rx.wait(RingId::Rx(0), Some(Duration::from_millis(50)))
-            .expect("wait");
-        let mut r = rx.rx_ring(0);
-        while r.recv(&mut buf).is_some() {
-            got += 1;
-        }
-        r.rxsync().expect("rxsync");
-    }
-}
-
 fn start(dir: &TempDir, specs: &[&str]) -> (Daemon, MetricsServer, String) {
     let d = Daemon::start(&DaemonConfig::in_dir(&dir.0, specs).unwrap()).expect("daemon");
     let m =
@@ -120,9 +82,8 @@ fn curl_reads_the_counters_of_the_traffic_moved() {
     let (ok, said) = promtool(&text);
     assert!(ok, "promtool: {said}\n{text}");
 
-    let sock = |n: &str| format!("vhost-user:{}", dir.0.join(format!("{n}.sock")).display());
-    let mut tx = Port::open(&sock("netmap:m{0")).expect("tx end");
-    let mut rx = Port::open(&sock("netmap:m}0")).expect("rx end");
+    let mut tx = Port::open(&dir.vhost_user("netmap:m{0")).expect("tx end");
+    let mut rx = Port::open(&dir.vhost_user("netmap:m}0")).expect("rx end");
     move_frames(&mut tx, &mut rx, 300);
     let deadline = Instant::now() + Duration::from_secs(5);
     let rx_packets = r#"ptnet_ring_packets_total{port="netmap:m}0",ring="1",direction="rx"}"#;
@@ -282,9 +243,7 @@ fn the_binary_serves_metrics_and_refuses_a_bad_address() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let busy = taken.local_addr().unwrap().to_string();
     let run = |addr: &str| {
-        Command::new(env!("CARGO_BIN_EXE_ptnet-backend"))
-            .arg("--socket-dir")
-            .arg(&dir.0)
+        backend(&dir.0)
             .args([
                 "--netmap",
                 "user",
@@ -310,9 +269,7 @@ fn the_binary_serves_metrics_and_refuses_a_bad_address() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--metrics-listen"));
 
     drop(taken);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ptnet-backend"))
-        .arg("--socket-dir")
-        .arg(&dir.0)
+    let child = backend(&dir.0)
         .args(["--netmap", "user", "--metrics-listen", &busy, "null:mbin"])
         .stderr(Stdio::null())
         .spawn()
@@ -332,10 +289,5 @@ fn the_binary_serves_metrics_and_refuses_a_bad_address() {
         text.contains(r#"ptnet_port_frontend_state{port="null:mbin",state="idle"} 1"#),
         "{text}"
     );
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    assert!(child.wait().unwrap().success());
+    terminate(child);
 }

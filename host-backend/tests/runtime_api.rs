@@ -3,28 +3,14 @@
 //! changes 60 times while two of its ports exchange verified frames, windowed so that the switch
 //! never finds the receiver's ring full: every frame arrives, in order, intact.
 
+mod support;
+
 use ptnet_backend::daemon::control::protocol::RequestError;
 use ptnet_backend::daemon::{Daemon, DaemonConfig};
 use ptnet_driver::{Port, RingId};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("ptnet-rt-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        Self(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use support::TempDir;
 
 fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()

@@ -21,6 +21,7 @@
 //! or lock on the way, one system call per batch where the NIC kind has it so.
 
 use crate::frontend::ptnet::syncloop::LoopOptions;
+use crate::port::idle::SpinThenSleep;
 use crate::port::ring::{DirectRx, PassState, RingSync};
 use crate::port::{RingStats, RingWorker};
 use crate::portspec::{AttachKind, PortSpec};
@@ -35,7 +36,6 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
 use vmm_sys_util::eventfd::EventFd;
 
 /// Why an interface could not be attached.
@@ -408,28 +408,15 @@ impl<'a> Bridge<'a> {
     }
 
     fn run(mut self, stop: &AtomicBool, stop_fd: &EventFd) -> Vec<RingWorker> {
-        let opts = self.opts;
-        let mut spin_until: Option<Instant> = None;
-        let mut idle = 0u32;
+        let mut idle = SpinThenSleep::new(self.opts.busy_poll, self.opts.spin);
         while !stop.load(Ordering::Relaxed) {
             if self.round() {
-                if !opts.spin.is_zero() {
-                    spin_until = Some(Instant::now() + opts.spin);
-                }
-                idle = 0;
+                idle.progress(true);
                 continue;
             }
-            if opts.busy_poll {
+            if idle.empty() {
                 std::hint::spin_loop();
                 continue;
-            }
-            if let Some(t) = spin_until {
-                idle = idle.wrapping_add(1);
-                if !idle.is_multiple_of(32) || Instant::now() < t {
-                    std::hint::spin_loop();
-                    continue;
-                }
-                spin_until = None;
             }
             // Before sleeping: the NIC's RX socket (and, when full, its TX room) armed.
             if self.rings[NIC_RX].arm() || (self.nic_tx_full && self.rings[NIC_TX].arm()) {

@@ -1,6 +1,7 @@
 //! The control socket (`--control-socket`, default `SOCKET_DIR/ptnet-backend.ctl`): what
 //! `ptnet-ctl` talks to. One JSON request per line, one JSON response per line ([`protocol`]),
-//! served by one thread over plain non-blocking unix sockets.
+//! served by one thread over plain non-blocking unix sockets ([`super::poll_server`], which the
+//! metrics endpoint runs too).
 //!
 //! Every client is untrusted (whoever can open the socket: it is 0600, or 0660 with
 //! `--socket-group`, like the ports' sockets), so none can hold the thread or grow its memory:
@@ -20,17 +21,17 @@
 pub mod capture;
 pub mod protocol;
 
+use crate::daemon::poll_server::{PollClient, PollThread};
 use crate::daemon::socket::{claim_socket, file_id, ClaimedSocket, ServeError};
 use crate::daemon::stats::DaemonStats;
 use crate::portspec::AttachKind;
 use protocol::{Command, PortInfo, Request, RequestError, Response, VersionInfo, MAX_REQUEST};
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Time a connection has for each request: to send it whole and read its answer.
@@ -70,8 +71,7 @@ pub trait Operator: Send + Sync {
 /// The control socket being served.
 pub struct ControlServer {
     path: PathBuf,
-    stop: File,
-    thread: Option<JoinHandle<()>>,
+    poll: PollThread,
     socket_id: (u64, u64),
     lock: (PathBuf, File),
 }
@@ -89,18 +89,11 @@ impl ControlServer {
             socket_id,
         } = claim_socket(path, group)?;
         let listen_err = |e| ServeError::Listen(path.to_path_buf(), e);
-        let stop = crate::sys::eventfd_file(true).map_err(listen_err)?;
-        let stop2 = stop.try_clone().map_err(listen_err)?;
-        let answer = Answerer { op };
-        let thread = std::thread::Builder::new()
-            .name("control".into())
-            .spawn(move || serve(listener, stop2, answer))
-            .map_err(listen_err)?;
+        let poll = PollThread::spawn::<Client>(listener, Answerer { op }).map_err(listen_err)?;
         tracing::info!(socket = %path.display(), "control socket");
         Ok(Self {
             path: path.to_path_buf(),
-            stop,
-            thread: Some(thread),
+            poll,
             socket_id,
             lock,
         })
@@ -120,10 +113,7 @@ impl ControlServer {
 
 impl Drop for ControlServer {
     fn drop(&mut self) {
-        let _ = crate::sys::eventfd_signal_nowait(&self.stop);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.poll.stop();
         if file_id(&self.path) == Some(self.socket_id) {
             let _ = std::fs::remove_file(&self.path);
         }
@@ -228,6 +218,57 @@ impl Client {
         }
     }
 
+    fn too_long(&mut self) {
+        self.respond(&Response::error(&RequestError::TooLong {
+            max: MAX_REQUEST,
+        }));
+        self.input.clear();
+        self.closing = true;
+    }
+}
+
+impl PollClient for Client {
+    type Listener = UnixListener;
+    type Context = Answerer;
+    const THREAD: &'static str = "control";
+    const WHAT: &'static str = "control socket";
+    const MAX_CLIENTS: usize = MAX_CLIENTS;
+
+    fn accept(stream: UnixStream) -> Self {
+        Self::new(stream)
+    }
+
+    fn refuse(stream: UnixStream) {
+        let mut c = Self::new(stream);
+        c.respond(&Response::error(&RequestError::Busy { max: MAX_CLIENTS }));
+        let _ = c.stream.write(&c.output);
+    }
+
+    fn fd(&self) -> RawFd {
+        self.stream.as_raw_fd()
+    }
+
+    /// What to wait for: room for the answer, or more of the request.
+    fn events(&self) -> i16 {
+        if self.capture.is_some() {
+            return capture::events(self);
+        }
+        if self.written < self.output.len() {
+            libc::POLLOUT
+        } else {
+            libc::POLLIN
+        }
+    }
+
+    fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// A capture's next drain.
+    fn due(&self) -> Option<Instant> {
+        self.capture.as_ref().map(capture::Stream::due)
+    }
+
     /// Does what the connection allows without waiting; false when it is to be closed.
     fn service(&mut self, answer: &Answerer) -> bool {
         let mut buf = [0u8; 4096];
@@ -284,102 +325,6 @@ impl Client {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return false,
             }
-        }
-    }
-
-    fn too_long(&mut self) {
-        self.respond(&Response::error(&RequestError::TooLong {
-            max: MAX_REQUEST,
-        }));
-        self.input.clear();
-        self.closing = true;
-    }
-
-    /// What to wait for: room for the answer, or more of the request.
-    fn events(&self) -> i16 {
-        if self.capture.is_some() {
-            return capture::events(self);
-        }
-        if self.written < self.output.len() {
-            libc::POLLOUT
-        } else {
-            libc::POLLIN
-        }
-    }
-}
-
-/// Accepts every queued connection: served while there is room, else told `busy` and closed.
-fn accept_all(listener: &UnixListener, clients: &mut Vec<Client>, answer: &Answerer) {
-    // Bounded, so that a flood of connections cannot starve the connections already served.
-    for _ in 0..64 {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                if stream.set_nonblocking(true).is_err() {
-                    continue;
-                }
-                let mut c = Client::new(stream);
-                if clients.len() >= MAX_CLIENTS {
-                    // One non-blocking write, whatever it manages; then closed.
-                    c.respond(&Response::error(&RequestError::Busy { max: MAX_CLIENTS }));
-                    let _ = c.stream.write(&c.output);
-                    continue;
-                }
-                if c.service(answer) {
-                    clients.push(c);
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return,
-        }
-    }
-}
-
-/// The control thread: until `stop` is signalled.
-fn serve(listener: UnixListener, stop: File, answer: Answerer) {
-    let mut clients: Vec<Client> = Vec::new();
-    loop {
-        let now = Instant::now();
-        clients.retain(|c| c.deadline > now);
-        let mut fds = vec![
-            (stop.as_raw_fd(), libc::POLLIN),
-            (listener.as_raw_fd(), libc::POLLIN),
-        ];
-        fds.extend(clients.iter().map(|c| (c.stream.as_raw_fd(), c.events())));
-        let timeout = clients
-            .iter()
-            .map(|c| {
-                c.deadline
-                    .min(c.capture.as_ref().map_or(c.deadline, |s| s.due()))
-            })
-            .map(|t| t.saturating_duration_since(now))
-            .min()
-            .map_or(-1, |d| {
-                i32::try_from(d.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
-            });
-        let mut revents = [0i16; 8];
-        if let Err(e) = crate::sys::poll_revents(&fds, timeout, &mut revents) {
-            tracing::warn!("control socket: poll: {e}");
-            std::thread::sleep(Duration::from_millis(100));
-            continue;
-        }
-        if revents[0] != 0 {
-            return;
-        }
-        // Connections first, so a newly accepted one is not looked at twice.
-        let ready: Vec<bool> = revents[2..2 + clients.len()]
-            .iter()
-            .map(|&r| r != 0)
-            .collect();
-        let mut i = 0;
-        let now = Instant::now();
-        clients.retain_mut(|c| {
-            let due = c.capture.as_ref().is_some_and(|s| s.due() <= now);
-            let keep = !(ready[i] || due) || c.service(&answer);
-            i += 1;
-            keep
-        });
-        if revents[1] != 0 {
-            accept_all(&listener, &mut clients, &answer);
         }
     }
 }

@@ -26,11 +26,10 @@
 pub mod exposition;
 
 use crate::daemon::control::StatsFn;
-use std::fs::File;
+use crate::daemon::poll_server::{PollClient, PollThread};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
-use std::thread::JoinHandle;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 /// Time a connection has from its accept to send its request and read the answer.
@@ -54,8 +53,7 @@ pub struct MetricsError {
 /// The metrics endpoint being served; stopped when dropped.
 pub struct MetricsServer {
     addr: SocketAddr,
-    stop: File,
-    thread: Option<JoinHandle<()>>,
+    _poll: PollThread,
 }
 
 impl MetricsServer {
@@ -65,32 +63,17 @@ impl MetricsServer {
         let listener = TcpListener::bind(addr).map_err(err)?;
         listener.set_nonblocking(true).map_err(err)?;
         let local = listener.local_addr().map_err(err)?;
-        let stop = crate::sys::eventfd_file(true).map_err(err)?;
-        let stop2 = stop.try_clone().map_err(err)?;
-        let thread = std::thread::Builder::new()
-            .name("metrics".into())
-            .spawn(move || serve(listener, stop2, stats))
-            .map_err(err)?;
+        let poll = PollThread::spawn::<Client>(listener, stats).map_err(err)?;
         tracing::info!(address = %local, "metrics: http://{local}/metrics");
         Ok(Self {
             addr: local,
-            stop,
-            thread: Some(thread),
+            _poll: poll,
         })
     }
 
     /// The address served (with the port picked, if 0 was asked).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
-    }
-}
-
-impl Drop for MetricsServer {
-    fn drop(&mut self) {
-        let _ = crate::sys::eventfd_signal_nowait(&self.stop);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
@@ -239,7 +222,38 @@ struct Client {
     deadline: Instant,
 }
 
-impl Client {
+impl PollClient for Client {
+    type Listener = TcpListener;
+    type Context = StatsFn;
+    const THREAD: &'static str = "metrics";
+    const WHAT: &'static str = "metrics";
+    const MAX_CLIENTS: usize = MAX_CLIENTS;
+
+    fn accept(stream: TcpStream) -> Self {
+        let _ = stream.set_nodelay(true);
+        Self {
+            stream,
+            input: Vec::new(),
+            output: Vec::new(),
+            written: 0,
+            draining: false,
+            deadline: Instant::now() + REQUEST_TIMEOUT,
+        }
+    }
+
+    fn refuse(mut stream: TcpStream) {
+        let body = format!("at most {MAX_CLIENTS} connections at once\n");
+        let _ = stream.write(&response(503, "text/plain; charset=utf-8", &body, false));
+    }
+
+    fn fd(&self) -> RawFd {
+        self.stream.as_raw_fd()
+    }
+
+    fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
     /// Does what the connection allows without waiting; false when it is to be closed.
     fn service(&mut self, stats: &StatsFn) -> bool {
         let mut buf = [0u8; 4096];
@@ -293,83 +307,6 @@ impl Client {
             libc::POLLOUT
         } else {
             libc::POLLIN
-        }
-    }
-}
-
-/// Accepts every queued connection: served while there is room, else `503` and closed.
-fn accept_all(listener: &TcpListener, clients: &mut Vec<Client>, stats: &StatsFn) {
-    // Bounded, so that a flood of connections cannot starve those already served.
-    for _ in 0..64 {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                if stream.set_nonblocking(true).is_err() {
-                    continue;
-                }
-                let mut stream = stream;
-                if clients.len() >= MAX_CLIENTS {
-                    let body = format!("at most {MAX_CLIENTS} connections at once\n");
-                    let _ = stream.write(&response(503, "text/plain; charset=utf-8", &body, false));
-                    continue;
-                }
-                let _ = stream.set_nodelay(true);
-                let mut c = Client {
-                    stream,
-                    input: Vec::new(),
-                    output: Vec::new(),
-                    written: 0,
-                    draining: false,
-                    deadline: Instant::now() + REQUEST_TIMEOUT,
-                };
-                if c.service(stats) {
-                    clients.push(c);
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return,
-        }
-    }
-}
-
-/// The metrics thread: until `stop` is signalled.
-fn serve(listener: TcpListener, stop: File, stats: StatsFn) {
-    let mut clients: Vec<Client> = Vec::new();
-    loop {
-        let now = Instant::now();
-        clients.retain(|c| c.deadline > now);
-        let mut fds = vec![
-            (stop.as_raw_fd(), libc::POLLIN),
-            (listener.as_raw_fd(), libc::POLLIN),
-        ];
-        fds.extend(clients.iter().map(|c| (c.stream.as_raw_fd(), c.events())));
-        let timeout = clients
-            .iter()
-            .map(|c| c.deadline.saturating_duration_since(now))
-            .min()
-            .map_or(-1, |d| {
-                i32::try_from(d.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
-            });
-        let mut revents = [0i16; 8];
-        if let Err(e) = crate::sys::poll_revents(&fds, timeout, &mut revents) {
-            tracing::warn!("metrics: poll: {e}");
-            std::thread::sleep(Duration::from_millis(100));
-            continue;
-        }
-        if revents[0] != 0 {
-            return;
-        }
-        let ready: Vec<bool> = revents[2..2 + clients.len()]
-            .iter()
-            .map(|&r| r != 0)
-            .collect();
-        let mut i = 0;
-        clients.retain_mut(|c| {
-            let keep = !ready[i] || c.service(&stats);
-            i += 1;
-            keep
-        });
-        if revents[1] != 0 {
-            accept_all(&listener, &mut clients, &stats);
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod control;
 pub mod device;
 pub mod metrics;
+pub mod poll_server;
 pub mod runtime;
 pub mod server;
 mod socket;

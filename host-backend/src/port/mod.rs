@@ -14,6 +14,7 @@
 pub mod build;
 pub mod built;
 pub mod delivery;
+pub mod idle;
 pub mod mactable;
 pub mod mem;
 pub mod nic;

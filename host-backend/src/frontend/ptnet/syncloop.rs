@@ -12,6 +12,7 @@
 //! the producer runs the ring's host pass itself after it commits packets (see
 //! [`crate::port::delivery`]), so the ring's own thread wakes only for its guest's kicks.
 
+use crate::port::idle::SpinThenSleep;
 pub use crate::port::ring::{csb_entries, FrontendRings, Keepalive};
 use crate::port::ring::{DirectRx, PassDone, PassState, RingStats, RingSync, RingWorker};
 use crate::sys::{eventfd_take_nowait, poll_revents};
@@ -227,10 +228,8 @@ fn ring_loop(
     // Spin-then-sleep: after progress the ring keeps polling for `opts.spin` rather than going
     // to sleep, but only while work comes densely (the last sleep was shorter than the spin
     // window): for sparse work a spin would only take the CPU from the threads producing it.
-    let mut spinning = false;
-    let mut spin_until = Instant::now();
+    let mut idle = SpinThenSleep::new(opts.busy_poll, opts.spin);
     let mut dense = true;
-    let mut idle_polls = 0u32;
     let mut last_reset_log: Option<Instant> = None;
     let mut last_bad_log: Option<Instant> = None;
     let mut bad_slots_logged = stats.bad_slots.load(Ordering::Relaxed);
@@ -266,17 +265,13 @@ fn ring_loop(
             is_tx,
             state.as_mut(),
             direct.as_deref(),
-            opts.busy_poll || spinning,
+            idle.spinning(),
         );
         if moved {
             // A lent ring does not spin: its producers run the passes that matter (delivery and
             // the slots its guest releases), and this thread, which only serves kicks, would
             // spin on the receiving guest's CPU, taking it from the guest.
-            if dense && !opts.spin.is_zero() && direct.is_none() {
-                spinning = true;
-                spin_until = Instant::now() + opts.spin;
-            }
-            idle_polls = 0;
+            idle.progress(dense && direct.is_none());
             let bad = stats.bad_slots.load(Ordering::Relaxed);
             if bad != bad_slots_logged && last_bad_log.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
                 last_bad_log = Some(Instant::now());
@@ -291,11 +286,9 @@ fn ring_loop(
         }
         match result {
             HostStop::Poll => {
-                // The clock is read once every 32 empty polls, not on every one.
-                idle_polls = idle_polls.wrapping_add(1);
-                if spinning && idle_polls.is_multiple_of(32) && Instant::now() >= spin_until {
-                    spinning = false;
-                }
+                // (The pass asked to poll again: it was told to spin. Whether the window goes
+                // on is for the next pass.)
+                idle.empty();
                 std::hint::spin_loop();
                 continue;
             }
