@@ -30,6 +30,7 @@ pub mod mem;
 pub mod packed;
 pub mod queue;
 pub mod ring;
+pub mod rxchain;
 #[allow(unsafe_code)]
 mod sys;
 pub mod vhost;

@@ -29,6 +29,7 @@ use super::mem::FrontendMemory;
 use super::queue::{
     emit_port_header, tx_chain, HdrConf, RxDrop, RxOutcome, RxWriter, TxDrop, TxFrame,
 };
+use super::rxchain::{ChainDone, ChainRx};
 use super::sys::buffer;
 use super::vq::{Vq, VqStats};
 use crate::frontend::ptnet::syncloop::LoopOptions;
@@ -36,7 +37,7 @@ use crate::port::ring::{DirectRx, Keepalive, PassDone, PassState, RingSync};
 use crate::port::{RingStats, RingWorker};
 use crate::sys::{eventfd_file, eventfd_take_nowait, poll_revents};
 use ptnet_protocol::csb::{Atok, Ktoa, ENTRY_SIZE, NAF_FORCE_RECLAIM};
-use ptnet_protocol::netmap::{ring_add, ring_dist, BufPool, RingView};
+use ptnet_protocol::netmap::{ring_add, ring_dist, slot_flags, BufPool, RingView};
 use ptnet_protocol::shmem::{OwnedMem, SharedMem};
 use ptnet_protocol::sync::{GuestKring, HostKring, HostStop};
 use ptnet_protocol::vnet::{self, VnetHeader};
@@ -250,6 +251,8 @@ struct Pair<'a> {
     /// Our own interrupt eventfd, signalled by a direct-delivery pass.
     call: File,
     rxw_writer: RxWriter,
+    /// RX: frames in several netmap slots ([`ChainRx`]).
+    rx_chain: ChainRx,
     gso: GsoBuffers,
     /// TX: the netmap ring is full (wait for the port).
     tx_full: bool,
@@ -345,6 +348,7 @@ impl<'a> Pair<'a> {
             direct,
             call,
             rxw_writer: RxWriter::new(buf_size),
+            rx_chain: ChainRx::default(),
             gso: GsoBuffers::new(&conf, buf_size),
             tx_full: false,
             rx_need_bufs: false,
@@ -657,6 +661,25 @@ impl<'a> Pair<'a> {
         self.rx_need_bufs = false;
         let st = self.rxq.stats.clone();
         while head != self.grx.hwtail {
+            if self.rings.rx.flags(head) & slot_flags::MOREFRAG != 0 {
+                // A frame in several slots (`rxchain`): joined, delivered as ordinary frames.
+                let ring = (&self.rings.rx, &self.rings.bufs);
+                let (q, w) = (&mut self.rxq.queue, &mut self.rxw_writer);
+                let span = (head, self.grx.hwtail);
+                match self.rx_chain.deliver(ring, span, w, mem, q, &self.conf, &st) {
+                    ChainDone::Released(slots) => {
+                        delivered = true;
+                        head = ring_add(head, slots, n);
+                        continue;
+                    }
+                    ChainDone::Incomplete => break,
+                    ChainDone::NoBuffers => {
+                        self.rx_need_bufs = true;
+                        self.rx_avail_seen = self.rxq.queue.avail_mark(mem);
+                        break;
+                    }
+                }
+            }
             let len = usize::from(self.rings.rx.len(head));
             let out = match buffer(&self.rings.bufs, self.rings.rx.buf_idx(head)) {
                 Some(b) => match b.subslice(0, len.min(b.len())) {
