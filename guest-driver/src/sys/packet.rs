@@ -96,7 +96,7 @@ impl PacketSocket {
         }
         // SAFETY: SIOCGIFHWADDR reads the name from and writes the address into `ifr`, a valid
         // ifreq that outlives the call.
-        let r = unsafe { libc::ioctl(self.fd.as_raw_fd(), libc::SIOCGIFHWADDR, &mut ifr) };
+        let r = unsafe { libc::ioctl(self.fd.as_raw_fd(), libc::SIOCGIFHWADDR as _, &mut ifr) };
         if r < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -145,7 +145,7 @@ impl PacketSocket {
                 self.fd.as_raw_fd(),
                 msgs.as_mut_ptr(),
                 n as u32,
-                libc::MSG_DONTWAIT,
+                libc::MSG_DONTWAIT as _,
             )
         };
         if r >= 0 {
@@ -190,7 +190,7 @@ impl PacketSocket {
                 self.fd.as_raw_fd(),
                 msgs.as_mut_ptr(),
                 n as u32,
-                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+                (libc::MSG_DONTWAIT | libc::MSG_TRUNC) as _,
                 std::ptr::null_mut(),
             )
         };
