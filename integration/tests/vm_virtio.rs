@@ -6,14 +6,19 @@
 //!   near-MTU frames), echo 300 KiB over TCP (checksum offload), then go on pinging across a
 //!   restart of the daemon (QEMU's `reconnect-ms`: the new daemon serves the reconnected
 //!   frontends from their vring bases);
+//! * two virtio guests with their `virtio_net`'s checksum offload and GSO off (one on packed
+//!   rings) move a 300 KiB TCP stream each way, its md5 taken by sender and receiver;
 //! * a virtio guest and a ptnet guest (our patched QEMU, `ptnet-pkt-gen -f pong`) on one switch:
-//!   the virtio guest's frames reach the ptnet guest, which reflects them, and come back.
+//!   the virtio guest's frames reach the ptnet guest, which reflects them, and come back;
+//! * the same pair exchanging `ptnet-pkt-gen`'s numbered, payload-verified frames both ways (the
+//!   virtio guest's pkt-gen over `packet:eth0`, an AF_PACKET socket on its virtio NIC).
 //!
 //! Stock QEMU: `PTNET_STOCK_QEMU`, else `/usr/bin/qemu-system-x86_64` (`cargo xtask stock-qemu`
 //! installs it). A missing QEMU fails the tests. They boot QEMU, so they are `#[ignore]`d:
 //! `cargo xtask test` runs them (`-- --include-ignored`), as does
 //! `cargo test -p ptnet-integration --test vm_virtio -- --include-ignored`.
 
+use ptnet_driver::summary::PktGenSummary;
 use ptnet_integration::host::{Backend, TempDir};
 use ptnet_integration::json_num;
 use ptnet_integration::vm::{vm_lock, Nic, Vm, VmConfig, VmResult};
@@ -290,7 +295,7 @@ fn logged_features(log: &str, port: &str, ctx: &str) -> u64 {
         .filter(|l| l.contains("queue pairs running") && l.contains(&format!("{port}\"")))
         .filter_map(|l| l.split("features=\"0x").nth(1)?.split('"').next())
         .filter_map(|h| u64::from_str_radix(h, 16).ok())
-        .last()
+        .next_back()
         .unwrap_or_else(|| panic!("no features logged for {port}\n{ctx}"))
 }
 
@@ -431,5 +436,86 @@ fn wait_for_log(be: &Backend, needle: &str, n: usize) -> String {
             return log;
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Verified frames each way between the two guests' pkt-gens.
+const FRAMES: u64 = 3000;
+
+/// The `--json` summary of the pkt-gen run in `mode` ("tx", "rx") in a guest's output.
+fn summary(r: &VmResult, mode: &str, ctx: &str) -> PktGenSummary {
+    r.json
+        .iter()
+        .filter_map(|l| serde_json::from_str::<PktGenSummary>(l).ok())
+        .find(|s| serde_json::to_value(s.mode).is_ok_and(|m| m == mode))
+        .unwrap_or_else(|| panic!("no {mode} summary\n{ctx}"))
+}
+
+#[test]
+#[ignore = "boots QEMU: run by `cargo xtask test`, or `cargo test -- --include-ignored`"]
+fn vm_virtio_guest_and_ptnet_guest_exchange_verified_pkt_gen_frames() {
+    let _g = vm_lock();
+    let dir = TempDir::new("virtio-pktgen").unwrap();
+    let ports = ["vale3:v@conf:frontend=virtio-net", "vale3:p"];
+    let be =
+        Backend::start(dir.path(), &ports, &["--netmap", "user"]).unwrap_or_else(|e| panic!("{e}"));
+    // The ptnet guest (our driver on ptnet0): receives FRAMES, then sends FRAMES to the virtio
+    // guest, at a rate a TCG guest's receiver keeps up with.
+    let p_cmd = format!(
+        "ptnet-pkt-gen -T 0 -i ptnet0 -f rx -n {FRAMES} --timeout 60 --json; sleep 3; \
+         ptnet-pkt-gen -T 0 -i ptnet0 -f tx -n {FRAMES} -R 1000 -D {MAC_A} --json"
+    );
+    let mut p = Vm::start(
+        &VmConfig {
+            timeout: Duration::from_secs(400),
+            ..VmConfig::new("ptnet-pktgen", &p_cmd)
+        }
+        .nic(Nic {
+            mac: Some(MAC_B.into()),
+            ..Nic::new(be.socket(ports[1]))
+        }),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        p.wait_for("ptnet-pkt-gen: pci:", Duration::from_secs(150)),
+        "ptnet guest never opened its port\n{}",
+        p.serial()
+    );
+    // The virtio guest (Debian's virtio_net, pkt-gen over an AF_PACKET socket on eth0): its
+    // stack sends nothing of its own (no address, IPv6 off), so every frame either pkt-gen sees
+    // is one of the other's.
+    let v_cmd = format!(
+        "for f in all default eth0; do echo 1 >/proc/sys/net/ipv6/conf/$f/disable_ipv6; done; \
+         ip link set eth0 up && sleep 2 && \
+         ptnet-pkt-gen -T 0 -i packet:eth0 -f tx -n {FRAMES} -R 1000 -D {MAC_B} --json && \
+         ptnet-pkt-gen -T 0 -i packet:eth0 -f rx -n {FRAMES} --timeout 60 --json"
+    );
+    let v = Vm::start(&virtio_guest(
+        "virtio-pktgen",
+        &v_cmd,
+        &be.socket(ports[0]),
+        MAC_A,
+        400,
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let rv = v.wait().unwrap();
+    let rp = p.wait().unwrap();
+    let ctx = format!(
+        "--- virtio ---\n{}\n--- ptnet ---\n{}\n--- backend ---\n{}",
+        rv.report(),
+        rp.report(),
+        be.log_text()
+    );
+    assert_eq!(rv.rc, Some(0), "{ctx}");
+    assert_eq!(rp.rc, Some(0), "{ctx}");
+    for (who, r) in [("virtio", &rv), ("ptnet", &rp)] {
+        let tx = summary(r, "tx", &ctx);
+        assert_eq!(tx.packets, FRAMES, "{who} sent\n{ctx}");
+        let rx = summary(r, "rx", &ctx);
+        assert_eq!(
+            (rx.packets, rx.errors, rx.lost, rx.out_of_order),
+            (FRAMES, 0, 0, 0),
+            "{who} received: {rx:?}\n{ctx}"
+        );
     }
 }
