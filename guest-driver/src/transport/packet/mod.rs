@@ -27,6 +27,8 @@ use ptnet_protocol::regs::{ptnet, PTCTL_CREATE, PTCTL_DELETE};
 use ptnet_protocol::shmem::{OwnedMem, SharedMem};
 use ptnet_protocol::sync::HostKring;
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 mod host;
@@ -47,7 +49,7 @@ const CSB_GPA: u64 = 0x1000_0000;
 /// The memory allocator id the registers report.
 const MEM_ID: u32 = 1;
 
-/// Frames the host side dropped, by cause.
+/// What the host side moved and dropped, by cause.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PacketStats {
     /// Frames sent.
@@ -62,6 +64,45 @@ pub struct PacketStats {
     pub rx_bad_slots: u64,
 }
 
+impl PacketStats {
+    fn fields(&self) -> [u64; 5] {
+        [
+            self.tx_frames,
+            self.tx_dropped,
+            self.rx_frames,
+            self.rx_truncated,
+            self.rx_bad_slots,
+        ]
+    }
+}
+
+/// The transport's [`PacketStats`], readable from any thread while the port runs (a pass adds
+/// what it did once, at its end).
+#[derive(Debug, Default)]
+pub struct PacketCounters([AtomicU64; 5]);
+
+impl PacketCounters {
+    /// The counts so far.
+    pub fn snapshot(&self) -> PacketStats {
+        let v = self.0.each_ref().map(|a| a.load(Ordering::Relaxed));
+        PacketStats {
+            tx_frames: v[0],
+            tx_dropped: v[1],
+            rx_frames: v[2],
+            rx_truncated: v[3],
+            rx_bad_slots: v[4],
+        }
+    }
+
+    fn add(&self, s: &PacketStats) {
+        for (a, v) in self.0.iter().zip(s.fields()) {
+            if v != 0 {
+                a.fetch_add(v, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
 /// One ring's host side.
 struct HostRing {
     kring: HostKring,
@@ -74,7 +115,7 @@ struct HostRing {
 struct Host {
     /// Between CREATE and DELETE.
     rings: Option<[HostRing; 2]>,
-    stats: PacketStats,
+    stats: Arc<PacketCounters>,
 }
 
 /// The `packet:IFNAME` transport (see the module's documentation).
@@ -163,14 +204,15 @@ impl PacketTransport {
             bufs,
             host: RefCell::new(Host {
                 rings: None,
-                stats: PacketStats::default(),
+                stats: Arc::default(),
             }),
         })
     }
 
-    /// What the host side moved and dropped so far.
-    pub fn stats(&self) -> PacketStats {
-        self.host.borrow().stats
+    /// The host side's counters, shared: keep them to read after handing the transport to
+    /// [`crate::Port::attach`].
+    pub fn counters(&self) -> Arc<PacketCounters> {
+        self.host.borrow().stats.clone()
     }
 
     /// CREATE: both rings start from scratch, the host asking for every kick.
@@ -205,15 +247,17 @@ impl PacketTransport {
             return;
         };
         let mut no_irq = || {};
+        let mut done = PacketStats::default();
         if ring == 0 {
-            let mut side = TxSide::new(&self.sock, &self.bufs, &r.view, stats);
+            let mut side = TxSide::new(&self.sock, &self.bufs, &r.view, &mut done);
             r.kring
                 .tx_pass(&r.atok, &r.ktoa, &mut side, true, &mut no_irq);
         } else {
-            let mut side = RxSide::new(&self.sock, &self.bufs, &r.view, stats);
+            let mut side = RxSide::new(&self.sock, &self.bufs, &r.view, &mut done);
             r.kring
                 .rx_pass(&r.atok, &r.ktoa, &mut side, true, &mut no_irq);
         }
+        stats.add(&done);
     }
 
     /// RX: frames received beyond the application's `cur`, i.e. not yet seen by it.
