@@ -263,3 +263,51 @@ fn frames_longer_than_a_buffer_are_dropped_among_good_ones() {
     assert_eq!(sa.rx_frames, 3000 + got.bad, "{sa:?} {got:?}");
     assert_eq!(cb.snapshot().tx_frames, 3000);
 }
+
+#[test]
+fn wait_ports_sleeps_on_the_sockets_and_wakes_for_a_frame() {
+    let ns = Netns::with_veth();
+    ns.ip("link add pc type veth peer name pd");
+    ns.ip("link set pc up");
+    ns.ip("link set pd up");
+    ns.run(|| {
+        let (mut b, _) = open("pb");
+        let (mut c, _) = open("pc");
+        let rx: &[RingId] = &[RingId::Rx(0)];
+        // Nothing comes: the wait lasts its timeout.
+        let t0 = Instant::now();
+        let woke = Port::wait_ports(
+            &mut [(&mut b, rx), (&mut c, rx)],
+            Some(Duration::from_millis(300)),
+        );
+        assert!(!woke.unwrap());
+        assert!(t0.elapsed() >= Duration::from_millis(300));
+        // A frame for b from another thread (in the namespace too) 200 ms into the wait.
+        let dst = b.mac();
+        let sender = std::thread::spawn(move || {
+            let (mut a, _) = open("pa");
+            std::thread::sleep(Duration::from_millis(200));
+            let mut fb = FrameBuilder::new(60, dst, a.mac());
+            let mut t = a.tx_ring(0);
+            assert!(t.send(fb.frame(0, 0)));
+            t.txsync().unwrap();
+            a
+        });
+        let t0 = Instant::now();
+        let woke = Port::wait_ports(
+            &mut [(&mut c, rx), (&mut b, rx)],
+            Some(Duration::from_secs(5)),
+        );
+        let took = t0.elapsed();
+        drop(sender.join().unwrap());
+        assert!(woke.unwrap());
+        assert!(
+            took >= Duration::from_millis(150) && took < Duration::from_secs(4),
+            "{took:?}"
+        );
+        let mut buf = [0u8; 2048];
+        let mut r = b.rx_ring(0);
+        let len = r.recv(&mut buf).expect("the frame");
+        assert_eq!(verify(&buf[..len]), Verdict::Good { stream: 0, seq: 0 });
+    });
+}

@@ -18,7 +18,7 @@
 //! stack still sees them too.
 
 use crate::sys::packet::PacketSocket;
-use crate::transport::{CsbArrays, Transport};
+use crate::transport::{CsbArrays, PollWait, Transport};
 use crate::Error;
 use ptnet_protocol::csb::{Atok, Ktoa};
 use ptnet_protocol::device::{PortGeometry, PtnetConfig, MEMDEV_CONFIG_BASE};
@@ -27,6 +27,7 @@ use ptnet_protocol::regs::{ptnet, PTCTL_CREATE, PTCTL_DELETE};
 use ptnet_protocol::shmem::{OwnedMem, SharedMem};
 use ptnet_protocol::sync::HostKring;
 use std::cell::RefCell;
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -376,6 +377,41 @@ impl Transport for PacketTransport {
                 source,
             }),
         }
+    }
+
+    /// The socket, when the RX ring is among `rings` (its readability: frames to receive). No
+    /// descriptor for the TX ring alone: its slots complete at once, or after a full socket
+    /// buffer drains, which a short cap lets the next sync see.
+    fn wait_fds(&self, rings: &[u32], out: &mut [RawFd]) -> Option<PollWait> {
+        let rx = rings.contains(&1);
+        let tx_pending = rings.contains(&0) && self.tx_pending();
+        let cap = if rx && self.rx_unseen() || !rx && !tx_pending {
+            // Something is there already (frames a kick received, completed TX slots).
+            Some(Duration::ZERO)
+        } else if tx_pending {
+            Some(Duration::from_millis(1))
+        } else {
+            None
+        };
+        let n = match out.first_mut() {
+            Some(fd) if rx => {
+                *fd = self.sock.fd();
+                1
+            }
+            _ => 0,
+        };
+        Some(PollWait { n, cap })
+    }
+
+    /// Receives what made the socket readable; retries the TX slots a full buffer held back.
+    fn wait_done(&self, rings: &[u32], ready: &[bool]) -> Result<(), Error> {
+        if rings.contains(&1) && ready.first() == Some(&true) {
+            self.pass(1);
+        }
+        if rings.contains(&0) && self.tx_pending() {
+            self.pass(0);
+        }
+        Ok(())
     }
 
     fn name(&self) -> &str {
