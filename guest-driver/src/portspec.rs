@@ -7,6 +7,7 @@
 //! [pci:]ptnetN             the N-th ptnet NIC of this guest, in sysfs order (ptnet0, pci:ptnet1)
 //! [pci:]ptnet:ADDR         the ptnet NIC at PCI address ADDR
 //! pci:ADDR                 the same
+//! packet:IFNAME            a Linux network interface, through an AF_PACKET socket
 //! ADDR = DDDD:BB:DD.F | BB:DD.F   (hex; device < 0x20, function 0..7; domain 0000 if omitted)
 //! ```
 
@@ -24,6 +25,8 @@ pub enum PortSpec {
     VhostUser(PathBuf),
     /// A ptnet PCI device in this guest.
     Pci(PciSelector),
+    /// `packet:IFNAME`: a Linux network interface through an `AF_PACKET` socket.
+    Packet(String),
 }
 
 /// Which ptnet PCI NIC a spec designates.
@@ -57,6 +60,19 @@ impl PortSpec {
             }
             return Ok(PortSpec::VhostUser(PathBuf::from(path)));
         }
+        if let Some(ifname) = spec.strip_prefix("packet:") {
+            let ok = !ifname.is_empty()
+                && ifname.len() < 16
+                && ifname != "."
+                && ifname != ".."
+                && ifname
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':');
+            if !ok {
+                return Err(bad("expected 'packet:IFNAME' with an interface name (1-15 characters, no '/' or ':')"));
+            }
+            return Ok(PortSpec::Packet(ifname.to_string()));
+        }
         let (pci_prefix, rest) = match spec.strip_prefix("pci:") {
             Some(r) => (true, r),
             None => (false, spec),
@@ -80,7 +96,7 @@ impl PortSpec {
                 .ok_or_else(|| bad("expected 'ptnetN' with a device number N"));
         }
         Err(bad(
-            "expected 'vhost-user:PATH', 'ptnetN', 'ptnet:DDDD:BB:DD.F' or 'pci:DDDD:BB:DD.F'",
+            "expected 'vhost-user:PATH', 'ptnetN', 'ptnet:DDDD:BB:DD.F', 'pci:DDDD:BB:DD.F' or 'packet:IFNAME'",
         ))
     }
 }
@@ -120,6 +136,10 @@ mod tests {
         assert_eq!(
             PortSpec::parse("vhost-user:/tmp/p{1.sock").unwrap(),
             PortSpec::VhostUser("/tmp/p{1.sock".into())
+        );
+        assert_eq!(
+            PortSpec::parse("packet:eth0").unwrap(),
+            PortSpec::Packet("eth0".into())
         );
         assert_eq!(pci("ptnet0"), PciSelector::Index(0));
         assert_eq!(pci("ptnet12"), PciSelector::Index(12));
@@ -164,6 +184,11 @@ mod tests {
             "netmap:eth0",
             "eth0",
             "/tmp/x.sock",
+            "packet:",
+            "packet:a/b",
+            "packet:0123456789abcdef",
+            "packet:..",
+            "packet:e th0",
         ] {
             match PortSpec::parse(bad) {
                 Err(Error::BadPort { spec, reason }) => {

@@ -2,12 +2,15 @@
 //!
 //! * [`vhost_user`]: a host process attaches to `ptnet-backend`'s socket as QEMU would.
 //! * [`pci`]: inside a Linux guest, through sysfs and `uio_pci_generic`.
+//! * [`packet`]: any Linux network interface through an `AF_PACKET` socket (no ptnet device: the
+//!   transport plays device and host itself, like netmap's emulated adapter).
 
 use crate::Error;
 use ptnet_protocol::shmem::SharedMem;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
+pub mod packet;
 pub mod pci;
 pub mod vhost_user;
 

@@ -6,14 +6,19 @@
 //!   near-MTU frames), echo 300 KiB over TCP (checksum offload), then go on pinging across a
 //!   restart of the daemon (QEMU's `reconnect-ms`: the new daemon serves the reconnected
 //!   frontends from their vring bases);
+//! * two virtio guests with their `virtio_net`'s checksum offload and GSO off (one on packed
+//!   rings) move a 300 KiB TCP stream each way, its md5 taken by sender and receiver;
 //! * a virtio guest and a ptnet guest (our patched QEMU, `ptnet-pkt-gen -f pong`) on one switch:
-//!   the virtio guest's frames reach the ptnet guest, which reflects them, and come back.
+//!   the virtio guest's frames reach the ptnet guest, which reflects them, and come back;
+//! * the same pair exchanging `ptnet-pkt-gen`'s numbered, payload-verified frames both ways (the
+//!   virtio guest's pkt-gen over `packet:eth0`, an AF_PACKET socket on its virtio NIC).
 //!
 //! Stock QEMU: `PTNET_STOCK_QEMU`, else `/usr/bin/qemu-system-x86_64` (`cargo xtask stock-qemu`
 //! installs it). A missing QEMU fails the tests. They boot QEMU, so they are `#[ignore]`d:
 //! `cargo xtask test` runs them (`-- --include-ignored`), as does
 //! `cargo test -p ptnet-integration --test vm_virtio -- --include-ignored`.
 
+use ptnet_driver::summary::PktGenSummary;
 use ptnet_integration::host::{Backend, TempDir};
 use ptnet_integration::json_num;
 use ptnet_integration::vm::{vm_lock, Nic, Vm, VmConfig, VmResult};
@@ -41,6 +46,27 @@ fn virtio_guest(
     mac: &str,
     timeout_s: u64,
 ) -> VmConfig {
+    virtio_guest_with(name, cmd, sock, mac, timeout_s, &Nic0::default())
+}
+
+/// How a virtio guest's NIC is set up beyond the defaults.
+#[derive(Default)]
+struct Nic0 {
+    /// Extra `virtio-net-pci` properties (`,packed=on`).
+    device: &'static str,
+    /// Extra kernel command-line words (`virtio_net.csum=0 virtio_net.gso=0`).
+    append: &'static str,
+}
+
+/// [`virtio_guest`] with the NIC set up as `nic` says.
+fn virtio_guest_with(
+    name: &str,
+    cmd: &str,
+    sock: &std::path::Path,
+    mac: &str,
+    timeout_s: u64,
+    nic: &Nic0,
+) -> VmConfig {
     VmConfig {
         timeout: Duration::from_secs(timeout_s),
         qemu: Some(stock_qemu()),
@@ -51,8 +77,9 @@ fn virtio_guest(
             "vhost-user,id=n0,chardev=c0".into(),
             "-device".into(),
             // No option ROM: Debian's ipxe files are not needed to boot a kernel directly.
-            format!("virtio-net-pci,netdev=n0,mac={mac},romfile="),
+            format!("virtio-net-pci,netdev=n0,mac={mac},romfile={}", nic.device),
         ],
+        extra_append: nic.append.into(),
         ..VmConfig::new(name, cmd)
     }
 }
@@ -232,4 +259,263 @@ fn vm_virtio_guest_and_ptnet_guest_on_one_switch() {
         .unwrap_or_else(|| panic!("no pong summary\n{ctx}"));
     let reflected = json_num(line, "packets").unwrap_or(0.0) as u64;
     assert!(reflected >= 30, "{line}\n{ctx}");
+}
+
+/// Bytes of each TCP stream of the offloads-off test.
+const STREAM: usize = 300 * 1024;
+
+/// Shell: receive `STREAM` bytes on the standard input (a TCP connection, busybox `nc -e`) into
+/// /tmp/got and its md5 into /tmp/got.md5.
+fn write_receiver() -> String {
+    format!("printf 'head -c {STREAM} >/tmp/got; md5sum </tmp/got >/tmp/got.md5\\n' >/tmp/rx.sh")
+}
+
+/// Shell: a random `STREAM`-byte file `path`, its md5 printed after `tag`.
+fn random_file(path: &str, tag: &str) -> String {
+    format!(
+        "dd if=/dev/urandom of={path} bs=1k count={} 2>/dev/null; \
+         echo {tag} $(md5sum <{path} | cut -d' ' -f1)",
+        STREAM / 1024
+    )
+}
+
+/// The md5 after `tag ` in a guest's serial output (32 hex digits).
+fn md5_after(r: &VmResult, tag: &str, ctx: &str) -> String {
+    r.serial
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(&format!("{tag} ")))
+        .map(|h| h.trim().to_string())
+        .filter(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        .unwrap_or_else(|| panic!("no md5 after {tag}\n{ctx}"))
+}
+
+/// The features the daemon logged as negotiated on `port` (its last "queue pairs running").
+fn logged_features(log: &str, port: &str, ctx: &str) -> u64 {
+    log.lines()
+        .filter(|l| l.contains("queue pairs running") && l.contains(&format!("{port}\"")))
+        .filter_map(|l| l.split("features=\"0x").nth(1)?.split('"').next())
+        .filter_map(|h| u64::from_str_radix(h, 16).ok())
+        .next_back()
+        .unwrap_or_else(|| panic!("no features logged for {port}\n{ctx}"))
+}
+
+const RING_PACKED: u64 = 1 << 34;
+const MAC_C: &str = "52:54:00:00:00:0c";
+const MAC_D: &str = "52:54:00:00:00:0d";
+
+#[test]
+#[ignore = "boots QEMU: run by `cargo xtask test`, or `cargo test -- --include-ignored`"]
+fn vm_two_virtio_guests_stream_tcp_both_ways_with_offloads_off() {
+    let _g = vm_lock();
+    let dir = TempDir::new("virtio-nooff").unwrap();
+    let ports = [
+        "vale2:c@conf:frontend=virtio-net",
+        "vale2:d@conf:frontend=virtio-net",
+    ];
+    let be =
+        Backend::start(dir.path(), &ports, &["--netmap", "user"]).unwrap_or_else(|e| panic!("{e}"));
+    // Both guests' virtio_net with checksum offload and GSO off (every frame leaves complete,
+    // checksummed by the guest's stack, at most MTU-sized); D on packed rings, C on split ones.
+    let off = "virtio_net.csum=0 virtio_net.gso=0";
+    let params = "echo CSUM=$(cat /sys/module/virtio_net/parameters/csum) \
+                  GSO=$(cat /sys/module/virtio_net/parameters/gso)";
+    // D: receives C's stream on port 5000, serves its own on 5001, until both are done.
+    let d_cmd = format!(
+        "{}; {}; {}; nc -l -p 5000 -e sh /tmp/rx.sh & \
+         nc -l -p 5001 -e cat /tmp/d & srv=$!; echo D-READY; \
+         i=0; until [ -s /tmp/got.md5 ] || [ $i -ge 200 ]; do sleep 1; i=$((i+1)); done; \
+         echo C2D-GOT $(cut -d' ' -f1 /tmp/got.md5); wait $srv; {params}",
+        net_up("10.0.2.4"),
+        random_file("/tmp/d", "D-SENT"),
+        write_receiver()
+    );
+    let mut d = Vm::start(&virtio_guest_with(
+        "virtio-d",
+        &d_cmd,
+        &be.socket(ports[1]),
+        MAC_D,
+        400,
+        &Nic0 {
+            device: ",packed=on",
+            append: off,
+        },
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        d.wait_for("D-READY", Duration::from_secs(150)),
+        "guest D: not ready\n{}\n--- backend ---\n{}",
+        d.serial(),
+        be.log_text()
+    );
+    let c_cmd = format!(
+        "{} && i=0; until ping -c 1 -W 1 10.0.2.4 >/dev/null; do i=$((i+1)); \
+         [ $i -ge 30 ] && break; done; \
+         ping -c 10 -i 0.2 -W 5 10.0.2.4 && ping -c 5 -s 1400 -i 0.2 -W 5 10.0.2.4; rc=$?; \
+         {}; timeout 90 nc 10.0.2.4 5000 </tmp/c; \
+         {}; timeout 90 nc 10.0.2.4 5001 -e sh /tmp/rx.sh; \
+         echo D2C-GOT $(cut -d' ' -f1 /tmp/got.md5); {params}; exit $rc",
+        net_up("10.0.2.3"),
+        random_file("/tmp/c", "C-SENT"),
+        write_receiver()
+    );
+    let c = Vm::start(&virtio_guest_with(
+        "virtio-c",
+        &c_cmd,
+        &be.socket(ports[0]),
+        MAC_C,
+        300,
+        &Nic0 {
+            device: "",
+            append: off,
+        },
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let rc = c.wait().unwrap();
+    let rd = d.wait().unwrap();
+    let log = wait_for_log(&be, "virtio-net frontend gone", 2);
+    let ctx = format!(
+        "--- C ---\n{}\n--- D ---\n{}\n--- backend ---\n{log}",
+        rc.report(),
+        rd.report()
+    );
+    assert_eq!(rc.rc, Some(0), "pings lost\n{ctx}");
+    assert_eq!(rd.rc, Some(0), "{ctx}");
+    for r in [&rc, &rd] {
+        assert!(r.serial.contains("CSUM=N GSO=N"), "offloads not off\n{ctx}");
+    }
+    assert!(
+        rc.serial
+            .contains("5 packets transmitted, 5 packets received"),
+        "{ctx}"
+    );
+    // Each stream's md5, computed by its sender and by its receiver.
+    assert_eq!(
+        md5_after(&rc, "C-SENT", &ctx),
+        md5_after(&rd, "C2D-GOT", &ctx),
+        "C to D\n{ctx}"
+    );
+    assert_eq!(
+        md5_after(&rd, "D-SENT", &ctx),
+        md5_after(&rc, "D2C-GOT", &ctx),
+        "D to C\n{ctx}"
+    );
+    // D negotiated packed rings, C did not.
+    assert_eq!(
+        logged_features(&log, "vale2:d", &ctx) & RING_PACKED,
+        RING_PACKED,
+        "{ctx}"
+    );
+    assert_eq!(
+        logged_features(&log, "vale2:c", &ctx) & RING_PACKED,
+        0,
+        "{ctx}"
+    );
+    // No frame of either guest was dropped as a bad virtio-net header.
+    let gone: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("virtio-net frontend gone"))
+        .collect();
+    assert_eq!(gone.len(), 2, "final counters of both ports\n{ctx}");
+    for l in gone {
+        assert!(l.contains("bad_headers="), "{l}");
+        assert_eq!(
+            l.matches("bad_headers=").count(),
+            l.matches("bad_headers=0 ").count(),
+            "frames dropped as bad headers: {l}"
+        );
+    }
+}
+
+/// The daemon's log once it holds `n` lines with `needle` (logged when it sees QEMU's
+/// connection close, just after QEMU exited), or after 10 s.
+fn wait_for_log(be: &Backend, needle: &str, n: usize) -> String {
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = be.log_text();
+        if log.matches(needle).count() >= n || std::time::Instant::now() > until {
+            return log;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Verified frames each way between the two guests' pkt-gens.
+const FRAMES: u64 = 3000;
+
+/// The `--json` summary of the pkt-gen run in `mode` ("tx", "rx") in a guest's output.
+fn summary(r: &VmResult, mode: &str, ctx: &str) -> PktGenSummary {
+    r.json
+        .iter()
+        .filter_map(|l| serde_json::from_str::<PktGenSummary>(l).ok())
+        .find(|s| serde_json::to_value(s.mode).is_ok_and(|m| m == mode))
+        .unwrap_or_else(|| panic!("no {mode} summary\n{ctx}"))
+}
+
+#[test]
+#[ignore = "boots QEMU: run by `cargo xtask test`, or `cargo test -- --include-ignored`"]
+fn vm_virtio_guest_and_ptnet_guest_exchange_verified_pkt_gen_frames() {
+    let _g = vm_lock();
+    let dir = TempDir::new("virtio-pktgen").unwrap();
+    let ports = ["vale3:v@conf:frontend=virtio-net", "vale3:p"];
+    let be =
+        Backend::start(dir.path(), &ports, &["--netmap", "user"]).unwrap_or_else(|e| panic!("{e}"));
+    // The ptnet guest (our driver on ptnet0): receives FRAMES, then sends FRAMES to the virtio
+    // guest, at a rate a TCG guest's receiver keeps up with.
+    let p_cmd = format!(
+        "ptnet-pkt-gen -T 0 -i ptnet0 -f rx -n {FRAMES} --timeout 60 --json; sleep 3; \
+         ptnet-pkt-gen -T 0 -i ptnet0 -f tx -n {FRAMES} -R 1000 -D {MAC_A} --json"
+    );
+    let mut p = Vm::start(
+        &VmConfig {
+            timeout: Duration::from_secs(400),
+            ..VmConfig::new("ptnet-pktgen", &p_cmd)
+        }
+        .nic(Nic {
+            mac: Some(MAC_B.into()),
+            ..Nic::new(be.socket(ports[1]))
+        }),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        p.wait_for("ptnet-pkt-gen: pci:", Duration::from_secs(150)),
+        "ptnet guest never opened its port\n{}",
+        p.serial()
+    );
+    // The virtio guest (Debian's virtio_net, pkt-gen over an AF_PACKET socket on eth0): its
+    // stack sends nothing of its own (no address, IPv6 off), so every frame either pkt-gen sees
+    // is one of the other's.
+    let v_cmd = format!(
+        "for f in all default eth0; do echo 1 >/proc/sys/net/ipv6/conf/$f/disable_ipv6; done; \
+         ip link set eth0 up && sleep 2 && \
+         ptnet-pkt-gen -T 0 -i packet:eth0 -f tx -n {FRAMES} -R 1000 -D {MAC_B} --json && \
+         ptnet-pkt-gen -T 0 -i packet:eth0 -f rx -n {FRAMES} --timeout 60 --json"
+    );
+    let v = Vm::start(&virtio_guest(
+        "virtio-pktgen",
+        &v_cmd,
+        &be.socket(ports[0]),
+        MAC_A,
+        400,
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let rv = v.wait().unwrap();
+    let rp = p.wait().unwrap();
+    let ctx = format!(
+        "--- virtio ---\n{}\n--- ptnet ---\n{}\n--- backend ---\n{}",
+        rv.report(),
+        rp.report(),
+        be.log_text()
+    );
+    assert_eq!(rv.rc, Some(0), "{ctx}");
+    assert_eq!(rp.rc, Some(0), "{ctx}");
+    for (who, r) in [("virtio", &rv), ("ptnet", &rp)] {
+        let tx = summary(r, "tx", &ctx);
+        assert_eq!(tx.packets, FRAMES, "{who} sent\n{ctx}");
+        let rx = summary(r, "rx", &ctx);
+        assert_eq!(
+            (rx.packets, rx.errors, rx.lost, rx.out_of_order),
+            (FRAMES, 0, 0, 0),
+            "{who} received: {rx:?}\n{ctx}"
+        );
+    }
 }

@@ -194,6 +194,9 @@ fn transport_for(spec: &str) -> Result<Box<dyn Transport>, Error> {
             crate::transport::vhost_user::VhostUserTransport::open(&path)?,
         ),
         PortSpec::Pci(sel) => crate::transport::pci::open(&sel)?,
+        PortSpec::Packet(ifname) => {
+            Box::new(crate::transport::packet::PacketTransport::open(&ifname)?)
+        }
     })
 }
 

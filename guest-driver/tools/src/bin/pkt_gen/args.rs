@@ -18,7 +18,8 @@ pub(crate) enum Function {
 #[derive(Parser, Debug)]
 #[command(name = "ptnet-pkt-gen", version, about)]
 pub(crate) struct Args {
-    /// Port: vhost-user:PATH, ptnetN (or pci:ptnetN), ptnet:DDDD:BB:DD.F or pci:DDDD:BB:DD.F.
+    /// Port: vhost-user:PATH, ptnetN (or pci:ptnetN), ptnet:DDDD:BB:DD.F, pci:DDDD:BB:DD.F or
+    /// packet:IFNAME (any Linux interface, through an AF_PACKET socket).
     #[arg(short = 'i', long = "interface", value_name = "PORT")]
     pub(crate) port: String,
     /// What to do.
