@@ -408,13 +408,12 @@ impl HostKring {
         Ok((head, cur))
     }
 
-    fn reset(&mut self, ktoa: &Ktoa, bad: BadIndexes, busy_wait: bool) -> HostStop {
+    fn reset(&mut self, ktoa: &Ktoa, bad: BadIndexes) -> HostStop {
         // The guest's view is broken: publish ours again so a sane guest can re-align, and keep
-        // listening for kicks.
+        // listening for kicks. Busy-wait passes too: they cleared the request at their start
+        // (`no_kicks_while_here`), and after a reset the caller waits for the guest's kick.
         ktoa.kernel_write(self.hwcur, self.hwtail);
-        if !busy_wait {
-            ktoa.set_kern_need_kick(true);
-        }
+        ktoa.set_kern_need_kick(true);
         HostStop::Reset(bad)
     }
 
@@ -438,6 +437,19 @@ impl HostKring {
         self.read_guest(atok)
     }
 
+    /// A pass starts: the host is awake, so the guest need not kick it. A busy-wait pass (a loop
+    /// polling the CSB, or spinning after progress before it sleeps) clears a request left by
+    /// an earlier pass that stopped `Idle` too, or the guest would kick (one syscall each sync)
+    /// a thread that is running anyway: only stores when the flag is set, so a polling loop
+    /// does not write the guest's cache line on every pass. A busy pass never sets it again;
+    /// the first non-busy pass asks for kicks, with its re-check, before its loop sleeps.
+    #[inline]
+    fn no_kicks_while_here(&self, ktoa: &Ktoa, busy_wait: bool) {
+        if !busy_wait || ktoa.kern_need_kick() {
+            ktoa.set_kern_need_kick(false);
+        }
+    }
+
     fn interrupt_if_wanted(&mut self, atok: &Atok, irq: &mut dyn FnMut()) {
         if self.pending_irq && atok.appl_need_kick() {
             irq();
@@ -454,14 +466,12 @@ impl HostKring {
         busy_wait: bool,
         irq: &mut dyn FnMut(),
     ) -> HostStop {
-        if !busy_wait {
-            ktoa.set_kern_need_kick(false);
-        }
+        self.no_kicks_while_here(ktoa, busy_wait);
         let mut guest = self.read_guest(atok);
         let stop = loop {
             let (head, cur) = match guest {
                 Ok(v) => v,
-                Err(bad) => break self.reset(ktoa, bad, busy_wait),
+                Err(bad) => break self.reset(ktoa, bad),
             };
             self.rhead = head;
             self.rcur = cur;
@@ -510,15 +520,13 @@ impl HostKring {
         busy_wait: bool,
         irq: &mut dyn FnMut(),
     ) -> HostStop {
-        if !busy_wait {
-            ktoa.set_kern_need_kick(false);
-        }
+        self.no_kicks_while_here(ktoa, busy_wait);
         let mut dry_cycles = 0;
         let mut guest = self.read_guest(atok);
         let stop = loop {
             let (head, cur) = match guest {
                 Ok(v) => v,
-                Err(bad) => break self.reset(ktoa, bad, busy_wait),
+                Err(bad) => break self.reset(ktoa, bad),
             };
             self.rhead = head;
             self.rcur = cur;

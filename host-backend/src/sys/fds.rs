@@ -21,7 +21,7 @@ pub fn check_eventfd(f: &File) -> Result<(), String> {
 }
 
 /// Which way [`eventfd_signal_nowait`] writes: 0 not tried yet, 1 `pwritev2(RWF_NOWAIT)`, 2 the
-/// fallback for kernels whose eventfds have no `write_iter` (before Linux 6.8).
+/// bounded plain write, for kernels whose eventfds refuse RWF_NOWAIT writes (6.18 still does).
 static NOWAIT_WRITE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 /// The same for [`eventfd_take_nowait`] (eventfds honour RWF_NOWAIT reads since Linux 5.11).
 static NOWAIT_READ: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
@@ -81,15 +81,23 @@ pub fn eventfd_take_nowait(f: &File) -> io::Result<u64> {
     }
 }
 
-/// Adds 1 to an eventfd's counter (raises the frontend's interrupt) without ever blocking,
-/// whatever its file status flags: `pwritev2(RWF_NOWAIT)`. `Ok(false)`: the counter is saturated,
-/// so the interrupt is dropped (the frontend has one pending anyway: its counter is not zero).
+/// Adds 1 to an eventfd's counter (raises the frontend's interrupt) without ever blocking for
+/// long, whatever its file status flags. `Ok(Raised::Saturated)`: the counter is full, so the
+/// interrupt is dropped (the frontend has one pending anyway: its counter is not zero).
 /// The caller should stop signalling a descriptor whose write was [`Raised::Cut`]: only a
 /// frontend holding its own interrupts gets there, and each cut cost the writer a tick.
-/// Kernels that refuse the flag on eventfds get a `poll` for room first, then a write bounded
-/// in time (`bounded_write`): a frontend that cleared O_NONBLOCK on the shared description and
-/// saturates its counter between the two calls holds the writing thread (often another port's,
-/// with direct delivery) for at most twice [`SIGNAL_WRITE_BOUND`], and that interrupt is dropped.
+///
+/// Kernels whose eventfds take `pwritev2(RWF_NOWAIT)` get that (never waits). Where the kernel
+/// refuses the flag on eventfds (`EOPNOTSUPP`, learnt at the first call: Linux 6.18 still does),
+/// it is one plain `write`, bounded in time (`bounded_write`): one syscall per interrupt, and
+/// interrupts are on every round trip's critical path. The trade: no `poll` for room first, so
+/// a hostile frontend that cleared O_NONBLOCK on the shared description and saturated its
+/// counter makes that write wait until the watchdog cuts it (between one and two
+/// [`SIGNAL_WRITE_BOUND`]) instead of being seen as saturated at once. That costs the writing
+/// thread (often another port's, with direct delivery) one bounded cut per descriptor and no
+/// more, since its callers stop signalling a descriptor after [`Raised::Cut`]; a poll first
+/// would not have removed the cut anyway (the frontend can saturate its counter between the
+/// poll and the write). On a non-blocking description a full counter is `Saturated` at once.
 pub fn eventfd_signal_nowait(f: &File) -> io::Result<Raised> {
     use std::sync::atomic::Ordering::Relaxed;
     let fd = f.as_raw_fd();
@@ -116,9 +124,6 @@ pub fn eventfd_signal_nowait(f: &File) -> io::Result<Raised> {
             _ => return Err(e),
         }
     }
-    if !ready_now(fd, libc::POLLOUT) {
-        return Ok(Raised::Saturated);
-    }
     match bounded_write(fd, &one.to_ne_bytes()) {
         Ok(Some(8)) => Ok(Raised::Yes),
         Ok(Some(n)) => Err(io::Error::other(format!("eventfd write of {n} bytes"))),
@@ -126,7 +131,7 @@ pub fn eventfd_signal_nowait(f: &File) -> io::Result<Raised> {
             SIGNAL_WRITES_CUT.fetch_add(1, Relaxed);
             Ok(Raised::Cut)
         }
-        // Saturated between the poll and the write, on a non-blocking description.
+        // A full counter on a non-blocking description.
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Raised::Saturated),
         Err(e) => Err(e),
     }
@@ -139,8 +144,8 @@ pub enum Raised {
     Yes,
     /// The counter was full: dropped (the frontend has one pending anyway).
     Saturated,
-    /// The write waited (a blocking, full counter) and was cut after about
-    /// [`SIGNAL_WRITE_BOUND`]: stop signalling this descriptor.
+    /// The write waited (a blocking, full counter: a frontend holding its own interrupts) and
+    /// was cut after one to two [`SIGNAL_WRITE_BOUND`]: stop signalling this descriptor.
     Cut,
 }
 
@@ -367,7 +372,7 @@ mod frontend_fd_tests {
     }
 
     #[test]
-    fn blocking_eventfds_are_read_and_written_without_waiting() {
+    fn blocking_eventfds_are_read_and_written_within_bounds() {
         // No O_NONBLOCK: a plain read of a zero counter, or a write to a saturated one, would
         // wait for ever.
         let e = eventfd(0);
@@ -376,11 +381,12 @@ mod frontend_fd_tests {
         assert_eq!(eventfd_signal_nowait(&e).unwrap(), Raised::Yes);
         assert_eq!(eventfd_take_nowait(&e).unwrap(), 2);
         std::io::Write::write_all(&mut &e, &(u64::MAX - 1).to_ne_bytes()).unwrap();
-        assert_eq!(
-            eventfd_signal_nowait(&e).unwrap(),
-            Raised::Saturated,
-            "saturated: dropped"
-        );
+        // Saturated: dropped at once where eventfds take RWF_NOWAIT writes, else the one write
+        // waits and is cut at its bound; either way nothing is added.
+        let t = std::time::Instant::now();
+        let r = eventfd_signal_nowait(&e).unwrap();
+        assert!(matches!(r, Raised::Saturated | Raised::Cut), "{r:?}");
+        assert!(t.elapsed() < Duration::from_millis(500));
         assert_eq!(eventfd_take_nowait(&e).unwrap(), u64::MAX - 1);
         assert_eq!(eventfd_take_nowait(&e).unwrap(), 0);
     }
@@ -432,11 +438,31 @@ mod frontend_fd_tests {
     }
 
     #[test]
-    fn signalling_a_saturated_blocking_eventfd_never_waits() {
+    fn signalling_a_saturated_blocking_eventfd_is_cut_at_its_bound_and_counted() {
         let e = eventfd_file(false).unwrap();
+        std::io::Write::write_all(&mut &e, &(u64::MAX - 1).to_ne_bytes()).unwrap();
+        let cut = signal_writes_cut();
+        let t = std::time::Instant::now();
+        let r = eventfd_signal_nowait(&e).unwrap();
+        let took = t.elapsed();
+        assert!(took < Duration::from_millis(500), "held {took:?}");
+        if NOWAIT_WRITE.load(std::sync::atomic::Ordering::Relaxed) == 2 {
+            // No RWF_NOWAIT writes on this kernel: one plain write, cut by the watchdog.
+            assert_eq!(r, Raised::Cut);
+            assert!(took >= SIGNAL_WRITE_BOUND, "cut after {took:?}");
+            assert!(signal_writes_cut() > cut);
+        } else {
+            assert_eq!(r, Raised::Saturated);
+        }
+    }
+
+    #[test]
+    fn signalling_a_saturated_non_blocking_eventfd_drops_at_once() {
+        let e = eventfd_file(true).unwrap();
         std::io::Write::write_all(&mut &e, &(u64::MAX - 1).to_ne_bytes()).unwrap();
         let t = std::time::Instant::now();
         assert_eq!(eventfd_signal_nowait(&e).unwrap(), Raised::Saturated);
-        assert!(t.elapsed() < Duration::from_millis(500));
+        assert!(t.elapsed() < SIGNAL_WRITE_BOUND, "waited {:?}", t.elapsed());
+        assert_eq!(eventfd_take_nowait(&e).unwrap(), u64::MAX - 1);
     }
 }

@@ -478,3 +478,49 @@ fn a_ring_resumed_in_place_sends_what_the_guest_queued() {
     guest.txsync(&f.atok, &f.ktoa, 0);
     assert_eq!(guest.host_resets, 0);
 }
+
+#[test]
+fn a_spinning_host_is_not_kicked_and_a_reset_still_asks_for_the_kick() {
+    let n = 8;
+    let f = fixture(n);
+    let mut host = HostKring::new_tx(n);
+    host.start(&f.atok, &f.ktoa);
+    let mut guest = GuestKring::attach(n, &f.atok, &f.ktoa);
+    let mut sink = Sink {
+        ring: &f.ring,
+        budget: 100,
+        out: Vec::new(),
+    };
+    let mut pass = |host: &mut HostKring, busy: bool| {
+        host.tx_pass(&f.atok, &f.ktoa, &mut sink, busy, &mut || {})
+    };
+    // An idle pass that lets its loop sleep asks for kicks.
+    assert_eq!(pass(&mut host, false), HostStop::Idle);
+    assert!(f.ktoa.kern_need_kick());
+    // The loop spins on (busy passes): the request is withdrawn, so a guest sending now makes
+    // no syscall for a thread that is running anyway, and the spinning pass takes the packet.
+    assert_eq!(pass(&mut host, true), HostStop::Poll);
+    assert!(!f.ktoa.kern_need_kick());
+    f.ring.set_len(0, 60);
+    guest.prologue(1, 1).unwrap();
+    assert!(!guest.txsync(&f.atok, &f.ktoa, 0), "kicked a spinning host");
+    assert_eq!(pass(&mut host, true), HostStop::Poll);
+    assert_eq!(host.hwcur, 1);
+    // The spin ends: the non-busy pass asks for kicks again before the loop sleeps.
+    assert_eq!(pass(&mut host, false), HostStop::Idle);
+    assert!(f.ktoa.kern_need_kick());
+    guest.prologue(2, 2).unwrap();
+    assert!(
+        guest.txsync(&f.atok, &f.ktoa, 0),
+        "a sleeping host was not kicked"
+    );
+    // A reset found by a busy pass: its loop then waits for the guest's kick, so it asks for it.
+    assert_eq!(pass(&mut host, true), HostStop::Poll);
+    assert!(!f.ktoa.kern_need_kick());
+    f.atok.appl_write(9, 0);
+    assert_eq!(
+        pass(&mut host, true),
+        HostStop::Reset(BadIndexes { head: 9, cur: 0 })
+    );
+    assert!(f.ktoa.kern_need_kick());
+}

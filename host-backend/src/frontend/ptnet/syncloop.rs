@@ -352,8 +352,8 @@ fn ring_loop(
     }
     // A last pass on the way out takes in what the guest published since it was last seen
     // (released RX slots, queued TX packets): the next frontend then starts from the state this
-    // guest left, and released slots are never delivered twice. Busy mode leaves the kick
-    // request as it is. A lent state comes back first (waiting for a producer's pass to end):
+    // guest left, and released slots are never delivered twice. Busy mode asks for no kicks
+    // (the next loop's first pass takes in what the guest publishes meanwhile). A lent state comes back first (waiting for a producer's pass to end):
     // from then on producers only commit, and notify the next loop's first pass.
     if let Some(rx) = &direct {
         state = rx.take_back();
