@@ -133,7 +133,11 @@ impl ChainRx {
                 .emit(&mut self.segment[..plen], plen)
                 .expect("a valid header length");
             let n = g
-                .write_segment(&self.frame[plen..total], self.done, &mut self.segment[plen..])
+                .write_segment(
+                    &self.frame[plen..total],
+                    self.done,
+                    &mut self.segment[plen..],
+                )
                 .expect("checked by Gso::new and sized above");
             let seg = VolatileSlice::from(&mut self.segment[..plen + n]);
             match writer.deliver(mem, q, &seg, conf) {

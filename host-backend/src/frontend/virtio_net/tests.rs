@@ -4,6 +4,8 @@
 //! device's TX queue through the switch into the other's RX queue; hostile set-ups and rings are
 //! refused or stop their own queue without hurting the other port.
 
+mod chains;
+
 use super::*;
 use crate::portspec::PortSpec;
 use crate::served::{build_ports, NetmapImpl};

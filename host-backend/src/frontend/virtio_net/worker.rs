@@ -658,6 +658,7 @@ impl<'a> Pair<'a> {
         let n = self.grx.num_slots;
         let mut head = self.grx.rhead;
         let mut delivered = false;
+        let mut chain_open = false;
         self.rx_need_bufs = false;
         let st = self.rxq.stats.clone();
         while head != self.grx.hwtail {
@@ -666,13 +667,19 @@ impl<'a> Pair<'a> {
                 let ring = (&self.rings.rx, &self.rings.bufs);
                 let (q, w) = (&mut self.rxq.queue, &mut self.rxw_writer);
                 let span = (head, self.grx.hwtail);
-                match self.rx_chain.deliver(ring, span, w, mem, q, &self.conf, &st) {
+                match self
+                    .rx_chain
+                    .deliver(ring, span, w, mem, q, &self.conf, &st)
+                {
                     ChainDone::Released(slots) => {
                         delivered = true;
                         head = ring_add(head, slots, n);
                         continue;
                     }
-                    ChainDone::Incomplete => break,
+                    ChainDone::Incomplete => {
+                        chain_open = true;
+                        break;
+                    }
                     ChainDone::NoBuffers => {
                         self.rx_need_bufs = true;
                         self.rx_avail_seen = self.rxq.queue.avail_mark(mem);
@@ -733,6 +740,15 @@ impl<'a> Pair<'a> {
         }
         if delivered {
             self.rxq.notify(mem);
+        }
+        if chain_open {
+            // A chain's last slot has not come: every slot up to the tail seen (netmap's `cur`
+            // past `head`), so the ring asks to be told when more arrive; if some came already,
+            // go round again.
+            let tail = self.grx.hwtail;
+            let _ = self.grx.prologue(head, tail);
+            self.grx.rxsync(&self.rx_atok, &self.rx_ktoa, 0);
+            return moved || self.grx.hwtail != tail;
         }
         moved
     }
