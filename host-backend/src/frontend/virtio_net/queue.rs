@@ -91,6 +91,9 @@ pub enum RxOutcome {
     NoBuffers,
     /// Dropped (the slot is released anyway).
     Dropped(RxDrop),
+    /// A GSO frame (the guest takes none): to be cut into segments first (`rxchain`); nothing
+    /// was taken from the queue.
+    Gso,
 }
 
 /// Copies the frame of a TX chain into `dst` (a netmap buffer) in the port's header form.
@@ -307,7 +310,7 @@ impl RxWriter {
             return RxOutcome::Dropped(RxDrop::BadFrame);
         };
         if h.is_gso() {
-            return RxOutcome::Dropped(RxDrop::BadFrame);
+            return RxOutcome::Gso;
         }
         h.num_buffers = 0;
         let mut scratch_len = None;

@@ -1,6 +1,6 @@
 //! Frames in several netmap RX slots toward the guest: a chain of slots, each but the last
 //! flagged NS_MOREFRAG (a pipe peer running netmap's stock Linux ptnet driver sends its TSO
-//! frames so, up to 64 KiB). The device offers no GUEST_TSO, so a chain is joined and delivered
+//! frames so, up to 64 KiB), and GSO frames that fit one slot. The device offers no GUEST_TSO, so a chain is joined and delivered
 //! as ordinary frames: a GSO frame cut into its segments (checksums done, each behind a header
 //! asking for nothing), anything else whole (its partial checksum completed), if the guest's
 //! buffers take it.
@@ -158,7 +158,9 @@ fn count(st: &VqStats, out: RxOutcome, len: usize) {
             VqStats::add(&st.bytes, len as u64);
             &st.packets
         }
-        RxOutcome::Dropped(RxDrop::BadFrame) | RxOutcome::NoBuffers => &st.bad_headers,
+        RxOutcome::Dropped(RxDrop::BadFrame) | RxOutcome::NoBuffers | RxOutcome::Gso => {
+            &st.bad_headers
+        }
         RxOutcome::Dropped(RxDrop::NoRoom) => &st.too_long,
         RxOutcome::Dropped(RxDrop::BadChain) => &st.bad_chains,
     };

@@ -664,13 +664,7 @@ impl<'a> Pair<'a> {
         while head != self.grx.hwtail {
             if self.rings.rx.flags(head) & slot_flags::MOREFRAG != 0 {
                 // A frame in several slots (`rxchain`): joined, delivered as ordinary frames.
-                let ring = (&self.rings.rx, &self.rings.bufs);
-                let (q, w) = (&mut self.rxq.queue, &mut self.rxw_writer);
-                let span = (head, self.grx.hwtail);
-                match self
-                    .rx_chain
-                    .deliver(ring, span, w, mem, q, &self.conf, &st)
-                {
+                match self.rx_chain_at(mem, head, &st) {
                     ChainDone::Released(slots) => {
                         delivered = true;
                         head = ring_add(head, slots, n);
@@ -698,7 +692,21 @@ impl<'a> Pair<'a> {
                 },
                 None => RxOutcome::Dropped(RxDrop::BadFrame),
             };
+            let out = match out {
+                // A GSO frame in one slot: cut into segments as a chain would be.
+                RxOutcome::Gso => match self.rx_chain_at(mem, head, &st) {
+                    ChainDone::NoBuffers => RxOutcome::NoBuffers,
+                    // One slot, its last: never incomplete.
+                    ChainDone::Released(_) | ChainDone::Incomplete => {
+                        delivered = true;
+                        head = ring_add(head, 1, n);
+                        continue;
+                    }
+                },
+                out => out,
+            };
             match out {
+                RxOutcome::Gso => unreachable!("handled above"),
                 RxOutcome::NoBuffers => {
                     self.rx_need_bufs = true;
                     self.rx_avail_seen = self.rxq.queue.avail_mark(mem);
@@ -751,6 +759,14 @@ impl<'a> Pair<'a> {
             return moved || self.grx.hwtail != tail;
         }
         moved
+    }
+
+    /// Delivers the chain of slots (or the one GSO slot) at `head` of the netmap RX ring.
+    fn rx_chain_at(&mut self, mem: &GuestMemoryMmap, head: u32, st: &VqStats) -> ChainDone {
+        let ring = (&self.rings.rx, &self.rings.bufs);
+        let (q, w) = (&mut self.rxq.queue, &mut self.rxw_writer);
+        let span = (head, self.grx.hwtail);
+        self.rx_chain.deliver(ring, span, w, mem, q, &self.conf, st)
     }
 
     /// On the way out: the lent RX state comes back, and a last pass over each ring leaves the

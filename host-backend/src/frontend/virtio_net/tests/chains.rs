@@ -180,8 +180,14 @@ fn chains_of_slots_reach_the_guest_as_segments_and_whole_frames() {
     assert_eq!(b.used_idx(0), 6, "nothing before the chain ends");
     tx.send(&sent[2048..], false);
     assert!(b.wait_used(0, 8), "{}", b.dev.stats_line());
+    // A GSO frame that fits one slot (the stock driver's TSO of a short send): its segments.
+    let frame = tcp_frame(mb, ma, 1800);
+    tx.send(&[&header(1000)[..], &frame].concat(), false);
+    assert!(b.wait_used(0, 10), "{}", b.dev.stats_line());
+    let lens: Vec<u32> = (8..10).map(|i| b.used(0, i).1).collect();
+    assert_eq!(lens, [12 + 54 + 1000, 12 + 54 + 800]);
     let st = &b.dev.vrings[0].stats;
-    assert_eq!(st.packets.load(Ordering::Relaxed), 7);
+    assert_eq!(st.packets.load(Ordering::Relaxed), 9);
     assert_eq!(st.bad_headers.load(Ordering::Relaxed), 0);
     b.dev.disconnect();
 }
