@@ -479,7 +479,7 @@ fn stats_table(s: &DaemonStats) -> String {
         })
         .collect();
     format!(
-        "uptime {:.1} s, kick faults {}, interrupt writes cut {}\n{}{}",
+        "uptime {:.1} s, kick faults {}, interrupt writes cut {}\n{}{}{}",
         s.uptime_s,
         s.kick_faults,
         s.interrupt_writes_cut,
@@ -498,7 +498,8 @@ fn stats_table(s: &DaemonStats) -> String {
             ],
             &rows
         ),
-        rings::ring_table(s, table)
+        rings::ring_table(s, table),
+        rings::virtqueue_table(s, table)
     )
 }
 

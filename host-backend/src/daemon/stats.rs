@@ -141,6 +141,15 @@ pub struct VirtqueueCounters {
     pub broken: u64,
     /// See [`VqStats::interrupts`].
     pub interrupts: u64,
+    /// See [`VqStats::interrupts_suppressed`].
+    #[serde(default)]
+    pub interrupts_suppressed: u64,
+    /// See [`VqStats::batches`].
+    #[serde(default)]
+    pub batches: u64,
+    /// See [`VqStats::kicks`].
+    #[serde(default)]
+    pub kicks: u64,
 }
 
 impl VirtqueueCounters {
@@ -164,6 +173,9 @@ impl VirtqueueCounters {
             bad_heads: l(&s.bad_heads),
             broken: l(&s.broken),
             interrupts: l(&s.interrupts),
+            interrupts_suppressed: l(&s.interrupts_suppressed),
+            batches: l(&s.batches),
+            kicks: l(&s.kicks),
         }
     }
 }

@@ -55,7 +55,10 @@ const VQ_FIELDS: &[VqField] = &[
     ("ptnet_virtqueue_errors_total", "", Some("bad_header"), "bad_headers", |q| q.bad_headers),
     ("ptnet_virtqueue_errors_total", "", Some("bad_head"), "bad_heads", |q| q.bad_heads),
     ("ptnet_virtqueue_errors_total", "", Some("broken"), "broken", |q| q.broken),
-    ("ptnet_virtqueue_interrupts_total", "Interrupts the virtqueue raised in the guest.", None, "interrupts", |q| q.interrupts),
+    ("ptnet_virtqueue_batches_total", "Rounds of the queue pair's thread that moved frames through the virtqueue.", None, "batches", |q| q.batches),
+    ("ptnet_virtqueue_kicks_total", "Kicks received from the guest.", None, "kicks", |q| q.kicks),
+    ("ptnet_virtqueue_interrupts_total", "Interrupts for the virtqueue, by outcome: sent (raised in the guest), suppressed (chains used while the guest asked for none).", Some("sent"), "interrupts", |q| q.interrupts),
+    ("ptnet_virtqueue_interrupts_total", "", Some("suppressed"), "interrupts_suppressed", |q| q.interrupts_suppressed),
 ];
 
 /// A label value, escaped as the format wants (backslash, double quote, newline).

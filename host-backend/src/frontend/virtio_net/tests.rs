@@ -227,6 +227,16 @@ fn frames_cross(names: &[&str]) {
     }
     assert_eq!(a.dev.vrings[1].stats.packets.load(Ordering::Relaxed), 8);
     assert_eq!(b.dev.vrings[0].stats.packets.load(Ordering::Relaxed), 8);
+    // Per-queue counters as the rings have: kicks (at most one per push: several merge into
+    // one read, and a thread still spinning takes the frames without one), rounds that moved
+    // frames, and an interrupt decision per round that used chains.
+    let l = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let (atx, brx) = (&a.dev.vrings[1].stats, &b.dev.vrings[0].stats);
+    assert!(l(&atx.kicks) <= 8, "{}", atx.line());
+    assert!((1..=8).contains(&l(&atx.batches)), "{}", atx.line());
+    assert!((1..=8).contains(&l(&brx.batches)), "{}", brx.line());
+    let decided = l(&brx.interrupts) + l(&brx.interrupts_suppressed);
+    assert_eq!(decided, l(&brx.batches), "{}", brx.line());
     // Frames that arrive with no RX buffer wait in the netmap ring, and are delivered when the
     // guest posts buffers (its kick).
     let f = tx_frame(mb, ma, 200, 99);

@@ -35,6 +35,13 @@ pub struct VqStats {
     pub broken: AtomicU64,
     /// Interrupts raised.
     pub interrupts: AtomicU64,
+    /// Rounds that used chains of the queue without raising an interrupt: the guest asked for
+    /// none (EVENT_IDX's used_event not passed, or VRING_AVAIL_F_NO_INTERRUPT).
+    pub interrupts_suppressed: AtomicU64,
+    /// Rounds of the pair thread that moved frames through the queue.
+    pub batches: AtomicU64,
+    /// Kicks received (the kick eventfd found signalled).
+    pub kicks: AtomicU64,
 }
 
 impl VqStats {
@@ -47,7 +54,8 @@ impl VqStats {
         let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
         format!(
             "packets={} bytes={} bad_chains={} bad_addresses={} too_long={} too_short={} \
-             bad_headers={} bad_heads={} broken={} interrupts={}",
+             bad_headers={} bad_heads={} broken={} interrupts={} interrupts_suppressed={} \
+             batches={} kicks={}",
             l(&self.packets),
             l(&self.bytes),
             l(&self.bad_chains),
@@ -57,7 +65,10 @@ impl VqStats {
             l(&self.bad_headers),
             l(&self.bad_heads),
             l(&self.broken),
-            l(&self.interrupts)
+            l(&self.interrupts),
+            l(&self.interrupts_suppressed),
+            l(&self.batches),
+            l(&self.kicks)
         )
     }
 }
@@ -89,6 +100,8 @@ impl Vq {
                 }
                 VqStats::add(&self.stats.interrupts, 1);
             }
+        } else {
+            VqStats::add(&self.stats.interrupts_suppressed, 1);
         }
     }
 

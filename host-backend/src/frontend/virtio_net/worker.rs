@@ -424,7 +424,15 @@ impl<'a> Pair<'a> {
                     continue;
                 }
                 let hup = rev[i] & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0;
-                if hup || eventfd_take_nowait(&q.kick).is_err() {
+                let took = if hup {
+                    None
+                } else {
+                    eventfd_take_nowait(&q.kick).ok()
+                };
+                if took.is_some_and(|n| n > 0) {
+                    VqStats::add(&q.stats.kicks, 1);
+                }
+                if took.is_none() {
                     q.broken = true;
                     VqStats::add(&q.stats.broken, 1);
                     tracing::warn!(
@@ -626,6 +634,7 @@ impl<'a> Pair<'a> {
             }
         }
         if used {
+            VqStats::add(&self.txq.stats.batches, 1);
             self.txq.notify(mem);
         }
         moved
@@ -747,6 +756,7 @@ impl<'a> Pair<'a> {
             }
         }
         if delivered {
+            VqStats::add(&self.rxq.stats.batches, 1);
             self.rxq.notify(mem);
         }
         if chain_open {
