@@ -239,8 +239,10 @@ impl PacketTransport {
         self.host.borrow_mut().rings = Some(rings);
     }
 
-    /// One host pass of ring `ring` (0: TX, 1: RX), in busy-wait mode: the host never stops
-    /// asking for kicks.
+    /// One host pass of ring `ring` (0: TX, 1: RX), in busy-wait mode (no interrupt to raise:
+    /// the application is in this process). This host runs only when kicked, so it asks for
+    /// the next kick after every pass: a busy pass itself withdraws the request, as a polling
+    /// host thread would.
     fn pass(&self, ring: u32) {
         let mut host = self.host.borrow_mut();
         let Host { rings, stats } = &mut *host;
@@ -258,6 +260,7 @@ impl PacketTransport {
             r.kring
                 .rx_pass(&r.atok, &r.ktoa, &mut side, true, &mut no_irq);
         }
+        r.ktoa.set_kern_need_kick(true);
         stats.add(&done);
     }
 
