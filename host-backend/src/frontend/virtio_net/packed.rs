@@ -20,10 +20,14 @@
 //! is dropped and the chain returned empty. Descriptor addresses are the copy's business, like
 //! the split queue's.
 
+use super::mem::MemCache;
 use super::ring::{Head, VqError};
-use std::sync::atomic::{fence, Ordering};
+use std::sync::atomic::{fence, AtomicU64, Ordering};
 use virtio_queue::desc::{packed, split};
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, VolatileSlice};
+use vm_memory::{
+    Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, VolatileMemory,
+    VolatileSlice,
+};
 
 /// Descriptor flags (the split ring's three, plus the two availability bits).
 pub const F_NEXT: u16 = 1;
@@ -163,15 +167,24 @@ impl PackedQueue {
     /// length and id written before them), then the address.
     fn read(ring: &VolatileSlice<'_>, pos: u16) -> Option<(u64, u32, u16, u16)> {
         let at = 16 * usize::from(pos);
-        let w = u64::from_le(ring.load::<u64>(at + 8, Ordering::Acquire).ok()?);
-        let addr = u64::from_le(ring.load::<u64>(at, Ordering::Relaxed).ok()?);
+        // (Through the atomic references: vm-memory's `load` is an out-of-line call a field.)
+        let w = u64::from_le(
+            ring.get_atomic_ref::<AtomicU64>(at + 8)
+                .ok()?
+                .load(Ordering::Acquire),
+        );
+        let addr = u64::from_le(
+            ring.get_atomic_ref::<AtomicU64>(at)
+                .ok()?
+                .load(Ordering::Relaxed),
+        );
         Some((addr, w as u32, (w >> 32) as u16, (w >> 48) as u16))
     }
 
     /// The descriptor ring (checked inside one region at set-up): one look-up a pop, not one a
     /// field.
-    fn ring<'m>(&self, mem: &'m GuestMemoryMmap) -> Option<VolatileSlice<'m>> {
-        mem.get_slice(self.ring, 16 * usize::from(self.size)).ok()
+    fn ring_in<'m>(&self, mc: &mut MemCache<'m>) -> Option<VolatileSlice<'m>> {
+        mc.slice(self.ring, 16 * usize::from(self.size))
     }
 
     fn fail(&mut self, e: VqError) -> Option<PackedChain<'static>> {
@@ -181,10 +194,17 @@ impl PackedQueue {
 
     /// The next available chain, or `None` when there is none (or the queue is broken).
     pub fn pop<'m>(&mut self, mem: &'m GuestMemoryMmap) -> Option<PackedChain<'m>> {
+        self.pop_in(&mut MemCache::new(mem))
+    }
+
+    /// [`Self::pop`] with a round's region cache.
+    #[inline]
+    pub fn pop_in<'m>(&mut self, mc: &mut MemCache<'m>) -> Option<PackedChain<'m>> {
         if self.error.is_some() {
             return None;
         }
-        let Some(ring) = self.ring(mem) else {
+        let mem = mc.mem;
+        let Some(ring) = self.ring_in(mc) else {
             return self.fail(VqError::DescOutside);
         };
         let (mut pos, mut wrap) = (self.avail, self.avail_wrap);
@@ -235,7 +255,7 @@ impl PackedQueue {
         Some(PackedChain {
             mem,
             head: Head { id, ndesc: n },
-            ring: self.ring,
+            ring,
             size: self.size,
             pos: start,
             left: if table.is_some() { 0 } else { n },
@@ -258,6 +278,17 @@ impl PackedQueue {
 
     /// Puts chain `head` in the ring as used, `len` bytes written.
     pub fn add_used(&mut self, mem: &GuestMemoryMmap, head: Head, len: u32) -> Result<(), VqError> {
+        self.add_used_in(&mut MemCache::new(mem), head, len)
+    }
+
+    /// [`Self::add_used`] with a round's region cache.
+    #[inline]
+    pub fn add_used_in(
+        &mut self,
+        mc: &mut MemCache<'_>,
+        head: Head,
+        len: u32,
+    ) -> Result<(), VqError> {
         if head.id >= self.size || head.ndesc == 0 || head.ndesc > self.size {
             return Err(VqError::IdOutOfRange { id: head.id });
         }
@@ -268,14 +299,11 @@ impl PackedQueue {
         // Length, id and flags in one store (the flags, which publish the entry, cannot be seen
         // before the rest).
         let word = u64::from(len) | u64::from(head.id) << 32 | u64::from(flags) << 48;
-        self.ring(mem)
+        self.ring_in(mc)
             .and_then(|r| {
-                r.store(
-                    word.to_le(),
-                    16 * usize::from(self.used) + 8,
-                    Ordering::Release,
-                )
-                .ok()
+                r.get_atomic_ref::<AtomicU64>(16 * usize::from(self.used) + 8)
+                    .ok()
+                    .map(|a| a.store(word.to_le(), Ordering::Release))
             })
             .ok_or(VqError::DescOutside)?;
         self.used += head.ndesc;
@@ -369,7 +397,8 @@ impl PackedQueue {
 pub struct PackedChain<'m> {
     mem: &'m GuestMemoryMmap,
     head: Head,
-    ring: GuestAddress,
+    /// The descriptor ring (checked at the pop).
+    ring: VolatileSlice<'m>,
     size: u16,
     /// Next ring position, and ring descriptors left.
     pos: u16,
@@ -392,68 +421,80 @@ impl PackedChain<'_> {
     }
 }
 
+impl PackedChain<'_> {
+    /// The next entry of the indirect table (checked before its first entry), or its error.
+    #[cold]
+    #[inline(never)]
+    fn next_indirect(
+        &mut self,
+        addr: GuestAddress,
+        len: u32,
+    ) -> Result<split::Descriptor, VqError> {
+        if self.left == 0 {
+            let n = len / 16;
+            if len == 0 || len % 16 != 0 || n > MAX_INDIRECT {
+                self.table = None;
+                return Err(VqError::IndirectLen { len });
+            }
+            if self.mem.get_slice(addr, len as usize).is_err() {
+                self.table = None;
+                return Err(VqError::IndirectOutside);
+            }
+            self.left = n as u16;
+        }
+        let d = self.mem.read_obj::<packed::Descriptor>(addr);
+        self.left -= 1;
+        self.table = (self.left > 0).then(|| (addr.unchecked_add(16), len));
+        match d {
+            Err(_) => {
+                (self.table, self.left) = (None, 0);
+                Err(VqError::IndirectOutside)
+            }
+            Ok(d) if d.flags() & F_INDIRECT != 0 => {
+                (self.table, self.left) = (None, 0);
+                Err(VqError::NestedIndirect)
+            }
+            Ok(d) => Ok(Self::desc(&d, d.flags())),
+        }
+    }
+
+    /// The error that ends a chain.
+    #[cold]
+    fn end_bad(&mut self, e: VqError) -> Option<Result<split::Descriptor, VqError>> {
+        self.left = 0;
+        self.table = None;
+        Some(Err(e))
+    }
+}
+
 impl Iterator for PackedChain<'_> {
     type Item = Result<split::Descriptor, VqError>;
 
+    #[inline(always)]
     fn next(&mut self) -> Option<Self::Item> {
         if let Some(e) = self.bad.take() {
-            self.left = 0;
-            self.table = None;
-            return Some(Err(e));
+            return self.end_bad(e);
         }
         if let Some((addr, len)) = self.table {
-            if self.left == 0 {
-                // The table, checked before its first entry.
-                let n = len / 16;
-                if len == 0 || len % 16 != 0 || n > MAX_INDIRECT {
-                    self.table = None;
-                    return Some(Err(VqError::IndirectLen { len }));
-                }
-                if self.mem.get_slice(addr, len as usize).is_err() {
-                    self.table = None;
-                    return Some(Err(VqError::IndirectOutside));
-                }
-                self.left = n as u16;
-            }
-            let d = self.mem.read_obj::<packed::Descriptor>(addr);
-            self.left -= 1;
-            self.table = (self.left > 0).then(|| (addr.unchecked_add(16), len));
-            return Some(match d {
-                Err(_) => {
-                    (self.table, self.left) = (None, 0);
-                    Err(VqError::IndirectOutside)
-                }
-                Ok(d) if d.flags() & F_INDIRECT != 0 => {
-                    (self.table, self.left) = (None, 0);
-                    Err(VqError::NestedIndirect)
-                }
-                Ok(d) => Ok(Self::desc(&d, d.flags())),
-            });
+            return Some(self.next_indirect(addr, len));
         }
         if self.left == 0 {
             return None;
         }
-        if let Some(d) = self.first.take() {
-            self.left -= 1;
-            self.pos = if self.pos + 1 == self.size {
-                0
-            } else {
-                self.pos + 1
-            };
-            return Some(Ok(d));
-        }
-        let at = self.ring.unchecked_add(16 * u64::from(self.pos));
         self.left -= 1;
+        let at = self.pos;
         self.pos = if self.pos + 1 == self.size {
             0
         } else {
             self.pos + 1
         };
+        if let Some(d) = self.first.take() {
+            return Some(Ok(d));
+        }
         Some(
-            self.mem
-                .read_obj::<packed::Descriptor>(at)
-                .map(|d| Self::desc(&d, d.flags()))
-                .map_err(|_| VqError::DescOutside),
+            PackedQueue::read(&self.ring, at)
+                .map(|(addr, len, _, flags)| split::Descriptor::new(addr, len, flags & F_WRITE, 0))
+                .ok_or(VqError::DescOutside),
         )
     }
 }
