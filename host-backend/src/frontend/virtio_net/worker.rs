@@ -568,6 +568,8 @@ impl<'a> Pair<'a> {
         let mut used = false;
         let st = self.txq.stats.clone();
         let mut mc = MemCache::new(mem);
+        // The round's frames and bytes, counted once at its end.
+        let (mut packets, mut bytes) = (0u64, 0u64);
         loop {
             let mut cur = self.gtx.rcur;
             let mut taken = 0u32;
@@ -586,8 +588,8 @@ impl<'a> Pair<'a> {
                         self.rings.tx.set_len(cur, len as u16);
                         self.rings.tx.set_flags(cur, 0);
                         cur = ring_add(cur, 1, n);
-                        VqStats::add(&st.packets, 1);
-                        VqStats::add(&st.bytes, (len - self.conf.port_len) as u64);
+                        packets += 1;
+                        bytes += (len - self.conf.port_len) as u64;
                         Ok(())
                     }
                     Ok(TxFrame::Gso(h, len)) => self.tx_segments(&h, len, &mut cur),
@@ -624,6 +626,8 @@ impl<'a> Pair<'a> {
                 break;
             }
         }
+        VqStats::add(&st.packets, packets);
+        VqStats::add(&st.bytes, bytes);
         if used {
             self.txq.notify(mem);
         }
