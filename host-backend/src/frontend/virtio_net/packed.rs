@@ -86,6 +86,12 @@ pub struct PackedQueue {
     /// The first position found not available (encoded), for [`Self::arm_avail_past`].
     seen_end: u16,
     error: Option<VqError>,
+    /// `VIRTIO_F_IN_ORDER` negotiated: chains used without bytes written may go into the ring
+    /// as one used descriptor a batch ([`Self::defer_used`]).
+    in_order: bool,
+    /// The batch not yet in the ring: the last chain's buffer id, and the descriptors of all
+    /// its chains (from the used position on).
+    pending: (u16, u16),
 }
 
 impl PackedQueue {
@@ -129,7 +135,14 @@ impl PackedQueue {
             signalled_total: 0,
             seen_end: base,
             error: None,
+            in_order: false,
+            pending: (0, 0),
         })
+    }
+
+    /// `VIRTIO_F_IN_ORDER` negotiated (set before the queue runs).
+    pub fn set_in_order(&mut self, yes: bool) {
+        self.in_order = yes;
     }
 
     /// The queue size.
@@ -315,6 +328,36 @@ impl PackedQueue {
         Ok(())
     }
 
+    /// Puts chain `head` in the ring as used with no bytes written (a TX chain): with
+    /// `VIRTIO_F_IN_ORDER` it joins the batch that [`Self::flush_used`] writes as one used
+    /// descriptor (the last chain's id, the used position moved past all of them: virtio 1.2
+    /// section 2.8.20), else at once. Checked as [`Self::add_used`] checks.
+    #[inline]
+    pub fn defer_used(&mut self, mc: &mut MemCache<'_>, head: Head) -> Result<(), VqError> {
+        if !self.in_order {
+            return self.add_used_in(mc, head, 0);
+        }
+        if head.id >= self.size || head.ndesc == 0 || head.ndesc > self.size {
+            return Err(VqError::IdOutOfRange { id: head.id });
+        }
+        if self.pending.1 + head.ndesc > self.size {
+            self.flush_used(mc)?;
+        }
+        self.pending = (head.id, self.pending.1 + head.ndesc);
+        Ok(())
+    }
+
+    /// Writes the batch of [`Self::defer_used`] (nothing when there is none).
+    #[inline]
+    pub fn flush_used(&mut self, mc: &mut MemCache<'_>) -> Result<(), VqError> {
+        let (id, ndesc) = self.pending;
+        if ndesc == 0 {
+            return Ok(());
+        }
+        self.pending = (0, 0);
+        self.add_used_in(mc, Head { id, ndesc }, 0)
+    }
+
     fn set_device_event(&self, mem: &GuestMemoryMmap, flags: u16, off_wrap: u16) {
         if flags == EVENT_DESC {
             let _ = mem.store(off_wrap.to_le(), self.device, Ordering::Relaxed);
@@ -432,7 +475,7 @@ impl PackedChain<'_> {
     ) -> Result<split::Descriptor, VqError> {
         if self.left == 0 {
             let n = len / 16;
-            if len == 0 || len % 16 != 0 || n > MAX_INDIRECT {
+            if len == 0 || !len.is_multiple_of(16) || n > MAX_INDIRECT {
                 self.table = None;
                 return Err(VqError::IndirectLen { len });
             }

@@ -164,6 +164,25 @@ impl VirtQueue {
         }
     }
 
+    /// Puts a chain with no bytes written (TX) in the used ring: a packed in-order queue
+    /// batches them until [`Self::flush_used`].
+    #[inline]
+    pub fn add_used_tx(&mut self, mc: &mut MemCache<'_>, head: Head) -> Result<(), VqError> {
+        match self {
+            Self::Split(_) => self.add_used_in(mc, head, 0),
+            Self::Packed(q) => q.defer_used(mc, head),
+        }
+    }
+
+    /// Writes what [`Self::add_used_tx`] batched (before the driver is notified).
+    #[inline]
+    pub fn flush_used(&mut self, mc: &mut MemCache<'_>) -> Result<(), VqError> {
+        match self {
+            Self::Split(_) => Ok(()),
+            Self::Packed(q) => q.flush_used(mc),
+        }
+    }
+
     /// Next chain to take (split: the index; packed: encoded with the wrap counter).
     pub fn next_avail(&self) -> u16 {
         match self {

@@ -609,7 +609,7 @@ impl<'a> Pair<'a> {
                         self.log_bad(format_args!("TX chain dropped: {e:?}"));
                     }
                 }
-                if self.txq.queue.add_used_in(&mut mc, head, 0).is_err() {
+                if self.txq.queue.add_used_tx(&mut mc, head).is_err() {
                     VqStats::add(&st.bad_heads, 1);
                     self.log_bad(format_args!("TX chain head outside the queue"));
                 }
@@ -628,6 +628,11 @@ impl<'a> Pair<'a> {
         }
         VqStats::add(&st.packets, packets);
         VqStats::add(&st.bytes, bytes);
+        // The in-order batch into the used ring, before the interrupt is decided.
+        if self.txq.queue.flush_used(&mut mc).is_err() {
+            VqStats::add(&st.bad_heads, 1);
+            self.log_bad(format_args!("TX used ring outside guest memory"));
+        }
         if used {
             self.txq.notify(mem);
         }
