@@ -120,6 +120,8 @@ pub struct MemCache<'m> {
     /// The memory.
     pub mem: &'m GuestMemoryMmap,
     hit: [Option<&'m GuestRegionMmap>; 2],
+    /// The last [`Self::ring`] asked for: its address, length and slice.
+    ring: Option<(GuestAddress, usize, VolatileSlice<'m>)>,
 }
 
 impl<'m> MemCache<'m> {
@@ -129,6 +131,7 @@ impl<'m> MemCache<'m> {
         Self {
             mem,
             hit: [None; 2],
+            ring: None,
         }
     }
 
@@ -143,5 +146,20 @@ impl<'m> MemCache<'m> {
         let (r, off) = self.mem.to_region_addr(addr)?;
         self.hit = [Some(r), self.hit[0]];
         r.get_slice(off, len).ok()
+    }
+
+    /// [`Self::slice`] for a queue's ring, which a round asks for once a chain: the slice found
+    /// for the same address and length last time is the same slice (the memory cannot change
+    /// while this borrows it).
+    #[inline]
+    pub fn ring(&mut self, addr: GuestAddress, len: usize) -> Option<VolatileSlice<'m>> {
+        if let Some((a, l, s)) = self.ring {
+            if a == addr && l == len {
+                return Some(s);
+            }
+        }
+        let s = self.slice(addr, len)?;
+        self.ring = Some((addr, len, s));
+        Some(s)
     }
 }

@@ -197,7 +197,7 @@ impl PackedQueue {
     /// The descriptor ring (checked inside one region at set-up): one look-up a pop, not one a
     /// field.
     fn ring_in<'m>(&self, mc: &mut MemCache<'m>) -> Option<VolatileSlice<'m>> {
-        mc.slice(self.ring, 16 * usize::from(self.size))
+        mc.ring(self.ring, 16 * usize::from(self.size))
     }
 
     fn fail(&mut self, e: VqError) -> Option<PackedChain<'static>> {

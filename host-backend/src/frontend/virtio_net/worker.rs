@@ -574,13 +574,17 @@ impl<'a> Pair<'a> {
             let mut cur = self.gtx.rcur;
             let mut taken = 0u32;
             while ring_dist(cur, self.gtx.hwtail, n) >= self.tx_room() {
-                let Some(chain) = self.txq.queue.pop_in(&mut mc) else {
+                let Some(mut chain) = self.txq.queue.pop_in(&mut mc) else {
                     break;
                 };
                 let head = chain.head();
                 taken += 1;
                 let r = match buffer(&self.rings.bufs, self.rings.tx.buf_idx(cur)) {
-                    Some(b) => tx_chain_in(&mut mc, chain, &self.conf, &b, &mut self.gso.frame),
+                    // (By reference: the chain is not moved.)
+                    Some(b) => {
+                        let chain = chain.by_ref();
+                        tx_chain_in(&mut mc, chain, &self.conf, &b, &mut self.gso.frame)
+                    }
                     None => Err(TxDrop::TooLong),
                 };
                 let r = match r {
