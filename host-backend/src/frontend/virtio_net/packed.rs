@@ -211,7 +211,7 @@ impl PackedQueue {
     }
 
     /// [`Self::pop`] with a round's region cache.
-    #[inline]
+    #[inline(always)]
     pub fn pop_in<'m>(&mut self, mc: &mut MemCache<'m>) -> Option<PackedChain<'m>> {
         if self.error.is_some() {
             return None;
@@ -225,7 +225,7 @@ impl PackedQueue {
         let mut n = 0u16;
         let mut bad = None;
         let mut table = None;
-        let mut first = None;
+        let mut first = split::Descriptor::new(0, 0, 0, 0);
         let id = loop {
             let Some((addr, len, id, flags)) = Self::read(&ring, pos) else {
                 return self.fail(VqError::DescOutside);
@@ -239,7 +239,7 @@ impl PackedQueue {
             }
             n += 1;
             if n == 1 {
-                first = Some(split::Descriptor::new(addr, len, flags & F_WRITE, 0));
+                first = split::Descriptor::new(addr, len, flags & F_WRITE, 0);
             }
             if flags & F_INDIRECT != 0 {
                 if n > 1 || flags & F_NEXT != 0 {
@@ -264,17 +264,20 @@ impl PackedQueue {
             return self.fail(VqError::IdOutOfRange { id });
         }
         (self.avail, self.avail_wrap) = (pos, wrap);
-        let table = if bad.is_some() { None } else { table };
+        let (rest, left) = match (bad, table) {
+            (Some(e), _) => (Rest::Bad(e), n),
+            (None, Some((a, l))) => (Rest::Table(a, l), 0),
+            (None, None) => (Rest::Ring, n),
+        };
         Some(PackedChain {
             mem,
-            head: Head { id, ndesc: n },
             ring,
+            first,
+            head: Head { id, ndesc: n },
             size: self.size,
             pos: start,
-            left: if table.is_some() { 0 } else { n },
-            first: if table.is_some() { None } else { first },
-            table,
-            bad,
+            left,
+            rest,
         })
     }
 
@@ -439,18 +442,28 @@ impl PackedQueue {
 /// flag); the error of a bad indirect table instead of its descriptors.
 pub struct PackedChain<'m> {
     mem: &'m GuestMemoryMmap,
-    head: Head,
     /// The descriptor ring (checked at the pop).
     ring: VolatileSlice<'m>,
+    /// The head descriptor, read by [`PackedQueue::pop`] already (given while `left` is the
+    /// chain's length).
+    first: split::Descriptor,
+    head: Head,
     size: u16,
-    /// Next ring position, and ring descriptors left.
+    /// Next ring position, and ring descriptors left (table entries left in a table).
     pos: u16,
     left: u16,
-    /// The head descriptor, read by [`PackedQueue::pop`] already.
-    first: Option<split::Descriptor>,
-    /// The indirect table not yet read (address, length), then (next entry, entries left).
-    table: Option<(GuestAddress, u32)>,
-    bad: Option<VqError>,
+    rest: Rest,
+}
+
+/// Where a chain's descriptors come from (kept small: a chain is built for every frame).
+#[derive(Clone, Copy)]
+enum Rest {
+    /// The ring.
+    Ring,
+    /// The indirect table (address, length) not yet read, then (next entry, length).
+    Table(GuestAddress, u32),
+    /// An error that ends the chain, given first.
+    Bad(VqError),
 }
 
 impl PackedChain<'_> {
@@ -476,25 +489,29 @@ impl PackedChain<'_> {
         if self.left == 0 {
             let n = len / 16;
             if len == 0 || !len.is_multiple_of(16) || n > MAX_INDIRECT {
-                self.table = None;
+                self.rest = Rest::Ring;
                 return Err(VqError::IndirectLen { len });
             }
             if self.mem.get_slice(addr, len as usize).is_err() {
-                self.table = None;
+                self.rest = Rest::Ring;
                 return Err(VqError::IndirectOutside);
             }
             self.left = n as u16;
         }
         let d = self.mem.read_obj::<packed::Descriptor>(addr);
         self.left -= 1;
-        self.table = (self.left > 0).then(|| (addr.unchecked_add(16), len));
+        self.rest = if self.left > 0 {
+            Rest::Table(addr.unchecked_add(16), len)
+        } else {
+            Rest::Ring
+        };
         match d {
             Err(_) => {
-                (self.table, self.left) = (None, 0);
+                (self.rest, self.left) = (Rest::Ring, 0);
                 Err(VqError::IndirectOutside)
             }
             Ok(d) if d.flags() & F_INDIRECT != 0 => {
-                (self.table, self.left) = (None, 0);
+                (self.rest, self.left) = (Rest::Ring, 0);
                 Err(VqError::NestedIndirect)
             }
             Ok(d) => Ok(Self::desc(&d, d.flags())),
@@ -505,7 +522,7 @@ impl PackedChain<'_> {
     #[cold]
     fn end_bad(&mut self, e: VqError) -> Option<Result<split::Descriptor, VqError>> {
         self.left = 0;
-        self.table = None;
+        self.rest = Rest::Ring;
         Some(Err(e))
     }
 }
@@ -515,15 +532,15 @@ impl Iterator for PackedChain<'_> {
 
     #[inline(always)]
     fn next(&mut self) -> Option<Self::Item> {
-        if let Some(e) = self.bad.take() {
-            return self.end_bad(e);
-        }
-        if let Some((addr, len)) = self.table {
-            return Some(self.next_indirect(addr, len));
+        match self.rest {
+            Rest::Ring => {}
+            Rest::Table(addr, len) => return Some(self.next_indirect(addr, len)),
+            Rest::Bad(e) => return self.end_bad(e),
         }
         if self.left == 0 {
             return None;
         }
+        let first = self.left == self.head.ndesc;
         self.left -= 1;
         let at = self.pos;
         self.pos = if self.pos + 1 == self.size {
@@ -531,8 +548,8 @@ impl Iterator for PackedChain<'_> {
         } else {
             self.pos + 1
         };
-        if let Some(d) = self.first.take() {
-            return Some(Ok(d));
+        if first {
+            return Some(Ok(self.first));
         }
         Some(
             PackedQueue::read(&self.ring, at)

@@ -126,7 +126,7 @@ impl VirtQueue {
     }
 
     /// [`Self::pop`] with a round's region cache.
-    #[inline]
+    #[inline(always)]
     pub fn pop_in<'m>(&mut self, mc: &mut MemCache<'m>) -> Option<Chain<'m>> {
         match self {
             Self::Split(q) => q.pop_descriptor_chain(mc.mem).map(Chain::Split),
