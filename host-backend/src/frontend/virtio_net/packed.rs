@@ -50,6 +50,9 @@ pub const EVENT_DESC: u16 = 2;
 /// Most descriptors in one indirect table (the largest queue's size).
 pub const MAX_INDIRECT: u32 = super::MAX_QUEUE_SIZE as u32;
 
+/// Most descriptors one in-order used descriptor stands for ([`PackedQueue::defer_used`]).
+pub const USED_BATCH: u16 = 32;
+
 /// The vhost-user form of a position: the index in bits 0-14, the wrap counter in bit 15 (what
 /// GET_VRING_BASE returns and SET_VRING_BASE gives).
 pub fn encode(pos: u16, wrap: bool) -> u16 {
@@ -343,7 +346,8 @@ impl PackedQueue {
         if head.id >= self.size || head.ndesc == 0 || head.ndesc > self.size {
             return Err(VqError::IdOutOfRange { id: head.id });
         }
-        if self.pending.1 + head.ndesc > self.size {
+        // Bounded, so the driver gets descriptors back while a long round goes on.
+        if self.pending.1 + head.ndesc > USED_BATCH.min(self.size) {
             self.flush_used(mc)?;
         }
         self.pending = (head.id, self.pending.1 + head.ndesc);

@@ -205,6 +205,35 @@ fn in_order_tx_chains_go_used_as_one_descriptor_a_batch_across_the_wrap() {
 }
 
 #[test]
+fn an_in_order_batch_is_written_once_it_would_pass_its_bound() {
+    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM)]).unwrap();
+    let mut q = PackedQueue::new(&mem, 64, (RING, DRIVER, DEVICE), false, encode(0, true)).unwrap();
+    q.set_in_order(true);
+    let mut mc = MemCache::new(&mem);
+    for id in 0..USED_BATCH {
+        q.defer_used(&mut mc, Head { id, ndesc: 1 }).unwrap();
+    }
+    assert_eq!(q.next_used(), encode(0, true), "a full batch waits");
+    q.defer_used(
+        &mut mc,
+        Head {
+            id: USED_BATCH,
+            ndesc: 1,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        q.next_used(),
+        encode(USED_BATCH, true),
+        "written before the next chain"
+    );
+    let id: u16 = mem.read_obj(GuestAddress(RING + 12)).unwrap();
+    assert_eq!(id, USED_BATCH - 1);
+    q.flush_used(&mut mc).unwrap();
+    assert_eq!(q.next_used(), encode(USED_BATCH + 1, true));
+}
+
+#[test]
 fn tx_indirect_table() {
     let mut d = Driver::new(false);
     frame(&d, DATA);
