@@ -30,6 +30,9 @@ pub const F_PROTOCOL_FEATURES: u64 = 1 << 30;
 pub const F_VERSION_1: u64 = 1 << 32;
 /// `VIRTIO_F_RING_PACKED`.
 pub const F_RING_PACKED: u64 = 1 << 34;
+/// `VIRTIO_F_IN_ORDER`: buffers are used in the order they were made available (which this
+/// device always does); packed TX queues then get one used descriptor a batch.
+pub const F_IN_ORDER: u64 = 1 << 35;
 
 /// `VIRTIO_NET_S_LINK_UP`.
 pub const S_LINK_UP: u16 = 1;
@@ -42,6 +45,7 @@ pub const CONFIG_SIZE: usize = 12;
 pub fn offered_features(vnet_hdr: bool, pairs: u32) -> u64 {
     let mut f = F_VERSION_1
         | F_RING_PACKED
+        | F_IN_ORDER
         | F_PROTOCOL_FEATURES
         | F_EVENT_IDX
         | F_INDIRECT_DESC

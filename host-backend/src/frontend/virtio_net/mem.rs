@@ -11,7 +11,10 @@ use crate::sys::{check_guest_file, GuestFileError};
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, Ordering};
 use vhost::vhost_user::message::VhostUserMemoryRegion;
-use vm_memory::{FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
+use vm_memory::{
+    FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
+    GuestRegionMmap, MmapRegion, VolatileSlice,
+};
 
 /// `--allow-unsealed-memory`: set once at start-up.
 static ALLOW_UNSEALED: AtomicBool = AtomicBool::new(false);
@@ -104,5 +107,59 @@ impl FrontendMemory {
         let mem = GuestMemoryMmap::from_regions(regions)
             .map_err(|e| format!("the regions overlap or are unordered: {e}"))?;
         Ok(Self { mem, va })
+    }
+}
+
+/// Guest memory as one round of a pair thread reads it: [`GuestMemoryBackend::get_slice`] with
+/// the last two regions hit remembered (a queue's ring and the buffers it points to are usually
+/// in one or two regions), so most look-ups skip the search. Nothing is skipped in the checks: a
+/// remembered region is used only when it contains the address (regions do not overlap, so it is
+/// the one the search would find), and the region's own `get_slice` bounds the range as before.
+#[derive(Clone, Copy)]
+pub struct MemCache<'m> {
+    /// The memory.
+    pub mem: &'m GuestMemoryMmap,
+    hit: [Option<&'m GuestRegionMmap>; 2],
+    /// The last [`Self::ring`] asked for: its address, length and slice.
+    ring: Option<(GuestAddress, usize, VolatileSlice<'m>)>,
+}
+
+impl<'m> MemCache<'m> {
+    /// A cache over `mem`, empty.
+    #[inline]
+    pub fn new(mem: &'m GuestMemoryMmap) -> Self {
+        Self {
+            mem,
+            hit: [None; 2],
+            ring: None,
+        }
+    }
+
+    /// The `len` bytes at `addr`, inside one region, as `mem.get_slice` gives them.
+    #[inline]
+    pub fn slice(&mut self, addr: GuestAddress, len: usize) -> Option<VolatileSlice<'m>> {
+        for r in self.hit.iter().flatten() {
+            if let Some(off) = r.to_region_addr(addr) {
+                return r.get_slice(off, len).ok();
+            }
+        }
+        let (r, off) = self.mem.to_region_addr(addr)?;
+        self.hit = [Some(r), self.hit[0]];
+        r.get_slice(off, len).ok()
+    }
+
+    /// [`Self::slice`] for a queue's ring, which a round asks for once a chain: the slice found
+    /// for the same address and length last time is the same slice (the memory cannot change
+    /// while this borrows it).
+    #[inline]
+    pub fn ring(&mut self, addr: GuestAddress, len: usize) -> Option<VolatileSlice<'m>> {
+        if let Some((a, l, s)) = self.ring {
+            if a == addr && l == len {
+                return Some(s);
+            }
+        }
+        let s = self.slice(addr, len)?;
+        self.ring = Some((addr, len, s));
+        Some(s)
     }
 }

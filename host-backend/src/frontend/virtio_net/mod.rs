@@ -268,8 +268,9 @@ impl VirtioNetDevice {
                 gpa(a, "driver area")?,
                 gpa(u, "device area")?,
             );
-            let q = packed::PackedQueue::new(&mem.mem, v.size, areas, event_idx, v.next_avail)
+            let mut q = packed::PackedQueue::new(&mem.mem, v.size, areas, event_idx, v.next_avail)
                 .map_err(|e| format!("queue {i}: {e}"))?;
+            q.set_in_order(acked & config::F_IN_ORDER != 0);
             return Ok(Some(vq(VirtQueue::Packed(q))));
         }
         let mut q = Queue::new(MAX_QUEUE_SIZE).map_err(|e| format!("queue: {e}"))?;

@@ -20,10 +20,14 @@
 //! is dropped and the chain returned empty. Descriptor addresses are the copy's business, like
 //! the split queue's.
 
+use super::mem::MemCache;
 use super::ring::{Head, VqError};
-use std::sync::atomic::{fence, Ordering};
+use std::sync::atomic::{fence, AtomicU64, Ordering};
 use virtio_queue::desc::{packed, split};
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, VolatileSlice};
+use vm_memory::{
+    Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, VolatileMemory,
+    VolatileSlice,
+};
 
 /// Descriptor flags (the split ring's three, plus the two availability bits).
 pub const F_NEXT: u16 = 1;
@@ -45,6 +49,9 @@ pub const EVENT_DESC: u16 = 2;
 
 /// Most descriptors in one indirect table (the largest queue's size).
 pub const MAX_INDIRECT: u32 = super::MAX_QUEUE_SIZE as u32;
+
+/// Most descriptors one in-order used descriptor stands for ([`PackedQueue::defer_used`]).
+pub const USED_BATCH: u16 = 32;
 
 /// The vhost-user form of a position: the index in bits 0-14, the wrap counter in bit 15 (what
 /// GET_VRING_BASE returns and SET_VRING_BASE gives).
@@ -82,6 +89,12 @@ pub struct PackedQueue {
     /// The first position found not available (encoded), for [`Self::arm_avail_past`].
     seen_end: u16,
     error: Option<VqError>,
+    /// `VIRTIO_F_IN_ORDER` negotiated: chains used without bytes written may go into the ring
+    /// as one used descriptor a batch ([`Self::defer_used`]).
+    in_order: bool,
+    /// The batch not yet in the ring: the last chain's buffer id, and the descriptors of all
+    /// its chains (from the used position on).
+    pending: (u16, u16),
 }
 
 impl PackedQueue {
@@ -125,7 +138,14 @@ impl PackedQueue {
             signalled_total: 0,
             seen_end: base,
             error: None,
+            in_order: false,
+            pending: (0, 0),
         })
+    }
+
+    /// `VIRTIO_F_IN_ORDER` negotiated (set before the queue runs).
+    pub fn set_in_order(&mut self, yes: bool) {
+        self.in_order = yes;
     }
 
     /// The queue size.
@@ -163,15 +183,24 @@ impl PackedQueue {
     /// length and id written before them), then the address.
     fn read(ring: &VolatileSlice<'_>, pos: u16) -> Option<(u64, u32, u16, u16)> {
         let at = 16 * usize::from(pos);
-        let w = u64::from_le(ring.load::<u64>(at + 8, Ordering::Acquire).ok()?);
-        let addr = u64::from_le(ring.load::<u64>(at, Ordering::Relaxed).ok()?);
+        // (Through the atomic references: vm-memory's `load` is an out-of-line call a field.)
+        let w = u64::from_le(
+            ring.get_atomic_ref::<AtomicU64>(at + 8)
+                .ok()?
+                .load(Ordering::Acquire),
+        );
+        let addr = u64::from_le(
+            ring.get_atomic_ref::<AtomicU64>(at)
+                .ok()?
+                .load(Ordering::Relaxed),
+        );
         Some((addr, w as u32, (w >> 32) as u16, (w >> 48) as u16))
     }
 
     /// The descriptor ring (checked inside one region at set-up): one look-up a pop, not one a
     /// field.
-    fn ring<'m>(&self, mem: &'m GuestMemoryMmap) -> Option<VolatileSlice<'m>> {
-        mem.get_slice(self.ring, 16 * usize::from(self.size)).ok()
+    fn ring_in<'m>(&self, mc: &mut MemCache<'m>) -> Option<VolatileSlice<'m>> {
+        mc.ring(self.ring, 16 * usize::from(self.size))
     }
 
     fn fail(&mut self, e: VqError) -> Option<PackedChain<'static>> {
@@ -181,10 +210,17 @@ impl PackedQueue {
 
     /// The next available chain, or `None` when there is none (or the queue is broken).
     pub fn pop<'m>(&mut self, mem: &'m GuestMemoryMmap) -> Option<PackedChain<'m>> {
+        self.pop_in(&mut MemCache::new(mem))
+    }
+
+    /// [`Self::pop`] with a round's region cache.
+    #[inline(always)]
+    pub fn pop_in<'m>(&mut self, mc: &mut MemCache<'m>) -> Option<PackedChain<'m>> {
         if self.error.is_some() {
             return None;
         }
-        let Some(ring) = self.ring(mem) else {
+        let mem = mc.mem;
+        let Some(ring) = self.ring_in(mc) else {
             return self.fail(VqError::DescOutside);
         };
         let (mut pos, mut wrap) = (self.avail, self.avail_wrap);
@@ -192,7 +228,7 @@ impl PackedQueue {
         let mut n = 0u16;
         let mut bad = None;
         let mut table = None;
-        let mut first = None;
+        let mut first = split::Descriptor::new(0, 0, 0, 0);
         let id = loop {
             let Some((addr, len, id, flags)) = Self::read(&ring, pos) else {
                 return self.fail(VqError::DescOutside);
@@ -206,7 +242,7 @@ impl PackedQueue {
             }
             n += 1;
             if n == 1 {
-                first = Some(split::Descriptor::new(addr, len, flags & F_WRITE, 0));
+                first = split::Descriptor::new(addr, len, flags & F_WRITE, 0);
             }
             if flags & F_INDIRECT != 0 {
                 if n > 1 || flags & F_NEXT != 0 {
@@ -231,17 +267,20 @@ impl PackedQueue {
             return self.fail(VqError::IdOutOfRange { id });
         }
         (self.avail, self.avail_wrap) = (pos, wrap);
-        let table = if bad.is_some() { None } else { table };
+        let (rest, left) = match (bad, table) {
+            (Some(e), _) => (Rest::Bad(e), n),
+            (None, Some((a, l))) => (Rest::Table(a, l), 0),
+            (None, None) => (Rest::Ring, n),
+        };
         Some(PackedChain {
             mem,
+            ring,
+            first,
             head: Head { id, ndesc: n },
-            ring: self.ring,
             size: self.size,
             pos: start,
-            left: if table.is_some() { 0 } else { n },
-            first: if table.is_some() { None } else { first },
-            table,
-            bad,
+            left,
+            rest,
         })
     }
 
@@ -258,6 +297,17 @@ impl PackedQueue {
 
     /// Puts chain `head` in the ring as used, `len` bytes written.
     pub fn add_used(&mut self, mem: &GuestMemoryMmap, head: Head, len: u32) -> Result<(), VqError> {
+        self.add_used_in(&mut MemCache::new(mem), head, len)
+    }
+
+    /// [`Self::add_used`] with a round's region cache.
+    #[inline]
+    pub fn add_used_in(
+        &mut self,
+        mc: &mut MemCache<'_>,
+        head: Head,
+        len: u32,
+    ) -> Result<(), VqError> {
         if head.id >= self.size || head.ndesc == 0 || head.ndesc > self.size {
             return Err(VqError::IdOutOfRange { id: head.id });
         }
@@ -268,14 +318,11 @@ impl PackedQueue {
         // Length, id and flags in one store (the flags, which publish the entry, cannot be seen
         // before the rest).
         let word = u64::from(len) | u64::from(head.id) << 32 | u64::from(flags) << 48;
-        self.ring(mem)
+        self.ring_in(mc)
             .and_then(|r| {
-                r.store(
-                    word.to_le(),
-                    16 * usize::from(self.used) + 8,
-                    Ordering::Release,
-                )
-                .ok()
+                r.get_atomic_ref::<AtomicU64>(16 * usize::from(self.used) + 8)
+                    .ok()
+                    .map(|a| a.store(word.to_le(), Ordering::Release))
             })
             .ok_or(VqError::DescOutside)?;
         self.used += head.ndesc;
@@ -285,6 +332,37 @@ impl PackedQueue {
         }
         self.used_total = self.used_total.wrapping_add(u32::from(head.ndesc));
         Ok(())
+    }
+
+    /// Puts chain `head` in the ring as used with no bytes written (a TX chain): with
+    /// `VIRTIO_F_IN_ORDER` it joins the batch that [`Self::flush_used`] writes as one used
+    /// descriptor (the last chain's id, the used position moved past all of them: virtio 1.2
+    /// section 2.8.20), else at once. Checked as [`Self::add_used`] checks.
+    #[inline]
+    pub fn defer_used(&mut self, mc: &mut MemCache<'_>, head: Head) -> Result<(), VqError> {
+        if !self.in_order {
+            return self.add_used_in(mc, head, 0);
+        }
+        if head.id >= self.size || head.ndesc == 0 || head.ndesc > self.size {
+            return Err(VqError::IdOutOfRange { id: head.id });
+        }
+        // Bounded, so the driver gets descriptors back while a long round goes on.
+        if self.pending.1 + head.ndesc > USED_BATCH.min(self.size) {
+            self.flush_used(mc)?;
+        }
+        self.pending = (head.id, self.pending.1 + head.ndesc);
+        Ok(())
+    }
+
+    /// Writes the batch of [`Self::defer_used`] (nothing when there is none).
+    #[inline]
+    pub fn flush_used(&mut self, mc: &mut MemCache<'_>) -> Result<(), VqError> {
+        let (id, ndesc) = self.pending;
+        if ndesc == 0 {
+            return Ok(());
+        }
+        self.pending = (0, 0);
+        self.add_used_in(mc, Head { id, ndesc }, 0)
     }
 
     fn set_device_event(&self, mem: &GuestMemoryMmap, flags: u16, off_wrap: u16) {
@@ -368,17 +446,28 @@ impl PackedQueue {
 /// flag); the error of a bad indirect table instead of its descriptors.
 pub struct PackedChain<'m> {
     mem: &'m GuestMemoryMmap,
+    /// The descriptor ring (checked at the pop).
+    ring: VolatileSlice<'m>,
+    /// The head descriptor, read by [`PackedQueue::pop`] already (given while `left` is the
+    /// chain's length).
+    first: split::Descriptor,
     head: Head,
-    ring: GuestAddress,
     size: u16,
-    /// Next ring position, and ring descriptors left.
+    /// Next ring position, and ring descriptors left (table entries left in a table).
     pos: u16,
     left: u16,
-    /// The head descriptor, read by [`PackedQueue::pop`] already.
-    first: Option<split::Descriptor>,
-    /// The indirect table not yet read (address, length), then (next entry, entries left).
-    table: Option<(GuestAddress, u32)>,
-    bad: Option<VqError>,
+    rest: Rest,
+}
+
+/// Where a chain's descriptors come from (kept small: a chain is built for every frame).
+#[derive(Clone, Copy)]
+enum Rest {
+    /// The ring.
+    Ring,
+    /// The indirect table (address, length) not yet read, then (next entry, length).
+    Table(GuestAddress, u32),
+    /// An error that ends the chain, given first.
+    Bad(VqError),
 }
 
 impl PackedChain<'_> {
@@ -392,68 +481,84 @@ impl PackedChain<'_> {
     }
 }
 
+impl PackedChain<'_> {
+    /// The next entry of the indirect table (checked before its first entry), or its error.
+    #[cold]
+    #[inline(never)]
+    fn next_indirect(
+        &mut self,
+        addr: GuestAddress,
+        len: u32,
+    ) -> Result<split::Descriptor, VqError> {
+        if self.left == 0 {
+            let n = len / 16;
+            if len == 0 || !len.is_multiple_of(16) || n > MAX_INDIRECT {
+                self.rest = Rest::Ring;
+                return Err(VqError::IndirectLen { len });
+            }
+            if self.mem.get_slice(addr, len as usize).is_err() {
+                self.rest = Rest::Ring;
+                return Err(VqError::IndirectOutside);
+            }
+            self.left = n as u16;
+        }
+        let d = self.mem.read_obj::<packed::Descriptor>(addr);
+        self.left -= 1;
+        self.rest = if self.left > 0 {
+            Rest::Table(addr.unchecked_add(16), len)
+        } else {
+            Rest::Ring
+        };
+        match d {
+            Err(_) => {
+                (self.rest, self.left) = (Rest::Ring, 0);
+                Err(VqError::IndirectOutside)
+            }
+            Ok(d) if d.flags() & F_INDIRECT != 0 => {
+                (self.rest, self.left) = (Rest::Ring, 0);
+                Err(VqError::NestedIndirect)
+            }
+            Ok(d) => Ok(Self::desc(&d, d.flags())),
+        }
+    }
+
+    /// The error that ends a chain.
+    #[cold]
+    fn end_bad(&mut self, e: VqError) -> Option<Result<split::Descriptor, VqError>> {
+        self.left = 0;
+        self.rest = Rest::Ring;
+        Some(Err(e))
+    }
+}
+
 impl Iterator for PackedChain<'_> {
     type Item = Result<split::Descriptor, VqError>;
 
+    #[inline(always)]
     fn next(&mut self) -> Option<Self::Item> {
-        if let Some(e) = self.bad.take() {
-            self.left = 0;
-            self.table = None;
-            return Some(Err(e));
-        }
-        if let Some((addr, len)) = self.table {
-            if self.left == 0 {
-                // The table, checked before its first entry.
-                let n = len / 16;
-                if len == 0 || len % 16 != 0 || n > MAX_INDIRECT {
-                    self.table = None;
-                    return Some(Err(VqError::IndirectLen { len }));
-                }
-                if self.mem.get_slice(addr, len as usize).is_err() {
-                    self.table = None;
-                    return Some(Err(VqError::IndirectOutside));
-                }
-                self.left = n as u16;
-            }
-            let d = self.mem.read_obj::<packed::Descriptor>(addr);
-            self.left -= 1;
-            self.table = (self.left > 0).then(|| (addr.unchecked_add(16), len));
-            return Some(match d {
-                Err(_) => {
-                    (self.table, self.left) = (None, 0);
-                    Err(VqError::IndirectOutside)
-                }
-                Ok(d) if d.flags() & F_INDIRECT != 0 => {
-                    (self.table, self.left) = (None, 0);
-                    Err(VqError::NestedIndirect)
-                }
-                Ok(d) => Ok(Self::desc(&d, d.flags())),
-            });
+        match self.rest {
+            Rest::Ring => {}
+            Rest::Table(addr, len) => return Some(self.next_indirect(addr, len)),
+            Rest::Bad(e) => return self.end_bad(e),
         }
         if self.left == 0 {
             return None;
         }
-        if let Some(d) = self.first.take() {
-            self.left -= 1;
-            self.pos = if self.pos + 1 == self.size {
-                0
-            } else {
-                self.pos + 1
-            };
-            return Some(Ok(d));
-        }
-        let at = self.ring.unchecked_add(16 * u64::from(self.pos));
+        let first = self.left == self.head.ndesc;
         self.left -= 1;
+        let at = self.pos;
         self.pos = if self.pos + 1 == self.size {
             0
         } else {
             self.pos + 1
         };
+        if first {
+            return Some(Ok(self.first));
+        }
         Some(
-            self.mem
-                .read_obj::<packed::Descriptor>(at)
-                .map(|d| Self::desc(&d, d.flags()))
-                .map_err(|_| VqError::DescOutside),
+            PackedQueue::read(&self.ring, at)
+                .map(|(addr, len, _, flags)| split::Descriptor::new(addr, len, flags & F_WRITE, 0))
+                .ok_or(VqError::DescOutside),
         )
     }
 }

@@ -18,6 +18,7 @@
 //! cannot read, the packed queue ends one with an error (the frame is dropped). What is left of
 //! a chain is checked here like any other.
 
+use super::mem::MemCache;
 use super::ring::{Head, VirtQueue, VqError};
 use ptnet_protocol::vnet::{self, VnetHeader};
 use virtio_queue::desc::split::Descriptor;
@@ -132,6 +133,18 @@ pub fn tx_chain<I: Iterator<Item = Result<Descriptor, VqError>>>(
     dst: &VolatileSlice<'_>,
     scratch: &mut [u8],
 ) -> Result<TxFrame, TxDrop> {
+    tx_chain_in(&mut MemCache::new(mem), chain, conf, dst, scratch)
+}
+
+/// [`tx_chain`] with a round's region cache.
+#[inline]
+pub fn tx_chain_in<I: Iterator<Item = Result<Descriptor, VqError>>>(
+    mc: &mut MemCache<'_>,
+    chain: I,
+    conf: &HdrConf,
+    dst: &VolatileSlice<'_>,
+    scratch: &mut [u8],
+) -> Result<TxFrame, TxDrop> {
     let mut head = [0u8; vnet::HDR_LEN_MRG];
     let mut got_hdr = 0usize;
     let mut out = conf.port_len;
@@ -152,9 +165,7 @@ pub fn tx_chain<I: Iterator<Item = Result<Descriptor, VqError>>>(
         if total > limit {
             return Err(TxDrop::TooLong);
         }
-        let mut s = mem
-            .get_slice(d.addr(), len)
-            .map_err(|_| TxDrop::BadAddress)?;
+        let mut s = mc.slice(d.addr(), len).ok_or(TxDrop::BadAddress)?;
         if got_hdr < conf.guest_len {
             let take = (conf.guest_len - got_hdr).min(len);
             let part = s.subslice(0, take).map_err(|_| TxDrop::BadAddress)?;

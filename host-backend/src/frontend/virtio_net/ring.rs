@@ -3,6 +3,7 @@
 //! chain, give one back, put one in the used ring, kicks and interrupts), so `queue.rs` and
 //! `worker.rs` are written once for both.
 
+use super::mem::MemCache;
 use super::packed::{PackedChain, PackedQueue};
 use std::num::Wrapping;
 use std::sync::atomic::{fence, Ordering};
@@ -108,7 +109,7 @@ impl Chain<'_> {
 impl Iterator for Chain<'_> {
     type Item = Result<Descriptor, VqError>;
 
-    #[inline]
+    #[inline(always)]
     fn next(&mut self) -> Option<Self::Item> {
         match self {
             Self::Split(c) => c.next().map(Ok),
@@ -121,9 +122,15 @@ impl VirtQueue {
     /// The next available chain.
     #[inline]
     pub fn pop<'m>(&mut self, mem: &'m GuestMemoryMmap) -> Option<Chain<'m>> {
+        self.pop_in(&mut MemCache::new(mem))
+    }
+
+    /// [`Self::pop`] with a round's region cache.
+    #[inline(always)]
+    pub fn pop_in<'m>(&mut self, mc: &mut MemCache<'m>) -> Option<Chain<'m>> {
         match self {
-            Self::Split(q) => q.pop_descriptor_chain(mem).map(Chain::Split),
-            Self::Packed(q) => q.pop(mem).map(Chain::Packed),
+            Self::Split(q) => q.pop_descriptor_chain(mc.mem).map(Chain::Split),
+            Self::Packed(q) => q.pop_in(mc).map(Chain::Packed),
         }
     }
 
@@ -138,11 +145,41 @@ impl VirtQueue {
     /// Puts a chain in the used ring.
     #[inline]
     pub fn add_used(&mut self, mem: &GuestMemoryMmap, head: Head, len: u32) -> Result<(), VqError> {
+        self.add_used_in(&mut MemCache::new(mem), head, len)
+    }
+
+    /// [`Self::add_used`] with a round's region cache.
+    #[inline]
+    pub fn add_used_in(
+        &mut self,
+        mc: &mut MemCache<'_>,
+        head: Head,
+        len: u32,
+    ) -> Result<(), VqError> {
         match self {
             Self::Split(q) => q
-                .add_used(mem, head.id, len)
+                .add_used(mc.mem, head.id, len)
                 .map_err(|_| VqError::IdOutOfRange { id: head.id }),
-            Self::Packed(q) => q.add_used(mem, head, len),
+            Self::Packed(q) => q.add_used_in(mc, head, len),
+        }
+    }
+
+    /// Puts a chain with no bytes written (TX) in the used ring: a packed in-order queue
+    /// batches them until [`Self::flush_used`].
+    #[inline]
+    pub fn add_used_tx(&mut self, mc: &mut MemCache<'_>, head: Head) -> Result<(), VqError> {
+        match self {
+            Self::Split(_) => self.add_used_in(mc, head, 0),
+            Self::Packed(q) => q.defer_used(mc, head),
+        }
+    }
+
+    /// Writes what [`Self::add_used_tx`] batched (before the driver is notified).
+    #[inline]
+    pub fn flush_used(&mut self, mc: &mut MemCache<'_>) -> Result<(), VqError> {
+        match self {
+            Self::Split(_) => Ok(()),
+            Self::Packed(q) => q.flush_used(mc),
         }
     }
 

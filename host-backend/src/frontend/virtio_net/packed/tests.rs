@@ -1,6 +1,7 @@
 //! Packed rings built by hand over a real `GuestMemoryMmap` (the driver's side written here),
 //! through the same TX and RX code the split queue takes; one exact error per malformed input.
 
+use super::super::mem::MemCache;
 use super::*;
 use crate::frontend::virtio_net::queue::{tx_chain_to_buf, HdrConf, RxOutcome, RxWriter, TxDrop};
 use crate::frontend::virtio_net::ring::VirtQueue;
@@ -142,6 +143,94 @@ fn tx_chains_and_used_descriptors_across_the_wrap() {
     assert_eq!(d.used(0), (3, 0, 0), "used with wrap counter 0");
     assert_eq!(d.q.next_used(), encode(1, false));
     assert_eq!(d.error(), None);
+}
+
+#[test]
+fn in_order_tx_chains_go_used_as_one_descriptor_a_batch_across_the_wrap() {
+    let mut d = Driver::at(false, encode(5, true));
+    let VirtQueue::Packed(q) = &mut d.q else {
+        unreachable!()
+    };
+    q.set_in_order(true);
+    // Chains at 5, 6-7 (two descriptors, ids as an in-order driver gives them), then 0.
+    d.put(DATA, 72, 5, 0);
+    d.put(DATA, 12, 6, F_NEXT);
+    d.put(DATA + 12, 60, 6, 0);
+    d.put(DATA, 72, 0, 0);
+    let mut mc = MemCache::new(&d.mem);
+    let mut heads = Vec::new();
+    while let Some(c) = d.q.pop_in(&mut mc) {
+        heads.push(c.head());
+    }
+    assert_eq!(heads.len(), 3);
+    for &h in &heads {
+        d.q.add_used_tx(&mut mc, h).unwrap();
+    }
+    assert_eq!(
+        d.q.next_used(),
+        encode(5, true),
+        "nothing used before the flush"
+    );
+    assert_eq!(
+        d.q.add_used_tx(&mut mc, Head { id: SIZE, ndesc: 1 }),
+        Err(VqError::IdOutOfRange { id: SIZE }),
+        "a bad head is refused, not batched"
+    );
+    d.q.flush_used(&mut mc).unwrap();
+    // One used descriptor at the batch's first position, the last chain's id, the old wrap.
+    assert_eq!(d.used(5), (0, 0, F_AVAIL | F_USED));
+    assert_eq!(d.q.next_used(), encode(1, false));
+    assert_eq!(
+        d.used(6).2 & F_USED,
+        0,
+        "positions inside the batch not written"
+    );
+    d.q.flush_used(&mut mc).unwrap();
+    assert_eq!(
+        d.q.next_used(),
+        encode(1, false),
+        "an empty flush writes nothing"
+    );
+    // Without IN_ORDER each chain is used at once.
+    let VirtQueue::Packed(q) = &mut d.q else {
+        unreachable!()
+    };
+    q.set_in_order(false);
+    d.put(DATA, 72, 1, 0);
+    let mut mc = MemCache::new(&d.mem);
+    let h = d.q.pop_in(&mut mc).unwrap().head();
+    d.q.add_used_tx(&mut mc, h).unwrap();
+    assert_eq!((d.used(1), d.q.next_used()), ((1, 0, 0), encode(2, false)));
+    assert_eq!(d.error(), None);
+}
+
+#[test]
+fn an_in_order_batch_is_written_once_it_would_pass_its_bound() {
+    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM)]).unwrap();
+    let mut q = PackedQueue::new(&mem, 64, (RING, DRIVER, DEVICE), false, encode(0, true)).unwrap();
+    q.set_in_order(true);
+    let mut mc = MemCache::new(&mem);
+    for id in 0..USED_BATCH {
+        q.defer_used(&mut mc, Head { id, ndesc: 1 }).unwrap();
+    }
+    assert_eq!(q.next_used(), encode(0, true), "a full batch waits");
+    q.defer_used(
+        &mut mc,
+        Head {
+            id: USED_BATCH,
+            ndesc: 1,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        q.next_used(),
+        encode(USED_BATCH, true),
+        "written before the next chain"
+    );
+    let id: u16 = mem.read_obj(GuestAddress(RING + 12)).unwrap();
+    assert_eq!(id, USED_BATCH - 1);
+    q.flush_used(&mut mc).unwrap();
+    assert_eq!(q.next_used(), encode(USED_BATCH + 1, true));
 }
 
 #[test]
