@@ -33,6 +33,7 @@ use super::rxchain::{ChainDone, ChainRx};
 use super::sys::buffer;
 use super::vq::{Vq, VqStats};
 use crate::frontend::ptnet::syncloop::LoopOptions;
+use crate::port::idle::SpinThenSleep;
 use crate::port::ring::{DirectRx, Keepalive, PassDone, PassState, RingSync};
 use crate::port::{RingStats, RingWorker};
 use crate::sys::{eventfd_file, eventfd_take_nowait, poll_revents};
@@ -48,6 +49,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
+
+mod rx;
+mod tx;
 
 /// What a pair thread gets and gives back.
 pub struct PairParts {
@@ -365,32 +369,18 @@ impl<'a> Pair<'a> {
         let mem = &mem.mem;
         self.txq.queue.disable_notification(mem);
         self.rxq.queue.disable_notification(mem);
-        // Spin-then-sleep, as the ptnet sync loops: after progress the thread keeps polling for
-        // `opts.spin` (the clock read once every 32 empty rounds); `busy_poll` never sleeps.
-        let opts = self.opts;
-        let mut spin_until: Option<Instant> = None;
-        let mut idle = 0u32;
+        // Spin-then-sleep, as the ptnet sync loops (`port::idle`).
+        let mut idle = SpinThenSleep::new(self.opts.busy_poll, self.opts.spin);
         while !stop.load(Ordering::Relaxed) {
             let moved_tx = self.tx_round(mem);
             let moved_rx = self.rx_round(mem);
             if moved_tx || moved_rx {
-                if !opts.spin.is_zero() {
-                    spin_until = Some(Instant::now() + opts.spin);
-                }
-                idle = 0;
+                idle.progress(true);
                 continue;
             }
-            if opts.busy_poll {
+            if idle.empty() {
                 std::hint::spin_loop();
                 continue;
-            }
-            if let Some(t) = spin_until {
-                idle = idle.wrapping_add(1);
-                if !idle.is_multiple_of(32) || Instant::now() < t {
-                    std::hint::spin_loop();
-                    continue;
-                }
-                spin_until = None;
             }
             if !self.prepare_sleep(mem) {
                 continue;
@@ -495,304 +485,6 @@ impl<'a> Pair<'a> {
                 "guest: {what} (counted; rate-limited)"
             );
         }
-    }
-
-    /// The host TX pass over what the guest side published, then the completions read back.
-    fn tx_publish(&mut self, cur: u32) {
-        if self.gtx.prologue(cur, cur).is_err() {
-            // Our own indexes: cannot be bad; start the ring over rather than wedge it.
-            self.gtx = GuestKring::attach(self.gtx.num_slots, &self.tx_atok, &self.tx_ktoa);
-            return;
-        }
-        self.gtx.txsync(&self.tx_atok, &self.tx_ktoa, 0);
-        let stop = self.tx.pass(false).map_or(HostStop::Idle, |d| d.stop);
-        if let HostStop::Reset(bad) = stop {
-            tracing::error!(
-                port = self.port,
-                "TX ring reset by its own guest side: {bad}"
-            );
-        }
-        // Take in the completions.
-        let _ = self.gtx.prologue(self.gtx.rhead, self.gtx.rcur);
-        self.gtx
-            .txsync(&self.tx_atok, &self.tx_ktoa, NAF_FORCE_RECLAIM);
-        // No free slot, or frames the port could not take yet: wait for the port.
-        self.tx_full = ring_dist(self.gtx.rcur, self.gtx.hwtail, self.gtx.num_slots)
-            < self.tx_room()
-            || matches!(stop, HostStop::PortBlocked)
-                && self.tx.kring().is_some_and(|k| k.hwcur != k.rhead);
-    }
-
-    /// Free TX slots a chain needs before it is taken: one, or with TSO the most segments a GSO
-    /// frame may make (a chain, once taken, is not given back), bounded by the ring.
-    fn tx_room(&self) -> u32 {
-        if self.conf.tso4 || self.conf.tso6 {
-            (vnet::MAX_GSO_SEGMENTS as u32).min(self.gtx.num_slots - 1)
-        } else {
-            1
-        }
-    }
-
-    /// Cuts the GSO frame in the scratch buffer into segments, one slot each from `cur` on,
-    /// each with complete checksums (so the port's header says no offload).
-    fn tx_segments(&mut self, h: &VnetHeader, len: usize, cur: &mut u32) -> Result<(), TxDrop> {
-        let frame = &self.gso.frame[..len];
-        let g = vnet::Gso::new(h, frame).map_err(|_| TxDrop::BadHeader)?;
-        let n = self.gtx.num_slots;
-        if g.count() as u32 > ring_dist(*cur, self.gtx.hwtail, n) {
-            return Err(TxDrop::TooLong);
-        }
-        let st = &self.txq.stats;
-        let port_len = self.conf.port_len;
-        for i in 0..g.count() {
-            let seg = g
-                .write_segment(frame, i, &mut self.gso.segment[..])
-                .map_err(|_| TxDrop::TooLong)?;
-            let b = buffer(&self.rings.bufs, self.rings.tx.buf_idx(*cur)).ok_or(TxDrop::TooLong)?;
-            b.subslice(port_len, seg)
-                .map_err(|_| TxDrop::TooLong)?
-                .copy_from(&self.gso.segment[..seg]);
-            emit_port_header(&b, &self.conf, VnetHeader::default())?;
-            self.rings.tx.set_len(*cur, (port_len + seg) as u16);
-            self.rings.tx.set_flags(*cur, 0);
-            *cur = ring_add(*cur, 1, n);
-            VqStats::add(&st.packets, 1);
-            VqStats::add(&st.bytes, seg as u64);
-        }
-        Ok(())
-    }
-
-    /// Moves TX chains into the netmap TX ring and the port. True if anything moved.
-    fn tx_round(&mut self, mem: &GuestMemoryMmap) -> bool {
-        if !self.txq.check(mem, self.port, "tx") {
-            return false;
-        }
-        if self.tx_full {
-            // Completions may have come (the port notified): look.
-            let cur = self.gtx.rcur;
-            self.tx_publish(cur);
-            if self.tx_full {
-                return false;
-            }
-        }
-        let n = self.gtx.num_slots;
-        let mut moved = false;
-        let mut used = false;
-        let st = self.txq.stats.clone();
-        let mut mc = MemCache::new(mem);
-        // The round's frames and bytes, counted once at its end.
-        let (mut packets, mut bytes) = (0u64, 0u64);
-        loop {
-            let mut cur = self.gtx.rcur;
-            let mut taken = 0u32;
-            while ring_dist(cur, self.gtx.hwtail, n) >= self.tx_room() {
-                let Some(mut chain) = self.txq.queue.pop_in(&mut mc) else {
-                    break;
-                };
-                let head = chain.head();
-                taken += 1;
-                let r = match buffer(&self.rings.bufs, self.rings.tx.buf_idx(cur)) {
-                    // (By reference: the chain is not moved.)
-                    Some(b) => {
-                        let chain = chain.by_ref();
-                        tx_chain_in(&mut mc, chain, &self.conf, &b, &mut self.gso.frame)
-                    }
-                    None => Err(TxDrop::TooLong),
-                };
-                let r = match r {
-                    Ok(TxFrame::Slot(len)) => {
-                        self.rings.tx.set_len(cur, len as u16);
-                        self.rings.tx.set_flags(cur, 0);
-                        cur = ring_add(cur, 1, n);
-                        packets += 1;
-                        bytes += (len - self.conf.port_len) as u64;
-                        Ok(())
-                    }
-                    Ok(TxFrame::Gso(h, len)) => self.tx_segments(&h, len, &mut cur),
-                    Err(e) => Err(e),
-                };
-                match r {
-                    Ok(()) => {}
-                    Err(e) => {
-                        let c = match e {
-                            TxDrop::Writable | TxDrop::BadChain => &st.bad_chains,
-                            TxDrop::BadAddress => &st.bad_addresses,
-                            TxDrop::TooLong => &st.too_long,
-                            TxDrop::TooShort => &st.too_short,
-                            TxDrop::BadHeader => &st.bad_headers,
-                        };
-                        VqStats::add(c, 1);
-                        self.log_bad(format_args!("TX chain dropped: {e:?}"));
-                    }
-                }
-                if self.txq.queue.add_used_tx(&mut mc, head).is_err() {
-                    VqStats::add(&st.bad_heads, 1);
-                    self.log_bad(format_args!("TX chain head outside the queue"));
-                }
-                used = true;
-            }
-            if taken == 0 {
-                break;
-            }
-            moved = true;
-            if cur != self.gtx.rcur {
-                self.tx_publish(cur);
-            }
-            if self.tx_full {
-                break;
-            }
-        }
-        VqStats::add(&st.packets, packets);
-        VqStats::add(&st.bytes, bytes);
-        // The in-order batch into the used ring, before the interrupt is decided.
-        if self.txq.queue.flush_used(&mut mc).is_err() {
-            VqStats::add(&st.bad_heads, 1);
-            self.log_bad(format_args!("TX used ring outside guest memory"));
-        }
-        if used {
-            VqStats::add(&self.txq.stats.batches, 1);
-            self.txq.notify(mem);
-        }
-        moved
-    }
-
-    /// Moves received frames from the netmap RX ring into the guest's RX chains. True if
-    /// anything moved.
-    fn rx_round(&mut self, mem: &GuestMemoryMmap) -> bool {
-        if let Some(rx) = &self.direct {
-            // One pass of our own each round (a try-lock when a producer runs one): it takes in
-            // what producers committed before the ring was lent (their passes were dropped
-            // then), as the ptnet sync loop's first pass does.
-            rx.host_pass(false);
-        } else if let Some(PassDone {
-            stop: HostStop::Reset(bad),
-            ..
-        }) = self.rx.pass(false)
-        {
-            tracing::error!(
-                port = self.port,
-                "RX ring reset by its own guest side: {bad}"
-            );
-        }
-        let head0 = self.grx.rhead;
-        let _ = self.grx.prologue(head0, head0);
-        self.grx.rxsync(&self.rx_atok, &self.rx_ktoa, 0);
-        if !self.rxq.check(mem, self.port, "rx") {
-            return false;
-        }
-        let n = self.grx.num_slots;
-        let mut head = self.grx.rhead;
-        let mut delivered = false;
-        let mut chain_open = false;
-        self.rx_need_bufs = false;
-        let st = self.rxq.stats.clone();
-        while head != self.grx.hwtail {
-            if self.rings.rx.flags(head) & slot_flags::MOREFRAG != 0 {
-                // A frame in several slots (`rxchain`): joined, delivered as ordinary frames.
-                match self.rx_chain_at(mem, head, &st) {
-                    ChainDone::Released(slots) => {
-                        delivered = true;
-                        head = ring_add(head, slots, n);
-                        continue;
-                    }
-                    ChainDone::Incomplete => {
-                        chain_open = true;
-                        break;
-                    }
-                    ChainDone::NoBuffers => {
-                        self.rx_need_bufs = true;
-                        self.rx_avail_seen = self.rxq.queue.avail_mark(mem);
-                        break;
-                    }
-                }
-            }
-            let len = usize::from(self.rings.rx.len(head));
-            let out = match buffer(&self.rings.bufs, self.rings.rx.buf_idx(head)) {
-                Some(b) => match b.subslice(0, len.min(b.len())) {
-                    Ok(frame) => {
-                        self.rxw_writer
-                            .deliver(mem, &mut self.rxq.queue, &frame, &self.conf)
-                    }
-                    Err(_) => RxOutcome::Dropped(RxDrop::BadFrame),
-                },
-                None => RxOutcome::Dropped(RxDrop::BadFrame),
-            };
-            let out = match out {
-                // A GSO frame in one slot: cut into segments as a chain would be.
-                RxOutcome::Gso => match self.rx_chain_at(mem, head, &st) {
-                    ChainDone::NoBuffers => RxOutcome::NoBuffers,
-                    // One slot, its last: never incomplete.
-                    ChainDone::Released(_) | ChainDone::Incomplete => {
-                        delivered = true;
-                        head = ring_add(head, 1, n);
-                        continue;
-                    }
-                },
-                out => out,
-            };
-            match out {
-                RxOutcome::Gso => unreachable!("handled above"),
-                RxOutcome::NoBuffers => {
-                    self.rx_need_bufs = true;
-                    self.rx_avail_seen = self.rxq.queue.avail_mark(mem);
-                    break;
-                }
-                RxOutcome::Delivered(_) => {
-                    VqStats::add(&st.packets, 1);
-                    VqStats::add(&st.bytes, len.saturating_sub(self.conf.port_len) as u64);
-                    delivered = true;
-                }
-                RxOutcome::Dropped(why) => {
-                    let c = match why {
-                        RxDrop::BadFrame => &st.bad_headers,
-                        RxDrop::NoRoom => &st.too_long,
-                        RxDrop::BadChain => {
-                            delivered = true; // chains went back to the guest
-                            &st.bad_chains
-                        }
-                    };
-                    VqStats::add(c, 1);
-                }
-            }
-            head = ring_add(head, 1, n);
-        }
-        let moved = head != head0;
-        if moved {
-            let _ = self.grx.prologue(head, head);
-            let kick = self.grx.rxsync(&self.rx_atok, &self.rx_ktoa, 0);
-            match &self.direct {
-                // The slots released matter at once only to a producer waiting for room.
-                Some(rx) if kick => {
-                    rx.host_pass(false);
-                }
-                Some(_) => {}
-                None => {
-                    self.rx.pass(false);
-                }
-            }
-        }
-        if delivered {
-            VqStats::add(&self.rxq.stats.batches, 1);
-            self.rxq.notify(mem);
-        }
-        if chain_open {
-            // A chain's last slot has not come: every slot up to the tail seen (netmap's `cur`
-            // past `head`), so the ring asks to be told when more arrive; if some came already,
-            // go round again.
-            let tail = self.grx.hwtail;
-            let _ = self.grx.prologue(head, tail);
-            self.grx.rxsync(&self.rx_atok, &self.rx_ktoa, 0);
-            return moved || self.grx.hwtail != tail;
-        }
-        moved
-    }
-
-    /// Delivers the chain of slots (or the one GSO slot) at `head` of the netmap RX ring.
-    fn rx_chain_at(&mut self, mem: &GuestMemoryMmap, head: u32, st: &VqStats) -> ChainDone {
-        let ring = (&self.rings.rx, &self.rings.bufs);
-        let (q, w) = (&mut self.rxq.queue, &mut self.rxw_writer);
-        let span = (head, self.grx.hwtail);
-        self.rx_chain.deliver(ring, span, w, mem, q, &self.conf, st)
     }
 
     /// On the way out: the lent RX state comes back, and a last pass over each ring leaves the
