@@ -97,6 +97,31 @@ fn rows(r: &Value) -> Vec<[String; 6]> {
                 .filter(|_| !best.is_empty())),
         ]);
     }
+    for (key, name, reference) in [
+        (
+            "p6",
+            "P6 virtio-user txonly -> daemon (virtio-net port) -> null (Mpps)",
+            "DPDK vhost rxonly",
+        ),
+        (
+            "p7",
+            "P7 virtio-user txonly -> VALE -> virtio-user rxonly (Mpps)",
+            "DPDK vhost io",
+        ),
+    ] {
+        let Some(e) = r.get(key) else { continue };
+        if failed(name, e, &mut out).is_some() {
+            continue;
+        }
+        out.push([
+            name.into(),
+            runs(e.get("ptnet"), 2),
+            format!("{} {reference}", runs(e.get("dpdk"), 2)),
+            ratio(num(e, &["ratio"])),
+            num(e, &["target"]).map_or("-".into(), |t| format!(">= {t}x DPDK")),
+            met(e.get("met").and_then(Value::as_bool)),
+        ]);
+    }
     if let Some(e) = r.get("p2_over_p3") {
         out.push([
             "P2 / P3, ptnet (zero copy over one copy)".into(),
@@ -302,6 +327,8 @@ mod tests {
                     "target_ratio":4,"met":false},
               "p2":{"failed":true,"error":"ptnet-backend exited\nmore"},
               "p5":{"p50_over_floor_p50":1.2,"target_p50_over_floor_p50":1.3,"met":true},
+              "p6":{"ptnet":{"median":9,"min":8,"max":10},"dpdk":{"median":6,"min":5,"max":7},
+                    "ratio":1.5,"target":1.5,"met":true},
               "p5_rtt_us":{"p50":30,"p99":60},"p5_floor_us":{"p50":25,"p99":50},
               "p8":{"p1":{"rate_mpps":1,"ptnet_cpu_s_per_mpkt":0.2,"dpdk_cpu_s_per_mpkt":1.0,
                           "ratio":0.2,"target_ratio":0.25,"met":true,
@@ -328,6 +355,10 @@ mod tests {
         );
         assert!(
             t.contains("0.200 (rx 1.00 Mpps) | 1.000 (rx 0.99 Mpps) | 0.20x | <= 0.25x DPDK | yes"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| 9.00 (8.00-10.00) | 6.00 (5.00-7.00) DPDK vhost rxonly | 1.50x | >= 1.5x DPDK | yes |"),
             "{t}"
         );
         assert!(t.contains("Failed in this run: p2"), "{t}");
