@@ -20,12 +20,12 @@
 //!
 //! A frame may span several slots, each but the last flagged NS_MOREFRAG: netmap's stock Linux
 //! ptnet driver sends its TSO frames (up to 64 KiB) so once it has a virtio-net header. The
-//! switch assembles such a frame (see [`frags`]) and, since no port here takes a frame in
+//! switch assembles such a frame (module `frags`) and, since no port here takes a frame in
 //! several slots, delivers it as single-slot frames: a GSO frame cut into its segments (each with
 //! the destination's header, offloads done), anything else whole if it fits the destination's
 //! buffer, dropped if not. Frames of the same sync before it are delivered first, so the order
 //! between them holds. A chain the guest left unfinished, or one longer than
-//! [`frags::MAX_FRAME`], is refused as bad slots.
+//! `frags::MAX_FRAME` (64 KiB and a header), is refused as bad slots.
 //!
 //! # Delivery
 //!
