@@ -50,6 +50,26 @@ impl ChainRx {
     #[allow(clippy::too_many_arguments)]
     pub fn deliver(
         &mut self,
+        ring: (&RingView, &BufPool),
+        span: (u32, u32),
+        writer: &mut RxWriter,
+        mem: &GuestMemoryMmap,
+        q: &mut VirtQueue,
+        conf: &HdrConf,
+        st: &VqStats,
+    ) -> ChainDone {
+        let done = self.deliver_chain(ring, span, writer, mem, q, conf, st);
+        if let ChainDone::Released(_) = done {
+            // The next chain starts from its first segment.
+            self.done = 0;
+        }
+        done
+    }
+
+    /// [`Self::deliver`], but for the segment count it leaves behind.
+    #[allow(clippy::too_many_arguments)]
+    fn deliver_chain(
+        &mut self,
         (rx, bufs): (&RingView, &BufPool),
         (head, tail): (u32, u32),
         writer: &mut RxWriter,
@@ -98,7 +118,6 @@ impl ChainRx {
         };
         let Some(hdr) = hdr else {
             VqStats::add(&st.bad_headers, 1);
-            self.done = 0;
             return released;
         };
         if !hdr.is_gso() {
@@ -123,7 +142,6 @@ impl ChainRx {
             Ok(g) if plen + g.segment_len(0) <= self.segment.len() => g,
             _ => {
                 VqStats::add(&st.bad_headers, 1);
-                self.done = 0;
                 return released;
             }
         };
@@ -146,7 +164,6 @@ impl ChainRx {
             }
             self.done += 1;
         }
-        self.done = 0;
         released
     }
 }
