@@ -233,8 +233,8 @@ pub struct ValeTx {
     pub lists: Vec<Vec<u32>>,
     /// Counters.
     pub stats: Arc<RingStats>,
-    /// The frame being converted (between ports of different header lengths) or assembled from
-    /// its slots ([`frags`]).
+    /// The frame being converted (between ports of different header lengths), a buffer's worth;
+    /// grown to `frags::MAX_FRAME` by the first chain of slots assembled in it.
     frame: Vec<u8>,
     /// The converted frame or segment.
     out: Vec<u8>,
@@ -263,7 +263,7 @@ impl ValeTx {
         stats: Arc<RingStats>,
     ) -> Self {
         let mut t = Self {
-            frame: vec![0; (bufs.buf_size() as usize).max(frags::MAX_FRAME)],
+            frame: vec![0; bufs.buf_size() as usize],
             out: Vec::new(),
             bad_headers: Vec::with_capacity(tx.num_slots() as usize),
             ports: Arc::default(),

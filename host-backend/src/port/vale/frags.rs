@@ -18,6 +18,10 @@ impl ValeTx {
     /// `bad_slots`; a destination without room drops the frame (one drop).
     pub(super) fn multi_slot(&mut self, b: &mut TxBatch, my_len: usize) {
         let buf_size = self.bufs.buf_size() as usize;
+        if self.frame.len() < MAX_FRAME {
+            // Once per ring, on its first chain (most senders never chain).
+            self.frame.resize(MAX_FRAME, 0);
+        }
         let (mut total, mut slots, mut ok, mut complete) = (0usize, 0u64, true, false);
         // The first slot's flags speak for the frame (NO_LEARN).
         let first_flags = b.slot().map_or(0, |j| self.tx.flags(j));
