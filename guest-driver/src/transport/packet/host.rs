@@ -7,15 +7,23 @@ use crate::sys::packet::{PacketSocket, BATCH};
 use ptnet_protocol::netmap::{ring_add, BufPool, RingView};
 use ptnet_protocol::sync::{ring_prev, HostKring, PortSync};
 
-/// TX: slots `[hwcur, head)` go out in batches; each one sent (or dropped) completes at once.
-pub(super) struct TxSide<'a> {
+/// One ring's port side: the socket, the port's buffers, the ring, and the counters its passes
+/// add to. `TX` picks the direction's sync ([`TxSide`], [`RxSide`]).
+pub(super) struct Side<'a, const TX: bool> {
     sock: &'a PacketSocket,
     bufs: &'a BufPool,
     view: &'a RingView,
     stats: &'a mut PacketStats,
 }
 
-impl<'a> TxSide<'a> {
+/// TX: slots `[hwcur, head)` go out in batches; each one sent (or dropped) completes at once.
+pub(super) type TxSide<'a> = Side<'a, true>;
+
+/// RX: the slots the application released are taken back, then the free ones (`hwtail` up to
+/// just before `hwcur`) filled in batches.
+pub(super) type RxSide<'a> = Side<'a, false>;
+
+impl<'a, const TX: bool> Side<'a, TX> {
     pub(super) fn new(
         sock: &'a PacketSocket,
         bufs: &'a BufPool,
@@ -29,7 +37,9 @@ impl<'a> TxSide<'a> {
             stats,
         }
     }
+}
 
+impl TxSide<'_> {
     /// The slot's frame as `(offset in the pool, length)`, if its buffer and length are sane.
     fn frame(&self, slot: u32) -> Option<(usize, usize)> {
         let len = usize::from(self.view.len(slot));
@@ -73,31 +83,6 @@ impl PortSync for TxSide<'_> {
             }
         }
         k.hwtail = ring_prev(k.hwcur, n);
-    }
-}
-
-/// RX: the slots the application released are taken back, then the free ones (`hwtail` up to
-/// just before `hwcur`) filled in batches.
-pub(super) struct RxSide<'a> {
-    sock: &'a PacketSocket,
-    bufs: &'a BufPool,
-    view: &'a RingView,
-    stats: &'a mut PacketStats,
-}
-
-impl<'a> RxSide<'a> {
-    pub(super) fn new(
-        sock: &'a PacketSocket,
-        bufs: &'a BufPool,
-        view: &'a RingView,
-        stats: &'a mut PacketStats,
-    ) -> Self {
-        Self {
-            sock,
-            bufs,
-            view,
-            stats,
-        }
     }
 }
 
