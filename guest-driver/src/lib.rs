@@ -11,6 +11,8 @@ pub mod testframe;
 pub mod transport;
 
 pub use error::Error;
-pub use port::{ForwardMode, Forwarded, Port, RingId, RxRing, SlotReader, SlotWriter, TxRing};
+pub use port::{
+    Consumed, ForwardMode, Forwarded, Port, RingId, RxRing, SlotReader, SlotWriter, TxRing,
+};
 pub use portspec::{PciSelector, PortSpec};
 pub use ring_id::Direction;

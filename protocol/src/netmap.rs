@@ -4,7 +4,7 @@
 //! Layouts are given as byte offsets (this memory is shared with C code and with untrusted guests,
 //! so we never form Rust references to it) and accessed through [`SharedMem`].
 
-use crate::shmem::{Records, SharedMem};
+use crate::shmem::{AtomicSlot, SharedMem, Slots};
 use std::sync::atomic::Ordering;
 
 /// Byte offsets and size of `struct netmap_slot`.
@@ -178,7 +178,7 @@ pub fn ring_between(lo: u32, x: u32, hi: u32, num_slots: u32) -> bool {
 #[derive(Clone, Debug)]
 pub struct RingView {
     mem: SharedMem,
-    slots: Records,
+    slots: Slots,
     num_slots: u32,
 }
 
@@ -189,7 +189,7 @@ impl RingView {
         if num_slots == 0 || !mem.contains(0, ring::size(num_slots)) {
             return None;
         }
-        let slots = mem.records(ring::SLOTS, num_slots, slot::SIZE)?;
+        let slots = mem.slots(ring::SLOTS, num_slots)?;
         Some(Self {
             mem,
             slots,
@@ -238,32 +238,38 @@ impl RingView {
     /// index can reach outside it.
     #[inline]
     pub fn buf_idx(&self, i: u32) -> u32 {
-        self.slots.load_u32(i, slot::BUF_IDX)
+        self.slots.get(i).buf_idx()
     }
     /// Length of slot `i` (untrusted).
     #[inline]
     pub fn len(&self, i: u32) -> u16 {
-        self.slots.load_u16(i, slot::LEN)
+        self.slots.get(i).len()
     }
     /// Flags of slot `i`.
     #[inline]
     pub fn flags(&self, i: u32) -> u16 {
-        self.slots.load_u16(i, slot::FLAGS)
+        self.slots.get(i).flags()
     }
     /// Sets the buffer index of slot `i`.
     #[inline]
     pub fn set_buf_idx(&self, i: u32, v: u32) {
-        self.slots.store_u32(i, slot::BUF_IDX, v)
+        self.slots.get(i).set_buf_idx(v)
     }
     /// Sets the length of slot `i`.
     #[inline]
     pub fn set_len(&self, i: u32, v: u16) {
-        self.slots.store_u16(i, slot::LEN, v)
+        self.slots.get(i).set_len(v)
     }
     /// Sets the flags of slot `i`.
     #[inline]
     pub fn set_flags(&self, i: u32, v: u16) {
-        self.slots.store_u16(i, slot::FLAGS, v)
+        self.slots.get(i).set_flags(v)
+    }
+
+    /// All the slots, for loops over runs of them (index `i` is slot `i`).
+    #[inline]
+    pub fn slots(&self) -> &[AtomicSlot] {
+        self.slots.as_slice()
     }
 
     /// Writes the ring header: geometry, direction, and head = cur = 0, tail as given.
@@ -326,7 +332,8 @@ impl BufPool {
     /// Is `idx` a buffer a ring slot may carry (not reserved, inside the pool)?
     #[inline]
     pub fn valid(&self, idx: u32) -> bool {
-        idx >= RESERVED_BUFS && idx < self.num
+        // One compare for both bounds: below the reserved ones wraps to a huge value.
+        idx.wrapping_sub(RESERVED_BUFS) < self.num.saturating_sub(RESERVED_BUFS)
     }
 
     /// Byte offset of buffer `idx` inside the pool, if `idx` is valid.

@@ -206,98 +206,135 @@ impl SharedMem {
     }
 }
 
-/// An array of `count` fixed-size records inside a [`SharedMem`] (ring slots), checked once when
-/// made: element accesses then cost no bounds check, only a clamp of the index, so the hot path
-/// stays free of divisions and branches that could fail.
+/// One ring slot in shared memory, its fields as atomics, laid out as netmap's `netmap_slot`: a
+/// u32 buffer index, a u16 length, u16 flags and a u64 pointer (16 bytes, 8-aligned). All
+/// accesses are relaxed: the slot's owner changes hands through the ring's indexes, which carry
+/// the ordering.
+#[repr(C, align(8))]
+#[derive(Debug)]
+pub struct AtomicSlot {
+    buf_idx: AtomicU32,
+    len: AtomicU16,
+    flags: AtomicU16,
+    ptr: AtomicU64,
+}
+
+// The netmap ABI: a slot is 16 bytes and its fields sit at 0, 4, 6 and 8.
+const _: () = assert!(std::mem::size_of::<AtomicSlot>() == 16);
+const _: () = assert!(std::mem::offset_of!(AtomicSlot, len) == 4);
+const _: () = assert!(std::mem::offset_of!(AtomicSlot, flags) == 6);
+const _: () = assert!(std::mem::offset_of!(AtomicSlot, ptr) == 8);
+
+// `len` is the netmap field's name, not a container's size.
+#[allow(clippy::len_without_is_empty)]
+impl AtomicSlot {
+    /// The buffer index (untrusted when the other party owns the ring).
+    #[inline]
+    pub fn buf_idx(&self) -> u32 {
+        self.buf_idx.load(Ordering::Relaxed)
+    }
+    /// The length.
+    #[inline]
+    pub fn len(&self) -> u16 {
+        self.len.load(Ordering::Relaxed)
+    }
+    /// The flags.
+    #[inline]
+    pub fn flags(&self) -> u16 {
+        self.flags.load(Ordering::Relaxed)
+    }
+    /// The pointer field (indirect buffers).
+    #[inline]
+    pub fn ptr(&self) -> u64 {
+        self.ptr.load(Ordering::Relaxed)
+    }
+    /// Sets the buffer index.
+    #[inline]
+    pub fn set_buf_idx(&self, v: u32) {
+        self.buf_idx.store(v, Ordering::Relaxed)
+    }
+    /// Sets the length.
+    #[inline]
+    pub fn set_len(&self, v: u16) {
+        self.len.store(v, Ordering::Relaxed)
+    }
+    /// Sets the flags.
+    #[inline]
+    pub fn set_flags(&self, v: u16) {
+        self.flags.store(v, Ordering::Relaxed)
+    }
+    /// Sets the pointer field.
+    #[inline]
+    pub fn set_ptr(&self, v: u64) {
+        self.ptr.store(v, Ordering::Relaxed)
+    }
+}
+
+/// An array of `count` ring slots inside a [`SharedMem`], checked once when made. Element
+/// accesses then cost no bounds check, only a clamp of the index, and the data path takes the
+/// whole array as a slice ([`Self::as_slice`]), one bounds check per run of slots.
 #[derive(Clone)]
-pub struct Records {
-    base: *mut u8,
+pub struct Slots {
+    base: *const AtomicSlot,
     count: u32,
-    stride: usize,
-    // Held, never read: the records' memory lives while they do.
+    // Held, never read: the slots' memory lives while they do.
     _keep: Option<Keepalive>,
 }
 
-impl std::fmt::Debug for Records {
+impl std::fmt::Debug for Slots {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Records")
+        f.debug_struct("Slots")
             .field("base", &self.base)
             .field("count", &self.count)
-            .field("stride", &self.stride)
             .finish()
     }
 }
 
-// SAFETY: as for `SharedMem`, of which a `Records` is a checked sub-window.
-unsafe impl Send for Records {}
+// SAFETY: as for `SharedMem`, of which a `Slots` is a checked sub-window.
+unsafe impl Send for Slots {}
 // SAFETY: as above.
-unsafe impl Sync for Records {}
+unsafe impl Sync for Slots {}
 
 impl SharedMem {
-    /// `count` records of `stride` bytes from `off`; `None` unless they fit, `count > 0`, and
-    /// `off` and `stride` are multiples of 8.
-    pub fn records(&self, off: usize, count: u32, stride: usize) -> Option<Records> {
-        let bytes = (count as usize).checked_mul(stride)?;
-        if count == 0 || stride == 0 || !stride.is_multiple_of(8) || self.sub(off, bytes).is_none()
-        {
+    /// `count` slots from `off`; `None` unless they fit, `count > 0`, and `off` is a multiple
+    /// of 8.
+    pub fn slots(&self, off: usize, count: u32) -> Option<Slots> {
+        let bytes = (count as usize).checked_mul(std::mem::size_of::<AtomicSlot>())?;
+        if count == 0 || !off.is_multiple_of(8) || self.sub(off, bytes).is_none() {
             return None;
         }
-        Some(Records {
+        Some(Slots {
             // SAFETY: `off + bytes <= len` was checked by `sub`, so the pointer stays inside the
             // window.
-            base: unsafe { self.base.add(off) },
+            base: unsafe { self.base.add(off) } as *const AtomicSlot,
             count,
-            stride,
             _keep: self.keep.clone(),
         })
     }
 }
 
-impl Records {
-    /// Number of records.
+impl Slots {
+    /// Number of slots.
     #[inline]
     pub fn count(&self) -> u32 {
         self.count
     }
 
-    /// The atomic at byte `field` of record `i`. An index past the end is clamped to the last
-    /// record, so no value, however corrupt, reaches outside the array.
+    /// Slot `i`. An index past the end is clamped to the last slot, so no value, however
+    /// corrupt, reaches outside the array.
     #[inline]
-    fn field<T>(&self, i: u32, field: usize) -> &T {
-        let size = std::mem::size_of::<T>();
-        // Field offsets are constants of the record layout: this folds away.
-        assert!(field + size <= self.stride && field.is_multiple_of(size));
-        let i = i.min(self.count - 1) as usize;
-        // SAFETY: `i < count` and `field + size <= stride`, so the access lies inside the window
-        // checked in `SharedMem::records`; it is naturally aligned because the base, the stride
-        // and the field offset are.
-        unsafe { &*(self.base.add(i * self.stride + field) as *const T) }
+    pub fn get(&self, i: u32) -> &AtomicSlot {
+        &self.as_slice()[i.min(self.count - 1) as usize]
     }
 
-    /// Relaxed load of the u32 at `field` of record `i`.
+    /// All the slots.
     #[inline]
-    pub fn load_u32(&self, i: u32, field: usize) -> u32 {
-        self.field::<AtomicU32>(i, field).load(Ordering::Relaxed)
-    }
-
-    /// Relaxed store of the u32 at `field` of record `i`.
-    #[inline]
-    pub fn store_u32(&self, i: u32, field: usize, v: u32) {
-        self.field::<AtomicU32>(i, field)
-            .store(v, Ordering::Relaxed)
-    }
-
-    /// Relaxed load of the u16 at `field` of record `i`.
-    #[inline]
-    pub fn load_u16(&self, i: u32, field: usize) -> u16 {
-        self.field::<AtomicU16>(i, field).load(Ordering::Relaxed)
-    }
-
-    /// Relaxed store of the u16 at `field` of record `i`.
-    #[inline]
-    pub fn store_u16(&self, i: u32, field: usize, v: u16) {
-        self.field::<AtomicU16>(i, field)
-            .store(v, Ordering::Relaxed)
+    pub fn as_slice(&self) -> &[AtomicSlot] {
+        // SAFETY: `count` slots from `base` lie inside the window checked in `SharedMem::slots`,
+        // which stays mapped while `_keep` (or the creator's promise) holds; `base` is 8-aligned
+        // (the window's base is, and `off` was checked); `AtomicSlot` is atomics only, so shared
+        // references tolerate the other party's concurrent writes, and `count > 0`.
+        unsafe { std::slice::from_raw_parts(self.base, self.count as usize) }
     }
 }
 
@@ -332,11 +369,11 @@ mod tests {
     fn views_keep_their_memory_alive() {
         let m = OwnedMem::new(64);
         let mem = m.mem();
-        let slots = mem.records(16, 3, 16).unwrap();
+        let slots = mem.slots(16, 3).unwrap();
         drop(m);
         drop(mem);
-        slots.store_u32(2, 4, 9);
-        assert_eq!(slots.load_u32(2, 4), 9);
+        slots.get(2).set_len(9);
+        assert_eq!(slots.as_slice()[2].len(), 9);
     }
 
     #[test]
@@ -375,19 +412,33 @@ mod tests {
     }
 
     #[test]
-    fn records_clamp_indexes_to_the_array() {
+    fn slots_sit_where_netmap_puts_them_and_clamp_indexes() {
         let m = OwnedMem::new(64);
-        let r = m.mem().records(16, 3, 16).unwrap();
-        r.store_u32(2, 4, 7);
-        assert_eq!(m.mem().load_u32(16 + 32 + 4, Ordering::Relaxed), 7);
-        // Past the end: the last record, never beyond.
-        r.store_u16(u32::MAX, 0, 9);
-        assert_eq!(r.load_u16(2, 0), 9);
-        assert_eq!(r.count(), 3);
-        assert!(m.mem().records(16, 4, 16).is_none());
-        assert!(m.mem().records(16, 0, 16).is_none());
-        assert!(m.mem().records(16, 2, 12).is_none());
-        assert!(m.mem().records(4, 2, 16).is_none());
+        let r = m.mem().slots(16, 3).unwrap();
+        let s = r.get(2);
+        s.set_buf_idx(0x0102_0304);
+        s.set_len(0x0506);
+        s.set_flags(0x0708);
+        s.set_ptr(0x1112_1314_1516_1718);
+        let mut b = [0u8; 16];
+        assert!(m.mem().read(16 + 32, &mut b));
+        let golden = [
+            4, 3, 2, 1, 6, 5, 8, 7, 0x18, 0x17, 0x16, 0x15, 0x14, 0x13, 0x12, 0x11,
+        ];
+        assert_eq!(b, golden);
+        assert_eq!(
+            (s.buf_idx(), s.len(), s.flags()),
+            (0x0102_0304, 0x0506, 0x0708)
+        );
+        assert_eq!(s.ptr(), 0x1112_1314_1516_1718);
+        // Past the end: the last slot, never beyond.
+        r.get(u32::MAX).set_len(9);
+        assert_eq!(r.as_slice()[2].len(), 9);
+        assert_eq!((r.count(), r.as_slice().len()), (3, 3));
+        assert!(m.mem().slots(16, 4).is_none());
+        assert!(m.mem().slots(16, 0).is_none());
+        assert!(m.mem().slots(4, 2).is_none());
+        assert!(m.mem().slots(usize::MAX - 8, 1).is_none());
     }
 
     #[test]

@@ -141,7 +141,12 @@ pub struct SlotWriter<'a> {
     len: usize,
 }
 
-impl SlotWriter<'_> {
+impl<'a> SlotWriter<'a> {
+    #[inline]
+    pub(super) fn new(bufs: &'a BufPool, idx: u32, len: usize) -> Self {
+        Self { bufs, idx, len }
+    }
+
     /// The index of the buffer being filled. Buffers change hands (a pipe swaps the sender's
     /// buffer with the receiver's), so a sender that prepares each buffer once keeps note of the
     /// indexes it has filled already.

@@ -42,6 +42,7 @@ pub use crate::ring_id::RingId;
 
 mod app;
 mod attach;
+mod batch;
 mod forward;
 #[cfg(test)]
 mod mock;
@@ -50,6 +51,7 @@ mod ring;
 mod wait;
 
 pub use app::{RxRing, SlotReader, SlotWriter, TxRing};
+pub use batch::Consumed;
 pub use forward::{ForwardMode, Forwarded};
 
 use ring::RingState;

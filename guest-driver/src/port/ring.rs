@@ -4,7 +4,7 @@
 use crate::transport::Transport;
 use crate::Error;
 use ptnet_protocol::csb::{Atok, Ktoa};
-use ptnet_protocol::netmap::{ring_dist, RingView};
+use ptnet_protocol::netmap::{ring_add, ring_dist, RingView};
 use ptnet_protocol::sync::GuestKring;
 
 /// Per-ring state: the view of the netmap ring, the CSB entries, the guest sync state and the
@@ -87,5 +87,13 @@ impl RingState {
     #[inline]
     pub(super) fn avail(&self) -> u32 {
         ring_dist(self.cur, self.tail, self.view.num_slots())
+    }
+
+    /// The application is done with `n` more slots from `cur` (at most [`Self::avail`]): moves
+    /// `cur` and `head` past them.
+    #[inline]
+    pub(super) fn advance(&mut self, n: u32) {
+        self.cur = ring_add(self.cur, n, self.view.num_slots());
+        self.head = self.cur;
     }
 }

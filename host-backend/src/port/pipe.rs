@@ -43,6 +43,7 @@
 use crate::port::delivery::DeliveryRing;
 use crate::port::ring::{BatchCounts, RingStats, RingSync, TxBatch};
 use ptnet_protocol::netmap::{ring_add, slot_flags, BufPool, RingView};
+use ptnet_protocol::shmem::AtomicSlot;
 use ptnet_protocol::sync::{HostKring, PortSync};
 use ptnet_protocol::vnet::{self, VnetHeader};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -234,6 +235,30 @@ fn other_slot(
     false
 }
 
+/// The common case, kept tight: swaps the buffers of the slot pairs of `tx` and `rx` in order
+/// (a chain's MOREFRAG crossing with its slot), as long as both slots are sane. Returns how
+/// many pairs it swapped (it stops at the first pair that is not sane, left to the slow path)
+/// and their bytes. Only for ends of equal header lengths. Not inlined: alone, its loop keeps
+/// everything in registers (the sync around it has too much live state).
+#[inline(never)]
+fn swap_run(tx: &[AtomicSlot], rx: &[AtomicSlot], bufs: &BufPool) -> (usize, u64) {
+    let (mut bytes, buf_size) = (0u64, bufs.buf_size());
+    for (n, (t, r)) in tx.iter().zip(rx).enumerate() {
+        let (ai, len, bi) = (t.buf_idx(), t.len(), r.buf_idx());
+        if !(bufs.valid(ai) && bufs.valid(bi) && u32::from(len) <= buf_size) {
+            return (n, bytes);
+        }
+        let more = t.flags() & slot_flags::MOREFRAG;
+        t.set_buf_idx(bi);
+        t.set_flags(slot_flags::BUF_CHANGED);
+        r.set_buf_idx(ai);
+        r.set_len(len);
+        r.set_flags(slot_flags::BUF_CHANGED | more);
+        bytes += u64::from(len);
+    }
+    (tx.len().min(rx.len()), bytes)
+}
+
 impl PortSync for PipeTx {
     fn sync(&mut self, k: &mut HostKring, _flags: u32) {
         let mut b = TxBatch::new(k);
@@ -250,39 +275,59 @@ impl PortSync for PipeTx {
         if let Some(res) = self.peer.reserve(pending) {
             let [mine, theirs] = [0, 1].map(|e| self.hdr_lens[e].load(Ordering::Relaxed));
             let (src_len, dst_len) = (usize::from(mine), usize::from(theirs));
-            let (rx, buf_size) = (&self.peer.ring, self.bufs.buf_size());
+            let rx = &self.peer.ring;
             let mut d = res.start;
             let (same, mut swapped, mut bytes) = (src_len == dst_len, 0u64, 0u64);
             if same {
                 // Chains matter to the slow path only between ends of different lengths.
                 self.chain = Chain::Start;
             }
-            for _ in 0..res.n {
-                let j = b.slot().expect("no more reserved than pending");
-                let (ai, len, bi) = (self.tx.buf_idx(j), self.tx.len(j), rx.buf_idx(d));
-                if same && self.bufs.valid(ai) && self.bufs.valid(bi) && u32::from(len) <= buf_size
-                {
-                    // The common case, kept tight: equal headers, sane slots, a plain swap (a
-                    // chain's MOREFRAG crossing with its slot).
-                    let more = self.tx.flags(j) & slot_flags::MOREFRAG;
-                    self.tx.set_buf_idx(j, bi);
-                    self.tx.set_flags(j, slot_flags::BUF_CHANGED);
-                    rx.set_buf_idx(d, ai);
-                    rx.set_len(d, len);
-                    rx.set_flags(d, slot_flags::BUF_CHANGED | more);
-                    swapped += 1;
-                    bytes += u64::from(len);
-                } else {
-                    let slot = Slot { j, d, ai, len, bi };
+            // Contiguous runs of both rings (a run ends where either wraps), each taken as a
+            // pair of slices: one bounds check a run, not a clamp per field.
+            let (txs, rxs) = (self.tx.slots(), rx.slots());
+            let mut left = res.n;
+            while left > 0 {
+                let Some(j) = b.slot() else { break };
+                let room = (rx.num_slots() - d).min(self.tx.num_slots().saturating_sub(j));
+                let (j, run) = b.run(left.min(room));
+                if run == 0 {
+                    break; // (a kring and its ring of different sizes: never, by construction)
+                }
+                let (txr, rxr) = (
+                    &txs[j as usize..][..run as usize],
+                    &rxs[d as usize..][..run as usize],
+                );
+                let mut k = 0;
+                while k < run {
+                    if same {
+                        let (n, b) = swap_run(&txr[k as usize..], &rxr[k as usize..], &self.bufs);
+                        (swapped, bytes) = (swapped + n as u64, bytes + b);
+                        k += n as u32;
+                        if k == run {
+                            break;
+                        }
+                    }
+                    // A slot the tight loop left (headers to convert, or a bad slot).
+                    let (t, r) = (&txr[k as usize], &rxr[k as usize]);
+                    let (ai, len, bi) = (t.buf_idx(), t.len(), r.buf_idx());
+                    let slot = Slot {
+                        j: j + k,
+                        d: d + k,
+                        ai,
+                        len,
+                        bi,
+                    };
                     let lens = (src_len, dst_len);
                     let ends = (&self.tx, rx, &self.bufs);
                     let state = (&mut self.frame[..], &mut self.chain);
                     if other_slot(ends, slot, lens, state, &mut b.counts) {
                         peer_bad += 1;
                     }
+                    k += 1;
                 }
-                b.next();
-                d = ring_add(d, 1, rx.num_slots());
+                b.advance(run);
+                d = ring_add(d, run, rx.num_slots());
+                left -= run;
             }
             b.counts.packets += swapped;
             b.counts.bytes += bytes;

@@ -238,6 +238,21 @@ impl TxBatch {
         self.j = ring_add(self.j, 1, self.n);
     }
 
+    /// The slots from [`Self::slot`] on, as far as the ring's end: at most `n` of them, the
+    /// pending ones only. Returns the first and how many (0 when none is pending); the caller
+    /// handles them and moves on with [`Self::advance`].
+    #[inline]
+    pub fn run(&self, n: u32) -> (u32, u32) {
+        (self.j, n.min(self.pending()).min(self.n - self.j))
+    }
+
+    /// `n` slots (from [`Self::run`]) are handled: go on past them.
+    #[inline]
+    pub fn advance(&mut self, n: u32) {
+        debug_assert!(n <= self.pending(), "past the guest's head");
+        self.j = ring_add(self.j, n, self.n);
+    }
+
     /// Slots still pending.
     #[inline]
     pub fn pending(&self) -> u32 {
