@@ -50,10 +50,15 @@ pub enum Topo {
     Vale,
 }
 
+/// The daemon's slots per ring when a port does not say.
+pub const DEFAULT_SLOTS: u32 = 1024;
+
 pub struct PtParams {
     pub topo: Topo,
     pub batch: u32,
     pub rings: u32,
+    /// Slots per ring (the daemon's default, netmap's, is 1024).
+    pub slots: u32,
     pub len: usize,
 }
 
@@ -63,6 +68,7 @@ impl PtParams {
             topo,
             batch: 512,
             rings: 1,
+            slots: DEFAULT_SLOTS,
             len: 60,
         }
     }
@@ -81,10 +87,17 @@ fn pin_rings() -> bool {
 }
 
 pub fn pt_case(p: &PtParams, daemon_args: &[String]) -> (ptnet::Case, Placement) {
-    let conf = if p.rings > 1 {
-        format!("@conf:rings={}", p.rings)
-    } else {
+    let mut opts = Vec::new();
+    if p.rings > 1 {
+        opts.push(format!("rings={}", p.rings));
+    }
+    if p.slots != DEFAULT_SLOTS {
+        opts.push(format!("slots={}", p.slots));
+    }
+    let conf = if opts.is_empty() {
         String::new()
+    } else {
+        format!("@conf:{}", opts.join(","))
     };
     // `--fast`: pkt-gen sends as netmap's does (each buffer prepared once, the receiver only
     // counts), DPDK's testpmd txonly/rxonly being the same kind of sender and sink. The tests
@@ -408,4 +421,26 @@ pub fn compare(o: &Opts, bins: &Bins, name: &str, topo: Topo, target: f64) -> Re
         }
     }
     Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_options_are_written_only_when_not_the_default() {
+        let mut p = PtParams::base(Topo::Pipe);
+        assert_eq!(pt_case(&p, &[]).0.ports, ["netmap:bp{1", "netmap:bp}1"]);
+        (p.rings, p.slots) = (2, 4096);
+        let ports = pt_case(&p, &[]).0.ports;
+        assert_eq!(
+            ports,
+            [
+                "netmap:bp{1@conf:rings=2,slots=4096",
+                "netmap:bp}1@conf:rings=2,slots=4096"
+            ]
+        );
+        p.rings = 1;
+        assert_eq!(pt_case(&p, &[]).0.ports[0], "netmap:bp{1@conf:slots=4096");
+    }
 }

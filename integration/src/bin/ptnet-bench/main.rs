@@ -13,7 +13,8 @@
 //! * P3 the same through VALE.
 //! * P4 daemon CPU with 64 idle VALE ports (% of one core, /proc/PID/stat utime+stime).
 //! * P5 ping-pong round trip through a pipe (p50, p99, p99.9).
-//! * Scaling: batch 1/8/64/512, rings 1/2/4, frame sizes 60/256/1514 (over the pipe).
+//! * Scaling: batch 1/8/64/512, rings 1/2/4, slots per ring 1024/2048/4096, frame sizes
+//!   60/256/1514 (over the pipe).
 //! * P8 the cost at a fixed offered load (1 and 5 Mpps): CPU seconds per million packets of every
 //!   process of each side, P1-P3's paths (`cost.rs`; DPDK's paced sender: `dpdk_paced.rs`).
 //!
@@ -29,6 +30,7 @@ mod cases;
 mod cost;
 mod dpdk;
 mod dpdk_paced;
+mod floors;
 mod opts;
 mod proc;
 mod ptnet;

@@ -10,7 +10,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use vmm_sys_util::eventfd::EventFd;
 
 /// One captured output line and when it arrived.
 #[derive(Clone, Debug)]
@@ -338,7 +337,7 @@ pub fn window_mean(
 }
 
 /// Pins the calling thread to the CPUs in `cpus` (best effort, as a benchmark helper).
-fn pin_self_to(cpus: impl IntoIterator<Item = usize>) {
+pub fn pin_self_to(cpus: impl IntoIterator<Item = usize>) {
     let mut set = CpuSet::new();
     for c in cpus {
         let _ = set.set(c);
@@ -347,38 +346,6 @@ fn pin_self_to(cpus: impl IntoIterator<Item = usize>) {
     let _ = sched_setaffinity(Pid::from_raw(0), &set);
 }
 
-fn pin_self(cpu: usize) {
+pub fn pin_self(cpu: usize) {
     pin_self_to([cpu]);
-}
-
-/// The machine's floor for a sleeping hand-off: two threads on CPUs 0 and 1 bouncing a token
-/// through two eventfds (two cross-CPU wake-ups per round trip). (p50, p99, p99.9) in us.
-pub fn eventfd_floor(rounds: usize) -> (f64, f64, f64) {
-    // Blocking eventfds (flags 0), closed when dropped at the end.
-    let (a, b) = (
-        EventFd::new(0).expect("eventfd"),
-        EventFd::new(0).expect("eventfd"),
-    );
-    let mut v: Vec<u64> = Vec::with_capacity(rounds);
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            pin_self(1);
-            for _ in 0..rounds {
-                let _ = a.read();
-                let _ = b.write(1);
-            }
-        });
-        pin_self(0);
-        for _ in 0..rounds {
-            let t0 = Instant::now();
-            let _ = a.write(1);
-            let _ = b.read();
-            v.push(t0.elapsed().as_nanos() as u64);
-        }
-    });
-    // Undo the pinning of this (main) thread.
-    pin_self_to(0..CpuSet::count());
-    v.sort_unstable();
-    let q = |p: f64| v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1] as f64 / 1e3;
-    (q(0.5), q(0.99), q(0.999))
 }

@@ -56,7 +56,7 @@ pub fn ping_pong(o: &Opts, bins: &Bins, w: &Workload, rep: &mut Report) -> Resul
         p99.0.push(b);
         p999.0.push(c);
     }
-    let floor = proc::eventfd_floor(if o.quick { 5_000 } else { 50_000 });
+    let floor = crate::floors::eventfd_floor(if o.quick { 5_000 } else { 50_000 });
     eprintln!(
         "bench: p5 floor (eventfd ping-pong, cpu 0 <-> cpu 1) p50 {:.1} us p99 {:.1} us p99.9 {:.1} us",
         floor.0, floor.1, floor.2

@@ -68,6 +68,10 @@ fn set_rings(p: &mut PtParams, x: u64) {
     p.rings = x as u32;
 }
 
+fn set_slots(p: &mut PtParams, x: u64) {
+    p.slots = x as u32;
+}
+
 fn set_len(p: &mut PtParams, x: u64) {
     p.len = x as usize;
 }
@@ -144,6 +148,16 @@ pub const WORKLOADS: &[Workload] = &[
         kind: Kind::Scaling {
             points: &[1, 2, 4],
             apply: set_rings,
+        },
+    },
+    Workload {
+        // On 2 CPUs the sender and the daemon's TX ring thread share CPU 0 and switch once a
+        // ring's worth of packets: the ring size sets how often (the P2 bound, see README).
+        key: "slots",
+        name: "scaling pipe",
+        kind: Kind::Scaling {
+            points: &[1024, 2048, 4096],
+            apply: set_slots,
         },
     },
     Workload {
@@ -340,6 +354,9 @@ fn compared(
         ));
     }
     rep.res.set(key, c.json());
+    if key == "p2" {
+        crate::floors::p2_bounds(o, rep)?;
+    }
     match c.dpdk_errors.first() {
         None => Ok(()),
         Some((shape, e)) => Err(format!(
@@ -408,7 +425,8 @@ mod tests {
         assert_eq!(uniq.len(), keys.len(), "{keys:?}");
         assert!(crate::opts::usage().contains(&keys.join(",")), "{keys:?}");
         for k in [
-            "p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8", "nic", "batch", "rings", "size",
+            "p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8", "nic", "batch", "rings", "slots",
+            "size",
         ] {
             assert!(keys.contains(&k), "{k}");
         }
@@ -452,6 +470,7 @@ mod tests {
                 let got = match w.key {
                     "batch" => u64::from(p.batch),
                     "rings" => u64::from(p.rings),
+                    "slots" => u64::from(p.slots),
                     _ => p.len as u64,
                 };
                 assert_eq!(got, x, "{}", w.key);
