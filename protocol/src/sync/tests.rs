@@ -32,13 +32,13 @@ fn fixture(n: u32) -> Fixture {
 
 /// A TX port that takes at most `budget` packets per sync and records their sequence numbers
 /// (carried in the slot length).
-struct Sink<'a> {
-    ring: &'a RingView,
+struct Sink {
+    ring: RingView,
     budget: u32,
     out: Vec<u16>,
 }
 
-impl PortSync for Sink<'_> {
+impl PortSync for Sink {
     fn sync(&mut self, k: &mut HostKring, _flags: u32) {
         let mut taken = 0;
         while k.hwcur != k.rhead && taken < self.budget {
@@ -74,18 +74,42 @@ impl PortSync for Source {
     }
 }
 
-fn run_tx(n: u32, bursts: &[u32], budget: u32, want_interrupts: bool) -> Vec<u16> {
+/// A started TX ring, the guest attached to it, and a sink taking up to 100 packets a sync.
+struct TxRig {
+    f: Fixture,
+    host: HostKring,
+    guest: GuestKring,
+    sink: Sink,
+}
+
+fn tx_rig(n: u32) -> TxRig {
     let f = fixture(n);
     let mut host = HostKring::new_tx(n);
     host.start(&f.atok, &f.ktoa);
-    let mut guest = GuestKring::attach(n, &f.atok, &f.ktoa);
-    guest.want_interrupts = want_interrupts;
-    f.ring.set_tail(guest.hwtail);
-    let mut sink = Sink {
-        ring: &f.ring,
-        budget,
+    let guest = GuestKring::attach(n, &f.atok, &f.ktoa);
+    let sink = Sink {
+        ring: f.ring.clone(),
+        budget: 100,
         out: Vec::new(),
     };
+    TxRig {
+        f,
+        host,
+        guest,
+        sink,
+    }
+}
+
+fn run_tx(n: u32, bursts: &[u32], budget: u32, want_interrupts: bool) -> Vec<u16> {
+    let TxRig {
+        f,
+        mut host,
+        mut guest,
+        mut sink,
+    } = tx_rig(n);
+    guest.want_interrupts = want_interrupts;
+    f.ring.set_tail(guest.hwtail);
+    sink.budget = budget;
     let mut irqs = 0;
     let mut seq: u16 = 0;
     let total: u32 = bursts.iter().sum();
@@ -207,14 +231,12 @@ proptest! {
 #[test]
 fn host_resets_on_bad_indexes() {
     let n = 8;
-    let f = fixture(n);
-    let mut host = HostKring::new_tx(n);
-    host.start(&f.atok, &f.ktoa);
-    let mut sink = Sink {
-        ring: &f.ring,
-        budget: 100,
-        out: Vec::new(),
-    };
+    let TxRig {
+        f,
+        mut host,
+        mut sink,
+        ..
+    } = tx_rig(n);
     for (head, cur) in [(9, 0), (0, 9), (u32::MAX, 0), (3, 2)] {
         f.atok.appl_write(head, cur);
         let stop = host.tx_pass(&f.atok, &f.ktoa, &mut sink, false, &mut || {});
@@ -235,10 +257,7 @@ fn host_resets_on_bad_indexes() {
 
 #[test]
 fn guest_rejects_its_own_bad_indexes() {
-    let f = fixture(8);
-    let mut host = HostKring::new_tx(8);
-    host.start(&f.atok, &f.ktoa);
-    let mut guest = GuestKring::attach(8, &f.atok, &f.ktoa);
+    let TxRig { mut guest, .. } = tx_rig(8);
     assert_eq!(guest.hwtail, 7);
     assert!(guest.prologue(8, 0).is_err());
     assert!(guest.prologue(3, 1).is_err());
@@ -249,15 +268,13 @@ fn guest_rejects_its_own_bad_indexes() {
 #[test]
 fn interrupts_only_when_asked() {
     let n = 4;
-    let f = fixture(n);
-    let mut host = HostKring::new_tx(n);
-    host.start(&f.atok, &f.ktoa);
-    let mut guest = GuestKring::attach(n, &f.atok, &f.ktoa);
-    let mut sink = Sink {
-        ring: &f.ring,
-        budget: 0,
-        out: Vec::new(),
-    };
+    let TxRig {
+        f,
+        mut host,
+        mut guest,
+        mut sink,
+    } = tx_rig(n);
+    sink.budget = 0;
     // Fill the ring: the guest would block and asks for an interrupt.
     guest.prologue(3, 3).unwrap();
     assert!(guest.txsync(&f.atok, &f.ktoa, 0));
@@ -320,15 +337,12 @@ fn an_idle_receiver_does_not_kick_the_host() {
 #[test]
 fn guest_follows_a_host_that_started_over() {
     let n = 16;
-    let f = fixture(n);
-    let mut host = HostKring::new_tx(n);
-    host.start(&f.atok, &f.ktoa);
-    let mut guest = GuestKring::attach(n, &f.atok, &f.ktoa);
-    let mut sink = Sink {
-        ring: &f.ring,
-        budget: 100,
-        out: Vec::new(),
-    };
+    let TxRig {
+        f,
+        mut host,
+        mut guest,
+        mut sink,
+    } = tx_rig(n);
     // Ten packets go through; the guest is at 10.
     guest.prologue(10, 10).unwrap();
     guest.txsync(&f.atok, &f.ktoa, 0);
@@ -376,15 +390,12 @@ fn create_initialises_the_csb_as_netmap_does() {
 #[test]
 fn a_resumed_tx_ring_goes_on_from_the_guests_positions() {
     let n = 16;
-    let f = fixture(n);
-    let mut host = HostKring::new_tx(n);
-    host.start(&f.atok, &f.ktoa);
-    let mut guest = GuestKring::attach(n, &f.atok, &f.ktoa);
-    let mut sink = Sink {
-        ring: &f.ring,
-        budget: 100,
-        out: Vec::new(),
-    };
+    let TxRig {
+        f,
+        mut host,
+        mut guest,
+        mut sink,
+    } = tx_rig(n);
     guest.prologue(10, 10).unwrap();
     guest.txsync(&f.atok, &f.ktoa, 0);
     host.tx_pass(&f.atok, &f.ktoa, &mut sink, false, &mut || {});
@@ -450,15 +461,12 @@ fn resume_refuses_a_csb_that_makes_no_ring() {
 #[test]
 fn a_ring_resumed_in_place_sends_what_the_guest_queued() {
     let n = 16;
-    let f = fixture(n);
-    let mut host = HostKring::new_tx(n);
-    host.start(&f.atok, &f.ktoa);
-    let mut guest = GuestKring::attach(n, &f.atok, &f.ktoa);
-    let mut sink = Sink {
-        ring: &f.ring,
-        budget: 100,
-        out: Vec::new(),
-    };
+    let TxRig {
+        f,
+        mut host,
+        mut guest,
+        mut sink,
+    } = tx_rig(n);
     for i in 0..10 {
         f.ring.set_len(i, i as u16);
     }
@@ -482,15 +490,12 @@ fn a_ring_resumed_in_place_sends_what_the_guest_queued() {
 #[test]
 fn a_spinning_host_is_not_kicked_and_a_reset_still_asks_for_the_kick() {
     let n = 8;
-    let f = fixture(n);
-    let mut host = HostKring::new_tx(n);
-    host.start(&f.atok, &f.ktoa);
-    let mut guest = GuestKring::attach(n, &f.atok, &f.ktoa);
-    let mut sink = Sink {
-        ring: &f.ring,
-        budget: 100,
-        out: Vec::new(),
-    };
+    let TxRig {
+        f,
+        mut host,
+        mut guest,
+        mut sink,
+    } = tx_rig(n);
     let mut pass = |host: &mut HostKring, busy: bool| {
         host.tx_pass(&f.atok, &f.ktoa, &mut sink, busy, &mut || {})
     };
@@ -523,4 +528,113 @@ fn a_spinning_host_is_not_kicked_and_a_reset_still_asks_for_the_kick() {
         HostStop::Reset(BadIndexes { head: 9, cur: 0 })
     );
     assert!(f.ktoa.kern_need_kick());
+}
+
+/// A TX ring whose host runs only inside the guest's kicks, as the driver's `packet:` transport
+/// runs its host: a txsync that kicks runs the pass in `mode`, and nothing else runs it (no
+/// thread, no port notification, no wait). Each of `rounds` rounds the guest queues what fits
+/// of 5 packets and syncs; the port (a socket whose buffer fills) takes nothing in every third
+/// round. Returns how many packets were queued and what the port sent.
+fn tx_run_only_by_kicks(mode: PassMode, rounds: u16) -> (u16, Vec<u16>) {
+    let n = 8;
+    let TxRig {
+        f,
+        mut host,
+        mut guest,
+        mut sink,
+    } = tx_rig(n);
+    let mut queued = 0;
+    for round in 0..rounds {
+        sink.budget = if round % 3 == 1 { 0 } else { 100 };
+        let mut cur = f.ring.cur();
+        for _ in 0..5 {
+            if cur == guest.hwtail {
+                break;
+            }
+            f.ring.set_len(cur, queued);
+            queued += 1;
+            cur = ring_add(cur, 1, n);
+        }
+        guest.prologue(cur, cur).unwrap();
+        f.ring.set_head(cur);
+        f.ring.set_cur(cur);
+        if guest.txsync(&f.atok, &f.ktoa, 0) {
+            let stop = host.tx_pass(&f.atok, &f.ktoa, &mut sink, mode, &mut || {});
+            assert!(!matches!(stop, HostStop::Reset(_)), "{stop:?}");
+            if mode == PassMode::Kicked {
+                assert!(
+                    f.ktoa.kern_need_kick(),
+                    "stopped asking for kicks: {stop:?}"
+                );
+            }
+        }
+    }
+    (queued, sink.out)
+}
+
+/// The RX ring of such a host: 3 packets reach the port (a socket's receive queue, which fills
+/// while no pass runs) every third round; each round the guest syncs, reads all it has, gives
+/// it back and syncs again. Returns how many packets arrived and what the guest read.
+fn rx_run_only_by_kicks(mode: PassMode, rounds: u16) -> (u16, Vec<u16>) {
+    let n = 8;
+    let f = fixture(n);
+    let mut host = HostKring::new_rx(n);
+    host.start(&f.atok, &f.ktoa);
+    let mut guest = GuestKring::attach(n, &f.atok, &f.ktoa);
+    let mut port = Source {
+        ring: f.ring.clone(),
+        next: 0,
+        limit: 0,
+        budget: 8,
+    };
+    let mut sync = |guest: &mut GuestKring, port: &mut Source| {
+        guest.prologue(f.ring.head(), f.ring.cur()).unwrap();
+        if guest.rxsync(&f.atok, &f.ktoa, 0) {
+            let stop = host.rx_pass(&f.atok, &f.ktoa, port, mode, &mut || {});
+            assert!(!matches!(stop, HostStop::Reset(_)), "{stop:?}");
+            if mode == PassMode::Kicked {
+                assert!(
+                    f.ktoa.kern_need_kick(),
+                    "stopped asking for kicks: {stop:?}"
+                );
+            }
+        }
+    };
+    let mut got = Vec::new();
+    for round in 0..rounds {
+        if round % 3 == 0 {
+            port.limit += 3;
+        }
+        sync(&mut guest, &mut port);
+        let mut head = f.ring.head();
+        while head != guest.hwtail {
+            got.push(f.ring.len(head));
+            head = ring_add(head, 1, n);
+        }
+        f.ring.set_head(head);
+        f.ring.set_cur(head);
+        sync(&mut guest, &mut port);
+    }
+    (port.limit, got)
+}
+
+#[test]
+fn a_host_run_only_by_kicks_keeps_asking_for_them() {
+    // In its own mode, every packet goes through both ways, in order.
+    let (queued, sent) = tx_run_only_by_kicks(PassMode::Kicked, 30);
+    assert!(queued > 50, "{queued}");
+    assert_eq!(sent, (0..queued).collect::<Vec<_>>());
+    let (arrived, got) = rx_run_only_by_kicks(PassMode::Kicked, 30);
+    assert_eq!(arrived, 30);
+    assert_eq!(got, (0..arrived).collect::<Vec<_>>());
+    // The same host passing as a sleeping thread stops with kicks off when it waits for its
+    // port (TX: the socket is full; RX: nothing came and the guest holds nothing), or as a
+    // polling loop at once, and nothing runs it again: less than a ring's worth goes through,
+    // the packet transport's stall.
+    for mode in [PassMode::Sleep, PassMode::Poll] {
+        let (queued, sent) = tx_run_only_by_kicks(mode, 30);
+        assert!(sent.len() < 8 && queued > 5, "{mode:?}: {queued} {sent:?}");
+        let (arrived, got) = rx_run_only_by_kicks(mode, 30);
+        assert!(got.len() < 8 && arrived == 30, "{mode:?}: {got:?}");
+    }
 }
