@@ -1,12 +1,13 @@
 //! The data path of one queue pair: a thread that is the in-process "guest" of the port's
 //! netmap TX ring and RX ring of the same number.
 //!
-//! The port layer is used exactly as a ptnet guest's host sync loop uses it: the thread takes
-//! the two rings' [`RingWorker`]s apart (the host kring goes into the ring's [`PassState`], its
-//! one owner while the thread runs; the port kind's [`RingSync`] stays with the thread), and a
-//! private CSB pair per ring in its own memory stands where a ptnet guest's CSB would be. The
-//! guest side of that CSB is the protocol's [`GuestKring`]; the host side runs
-//! [`HostKring::tx_pass`] / [`HostKring::rx_pass`] over the port's sync, inline on this thread:
+//! The port layer is used exactly as a ptnet guest's host sync loop uses it, through
+//! [`crate::port::private_csb`]: the thread takes the two rings' [`RingWorker`]s apart (the host
+//! kring goes into the ring's [`PassState`], its one owner while the thread runs; the port
+//! kind's [`RingSync`] stays with the thread), and a private CSB pair per ring in its own memory
+//! stands where a ptnet guest's CSB would be. The guest side of that CSB is the protocol's
+//! [`GuestKring`]; the host side runs [`HostKring::tx_pass`] / [`HostKring::rx_pass`] over the
+//! port's sync, inline on this thread:
 //!
 //! * TX kick: each TX chain's frame is copied into the next free slot of the netmap TX ring
 //!   (`queue::tx_chain_to_buf`), the chain goes to the used ring, and one host TX pass hands
@@ -24,6 +25,11 @@
 //! (EVENT_IDX: `avail_event`) only before it sleeps, with a re-check; the guest is interrupted
 //! once per batch, when the used ring crosses its `used_event`. Nothing here allocates, locks
 //! or makes a per-packet system call.
+//!
+//! [`PassState`]: crate::port::ring::PassState
+//! [`RingSync`]: crate::port::RingSync
+//! [`HostKring::tx_pass`]: ptnet_protocol::sync::HostKring::tx_pass
+//! [`HostKring::rx_pass`]: ptnet_protocol::sync::HostKring::rx_pass
 
 use super::mem::{FrontendMemory, MemCache};
 use super::queue::{
