@@ -23,29 +23,11 @@ import sys
 import tempfile
 import time
 
+from procstat import perf_per_thread, start_daemon, threads
+
 SYSCALLS = ["write", "read", "pwritev2", "preadv2", "poll", "ppoll", "futex", "clock_nanosleep",
             "nanosleep", "sched_yield", "epoll_wait", "epoll_pwait", "recvmsg", "sendmsg",
             "rt_sigreturn", "tgkill", "readlinkat", "openat", "close", "statx", "getrandom"]
-
-
-def threads(pid):
-    out = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        base = f"/proc/{pid}/task/{tid}"
-        try:
-            comm = open(f"{base}/comm").read().strip()
-            status = open(f"{base}/status").read()
-            vol = int(re.search(r"voluntary_ctxt_switches:\s+(\d+)", status).group(1))
-            inv = int(re.search(r"nonvoluntary_ctxt_switches:\s+(\d+)", status).group(1))
-            run_ns, wait_ns, slices = map(int, open(f"{base}/schedstat").read().split())
-            io = open(f"{base}/io").read()
-            syscr = int(re.search(r"syscr:\s+(\d+)", io).group(1))
-            syscw = int(re.search(r"syscw:\s+(\d+)", io).group(1))
-        except (OSError, AttributeError, ValueError):
-            continue
-        out[tid] = dict(comm=comm, vol=vol, inv=inv, run=run_ns, slices=slices, syscr=syscr,
-                        syscw=syscw)
-    return out
 
 
 def ctl(bindir, d):
@@ -100,21 +82,12 @@ def main():
     a = ap.parse_args()
     if a.snap:
         procs = dict(kv.split("=") for kv in a.snap.split(","))
-        json.dump([{k: threads(int(p)) for k, p in procs.items()}, ctl(a.bin, a.dir), time.time()],
+        json.dump([{k: threads(int(p), io=True) for k, p in procs.items()}, ctl(a.bin, a.dir), time.time()],
                   sys.stdout)
         return
     ports = ["netmap:lat{1", "netmap:lat}1"]
     d = tempfile.mkdtemp(prefix="rtt-")
-    log = open(f"{d}/backend.log", "w")
-    daemon = subprocess.Popen(
-        ["taskset", "-c", "0,1", f"{a.bin}/ptnet-backend", "--socket-dir", d]
-        + shlex.split(a.daemon_args) + ports, stdout=log, stderr=log)
-    socks = [f"{d}/{p}.sock" for p in ports]
-    t = time.time()
-    while not all(os.path.exists(s) for s in socks):
-        if time.time() - t > 10:
-            sys.exit("daemon did not come up: " + open(f"{d}/backend.log").read())
-        time.sleep(0.05)
+    daemon, socks = start_daemon(a.bin, d, ports, a.daemon_args)
     gen = lambda f, cpu, sock, extra: subprocess.Popen(
         ["taskset", "-c", cpu, f"{a.bin}/ptnet-pkt-gen", "-i", f"vhost-user:{sock}", "-f", f]
         + extra + shlex.split(a.gen_args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -162,14 +135,9 @@ def main():
         vals = {k: delta(r, k) / rtts for k in ("packets", "kicks", "irqs_sent", "irqs_suppressed",
                                                 "batches")}
         print(f"  {r:22} " + " ".join(f"{k}={v:.3f}" for k, v in vals.items()))
-    sysc = {}
-    for line in perf.splitlines():
-        f = line.split(",")
-        if len(f) > 3 and f[1].isdigit():
-            tid = f[0].rsplit("-", 1)[-1]
-            short = f[3].split("sys_enter_")[-1].split(":")[-1]
-            short = "ALL" if short == "sys_enter" else short
-            sysc.setdefault(tid, {})[short] = int(f[1])
+    # raw_syscalls:sys_enter counts them all.
+    sysc = {tid: {"ALL" if e == "sys_enter" else e: v for e, v in c.items()}
+            for tid, c in perf_per_thread(perf).items()}
     print(f"{'per round trip':28} {'sleeps':>7} {'preempt':>7} {'cpu us':>7}  syscalls")
     for k in procs:
         for tid, b in before[k].items():

@@ -11,36 +11,14 @@ per packet; the rate is the receiver's, from its periodic reports in the window.
 """
 
 import argparse
-import os
 import re
 import shlex
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 
-HZ = os.sysconf("SC_CLK_TCK")
-
-
-def threads(pid):
-    out = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        base = f"/proc/{pid}/task/{tid}"
-        try:
-            comm = open(f"{base}/comm").read().strip()
-            st = open(f"{base}/stat").read()
-            fields = st[st.rindex(")") + 2:].split()
-            cpu = (int(fields[11]) + int(fields[12])) / HZ  # utime + stime
-            status = open(f"{base}/status").read()
-            vol = int(re.search(r"voluntary_ctxt_switches:\s+(\d+)", status).group(1))
-            inv = int(re.search(r"nonvoluntary_ctxt_switches:\s+(\d+)", status).group(1))
-            run_ns, wait_ns, slices = map(int, open(f"{base}/schedstat").read().split())
-        except (OSError, AttributeError, ValueError):
-            continue
-        out[tid] = dict(comm=comm, cpu=cpu, vol=vol, inv=inv, run=run_ns, wait=wait_ns, slices=slices)
-    return out
-
+from procstat import perf_per_thread, start_daemon, threads
 
 def main():
     ap = argparse.ArgumentParser()
@@ -58,16 +36,7 @@ def main():
     a = ap.parse_args()
     ports = ["netmap:bp{1", "netmap:bp}1"] if a.topo == "pipe" else ["vale0:1", "vale0:2"]
     d = tempfile.mkdtemp(prefix="thr-")
-    log = open(f"{d}/backend.log", "w")
-    daemon = subprocess.Popen(
-        ["taskset", "-c", "0,1", f"{a.bin}/ptnet-backend", "--socket-dir", d]
-        + shlex.split(a.daemon_args) + ports, stdout=log, stderr=log)
-    socks = [f"{d}/{p}.sock" for p in ports]
-    t = time.time()
-    while not all(os.path.exists(s) for s in socks):
-        if time.time() - t > 10:
-            sys.exit("daemon did not come up: " + open(f"{d}/backend.log").read())
-        time.sleep(0.05)
+    daemon, socks = start_daemon(a.bin, d, ports, a.daemon_args)
     gen = lambda f, cpu, sock, extra="": subprocess.Popen(
         ["taskset", "-c", cpu, f"{a.bin}/ptnet-pkt-gen", "-i", f"vhost-user:{sock}", "-f", f,
          "-T", "250"] + shlex.split(a.gen_args) + shlex.split(extra), stderr=subprocess.PIPE, text=True)
@@ -111,13 +80,7 @@ def main():
           f"(reports {min(win):.2f}-{max(win):.2f})")
     print(f"{'process/thread':28} {'cpu%':>6} {'ns/pkt':>7} {'sleeps/kpkt':>11} "
           f"{'preempt/kpkt':>12} {'rq-wait ns/pkt':>14}")
-    sysc = {}
-    for line in perf.splitlines():
-        f = line.split(",")
-        if len(f) > 3 and f[1].isdigit():
-            tid = f[0].rsplit("-", 1)[-1]
-            short = f[3].split("sys_enter_")[-1].split(":")[-1]
-            sysc.setdefault(tid, {})[short] = int(f[1])
+    sysc = perf_per_thread(perf)
     if sysc:
       print("events per 1000 packets (write: kicks and eventfd writes; pwritev2: interrupts; "
           "poll/ppoll: sleeps or checks; probes: calls):")

@@ -63,6 +63,21 @@ pub fn qemu_binary() -> Result<PathBuf, String> {
     .clone()
 }
 
+/// Debian's unpatched QEMU (`qemu-system-x86` from bookworm-backports): `PTNET_STOCK_QEMU`,
+/// else `/usr/bin/qemu-system-x86_64`. Panics, saying how to install it, when it is missing.
+pub fn stock_qemu() -> PathBuf {
+    let q = std::env::var_os("PTNET_STOCK_QEMU")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/qemu-system-x86_64"));
+    assert!(
+        q.is_file(),
+        "{} missing: install Debian's QEMU with `cargo xtask stock-qemu` \
+         (apt-get install -t bookworm-backports qemu-system-x86), or set PTNET_STOCK_QEMU",
+        q.display()
+    );
+    q
+}
+
 /// Serialises VM tests within one test binary (the machine has 2 cores; TCG guests are slow).
 pub fn vm_lock() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
@@ -342,6 +357,16 @@ impl VmResult {
             guest_part(&self.serial, 80)
         )
     }
+}
+
+/// What a failed assertion of a test with several guests shows: each guest's report under
+/// its name, then the daemon's log.
+pub fn reports(guests: &[(&str, &VmResult)], daemon_log: &str) -> String {
+    let mut s = String::new();
+    for (who, r) in guests {
+        s.push_str(&format!("--- {who} ---\n{}\n", r.report()));
+    }
+    s + "--- backend ---\n" + daemon_log
 }
 
 /// The serial output from the init's first line on (firmware and kernel boot noise dropped),

@@ -21,33 +21,10 @@
 use ptnet_driver::summary::PktGenSummary;
 use ptnet_integration::host::{Backend, TempDir};
 use ptnet_integration::json_num;
-use ptnet_integration::vm::{vm_lock, Nic, Vm, VmConfig, VmResult};
-use std::path::PathBuf;
+use ptnet_integration::vm::{reports, stock_qemu, vm_lock, Nic, Vm, VmConfig, VmResult};
+use std::path::Path;
+use std::sync::MutexGuard;
 use std::time::Duration;
-
-fn stock_qemu() -> PathBuf {
-    let q = std::env::var_os("PTNET_STOCK_QEMU")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/qemu-system-x86_64"));
-    assert!(
-        q.is_file(),
-        "{} missing: install Debian's QEMU with `cargo xtask stock-qemu` \
-         (apt-get install -t bookworm-backports qemu-system-x86), or set PTNET_STOCK_QEMU",
-        q.display()
-    );
-    q
-}
-
-/// A guest on stock QEMU with one virtio-net NIC on `sock`, MAC `mac`, running `cmd`.
-fn virtio_guest(
-    name: &str,
-    cmd: &str,
-    sock: &std::path::Path,
-    mac: &str,
-    timeout_s: u64,
-) -> VmConfig {
-    virtio_guest_with(name, cmd, sock, mac, timeout_s, &Nic0::default())
-}
 
 /// How a virtio guest's NIC is set up beyond the defaults.
 #[derive(Default)]
@@ -58,30 +35,94 @@ struct Nic0 {
     append: &'static str,
 }
 
-/// [`virtio_guest`] with the NIC set up as `nic` says.
-fn virtio_guest_with(
-    name: &str,
-    cmd: &str,
-    sock: &std::path::Path,
-    mac: &str,
+/// A guest of these tests.
+struct Guest {
+    name: &'static str,
+    /// Its NIC's MAC (a ptnet NIC's default without one).
+    mac: Option<&'static str>,
+    /// Stock QEMU with one virtio-net NIC set up so; `None`: our QEMU with one ptnet NIC.
+    virtio: Option<Nic0>,
+    /// How long it may run, boot included.
     timeout_s: u64,
-    nic: &Nic0,
-) -> VmConfig {
-    VmConfig {
-        timeout: Duration::from_secs(timeout_s),
-        qemu: Some(stock_qemu()),
-        extra_args: vec![
-            "-chardev".into(),
-            format!("socket,id=c0,path={},reconnect-ms=1000", sock.display()),
-            "-netdev".into(),
-            "vhost-user,id=n0,chardev=c0".into(),
-            "-device".into(),
-            // No option ROM: Debian's ipxe files are not needed to boot a kernel directly.
-            format!("virtio-net-pci,netdev=n0,mac={mac},romfile={}", nic.device),
-        ],
-        extra_append: nic.append.into(),
-        ..VmConfig::new(name, cmd)
+}
+
+impl Guest {
+    /// A virtio guest on stock QEMU, its NIC at the defaults.
+    fn virtio(name: &'static str, mac: &'static str, timeout_s: u64) -> Self {
+        Self {
+            name,
+            mac: Some(mac),
+            virtio: Some(Nic0::default()),
+            timeout_s,
+        }
     }
+
+    /// A ptnet guest on our QEMU.
+    fn ptnet(name: &'static str, timeout_s: u64) -> Self {
+        Self {
+            name,
+            mac: None,
+            virtio: None,
+            timeout_s,
+        }
+    }
+
+    fn config(&self, cmd: &str, sock: &Path) -> VmConfig {
+        let timeout = Duration::from_secs(self.timeout_s);
+        let Some(nic) = &self.virtio else {
+            return VmConfig {
+                timeout,
+                ..VmConfig::new(self.name, cmd)
+            }
+            .nic(Nic {
+                mac: self.mac.map(Into::into),
+                ..Nic::new(sock)
+            });
+        };
+        let mac = self.mac.expect("a virtio guest's MAC");
+        VmConfig {
+            timeout,
+            qemu: Some(stock_qemu()),
+            extra_args: vec![
+                "-chardev".into(),
+                format!("socket,id=c0,path={},reconnect-ms=1000", sock.display()),
+                "-netdev".into(),
+                "vhost-user,id=n0,chardev=c0".into(),
+                "-device".into(),
+                // No option ROM: Debian's ipxe files are not needed to boot a kernel directly.
+                format!("virtio-net-pci,netdev=n0,mac={mac},romfile={}", nic.device),
+            ],
+            extra_append: nic.append.into(),
+            ..VmConfig::new(self.name, cmd)
+        }
+    }
+}
+
+/// The VM lock, then a directory `tag` and a daemon (`--netmap user`) serving `ports` in it: keep
+/// all three for the test (dropped in reverse, the daemon first).
+fn daemon(tag: &str, ports: &[&str]) -> (MutexGuard<'static, ()>, TempDir, Backend) {
+    let lock = vm_lock();
+    let dir = TempDir::new(tag).unwrap();
+    let be =
+        Backend::start(dir.path(), ports, &["--netmap", "user"]).unwrap_or_else(|e| panic!("{e}"));
+    (lock, dir, be)
+}
+
+/// Boots `guest` on port `port` of `be`, running `cmd`. With `ready` (a line and seconds), waits
+/// for the guest to print that line: one that does not in time fails the test with its serial
+/// output and the daemon's log.
+fn boot(be: &Backend, port: &str, cmd: &str, guest: &Guest, ready: Option<(&str, u64)>) -> Vm {
+    let mut vm = Vm::start(&guest.config(cmd, &be.socket(port))).unwrap_or_else(|e| panic!("{e}"));
+    if let Some((line, secs)) = ready {
+        assert!(
+            vm.wait_for(line, Duration::from_secs(secs)),
+            "{}: no {line:?} in {secs} s\n{}\n--- backend ---\n{}",
+            guest.name,
+            vm.serial(),
+            be.log_text()
+        );
+    }
+    vm
 }
 
 /// Shell: bring eth0 up as `ip`/24.
@@ -106,32 +147,22 @@ const MAC_B: &str = "52:54:00:00:00:0b";
 #[test]
 #[ignore = "boots QEMU: run by `cargo xtask test`, or `cargo test -- --include-ignored`"]
 fn vm_two_virtio_guests_ping_on_one_switch_across_a_daemon_restart() {
-    let _g = vm_lock();
-    let dir = TempDir::new("virtio2").unwrap();
     let ports = [
         "vale0:1@conf:frontend=virtio-net",
         "vale0:2@conf:frontend=virtio-net",
     ];
-    let mut be =
-        Backend::start(dir.path(), &ports, &["--netmap", "user"]).unwrap_or_else(|e| panic!("{e}"));
+    let (_g, _dir, mut be) = daemon("virtio2", &ports);
     // B also echoes TCP (busybox nc running cat): checksum offload both ways, through VALE.
     let b_cmd = format!(
         "{} && (nc -ll -p 5000 -e cat &) && sleep 600",
         net_up("10.0.0.2")
     );
-    let mut b = Vm::start(&virtio_guest(
-        "virtio-b",
+    let b = boot(
+        &be,
+        ports[1],
         &b_cmd,
-        &be.socket(ports[1]),
-        MAC_B,
-        700,
-    ))
-    .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        b.wait_for("VIRTIO-UP", Duration::from_secs(120)),
-        "guest B: no eth0\n{}\n--- backend ---\n{}",
-        b.serial(),
-        be.log_text()
+        &Guest::virtio("virtio-b", MAC_B, 700),
+        Some(("VIRTIO-UP", 120)),
     );
     // A: wait for B to answer, then 20 pings and 5 near-MTU ones; every one must come back.
     // Then 40 more at 2 per second, across a restart of the daemon (QEMU reconnects).
@@ -146,14 +177,13 @@ fn vm_two_virtio_guests_ping_on_one_switch_across_a_daemon_restart() {
          echo TX=$(cat /sys/class/net/eth0/statistics/tx_packets); exit $rc",
         net_up("10.0.0.1")
     );
-    let mut a = Vm::start(&virtio_guest(
-        "virtio-a",
+    let mut a = boot(
+        &be,
+        ports[0],
         &a_cmd,
-        &be.socket(ports[0]),
-        MAC_A,
-        300,
-    ))
-    .unwrap_or_else(|e| panic!("{e}"));
+        &Guest::virtio("virtio-a", MAC_A, 300),
+        None,
+    );
     let phase1 = a.wait_for("PHASE1", Duration::from_secs(150));
     if phase1 {
         std::thread::sleep(Duration::from_secs(3));
@@ -162,7 +192,7 @@ fn vm_two_virtio_guests_ping_on_one_switch_across_a_daemon_restart() {
     }
     let ra = a.wait().unwrap();
     drop(b);
-    let ctx = format!("{}\n--- backend ---\n{}", ra.report(), be.log_text());
+    let ctx = reports(&[("A", &ra)], &be.log_text());
     assert!(phase1, "{ctx}");
     assert_eq!(ra.rc, Some(0), "pings lost\n{ctx}");
     assert!(
@@ -198,25 +228,16 @@ fn vm_two_virtio_guests_ping_on_one_switch_across_a_daemon_restart() {
 #[test]
 #[ignore = "boots QEMU: run by `cargo xtask test`, or `cargo test -- --include-ignored`"]
 fn vm_virtio_guest_and_ptnet_guest_on_one_switch() {
-    let _g = vm_lock();
-    let dir = TempDir::new("virtio-ptnet").unwrap();
     let ports = ["vale1:v@conf:frontend=virtio-net", "vale1:p"];
-    let be =
-        Backend::start(dir.path(), &ports, &["--netmap", "user"]).unwrap_or_else(|e| panic!("{e}"));
+    let (_g, _dir, be) = daemon("virtio-ptnet", &ports);
     // The ptnet guest reflects every frame it gets (source MAC MAC_B), until 20 s pass without.
     let pong = format!("ptnet-pkt-gen -T 0 -i ptnet0 -f pong -S {MAC_B} --timeout 20 --json");
-    let mut p = Vm::start(
-        &VmConfig {
-            timeout: Duration::from_secs(300),
-            ..VmConfig::new("ptnet-pong", &pong)
-        }
-        .nic(Nic::new(be.socket(ports[1]))),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        p.wait_for("ptnet-pkt-gen: pci:", Duration::from_secs(120)),
-        "ptnet guest never opened its port\n{}",
-        p.serial()
+    let p = boot(
+        &be,
+        ports[1],
+        &pong,
+        &Guest::ptnet("ptnet-pong", 300),
+        Some(("ptnet-pkt-gen: pci:", 120)),
     );
     // The virtio guest pings an address whose MAC is the ptnet guest's: each echo request comes
     // back reflected (addressed to us, for 10.0.0.2: counted by the NIC, not answered).
@@ -228,22 +249,16 @@ fn vm_virtio_guest_and_ptnet_guest_on_one_switch() {
          echo TX=$(cat /sys/class/net/eth0/statistics/tx_packets)",
         net_up("10.0.0.1")
     );
-    let v = Vm::start(&virtio_guest(
-        "virtio-v",
+    let v = boot(
+        &be,
+        ports[0],
         &v_cmd,
-        &be.socket(ports[0]),
-        MAC_A,
-        300,
-    ))
-    .unwrap_or_else(|e| panic!("{e}"));
+        &Guest::virtio("virtio-v", MAC_A, 300),
+        None,
+    );
     let rv = v.wait().unwrap();
     let rp = p.wait().unwrap();
-    let ctx = format!(
-        "--- virtio ---\n{}\n--- ptnet ---\n{}\n--- backend ---\n{}",
-        rv.report(),
-        rp.report(),
-        be.log_text()
-    );
+    let ctx = reports(&[("virtio", &rv), ("ptnet", &rp)], &be.log_text());
     assert_eq!(rv.rc, Some(0), "{ctx}");
     let rx = stat_line(&rv, "RX");
     let tx = stat_line(&rv, "TX");
@@ -306,14 +321,11 @@ const MAC_D: &str = "52:54:00:00:00:0d";
 #[test]
 #[ignore = "boots QEMU: run by `cargo xtask test`, or `cargo test -- --include-ignored`"]
 fn vm_two_virtio_guests_stream_tcp_both_ways_with_offloads_off() {
-    let _g = vm_lock();
-    let dir = TempDir::new("virtio-nooff").unwrap();
     let ports = [
         "vale2:c@conf:frontend=virtio-net",
         "vale2:d@conf:frontend=virtio-net",
     ];
-    let be =
-        Backend::start(dir.path(), &ports, &["--netmap", "user"]).unwrap_or_else(|e| panic!("{e}"));
+    let (_g, _dir, be) = daemon("virtio-nooff", &ports);
     // Both guests' virtio_net with checksum offload and GSO off (every frame leaves complete,
     // checksummed by the guest's stack, at most MTU-sized); D on packed rings, C on split ones.
     let off = "virtio_net.csum=0 virtio_net.gso=0";
@@ -329,24 +341,14 @@ fn vm_two_virtio_guests_stream_tcp_both_ways_with_offloads_off() {
         random_file("/tmp/d", "D-SENT"),
         write_receiver()
     );
-    let mut d = Vm::start(&virtio_guest_with(
-        "virtio-d",
-        &d_cmd,
-        &be.socket(ports[1]),
-        MAC_D,
-        400,
-        &Nic0 {
+    let d_guest = Guest {
+        virtio: Some(Nic0 {
             device: ",packed=on",
             append: off,
-        },
-    ))
-    .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        d.wait_for("D-READY", Duration::from_secs(150)),
-        "guest D: not ready\n{}\n--- backend ---\n{}",
-        d.serial(),
-        be.log_text()
-    );
+        }),
+        ..Guest::virtio("virtio-d", MAC_D, 400)
+    };
+    let d = boot(&be, ports[1], &d_cmd, &d_guest, Some(("D-READY", 150)));
     let c_cmd = format!(
         "{} && i=0; until ping -c 1 -W 1 10.0.2.4 >/dev/null; do i=$((i+1)); \
          [ $i -ge 30 ] && break; done; \
@@ -358,26 +360,18 @@ fn vm_two_virtio_guests_stream_tcp_both_ways_with_offloads_off() {
         random_file("/tmp/c", "C-SENT"),
         write_receiver()
     );
-    let c = Vm::start(&virtio_guest_with(
-        "virtio-c",
-        &c_cmd,
-        &be.socket(ports[0]),
-        MAC_C,
-        300,
-        &Nic0 {
+    let c_guest = Guest {
+        virtio: Some(Nic0 {
             device: "",
             append: off,
-        },
-    ))
-    .unwrap_or_else(|e| panic!("{e}"));
+        }),
+        ..Guest::virtio("virtio-c", MAC_C, 300)
+    };
+    let c = boot(&be, ports[0], &c_cmd, &c_guest, None);
     let rc = c.wait().unwrap();
     let rd = d.wait().unwrap();
     let log = wait_for_log(&be, "virtio-net frontend gone", 2);
-    let ctx = format!(
-        "--- C ---\n{}\n--- D ---\n{}\n--- backend ---\n{log}",
-        rc.report(),
-        rd.report()
-    );
+    let ctx = reports(&[("C", &rc), ("D", &rd)], &log);
     assert_eq!(rc.rc, Some(0), "pings lost\n{ctx}");
     assert_eq!(rd.rc, Some(0), "{ctx}");
     for r in [&rc, &rd] {
@@ -454,32 +448,24 @@ fn summary(r: &VmResult, mode: &str, ctx: &str) -> PktGenSummary {
 #[test]
 #[ignore = "boots QEMU: run by `cargo xtask test`, or `cargo test -- --include-ignored`"]
 fn vm_virtio_guest_and_ptnet_guest_exchange_verified_pkt_gen_frames() {
-    let _g = vm_lock();
-    let dir = TempDir::new("virtio-pktgen").unwrap();
     let ports = ["vale3:v@conf:frontend=virtio-net", "vale3:p"];
-    let be =
-        Backend::start(dir.path(), &ports, &["--netmap", "user"]).unwrap_or_else(|e| panic!("{e}"));
+    let (_g, _dir, be) = daemon("virtio-pktgen", &ports);
     // The ptnet guest (our driver on ptnet0): receives FRAMES, then sends FRAMES to the virtio
     // guest, at a rate a TCG guest's receiver keeps up with.
     let p_cmd = format!(
         "ptnet-pkt-gen -T 0 -i ptnet0 -f rx -n {FRAMES} --timeout 60 --json; sleep 3; \
          ptnet-pkt-gen -T 0 -i ptnet0 -f tx -n {FRAMES} -R 1000 -D {MAC_A} --json"
     );
-    let mut p = Vm::start(
-        &VmConfig {
-            timeout: Duration::from_secs(400),
-            ..VmConfig::new("ptnet-pktgen", &p_cmd)
-        }
-        .nic(Nic {
-            mac: Some(MAC_B.into()),
-            ..Nic::new(be.socket(ports[1]))
-        }),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        p.wait_for("ptnet-pkt-gen: pci:", Duration::from_secs(150)),
-        "ptnet guest never opened its port\n{}",
-        p.serial()
+    let p_guest = Guest {
+        mac: Some(MAC_B),
+        ..Guest::ptnet("ptnet-pktgen", 400)
+    };
+    let p = boot(
+        &be,
+        ports[1],
+        &p_cmd,
+        &p_guest,
+        Some(("ptnet-pkt-gen: pci:", 150)),
     );
     // The virtio guest (Debian's virtio_net, pkt-gen over an AF_PACKET socket on eth0): its
     // stack sends nothing of its own (no address, IPv6 off), so every frame either pkt-gen sees
@@ -490,22 +476,16 @@ fn vm_virtio_guest_and_ptnet_guest_exchange_verified_pkt_gen_frames() {
          ptnet-pkt-gen -T 0 -i packet:eth0 -f tx -n {FRAMES} -R 1000 -D {MAC_B} --json && \
          ptnet-pkt-gen -T 0 -i packet:eth0 -f rx -n {FRAMES} --timeout 60 --json"
     );
-    let v = Vm::start(&virtio_guest(
-        "virtio-pktgen",
+    let v = boot(
+        &be,
+        ports[0],
         &v_cmd,
-        &be.socket(ports[0]),
-        MAC_A,
-        400,
-    ))
-    .unwrap_or_else(|e| panic!("{e}"));
+        &Guest::virtio("virtio-pktgen", MAC_A, 400),
+        None,
+    );
     let rv = v.wait().unwrap();
     let rp = p.wait().unwrap();
-    let ctx = format!(
-        "--- virtio ---\n{}\n--- ptnet ---\n{}\n--- backend ---\n{}",
-        rv.report(),
-        rp.report(),
-        be.log_text()
-    );
+    let ctx = reports(&[("virtio", &rv), ("ptnet", &rp)], &be.log_text());
     assert_eq!(rv.rc, Some(0), "{ctx}");
     assert_eq!(rp.rc, Some(0), "{ctx}");
     for (who, r) in [("virtio", &rv), ("ptnet", &rp)] {

@@ -8,7 +8,9 @@
 //! run when the ring is kicked or its port notifies it. It reads the guest's indexes, validates
 //! them, runs the port's own sync ([`PortSync`]), publishes the result, interrupts the guest if it
 //! asked, and, before it lets its caller sleep, asks for kicks and re-checks the CSB, so a guest
-//! update racing with the decision to sleep is never lost.
+//! update racing with the decision to sleep is never lost. How the pass is run ([`PassMode`]: a sleeping host
+//! thread, a polling loop, or a host run only by the guest's kicks) decides which kicks it asks
+//! for.
 //!
 //! Both sides follow netmap's kloop (`netmap_kloop.c`): the same conditions, in the same order.
 
@@ -234,15 +236,48 @@ pub trait PortSync {
     }
 }
 
+/// How a host pass is run, i.e. what brings on the next one: it decides whether the pass leaves
+/// the guest's kicks requested when it stops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PassMode {
+    /// A host thread that sleeps when the pass stops, until the guest kicks it or its port
+    /// notifies it: the pass asks for kicks (and re-checks the CSB) only when it stops waiting
+    /// for the guest, and leaves them off while it waits for the port.
+    Sleep,
+    /// Busy-wait: a loop polling the CSB (or spinning after progress before it sleeps) runs the
+    /// next pass at once, so the guest need not kick it: the pass withdraws a request an earlier
+    /// pass left, and stops ([`HostStop::Poll`]) as soon as the guest has published nothing new.
+    Poll,
+    /// A host that runs only when the guest kicks it, inline (the guest's kick runs the pass, as
+    /// the driver's in-process `packet:` transport does): nothing else wakes it, no port
+    /// notification and no loop, so the kick request stands whatever the pass finds (it is set
+    /// again if it is missing), and the pass stops as soon as the guest has published nothing
+    /// new, leaving the next move to the guest. A pass that stopped with kicks off (`Sleep`,
+    /// `Poll`) would never be run again: the guest only kicks when asked.
+    Kicked,
+}
+
+impl From<bool> for PassMode {
+    /// The `busy_wait` flag of a host thread: true polls, false sleeps.
+    fn from(busy_wait: bool) -> Self {
+        if busy_wait {
+            PassMode::Poll
+        } else {
+            PassMode::Sleep
+        }
+    }
+}
+
 /// Why a host pass stopped, i.e. what its caller should wait for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HostStop {
     /// Nothing to do; kicks are enabled. Sleep until the guest kicks or the port notifies.
     Idle,
-    /// Busy-wait mode: nothing to do right now; poll again.
+    /// Busy-wait mode ([`PassMode::Poll`]): nothing to do right now; poll again.
     Poll,
     /// The port cannot make progress (TX ring full, RX: nothing new). Wait for the port's
-    /// notification (or a kick: kicks stay enabled only on RX when the guest has no free slots).
+    /// notification (or a kick: kicks stay enabled only on RX when the guest has no free slots,
+    /// and always in [`PassMode::Kicked`]).
     PortBlocked,
     /// The guest published bad indexes; the ring was re-published as the host sees it and kicks
     /// are enabled. The caller counts and logs this.
@@ -411,7 +446,7 @@ impl HostKring {
     fn reset(&mut self, ktoa: &Ktoa, bad: BadIndexes) -> HostStop {
         // The guest's view is broken: publish ours again so a sane guest can re-align, and keep
         // listening for kicks. Busy-wait passes too: they cleared the request at their start
-        // (`no_kicks_while_here`), and after a reset the caller waits for the guest's kick.
+        // (`kick_request_at_start`), and after a reset the caller waits for the guest's kick.
         ktoa.kernel_write(self.hwcur, self.hwtail);
         ktoa.set_kern_need_kick(true);
         HostStop::Reset(bad)
@@ -442,11 +477,15 @@ impl HostKring {
     /// an earlier pass that stopped `Idle` too, or the guest would kick (one syscall each sync)
     /// a thread that is running anyway: only stores when the flag is set, so a polling loop
     /// does not write the guest's cache line on every pass. A busy pass never sets it again;
-    /// the first non-busy pass asks for kicks, with its re-check, before its loop sleeps.
+    /// the first sleeping pass asks for kicks, with its re-check, before its loop sleeps. A
+    /// kicked host's request stands (it runs only on kicks), stored only if it is missing.
     #[inline]
-    fn no_kicks_while_here(&self, ktoa: &Ktoa, busy_wait: bool) {
-        if !busy_wait || ktoa.kern_need_kick() {
-            ktoa.set_kern_need_kick(false);
+    fn kick_request_at_start(&self, ktoa: &Ktoa, mode: PassMode) {
+        match mode {
+            PassMode::Sleep => ktoa.set_kern_need_kick(false),
+            PassMode::Poll if ktoa.kern_need_kick() => ktoa.set_kern_need_kick(false),
+            PassMode::Kicked if !ktoa.kern_need_kick() => ktoa.set_kern_need_kick(true),
+            PassMode::Poll | PassMode::Kicked => {}
         }
     }
 
@@ -457,16 +496,19 @@ impl HostKring {
         }
     }
 
-    /// One pass of the host TX loop. `irq` raises the guest's interrupt for this ring.
+    /// One pass of the host TX loop, run as `mode` says (a `busy_wait` flag converts: true is
+    /// [`PassMode::Poll`], false [`PassMode::Sleep`]). `irq` raises the guest's interrupt for this
+    /// ring.
     pub fn tx_pass(
         &mut self,
         atok: &Atok,
         ktoa: &Ktoa,
         port: &mut dyn PortSync,
-        busy_wait: bool,
+        mode: impl Into<PassMode>,
         irq: &mut dyn FnMut(),
     ) -> HostStop {
-        self.no_kicks_while_here(ktoa, busy_wait);
+        let mode = mode.into();
+        self.kick_request_at_start(ktoa, mode);
         let mut guest = self.read_guest(atok);
         let stop = loop {
             let (head, cur) = match guest {
@@ -485,12 +527,16 @@ impl HostKring {
 
             guest = self.read_guest(atok);
             if matches!(guest, Ok((h, _)) if h == self.rhead) {
-                if busy_wait {
+                if mode == PassMode::Poll {
                     break HostStop::Poll;
                 }
                 if self.hwcur != self.rhead {
                     // Packets are left that the port could not take: wait for it, not the guest.
                     break HostStop::PortBlocked;
+                }
+                if mode == PassMode::Kicked {
+                    // Its request stands: nothing to ask for, nothing to re-check.
+                    break HostStop::Idle;
                 }
                 guest = self.ask_for_kicks(atok, ktoa);
                 if matches!(guest, Ok((h, _)) if h != self.rhead) {
@@ -511,16 +557,17 @@ impl HostKring {
         stop
     }
 
-    /// One pass of the host RX loop.
+    /// One pass of the host RX loop, run as `mode` says (as for [`Self::tx_pass`]).
     pub fn rx_pass(
         &mut self,
         atok: &Atok,
         ktoa: &Ktoa,
         port: &mut dyn PortSync,
-        busy_wait: bool,
+        mode: impl Into<PassMode>,
         irq: &mut dyn FnMut(),
     ) -> HostStop {
-        self.no_kicks_while_here(ktoa, busy_wait);
+        let mode = mode.into();
+        self.kick_request_at_start(ktoa, mode);
         let mut dry_cycles = 0;
         let mut guest = self.read_guest(atok);
         let stop = loop {
@@ -541,8 +588,10 @@ impl HostKring {
             guest = self.read_guest(atok);
             let no_rx_slots = |g: &Result<(u32, u32), BadIndexes>, k: &Self| matches!(g, Ok((h, _)) if k.hwtail == ring_prev(*h, k.num_slots));
             if no_rx_slots(&guest, self) {
-                if busy_wait {
-                    break HostStop::Poll;
+                match mode {
+                    PassMode::Poll => break HostStop::Poll,
+                    PassMode::Kicked => break HostStop::Idle,
+                    PassMode::Sleep => {}
                 }
                 // The guest holds every slot: wait for it to release some.
                 guest = self.ask_for_kicks(atok, ktoa);
@@ -556,8 +605,11 @@ impl HostKring {
                 continue;
             }
             if guest.is_ok() && (self.hwtail == self.rhead || dry_cycles >= RX_DRY_CYCLES_MAX) {
-                if busy_wait {
-                    break HostStop::Poll;
+                match mode {
+                    PassMode::Poll => break HostStop::Poll,
+                    // Kicks stay requested: the guest's next sync brings the next pass.
+                    PassMode::Kicked => break HostStop::PortBlocked,
+                    PassMode::Sleep => {}
                 }
                 // Nothing more from the port for now; new packets come with its notification.
                 if self.hwtail == self.rhead || !port.wants_released_slots() {

@@ -22,14 +22,14 @@
 
 use crate::frontend::ptnet::syncloop::LoopOptions;
 use crate::port::idle::SpinThenSleep;
-use crate::port::ring::{DirectRx, PassState, RingSync};
+use crate::port::private_csb::{InlineRing, PrivateCsb};
+use crate::port::ring::DirectRx;
 use crate::port::{RingStats, RingWorker};
 use crate::portspec::{AttachKind, PortSpec};
 use crate::served::Port;
 use crate::sys::{eventfd_file, eventfd_take_nowait, poll_revents};
-use ptnet_protocol::csb::{Atok, Ktoa, ENTRY_SIZE, NAF_FORCE_RECLAIM};
+use ptnet_protocol::csb::{Atok, Ktoa, NAF_FORCE_RECLAIM};
 use ptnet_protocol::netmap::{ring_add, BufPool, RingView};
-use ptnet_protocol::shmem::{OwnedMem, SharedMem};
 use ptnet_protocol::sync::{GuestKring, HostStop};
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -169,13 +169,7 @@ impl Attached {
 /// One ring as the thread runs it: the worker taken apart (the host kring in its pass state),
 /// and the guest side of its private CSB entries.
 struct Ring {
-    index: u32,
-    is_tx: bool,
-    sync: Box<dyn RingSync>,
-    notify: Arc<EventFd>,
-    stats: Arc<RingStats>,
-    /// `None` while lent to the ring (direct delivery).
-    state: Option<PassState>,
+    host: InlineRing,
     atok: Atok,
     ktoa: Ktoa,
     g: GuestKring,
@@ -183,63 +177,21 @@ struct Ring {
     bufs: BufPool,
 }
 
-fn entries(m: &SharedMem, ring: usize) -> (Atok, Ktoa) {
-    let i = ring as u32;
-    (
-        Atok::new(m, 2 * i).expect("an atok entry"),
-        Ktoa::new(m, 2 * i + 1).expect("a ktoa entry"),
-    )
-}
-
 impl Ring {
-    fn start(w: RingWorker, m: &SharedMem, i: usize, view: RingView, bufs: BufPool) -> Self {
-        let RingWorker {
-            index,
-            is_tx,
-            mut kring,
-            sync,
-            notify,
-            stats,
-        } = w;
-        let (atok, ktoa) = entries(m, i);
-        kring.start(&atok, &ktoa);
-        let _ = notify.read();
-        let (gatok, gktoa) = entries(m, i);
-        let obs = crate::port::ring::RingObs::new(&stats);
-        let g = GuestKring::attach(kring.num_slots, &gatok, &gktoa);
+    fn start(w: RingWorker, csb: &PrivateCsb, i: usize, view: RingView, bufs: BufPool) -> Self {
+        let (host, guest) = csb.start(w, i as u32, None);
         Self {
-            index,
-            is_tx,
-            sync,
-            notify,
-            stats,
-            state: Some(PassState {
-                kring,
-                atok,
-                ktoa,
-                call: None,
-                obs,
-            }),
-            atok: gatok,
-            ktoa: gktoa,
-            g,
+            host,
+            atok: guest.atok,
+            ktoa: guest.ktoa,
+            g: guest.kring,
             view,
             bufs,
         }
     }
 
     fn pass(&mut self, busy: bool) -> Option<HostStop> {
-        let Self {
-            state, sync, is_tx, ..
-        } = self;
-        state
-            .as_mut()
-            .map(|s| s.run(sync.as_mut(), *is_tx, busy).stop)
-    }
-
-    fn arm(&mut self) -> bool {
-        let Self { state, sync, .. } = self;
-        state.as_ref().is_some_and(|s| sync.arm(&s.kring))
+        self.host.pass(busy).map(|d| d.stop)
     }
 
     /// Publishes TX slots up to `cur`, runs the pass, reads the completions back. True when
@@ -255,10 +207,7 @@ impl Ring {
         self.g.txsync(&self.atok, &self.ktoa, NAF_FORCE_RECLAIM);
         self.g.rcur == self.g.hwtail
             || matches!(stop, HostStop::PortBlocked)
-                && self
-                    .state
-                    .as_ref()
-                    .is_some_and(|s| s.kring.hwcur != s.kring.rhead)
+                && self.host.kring().is_some_and(|k| k.hwcur != k.rhead)
     }
 
     /// Learns the frames received (after a pass, run here or through `direct`).
@@ -290,17 +239,6 @@ impl Ring {
             }
         }
     }
-
-    fn into_worker(self) -> RingWorker {
-        RingWorker {
-            index: self.index,
-            is_tx: self.is_tx,
-            kring: self.state.expect("the pass state is back").kring,
-            sync: self.sync,
-            notify: self.notify,
-            stats: self.stats,
-        }
-    }
 }
 
 /// Copies the frames of RX ring `src` (from its head) into the free slots of TX ring `dst`
@@ -316,7 +254,7 @@ fn forward(src: &Ring, dst: &Ring) -> (u32, u32) {
             cur = ring_add(cur, 1, dst.g.num_slots);
         } else {
             // Longer than the other side's buffers (or empty): not forwarded.
-            RingStats::add(&src.stats.drops, 1);
+            RingStats::add(&src.host.stats.drops, 1);
         }
         head = ring_add(head, 1, src.g.num_slots);
     }
@@ -331,7 +269,7 @@ struct Bridge<'a> {
     call: File,
     nic_tx_full: bool,
     opts: LoopOptions,
-    _csb: OwnedMem,
+    _csb: PrivateCsb,
 }
 
 impl<'a> Bridge<'a> {
@@ -343,22 +281,21 @@ impl<'a> Bridge<'a> {
         call: File,
         opts: LoopOptions,
     ) -> Self {
-        let csb = OwnedMem::new(8 * ENTRY_SIZE);
-        let m = csb.mem();
+        let csb = PrivateCsb::new(4);
         let [(vtx, vrx, vb), (ntx, nrx, nb)] = views;
         let mut vale = vale.into_iter();
         let mut nic = nic.into_iter();
         let next = |it: &mut std::vec::IntoIter<RingWorker>| it.next().expect("two rings");
         let mut rings = vec![
-            Ring::start(next(&mut vale), &m, VALE_TX, vtx, vb.clone()),
-            Ring::start(next(&mut vale), &m, VALE_RX, vrx, vb),
-            Ring::start(next(&mut nic), &m, NIC_TX, ntx, nb.clone()),
-            Ring::start(next(&mut nic), &m, NIC_RX, nrx, nb),
+            Ring::start(next(&mut vale), &csb, VALE_TX, vtx, vb.clone()),
+            Ring::start(next(&mut vale), &csb, VALE_RX, vrx, vb),
+            Ring::start(next(&mut nic), &csb, NIC_TX, ntx, nb.clone()),
+            Ring::start(next(&mut nic), &csb, NIC_RX, nrx, nb),
         ];
         // Direct delivery into the switch port's RX ring: producers' passes raise `call`.
-        let direct = rings[VALE_RX].sync.direct_rx();
+        let direct = rings[VALE_RX].host.sync.direct_rx();
         if let Some(d) = &direct {
-            let mut state = rings[VALE_RX].state.take().expect("not lent yet");
+            let mut state = rings[VALE_RX].host.state.take().expect("not lent yet");
             state.call = call.try_clone().ok();
             d.lend(state);
         }
@@ -419,11 +356,13 @@ impl<'a> Bridge<'a> {
                 continue;
             }
             // Before sleeping: the NIC's RX socket (and, when full, its TX room) armed.
-            if self.rings[NIC_RX].arm() || (self.nic_tx_full && self.rings[NIC_TX].arm()) {
+            if self.rings[NIC_RX].host.arm() || (self.nic_tx_full && self.rings[NIC_TX].host.arm())
+            {
                 continue;
             }
-            let rx_wake = self.rings[NIC_RX].sync.wake_fd();
+            let rx_wake = self.rings[NIC_RX].host.sync.wake_fd();
             let tx_wake = self.rings[NIC_TX]
+                .host
                 .sync
                 .wake_fd()
                 .filter(|_| self.nic_tx_full);
@@ -431,10 +370,10 @@ impl<'a> Bridge<'a> {
             let fds = [
                 (stop_fd.as_raw_fd(), libc::POLLIN),
                 (self.call.as_raw_fd(), libc::POLLIN),
-                (r[VALE_TX].notify.as_raw_fd(), libc::POLLIN),
-                (r[VALE_RX].notify.as_raw_fd(), libc::POLLIN),
-                (r[NIC_TX].notify.as_raw_fd(), libc::POLLIN),
-                (r[NIC_RX].notify.as_raw_fd(), libc::POLLIN),
+                (r[VALE_TX].host.notify.as_raw_fd(), libc::POLLIN),
+                (r[VALE_RX].host.notify.as_raw_fd(), libc::POLLIN),
+                (r[NIC_TX].host.notify.as_raw_fd(), libc::POLLIN),
+                (r[NIC_RX].host.notify.as_raw_fd(), libc::POLLIN),
                 rx_wake.map_or((-1, 0), |w| (w.fd, w.events)),
                 tx_wake.map_or((-1, 0), |w| (w.fd, w.events)),
             ];
@@ -448,7 +387,7 @@ impl<'a> Bridge<'a> {
             }
             for (i, ring) in self.rings.iter().enumerate() {
                 if rev[2 + i] != 0 {
-                    let _ = ring.notify.read();
+                    let _ = ring.host.notify.read();
                 }
             }
         }
@@ -457,11 +396,14 @@ impl<'a> Bridge<'a> {
 
     fn finish(mut self) -> Vec<RingWorker> {
         if let Some(d) = &self.direct {
-            self.rings[VALE_RX].state = d.take_back();
+            self.rings[VALE_RX].host.state = d.take_back();
         }
         for r in &mut self.rings {
             let _ = r.pass(true);
         }
-        self.rings.into_iter().map(Ring::into_worker).collect()
+        self.rings
+            .into_iter()
+            .map(|r| r.host.into_worker())
+            .collect()
     }
 }

@@ -20,6 +20,7 @@ pub mod mem;
 pub mod nic;
 pub mod null;
 pub mod pipe;
+pub mod private_csb;
 pub mod ring;
 pub mod vale;
 

@@ -32,13 +32,13 @@ fn fixture(n: u32) -> Fixture {
 
 /// A TX port that takes at most `budget` packets per sync and records their sequence numbers
 /// (carried in the slot length).
-struct Sink<'a> {
-    ring: &'a RingView,
+struct Sink {
+    ring: RingView,
     budget: u32,
     out: Vec<u16>,
 }
 
-impl PortSync for Sink<'_> {
+impl PortSync for Sink {
     fn sync(&mut self, k: &mut HostKring, _flags: u32) {
         let mut taken = 0;
         while k.hwcur != k.rhead && taken < self.budget {
@@ -74,18 +74,69 @@ impl PortSync for Source {
     }
 }
 
-fn run_tx(n: u32, bursts: &[u32], budget: u32, want_interrupts: bool) -> Vec<u16> {
+/// A started TX ring, the guest attached to it, and a sink taking up to 100 packets a sync.
+struct TxRig {
+    f: Fixture,
+    host: HostKring,
+    guest: GuestKring,
+    sink: Sink,
+}
+
+fn tx_rig(n: u32) -> TxRig {
     let f = fixture(n);
     let mut host = HostKring::new_tx(n);
     host.start(&f.atok, &f.ktoa);
-    let mut guest = GuestKring::attach(n, &f.atok, &f.ktoa);
-    guest.want_interrupts = want_interrupts;
-    f.ring.set_tail(guest.hwtail);
-    let mut sink = Sink {
-        ring: &f.ring,
-        budget,
+    let guest = GuestKring::attach(n, &f.atok, &f.ktoa);
+    let sink = Sink {
+        ring: f.ring.clone(),
+        budget: 100,
         out: Vec::new(),
     };
+    TxRig {
+        f,
+        host,
+        guest,
+        sink,
+    }
+}
+
+impl TxRig {
+    /// The guest queues the slots up to `head` (its cur there too) and syncs: true if it kicked.
+    fn send(&mut self, head: u32) -> bool {
+        self.guest.prologue(head, head).unwrap();
+        self.guest.txsync(&self.f.atok, &self.f.ktoa, 0)
+    }
+
+    /// One host pass in `mode` into the sink, counting the interrupts it raises in `irqs`.
+    fn pass_irqs(&mut self, mode: impl Into<PassMode>, irqs: &mut u32) -> HostStop {
+        let f = &self.f;
+        let irq = &mut || *irqs += 1;
+        self.host
+            .tx_pass(&f.atok, &f.ktoa, &mut self.sink, mode, irq)
+    }
+
+    /// [`Self::pass_irqs`], the interrupts not counted.
+    fn pass(&mut self, mode: impl Into<PassMode>) -> HostStop {
+        self.pass_irqs(mode, &mut 0)
+    }
+
+    /// A new host on the same CSB (a restarted daemon), started from scratch.
+    fn restart_host(&mut self) {
+        self.host = HostKring::new_tx(self.f.ring.num_slots());
+        self.host.start(&self.f.atok, &self.f.ktoa);
+    }
+}
+
+fn run_tx(n: u32, bursts: &[u32], budget: u32, want_interrupts: bool) -> Vec<u16> {
+    let TxRig {
+        f,
+        mut host,
+        mut guest,
+        mut sink,
+    } = tx_rig(n);
+    guest.want_interrupts = want_interrupts;
+    f.ring.set_tail(guest.hwtail);
+    sink.budget = budget;
     let mut irqs = 0;
     let mut seq: u16 = 0;
     let total: u32 = bursts.iter().sum();
@@ -207,38 +258,24 @@ proptest! {
 #[test]
 fn host_resets_on_bad_indexes() {
     let n = 8;
-    let f = fixture(n);
-    let mut host = HostKring::new_tx(n);
-    host.start(&f.atok, &f.ktoa);
-    let mut sink = Sink {
-        ring: &f.ring,
-        budget: 100,
-        out: Vec::new(),
-    };
+    let mut t = tx_rig(n);
     for (head, cur) in [(9, 0), (0, 9), (u32::MAX, 0), (3, 2)] {
-        f.atok.appl_write(head, cur);
-        let stop = host.tx_pass(&f.atok, &f.ktoa, &mut sink, false, &mut || {});
-        assert_eq!(stop, HostStop::Reset(BadIndexes { head, cur }));
-        assert!(f.ktoa.kern_need_kick());
-        assert_eq!(f.ktoa.appl_read(), (n - 1, 0));
-        assert!(sink.out.is_empty());
+        t.f.atok.appl_write(head, cur);
+        assert_eq!(t.pass(false), HostStop::Reset(BadIndexes { head, cur }));
+        assert!(t.f.ktoa.kern_need_kick());
+        assert_eq!(t.f.ktoa.appl_read(), (n - 1, 0));
+        assert!(t.sink.out.is_empty());
     }
     // The ring works again once the guest publishes sane values.
-    f.atok.appl_write(3, 3);
-    assert_eq!(
-        host.tx_pass(&f.atok, &f.ktoa, &mut sink, false, &mut || {}),
-        HostStop::Idle
-    );
-    assert_eq!(sink.out.len(), 3);
-    assert_eq!(f.ktoa.appl_read(), (2, 3));
+    t.f.atok.appl_write(3, 3);
+    assert_eq!(t.pass(false), HostStop::Idle);
+    assert_eq!(t.sink.out.len(), 3);
+    assert_eq!(t.f.ktoa.appl_read(), (2, 3));
 }
 
 #[test]
 fn guest_rejects_its_own_bad_indexes() {
-    let f = fixture(8);
-    let mut host = HostKring::new_tx(8);
-    host.start(&f.atok, &f.ktoa);
-    let mut guest = GuestKring::attach(8, &f.atok, &f.ktoa);
+    let TxRig { mut guest, .. } = tx_rig(8);
     assert_eq!(guest.hwtail, 7);
     assert!(guest.prologue(8, 0).is_err());
     assert!(guest.prologue(3, 1).is_err());
@@ -248,36 +285,23 @@ fn guest_rejects_its_own_bad_indexes() {
 
 #[test]
 fn interrupts_only_when_asked() {
-    let n = 4;
-    let f = fixture(n);
-    let mut host = HostKring::new_tx(n);
-    host.start(&f.atok, &f.ktoa);
-    let mut guest = GuestKring::attach(n, &f.atok, &f.ktoa);
-    let mut sink = Sink {
-        ring: &f.ring,
-        budget: 0,
-        out: Vec::new(),
-    };
+    let mut t = tx_rig(4);
+    t.sink.budget = 0;
     // Fill the ring: the guest would block and asks for an interrupt.
-    guest.prologue(3, 3).unwrap();
-    assert!(guest.txsync(&f.atok, &f.ktoa, 0));
-    assert!(f.atok.appl_need_kick());
+    assert!(t.send(3));
+    assert!(t.f.atok.appl_need_kick());
     let mut irqs = 0;
     // The port takes nothing: no space freed, no interrupt.
-    assert_eq!(
-        host.tx_pass(&f.atok, &f.ktoa, &mut sink, false, &mut || irqs += 1),
-        HostStop::PortBlocked
-    );
+    assert_eq!(t.pass_irqs(false, &mut irqs), HostStop::PortBlocked);
     assert_eq!(irqs, 0);
     // The port completes: space freed, the guest asked, one interrupt.
-    sink.budget = 10;
-    host.tx_pass(&f.atok, &f.ktoa, &mut sink, false, &mut || irqs += 1);
+    t.sink.budget = 10;
+    t.pass_irqs(false, &mut irqs);
     assert_eq!(irqs, 1);
     // A guest that does not want interrupts gets none.
-    guest.want_interrupts = false;
-    guest.prologue(3, 3).unwrap();
-    guest.txsync(&f.atok, &f.ktoa, 0);
-    assert!(!f.atok.appl_need_kick());
+    t.guest.want_interrupts = false;
+    t.send(3);
+    assert!(!t.f.atok.appl_need_kick());
 }
 
 #[test]
@@ -319,40 +343,23 @@ fn an_idle_receiver_does_not_kick_the_host() {
 
 #[test]
 fn guest_follows_a_host_that_started_over() {
-    let n = 16;
-    let f = fixture(n);
-    let mut host = HostKring::new_tx(n);
-    host.start(&f.atok, &f.ktoa);
-    let mut guest = GuestKring::attach(n, &f.atok, &f.ktoa);
-    let mut sink = Sink {
-        ring: &f.ring,
-        budget: 100,
-        out: Vec::new(),
-    };
+    let mut t = tx_rig(16);
     // Ten packets go through; the guest is at 10.
-    guest.prologue(10, 10).unwrap();
-    guest.txsync(&f.atok, &f.ktoa, 0);
-    host.tx_pass(&f.atok, &f.ktoa, &mut sink, false, &mut || {});
-    guest.prologue(12, 12).unwrap();
-    guest.txsync(&f.atok, &f.ktoa, 0);
-    assert_eq!(guest.host_resets, 0);
+    t.send(10);
+    t.pass(false);
+    t.send(12);
+    assert_eq!(t.guest.host_resets, 0);
     // A new host (restarted daemon) starts from zero.
-    let mut host = HostKring::new_tx(n);
-    host.start(&f.atok, &f.ktoa);
-    guest.prologue(14, 14).unwrap();
-    guest.txsync(&f.atok, &f.ktoa, 0);
-    assert_eq!(guest.host_resets, 1);
-    assert_eq!((guest.rhead, guest.rcur, guest.hwcur), (0, 0, 0));
+    t.restart_host();
+    t.send(14);
+    assert_eq!(t.guest.host_resets, 1);
+    assert_eq!((t.guest.rhead, t.guest.rcur, t.guest.hwcur), (0, 0, 0));
     // Traffic continues from the new host's state, without a reset on the host side.
-    guest.prologue(3, 3).unwrap();
-    guest.txsync(&f.atok, &f.ktoa, 0);
-    sink.out.clear();
-    assert_eq!(
-        host.tx_pass(&f.atok, &f.ktoa, &mut sink, false, &mut || {}),
-        HostStop::Idle
-    );
-    assert_eq!(sink.out.len(), 3);
-    assert_eq!(guest.host_resets, 1);
+    t.send(3);
+    t.sink.out.clear();
+    assert_eq!(t.pass(false), HostStop::Idle);
+    assert_eq!(t.sink.out.len(), 3);
+    assert_eq!(t.guest.host_resets, 1);
 }
 
 #[test]
@@ -376,36 +383,23 @@ fn create_initialises_the_csb_as_netmap_does() {
 #[test]
 fn a_resumed_tx_ring_goes_on_from_the_guests_positions() {
     let n = 16;
-    let f = fixture(n);
-    let mut host = HostKring::new_tx(n);
-    host.start(&f.atok, &f.ktoa);
-    let mut guest = GuestKring::attach(n, &f.atok, &f.ktoa);
-    let mut sink = Sink {
-        ring: &f.ring,
-        budget: 100,
-        out: Vec::new(),
-    };
-    guest.prologue(10, 10).unwrap();
-    guest.txsync(&f.atok, &f.ktoa, 0);
-    host.tx_pass(&f.atok, &f.ktoa, &mut sink, false, &mut || {});
+    let mut t = tx_rig(n);
+    t.send(10);
+    t.pass(false);
     // Two more queued that no host saw: the daemon dies here. Its successor has a fresh ring
     // memory (head, cur, tail at their initial values) and resumes from the CSB.
-    guest.prologue(12, 12).unwrap();
-    guest.txsync(&f.atok, &f.ktoa, 0);
+    t.send(12);
+    let f = &t.f;
     f.ring.init_header(0, 2048, 0, ring::DIR_TX, n - 1);
-    let mut host = HostKring::new_tx(n);
-    assert_eq!(host.resume(true, &f.atok, &f.ktoa, &f.ring), Ok((12, 11)));
+    t.host = HostKring::new_tx(n);
+    assert_eq!(t.host.resume(true, &f.atok, &f.ktoa, &f.ring), Ok((12, 11)));
     assert_eq!((f.ring.head(), f.ring.cur(), f.ring.tail()), (12, 12, 11));
     // The guest never notices: no reset, and traffic goes on from 12.
-    guest.prologue(15, 15).unwrap();
-    guest.txsync(&f.atok, &f.ktoa, 0);
-    sink.out.clear();
-    assert_eq!(
-        host.tx_pass(&f.atok, &f.ktoa, &mut sink, false, &mut || {}),
-        HostStop::Idle
-    );
-    assert_eq!(sink.out.len(), 3);
-    assert_eq!(guest.host_resets, 0);
+    t.send(15);
+    t.sink.out.clear();
+    assert_eq!(t.pass(false), HostStop::Idle);
+    assert_eq!(t.sink.out.len(), 3);
+    assert_eq!(t.guest.host_resets, 0);
 }
 
 #[test]
@@ -450,77 +444,157 @@ fn resume_refuses_a_csb_that_makes_no_ring() {
 #[test]
 fn a_ring_resumed_in_place_sends_what_the_guest_queued() {
     let n = 16;
-    let f = fixture(n);
-    let mut host = HostKring::new_tx(n);
-    host.start(&f.atok, &f.ktoa);
-    let mut guest = GuestKring::attach(n, &f.atok, &f.ktoa);
-    let mut sink = Sink {
-        ring: &f.ring,
-        budget: 100,
-        out: Vec::new(),
-    };
+    let mut t = tx_rig(n);
     for i in 0..10 {
-        f.ring.set_len(i, i as u16);
+        t.f.ring.set_len(i, i as u16);
     }
-    guest.prologue(6, 6).unwrap();
-    guest.txsync(&f.atok, &f.ktoa, 0);
-    host.tx_pass(&f.atok, &f.ktoa, &mut sink, false, &mut || {});
-    assert_eq!(sink.out, [0, 1, 2, 3, 4, 5]);
+    t.send(6);
+    t.pass(false);
+    assert_eq!(t.sink.out, [0, 1, 2, 3, 4, 5]);
     // Four more queued; the daemon dies before it sees them. Its successor has the same
     // memory back and resumes in place: the four go out.
-    guest.prologue(10, 10).unwrap();
-    f.atok.appl_write(10, 10);
-    let mut host = HostKring::new_tx(n);
-    assert_eq!(host.resume_in_place(true, &f.atok, &f.ktoa), Ok((6, 5)));
-    sink.out.clear();
-    host.tx_pass(&f.atok, &f.ktoa, &mut sink, false, &mut || {});
-    assert_eq!(sink.out, [6, 7, 8, 9]);
-    guest.txsync(&f.atok, &f.ktoa, 0);
-    assert_eq!(guest.host_resets, 0);
+    t.guest.prologue(10, 10).unwrap();
+    t.f.atok.appl_write(10, 10);
+    t.host = HostKring::new_tx(n);
+    assert_eq!(
+        t.host.resume_in_place(true, &t.f.atok, &t.f.ktoa),
+        Ok((6, 5))
+    );
+    t.sink.out.clear();
+    t.pass(false);
+    assert_eq!(t.sink.out, [6, 7, 8, 9]);
+    t.guest.txsync(&t.f.atok, &t.f.ktoa, 0);
+    assert_eq!(t.guest.host_resets, 0);
 }
 
 #[test]
 fn a_spinning_host_is_not_kicked_and_a_reset_still_asks_for_the_kick() {
-    let n = 8;
-    let f = fixture(n);
-    let mut host = HostKring::new_tx(n);
-    host.start(&f.atok, &f.ktoa);
-    let mut guest = GuestKring::attach(n, &f.atok, &f.ktoa);
-    let mut sink = Sink {
-        ring: &f.ring,
-        budget: 100,
-        out: Vec::new(),
-    };
-    let mut pass = |host: &mut HostKring, busy: bool| {
-        host.tx_pass(&f.atok, &f.ktoa, &mut sink, busy, &mut || {})
-    };
+    let mut t = tx_rig(8);
     // An idle pass that lets its loop sleep asks for kicks.
-    assert_eq!(pass(&mut host, false), HostStop::Idle);
-    assert!(f.ktoa.kern_need_kick());
+    assert_eq!(t.pass(false), HostStop::Idle);
+    assert!(t.f.ktoa.kern_need_kick());
     // The loop spins on (busy passes): the request is withdrawn, so a guest sending now makes
     // no syscall for a thread that is running anyway, and the spinning pass takes the packet.
-    assert_eq!(pass(&mut host, true), HostStop::Poll);
-    assert!(!f.ktoa.kern_need_kick());
-    f.ring.set_len(0, 60);
-    guest.prologue(1, 1).unwrap();
-    assert!(!guest.txsync(&f.atok, &f.ktoa, 0), "kicked a spinning host");
-    assert_eq!(pass(&mut host, true), HostStop::Poll);
-    assert_eq!(host.hwcur, 1);
+    assert_eq!(t.pass(true), HostStop::Poll);
+    assert!(!t.f.ktoa.kern_need_kick());
+    t.f.ring.set_len(0, 60);
+    assert!(!t.send(1), "kicked a spinning host");
+    assert_eq!(t.pass(true), HostStop::Poll);
+    assert_eq!(t.host.hwcur, 1);
     // The spin ends: the non-busy pass asks for kicks again before the loop sleeps.
-    assert_eq!(pass(&mut host, false), HostStop::Idle);
-    assert!(f.ktoa.kern_need_kick());
-    guest.prologue(2, 2).unwrap();
-    assert!(
-        guest.txsync(&f.atok, &f.ktoa, 0),
-        "a sleeping host was not kicked"
-    );
+    assert_eq!(t.pass(false), HostStop::Idle);
+    assert!(t.f.ktoa.kern_need_kick());
+    assert!(t.send(2), "a sleeping host was not kicked");
     // A reset found by a busy pass: its loop then waits for the guest's kick, so it asks for it.
-    assert_eq!(pass(&mut host, true), HostStop::Poll);
-    assert!(!f.ktoa.kern_need_kick());
-    f.atok.appl_write(9, 0);
+    assert_eq!(t.pass(true), HostStop::Poll);
+    assert!(!t.f.ktoa.kern_need_kick());
+    t.f.atok.appl_write(9, 0);
     assert_eq!(
-        pass(&mut host, true),
+        t.pass(true),
         HostStop::Reset(BadIndexes { head: 9, cur: 0 })
     );
-    assert!(f.ktoa.kern_need_kick());
+    assert!(t.f.ktoa.kern_need_kick());
+}
+
+/// A TX ring whose host runs only inside the guest's kicks, as the driver's `packet:` transport
+/// runs its host: a txsync that kicks runs the pass in `mode`, and nothing else runs it (no
+/// thread, no port notification, no wait). Each of `rounds` rounds the guest queues what fits
+/// of 5 packets and syncs; the port (a socket whose buffer fills) takes nothing in every third
+/// round. Returns how many packets were queued and what the port sent.
+fn tx_run_only_by_kicks(mode: PassMode, rounds: u16) -> (u16, Vec<u16>) {
+    let n = 8;
+    let mut t = tx_rig(n);
+    let mut queued = 0;
+    for round in 0..rounds {
+        t.sink.budget = if round % 3 == 1 { 0 } else { 100 };
+        let mut cur = t.f.ring.cur();
+        for _ in 0..5 {
+            if cur == t.guest.hwtail {
+                break;
+            }
+            t.f.ring.set_len(cur, queued);
+            queued += 1;
+            cur = ring_add(cur, 1, n);
+        }
+        t.f.ring.set_head(cur);
+        t.f.ring.set_cur(cur);
+        if t.send(cur) {
+            let stop = t.pass(mode);
+            assert!(!matches!(stop, HostStop::Reset(_)), "{stop:?}");
+            if mode == PassMode::Kicked {
+                assert!(
+                    t.f.ktoa.kern_need_kick(),
+                    "stopped asking for kicks: {stop:?}"
+                );
+            }
+        }
+    }
+    (queued, t.sink.out)
+}
+
+/// The RX ring of such a host: 3 packets reach the port (a socket's receive queue, which fills
+/// while no pass runs) every third round; each round the guest syncs, reads all it has, gives
+/// it back and syncs again. Returns how many packets arrived and what the guest read.
+fn rx_run_only_by_kicks(mode: PassMode, rounds: u16) -> (u16, Vec<u16>) {
+    let n = 8;
+    let f = fixture(n);
+    let mut host = HostKring::new_rx(n);
+    host.start(&f.atok, &f.ktoa);
+    let mut guest = GuestKring::attach(n, &f.atok, &f.ktoa);
+    let mut port = Source {
+        ring: f.ring.clone(),
+        next: 0,
+        limit: 0,
+        budget: 8,
+    };
+    let mut sync = |guest: &mut GuestKring, port: &mut Source| {
+        guest.prologue(f.ring.head(), f.ring.cur()).unwrap();
+        if guest.rxsync(&f.atok, &f.ktoa, 0) {
+            let stop = host.rx_pass(&f.atok, &f.ktoa, port, mode, &mut || {});
+            assert!(!matches!(stop, HostStop::Reset(_)), "{stop:?}");
+            if mode == PassMode::Kicked {
+                assert!(
+                    f.ktoa.kern_need_kick(),
+                    "stopped asking for kicks: {stop:?}"
+                );
+            }
+        }
+    };
+    let mut got = Vec::new();
+    for round in 0..rounds {
+        if round % 3 == 0 {
+            port.limit += 3;
+        }
+        sync(&mut guest, &mut port);
+        let mut head = f.ring.head();
+        while head != guest.hwtail {
+            got.push(f.ring.len(head));
+            head = ring_add(head, 1, n);
+        }
+        f.ring.set_head(head);
+        f.ring.set_cur(head);
+        sync(&mut guest, &mut port);
+    }
+    (port.limit, got)
+}
+
+#[test]
+fn a_host_run_only_by_kicks_keeps_asking_for_them() {
+    // In its own mode, every packet goes through both ways, in order.
+    let (queued, sent) = tx_run_only_by_kicks(PassMode::Kicked, 30);
+    assert!(queued > 50, "{queued}");
+    assert_eq!(sent, (0..queued).collect::<Vec<_>>());
+    let (arrived, got) = rx_run_only_by_kicks(PassMode::Kicked, 30);
+    assert_eq!(arrived, 30);
+    assert_eq!(got, (0..arrived).collect::<Vec<_>>());
+    // The same host passing as a sleeping thread stops with kicks off when it waits for its
+    // port (TX: the socket is full; RX: nothing came and the guest holds nothing), or as a
+    // polling loop at once, and nothing runs it again: less than a ring's worth goes through,
+    // the packet transport's stall.
+    for mode in [PassMode::Sleep, PassMode::Poll] {
+        let (queued, sent) = tx_run_only_by_kicks(mode, 30);
+        assert!(sent.len() < 8 && queued > 5, "{mode:?}: {queued} {sent:?}");
+        let (arrived, got) = rx_run_only_by_kicks(mode, 30);
+        assert!(got.len() < 8 && arrived == 30, "{mode:?}: {got:?}");
+    }
 }

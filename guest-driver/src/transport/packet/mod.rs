@@ -3,7 +3,8 @@
 //!
 //! The transport is the device and the host at once, in this process: a ptnet register file
 //! (`PtnetConfig`), a netmap memory it lays out itself (one TX and one RX ring), a CSB in plain
-//! memory, and the host side of both rings (the protocol's [`HostKring`] passes) run inline:
+//! memory, and the host side of both rings (the protocol's [`HostKring`] passes) run inline, in
+//! [`PassMode::Kicked`]:
 //!
 //! * TX: a kick (every txsync with new slots kicks: the host always asks for kicks) runs the TX
 //!   pass, which hands the slots from `hwcur` to `head` to the kernel in `sendmmsg` batches
@@ -25,7 +26,7 @@ use ptnet_protocol::device::{PortGeometry, PtnetConfig, MEMDEV_CONFIG_BASE};
 use ptnet_protocol::netmap::{ring, BufPool, IfView, RingView};
 use ptnet_protocol::regs::{ptnet, PTCTL_CREATE, PTCTL_DELETE};
 use ptnet_protocol::shmem::{OwnedMem, SharedMem};
-use ptnet_protocol::sync::HostKring;
+use ptnet_protocol::sync::{HostKring, PassMode};
 use std::cell::RefCell;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -239,10 +240,10 @@ impl PacketTransport {
         self.host.borrow_mut().rings = Some(rings);
     }
 
-    /// One host pass of ring `ring` (0: TX, 1: RX), in busy-wait mode (no interrupt to raise:
-    /// the application is in this process). This host runs only when kicked, so it asks for
-    /// the next kick after every pass: a busy pass itself withdraws the request, as a polling
-    /// host thread would.
+    /// One host pass of ring `ring` (0: TX, 1: RX), in [`PassMode::Kicked`]: this host runs
+    /// only when the application's sync kicks it (or [`Transport::wait`] runs it), so every
+    /// kick it may need stays requested; a pass that stopped with kicks off would never run
+    /// again. No interrupt to raise: the application is in this process.
     fn pass(&self, ring: u32) {
         let mut host = self.host.borrow_mut();
         let Host { rings, stats } = &mut *host;
@@ -254,13 +255,12 @@ impl PacketTransport {
         if ring == 0 {
             let mut side = TxSide::new(&self.sock, &self.bufs, &r.view, &mut done);
             r.kring
-                .tx_pass(&r.atok, &r.ktoa, &mut side, true, &mut no_irq);
+                .tx_pass(&r.atok, &r.ktoa, &mut side, PassMode::Kicked, &mut no_irq);
         } else {
             let mut side = RxSide::new(&self.sock, &self.bufs, &r.view, &mut done);
             r.kring
-                .rx_pass(&r.atok, &r.ktoa, &mut side, true, &mut no_irq);
+                .rx_pass(&r.atok, &r.ktoa, &mut side, PassMode::Kicked, &mut no_irq);
         }
-        r.ktoa.set_kern_need_kick(true);
         stats.add(&done);
     }
 

@@ -1,12 +1,13 @@
 //! The data path of one queue pair: a thread that is the in-process "guest" of the port's
 //! netmap TX ring and RX ring of the same number.
 //!
-//! The port layer is used exactly as a ptnet guest's host sync loop uses it: the thread takes
-//! the two rings' [`RingWorker`]s apart (the host kring goes into the ring's [`PassState`], its
-//! one owner while the thread runs; the port kind's [`RingSync`] stays with the thread), and a
-//! private CSB pair per ring in its own memory stands where a ptnet guest's CSB would be. The
-//! guest side of that CSB is the protocol's [`GuestKring`]; the host side runs
-//! [`HostKring::tx_pass`] / [`HostKring::rx_pass`] over the port's sync, inline on this thread:
+//! The port layer is used exactly as a ptnet guest's host sync loop uses it, through
+//! [`crate::port::private_csb`]: the thread takes the two rings' [`RingWorker`]s apart (the host
+//! kring goes into the ring's [`PassState`], its one owner while the thread runs; the port
+//! kind's [`RingSync`] stays with the thread), and a private CSB pair per ring in its own memory
+//! stands where a ptnet guest's CSB would be. The guest side of that CSB is the protocol's
+//! [`GuestKring`]; the host side runs [`HostKring::tx_pass`] / [`HostKring::rx_pass`] over the
+//! port's sync, inline on this thread:
 //!
 //! * TX kick: each TX chain's frame is copied into the next free slot of the netmap TX ring
 //!   (`queue::tx_chain_to_buf`), the chain goes to the used ring, and one host TX pass hands
@@ -24,6 +25,11 @@
 //! (EVENT_IDX: `avail_event`) only before it sleeps, with a re-check; the guest is interrupted
 //! once per batch, when the used ring crosses its `used_event`. Nothing here allocates, locks
 //! or makes a per-packet system call.
+//!
+//! [`PassState`]: crate::port::ring::PassState
+//! [`RingSync`]: crate::port::RingSync
+//! [`HostKring::tx_pass`]: ptnet_protocol::sync::HostKring::tx_pass
+//! [`HostKring::rx_pass`]: ptnet_protocol::sync::HostKring::rx_pass
 
 use super::mem::{FrontendMemory, MemCache};
 use super::queue::{
@@ -34,13 +40,13 @@ use super::sys::buffer;
 use super::vq::{Vq, VqStats};
 use crate::frontend::ptnet::syncloop::LoopOptions;
 use crate::port::idle::SpinThenSleep;
-use crate::port::ring::{DirectRx, Keepalive, PassDone, PassState, RingSync};
-use crate::port::{RingStats, RingWorker};
+use crate::port::private_csb::{InlineRing, PrivateCsb};
+use crate::port::ring::{DirectRx, Keepalive, PassDone};
+use crate::port::RingWorker;
 use crate::sys::{eventfd_file, eventfd_take_nowait, poll_revents};
-use ptnet_protocol::csb::{Atok, Ktoa, ENTRY_SIZE, NAF_FORCE_RECLAIM};
+use ptnet_protocol::csb::{Atok, Ktoa, NAF_FORCE_RECLAIM};
 use ptnet_protocol::netmap::{ring_add, ring_dist, slot_flags, BufPool, RingView};
-use ptnet_protocol::shmem::{OwnedMem, SharedMem};
-use ptnet_protocol::sync::{GuestKring, HostKring, HostStop};
+use ptnet_protocol::sync::{GuestKring, HostStop};
 use ptnet_protocol::vnet::{self, VnetHeader};
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -146,105 +152,19 @@ impl PairThread {
     }
 }
 
-/// The CSB entries of the private CSB: TX atok, TX ktoa, RX atok, RX ktoa.
-const CSB_ENTRIES: usize = 4;
-
-/// A netmap ring while a pair thread runs it: its worker taken apart, the host kring in the pass
-/// state (its one copy until [`Self::into_worker`]), as in the ptnet sync loop.
-struct Running {
-    index: u32,
-    is_tx: bool,
-    sync: Box<dyn RingSync>,
-    notify: Arc<EventFd>,
-    stats: Arc<RingStats>,
-    /// The thread's, or `None` while lent to the ring (direct delivery).
-    state: Option<PassState>,
-}
-
-impl Running {
-    /// Starts the worker's ring on CSB entries `host` (`call`: the interrupt its passes raise).
-    fn start(w: RingWorker, host: (Atok, Ktoa), call: Option<File>) -> Self {
-        let RingWorker {
-            index,
-            is_tx,
-            mut kring,
-            sync,
-            notify,
-            stats,
-        } = w;
-        let (atok, ktoa) = host;
-        kring.start(&atok, &ktoa);
-        let obs = crate::port::ring::RingObs::new(&stats);
-        let _ = notify.read();
-        Self {
-            index,
-            is_tx,
-            sync,
-            notify,
-            stats,
-            state: Some(PassState {
-                kring,
-                atok,
-                ktoa,
-                call,
-                obs,
-            }),
-        }
-    }
-
-    /// The host kring, unless it is lent.
-    fn kring(&self) -> Option<&HostKring> {
-        self.state.as_ref().map(|s| &s.kring)
-    }
-
-    /// One host pass here (`None` while the state is lent).
-    fn pass(&mut self, busy: bool) -> Option<PassDone> {
-        let Self {
-            state, sync, is_tx, ..
-        } = self;
-        state.as_mut().map(|s| s.run(sync.as_mut(), *is_tx, busy))
-    }
-
-    /// [`RingSync::arm`] (false while the state is lent: the ring's producers run its passes).
-    fn arm(&mut self) -> bool {
-        let Self { state, sync, .. } = self;
-        state.as_ref().is_some_and(|s| sync.arm(&s.kring))
-    }
-
-    /// The worker again, with the ring's state (which must be back).
-    fn into_worker(self) -> RingWorker {
-        RingWorker {
-            index: self.index,
-            is_tx: self.is_tx,
-            kring: self.state.expect("the pass state is back").kring,
-            sync: self.sync,
-            notify: self.notify,
-            stats: self.stats,
-        }
-    }
-}
-
-/// The CSB entries of ring `i` (0: TX, 1: RX) of the private CSB.
-fn entries(m: &SharedMem, ring: u32) -> (Atok, Ktoa) {
-    (
-        Atok::new(m, 2 * ring).expect("an atok entry"),
-        Ktoa::new(m, 2 * ring + 1).expect("a ktoa entry"),
-    )
-}
-
 struct Pair<'a> {
     port: &'a str,
     pair: u32,
     rxq: Vq,
     txq: Vq,
-    /// Netmap TX ring `pair`.
-    tx: Running,
-    /// Netmap RX ring `pair`.
-    rx: Running,
+    /// Netmap TX ring `pair` (entries 0 of the private CSB).
+    tx: InlineRing,
+    /// Netmap RX ring `pair` (entries 1).
+    rx: InlineRing,
     rings: PortRings,
     mem: Arc<FrontendMemory>,
     conf: HdrConf,
-    _csb: OwnedMem,
+    _csb: PrivateCsb,
     tx_atok: Atok,
     tx_ktoa: Ktoa,
     rx_atok: Atok,
@@ -307,8 +227,7 @@ impl<'a> Pair<'a> {
         call: File,
         opts: LoopOptions,
     ) -> Self {
-        let csb = OwnedMem::new(CSB_ENTRIES * ENTRY_SIZE);
-        let m = csb.mem();
+        let csb = PrivateCsb::new(2);
         let PairParts {
             pair,
             rxq,
@@ -322,12 +241,8 @@ impl<'a> Pair<'a> {
         // Direct delivery: a producer's pass raises our own interrupt. Our own passes need none
         // (this thread runs them).
         let rx_call = direct.as_ref().and_then(|_| call.try_clone().ok());
-        let tx = Running::start(txw, entries(&m, 0), None);
-        let mut rx = Running::start(rxw, entries(&m, 1), rx_call);
-        let ((tx_atok, tx_ktoa), (rx_atok, rx_ktoa)) = (entries(&m, 0), entries(&m, 1));
-        let slots = |r: &Running| r.kring().expect("not lent yet").num_slots;
-        let gtx = GuestKring::attach(slots(&tx), &tx_atok, &tx_ktoa);
-        let grx = GuestKring::attach(slots(&rx), &rx_atok, &rx_ktoa);
+        let (tx, gt) = csb.start(txw, 0, None);
+        let (mut rx, gr) = csb.start(rxw, 1, rx_call);
         if let Some(d) = &direct {
             d.lend(rx.state.take().expect("not lent yet"));
         }
@@ -343,12 +258,12 @@ impl<'a> Pair<'a> {
             mem,
             conf,
             _csb: csb,
-            tx_atok,
-            tx_ktoa,
-            rx_atok,
-            rx_ktoa,
-            gtx,
-            grx,
+            tx_atok: gt.atok,
+            tx_ktoa: gt.ktoa,
+            rx_atok: gr.atok,
+            rx_ktoa: gr.ktoa,
+            gtx: gt.kring,
+            grx: gr.kring,
             direct,
             call,
             rxw_writer: RxWriter::new(buf_size),
