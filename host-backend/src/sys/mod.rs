@@ -22,9 +22,11 @@
 //! message saying what to use instead (`memory-backend-memfd,seal=on`, or
 //! `memory-backend-memfd,hugetlb=on,seal=on` for huge pages) costs users one option.
 
+mod epoll;
 mod fds;
 mod inherit;
 
+pub use epoll::{Epoll, EpollEvent};
 pub use fds::*;
 pub use inherit::{claim_listening_unix_socket, InheritError};
 use ptnet_protocol::shmem::SharedMem;
