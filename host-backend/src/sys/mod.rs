@@ -1,4 +1,4 @@
-//! The daemon's small `unsafe` corner: memfds, mmap and poll. Everything above is safe Rust.
+//! The daemon's small `unsafe` corner: memfds, mmap, poll and epoll ([`Epoll`]). Everything above is safe Rust.
 //!
 //! # Shared memory that cannot fault
 //!

@@ -7,7 +7,7 @@
 //!   at [`GUEST_MEM_GPA`];
 //! * kicks and interrupts: one kick and one call eventfd per ring (SET_VRING_KICK/SET_VRING_CALL).
 //!   Waits sleep in one `epoll_wait` on every call eventfd, edge-triggered, and never read them
-//!   (see [`sys::epoll`](crate::sys::epoll)): a wake-up costs that one syscall.
+//!   (see the `sys::epoll` module): a wake-up costs that one syscall.
 
 use crate::error::ShmemMapProblem;
 use crate::sys::epoll::{Epoll, EpollEvent};
