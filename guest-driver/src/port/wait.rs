@@ -38,8 +38,11 @@ impl Port {
     /// `timeout`. Every ring is synced with interrupts enabled, exactly as `wait_any` does.
     ///
     /// When every port's transport can be waited on through descriptors
-    /// ([`Transport::wait_fds`]: the vhost-user call eventfds, the pci transport's uio
-    /// descriptor), this is one `poll` over all of them. Otherwise it blocks on one port's
+    /// ([`Transport::wait_fds`]: the vhost-user transport's epoll instance, readable while an
+    /// interrupt waits in it, and taken by one `epoll_wait` for each port that fired; the pci
+    /// transport's uio descriptor), this is one `poll` over all of them. (A single port's wait
+    /// is the transport's own [`Transport::wait_many`]: for vhost-user, one `epoll_wait` a
+    /// wake-up.) Otherwise it blocks on one port's
     /// interrupts at a time, for at most [`WAIT_PORTS_SLICE`], starting with the first port (put
     /// the one most likely to be interrupted first) and moving on after a slice without news.
     /// Interrupts left over from before the call are cleared first, so a stale one cannot end the

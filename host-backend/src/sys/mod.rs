@@ -1,4 +1,4 @@
-//! The daemon's small `unsafe` corner: memfds, mmap and poll. Everything above is safe Rust.
+//! The daemon's small `unsafe` corner: memfds, mmap, poll and epoll ([`Epoll`]). Everything above is safe Rust.
 //!
 //! # Shared memory that cannot fault
 //!
@@ -22,9 +22,11 @@
 //! message saying what to use instead (`memory-backend-memfd,seal=on`, or
 //! `memory-backend-memfd,hugetlb=on,seal=on` for huge pages) costs users one option.
 
+mod epoll;
 mod fds;
 mod inherit;
 
+pub use epoll::{Epoll, EpollEvent};
 pub use fds::*;
 pub use inherit::{claim_listening_unix_socket, InheritError};
 use ptnet_protocol::shmem::SharedMem;

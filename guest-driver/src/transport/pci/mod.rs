@@ -24,6 +24,7 @@
 
 use super::{CsbArrays, PollWait, Transport};
 use crate::error::PhysAddrProblem;
+use crate::sys::epoll::{Epoll, EpollEvent};
 use crate::sys::{self, Mapping};
 use crate::{Error, PciSelector};
 use discover::{enable, find_nic, is_memdev, pci_devices, resources, SYSFS_PCI};
@@ -31,7 +32,6 @@ use ptnet_protocol::csb;
 use ptnet_protocol::regs::{self, memdev, ptnet};
 use ptnet_protocol::shmem::SharedMem;
 use std::fs::{self, File, OpenOptions};
-use std::io;
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
@@ -182,7 +182,19 @@ struct Uio {
     /// space (a trap to the hypervisor per access), until a descriptor shows an interrupt or a
     /// new descriptor opens (it cannot show what came before it).
     may_be_masked: AtomicBool,
-    fds: Vec<OnceLock<Option<File>>>,
+    /// Did a descriptor report an error (a uio device without an interrupt line)? Waits then
+    /// poll.
+    no_irq: AtomicBool,
+    fds: Vec<OnceLock<Option<UioFd>>>,
+}
+
+/// One ring's uio descriptor, and the epoll instance that watches it edge-triggered: the uio
+/// driver wakes its waiters on every interrupt, so a wait is one `epoll_wait`, and the
+/// descriptor is never read (its count is not needed: the event says an interrupt came).
+#[derive(Debug)]
+struct UioFd {
+    _file: File,
+    ep: Epoll,
 }
 
 impl Uio {
@@ -240,24 +252,43 @@ impl Uio {
             config,
             seen: AtomicBool::new(false),
             may_be_masked: AtomicBool::new(true),
+            no_irq: AtomicBool::new(false),
             fds: (0..ptnet::MAX_RINGS).map(|_| OnceLock::new()).collect(),
         };
         uio.unmask();
         Ok(uio)
     }
 
-    fn fd(&self, ring: u32) -> Option<&File> {
+    fn fd(&self, ring: u32) -> Option<&UioFd> {
         self.fds
             .get(ring as usize)?
             .get_or_init(|| {
                 self.may_be_masked.store(true, Ordering::Relaxed);
-                OpenOptions::new()
+                let file = OpenOptions::new()
                     .read(true)
                     .write(true)
                     .open(&self.dev)
-                    .ok()
+                    .ok()?;
+                let ep = Epoll::new().ok()?;
+                let edge = (libc::EPOLLIN | libc::EPOLLET) as u32;
+                ep.add(file.as_raw_fd(), edge, 0).ok()?;
+                Some(UioFd { _file: file, ep })
             })
             .as_ref()
+    }
+
+    /// After `ep` reported `n` events into `out`: true if an interrupt came (INTx is masked
+    /// again then); an error (no interrupt line) switches the waits to polling.
+    fn took(&self, out: &[EpollEvent], n: usize) -> bool {
+        let ev = out[..n].iter().fold(0, |m, e| m | e.events);
+        if ev & (libc::EPOLLERR as u32) != 0 {
+            self.no_irq.store(true, Ordering::Relaxed);
+            return false;
+        }
+        if ev != 0 {
+            self.interrupted();
+        }
+        ev != 0
     }
 }
 
@@ -438,33 +469,31 @@ impl Transport for PciTransport {
         };
         let limit = timeout.map_or(cap, |t| t.min(cap));
         uio.unmask();
-        let mut pfd = [libc::pollfd {
-            fd: f.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }];
         let ms = limit.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-        let r = match sys::poll(&mut pfd, ms) {
-            Ok(r) => r,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(true),
-            Err(e) => return Err(Error::io("poll uio", e)),
+        let mut out = [EpollEvent::default(); 1];
+        let start = std::time::Instant::now();
+        let n = if uio.no_irq.load(Ordering::Relaxed) {
+            0
+        } else {
+            f.ep.wait(&mut out, ms)
+                .map_err(|e| Error::io("wait for the uio interrupt", e))?
         };
-        if r == 0 {
-            // Only a timeout the caller asked for is reported as one; our own cap is a
-            // spurious wake-up.
-            return Ok(timeout.is_none_or(|t| t > cap));
+        if uio.took(&out, n) {
+            uio.unmask();
+            return Ok(true);
         }
-        if pfd[0].revents & (libc::POLLERR | libc::POLLNVAL) != 0 {
+        if uio.no_irq.load(Ordering::Relaxed) {
             // uio without an interrupt line: behave as the polling fallback.
             std::thread::sleep(limit.min(POLL_INTERVAL));
             return Ok(true);
         }
-        let mut b = [0u8; 4];
-        if f.read_at(&mut b, 0).is_ok_and(|n| n == 4) {
-            uio.interrupted();
+        if start.elapsed() < limit {
+            // EINTR: a spurious wake-up.
+            return Ok(true);
         }
-        uio.unmask();
-        Ok(true)
+        // Only a timeout the caller asked for is reported as one; our own cap is a spurious
+        // wake-up.
+        Ok(timeout.is_none_or(|t| t > cap))
     }
 
     fn wait_many(&self, rings: &[u32], timeout: Option<Duration>) -> Result<bool, Error> {
@@ -479,8 +508,12 @@ impl Transport for PciTransport {
     fn wait_fds(&self, rings: &[u32], out: &mut [RawFd]) -> Option<PollWait> {
         // One INTx line serves every ring: the first ring's uio descriptor covers them all.
         let uio = self.uio.as_ref()?;
+        if uio.no_irq.load(Ordering::Relaxed) {
+            return None;
+        }
+        // The epoll instance: readable while an interrupt waits in it.
         let f = uio.fd(*rings.first()?)?;
-        *out.first_mut()? = f.as_raw_fd();
+        *out.first_mut()? = f.ep.as_raw_fd();
         uio.unmask();
         let cap = if uio.seen.load(Ordering::Relaxed) {
             MAX_IRQ_WAIT
@@ -500,10 +533,11 @@ impl Transport for PciTransport {
             return Ok(());
         };
         if let Some(f) = uio.fd(r) {
-            let mut b = [0u8; 4];
-            if f.read_at(&mut b, 0).is_ok_and(|n| n == 4) {
-                uio.interrupted();
-            }
+            let mut out = [EpollEvent::default(); 1];
+            let n =
+                f.ep.wait(&mut out, 0)
+                    .map_err(|e| Error::io("take the uio interrupt", e))?;
+            uio.took(&out, n);
         }
         uio.unmask();
         Ok(())

@@ -6,8 +6,11 @@
 //! * "guest memory" (where the CSB lives): a small memfd of our own, registered with SET_MEM_TABLE
 //!   at [`GUEST_MEM_GPA`];
 //! * kicks and interrupts: one kick and one call eventfd per ring (SET_VRING_KICK/SET_VRING_CALL).
+//!   Waits sleep in one `epoll_wait` on every call eventfd, edge-triggered, and never read them
+//!   (see the `sys::epoll` module): a wake-up costs that one syscall.
 
 use crate::error::ShmemMapProblem;
+use crate::sys::epoll::{Epoll, EpollEvent};
 use crate::sys::{self, Mapping};
 use crate::transport::{CsbArrays, PollWait, Transport};
 use crate::Error;
@@ -36,6 +39,10 @@ mod watchdog;
 
 use shmem::ShmemHandler;
 use watchdog::{ReplyWatchdog, REPLY_TIMEOUT};
+
+/// The epoll token of the main socket in [`VhostUserTransport`]'s wait (ring numbers are the
+/// others).
+const SOCKET_TOKEN: u64 = u64::MAX;
 
 /// Guest-physical address at which our "guest memory" (the CSB memfd) is registered.
 pub const GUEST_MEM_GPA: u64 = 0x4000_0000;
@@ -67,7 +74,12 @@ pub struct VhostUserTransport {
     guest_mem: Mapping,
     _guest_memfd: OwnedFd,
     kicks: Vec<EventFd>,
-    calls: Vec<EventFd>,
+    /// The call eventfds, kept open for `waits` (which watches them; nothing reads them).
+    _calls: Vec<EventFd>,
+    /// Every call eventfd (edge-triggered, token: the ring number) and the main socket
+    /// ([`SOCKET_TOKEN`], level-triggered: readable only when the daemon hangs up, no request
+    /// being outstanding during a wait).
+    waits: Epoll,
     num_rings: u32,
     /// The main socket again, for [`Self::send_raw_vring_fd`] (tests of hostile frontends).
     raw: UnixStream,
@@ -198,6 +210,8 @@ impl VhostUserTransport {
         for i in 0..num_rings as usize {
             wd.call("SET_VRING_ENABLE", || fe.set_vring_enable(i, true))?;
         }
+        let waits = call_waits(&calls, fe.as_raw_fd())
+            .map_err(|e| Error::io("set up the wait on the call eventfds", e))?;
 
         let mut t = Self {
             name,
@@ -211,7 +225,8 @@ impl VhostUserTransport {
             guest_mem,
             _guest_memfd: guest_memfd,
             kicks,
-            calls,
+            _calls: calls,
+            waits,
             num_rings,
             raw,
         };
@@ -303,6 +318,17 @@ impl VhostUserTransport {
         }
     }
 
+    /// [`wait_edges`] on this transport's rings, the daemon's hang-up as [`Error::Disconnected`].
+    fn wait_edges(&self, rings: &[u32], timeout: Option<Duration>) -> Result<bool, Error> {
+        match wait_edges(&self.waits, rings, timeout)
+            .map_err(|e| Error::io("wait for the call eventfds", e))?
+        {
+            Woke::Rings => Ok(true),
+            Woke::Timeout => Ok(false),
+            Woke::HungUp => Err(self.disconnected()),
+        }
+    }
+
     fn refresh_config(&mut self) -> Result<(), Error> {
         let payload = self.read_config(0, CONFIG_SIZE as u32)?;
         self.config = PtnetConfig::from_bytes(&payload);
@@ -326,6 +352,66 @@ fn make_guest_memory() -> Result<(OwnedFd, Mapping), Error> {
     let map = Mapping::map_shared(file.as_raw_fd(), 0, GUEST_MEM_SIZE)
         .map_err(|e| Error::io("mmap the guest memory", e))?;
     Ok((OwnedFd::from(file), map))
+}
+
+/// The transport's wait: every call eventfd edge-triggered with its ring number as the token, and
+/// the main socket `sock` level-triggered.
+fn call_waits(calls: &[EventFd], sock: RawFd) -> io::Result<Epoll> {
+    let ep = Epoll::new()?;
+    for (r, c) in calls.iter().enumerate() {
+        ep.add(
+            c.as_raw_fd(),
+            (libc::EPOLLIN | libc::EPOLLET) as u32,
+            r as u64,
+        )?;
+    }
+    ep.add(sock, libc::EPOLLIN as u32, SOCKET_TOKEN)?;
+    Ok(ep)
+}
+
+/// How [`wait_edges`] ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Woke {
+    /// One of the rings waited on was interrupted.
+    Rings,
+    /// The timeout passed first.
+    Timeout,
+    /// The main socket became readable: the daemon hung up.
+    HungUp,
+}
+
+/// Sleeps in `ep` (made by [`call_waits`]) until one of `rings` is interrupted or `timeout`
+/// passes: one `epoll_wait` a wake-up, nothing read. Interrupts of other rings that come
+/// meanwhile are taken and ignored: every wait syncs its rings before it sleeps, so an interrupt
+/// announcing something from before that sync is never needed by a later wait.
+fn wait_edges(ep: &Epoll, rings: &[u32], timeout: Option<Duration>) -> io::Result<Woke> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let mut out = [EpollEvent::default(); ptnet::MAX_RINGS as usize + 1];
+    loop {
+        let ms = match deadline {
+            None => -1,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                // Round up so a short timeout does not become a busy loop.
+                left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
+            }
+        };
+        let n = ep.wait(&mut out, ms)?;
+        let mut hit = false;
+        for e in &out[..n] {
+            if e.token == SOCKET_TOKEN {
+                return Ok(Woke::HungUp);
+            }
+            hit |= rings.iter().any(|&r| u64::from(r) == e.token);
+        }
+        if hit {
+            return Ok(Woke::Rings);
+        }
+        // A timeout, EINTR or only other rings' interrupts: go on until the deadline.
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(Woke::Timeout);
+        }
+    }
 }
 
 /// Waits until one of `fds` (at most 64) is readable or hung up. Returns a bit mask of the ready
@@ -436,64 +522,26 @@ impl Transport for VhostUserTransport {
     }
 
     fn wait_many(&self, rings: &[u32], timeout: Option<Duration>) -> Result<bool, Error> {
-        // The call eventfds, and the main socket last: with no request outstanding, it becomes
-        // readable only when the daemon hangs up (or misbehaves).
-        let mut fds = [-1; ptnet::MAX_RINGS as usize + 1];
-        let mut n = 0;
-        for &r in rings {
-            if let Some(c) = self.calls.get(r as usize) {
-                if n < ptnet::MAX_RINGS as usize {
-                    fds[n] = c.as_raw_fd();
-                    n += 1;
-                }
-            }
-        }
-        if n == 0 {
+        if !rings.iter().any(|&r| r < self.num_rings) {
             return Err(Error::UnknownRings(rings.to_vec()));
         }
-        fds[n] = self.frontend.as_raw_fd();
-        let ready =
-            poll_fds(&fds[..n + 1], timeout).map_err(|e| Error::io("poll the call eventfds", e))?;
-        if ready & 1 << n != 0 {
-            return Err(self.disconnected());
-        }
-        if ready != 0 {
-            for &r in rings {
-                if let Some(c) = self.calls.get(r as usize) {
-                    // Non-blocking: clears the counter if it was signalled, EAGAIN otherwise.
-                    let _ = c.read();
-                }
-            }
-        }
-        Ok(ready != 0)
+        self.wait_edges(rings, timeout)
     }
 
     fn wait_fds(&self, rings: &[u32], out: &mut [RawFd]) -> Option<PollWait> {
-        // The rings' call eventfds, then the main socket (readable only when the daemon hangs
-        // up, no request being outstanding).
-        let mut n = 0;
-        for &r in rings {
-            let c = self.calls.get(r as usize)?;
-            *out.get_mut(n)? = c.as_raw_fd();
-            n += 1;
+        // The epoll instance itself: it polls readable while an interrupt (or the daemon's
+        // hang-up) waits in it, until `wait_done` takes it.
+        if rings.iter().any(|&r| r >= self.num_rings) {
+            return None;
         }
-        *out.get_mut(n)? = self.frontend.as_raw_fd();
-        Some(PollWait {
-            n: n + 1,
-            cap: None,
-        })
+        *out.first_mut()? = self.waits.as_raw_fd();
+        Some(PollWait { n: 1, cap: None })
     }
 
     fn wait_done(&self, rings: &[u32], ready: &[bool]) -> Result<(), Error> {
-        if ready.get(rings.len()).copied().unwrap_or(false) {
-            return Err(self.disconnected());
-        }
-        for (&r, &fired) in rings.iter().zip(ready) {
-            if fired {
-                if let Some(c) = self.calls.get(r as usize) {
-                    let _ = c.read();
-                }
-            }
+        if ready.first().copied().unwrap_or(false) {
+            // Takes what fired (and reports a hang-up) without waiting.
+            self.wait_edges(rings, Some(Duration::ZERO))?;
         }
         Ok(())
     }
@@ -542,6 +590,53 @@ mod tests {
             Ok(_) => panic!("attached to nothing"),
         }
         let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_wait_costs_one_call_per_wake_up_and_ignores_other_rings() {
+        let calls: Vec<EventFd> = (0..3)
+            .map(|_| EventFd::new(EFD_NONBLOCK).unwrap())
+            .collect();
+        let (sock, peer) = UnixStream::pair().unwrap();
+        let ep = call_waits(&calls, sock.as_raw_fd()).unwrap();
+        let ms = |n| Some(Duration::from_millis(n));
+        // Nothing written: a timeout, not before its time.
+        let t = Instant::now();
+        assert_eq!(wait_edges(&ep, &[0, 2], ms(30)).unwrap(), Woke::Timeout);
+        assert!(t.elapsed() >= Duration::from_millis(30));
+        // Many interrupts, one wake-up, nothing read: the next wait sleeps again.
+        for _ in 0..100 {
+            calls[2].write(1).unwrap();
+        }
+        assert_eq!(wait_edges(&ep, &[0, 2], None).unwrap(), Woke::Rings);
+        assert_eq!(wait_edges(&ep, &[0, 2], ms(10)).unwrap(), Woke::Timeout);
+        // Another ring's interrupt does not end the wait; one from another thread does.
+        calls[1].write(1).unwrap();
+        let c0 = calls[0].try_clone().unwrap();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            c0.write(1).unwrap();
+        });
+        let start = Instant::now();
+        assert_eq!(wait_edges(&ep, &[0], ms(5000)).unwrap(), Woke::Rings);
+        assert!(start.elapsed() >= Duration::from_millis(15));
+        t.join().unwrap();
+        // A zero timeout takes what is pending without sleeping.
+        calls[0].write(1).unwrap();
+        assert_eq!(
+            wait_edges(&ep, &[0], Some(Duration::ZERO)).unwrap(),
+            Woke::Rings
+        );
+        assert_eq!(
+            wait_edges(&ep, &[0], Some(Duration::ZERO)).unwrap(),
+            Woke::Timeout
+        );
+        assert_eq!(calls[2].read().unwrap(), 100, "the counters are never read");
+        // The daemon hanging up ends every wait, and keeps doing so.
+        drop(peer);
+        for _ in 0..2 {
+            assert_eq!(wait_edges(&ep, &[0], None).unwrap(), Woke::HungUp);
+        }
     }
 
     #[test]

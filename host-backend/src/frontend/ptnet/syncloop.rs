@@ -1,9 +1,12 @@
 //! The host sync loops: one thread per ring, running the protocol's host pass
 //! ([`HostKring::tx_pass`](ptnet_protocol::sync::HostKring::tx_pass) / [`HostKring::rx_pass`](ptnet_protocol::sync::HostKring::rx_pass)) whenever the guest kicks or the port
-//! notifies, spinning briefly while traffic flows and sleeping in `poll` otherwise.
+//! notifies, spinning briefly while traffic flows and sleeping in `epoll_wait` otherwise.
 //!
 //! Nothing here allocates, locks or makes a per-packet syscall: a pass handles a whole batch, and
-//! the only syscalls are the eventfd writes the CSB flags ask for and the `poll` before sleeping.
+//! the only syscalls are the eventfd writes the CSB flags ask for and the one `epoll_wait` of a
+//! sleep. The kick and notify eventfds are watched edge-triggered, so what woke the thread is
+//! never read back (see [`crate::sys::Epoll`] for why an unread counter cannot matter): a
+//! wake-up costs that one syscall, where `poll` needed a drain `read` after it.
 //!
 //! Each thread owns its ring's pass state ([`PassState`]: the host kring, the CSB entries, the
 //! interrupt eventfd) for as long as it runs, and gives the kring back to the port's
@@ -13,13 +16,14 @@
 //! [`crate::port::delivery`]), so the ring's own thread wakes only for its guest's kicks.
 
 use crate::port::idle::SpinThenSleep;
+use crate::port::ring::Wake;
 pub use crate::port::ring::{csb_entries, FrontendRings, Keepalive};
 use crate::port::ring::{DirectRx, PassDone, PassState, RingStats, RingSync, RingWorker};
-use crate::sys::{eventfd_take_nowait, poll_revents};
+use crate::sys::{eventfd_take_nowait, Epoll, EpollEvent};
 use ptnet_protocol::csb::{Atok, Ktoa};
 use ptnet_protocol::sync::HostStop;
 use std::fs::File;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -149,7 +153,7 @@ impl RingRunner {
     pub fn stop(self) -> Vec<RingWorker> {
         self.stop_flag.store(true, Ordering::SeqCst);
         let _ = self.stop_fd.write(1);
-        // A thread that is not stuck ends at once (its poll watches `stop_fd`): only one that
+        // A thread that is not stuck ends at once (its sleep watches `stop_fd`): only one that
         // is still there after a grace period has its frontend's interrupts drained.
         let grace = Instant::now() + Duration::from_millis(50);
         while self.threads.iter().any(|t| !t.is_finished()) {
@@ -173,8 +177,9 @@ const LOG_EVERY: Duration = Duration::from_secs(1);
 /// Rings stopped because their kick descriptor hung up or failed (every port, since start).
 static KICK_FAULTS: AtomicU64 = AtomicU64::new(0);
 
-/// How many rings stopped because their kick descriptor reported POLLHUP, POLLERR or POLLNVAL, or
-/// could not be read (every port, since the daemon started).
+/// How many rings stopped because their kick descriptor reported a hang-up or an error (an
+/// eventfd does at a counter of `u64::MAX`, which only the kernel's own signalling can reach),
+/// could not be read or could not be waited on (every port, since the daemon started).
 pub fn kick_faults() -> u64 {
     KICK_FAULTS.load(Ordering::Relaxed)
 }
@@ -215,16 +220,6 @@ fn ring_loop(
         kick: kick_fd,
         call,
     } = io;
-    // The fourth entry is the port's own descriptor with the events it asks for
-    // (`RingSync::wake_fd`, NIC ports: readable for RX, writable for a TX ring blocked on a full
-    // kernel queue), -1 (ignored by poll) when it has none. An error or hang-up on it wakes the
-    // ring like the events asked: the next pass runs the port's error handling.
-    let mut fds = [
-        (kick_fd.as_raw_fd(), libc::POLLIN),
-        (notify.as_raw_fd(), libc::POLLIN),
-        (stop_fd.as_raw_fd(), libc::POLLIN),
-        (-1, 0),
-    ];
     // Spin-then-sleep: after progress the ring keeps polling for `opts.spin` rather than going
     // to sleep, but only while work comes densely (the last sleep was shorter than the spin
     // window): for sparse work a spin would only take the CPU from the threads producing it.
@@ -237,6 +232,19 @@ fn ring_loop(
     // may have published work before we started.
     let mut kick_ok = drain(port, index, &kick_fd, &stats);
     let _ = notify.read();
+    // What the thread sleeps on (see [`Sleep`]), watched from here on.
+    let mut sleep = match Sleep::new(kick_fd.as_raw_fd(), notify.as_raw_fd(), stop_fd.as_raw_fd()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::error!(
+                port,
+                ring = index,
+                "cannot set up the ring's sleep: {e}; ring stopped"
+            );
+            None
+        }
+    };
+    kick_ok &= sleep.is_some();
     // The ring's pass state, this thread's while it runs. Direct delivery: the state goes to the
     // ring instead, and every pass, this loop's too, runs through it. A busy-polling loop keeps
     // its state: it sees a producer's packets as soon as the producer's own pass would.
@@ -320,32 +328,25 @@ fn ring_loop(
         }
         // Not the port's descriptor after a reset either: what it asked for at its last `arm` may
         // hold at once and spin the loop.
-        fds[3] = match sync.wake_fd().filter(|_| !reset) {
-            Some(wake) => (wake.fd, wake.events),
-            None => (-1, 0),
-        };
+        let Some(sleep) = sleep.as_mut() else { break };
         let asleep = Instant::now();
-        let mut revents = [0i16; 8];
-        let woken = poll_revents(&fds, -1, &mut revents);
+        let woken = sleep.sleep(sync.wake_fd().filter(|_| !reset), -1);
         dense = asleep.elapsed() < opts.spin;
         match woken {
-            Ok(_) => {
-                let kick = revents[0];
-                if kick & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
-                    // Only a descriptor that is not an eventfd, or one in the error state, does
-                    // that: it stays ready, so the ring stops rather than spin on it.
+            Ok(kick) => {
+                let kick = kick.unwrap_or(0);
+                if kick & (libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 {
+                    // An eventfd does that only at a counter of u64::MAX, where it stays: the
+                    // ring stops rather than spin on it.
                     kick_fault(port, index, &format!("reported poll events {kick:#x}"));
                     break;
                 }
                 if kick != 0 {
-                    kick_ok = drain(port, index, &kick_fd, &stats);
-                }
-                if revents[1] != 0 {
-                    let _ = notify.read();
+                    RingStats::add(&stats.kicks, 1);
                 }
             }
             Err(e) => {
-                tracing::error!(port, ring = index, "poll failed: {e}; ring stopped");
+                tracing::error!(port, ring = index, "epoll failed: {e}; ring stopped");
                 break;
             }
         }
@@ -394,6 +395,81 @@ fn pass(
     }
 }
 
+/// The epoll tokens of what a ring thread sleeps on.
+const KICK: u64 = 0;
+const NOTIFY: u64 = 1;
+const STOP: u64 = 2;
+const WAKE: u64 = 3;
+
+/// A ring thread's sleep: one epoll instance watching the frontend's kick eventfd and the port's
+/// notify eventfd edge-triggered (each write wakes it once, and neither is ever read back), the
+/// runner's stop eventfd level-triggered (it stays set), and the port's own descriptor
+/// ([`RingSync::wake_fd`], NIC ports: readable for RX, writable for a TX ring blocked on a full
+/// kernel queue) level-triggered as `poll` watched it, only while the port asks for it. An error
+/// or hang-up on the port's descriptor wakes the ring like the events asked: the next pass runs
+/// the port's error handling.
+///
+/// The port's descriptor is re-registered only when what the port asks changes (one
+/// `epoll_ctl`); the descriptor itself belongs to the port's ring, which this thread owns for
+/// the whole loop, so its number cannot be reused under the registration.
+struct Sleep {
+    ep: Epoll,
+    wake: Option<Wake>,
+}
+
+impl Sleep {
+    fn new(kick: RawFd, notify: RawFd, stop: RawFd) -> std::io::Result<Self> {
+        let ep = Epoll::new()?;
+        let edge = (libc::EPOLLIN | libc::EPOLLET) as u32;
+        ep.add(kick, edge, KICK)?;
+        ep.add(notify, edge, NOTIFY)?;
+        ep.add(stop, libc::EPOLLIN as u32, STOP)?;
+        Ok(Self { ep, wake: None })
+    }
+
+    /// Watches `want` as the port's descriptor from now on (nothing if `None`).
+    fn set_wake(&mut self, want: Option<Wake>) -> std::io::Result<()> {
+        if want == self.wake {
+            return Ok(());
+        }
+        // `poll(2)`'s POLLIN and POLLOUT have epoll's values.
+        let events = |w: Wake| u32::from(w.events as u16);
+        match (self.wake, want) {
+            (Some(old), Some(new)) if old.fd == new.fd => {
+                self.ep.modify(new.fd, events(new), WAKE)?
+            }
+            (old, new) => {
+                if let Some(old) = old {
+                    // (It cannot fail for a descriptor still open and watched.)
+                    let _ = self.ep.delete(old.fd);
+                    self.wake = None;
+                }
+                if let Some(new) = new {
+                    self.ep.add(new.fd, events(new), WAKE)?;
+                }
+            }
+        }
+        self.wake = want;
+        Ok(())
+    }
+
+    /// Sleeps until a kick, a notification, the stop or the port's descriptor `wake` (as
+    /// [`Sleep::set_wake`]) wakes the thread, or `timeout_ms` passes (-1: never). Returns the
+    /// kick descriptor's events (0 when something else woke it), `None` after a timeout or
+    /// EINTR.
+    fn sleep(&mut self, wake: Option<Wake>, timeout_ms: i32) -> std::io::Result<Option<u32>> {
+        self.set_wake(wake)?;
+        let mut out = [EpollEvent::default(); 4];
+        let n = self.ep.wait(&mut out, timeout_ms)?;
+        Ok((n > 0).then(|| {
+            out[..n]
+                .iter()
+                .filter(|e| e.token == KICK)
+                .fold(0, |m, e| m | e.events)
+        }))
+    }
+}
+
 /// Takes the kicks counted on the kick eventfd, without ever blocking (the frontend shares the
 /// descriptor and may have cleared O_NONBLOCK and read the counter itself). False, logged and
 /// counted, when the descriptor cannot be read: the ring then stops.
@@ -407,5 +483,94 @@ fn drain(port: &str, ring: u32, f: &File, stats: &RingStats) -> bool {
             kick_fault(port, ring, &format!("cannot be read ({e})"));
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::eventfd_file;
+    use std::io::Write;
+
+    fn write(mut f: &File, v: u64) {
+        f.write_all(&v.to_ne_bytes()).unwrap();
+    }
+
+    #[test]
+    fn a_ring_sleep_wakes_once_per_burst_and_never_reads_what_woke_it() {
+        let (kick, stop) = (eventfd_file(true).unwrap(), eventfd_file(true).unwrap());
+        let notify = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let mut s = Sleep::new(kick.as_raw_fd(), notify.as_raw_fd(), stop.as_raw_fd()).unwrap();
+        // Nothing written: the sleep times out.
+        let t = Instant::now();
+        assert_eq!(s.sleep(None, 30).unwrap(), None);
+        assert!(t.elapsed() >= Duration::from_millis(29));
+        // A thousand kicks: one wake-up, its one call, and the next sleep sleeps.
+        for _ in 0..1000 {
+            write(&kick, 1);
+        }
+        assert_eq!(s.sleep(None, 1000).unwrap(), Some(libc::EPOLLIN as u32));
+        assert_eq!(s.sleep(None, 15).unwrap(), None);
+        // The port's notification wakes it as no kick; so does a kick from another thread.
+        notify.write(1).unwrap();
+        assert_eq!(s.sleep(None, 1000).unwrap(), Some(0));
+        let k2 = kick.try_clone().unwrap();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            write(&k2, 1);
+        });
+        assert_eq!(s.sleep(None, 5000).unwrap(), Some(libc::EPOLLIN as u32));
+        t.join().unwrap();
+        assert_eq!(eventfd_take_nowait(&kick).unwrap(), 1001);
+        // A frontend saturating its kick counter wakes it once, then stops only its own kicks.
+        write(&kick, u64::MAX - 1);
+        assert_eq!(s.sleep(None, 1000).unwrap(), Some(libc::EPOLLIN as u32));
+        assert!((&kick).write_all(&1u64.to_ne_bytes()).is_err());
+        assert_eq!(
+            s.sleep(None, 15).unwrap(),
+            None,
+            "no spin on a saturated counter"
+        );
+        // The stop still wakes it, every time.
+        write(&stop, 1);
+        for _ in 0..3 {
+            assert_eq!(s.sleep(None, 1000).unwrap(), Some(0));
+        }
+    }
+
+    #[test]
+    fn the_ports_descriptor_is_watched_only_while_asked_for() {
+        let (kick, stop) = (eventfd_file(true).unwrap(), eventfd_file(true).unwrap());
+        let notify = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let mut s = Sleep::new(kick.as_raw_fd(), notify.as_raw_fd(), stop.as_raw_fd()).unwrap();
+        // A readable descriptor (an eventfd with a count) is level-triggered: it wakes each
+        // sleep while asked for, and none once the port stops asking.
+        let port = eventfd_file(true).unwrap();
+        write(&port, 1);
+        let rd = Wake {
+            fd: port.as_raw_fd(),
+            events: libc::POLLIN,
+        };
+        for _ in 0..2 {
+            assert_eq!(s.sleep(Some(rd), 1000).unwrap(), Some(0));
+        }
+        assert_eq!(s.sleep(None, 15).unwrap(), None);
+        // Writable (a count below the maximum), then readable again on the same descriptor.
+        let wr = Wake {
+            events: libc::POLLOUT,
+            ..rd
+        };
+        assert_eq!(s.sleep(Some(wr), 1000).unwrap(), Some(0));
+        assert_eq!(s.sleep(Some(rd), 1000).unwrap(), Some(0));
+        assert_eq!(eventfd_take_nowait(&port).unwrap(), 1);
+        assert_eq!(s.sleep(Some(rd), 15).unwrap(), None);
+        // A descriptor that cannot be watched is an error for this ring's loop, not a spin.
+        let memfd = crate::sys::sealable_memfd(c"sleep-test", 8).unwrap();
+        let bad = Wake {
+            fd: memfd.as_raw_fd(),
+            events: libc::POLLIN,
+        };
+        assert!(s.sleep(Some(bad), 15).is_err());
+        assert_eq!(s.sleep(None, 15).unwrap(), None);
     }
 }
