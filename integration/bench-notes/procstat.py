@@ -43,14 +43,16 @@ def threads(pid, io=False):
     return out
 
 
-def start_daemon(bindir, d, ports, daemon_args):
+def start_daemon(bindir, d, ports, daemon_args, conf=""):
     """`ptnet-backend` on CPUs 0 and 1 serving `ports` from socket directory `d` (its log in
-    d/backend.log), with `daemon_args` (a shell-quoted string) before them. Returns the process
-    and the ports' socket paths once every socket exists; exits with the log after 10 s."""
+    d/backend.log), with `daemon_args` (a shell-quoted string) before them and `conf` (port
+    options, e.g. "slots=4096") on each port. Returns the process and the ports' socket paths
+    once every socket exists; exits with the log after 10 s."""
     log = open(f"{d}/backend.log", "w")
+    suffix = f"@conf:{conf}" if conf else ""
     daemon = subprocess.Popen(
         ["taskset", "-c", "0,1", f"{bindir}/ptnet-backend", "--socket-dir", d]
-        + shlex.split(daemon_args) + ports, stdout=log, stderr=log)
+        + shlex.split(daemon_args) + [p + suffix for p in ports], stdout=log, stderr=log)
     socks = [f"{d}/{p}.sock" for p in ports]
     t = time.time()
     while not all(os.path.exists(s) for s in socks):

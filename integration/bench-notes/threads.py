@@ -2,8 +2,10 @@
 """Per-thread cost of one P2 (pipe) or P3 (VALE) run, placed as `ptnet-bench` places it.
 
     threads.py BIN_DIR pipe|vale [--secs S] [--warm S] [--gen-args "..."] [--daemon-args "..."]
+               [--conf slots=4096] [--tx-cpu 1]
 
-Starts `ptnet-backend` (CPUs 0,1; its "-tx" ring threads then pinned to CPU 0, "-rx" to CPU 1),
+Starts `ptnet-backend` (CPUs 0,1; its "-tx" ring threads then pinned to CPU 0 or `--tx-cpu`,
+"-rx" to CPU 1; `--conf`: port options of both ports),
 `ptnet-pkt-gen -f rx` on CPU 1 and `-f tx` on CPU 0, waits `--warm`, then samples every thread's
 /proc/PID/task/TID/{stat,status,schedstat} over `--secs`. Prints, per thread: CPU share, CPU ns
 per packet, voluntary context switches (sleeps, so wake-ups) per 1000 packets, run queue wait
@@ -28,6 +30,8 @@ def main():
     ap.add_argument("--warm", type=float, default=1.5)
     ap.add_argument("--gen-args", default="")
     ap.add_argument("--daemon-args", default="")
+    ap.add_argument("--conf", default="", help="port options of both ports, e.g. slots=4096")
+    ap.add_argument("--tx-cpu", default="0", help="CPU of the daemon's TX ring threads")
     ap.add_argument("--rx-args", default="", help="extra flags of the receiver only")
     ap.add_argument("--events", default="",
                     help="more perf events to count per thread (e.g. uprobes: probe_ptnet:pipesync)")
@@ -36,7 +40,7 @@ def main():
     a = ap.parse_args()
     ports = ["netmap:bp{1", "netmap:bp}1"] if a.topo == "pipe" else ["vale0:1", "vale0:2"]
     d = tempfile.mkdtemp(prefix="thr-")
-    daemon, socks = start_daemon(a.bin, d, ports, a.daemon_args)
+    daemon, socks = start_daemon(a.bin, d, ports, a.daemon_args, a.conf)
     gen = lambda f, cpu, sock, extra="": subprocess.Popen(
         ["taskset", "-c", cpu, f"{a.bin}/ptnet-pkt-gen", "-i", f"vhost-user:{sock}", "-f", f,
          "-T", "250"] + shlex.split(a.gen_args) + shlex.split(extra), stderr=subprocess.PIPE, text=True)
@@ -46,7 +50,7 @@ def main():
     time.sleep(0.5)
     for tid, th in threads(daemon.pid).items():
         if "-tx" in th["comm"] or "-rx" in th["comm"]:
-            cpu = "0" if "-tx" in th["comm"] else "1"
+            cpu = a.tx_cpu if "-tx" in th["comm"] else "1"
             subprocess.run(["taskset", "-p", "-c", cpu, tid], stdout=subprocess.DEVNULL)
     time.sleep(a.warm)
     procs = {"daemon": daemon.pid, "gen-tx": tx.pid, "gen-rx": rx.pid}
