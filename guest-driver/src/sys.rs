@@ -1,13 +1,11 @@
 //! What the transports need of the system that the standard library does not wrap: shared file
-//! mappings, a locked anonymous page, `memfd_create`, `poll`, `epoll` (edge-triggered waits on
-//! eventfds: [`epoll`]), and x86 port I/O confined to one
+//! mappings, a locked anonymous page, `memfd_create`, `poll`, and x86 port I/O confined to one
 //! device's I/O BAR; `packet`: an `AF_PACKET` socket moving frames in batches. Each `unsafe` block here carries its own `// SAFETY:` comment; the
 //! transports above use only the safe functions of this module.
 
 use ptnet_protocol::shmem::SharedMem;
 use std::ffi::CStr;
 
-pub(crate) mod epoll;
 pub(crate) mod packet;
 
 use std::io;

@@ -1,4 +1,5 @@
-//! The daemon's small `unsafe` corner: memfds, mmap, poll and epoll ([`Epoll`]). Everything above is safe Rust.
+//! The daemon's small `unsafe` corner: memfds, mmap and poll (the ring threads' epoll waits are
+//! vmm-sys-util's; `epoll.rs` checks what they rely on). Everything above is safe Rust.
 //!
 //! # Shared memory that cannot fault
 //!
@@ -26,7 +27,6 @@ mod epoll;
 mod fds;
 mod inherit;
 
-pub use epoll::{Epoll, EpollEvent};
 pub use fds::*;
 pub use inherit::{claim_listening_unix_socket, InheritError};
 use ptnet_protocol::shmem::SharedMem;

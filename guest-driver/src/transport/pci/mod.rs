@@ -24,7 +24,6 @@
 
 use super::{CsbArrays, PollWait, Transport};
 use crate::error::PhysAddrProblem;
-use crate::sys::epoll::{Epoll, EpollEvent};
 use crate::sys::{self, Mapping};
 use crate::{Error, PciSelector};
 use discover::{enable, find_nic, is_memdev, pci_devices, resources, SYSFS_PCI};
@@ -39,6 +38,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
 const PAGE_SIZE: usize = 4096;
 /// How long `wait` sleeps when no interrupt source is available (polling mode).
@@ -270,8 +270,8 @@ impl Uio {
                     .open(&self.dev)
                     .ok()?;
                 let ep = Epoll::new().ok()?;
-                let edge = (libc::EPOLLIN | libc::EPOLLET) as u32;
-                ep.add(file.as_raw_fd(), edge, 0).ok()?;
+                let edge = EpollEvent::new(EventSet::IN | EventSet::EDGE_TRIGGERED, 0);
+                ep.ctl(ControlOperation::Add, file.as_raw_fd(), edge).ok()?;
                 Some(UioFd { _file: file, ep })
             })
             .as_ref()
@@ -280,7 +280,7 @@ impl Uio {
     /// After `ep` reported `n` events into `out`: true if an interrupt came (INTx is masked
     /// again then); an error (no interrupt line) switches the waits to polling.
     fn took(&self, out: &[EpollEvent], n: usize) -> bool {
-        let ev = out[..n].iter().fold(0, |m, e| m | e.events);
+        let ev = out[..n].iter().fold(0, |m, e| m | e.events());
         if ev & (libc::EPOLLERR as u32) != 0 {
             self.no_irq.store(true, Ordering::Relaxed);
             return false;
@@ -289,6 +289,14 @@ impl Uio {
             self.interrupted();
         }
         ev != 0
+    }
+}
+
+/// One `epoll_wait` of up to `ms`: how many events it put in `out`, 0 after a timeout or EINTR.
+fn edge_wait(ep: &Epoll, out: &mut [EpollEvent], ms: i32) -> std::io::Result<usize> {
+    match ep.wait(ms, out) {
+        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(0),
+        r => r,
     }
 }
 
@@ -475,7 +483,7 @@ impl Transport for PciTransport {
         let n = if uio.no_irq.load(Ordering::Relaxed) {
             0
         } else {
-            f.ep.wait(&mut out, ms)
+            edge_wait(&f.ep, &mut out, ms)
                 .map_err(|e| Error::io("wait for the uio interrupt", e))?
         };
         if uio.took(&out, n) {
@@ -534,9 +542,8 @@ impl Transport for PciTransport {
         };
         if let Some(f) = uio.fd(r) {
             let mut out = [EpollEvent::default(); 1];
-            let n =
-                f.ep.wait(&mut out, 0)
-                    .map_err(|e| Error::io("take the uio interrupt", e))?;
+            let n = edge_wait(&f.ep, &mut out, 0)
+                .map_err(|e| Error::io("take the uio interrupt", e))?;
             uio.took(&out, n);
         }
         uio.unmask();

@@ -10,7 +10,6 @@
 //!   (see the `sys::epoll` module): a wake-up costs that one syscall.
 
 use crate::error::ShmemMapProblem;
-use crate::sys::epoll::{Epoll, EpollEvent};
 use crate::sys::{self, Mapping};
 use crate::transport::{CsbArrays, PollWait, Transport};
 use crate::Error;
@@ -31,6 +30,7 @@ use vhost::vhost_user::message::{
 };
 use vhost::vhost_user::{Frontend, FrontendReqHandler, VhostUserFrontend};
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo};
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 mod config;
@@ -355,17 +355,20 @@ fn make_guest_memory() -> Result<(OwnedFd, Mapping), Error> {
 }
 
 /// The transport's wait: every call eventfd edge-triggered with its ring number as the token, and
-/// the main socket `sock` level-triggered.
+/// the main socket `sock` level-triggered. An eventfd watched edge-triggered reports a new event
+/// on every write to it, read or not, so the waits never read the call eventfds: the wait is the
+/// whole cost of a wake-up (`poll` would need a drain `read` after it). The counters, never
+/// read, grow by one an interrupt; a write that would take one past `u64::MAX - 1` fails and
+/// wakes nobody, which only someone writing huge values on purpose reaches (the daemon writes 1).
 fn call_waits(calls: &[EventFd], sock: RawFd) -> io::Result<Epoll> {
     let ep = Epoll::new()?;
+    let edge = EventSet::IN | EventSet::EDGE_TRIGGERED;
     for (r, c) in calls.iter().enumerate() {
-        ep.add(
-            c.as_raw_fd(),
-            (libc::EPOLLIN | libc::EPOLLET) as u32,
-            r as u64,
-        )?;
+        let ev = EpollEvent::new(edge, r as u64);
+        ep.ctl(ControlOperation::Add, c.as_raw_fd(), ev)?;
     }
-    ep.add(sock, libc::EPOLLIN as u32, SOCKET_TOKEN)?;
+    let ev = EpollEvent::new(EventSet::IN, SOCKET_TOKEN);
+    ep.ctl(ControlOperation::Add, sock, ev)?;
     Ok(ep)
 }
 
@@ -396,13 +399,17 @@ fn wait_edges(ep: &Epoll, rings: &[u32], timeout: Option<Duration>) -> io::Resul
                 left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
             }
         };
-        let n = ep.wait(&mut out, ms)?;
+        let n = match ep.wait(ms, &mut out) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+            Err(e) => return Err(e),
+        };
         let mut hit = false;
         for e in &out[..n] {
-            if e.token == SOCKET_TOKEN {
+            if e.data() == SOCKET_TOKEN {
                 return Ok(Woke::HungUp);
             }
-            hit |= rings.iter().any(|&r| u64::from(r) == e.token);
+            hit |= rings.iter().any(|&r| u64::from(r) == e.data());
         }
         if hit {
             return Ok(Woke::Rings);

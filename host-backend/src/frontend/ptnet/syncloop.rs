@@ -5,7 +5,7 @@
 //! Nothing here allocates, locks or makes a per-packet syscall: a pass handles a whole batch, and
 //! the only syscalls are the eventfd writes the CSB flags ask for and the one `epoll_wait` of a
 //! sleep. The kick and notify eventfds are watched edge-triggered, so what woke the thread is
-//! never read back (see [`crate::sys::Epoll`] for why an unread counter cannot matter): a
+//! never read back (see the `sys` module's notes on epoll for why an unread counter cannot matter): a
 //! wake-up costs that one syscall, where `poll` needed a drain `read` after it.
 //!
 //! Each thread owns its ring's pass state ([`PassState`]: the host kring, the CSB entries, the
@@ -19,7 +19,7 @@ use crate::port::idle::SpinThenSleep;
 use crate::port::ring::Wake;
 pub use crate::port::ring::{csb_entries, FrontendRings, Keepalive};
 use crate::port::ring::{DirectRx, PassDone, PassState, RingStats, RingSync, RingWorker};
-use crate::sys::{eventfd_take_nowait, Epoll, EpollEvent};
+use crate::sys::eventfd_take_nowait;
 use ptnet_protocol::csb::{Atok, Ktoa};
 use ptnet_protocol::sync::HostStop;
 use std::fs::File;
@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 /// How the loops wait.
@@ -420,10 +421,14 @@ struct Sleep {
 impl Sleep {
     fn new(kick: RawFd, notify: RawFd, stop: RawFd) -> std::io::Result<Self> {
         let ep = Epoll::new()?;
-        let edge = (libc::EPOLLIN | libc::EPOLLET) as u32;
-        ep.add(kick, edge, KICK)?;
-        ep.add(notify, edge, NOTIFY)?;
-        ep.add(stop, libc::EPOLLIN as u32, STOP)?;
+        let edge = EventSet::IN | EventSet::EDGE_TRIGGERED;
+        ep.ctl(ControlOperation::Add, kick, EpollEvent::new(edge, KICK))?;
+        ep.ctl(ControlOperation::Add, notify, EpollEvent::new(edge, NOTIFY))?;
+        ep.ctl(
+            ControlOperation::Add,
+            stop,
+            EpollEvent::new(EventSet::IN, STOP),
+        )?;
         Ok(Self { ep, wake: None })
     }
 
@@ -433,19 +438,24 @@ impl Sleep {
             return Ok(());
         }
         // `poll(2)`'s POLLIN and POLLOUT have epoll's values.
-        let events = |w: Wake| u32::from(w.events as u16);
+        let event = |w: Wake| {
+            let set = EventSet::from_bits_truncate(u32::from(w.events as u16));
+            EpollEvent::new(set, WAKE)
+        };
         match (self.wake, want) {
             (Some(old), Some(new)) if old.fd == new.fd => {
-                self.ep.modify(new.fd, events(new), WAKE)?
+                self.ep.ctl(ControlOperation::Modify, new.fd, event(new))?
             }
             (old, new) => {
                 if let Some(old) = old {
                     // (It cannot fail for a descriptor still open and watched.)
-                    let _ = self.ep.delete(old.fd);
+                    let _ = self
+                        .ep
+                        .ctl(ControlOperation::Delete, old.fd, EpollEvent::default());
                     self.wake = None;
                 }
                 if let Some(new) = new {
-                    self.ep.add(new.fd, events(new), WAKE)?;
+                    self.ep.ctl(ControlOperation::Add, new.fd, event(new))?;
                 }
             }
         }
@@ -460,12 +470,16 @@ impl Sleep {
     fn sleep(&mut self, wake: Option<Wake>, timeout_ms: i32) -> std::io::Result<Option<u32>> {
         self.set_wake(wake)?;
         let mut out = [EpollEvent::default(); 4];
-        let n = self.ep.wait(&mut out, timeout_ms)?;
+        let n = match self.ep.wait(timeout_ms, &mut out) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
+            Err(e) => return Err(e),
+        };
         Ok((n > 0).then(|| {
             out[..n]
                 .iter()
-                .filter(|e| e.token == KICK)
-                .fold(0, |m, e| m | e.events)
+                .filter(|e| e.data() == KICK)
+                .fold(0, |m, e| m | e.events())
         }))
     }
 }
