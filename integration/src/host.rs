@@ -345,8 +345,12 @@ impl Backend {
         self.child = Some(child);
         // Generous: a daemon serving many ports (ptnet-soak's 64) on a busy machine.
         let deadline = Instant::now() + Duration::from_secs(30);
+        // The control socket is bound after the ports': ptnet-ctl run at once must find it.
+        let control = self.control_socket();
         loop {
-            if self.ports.iter().all(|p| self.socket(p).exists()) {
+            let up = self.ports.iter().all(|p| self.socket(p).exists())
+                && control.as_ref().is_none_or(|c| c.exists());
+            if up {
                 return Ok(());
             }
             if let Some(Ok(Some(s))) = self.child.as_mut().map(|c| c.try_wait()) {
@@ -359,6 +363,23 @@ impl Backend {
                 ));
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The control socket the daemon serves: `DIR/ptnet-backend.ctl` unless the extra flags
+    /// name another (`--control-socket PATH`) or none (`none`).
+    fn control_socket(&self) -> Option<PathBuf> {
+        let named = self.extra.iter().enumerate().find_map(|(i, a)| {
+            if a == "--control-socket" {
+                self.extra.get(i + 1).cloned()
+            } else {
+                a.strip_prefix("--control-socket=").map(str::to_string)
+            }
+        });
+        match named {
+            Some(p) if p == "none" => None,
+            Some(p) => Some(PathBuf::from(p)),
+            None => Some(self.dir.join("ptnet-backend.ctl")),
         }
     }
 
