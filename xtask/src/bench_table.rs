@@ -136,6 +136,43 @@ fn rows(r: &Value) -> Vec<[String; 6]> {
             met(e.get("met").and_then(Value::as_bool)),
         ]);
     }
+    if let Some(e) = r.get("p2_bounds") {
+        out.push([
+            "P2 bound: netmap slots cpu 0 -> cpu 1, two spinning threads alone (Mpps)".into(),
+            runs(e.get("slot_handover_mpps"), 1),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+        ]);
+        let sw = |k: &str| num(e, &["context_switch", k]).unwrap_or(f64::NAN);
+        out.push([
+            "P2 bound: one context switch on cpu 0 (us)".into(),
+            format!(
+                "{:.2} between processes, {:.2} between threads",
+                sw("between_processes_us"),
+                sw("between_threads_us")
+            ),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+        ]);
+    }
+    let slots = r.pointer("/scaling/slots/points").and_then(Value::as_array);
+    for x in slots.into_iter().flatten() {
+        out.push([
+            format!(
+                "P2 with {} slots per ring (Mpps)",
+                num(x, &["slots"]).unwrap_or(f64::NAN)
+            ),
+            runs(x.get("ptnet"), 2),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+        ]);
+    }
     if let Some(e) = r.get("p4") {
         let name = "P4 daemon CPU, 64 idle VALE ports";
         if failed(name, e, &mut out).is_none() {
@@ -330,6 +367,9 @@ mod tests {
               "p6":{"ptnet":{"median":9,"min":8,"max":10},"dpdk":{"median":6,"min":5,"max":7},
                     "ratio":1.5,"target":1.5,"met":true},
               "p5_rtt_us":{"p50":30,"p99":60},"p5_floor_us":{"p50":25,"p99":50},
+              "p2_bounds":{"slot_handover_mpps":{"median":101.5,"min":99,"max":110},
+                           "context_switch":{"between_processes_us":2.6,"between_threads_us":2.5}},
+              "scaling":{"slots":{"points":[{"slots":4096,"ptnet":{"median":55,"min":50,"max":60}}]}},
               "p8":{"p1":{"rate_mpps":1,"ptnet_cpu_s_per_mpkt":0.2,"dpdk_cpu_s_per_mpkt":1.0,
                           "ratio":0.2,"target_ratio":0.25,"met":true,
                           "ptnet":{"received_mpps":{"median":1.0}},
@@ -359,6 +399,15 @@ mod tests {
         );
         assert!(
             t.contains("| 9.00 (8.00-10.00) | 6.00 (5.00-7.00) DPDK vhost rxonly | 1.50x | >= 1.5x DPDK | yes |"),
+            "{t}"
+        );
+        assert!(t.contains("alone (Mpps) | 101.5 (99.0-110.0) |"), "{t}");
+        assert!(
+            t.contains("| 2.60 between processes, 2.50 between threads |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| P2 with 4096 slots per ring (Mpps) | 55.00 (50.00-60.00) |"),
             "{t}"
         );
         assert!(t.contains("Failed in this run: p2"), "{t}");
