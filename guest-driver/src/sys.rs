@@ -140,6 +140,14 @@ pub(crate) fn memfd_create(name: &CStr, size: u64) -> io::Result<OwnedFd> {
     Ok(OwnedFd::from(file))
 }
 
+/// A timeout as `poll` and `epoll_wait` take it: -1 for none, else milliseconds rounded up (a
+/// short timeout must not become a busy loop of zero-timeout calls), at most `i32::MAX`.
+pub(crate) fn timeout_ms(timeout: Option<std::time::Duration>) -> i32 {
+    timeout.map_or(-1, |t| {
+        i32::try_from(t.as_nanos().div_ceil(1_000_000)).unwrap_or(i32::MAX)
+    })
+}
+
 /// `poll(fds, timeout_ms)` once (no retry on EINTR): the number of entries with events, 0 on
 /// timeout.
 pub(crate) fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<usize> {

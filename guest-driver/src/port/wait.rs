@@ -144,10 +144,7 @@ impl Port {
             p.fd = fd;
             p.events = libc::POLLIN;
         }
-        // Round up so a short timeout does not become a busy loop.
-        let ms = limit.map_or(-1, |l| {
-            l.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
-        });
+        let ms = crate::sys::timeout_ms(limit);
         let fired = match crate::sys::poll(&mut pfds[..used], ms) {
             Ok(n) => n > 0,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => true,

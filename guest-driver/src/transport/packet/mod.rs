@@ -281,13 +281,6 @@ impl PacketTransport {
     }
 }
 
-/// A timeout as `poll` takes it: -1 for none, else milliseconds rounded up.
-fn poll_ms(timeout: Option<Duration>) -> i32 {
-    timeout.map_or(-1, |t| {
-        i32::try_from(t.as_nanos().div_ceil(1_000_000)).unwrap_or(i32::MAX)
-    })
-}
-
 impl Transport for PacketTransport {
     fn read_reg(&mut self, off: u32) -> Result<u32, Error> {
         Ok(self.cfg.get(off))
@@ -368,7 +361,7 @@ impl Transport for PacketTransport {
             events,
             revents: 0,
         }];
-        match crate::sys::poll(&mut fds, poll_ms(timeout)) {
+        match crate::sys::poll(&mut fds, crate::sys::timeout_ms(timeout)) {
             Ok(0) => Ok(false),
             Ok(_) => {
                 self.pass(ring);

@@ -477,7 +477,7 @@ impl Transport for PciTransport {
         };
         let limit = timeout.map_or(cap, |t| t.min(cap));
         uio.unmask();
-        let ms = limit.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+        let ms = crate::sys::timeout_ms(Some(limit));
         let mut out = [EpollEvent::default(); 1];
         let start = std::time::Instant::now();
         let n = if uio.no_irq.load(Ordering::Relaxed) {

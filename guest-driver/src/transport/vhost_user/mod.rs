@@ -391,14 +391,7 @@ fn wait_edges(ep: &Epoll, rings: &[u32], timeout: Option<Duration>) -> io::Resul
     let deadline = timeout.map(|t| Instant::now() + t);
     let mut out = [EpollEvent::default(); ptnet::MAX_RINGS as usize + 1];
     loop {
-        let ms = match deadline {
-            None => -1,
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                // Round up so a short timeout does not become a busy loop.
-                left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
-            }
-        };
+        let ms = sys::timeout_ms(deadline.map(|d| d.saturating_duration_since(Instant::now())));
         let n = match ep.wait(ms, &mut out) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
@@ -436,14 +429,7 @@ fn poll_fds(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<u64> {
     }
     let deadline = timeout.map(|t| Instant::now() + t);
     loop {
-        let ms = match deadline {
-            None => -1,
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                // Round up so a short timeout does not become a busy loop.
-                left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
-            }
-        };
+        let ms = sys::timeout_ms(deadline.map(|d| d.saturating_duration_since(Instant::now())));
         match sys::poll(&mut pfds[..n], ms) {
             Ok(0) => {
                 if deadline.is_some_and(|d| Instant::now() < d) {
